@@ -1,0 +1,134 @@
+"""Prompt engineering and in-context learning: score zero-, one- and few-shot variants with
+each example-selection strategy on the validation split, keep the best as the prompt
+candidate, and report it on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from odyssey import ui
+from odyssey.errors import OdysseyError
+from odyssey.prompts import PromptConfig
+
+
+@dataclass
+class Variant:
+    name: str
+    shots: int
+    selection: str
+    metrics: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PromptResult:
+    run_id: int
+    model_ref: str
+    candidate: str
+    primary_metric: str
+    variants: list[Variant]
+    best: Variant
+    test_metrics: dict[str, float]
+    gates: list[dict]
+    report: dict[str, str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def variants_from_spec(spec) -> list[tuple[int, str]]:
+    out = []
+    for shots in spec.prompt.shots:
+        if shots == 0:
+            out.append((0, "fixed"))
+        else:
+            out.extend((shots, sel) for sel in spec.prompt.selection)
+    return list(dict.fromkeys(out))  # keep order, drop repeats
+
+
+def prompt_search(project, *, model: str | None = None, limit: int | None = None, test_limit: int | None = None,
+                  shots: list[int] | None = None, selection: list[str] | None = None,
+                  batch_size: int | None = None) -> PromptResult:
+    from odyssey.evaluate import check_gates, run_harness
+    from odyssey.evaluate.report import write_report
+    from odyssey.models import load, parse_ref
+
+    spec = project.spec
+    overrides = {k: v for k, v in {"shots": shots, "selection": selection}.items() if v}
+    if overrides:
+        spec = spec.model_copy(update={"prompt": spec.prompt.model_copy(update=overrides)})
+    scope, pspec = spec.scope, spec.prompt
+    ref = model or pspec.model or project.default_model()
+    slug = parse_ref(ref, project.root).slug
+    data = project.dataset()
+    pool = data.splits.get("train", [])
+    validation = data.split("validation")[: limit or pspec.limit or None]
+    test = data.split("test")[: test_limit or pspec.test_limit or None]
+    plan = variants_from_spec(spec)
+    too_many = [s for s, _ in plan if s > len(pool)]
+    if too_many:
+        raise OdysseyError(f"{max(too_many)}-shot prompts need {max(too_many)} training examples; "
+                           f"the train split has {len(pool)}", hint="lower prompt.shots or add training data")
+    primary = scope.metric_names[0]
+    store = project.store
+    config = {"model": ref, "variants": plan, "validation_n": len(validation), "test_n": len(test),
+              "data": data.fingerprint}
+    with store.run("prompt", spec.as_dict(), config) as run:
+        with ui.status(f"loading {ref}") as update:
+            loaded = load(ref, root=project.root, dtype=spec.evaluate.dtype, progress=update)
+        generation = pspec.generation.model_dump()
+        variants: list[Variant] = []
+        configs: dict[str, PromptConfig] = {}
+        for n_shots, strategy in plan:
+            cfg = PromptConfig.default(scope.task, scope.labels, pspec.instruction, shots=n_shots, selection=strategy,
+                                       system=pspec.system, seed=pspec.seed, generation=generation)
+            result = run_harness(loaded, validation, cfg, scope, pool=pool, batch_size=batch_size or pspec.batch_size,
+                                 description=f"{cfg.name} on validation")
+            variants.append(Variant(cfg.name, n_shots, strategy, result.metrics, result.notes))
+            configs[cfg.name] = cfg
+            store.add_outputs(run.id, [{**r, "example_id": f"{cfg.name}/{r['example_id']}"} for r in result.rows],
+                              split="validation")
+            run.log_metrics({f"{cfg.name}/{k}": v for k, v in result.metrics.items()}, split="validation")
+            ui.say(f"  {cfg.name:<22} {primary}={result.metrics.get(primary, 0):.4f}"
+                   + (f"  ({'; '.join(result.notes)})" if result.notes else ""))
+        best = max(variants, key=lambda v: v.metrics.get(primary, float("-inf")))
+        best_cfg = configs[best.name]
+        name = f"{slug}:prompt"
+        cand_id = store.upsert_candidate(name, "prompt", ref, {"prompt": best_cfg.as_dict(), "data": data.fingerprint,
+                                                               "validation": best.metrics}, None, run.id)
+        run.log_metrics(best.metrics, candidate_id=cand_id, split="validation")
+        test_result = run_harness(loaded, test, best_cfg, scope, pool=pool, batch_size=batch_size or pspec.batch_size,
+                                  description=f"{best.name} on test")
+        store.add_outputs(run.id, test_result.rows, candidate_id=cand_id, split="test")
+        run.log_metrics(test_result.metrics, candidate_id=cand_id, split="test")
+        gates = check_gates(scope, test_result.metrics)
+        test_result.notes = [f"best prompt: {best.name} (by validation {primary})"] + test_result.notes
+        report = write_report(project, run, name, "test", test_result, gates)
+        _write_variant_table(run, variants, primary)
+        run.set_summary({"best": best.name, "variants": [asdict(v) for v in variants], "test": test_result.metrics})
+    return PromptResult(run.id, ref, name, primary, variants, best, test_result.metrics, gates, report)
+
+
+def _write_variant_table(run, variants: list[Variant], primary: str):
+    """variants.json and a bar chart of the primary metric per variant."""
+    out = run.artifacts_dir
+    (out / "variants.json").write_text(json.dumps([asdict(v) for v in variants], indent=2))
+    run.add_artifact(out / "variants.json", "prompt-variants")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(variants) + 2), 3.6))
+    values = [v.metrics.get(primary, 0.0) for v in variants]
+    bars = ax.bar([v.name for v in variants], values, color="steelblue")
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_ylabel(f"{primary} (validation)")
+    ax.set_title("prompt variants")
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(out / "variants.png", dpi=120)
+    plt.close(fig)
+    run.add_artifact(out / "variants.png", "prompt-variants-plot")

@@ -1,0 +1,1 @@
+"""Align stage (see its issue)."""

@@ -1,0 +1,1 @@
+"""Augment stage (see its issue)."""

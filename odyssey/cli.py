@@ -1,0 +1,200 @@
+"""The ``odyssey`` command: a thin Typer layer, one command per stage action, each calling one
+entry function of the Python API. Heavy imports (torch, transformers) happen inside commands,
+so ``odyssey --help`` stays fast.
+
+Exit codes: 0 ok, 1 internal error (a bug: traceback shown), 2 user error (bad spec or
+argument), 3 gates failed (with --check), 4 missing optional dependency, 5 resource unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from odyssey.errors import ExitCode, OdysseyError
+
+app = typer.Typer(
+    name="odyssey",
+    help="Carry an LLM application through its lifecycle: scope, select, adapt, align, evaluate, optimize, deploy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _emit_json(payload) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _load(project: Path):
+    from odyssey.project import Project
+
+    return Project.load(project)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="folder to create")],
+    task: Annotated[str, typer.Option(help="summarization | classification | qa")] = "summarization",
+    force: Annotated[bool, typer.Option(help="overwrite an existing odyssey.yaml")] = False,
+):
+    """Create a project: odyssey.yaml with every section filled in, plus example data."""
+    from odyssey.scaffold import init_project
+
+    root = init_project(path, task, force=force)
+    _console().print(f"created {root / 'odyssey.yaml'} and {root / 'data'}/\nnext: cd {root} && odyssey validate")
+
+
+@app.command()
+def validate(project: ProjectOpt = Path("."), as_json: JsonOpt = False):
+    """Check odyssey.yaml: every problem with file, line, field, value and a fix hint."""
+    from odyssey.project import SPEC_FILE, check_spec_file
+
+    path = project if project.suffix in {".yaml", ".yml"} else project / SPEC_FILE
+    spec, report = check_spec_file(path)
+    if as_json:
+        _emit_json({"ok": report.ok, "file": str(path), "problems": [p.__dict__ for p in report.problems]})
+    elif report.ok:
+        _console().print(f"[green]ok[/] {path}: {spec.scope.task}, {len(spec.models)} model(s), "
+                         f"{len(spec.scope.gate_list())} gate(s)")
+    else:
+        console = _console()
+        console.print(f"[red]{path}: {len(report.problems)} problem(s)[/]")
+        for p in report.problems:
+            console.print(f"  {p}", markup=False, highlight=False)
+    raise typer.Exit(ExitCode.OK if report.ok else ExitCode.USER_ERROR)
+
+
+@app.command()
+def models(project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+           tiny: Annotated[bool, typer.Option(help="also list the tiny test models")] = False):
+    """Models available here: family, architecture, parameters, memory for inference and training."""
+    from odyssey.models import catalog
+    from odyssey.project import SPEC_FILE
+
+    proj = _load(project) if (project / SPEC_FILE).exists() else None
+    infos = catalog(proj, include_tiny=tiny)
+    if as_json:
+        _emit_json([i.as_dict() for i in infos])
+        return
+    from odyssey.render import models_table
+
+    _console().print(models_table(infos))
+
+
+@app.command()
+def prompt(
+    project: ProjectOpt = Path("."),
+    model: Annotated[Optional[str], typer.Option(help="model reference (default: first in models:)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="validation examples per variant")] = None,
+    test_limit: Annotated[Optional[int], typer.Option(help="test examples for the best variant")] = None,
+    shots: Annotated[Optional[str], typer.Option(help="comma-separated shot counts, e.g. 0,1,3")] = None,
+    as_json: JsonOpt = False,
+):
+    """Search zero/one/few-shot prompts on validation; keep the best as a candidate; report it on test."""
+    proj = _load(project)
+    shot_list = [int(s) for s in shots.split(",")] if shots else None
+    result = proj.prompt(model=model, limit=limit, test_limit=test_limit, shots=shot_list)
+    if as_json:
+        _emit_json(result.as_dict())
+        return
+    from odyssey.render import gates_table, metrics_table, print_tables, variants_table
+
+    console = _console()
+    print_tables(console, variants_table(result), metrics_table(result.test_metrics, f"{result.candidate} on test"),
+                 gates_table(result.gates))
+    console.print(f"report: {result.report['markdown']}")
+
+
+@app.command("eval")
+def eval_(
+    project: ProjectOpt = Path("."),
+    model: Annotated[Optional[str], typer.Option(help="model reference to evaluate zero-shot")] = None,
+    candidate: Annotated[Optional[str], typer.Option(help="a stored candidate (see odyssey status)")] = None,
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
+    limit: Annotated[Optional[int], typer.Option(help="evaluate the first N examples")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="generation batch size")] = None,
+    check: Annotated[bool, typer.Option(help="exit with code 3 when a gate fails")] = False,
+    as_json: JsonOpt = False,
+):
+    """Evaluate a model or candidate with the harness: metrics, gates, per-example outputs, report."""
+    proj = _load(project)
+    result = proj.evaluate(model=model, split=split, candidate=candidate, limit=limit, batch_size=batch_size)
+    if as_json:
+        _emit_json(result.as_dict())
+    else:
+        from odyssey.render import gates_table, metrics_table, print_tables
+
+        console = _console()
+        print_tables(console, metrics_table(result.metrics, f"{result.candidate} on {split}"), gates_table(result.gates))
+        for note in result.notes:
+            console.print(f"[yellow]note:[/] {note}")
+        console.print(f"report: {result.report['markdown']}")
+    if check and not result.passed:
+        raise typer.Exit(ExitCode.GATES_FAILED)
+
+
+@app.command()
+def status(project: ProjectOpt = Path("."), as_json: JsonOpt = False):
+    """The board: lifecycle stages, candidates, metrics against the gates."""
+    board = _load(project).status()
+    if as_json:
+        _emit_json(board.as_dict())
+        return
+    from odyssey.render import board_tables, print_tables
+
+    print_tables(_console(), *board_tables(board))
+
+
+@app.command()
+def demo(
+    path: Annotated[Optional[Path], typer.Argument(help="folder for the demo project (default: a temp folder)")] = None,
+    model: Annotated[str, typer.Option(help="model to run the lifecycle on")] = "packaged:smollm2-135m-instruct",
+    quick: Annotated[bool, typer.Option(help="fewer examples (a smoke test)")] = False,
+):
+    """Run the whole lifecycle on the shipped example data and packaged model, ending with the board."""
+    from odyssey.demo import run_demo
+
+    run_demo(path, model=model, quick=quick)
+
+
+def main() -> None:
+    """Entry point: user errors print a message and a hint, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except OdysseyError as exc:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        console.print("[red]error:[/]", end=" ")
+        console.print(str(exc), markup=False, highlight=False)
+        sys.exit(int(exc.exit_code))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(ExitCode.USER_ERROR)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Deploy stage (see its issue)."""

@@ -1,0 +1,166 @@
+"""The evaluation harness every stage shares: render prompts -> batched generation -> metrics
+-> gates -> per-example outputs in the store -> a report (JSON, Markdown, plot).
+
+``run_harness`` scores one loaded model with one prompt configuration on a list of examples
+(the prompt stage calls it once per variant); ``evaluate_candidate`` is the ``odyssey eval``
+entry point that records a run, its metrics and outputs, and writes the report.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from odyssey.data import Example
+from odyssey.errors import OdysseyError
+from odyssey.prompts import DemoSelector, PromptConfig, render
+from odyssey.spec import Gate, Scope
+
+
+@dataclass
+class HarnessResult:
+    metrics: dict[str, float]
+    rows: list[dict]
+    stats: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), q in [0, 100]."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def run_harness(loaded, examples: list[Example], cfg: PromptConfig, scope: Scope, *, pool: list[Example] | None = None,
+                batch_size: int = 8, description: str = "evaluating") -> HarnessResult:
+    from odyssey import metrics as metric_fns
+    from odyssey.evaluate.generation import generate
+
+    if not examples:
+        raise OdysseyError("no examples to evaluate", hint="check the split and --limit")
+    settings = {"max_new_tokens": 64, **cfg.generation}
+    budget = loaded.context_length - int(settings["max_new_tokens"])
+    if budget < 16:
+        raise OdysseyError(f"max_new_tokens={settings['max_new_tokens']} leaves no room for a prompt in "
+                           f"{loaded.ref}'s {loaded.context_length}-token context", hint="lower max_new_tokens")
+    selector = DemoSelector(pool or [], cfg.selection, cfg.shots, cfg.seed)
+    rendered = [render(loaded.tokenizer, cfg, ex, selector(ex), budget) for ex in examples]
+    notes = []
+    short = sum(1 for r in rendered if r.shots_used < cfg.shots)
+    if short:
+        notes.append(f"{short} of {len(rendered)} prompts dropped in-context examples to fit the "
+                     f"{loaded.context_length}-token context")
+    cut = sum(1 for r in rendered if r.truncated_input)
+    if cut:
+        notes.append(f"{cut} of {len(rendered)} inputs were truncated to fit the context")
+    outputs, stats = generate(loaded, [r.text for r in rendered], settings, batch_size=batch_size,
+                              description=description)
+    predictions = [o.text for o in outputs]
+    references = [list(ex.references) for ex in examples]
+    scored = metric_fns.compute(scope.metric_names, predictions, references, task=scope.task, labels=scope.labels)
+    latencies = [o.latency_ms for o in outputs]
+    system = {
+        "p50_latency_ms": percentile(latencies, 50),
+        "p95_latency_ms": percentile(latencies, 95),
+        "examples_per_s": len(examples) / stats["wall_s"],
+        "tokens_per_s": stats["new_tokens"] / stats["wall_s"],
+        "memory_gb": stats["peak_rss_gb"],
+        "mean_new_tokens": statistics.fmean(o.new_tokens for o in outputs),
+    }
+    rows = [
+        {"example_id": ex.id, "prompt": r.text, "prediction": o.text, "references": list(ex.references),
+         "scores": s, "latency_ms": o.latency_ms}
+        for ex, r, o, s in zip(examples, rendered, outputs, scored.per_example)
+    ]
+    return HarnessResult({**scored.corpus, **system}, rows, stats, notes)
+
+
+def check_gates(scope: Scope, metrics: dict[str, float]) -> list[dict]:
+    """Each gate of the scope with the measured value and whether it passes (None: not measured)."""
+    return [{"gate": str(g), "metric": g.metric, "value": metrics.get(g.metric), "passed": g.passes(metrics.get(g.metric))}
+            for g in scope.gate_list()]
+
+
+def gates_pass(results: list[dict]) -> bool:
+    return all(r["passed"] is not False for r in results)
+
+
+@dataclass
+class EvalResult:
+    run_id: int
+    candidate: str
+    model_ref: str
+    split: str
+    metrics: dict[str, float]
+    gates: list[dict]
+    report: dict[str, str]
+    notes: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return gates_pass(self.gates)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def candidate_setup(project, model: str | None, candidate: str | None) -> tuple[str, str, PromptConfig, int | None]:
+    """(candidate name, model ref, prompt config, parent id) for an eval request."""
+    scope = project.spec.scope
+    if candidate:
+        row = project.store.candidate(candidate)
+        if row is None:
+            known = ", ".join(c["name"] for c in project.store.candidates()) or "none yet"
+            raise OdysseyError(f"no candidate named {candidate!r}", hint=f"candidates: {known}")
+        cfg = PromptConfig.from_dict(row["config"].get("prompt") or PromptConfig.default(scope.task, scope.labels).as_dict())
+        return row["name"], row["model_ref"], cfg, row["parent_id"]
+    from odyssey.models import parse_ref
+
+    ref = model or project.default_model()
+    parsed = parse_ref(ref, project.root)
+    gen = project.spec.evaluate.generation.model_dump()
+    cfg = PromptConfig.default(scope.task, scope.labels, project.spec.prompt.instruction, generation=gen,
+                               system=project.spec.prompt.system)
+    return f"{parsed.slug}:zero-shot", ref, cfg, None
+
+
+def evaluate_candidate(project, model: str | None = None, split: str = "test", *, candidate: str | None = None,
+                       limit: int | None = None, batch_size: int | None = None) -> EvalResult:
+    from odyssey import ui
+    from odyssey.evaluate.report import write_report
+    from odyssey.models import load
+
+    name, ref, cfg, parent = candidate_setup(project, model, candidate)
+    scope = project.spec.scope
+    data = project.dataset()
+    examples = data.split(split)[: limit or project.spec.evaluate.limit or None]
+    pool = data.splits.get("train", []) if cfg.shots else []
+    settings = {"candidate": name, "model": ref, "split": split, "n": len(examples), "prompt": cfg.as_dict(),
+                "data": data.fingerprint}
+    store = project.store
+    with store.run("evaluate", project.spec.as_dict(), settings) as run:
+        with ui.status(f"loading {ref}") as update:
+            loaded = load(ref, root=project.root, dtype=project.spec.evaluate.dtype, progress=update)
+        result = run_harness(loaded, examples, cfg, scope, pool=pool,
+                             batch_size=batch_size or project.spec.evaluate.batch_size,
+                             description=f"{name} on {split}")
+        stage = "prompt" if cfg.shots or candidate else "select"
+        existing = store.candidate(name)
+        cand_id = existing["id"] if existing else store.upsert_candidate(
+            name, stage, ref, {"prompt": cfg.as_dict(), "data": data.fingerprint}, parent, run.id)
+        store.add_outputs(run.id, result.rows, candidate_id=cand_id, split=split)
+        result.metrics["n_params"] = loaded.n_params
+        run.log_metrics(result.metrics, candidate_id=cand_id, split=split)
+        gates = check_gates(scope, result.metrics)
+        report = write_report(project, run, name, split, result, gates)
+        run.set_summary({"candidate": name, "metrics": result.metrics, "gates": gates, "notes": result.notes})
+    return EvalResult(run.id, name, ref, split, result.metrics, gates, report, result.notes)
+
+
+__all__ = ["EvalResult", "HarnessResult", "check_gates", "evaluate_candidate", "gates_pass", "percentile", "run_harness",
+           "Gate"]

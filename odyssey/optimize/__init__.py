@@ -1,0 +1,1 @@
+"""Optimize stage (see its issue)."""

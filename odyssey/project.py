@@ -1,0 +1,269 @@
+"""A project: ``odyssey.yaml`` validated into a :class:`~odyssey.spec.Spec`, its folder and its store.
+
+Loading keeps the line of every key so that each problem is reported as
+``odyssey.yaml:12 scope.gates.rougeL: '>= abc' is not ...`` with a hint, all problems at once.
+The Python API mirrors the CLI: ``Project.load(".").prompt()``, ``.evaluate(...)``, ``.status()``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from odyssey.errors import OdysseyError, SpecError
+from odyssey.spec import Spec
+
+SPEC_FILE = "odyssey.yaml"
+STATE_DIR = ".odyssey"
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a spec file."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+    value: Any = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = f"{where} {self.field or '(top level)'}: {self.message}"
+        if self.value is not None and not isinstance(self.value, (dict, list)):
+            text += f" (got {self.value!r})"
+        if self.hint:
+            text += f" — {self.hint}"
+        return text
+
+
+@dataclass
+class SpecReport:
+    path: Path
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> Any:
+    """Turn a composed YAML node into Python data, remembering the line of every key."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) else key_node.value
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            if key in out:
+                raise _DuplicateKey(path + (key,), key_node.start_mark.line + 1)
+            out[key] = _construct(value_node, path + (key,), lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(child, path + (i,), lines) for i, child in enumerate(node.value)]
+    # Scalars: let PyYAML's resolver decide the type (int, float, bool, null, str).
+    return yaml.safe_load(yaml.serialize(node))
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, path, line):
+        self.path, self.line = path, line
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at ``loc`` (for did-you-mean on unknown keys)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        info = current.model_fields.get(part)
+        if info is None:
+            return None
+        annotation = info.annotation
+        candidates = [annotation, *typing.get_args(annotation)]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problems_from_validation(exc: ValidationError, file: str, lines: dict[tuple, int]) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        # Drop pydantic's union-branch markers such as 'str' or 'ModelEntry' from the location.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p[:1].isupper() or p in {"str", "float", "int"})))
+        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+        kind = err["type"]
+        hint = None
+        message = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        if kind == "extra_forbidden":
+            owner = _model_at(Spec, loc[:-1])
+            allowed = sorted(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            message = f"unknown key {loc[-1]!r}"
+            hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+            value = None
+        elif kind == "missing":
+            message = "required field is missing"
+            hint = "add it; `odyssey init` writes a complete example"
+            value = None
+        elif kind == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            words = [w.strip(" '") for w in expected.replace(" or ", ",").split(",") if w.strip(" '")]
+            close = difflib.get_close_matches(str(value), words, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else None
+        problems.append(Problem(file, line, _dotted(loc), message, value, hint))
+    # One union error is reported once per branch by pydantic; keep each field's first message.
+    seen, unique = set(), []
+    for p in problems:
+        if (p.field, p.message) not in seen:
+            seen.add((p.field, p.message))
+            unique.append(p)
+    return unique
+
+
+def check_spec_file(path: Path) -> tuple[Spec | None, SpecReport]:
+    """Parse and validate a spec file; collect every problem instead of stopping at the first."""
+    report = SpecReport(path)
+    name = path.name
+    if not path.exists():
+        report.problems.append(Problem(str(path), None, "", "file not found", hint="run `odyssey init NAME` to create a project"))
+        return None, report
+    text = path.read_text(encoding="utf-8")
+    lines: dict[tuple, int] = {}
+    try:
+        node = yaml.compose(text)
+        data = _construct(node, (), lines) if node is not None else None
+    except _DuplicateKey as dup:
+        report.problems.append(Problem(name, dup.line, _dotted(dup.path), "key appears twice", hint="keep one"))
+        return None, report
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        report.problems.append(
+            Problem(name, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}", hint="check indentation and quoting")
+        )
+        return None, report
+    if not isinstance(data, dict):
+        report.problems.append(Problem(name, 1, "", "the file must be a mapping (name:, scope:, models: ...)"))
+        return None, report
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        report.problems.extend(_problems_from_validation(exc, name, lines))
+        return None, report
+    report.problems.extend(_semantic_problems(spec, path.parent, name, lines))
+    return (spec if report.ok else None), report
+
+
+def _semantic_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int]) -> list[Problem]:
+    """Checks that need more than types: data files exist, labels for classification, ..."""
+    problems = []
+    source = spec.scope.data.source
+    files = source.values() if isinstance(source, dict) else [source]
+    for key, file in zip(source.keys() if isinstance(source, dict) else [None], files):
+        if file.startswith("hf:"):
+            continue
+        if not (root / file).exists():
+            loc = ("scope", "data", "source") + ((key,) if key else ())
+            problems.append(
+                Problem(name, lines.get(loc), _dotted(loc), "data file not found", file,
+                        hint=f"paths are relative to {root}; use 'hf:<id>' for a Hugging Face dataset")
+            )
+    if spec.scope.task == "classification" and not spec.scope.labels:
+        loc = ("scope",)
+        problems.append(Problem(name, lines.get(loc), "scope.labels", "classification needs the label set",
+                                hint="add e.g. labels: [billing, shipping, other]"))
+    return problems
+
+
+class Project:
+    """A project folder: its spec, its data and its run store."""
+
+    def __init__(self, root: Path, spec: Spec):
+        self.root = root.resolve()
+        self.spec = spec
+
+    @classmethod
+    def load(cls, path: str | Path = ".") -> "Project":
+        path = Path(path)
+        spec_path = path if path.suffix in {".yaml", ".yml"} else path / SPEC_FILE
+        spec, report = check_spec_file(spec_path)
+        if spec is None:
+            raise SpecError(
+                f"{spec_path} has {len(report.problems)} problem(s):",
+                problems=[str(p) for p in report.problems],
+            )
+        return cls(spec_path.parent, spec)
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / SPEC_FILE
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @cached_property
+    def store(self):
+        from odyssey.store import Store
+
+        store = Store.open(self.state_dir)
+        store.ensure_project(self.spec.name, self.root)
+        return store
+
+    # ---- data -------------------------------------------------------------------------------
+    def dataset(self):
+        from odyssey.data import load_task_data
+
+        return load_task_data(self.spec.scope, self.root)
+
+    def examples(self, split: str, limit: int | None = None):
+        rows = self.dataset().split(split)
+        return rows[:limit] if limit else rows
+
+    # ---- stages (the Python API mirrors the CLI) --------------------------------------------
+    def prompt(self, **overrides):
+        from odyssey.adapt import prompt_search
+
+        return prompt_search(self, **overrides)
+
+    def evaluate(self, model: str | None = None, split: str = "test", **options):
+        from odyssey.evaluate import evaluate_candidate
+
+        return evaluate_candidate(self, model=model, split=split, **options)
+
+    def status(self):
+        from odyssey.evaluate.board import build_board
+
+        return build_board(self)
+
+    def models(self):
+        from odyssey.models import catalog
+
+        return catalog(self)
+
+    def default_model(self) -> str:
+        entries = self.spec.model_entries()
+        if not entries:
+            raise OdysseyError(
+                f"{self.spec_path}: no models are listed",
+                hint="add a candidate under models:, e.g. - packaged:smollm2-135m-instruct",
+            )
+        return entries[0].ref

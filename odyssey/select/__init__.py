@@ -1,0 +1,1 @@
+"""Select stage (see its issue)."""

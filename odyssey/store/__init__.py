@@ -1,0 +1,286 @@
+"""The run store: one SQLite database (WAL) plus an artifacts folder per project.
+
+Only this module writes run history. A stage opens a run with ``store.run(...)``; if the
+stage raises, the run is marked failed with the error, and everything written before is kept.
+A run left 'running' by a killed process is marked failed the next time the store opens.
+All SQL is parameterized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from odyssey.store import migrations
+
+DB_FILE = "odyssey.db"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Run:
+    id: int
+    stage: str
+    store: "Store"
+    artifacts_dir: Path
+
+    def log_metrics(self, metrics: dict[str, float], *, candidate_id: int | None = None, split: str | None = None):
+        self.store.log_metrics(self.id, metrics, candidate_id=candidate_id, split=split)
+
+    def add_artifact(self, path: Path, kind: str) -> dict:
+        return self.store.add_artifact(self.id, path, kind)
+
+    def set_summary(self, summary: dict):
+        self.store.set_summary(self.id, summary)
+
+
+class Store:
+    def __init__(self, db: sqlite3.Connection, root: Path):
+        self.db = db
+        self.root = root
+        self.project_id: int | None = None
+
+    @classmethod
+    def open(cls, root: Path) -> "Store":
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are explicit (see ``transaction``), never implicit.
+        db = sqlite3.connect(root / DB_FILE, isolation_level=None, timeout=30, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA synchronous=NORMAL")
+        migrations.apply(db)
+        store = cls(db, root)
+        store._fail_orphaned_runs()
+        return store
+
+    def close(self):
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    @property
+    def artifacts_root(self) -> Path:
+        return self.root / "artifacts"
+
+    # ---- projects ---------------------------------------------------------------------------
+    def ensure_project(self, name: str, root: Path) -> int:
+        row = self.db.execute("SELECT id FROM projects WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            with self.transaction() as db:
+                cur = db.execute(
+                    "INSERT INTO projects (name, root, created_at) VALUES (?, ?, ?)", (name, str(root), now())
+                )
+            self.project_id = cur.lastrowid
+        else:
+            self.project_id = row["id"]
+        return self.project_id
+
+    # ---- runs -------------------------------------------------------------------------------
+    def _fail_orphaned_runs(self):
+        rows = self.db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall()
+        for row in rows:
+            if row["pid"] != os.getpid() and not _pid_alive(row["pid"]):
+                self.finish_run(row["id"], "failed", error="interrupted: the process running it exited before it finished")
+
+    def start_run(self, stage: str, spec: dict, config: dict | None = None) -> int:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO runs (project_id, stage, status, spec_json, config_json, pid, started_at)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                (self.project_id, stage, json.dumps(spec), json.dumps(config or {}, default=str), os.getpid(), now()),
+            )
+        return cur.lastrowid
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None):
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?", (status, now(), error, run_id)
+            )
+
+    def set_summary(self, run_id: int, summary: dict):
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET summary_json = ? WHERE id = ?", (json.dumps(summary, default=str), run_id))
+
+    @contextmanager
+    def run(self, stage: str, spec: dict, config: dict | None = None) -> Iterator[Run]:
+        """A run that is marked succeeded when the block ends, failed (with the error) if it raises."""
+        run_id = self.start_run(stage, spec, config)
+        artifacts = self.artifacts_root / f"run-{run_id}"
+        try:
+            yield Run(run_id, stage, self, artifacts)
+        except BaseException as exc:
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.finish_run(run_id, "failed", error=detail or type(exc).__name__)
+            raise
+        else:
+            self.finish_run(run_id, "succeeded")
+
+    def get_run(self, run_id: int) -> dict:
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _row(row)
+
+    def runs(self, stage: str | None = None, limit: int = 50) -> list[dict]:
+        sql = "SELECT * FROM runs WHERE project_id = ?"
+        params: list[Any] = [self.project_id]
+        if stage:
+            sql += " AND stage = ?"
+            params.append(stage)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [_row(r) for r in self.db.execute(sql, params)]
+
+    # ---- candidates -------------------------------------------------------------------------
+    def upsert_candidate(
+        self, name: str, stage: str, model_ref: str, config: dict | None = None,
+        parent_id: int | None = None, run_id: int | None = None,
+    ) -> int:
+        """Create the candidate, or update it in place when one of that name exists (its history stays)."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM candidates WHERE project_id = ? AND name = ?", (self.project_id, name)
+            ).fetchone()
+            if row:
+                db.execute(
+                    "UPDATE candidates SET stage = ?, model_ref = ?, config_json = ?, parent_id = ?, run_id = ?"
+                    " WHERE id = ?",
+                    (stage, model_ref, json.dumps(config or {}, default=str), parent_id, run_id, row["id"]),
+                )
+                return row["id"]
+            cur = db.execute(
+                "INSERT INTO candidates (project_id, name, stage, model_ref, config_json, parent_id, run_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.project_id, name, stage, model_ref, json.dumps(config or {}, default=str), parent_id, run_id, now()),
+            )
+            return cur.lastrowid
+
+    def candidate(self, name_or_id: str | int) -> dict | None:
+        if isinstance(name_or_id, int):
+            row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (name_or_id,)).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT * FROM candidates WHERE project_id = ? AND name = ?", (self.project_id, name_or_id)
+            ).fetchone()
+        return _row(row) if row else None
+
+    def candidates(self) -> list[dict]:
+        rows = self.db.execute("SELECT * FROM candidates WHERE project_id = ? ORDER BY id", (self.project_id,))
+        return [_row(r) for r in rows]
+
+    # ---- metrics, outputs, artifacts ---------------------------------------------------------
+    def log_metrics(self, run_id: int, metrics: dict[str, float], *, candidate_id: int | None = None,
+                    split: str | None = None):
+        stamp = now()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO metrics (run_id, candidate_id, split, name, value, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, candidate_id, split, k, float(v), stamp) for k, v in metrics.items() if v is not None],
+            )
+
+    def latest_metrics(self, candidate_id: int, split: str | None = None) -> dict[str, float]:
+        """The most recent value of each metric for a candidate (on one split, or any)."""
+        sql = (
+            "SELECT name, value FROM metrics WHERE id IN (SELECT MAX(id) FROM metrics WHERE candidate_id = ?"
+            + (" AND split = ?" if split else "")
+            + " GROUP BY name, split) ORDER BY id"
+        )
+        params = (candidate_id, split) if split else (candidate_id,)
+        return {r["name"]: r["value"] for r in self.db.execute(sql, params)}
+
+    def metrics_for_run(self, run_id: int) -> list[dict]:
+        return [_row(r) for r in self.db.execute("SELECT * FROM metrics WHERE run_id = ? ORDER BY id", (run_id,))]
+
+    def add_outputs(self, run_id: int, rows: Iterable[dict], *, candidate_id: int | None = None,
+                    split: str | None = None) -> int:
+        stamp = now()
+        values = [
+            (
+                run_id, candidate_id, split, r.get("example_id"), r["prompt"], r["prediction"],
+                json.dumps(r.get("references", [])), json.dumps(r.get("scores", {})), r.get("latency_ms"), stamp,
+            )
+            for r in rows
+        ]
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO outputs (run_id, candidate_id, split, example_id, prompt, prediction, references_json,"
+                " scores_json, latency_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        return len(values)
+
+    def outputs(self, run_id: int) -> list[dict]:
+        rows = self.db.execute("SELECT * FROM outputs WHERE run_id = ? ORDER BY id", (run_id,))
+        return [_row(r) for r in rows]
+
+    def add_artifact(self, run_id: int, path: Path, kind: str) -> dict:
+        """Record a file written by a run; files outside the artifacts folder are copied into it."""
+        path = Path(path)
+        target_dir = self.artifacts_root / f"run-{run_id}"
+        if not path.resolve().is_relative_to(target_dir.resolve()):
+            target_dir.mkdir(parents=True, exist_ok=True)
+            target = target_dir / path.name
+            shutil.copy2(path, target)
+            path = target
+        info = {"path": str(path), "sha256": sha256_file(path), "size": path.stat().st_size, "kind": kind}
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO artifacts (run_id, kind, path, sha256, size, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, kind, info["path"], info["sha256"], info["size"], now()),
+            )
+        return info
+
+    def artifacts(self, run_id: int) -> list[dict]:
+        return [_row(r) for r in self.db.execute("SELECT * FROM artifacts WHERE run_id = ? ORDER BY id", (run_id,))]
+
+
+def _row(row: sqlite3.Row | None) -> dict | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for key in list(out):
+        if key.endswith("_json"):
+            out[key[:-5]] = json.loads(out.pop(key))
+    return out

@@ -1,0 +1,58 @@
+"""Test isolation: every test session gets its own ODYSSEY_HOME (model cache) and quiet output.
+
+Tiny random models are built once per session into that home; the packaged SmolLM2 conversion
+is cached under a shared folder so slow tests do not repeat it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _odyssey_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("odyssey-home")
+    # Converted packaged models are reused across test runs (conversion takes a while); tiny
+    # models are keyed by their config, so a changed config never picks up a stale build.
+    os.environ.setdefault("ODYSSEY_MODEL_CACHE", str(Path.home() / ".cache" / "odyssey-test-models"))
+    os.environ["ODYSSEY_HOME"] = str(home)
+    os.environ["ODYSSEY_QUIET"] = "1"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    yield home
+
+
+@pytest.fixture
+def project_dir(tmp_path):
+    """A fresh summarization project made by `odyssey init`."""
+    from odyssey.scaffold import init_project
+
+    return init_project(tmp_path / "proj", "summarization")
+
+
+def write_spec(root: Path, text: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "odyssey.yaml"
+    path.write_text(text)
+    return path
+
+
+def tiny_project(root: Path, model: str = "tiny:llama", task: str = "summarization") -> Path:
+    """A project on the shipped example data with a tiny model and small limits."""
+    from odyssey.scaffold import init_project
+
+    init_project(root, task)
+    spec = (root / "odyssey.yaml").read_text()
+    spec = spec.replace("packaged:smollm2-135m-instruct", model)
+    spec = spec.replace("limit: 12", "limit: 4").replace("limit: 18", "limit: 5")
+    (root / "odyssey.yaml").write_text(spec)
+    return root
+
+
+needs_shared_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data not present")
