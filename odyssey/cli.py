@@ -74,7 +74,7 @@ def validate(project: ProjectOpt = Path("."), as_json: JsonOpt = False):
         console = _console()
         console.print(f"[red]{path}: {len(report.problems)} problem(s)[/]")
         for p in report.problems:
-            console.print(f"  {p}", markup=False, highlight=False)
+            console.print(f"  {p}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.USER_ERROR)
 
 
@@ -174,23 +174,25 @@ def demo(
 def main() -> None:
     """Entry point: user errors print a message and a hint, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code instead of raising here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except OdysseyError as exc:
         from rich.console import Console
 
         console = Console(stderr=True)
         console.print("[red]error:[/]", end=" ")
-        console.print(str(exc), markup=False, highlight=False)
+        console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(int(exc.exit_code))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("aborted\n")
         sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (unknown option, bad value) are click exceptions; typer vendors click, so
+        # they are recognised by their interface rather than their class.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(ExitCode.USER_ERROR)
         raise

@@ -48,15 +48,15 @@ def test_good_spec_loads_and_parses_gates(tmp_path):
 
 def test_every_problem_reported_with_line_field_value_and_hint(tmp_path):
     bad = GOOD.replace("  task: summarization", "  task: sumarization").replace(
-        'rougeL: ">= 0.30"', 'rougeL: ">= abc"').replace("  gates:", "  gatez_extra: 1\n  gates:")
+        'rougeL: ">= 0.30"', 'rougeL: ">= abc"').replace("  gates:", "  metrcs: [rougeL]\n  gates:")
     path = write_spec(tmp_path, bad)
     spec, report = check_spec_file(path)
     assert spec is None
     text = {p.field: p for p in report.problems}
     task = text["scope.task"]
     assert task.line == 3 and task.value == "sumarization" and "summarization" in task.hint
-    unknown = text["scope.gatez_extra"]
-    assert unknown.line == 7 and "did you mean 'gates'" in unknown.hint
+    unknown = text["scope.metrcs"]
+    assert unknown.line == 7 and "did you mean 'metrics'" in unknown.hint
     gate = text["scope.gates"]
     assert "'<op> <number>'" in gate.message
     assert len(report.problems) >= 3
@@ -81,7 +81,7 @@ def test_duplicate_key_and_unknown_top_level(tmp_path):
     assert any(p.field == "modles" and "did you mean 'models'" in p.hint for p in report.problems)
     write_spec(tmp_path, GOOD + "name: again\n")
     _, report = check_spec_file(path)
-    assert report.problems[0].message == "key appears twice" and report.problems[0].line == 15
+    assert report.problems[0].message == "key appears twice" and report.problems[0].line == 14
 
 
 @pytest.mark.parametrize("expr,value,expected", [(">= 0.3", 0.3, True), ("> 0.3", 0.3, False), ("<= 800", 801, False),

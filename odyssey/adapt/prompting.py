@@ -121,14 +121,13 @@ def _write_variant_table(run, variants: list[Variant], primary: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(variants) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(variants) + 2), 3.6), layout="constrained")
     values = [v.metrics.get(primary, 0.0) for v in variants]
     bars = ax.bar([v.name for v in variants], values, color="steelblue")
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
     ax.set_ylabel(f"{primary} (validation)")
     ax.set_title("prompt variants")
     ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
     fig.savefig(out / "variants.png", dpi=120)
     plt.close(fig)
     run.add_artifact(out / "variants.png", "prompt-variants-plot")

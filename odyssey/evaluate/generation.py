@@ -53,6 +53,10 @@ def generation_kwargs(settings: dict, tokenizer) -> dict:
     stop = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
     if stop:
         kwargs["eos_token_id"] = stop
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in stop:
+        # Padding is never content: a model that would emit it (random or undertrained seq2seq
+        # models often do) otherwise yields empty strings that look like real answers.
+        kwargs["suppress_tokens"] = [tokenizer.pad_token_id]
     return kwargs
 
 

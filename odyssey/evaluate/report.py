@@ -41,7 +41,7 @@ def plot_comparison(table: dict[str, dict[str, float]], gates: list[dict], path:
 
     names = list(table)
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metric_names) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metric_names) + 2), 4.2), layout="constrained")
     for i, name in enumerate(names):
         xs = [j + i * width for j in range(len(metric_names))]
         values = [table[name].get(m, 0.0) for m in metric_names]
@@ -59,7 +59,6 @@ def plot_comparison(table: dict[str, dict[str, float]], gates: list[dict], path:
     ax.set_ylim(0, min(1.05, max(0.1, 1.25 * max(v for row in table.values() for k, v in row.items() if k in metric_names))))
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -180,6 +180,12 @@ def load(ref: str, *, root: Path | None = None, dtype: str = "auto", progress=No
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
                               AutoModelForSequenceClassification, AutoTokenizer)
 
+    from odyssey import ui
+
+    if ui.quiet():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     path = resolve(ref, root, progress)
     config = AutoConfig.from_pretrained(path)
     family = family_of(config)

@@ -83,7 +83,8 @@ class ModelRef:
     @property
     def slug(self) -> str:
         """A filesystem-safe name, used for cache folders and default candidate names."""
-        base = Path(self.value).name if self.kind in {"local", "gguf"} else self.value
+        base = {"local": Path(self.value).name, "gguf": Path(self.value).stem, "tiny": f"tiny-{self.value}"}.get(
+            self.kind, self.value)
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-").lower() or "model"
 
 
