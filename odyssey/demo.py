@@ -10,17 +10,29 @@ from pathlib import Path
 from odyssey import ui
 
 
+DEMO_STAGES = ("select", "adapt", "align", "optimize", "deploy", "augment")
+
+
+def _stage_step(stage: str):
+    import importlib
+    import importlib.util
+
+    name = f"odyssey.{stage}.demo"
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name).demo_step
+
+
 def run_demo(path: Path | None = None, *, model: str = "packaged:smollm2-135m-instruct", quick: bool = False):
-    from rich.console import Console
     from rich.rule import Rule
 
     from odyssey.models import catalog
     from odyssey.project import Project, check_spec_file
-    from odyssey.render import (board_tables, gates_table, metrics_table, models_table, print_tables,
+    from odyssey.render import (board_tables, gates_table, make_console, metrics_table, models_table, print_tables,
                                 variants_table)
     from odyssey.scaffold import init_project
 
-    console = Console()
+    console = make_console()
     started = time.perf_counter()
     root = Path(path) if path else Path(tempfile.mkdtemp(prefix="odyssey-demo-"))
     spec_exists = (root / "odyssey.yaml").exists()
@@ -47,7 +59,14 @@ def run_demo(path: Path | None = None, *, model: str = "packaged:smollm2-135m-in
     print_tables(console, metrics_table(evaluation.metrics, f"{evaluation.candidate} on test"),
                  gates_table(evaluation.gates))
 
-    console.print(Rule("5. status: the board"))
+    # Later stages plug in here: odyssey/<stage>/demo.py defines demo_step(project, console, model, quick),
+    # run in lifecycle order. Each prints its own heading.
+    for stage in DEMO_STAGES:
+        step = _stage_step(stage)
+        if step is not None:
+            step(project, console, model=model, quick=quick)
+
+    console.print(Rule("status: the board"))
     print_tables(console, *board_tables(project.status()))
     console.print(f"reports: {result.report['markdown']}\n         {evaluation.report['markdown']}")
     ui.say(f"demo finished in {time.perf_counter() - started:.0f} s; project kept at {root}")

@@ -5,6 +5,14 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+def make_console(stderr: bool = False) -> Console:
+    """Rich console; wide when output is not a terminal, so logs and pipes get whole tables."""
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 150)
+
+
 PASS = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]–[/]"}
 
 

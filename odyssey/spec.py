@@ -158,6 +158,12 @@ class Scope(Strict):
     def metric_names(self) -> list[str]:
         return list(self.metrics or DEFAULT_METRICS[self.task])
 
+    @property
+    def primary_metric(self) -> str:
+        """The metric candidates are ranked by: the first gated quality metric, else the first metric."""
+        gated = [m for m in self.gates if m in QUALITY_METRICS]
+        return gated[0] if gated else self.metric_names[0]
+
     def gate_list(self) -> list[Gate]:
         gates = [Gate.parse(m, e) for m, e in self.gates.items()]
         named = {g.metric for g in gates}

@@ -1,5 +1,17 @@
-"""Adapt: prompt engineering and in-context learning (``prompt_search``); fine-tuning comes next."""
+"""Adapt: prompt engineering and in-context learning (``prompt_search``); fine-tuning.
 
-from odyssey.adapt.prompting import PromptResult, prompt_search
+Entry points load lazily: ``odyssey --help`` imports this package to find its commands.
+"""
 
-__all__ = ["PromptResult", "prompt_search"]
+_EXPORTS = {"prompt_search": "odyssey.adapt.prompting", "PromptResult": "odyssey.adapt.prompting"}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)
+
+
+__all__ = list(_EXPORTS)

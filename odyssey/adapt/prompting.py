@@ -71,7 +71,7 @@ def prompt_search(project, *, model: str | None = None, limit: int | None = None
     if too_many:
         raise OdysseyError(f"{max(too_many)}-shot prompts need {max(too_many)} training examples; "
                            f"the train split has {len(pool)}", hint="lower prompt.shots or add training data")
-    primary = scope.metric_names[0]
+    primary = scope.primary_metric
     store = project.store
     config = {"model": ref, "variants": plan, "validation_n": len(validation), "test_n": len(test),
               "data": data.fingerprint}

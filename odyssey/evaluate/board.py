@@ -68,7 +68,7 @@ def build_board(project) -> Board:
                 break
         rows.append(CandidateRow(cand["name"], cand["stage"], cand["model_ref"], split, metrics,
                                  check_gates(scope, metrics) if metrics else [], names.get(cand["parent_id"])))
-    primary = scope.metric_names[0]
+    primary = scope.primary_metric
     scored = [r for r in rows if r.split == "test" and primary in r.metrics]
     passing = [r for r in scored if r.passed]
     best = max(passing or scored, key=lambda r: r.metrics[primary]).name if scored else None

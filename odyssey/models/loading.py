@@ -180,12 +180,9 @@ def load(ref: str, *, root: Path | None = None, dtype: str = "auto", progress=No
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
                               AutoModelForSequenceClassification, AutoTokenizer)
 
-    from odyssey import ui
+    from transformers.utils import logging as hf_logging
 
-    if ui.quiet():
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # Odyssey shows its own status; one bar per weight file is noise
     path = resolve(ref, root, progress)
     config = AutoConfig.from_pretrained(path)
     family = family_of(config)

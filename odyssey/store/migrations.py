@@ -20,6 +20,26 @@ def migration(fn: Migration) -> Migration:
     return fn
 
 
+def apply(db: sqlite3.Connection) -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction. Returns their names."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM schema_migrations")}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        assert "'" not in name
+        script = f"BEGIN;\n{fn()}\nINSERT INTO schema_migrations VALUES ('{name}', datetime('now'));\nCOMMIT;"
+        try:
+            db.executescript(script)  # applied whole or not at all
+        except Exception:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
 @migration
 def m001_initial() -> str:
     return """
@@ -90,21 +110,6 @@ def m001_initial() -> str:
     """
 
 
-def apply(db: sqlite3.Connection) -> list[str]:
-    """Apply every migration not yet recorded, each in its own transaction. Returns their names."""
-    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    done = {row[0] for row in db.execute("SELECT name FROM schema_migrations")}
-    applied = []
-    for name, fn in MIGRATIONS:
-        if name in done:
-            continue
-        assert "'" not in name
-        script = f"BEGIN;\n{fn()}\nINSERT INTO schema_migrations VALUES ('{name}', datetime('now'));\nCOMMIT;"
-        try:
-            db.executescript(script)  # applied whole or not at all
-        except Exception:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        applied.append(name)
-    return applied
+# ---- stage migrations: each stage appends its own below, named mNNN_<stage>_<what> ----------
+# (foundation 001-009, select 010-019, adapt 020-029, align 030-039, optimize 040-049,
+#  deploy 050-059, augment 060-069). Never edit one that has been committed.
