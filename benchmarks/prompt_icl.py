@@ -41,7 +41,9 @@ def main() -> None:
     from odyssey.prompts import PromptConfig, render
     from odyssey.spec import Scope
 
-    scope = Scope.model_validate({"task": "summarization", "data": {"source": str(DATA)},
+    scope = Scope.model_validate({"task": "summarization",
+                                  "data": {"source": str(DATA), "fields": {"input": "dialogue", "target": "summary",
+                                                                           "id": "fname"}},
                                   "metrics": ["rouge1", "rouge2", "rougeL"]})
     rows = to_examples(read_records(DATA), scope.data, str(DATA))
     evaluated, pool = rows[: args.n], rows[100:]
