@@ -224,8 +224,26 @@ class OptimizeSpec(Strict):
 
 
 class DeploySpec(Strict):
+    """``odyssey serve``: where it listens, which backend runs the model, and the limits every key gets."""
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    candidate: str = Field("best", description="candidate to serve: a name from `odyssey status`, or 'best'")
+    backend: Literal["auto", "transformers", "llama.cpp", "vllm"] = Field(
+        "auto", description="auto: llama.cpp for GGUF models when llama-server is available, else transformers")
+    parallel: int = Field(8, ge=1, le=256, description="requests decoded together (llama-server slots / batch size)")
+    context_length: int | None = Field(None, ge=128, description="total context across slots (llama-server -c)")
+    prompt_mode: Literal["task", "chat"] = Field(
+        "task", description="task: a single user message is rendered through the candidate's prompt (instruction,"
+        " examples) as in evaluation; chat: messages go through the chat template unchanged")
+    max_request_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted")
+    max_prompt_tokens: int = Field(4096, ge=16, description="longest prompt accepted")
+    max_tokens: int = Field(1024, ge=1, description="largest max_tokens a request may ask for")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none")
+    rate_limit_rpm: int = Field(600, ge=1, description="requests per minute per key (keys may set their own)")
+    max_concurrency: int = Field(32, ge=1, description="requests in flight per key (keys may set their own)")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
+    capture: bool = Field(True, description="record every request, response and feedback in the store")
 
 
 class AugmentSpec(Strict):

@@ -113,3 +113,82 @@ def m001_initial() -> str:
 # ---- stage migrations: each stage appends its own below, named mNNN_<stage>_<what> ----------
 # (foundation 001-009, select 010-019, adapt 020-029, align 030-039, optimize 040-049,
 #  deploy 050-059, augment 060-069). Never edit one that has been committed.
+
+
+@migration
+def m050_deploy_keys_capture_feedback() -> str:
+    # API keys are stored as sha256 of a 256-bit random secret (a slow KDF buys nothing for
+    # high-entropy keys and would cost every request). Requests and feedback are the align
+    # stage's raw material; preference_queue holds pairs waiting for a person to choose.
+    return """
+        CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER REFERENCES projects(id),
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            scopes_json TEXT NOT NULL DEFAULT '[]',
+            rate_limit_rpm INTEGER,
+            max_concurrency INTEGER,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT,
+            last_used_at TEXT
+        );
+        CREATE TABLE serve_requests (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE,
+            project_id INTEGER REFERENCES projects(id),
+            key_id INTEGER REFERENCES api_keys(id),
+            candidate TEXT,
+            endpoint TEXT NOT NULL,
+            params_json TEXT NOT NULL DEFAULT '{}',
+            prompt_json TEXT NOT NULL DEFAULT 'null',
+            rendered_prompt TEXT,
+            output TEXT,
+            status INTEGER NOT NULL,
+            error TEXT,
+            finish_reason TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_ms REAL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX serve_requests_candidate ON serve_requests(candidate, id);
+        CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER REFERENCES projects(id),
+            request_id TEXT,
+            key_id INTEGER REFERENCES api_keys(id),
+            kind TEXT NOT NULL CHECK (kind IN ('rating', 'thumbs', 'correction', 'preference')),
+            rating REAL,
+            thumbs INTEGER,
+            prompt TEXT,
+            output TEXT,
+            correction TEXT,
+            chosen TEXT,
+            rejected TEXT,
+            candidate TEXT,
+            source TEXT,
+            annotator TEXT,
+            comment TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX feedback_request ON feedback(request_id);
+        CREATE TABLE preference_queue (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER REFERENCES projects(id),
+            prompt TEXT NOT NULL,
+            a_text TEXT NOT NULL,
+            b_text TEXT NOT NULL,
+            a_label TEXT,
+            b_label TEXT,
+            source TEXT,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'skipped')),
+            choice TEXT,
+            annotator TEXT,
+            feedback_id INTEGER REFERENCES feedback(id),
+            created_at TEXT NOT NULL,
+            decided_at TEXT
+        );
+        CREATE INDEX preference_queue_status ON preference_queue(status, id);
+    """
