@@ -21,6 +21,8 @@ def _odyssey_home(tmp_path_factory):
     # Converted packaged models are reused across test runs (conversion takes a while); tiny
     # models are keyed by their config, so a changed config never picks up a stale build.
     os.environ.setdefault("ODYSSEY_MODEL_CACHE", str(Path.home() / ".cache" / "odyssey-test-models"))
+    # llama.cpp's tools (odyssey.models.llamacpp) take minutes to build: share the user's build.
+    os.environ.setdefault("ODYSSEY_LLAMACPP_HOME", str(Path.home() / ".cache" / "odyssey" / "llama.cpp"))
     os.environ["ODYSSEY_HOME"] = str(home)
     os.environ["ODYSSEY_QUIET"] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
