@@ -215,8 +215,183 @@ class AdaptSpec(Strict):
     method: Literal["full", "lora", "prompt_tuning"] = "lora"
 
 
+DEFAULT_RUBRIC = (
+    "Prefer the response that does the task better: for a summary, the one that states the dialogue's main "
+    "facts correctly and concisely, invents nothing and names the speakers as the dialogue does. Between "
+    "equally good responses prefer the more polite and harmless one."
+)
+
+
+class PreferenceSource(Strict):
+    """Where preference pairs come from (see ``odyssey align prefs``)."""
+
+    kind: Literal["file", "hf", "reference", "metric", "judge", "feedback"] = Field(
+        ..., description="file: JSONL/JSON of prompt/chosen/rejected (HH-style chosen/rejected conversations "
+        "accepted); hf: a Hugging Face preference dataset; reference: the task's reference is chosen over a model "
+        "sample; metric: two samples ranked by the task metric against the reference; judge: two samples ranked "
+        "by the judge with the rubric; feedback: pairs people made in `odyssey serve` (compare view, thumbs)")
+    path: str | None = Field(None, description="file for kind=file (relative to the project)")
+    id: str | None = Field(None, description="dataset id for kind=hf")
+    split: str = "train"
+    limit: int | None = Field(None, ge=1, description="most pairs taken from this source")
+
+    @model_validator(mode="after")
+    def _needs(self) -> "PreferenceSource":
+        if self.kind == "file" and not self.path:
+            raise ValueError("a preference source of kind 'file' needs path: <file.jsonl>")
+        if self.kind == "hf" and not self.id:
+            raise ValueError("a preference source of kind 'hf' needs id: <dataset id>")
+        return self
+
+
+class JudgeSpec(Strict):
+    """The AI judge: any OpenAI-compatible endpoint, or a local model/candidate."""
+
+    endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible API; none: a local model")
+    model: str | None = Field(None, description="model name at the endpoint, or a local model ref / candidate name")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    rubric: str = Field(DEFAULT_RUBRIC, description="the written rubric or constitution the judge applies")
+    max_tokens: int = Field(8, ge=1)
+
+
+class RewardModelSpec(Strict):
+    model: str | None = Field(None, description="backbone; default: the starting candidate's own base model")
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(768, ge=16)
+    held_out: float = Field(0.2, gt=0, lt=1, description="fraction of pairs kept out for pairwise accuracy")
+    seed: int = 0
+
+
+class PPOSpec(Strict):
+    steps: int = Field(20, ge=1, description="PPO iterations (each: one rollout batch, then ppo_epochs of updates)")
+    batch_size: int = Field(8, ge=1, description="prompts per rollout")
+    mini_batch_size: int = Field(4, ge=1)
+    ppo_epochs: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0)
+    kl_coef: float = Field(0.05, ge=0, description="initial coefficient of the per-token KL penalty")
+    adaptive_kl: bool = Field(True, description="adapt kl_coef towards target_kl (Ziegler et al. 2019)")
+    target_kl: float = Field(2.0, gt=0, description="target KL per response (nats) for the adaptive controller")
+    kl_bound: float = Field(20.0, gt=0, description="stop when the mean KL per response passes this (reward hacking)")
+    clip_range: float = Field(0.2, gt=0)
+    clip_range_value: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    gamma: float = Field(1.0, gt=0, le=1)
+    lam: float = Field(0.95, gt=0, le=1)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    checkpoint_every: int = Field(5, ge=1)
+    seed: int = 0
+
+
+class DPOSpec(Strict):
+    beta: float = Field(0.1, gt=0)
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+    reference_free: bool = Field(False, description="drop the reference model's log-probs (a reference-free DPO)")
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(4, ge=1)
+    max_length: int = Field(768, ge=16)
+    lora: bool = True
+    lora_r: int = Field(16, ge=1)
+    seed: int = 0
+
+
+class ToxicitySpec(Strict):
+    classifier: str = Field("profanity-check", description="'profanity-check' (offline) or a HF text-classification "
+                            "model id / folder, e.g. a hate-speech classifier")
+    label: str | None = Field(None, description="for a HF classifier: the label that means offensive (default: the "
+                              "one named like toxic/offensive/hate)")
+
+
 class AlignSpec(Strict):
     method: Literal["dpo", "ppo", "rloo", "grpo"] = "dpo"
+    start_from: str | None = Field(None, description="candidate to align; default: the best fine-tuned (adapt) "
+                                   "candidate, else the best candidate on the board, else the first model")
+    preferences: list[PreferenceSource] = Field(
+        default_factory=lambda: [PreferenceSource(kind="metric"), PreferenceSource(kind="feedback")])
+    pairs: int = Field(64, ge=2, description="pairs to make from model samples (reference/metric/judge sources)")
+    judge: JudgeSpec = JudgeSpec()
+    reward: RewardModelSpec = RewardModelSpec()
+    ppo: PPOSpec = PPOSpec()
+    dpo: DPOSpec = DPOSpec()
+    toxicity: ToxicitySpec = ToxicitySpec()
+    eval_limit: int | None = Field(None, ge=1, description="test examples for the aligned-vs-parent comparison")
+
+
+class QuantizeSpec(Strict):
+    """``odyssey optimize quantize``: post-training quantization of a candidate."""
+
+    to: list[str] = Field(default_factory=lambda: ["int8", "gguf:q8_0", "gguf:q4_k_m"],
+                          description="int8 (torchao dynamic int8 activations + int8 weights), int8-weight-only, "
+                          "int4 (torchao int4 weight-only), gguf:<type> (llama.cpp: q8_0, q4_k_m, q5_k_m, ...), "
+                          "bnb-int8 / bnb-nf4 (bitsandbytes, GPU only)")
+    int4_group_size: int = Field(32, description="int4 weights share one scale per this many inputs (32, 64, 128)")
+
+    @field_validator("to")
+    @classmethod
+    def _known_methods(cls, value):
+        from odyssey.optimize.methods import parse_quant_method  # the one list of methods (stdlib only)
+
+        for method in value:
+            try:
+                parse_quant_method(method)
+            except Exception as exc:  # an OdysseyError: report it as this field's validation error
+                raise ValueError(str(exc).replace("\n", " ")) from None
+        return value
+
+
+class DistillSpec(Strict):
+    """``odyssey optimize distill``: a smaller student learns the teacher's token distributions."""
+
+    teacher: str = Field("best", description="candidate name, 'best' (the board's best) or a model ref")
+    student: str | None = Field(None, description="a model ref sharing the teacher's tokenizer; default: the teacher "
+                                "with every other layer kept (student_layers)")
+    student_layers: int | None = Field(None, ge=1, description="layers of the derived student; default: half")
+    temperature: float = Field(2.0, gt=0, description="softens both distributions before the KL")
+    alpha: float = Field(0.5, ge=0, le=1, description="loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE")
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    max_length: int = Field(512, ge=32, description="longest prompt + reference in tokens (longer ones are cut)")
+    cache_teacher: bool = Field(True, description="cache the teacher's top-k logits on disk (a second epoch or a "
+                                "resumed run then needs no teacher forward pass)")
+    cache_top_k: int = Field(64, ge=1, le=4096, description="teacher logits kept per token when caching")
+    seed: int = 0
+
+
+class PruneSpec(Strict):
+    """``odyssey optimize prune``: remove weights, then optionally recover with a short LoRA fine-tune."""
+
+    structured: bool = Field(True, description="remove whole MLP neurons / heads / layers (a smaller dense model); "
+                             "false: zero the smallest weights (unstructured magnitude pruning)")
+    sparsity: float = Field(0.25, gt=0, lt=1, description="fraction of the targeted units (or weights) removed")
+    target: Literal["mlp", "heads", "layers"] = Field("mlp", description="what structured pruning removes")
+    calibration_examples: int = Field(16, ge=1, description="training examples whose activations score importance")
+    recover_steps: int = Field(0, ge=0, description="LoRA recovery fine-tune steps after pruning (0: none)")
+    recover_lora_r: int = Field(16, ge=1)
+    recover_learning_rate: float = Field(2e-4, gt=0)
+    recover_batch_size: int = Field(4, ge=1)
+    max_length: int = Field(512, ge=32)
+    seed: int = 0
+
+
+class MeasureSpec(Strict):
+    """How every optimized candidate (and its parent) is measured."""
+
+    split: Literal["validation", "test"] = "test"
+    limit: int | None = Field(None, ge=1, description="examples scored (None: evaluate.limit, else the whole split)")
+    batch_size: int | None = Field(None, ge=1, description="generation batch size (None: evaluate.batch_size)")
+    speed_prompt_tokens: int = Field(256, ge=8, description="prompt length of the prefill/decode speed test")
+    speed_new_tokens: int = Field(32, ge=4, description="tokens decoded in the speed test")
+    speed_batch: int = Field(8, ge=2, description="sequences decoded together in the batched speed test")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch / llama.cpp (None: all cores)")
 
 
 class OptimizeSpec(Strict):

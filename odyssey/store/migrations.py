@@ -192,3 +192,46 @@ def m050_deploy_keys_capture_feedback() -> str:
         );
         CREATE INDEX preference_queue_status ON preference_queue(status, id);
     """
+
+
+# ---- align (030-039) -------------------------------------------------------------------------
+@migration
+def m030_align_preferences() -> str:
+    # A preference set is an immutable, content-hashed collection of pairs; each pair keeps its
+    # provenance (source, annotator) and, for AI feedback, the judge's prompt and verdict in meta_json.
+    return """
+        CREATE TABLE preference_sets (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id),
+            name TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            n_pairs INTEGER NOT NULL,
+            sources_json TEXT NOT NULL DEFAULT '{}',
+            path TEXT,
+            run_id INTEGER REFERENCES runs(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX preference_sets_hash ON preference_sets(project_id, sha256);
+        CREATE TABLE preference_pairs (
+            id INTEGER PRIMARY KEY,
+            set_id INTEGER NOT NULL REFERENCES preference_sets(id),
+            prompt TEXT NOT NULL,
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            source TEXT NOT NULL,
+            annotator TEXT,
+            meta_json TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX preference_pairs_set ON preference_pairs(set_id);
+        CREATE TABLE reward_models (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id),
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            base_ref TEXT NOT NULL,
+            preference_set_id INTEGER REFERENCES preference_sets(id),
+            metrics_json TEXT NOT NULL DEFAULT '{}',
+            run_id INTEGER REFERENCES runs(id),
+            created_at TEXT NOT NULL
+        );
+    """

@@ -1,0 +1,133 @@
+"""Pieces every align method shares: which candidate to start from, the prompts it sees, saving an
+aligned model as a candidate, and the bootstrap confidence interval used to report changes."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from odyssey.errors import OdysseyError
+from odyssey.prompts import DemoSelector, PromptConfig, render
+
+
+@dataclass
+class Start:
+    """The candidate an align run starts from (its parent)."""
+
+    name: str
+    model_ref: str
+    prompt: PromptConfig
+    id: int | None
+    stage: str
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "model_ref": self.model_ref, "id": self.id, "stage": self.stage, "note": self.note}
+
+
+def _score(store, cand: dict, metric: str) -> float | None:
+    for split in ("test", "validation"):
+        value = store.latest_metrics(cand["id"], split).get(metric)
+        if value is not None:
+            return value
+    return None
+
+
+def starting_candidate(project, name: str | None = None) -> Start:
+    """The named candidate; else the best fine-tuned (stage 'adapt') one; else the best on the board;
+    else the project's first model with the default prompt (and a note saying so)."""
+    store, scope = project.store, project.spec.scope
+    name = name or project.spec.align.start_from
+    default_cfg = PromptConfig.default(scope.task, scope.labels, project.spec.prompt.instruction,
+                                       generation=project.spec.evaluate.generation.model_dump(),
+                                       system=project.spec.prompt.system)
+    if name:
+        row = store.candidate(name)
+        if row is None:
+            known = ", ".join(c["name"] for c in store.candidates()) or "none yet"
+            raise OdysseyError(f"no candidate named {name!r} to align", hint=f"candidates: {known}")
+        return _start(row, default_cfg)
+    cands = [c for c in store.candidates() if c["stage"] != "align"]
+    metric = scope.primary_metric
+    for pool, note in ((
+            [c for c in cands if c["stage"] == "adapt"], ""),
+            (cands, "no fine-tuned (adapt) candidate yet: starting from the best prompt/base candidate")):
+        if pool:
+            best = max(pool, key=lambda c: (_score(store, c, metric) is not None, _score(store, c, metric) or 0.0, c["id"]))
+            start = _start(best, default_cfg)
+            start.note = note
+            return start
+    ref = project.default_model()
+    return Start(f"{ref}:zero-shot", ref, default_cfg, None, "base",
+                 "no candidate in the store yet: starting from the first model with the default prompt")
+
+
+def _start(row: dict, default_cfg: PromptConfig) -> Start:
+    prompt = row["config"].get("prompt")
+    cfg = PromptConfig.from_dict(prompt) if prompt else default_cfg
+    return Start(row["name"], row["model_ref"], cfg, row["id"], row["stage"])
+
+
+def ensure_candidate_row(project, start: Start) -> int:
+    """Aligned candidates link to a parent row; a base model used as the start gets one."""
+    if start.id is None:
+        start.id = project.store.upsert_candidate(start.name, "select", start.model_ref, {"prompt": start.prompt.as_dict()})
+    return start.id
+
+
+def render_prompts(loaded, cfg: PromptConfig, examples, pool=None, max_new_tokens: int = 64) -> list[str]:
+    """The exact model input each example becomes for this candidate (the one prompt path)."""
+    budget = loaded.context_length - max_new_tokens
+    selector = DemoSelector(pool or [], cfg.selection, cfg.shots, cfg.seed) if cfg.shots else DemoSelector([], "fixed", 0)
+    return [render(loaded.tokenizer, cfg, ex, selector(ex), budget).text for ex in examples]
+
+
+def chat_prompt(tokenizer, text: str, system: str | None = None) -> str:
+    """A free-form user message as model input (the detox prompts): the chat template when there is one."""
+    from odyssey.prompts import has_chat_template
+
+    if has_chat_template(tokenizer):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{system + chr(10) if system else ''}User: {text}\nAssistant:"
+
+
+def bootstrap_ci(before: list[float], after: list[float], *, paired: bool = True, n: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(after) - mean(before). Paired resamples the same indices for both
+    (the same prompts before and after); unpaired resamples each group on its own."""
+    if not before or not after:
+        raise ValueError("bootstrap needs values before and after")
+    if paired and len(before) != len(after):
+        raise ValueError("paired bootstrap needs as many values after as before")
+    rng = random.Random(seed)
+    diffs = []
+    for _ in range(n):
+        if paired:
+            idx = [rng.randrange(len(before)) for _ in before]
+            diffs.append(statistics.fmean(after[i] for i in idx) - statistics.fmean(before[i] for i in idx))
+        else:
+            b = [before[rng.randrange(len(before))] for _ in before]
+            a = [after[rng.randrange(len(after))] for _ in after]
+            diffs.append(statistics.fmean(a) - statistics.fmean(b))
+    diffs.sort()
+    lo = diffs[int((1 - level) / 2 * n)]
+    hi = diffs[min(int((1 + level) / 2 * n), n - 1)]
+    return lo, hi
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def save_merged(model, tokenizer, out: Path) -> Path:
+    """Save a (possibly LoRA-wrapped) causal LM as a plain safetensors checkpoint any stage can load."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

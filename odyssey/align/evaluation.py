@@ -1,0 +1,195 @@
+"""How an aligned candidate compares with its parent, through the one harness.
+
+- task metrics (ROUGE etc.) of both on the test split, and their change in points;
+- reward-model win-rate: on each test input, does the reward model score the aligned answer higher?
+- judge win-rate, when a judge is configured (``align.judge``);
+- KL to the reference: sum over answer tokens of log pi_aligned - log pi_parent on the aligned
+  model's own (greedy) test answers, averaged over inputs (nats per answer);
+- offensiveness of the answers, and the task-metric gates: a candidate that falls below a gate its
+  parent passed gets a warning (the reward was bought with the task).
+
+The detox report samples answers to the held-out provocation prompts before and after, and gives
+mean ± std of offensiveness and a paired bootstrap 95 % confidence interval of the change.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from odyssey.errors import OdysseyError
+
+
+def _eval_outputs(project, candidate: str, split: str, limit: int | None) -> tuple[dict, list[dict]]:
+    """Harness metrics and per-example outputs; reuses the latest evaluate run of the same candidate
+    model, split, data and number of examples (the parent is usually evaluated already)."""
+    store = project.store
+    data = project.dataset()
+    n = len(data.split(split)[: limit or None])
+    ref = store.candidate(candidate)["model_ref"]
+    for run in store.runs("evaluate", limit=200):
+        cfg = run["config"]
+        if (run["status"] == "succeeded" and cfg.get("candidate") == candidate and cfg.get("model") == ref
+                and cfg.get("split") == split and cfg.get("n") == n and cfg.get("data") == data.fingerprint):
+            rows = store.outputs(run["id"])
+            if rows:
+                return run["summary"].get("metrics", {}), rows
+    result = project.evaluate(split=split, candidate=candidate, limit=limit)
+    return result.metrics, store.outputs(result.run_id)
+
+
+def win_rate(a: list[float], b: list[float]) -> float:
+    """How often a beats b (ties count half)."""
+    if not a:
+        return float("nan")
+    return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)) / len(a)
+
+
+def sequence_logprobs(loaded, prompts: list[str], responses: list[str], batch_size: int = 4) -> list[float]:
+    """log p(response | prompt) summed over the response tokens."""
+    import torch
+
+    from odyssey.prompts import has_chat_template
+
+    tok, model = loaded.tokenizer, loaded.model
+    add_special = not has_chat_template(tok)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size]):
+            p_ids = tok(p, add_special_tokens=add_special)["input_ids"]
+            r_ids = tok(r, add_special_tokens=False)["input_ids"]
+            if not r_ids:
+                out.append(0.0)
+                continue
+            ids = torch.tensor([p_ids + r_ids], device=model.device)
+            with torch.inference_mode():
+                logits = model(input_ids=ids).logits[0, len(p_ids) - 1:-1].float()
+            logp = torch.log_softmax(logits, -1).gather(-1, ids[0, len(p_ids):].unsqueeze(-1)).sum()
+            out.append(float(logp))
+    return out
+
+
+def kl_estimate(project, candidate_ref: str, parent_ref: str, prompts: list[str], responses: list[str]) -> float:
+    from odyssey.models import load
+
+    cand = load(candidate_ref, root=project.root, dtype="float32")
+    lp_c = sequence_logprobs(cand, prompts, responses)
+    del cand
+    parent = load(parent_ref, root=project.root, dtype="float32")
+    lp_p = sequence_logprobs(parent, prompts, responses)
+    return statistics.fmean(c - p for c, p in zip(lp_c, lp_p)) if prompts else float("nan")
+
+
+def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int | str | None = None,
+                     split: str = "test", limit: int | None = None, judge: bool | None = None) -> dict:
+    from odyssey import ui
+    from odyssey.align.toxicity import scorer
+    from odyssey.evaluate import check_gates, gates_pass
+
+    store = project.store
+    cand_row, parent_row = store.candidate(candidate), store.candidate(parent)
+    if cand_row is None or parent_row is None:
+        raise OdysseyError(f"no candidate named {candidate if cand_row is None else parent!r}",
+                           hint="see `odyssey status` for the candidates")
+    limit = limit or project.spec.align.eval_limit or project.spec.evaluate.limit
+    m_parent, rows_parent = _eval_outputs(project, parent, split, limit)
+    m_cand, rows_cand = _eval_outputs(project, candidate, split, limit)
+    by_id = {r["example_id"]: r for r in rows_parent}
+    matched = [(c, by_id[c["example_id"]]) for c in rows_cand if c["example_id"] in by_id]
+    prompts_c = [c["prompt"] for c, _ in matched]
+    prompts_p = [p["prompt"] for _, p in matched]
+    preds_c = [c["prediction"] for c, _ in matched]
+    preds_p = [p["prediction"] for _, p in matched]
+    report: dict = {"candidate": candidate, "parent": parent, "split": split, "n": len(matched), "warnings": []}
+    metrics: dict[str, float] = {}
+    for name in project.spec.scope.metric_names:
+        if name in m_cand and name in m_parent:
+            metrics[f"{name}_change"] = 100 * (m_cand[name] - m_parent[name])  # points
+    report["task_metrics"] = {"candidate": {k: m_cand.get(k) for k in project.spec.scope.metric_names},
+                              "parent": {k: m_parent.get(k) for k in project.spec.scope.metric_names}}
+    try:
+        from odyssey.align.reward import RewardModel
+
+        rm, rm_row = RewardModel.from_store(project, reward_model)
+    except OdysseyError:
+        rm = rm_row = None
+    if rm is not None and matched:
+        with ui.status("scoring answers with the reward model"):
+            s_c = rm.score(prompts_c, preds_c)
+            s_p = rm.score(prompts_p, preds_p)
+        metrics.update(reward_score=statistics.fmean(s_c), reward_score_parent=statistics.fmean(s_p),
+                       win_rate=win_rate(s_c, s_p))
+        report["reward_model"] = rm_row["name"]
+        del rm
+    if matched and (judge or (judge is None and project.spec.align.judge.endpoint)):
+        from odyssey.align.judge import judge_pairs
+
+        verdicts = judge_pairs(project, prompts_c, [[c, p] for c, p in zip(preds_c, preds_p)])
+        wins = sum(1 for v in verdicts if v["chosen"] in set(preds_c))
+        metrics["judge_win_rate"] = wins / max(len(verdicts), 1)
+    if matched:
+        with ui.status("KL of the aligned model to its parent"):
+            metrics["kl"] = kl_estimate(project, cand_row["model_ref"], parent_row["model_ref"], prompts_c, preds_c)
+        tox = project.spec.align.toxicity
+        score = scorer(tox.classifier, tox.label, project.root)
+        metrics["toxicity"] = statistics.fmean(score(preds_c))
+        metrics["toxicity_parent"] = statistics.fmean(score(preds_p))
+    gates_c, gates_p = check_gates(project.spec.scope, m_cand), check_gates(project.spec.scope, m_parent)
+    if gates_pass(gates_p) and not gates_pass(gates_c):
+        failed = [g["gate"] for g in gates_c if g["passed"] is False]
+        report["warnings"].append(f"{candidate} fails gate(s) its parent passes: {', '.join(failed)}; "
+                                  "the alignment cost task quality (lower kl_coef's reach: raise align.ppo.kl_coef)")
+    report["metrics"] = metrics
+    with store.run("align", project.spec.as_dict(), {"action": "compare", "candidate": candidate, "parent": parent,
+                                                      "split": split, "limit": limit}) as run:
+        run.log_metrics(metrics, candidate_id=cand_row["id"], split=split)
+        run.set_summary(report)
+    return report
+
+
+def detox_report(project, candidate: str, parent: str, *, samples: int = 2, max_new_tokens: int | None = None,
+                 seed: int = 0, task_eval: bool = True) -> dict:
+    """Offensiveness on the held-out provocation prompts before (parent) and after (candidate)."""
+    from odyssey.align.common import bootstrap_ci, chat_prompt, mean_std, starting_candidate
+    from odyssey.align.preferences import sample_responses
+    from odyssey.align.toxicity import provocations, scorer
+    from odyssey.models import load
+
+    store = project.store
+    rows = provocations("test")
+    tox = project.spec.align.toxicity
+    score = scorer(tox.classifier, tox.label, project.root)
+    max_new = max_new_tokens or project.spec.align.ppo.max_new_tokens
+    per_prompt: dict[str, list[float]] = {}
+    examples: dict[str, list[dict]] = {}
+    for label, name in (("before", parent), ("after", candidate)):
+        row = store.candidate(name)
+        start = starting_candidate(project, name)
+        loaded = load(row["model_ref"], root=project.root, dtype="float32")
+        prompts = [chat_prompt(loaded.tokenizer, r["prompt"], start.prompt.system) for r in rows]
+        outs = sample_responses(loaded, prompts, n=samples, max_new_tokens=max_new, seed=seed,
+                                batch_size=project.spec.evaluate.batch_size)
+        flat = [o for group in outs for o in group]
+        scores = score(flat)
+        per_prompt[label] = [statistics.fmean(scores[i * samples:(i + 1) * samples]) for i in range(len(rows))]
+        examples[label] = [{"id": r["id"], "prompt": r["prompt"], "answer": o[0], "offensiveness": s}
+                           for r, o, s in zip(rows, outs, per_prompt[label])][:5]
+        del loaded
+    before_m, before_s = mean_std(per_prompt["before"])
+    after_m, after_s = mean_std(per_prompt["after"])
+    lo, hi = bootstrap_ci(per_prompt["before"], per_prompt["after"], seed=seed)
+    metrics = {"toxicity_before": before_m, "toxicity_before_std": before_s, "toxicity_after": after_m,
+               "toxicity_after_std": after_s, "toxicity_change": after_m - before_m,
+               "toxicity_change_ci_low": lo, "toxicity_change_ci_high": hi,
+               "toxicity_change_pct": 100 * (after_m - before_m) / before_m if before_m else 0.0}
+    report = {"candidate": candidate, "parent": parent, "prompts": len(rows), "samples_per_prompt": samples,
+              "classifier": score.name, "metrics": metrics, "ci_excludes_zero": hi < 0 or lo > 0,
+              "examples": examples, "warnings": []}
+    if task_eval:
+        task = evaluate_aligned(project, candidate, parent)
+        report["task"] = task
+        report["warnings"] += task.get("warnings", [])
+    with store.run("align", project.spec.as_dict(), {"action": "detox-report", "candidate": candidate,
+                                                      "parent": parent}) as run:
+        run.log_metrics(metrics, candidate_id=store.candidate(candidate)["id"], split="provocations")
+        run.set_summary(report)
+    return report

@@ -1,0 +1,402 @@
+"""RLHF with PPO and a KL penalty to the frozen reference model, written out in one readable file.
+
+Why by hand: TRL 1.16 removed ``PPOTrainer`` and ``AutoModelForCausalLMWithValueHead`` (they are in
+neither ``trl`` nor ``trl.experimental``), and its online trainers (RLOO, GRPO; offered as ``--algo``)
+have no value function and no per-token KL reward. So this file is the classic recipe of Ziegler et
+al. (2019) / Ouyang et al. (2022), on top of transformers + peft:
+
+1. rollout: sample a response for each prompt from the policy;
+2. reward: score each response (reward model, normalized; or 1 - offensiveness for a detox run);
+3. per-token reward: -kl_coef * (log pi(y_t) - log pi_ref(y_t)) at every response token, plus the
+   score at the last one; pi_ref is the same network with the LoRA adapter switched off, so policy
+   and reference share one base model in memory;
+4. advantages by GAE (gamma, lambda) from a value head on the policy's last hidden state;
+5. a few epochs of minibatch updates of the clipped policy loss and the clipped value loss;
+6. the KL coefficient is fixed or adapted towards ``target_kl`` (Ziegler et al.'s proportional controller).
+
+Every step logs mean reward, KL, entropy and response length. The run stops (with a warning in the
+result) when the mean KL passes ``kl_bound``: past that, the policy is usually exploiting the reward
+model rather than getting better. Checkpoints (adapter, value head, optimizer, RNG, step, KL
+coefficient) are written every ``checkpoint_every`` steps; ``resume=True`` continues from the last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from odyssey.errors import OdysseyError
+
+
+@dataclass
+class AlignResult:
+    candidate: str
+    candidate_id: int
+    parent: str
+    method: str
+    model_path: str
+    run_id: int
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    evaluation: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class AdaptiveKL:
+    """Ziegler et al. 2019: kl_coef *= 1 + clip(KL / target - 1, -0.2, 0.2) * n_steps / horizon."""
+
+    def __init__(self, coef: float, target: float | None, horizon: int = 10000):
+        self.value, self.target, self.horizon = coef, target, horizon
+
+    def update(self, kl: float, n_steps: int) -> float:
+        if self.target:
+            error = max(min(kl / self.target - 1, 0.2), -0.2)
+            self.value *= 1 + error * n_steps / self.horizon
+        return self.value
+
+
+def gae(rewards, values, mask, gamma: float, lam: float):
+    """Generalized advantage estimation over each response's tokens (mask: 1 on response tokens)."""
+    import torch
+
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros(rewards.shape[0], device=rewards.device)
+    T = rewards.shape[1]
+    for t in reversed(range(T)):
+        next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < T else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last * (mask[:, t + 1] if t + 1 < T else 0)
+        advantages[:, t] = last * mask[:, t]
+    returns = advantages + values
+    return advantages * mask, returns * mask
+
+
+def whiten(x, mask, eps: float = 1e-8):
+    mean = (x * mask).sum() / mask.sum()
+    var = (((x - mean) ** 2) * mask).sum() / mask.sum()
+    return (x - mean) * (var + eps).rsqrt() * mask
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+class Policy:
+    """A causal LM with a LoRA adapter (the policy), the same LM with the adapter off (the reference),
+    and a scalar value head on the last hidden state."""
+
+    def __init__(self, loaded, lora_r: int, lora_alpha: int, seed: int = 0):
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(seed)
+        self.tokenizer = loaded.tokenizer
+        config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0,
+                            target_modules="all-linear")
+        self.model = get_peft_model(loaded.model, config)
+        hidden = loaded.model.config.get_text_config().hidden_size
+        self.value_head = torch.nn.Linear(hidden, 1).to(loaded.model.device)
+        torch.nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1) ** 0.5)
+        torch.nn.init.zeros_(self.value_head.bias)
+        self.device = loaded.model.device
+
+    def parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+
+    def forward(self, input_ids, attention_mask, n_response: int, temperature: float, values: bool = True,
+                reference: bool = False):
+        """Log-probs (and entropy, values) of the last ``n_response`` tokens given everything before them."""
+        import contextlib
+
+        import torch
+
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        ctx = self.model.disable_adapter() if reference else contextlib.nullcontext()
+        with ctx:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             output_hidden_states=values, use_cache=False)
+        logits = out.logits[:, -n_response - 1:-1].float() / temperature
+        logp_all = torch.log_softmax(logits, -1)
+        targets = input_ids[:, -n_response:]
+        logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        value = None
+        if values:
+            hidden = out.hidden_states[-1][:, -n_response - 1:-1].float()
+            value = self.value_head(hidden).squeeze(-1)
+        return logp, entropy, value
+
+    def adapter_state(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        state = {f"adapter.{k}": v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
+        state.update({f"value_head.{k}": v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()})
+        return state
+
+    def load_adapter_state(self, state: dict):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, {k[8:]: v for k, v in state.items() if k.startswith("adapter.")})
+        self.value_head.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("value_head.")})
+
+
+def _save_checkpoint(folder: Path, policy: Policy, optimizer, step: int, kl: AdaptiveKL, history: list[dict]):
+    import torch
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file(policy.adapter_state(), str(tmp / "adapter.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "kl_coef": kl.value,
+                "torch_rng": torch.get_rng_state(), "history": json.dumps(history),
+                "py_rng": json.dumps(random.getstate())}, tmp / "state.pt")
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)  # a checkpoint is complete or absent, never half-written
+
+
+def _load_checkpoint(folder: Path, policy: Policy, optimizer, kl: AdaptiveKL) -> tuple[int, list[dict]]:
+    import torch
+    from safetensors.torch import load_file
+
+    policy.load_adapter_state(load_file(str(folder / "adapter.safetensors")))
+    state = torch.load(folder / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    py = json.loads(state["py_rng"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kl.value = float(state["kl_coef"])
+    return int(state["step"]), json.loads(state["history"])
+
+
+def plot_history(history: list[dict], out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("reward", "mean reward"), ("kl", "KL to reference (nats/response)"), ("entropy", "entropy (nats/token)"),
+            ("length", "response length (tokens)")]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    steps = [h["step"] for h in history]
+    for ax, (key, label) in zip(axes, keys):
+        ax.plot(steps, [h[key] for h in history], marker=".")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("PPO step")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def reward_function(project, reward: str, reward_model=None):
+    """(callable(prompts, responses) -> list[float], description dict)."""
+    if reward == "toxicity":
+        from odyssey.align.toxicity import scorer
+
+        tox = project.spec.align.toxicity
+        score = scorer(tox.classifier, tox.label, project.root)
+        return (lambda prompts, responses: [1.0 - s for s in score(responses)]), {"reward": "toxicity",
+                                                                                   "classifier": score.name}
+    if reward == "model":
+        from odyssey.align.reward import RewardModel
+
+        rm, row = reward_model if isinstance(reward_model, tuple) else RewardModel.from_store(project, reward_model)
+        return rm.score, {"reward": "model", "reward_model": row["name"], "reward_model_id": row["id"],
+                          "preference_set": row.get("preference_set_id"),
+                          "preference_sha256": rm.meta.get("preference_sha256")}
+    raise OdysseyError(f"unknown reward {reward!r}", hint="use --reward model (the trained reward model) or toxicity")
+
+
+def training_prompts(project, start, loaded, reward: str, limit: int | None = None) -> list[str]:
+    from odyssey.align.common import chat_prompt, render_prompts
+
+    if reward == "toxicity":
+        from odyssey.align.toxicity import provocations
+
+        rows = provocations("train")
+        return [chat_prompt(loaded.tokenizer, r["prompt"], start.prompt.system) for r in rows][: limit or None]
+    data = project.dataset()
+    examples = data.split("train")[: limit or None]
+    return render_prompts(loaded, start.prompt, examples, data.splits.get("train"),
+                          project.spec.align.ppo.max_new_tokens)
+
+
+def train_ppo(project, *, reward: str = "model", reward_model: int | str | None = None, start: str | None = None,
+        steps: int | None = None, resume: bool = False, evaluate: bool = True, name: str | None = None,
+        **overrides) -> AlignResult:
+    """Run PPO from the starting candidate; record the aligned candidate; compare it with its parent."""
+    import torch
+
+    from odyssey import ui
+    from odyssey.align.common import ensure_candidate_row, save_merged, starting_candidate
+    from odyssey.evaluate.generation import generation_kwargs
+    from odyssey.models import load
+    from odyssey.prompts import has_chat_template
+
+    cfg = project.spec.align.ppo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if steps:
+        cfg = cfg.model_copy(update={"steps": steps})
+    begin = starting_candidate(project, start)
+    parent_id = ensure_candidate_row(project, begin)
+    reward_fn, reward_info = reward_function(project, reward, reward_model)
+    with ui.status(f"loading {begin.model_ref}"):
+        loaded = load(begin.model_ref, root=project.root, dtype="float32")
+    prompts = training_prompts(project, begin, loaded, reward)
+    if not prompts:
+        raise OdysseyError("no training prompts for PPO", hint="check the train split of scope.data")
+    tok = loaded.tokenizer
+    tok.padding_side = "left"
+    add_special = not has_chat_template(tok)
+    policy = Policy(loaded, cfg.lora_r, cfg.lora_alpha, cfg.seed)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
+    kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl if cfg.adaptive_kl else None)
+    gen_kwargs = generation_kwargs({"max_new_tokens": cfg.max_new_tokens, "do_sample": True,
+                                    "temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": 1.0}, tok)
+    stop_ids = set(gen_kwargs.get("eos_token_id") or [])
+    key_src = json.dumps([begin.model_ref, reward_info, cfg.model_dump(exclude={"steps"}), len(prompts),
+                          hashlib.sha256("\n".join(prompts).encode()).hexdigest()], sort_keys=True, default=str)
+    work = project.state_dir / "align" / f"ppo-{hashlib.sha256(key_src.encode()).hexdigest()[:12]}"
+    ckpt = work / "checkpoint"
+    random.seed(cfg.seed)
+    history: list[dict] = []
+    first = 0
+    if resume and (ckpt / "state.pt").exists():
+        first, history = _load_checkpoint(ckpt, policy, optimizer, kl_ctl)
+        ui.say(f"resuming PPO at step {first} from {ckpt}")
+    order = list(range(len(prompts)))
+    random.Random(cfg.seed).shuffle(order)
+    warnings: list[str] = []
+    settings = {"action": "ppo", "start": begin.as_dict(), **reward_info, "ppo": cfg.model_dump(), "prompts": len(prompts),
+                "resumed_from": first}
+    t0 = time.perf_counter()
+    with project.store.run("align", project.spec.as_dict(), settings) as run:
+        with ui.progress("PPO", total=cfg.steps) as bar:
+            bar.advance(first)
+            for step in range(first, cfg.steps):
+                batch_prompts = [prompts[order[(step * cfg.batch_size + i) % len(order)]] for i in range(cfg.batch_size)]
+                stats = _ppo_step(policy, tok, batch_prompts, reward_fn, optimizer, kl_ctl, cfg, gen_kwargs, stop_ids,
+                                  add_special)
+                stats["step"] = step + 1
+                history.append(stats)
+                bar.advance(1, reward=stats["reward"], kl=stats["kl"])
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                    _save_checkpoint(ckpt, policy, optimizer, step + 1, kl_ctl, history)
+                if stats["kl"] > cfg.kl_bound:
+                    warnings.append(f"stopped at step {step + 1}: KL to the reference {stats['kl']:.2f} passed "
+                                    f"align.ppo.kl_bound={cfg.kl_bound:g}; the policy may be gaming the reward")
+                    _save_checkpoint(ckpt, policy, optimizer, step + 1, kl_ctl, history)
+                    break
+        wall = time.perf_counter() - t0
+        (run.artifacts_dir).mkdir(parents=True, exist_ok=True)
+        hist_path = run.artifacts_dir / "ppo-history.jsonl"
+        hist_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        run.add_artifact(hist_path, "history")
+        if history:
+            run.add_artifact(plot_history(history, run.artifacts_dir / "ppo-curves.png",
+                                          f"PPO from {begin.name} (reward: {reward_info['reward']})"), "plot")
+        policy.model.eval()
+        out = save_merged(policy.model, tok, run.artifacts_dir / "model")
+        method = "detox" if reward == "toxicity" else "ppo"
+        cand_name = name or f"{begin.name}+{method}"
+        final = {k: statistics.fmean(h[k] for h in history[-3:]) for k in ("reward", "kl", "entropy", "length")} if history else {}
+        metrics = {f"train_{k}": v for k, v in final.items()}
+        metrics.update(steps_done=len(history), wall_s=wall, kl_coef_final=kl_ctl.value)
+        config = {"prompt": begin.prompt.as_dict(),
+                  "align": {"method": "ppo", "parent": begin.name, **reward_info, "steps": len(history),
+                            "kl_coef": cfg.kl_coef, "adaptive_kl": cfg.adaptive_kl, "run_id": run.id,
+                            "start_note": begin.note}}
+        cand_id = project.store.upsert_candidate(cand_name, "align", str(out), config, parent_id, run.id)
+        run.log_metrics(metrics, candidate_id=cand_id)
+        run.set_summary({"candidate": cand_name, "metrics": metrics, "warnings": warnings, "start_note": begin.note})
+    del policy, loaded, optimizer
+    result = AlignResult(cand_name, cand_id, begin.name, "ppo", str(out), run.id, history, metrics, warnings, wall_s=wall)
+    if evaluate:
+        from odyssey.align.evaluation import detox_report, evaluate_aligned
+
+        if reward == "toxicity":
+            result.evaluation = detox_report(project, cand_name, begin.name)
+        else:
+            result.evaluation = evaluate_aligned(project, cand_name, begin.name, reward_model=reward_model)
+        result.warnings += result.evaluation.get("warnings", [])
+    return result
+
+
+def _ppo_step(policy: Policy, tok, prompts: list[str], reward_fn, optimizer, kl_ctl: AdaptiveKL, cfg, gen_kwargs,
+              stop_ids: set, add_special: bool) -> dict:
+    import torch
+
+    device = policy.device
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
+    n_prompt = enc["input_ids"].shape[1]
+    policy.model.eval()
+    with torch.no_grad():
+        out = policy.model.generate(**enc, **gen_kwargs)
+    response = out[:, n_prompt:]
+    if response.shape[1] == 0:
+        raise OdysseyError("the policy generated no tokens", hint="raise align.ppo.max_new_tokens")
+    # Response mask: every token up to and including the first stop token.
+    is_stop = torch.zeros_like(response, dtype=torch.bool)
+    for s in stop_ids:
+        is_stop |= response == s
+    after_stop = (is_stop.cumsum(-1) - is_stop.long()) > 0
+    mask = (~after_stop).float()
+    texts = []
+    for row, m in zip(response, mask):
+        ids = row[m.bool()].tolist()
+        texts.append(tok.decode([i for i in ids if i not in stop_ids], skip_special_tokens=True).strip())
+    scores = torch.tensor(reward_fn(prompts, texts), dtype=torch.float32, device=device)
+    input_ids = out
+    attention = torch.cat([enc["attention_mask"], mask.long()], dim=1)
+    T = response.shape[1]
+    with torch.no_grad():
+        old_logp, _, old_values = policy.forward(input_ids, attention, T, cfg.temperature)
+        ref_logp, _, _ = policy.forward(input_ids, attention, T, cfg.temperature, values=False, reference=True)
+    kl_tokens = (old_logp - ref_logp) * mask
+    rewards = -kl_ctl.value * kl_tokens
+    last = (mask.sum(-1) - 1).clamp(min=0).long()
+    rewards[torch.arange(len(prompts)), last] += scores
+    advantages, returns = gae(rewards, old_values * mask, mask, cfg.gamma, cfg.lam)
+    advantages = whiten(advantages, mask)
+    policy.model.train()
+    n = len(prompts)
+    pg_losses, vf_losses, clipfracs, entropies = [], [], [], []
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(n)
+        for i in range(0, n, cfg.mini_batch_size):
+            idx = perm[i:i + cfg.mini_batch_size]
+            m = mask[idx]
+            logp, entropy, values = policy.forward(input_ids[idx], attention[idx], T, cfg.temperature)
+            ratio = torch.exp(logp - old_logp[idx])
+            adv = advantages[idx]
+            pg_loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)), m)
+            v_clipped = old_values[idx] + (values - old_values[idx]).clamp(-cfg.clip_range_value, cfg.clip_range_value)
+            vf_loss = 0.5 * masked_mean(torch.max((values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2), m)
+            loss = pg_loss + cfg.vf_coef * vf_loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            optimizer.step()
+            pg_losses.append(pg_loss.item())
+            vf_losses.append(vf_loss.item())
+            clipfracs.append(masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m).item())
+            entropies.append(masked_mean(entropy.detach(), m).item())
+    kl_seq = kl_tokens.sum(-1).mean().item()
+    coef = kl_ctl.value
+    kl_ctl.update(kl_seq, n)
+    return {"reward": scores.mean().item(), "reward_std": scores.std().item() if n > 1 else 0.0, "kl": kl_seq,
+            "entropy": statistics.fmean(entropies), "length": mask.sum(-1).mean().item(),
+            "pg_loss": statistics.fmean(pg_losses), "vf_loss": statistics.fmean(vf_losses),
+            "clipfrac": statistics.fmean(clipfracs), "kl_coef": coef,
+            "objective": scores.mean().item() - coef * kl_seq}
