@@ -1,1 +1,24 @@
-"""Select stage (see its issue)."""
+"""Select: model catalog and cards, zero-shot selection, the feasibility planner, lm-eval benchmarks,
+data curation and pretraining from scratch.
+
+Entry points load lazily: ``odyssey --help`` imports this package to find its commands.
+"""
+
+_EXPORTS = {
+    "select_models": "odyssey.select.ranking", "SelectResult": "odyssey.select.ranking",
+    "plan": "odyssey.select.planner", "probe": "odyssey.select.planner", "Plan": "odyssey.select.planner",
+    "curate": "odyssey.select.curate", "CurationReport": "odyssey.select.curate",
+    "run_benchmarks": "odyssey.select.benchmarks", "pretrain": "odyssey.select.pretrain",
+    "model_cards": "odyssey.select.catalog", "hub_search": "odyssey.select.catalog",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)
+
+
+__all__ = list(_EXPORTS)

@@ -1,0 +1,474 @@
+"""Feasibility planner: will this model train (or serve) on this hardware, and how fast?
+
+Memory, by component (rules of thumb from the course notes, written out):
+- weights: parameters x bytes per parameter (fp32 4, fp16/bf16 2, int8 1, int4 0.5);
+- gradients: trainable parameters x 4 bytes (fp32 grads; mixed precision keeps 16-bit grads, 2 bytes);
+- optimizer: Adam keeps two fp32 moments, 8 bytes per *trainable* parameter (+4 for the fp32 master copy
+  under mixed precision) — PEFT saves here: only the adapter trains;
+- activations: per layer s*b*h*(34 + 5*a*s/h) bytes at 16 bit (Korthikanti et al. 2022, eq. 1), x2 at fp32,
+  plus the logits and their gradient (b*s*vocab*4*2), often the biggest tensor in a small model;
+- KV cache for serving: 2 x layers x kv_heads x head_dim x tokens x batch x bytes;
+- runtime: what the process holds before any model (torch, transformers), measured by the probe.
+
+Compute (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1):
+- training ~ 6*N FLOPs per token (forward 2N, backward 4N) + 6*layers*seq*hidden for attention;
+  LoRA skips the weight gradients of the frozen base: ~ 4*N per token;
+- generating ~ 2*N FLOPs per token, but batch-1 decoding reads every weight once per token, so on most
+  machines it is bound by memory bandwidth: time/token = max(2N*b/FLOP/s, weight bytes / bandwidth);
+- compute-optimal data ~ 20 tokens per parameter (Hoffmann et al. 2022, "Chinchilla").
+
+The machine's sustained matmul FLOP/s (at several matrix widths), matrix-vector bandwidth and the
+framework's per-layer overhead are measured once by :func:`probe` and cached in ``ODYSSEY_HOME``.
+Small models are dominated by that overhead (Python and kernel launches per layer), which the FLOP
+count alone would miss by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from odyssey.errors import OdysseyError
+
+GB = 1024**3
+BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
+METHODS = ("inference", "lora", "full")
+TOKENS_PER_PARAM = 20  # Chinchilla's compute-optimal data
+PROBE_VERSION = 3
+USABLE_FRACTION = 0.9  # of RAM/VRAM a job may plan to use; the OS and other processes hold the rest
+
+
+# ---- hardware --------------------------------------------------------------------------------------------
+
+@dataclass
+class Hardware:
+    device: str  # cpu | cuda
+    cores: int
+    memory_gb: float  # RAM for cpu, VRAM for cuda
+    gpus: int = 0
+    tflops: float | None = None  # declared peak, for hardware other than this machine
+    spec: str = "auto"
+
+    @classmethod
+    def detect(cls) -> "Hardware":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                props = torch.cuda.get_device_properties(0)
+                return cls("cuda", os.cpu_count() or 1, props.total_memory / GB, torch.cuda.device_count(), spec="auto")
+        except ImportError:
+            pass
+        return cls("cpu", os.cpu_count() or 1, _ram_gb(), spec="auto")
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Hardware":
+        """'auto', 'cpu', 'cuda', or comma-separated key:value pairs, e.g. 'cpu:2,ram:24gb' or 'gpu:1,vram:24gb'."""
+        text = (text or "auto").strip().lower()
+        if text in {"", "auto"}:
+            return cls.detect()
+        detected = cls.detect()
+        hw = cls("cpu", detected.cores if detected.device == "cpu" else os.cpu_count() or 1, _ram_gb(), spec=text)
+        for part in [p.strip() for p in text.split(",") if p.strip()]:
+            key, _, value = part.partition(":")
+            key = key.strip()
+            try:
+                if key == "cpu":
+                    hw.device = "cpu"
+                    hw.cores = int(value) if value else hw.cores
+                elif key in {"cuda", "gpu"}:
+                    hw.device, hw.gpus = "cuda", int(value) if value else 1
+                    if detected.device == "cuda":
+                        hw.memory_gb = detected.memory_gb
+                elif key in {"ram", "vram", "memory", "mem"}:
+                    hw.memory_gb = _size_gb(value)
+                elif key == "tflops":
+                    hw.tflops = float(value)
+                else:
+                    raise ValueError(f"unknown key {key!r}")
+            except ValueError as exc:
+                raise OdysseyError(
+                    f"--hardware {text!r}: cannot read {part!r} ({exc})",
+                    hint="write e.g. 'cpu:2,ram:24gb' or 'gpu:1,vram:24gb,tflops:312' (keys: cpu, gpu, ram, vram, tflops)",
+                ) from None
+        if hw.memory_gb <= 0:
+            raise OdysseyError(f"--hardware {text!r}: memory must be positive", hint="e.g. ram:16gb")
+        return hw
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _size_gb(value: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(tb|gb|g|mb|m|gib|mib)?\s*", value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size like 24gb or 512mb")
+    number, unit = float(match.group(1)), match.group(2) or "gb"
+    return number * {"tb": 1024, "gb": 1, "g": 1, "gib": 1, "mb": 1 / 1024, "m": 1 / 1024, "mib": 1 / 1024}[unit]
+
+
+def _ram_gb() -> float:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return 8.0
+
+
+def rss_gb() -> float:
+    """Resident memory of this process now (Linux); 0 elsewhere."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return 0.0
+
+
+# ---- the probe ------------------------------------------------------------------------------------------
+
+PROBE_WIDTHS = (64, 256, 576, 1024, 2048)
+
+
+def _probe_path() -> Path:
+    from odyssey.paths import home
+
+    return home() / "probe.json"
+
+
+def _probe_key(device: str) -> str:
+    import torch
+
+    return f"v{PROBE_VERSION}|{platform.node()}|{platform.machine()}|{device}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+
+
+def _best_time(fn, repeat: int = 5, min_s: float = 0.05) -> float:
+    """Best-of-``repeat`` seconds per call, each sample running long enough to time reliably."""
+    fn()  # warm up (allocations, kernel choice)
+    n, t = 1, 0.0
+    while True:
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        t = time.perf_counter() - start
+        if t >= min_s or n >= 1 << 16:
+            break
+        n *= 4
+    best = t / n
+    for _ in range(repeat - 1):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
+def _tiny_llama(layers: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import torch
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=256, max_position_embeddings=512)
+    return LlamaForCausalLM(config).eval()
+
+
+def _overheads(device: str) -> dict:
+    """Framework time that does not scale with FLOPs: per decoded token and per training step, fixed and
+    per layer. Measured on 1- and 5-layer 64-wide models whose arithmetic is negligible."""
+    import torch
+
+    out = {}
+    timings = {}
+    for layers in (1, 5):
+        model = _tiny_llama(layers).to(device)
+        ids = torch.randint(0, 256, (1, 8), device=device)
+        gen_kwargs = dict(max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=0)
+
+        def decode():
+            with torch.inference_mode():
+                model.generate(ids, **gen_kwargs)
+
+        per_token = _best_time(decode, repeat=3) / 16
+        model.train()
+        batch = torch.randint(0, 256, (2, 32), device=device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        timings[layers] = (per_token, _best_time(step, repeat=3))
+    for i, name in enumerate(("decode", "train")):
+        per_layer = max((timings[5][i] - timings[1][i]) / 4, 0.0)
+        out[f"{name}_per_layer_s"] = per_layer
+        out[f"{name}_fixed_s"] = max(timings[1][i] - per_layer, 0.0)
+    return out
+
+
+def probe(device: str = "cpu", refresh: bool = False) -> dict:
+    """Measure this machine once (a few seconds) and cache it: matmul FLOP/s by width, mat-vec bandwidth,
+    framework overheads, and the runtime's resident memory."""
+    import torch
+    import transformers  # noqa: F401  (the runtime a job holds is part of what is measured)
+
+    path = _probe_path()
+    key = _probe_key(device)
+    cache = {}
+    if path.exists():
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            cache = {}
+    if not refresh and key in cache:
+        return cache[key]
+    from odyssey import ui
+
+    with ui.status("measuring this machine once (matmul FLOP/s, bandwidth, overheads)"):
+        flops = {}
+        for width in PROBE_WIDTHS:
+            a = torch.randn(512, width, device=device)
+            b = torch.randn(width, 4 * width, device=device)
+            seconds = _best_time(lambda: torch.mm(a, b))
+            flops[str(width)] = 2 * 512 * width * 4 * width / seconds
+        big = torch.randn(4096, 4096, device=device)  # 64 MiB: larger than the caches
+        vec = torch.randn(4096, 1, device=device)
+        seconds = _best_time(lambda: torch.mm(big, vec))
+        bandwidth = big.numel() * 4 / seconds
+        result = {"device": device, "threads": torch.get_num_threads(), "matmul_flops": flops,
+                  "matvec_bytes_per_s": bandwidth, "runtime_gb": rss_gb(), **_overheads(device),
+                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    cache[key] = result
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache, indent=2))
+    os.replace(tmp, path)
+    return result
+
+
+def flops_at(measured: dict, width: int) -> float:
+    """Sustained FLOP/s for matmuls ``width`` wide, interpolated in log-space between probed widths."""
+    points = sorted((int(k), v) for k, v in measured["matmul_flops"].items())
+    if width <= points[0][0]:
+        return points[0][1]
+    if width >= points[-1][0]:
+        return points[-1][1]
+    for (w0, f0), (w1, f1) in zip(points, points[1:]):
+        if w0 <= width <= w1:
+            t = (math.log(width) - math.log(w0)) / (math.log(w1) - math.log(w0))
+            return math.exp(math.log(f0) + t * (math.log(f1) - math.log(f0)))
+    return points[-1][1]
+
+
+# ---- the plan -------------------------------------------------------------------------------------------
+
+@dataclass
+class ModelShape:
+    ref: str
+    n_params: int
+    n_layers: int
+    hidden: int
+    n_heads: int
+    n_kv_heads: int
+    vocab: int
+    context: int
+    tied: bool
+    family: str
+    lora_params: int = 0
+
+    @property
+    def compute_params(self) -> int:
+        """Parameters that do matmul work per token: all but an untied input embedding (a lookup)."""
+        return self.n_params if self.tied else max(self.n_params - self.vocab * self.hidden, 1)
+
+    @property
+    def head_dim(self) -> float:
+        return self.hidden / max(self.n_heads, 1)
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "c_attn", "c_proj",
+                "c_fc", "query", "key", "value", "dense", "q", "k", "v", "o", "wi", "wo", "fc1", "fc2", "out_proj")
+
+
+def model_shape(ref: str, root: Path | None = None, lora_r: int = 8) -> ModelShape:
+    """The numbers the planner needs, from the config alone (the model is built on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    from odyssey.models import FAMILY_DECODER, context_length, family_of, parse_ref, resolve
+    from odyssey.models.memory import Shape
+
+    parsed = parse_ref(ref, root)
+    if parsed.kind == "hub":
+        config = AutoConfig.from_pretrained(parsed.value)  # small download; raises offline
+    else:
+        config = AutoConfig.from_pretrained(resolve(parsed, root))
+    family = family_of(config)
+    with torch.device("meta"):
+        model = (AutoModelForCausalLM if family == FAMILY_DECODER else AutoModel).from_config(config)
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    lora = 0
+    for name, module in model.named_modules():
+        # LoRA on every linear layer of the blocks (the planner's default): r*(in+out) per matrix.
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in LORA_TARGETS:
+            lora += lora_r * (module.in_features + module.out_features)
+    shape = Shape.from_config(config, total)
+    text = getattr(config, "text_config", None) or config
+    tied = bool(getattr(text, "tie_word_embeddings", getattr(config, "tie_word_embeddings", True)))
+    return ModelShape(ref, total, shape.n_layers, shape.hidden, shape.n_heads, shape.n_kv_heads, shape.vocab,
+                      context_length(config), tied, family, lora)
+
+
+@dataclass
+class Plan:
+    model: str
+    method: str
+    precision: str
+    hardware: dict
+    batch: int
+    seq: int
+    n_params: int
+    trainable_params: int
+    memory_gb: dict  # component -> GB
+    total_gb: float
+    available_gb: float
+    fits: bool
+    tokens_per_s: float
+    hours: float  # for ``tokens`` tokens (trained, or generated)
+    tokens: int
+    compute_optimal_tokens: int
+    flops_per_token: float
+    methods: dict = field(default_factory=dict)  # method -> {"fits", "total_gb", "tokens_per_s"}
+    cheapest_fit: str | None = None
+    notes: list[str] = field(default_factory=list)
+    probe: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def memory_components(shape: ModelShape, method: str, precision: str, batch: int, seq: int,
+                      runtime_gb: float) -> dict[str, float]:
+    """Bytes (as GB) of each part a job holds at its peak."""
+    if method not in METHODS:
+        raise OdysseyError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if precision not in BYTES:
+        raise OdysseyError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(BYTES)}")
+    parts = {"runtime": runtime_gb * GB, "weights": shape.n_params * BYTES[precision]}
+    if method == "inference":
+        kv_bytes = 2.0 if precision in {"fp16", "bf16", "int8", "int4"} else 4.0
+        parts["kv_cache"] = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * seq * batch * kv_bytes
+        # One position's logits per sequence while decoding, the whole prompt's during prefill.
+        parts["activations"] = batch * seq * (shape.hidden * 4 * 4) + batch * seq * shape.vocab * 4
+    else:
+        mixed = precision in {"fp16", "bf16"}
+        if precision in {"int8", "int4"} and method == "full":
+            raise OdysseyError(f"full fine-tuning cannot train {precision} weights",
+                               hint="use --method lora with a quantized base (QLoRA), or --precision fp32/bf16")
+        trainable = shape.n_params if method == "full" else shape.lora_params
+        grad_bytes = 2.0 if mixed else 4.0
+        parts["gradients"] = trainable * grad_bytes
+        parts["optimizer"] = trainable * (8 + (4 if mixed else 0))  # Adam moments (+ fp32 master weights)
+        per_layer = seq * batch * shape.hidden * (34 + 5 * shape.n_heads * seq / max(shape.hidden, 1))
+        scale = 1.0 if precision in {"fp16", "bf16", "int8", "int4"} else 2.0
+        parts["activations"] = shape.n_layers * per_layer * scale + batch * seq * shape.vocab * 4 * 2
+    return {k: v / GB for k, v in parts.items()}
+
+
+def throughput(shape: ModelShape, method: str, batch: int, seq: int, precision: str, measured: dict,
+               hw: Hardware) -> tuple[float, float]:
+    """(tokens per second, FLOPs per token) from the probe's measurements."""
+    flops = flops_at(measured, shape.hidden)
+    scale = 1.0
+    if hw.device == "cpu" and measured.get("device") == "cpu" and hw.cores and measured.get("threads"):
+        scale = min(hw.cores, os.cpu_count() or hw.cores) / measured["threads"]  # planning for fewer/more cores
+    if hw.tflops and measured.get("device") != hw.device:
+        flops, scale = hw.tflops * 1e12 * 0.4, 1.0  # declared peak at a typical 40 % utilization
+    flops *= scale
+    n = shape.compute_params
+    attention = 2 * shape.n_layers * seq * shape.hidden  # forward attention scores per token (Kaplan)
+    if method == "inference":
+        per_token = 2 * n + attention
+        weight_bytes = shape.n_params * BYTES[precision]
+        compute_s = per_token * batch / flops
+        memory_s = weight_bytes / (measured["matvec_bytes_per_s"] * scale)
+        step = measured["decode_fixed_s"] + shape.n_layers * measured["decode_per_layer_s"] + max(compute_s, memory_s)
+        return batch / step, per_token
+    per_token = (6 if method == "full" else 4) * n + 3 * attention
+    tokens = batch * seq
+    step = measured["train_fixed_s"] + shape.n_layers * measured["train_per_layer_s"] + per_token * tokens / flops
+    return tokens / step, per_token
+
+
+def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto", *, batch: int = 8, seq: int = 512,
+         tokens: int | None = None, precision: str | None = None, lora_r: int = 8, root: Path | None = None,
+         measured: dict | None = None) -> Plan:
+    """Will ``ref`` fit for ``method`` on ``hardware``; memory by component; tokens/s; hours for ``tokens``."""
+    if method not in METHODS:
+        raise OdysseyError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if batch < 1 or seq < 1:
+        raise OdysseyError(f"batch ({batch}) and seq ({seq}) must be at least 1", hint="e.g. --batch 8 --seq 512")
+    hw = hardware if isinstance(hardware, Hardware) else Hardware.parse(hardware)
+    precision = precision or ("fp32" if hw.device == "cpu" else "bf16")
+    shape = model_shape(ref, root, lora_r)
+    if measured is None:
+        import torch
+
+        local_device = "cuda" if hw.device == "cuda" and torch.cuda.is_available() else "cpu"
+        measured = probe(local_device)
+    notes = []
+    if seq > shape.context:
+        notes.append(f"seq {seq} is longer than the model's context ({shape.context})")
+    if hw.device == "cuda" and measured.get("device") != "cuda" and not hw.tflops:
+        notes.append("no GPU here to probe and no tflops: given; tokens/s are this CPU's, not the GPU's")
+    available = hw.memory_gb * USABLE_FRACTION
+    runtime = measured.get("runtime_gb", 0.5) if hw.device == "cpu" else 0.5  # CUDA context ~0.5 GB
+    options = {}
+    for m in METHODS:
+        if m == "full" and precision in {"int8", "int4"}:
+            continue
+        parts = memory_components(shape, m, precision, batch, seq, runtime)
+        total = sum(parts.values())
+        tps, _ = throughput(shape, m, batch, seq, precision, measured, hw)
+        options[m] = {"fits": total <= available, "total_gb": round(total, 4), "tokens_per_s": round(tps, 2),
+                      "memory_gb": {k: round(v, 4) for k, v in parts.items()}}
+    if method not in options:
+        memory_components(shape, method, precision, batch, seq, runtime)  # raises the clear error
+    chosen = options[method]
+    tps, per_token = throughput(shape, method, batch, seq, precision, measured, hw)
+    optimal = TOKENS_PER_PARAM * shape.n_params
+    tokens = int(tokens if tokens is not None else (optimal if method != "inference" else 1_000_000))
+    fitting = [m for m in ("inference", "lora", "full") if options.get(m, {}).get("fits")]
+    training_fits = [m for m in ("lora", "full") if m in fitting]
+    cheapest = (training_fits[0] if method != "inference" and training_fits else (fitting[0] if fitting else None))
+    if not chosen["fits"]:
+        notes.append(f"{method} needs {chosen['total_gb']:.2f} GB but {available:.2f} GB is usable "
+                     f"({USABLE_FRACTION:.0%} of {hw.memory_gb:g} GB)"
+                     + (f"; {cheapest} fits" if cheapest else "; nothing fits: use a smaller model or more memory"))
+    return Plan(
+        model=ref, method=method, precision=precision, hardware=hw.as_dict(), batch=batch, seq=seq,
+        n_params=shape.n_params, trainable_params=0 if method == "inference" else (
+            shape.n_params if method == "full" else shape.lora_params),
+        memory_gb=chosen["memory_gb"], total_gb=chosen["total_gb"], available_gb=round(available, 3),
+        fits=bool(chosen["fits"]), tokens_per_s=tps, hours=tokens / tps / 3600 if tps > 0 else math.inf,
+        tokens=tokens, compute_optimal_tokens=optimal, flops_per_token=per_token, methods=options,
+        cheapest_fit=cheapest, notes=notes, probe={k: v for k, v in measured.items() if k != "matmul_flops"},
+    )
