@@ -211,6 +211,54 @@ class EvaluateSpec(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
+class CurateSpec(Strict):
+    """Data curation for pretraining corpora (``odyssey data curate``)."""
+
+    min_words: int = Field(5, ge=0, description="drop documents with fewer words")
+    max_words: int = Field(100_000, ge=1, description="drop documents with more words")
+    max_symbol_ratio: float = Field(0.1, ge=0, le=1, description="most '#', '...' and non-alphanumeric symbols per word")
+    min_alpha_ratio: float = Field(0.7, ge=0, le=1, description="least share of words that contain a letter")
+    max_repeated_line_ratio: float = Field(0.3, ge=0, le=1, description="most share of duplicated lines in a document")
+    max_top_ngram_ratio: float = Field(0.2, ge=0, le=1, description="most share of characters in the top 2-gram")
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="keep these languages ([] keeps all)")
+    near_dup_threshold: float = Field(0.7, gt=0, le=1, description="MinHash Jaccard above which documents are near-dups")
+    num_perm: int = Field(128, ge=16, le=1024)
+    shingle: int = Field(5, ge=1, le=20, description="word n-gram size for MinHash shingles")
+    scrub_pii: bool = True
+    perplexity_model: str | None = Field(None, description="model ref for an optional perplexity filter")
+    max_perplexity: float | None = Field(None, gt=0)
+
+
+class PretrainSpec(Strict):
+    """Pretraining from scratch (``odyssey pretrain``)."""
+
+    objective: Literal["clm", "mlm", "span"] = "clm"
+    size: str = Field("tiny", description="a preset: tiny, mini, small, 125m, 350m, 1b")
+    corpus: str | None = Field(None, description="text folder or .txt/.jsonl file; the shipped corpus when absent")
+    tokenizer: Literal["bpe", "unigram"] = "bpe"
+    vocab_size: int = Field(2048, ge=256, le=262_144)
+    seq_len: int = Field(128, ge=16, le=8192)
+    batch_size: int = Field(16, ge=1)
+    steps: int = Field(300, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    eval_every: int = Field(50, ge=1)
+    seed: int = 0
+    init_from: str | None = Field(None, description="model ref for continued pretraining instead of a fresh model")
+
+
+class SelectSpec(Strict):
+    """Model selection: zero-shot comparison of the candidates, planner defaults, benchmarks, pretraining."""
+
+    limit: int | None = Field(8, ge=1, description="examples scored per candidate (None: the whole split)")
+    split: Literal["validation", "test"] = "validation"
+    batch_size: int = Field(8, ge=1)
+    hub_search: str | None = Field(None, description="also list hub models matching this text when online")
+    benchmarks: list[str] = Field(default_factory=lambda: ["local:mini-mmlu", "local:boolq-mini"])
+    curate: CurateSpec = CurateSpec()
+    pretrain: PretrainSpec = PretrainSpec()
+
+
 class AdaptSpec(Strict):
     method: Literal["full", "lora", "prompt_tuning"] = "lora"
 
@@ -434,6 +482,7 @@ class Spec(Strict):
     models: list[str | ModelEntry] = Field(default_factory=list)
     prompt: PromptSpec = PromptSpec()
     evaluate: EvaluateSpec = EvaluateSpec()
+    select: SelectSpec = SelectSpec()
     adapt: AdaptSpec = AdaptSpec()
     align: AlignSpec = AlignSpec()
     optimize: OptimizeSpec = OptimizeSpec()

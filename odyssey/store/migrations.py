@@ -235,3 +235,34 @@ def m030_align_preferences() -> str:
             created_at TEXT NOT NULL
         );
     """
+
+
+@migration
+def m010_select_tables() -> str:
+    # select: the choice `odyssey select` made (with its whole ranking), lm-eval benchmark scores,
+    # and pretraining corpora/curation reports.
+    return """
+        CREATE TABLE selections (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id),
+            run_id INTEGER REFERENCES runs(id),
+            chosen TEXT,
+            split TEXT NOT NULL,
+            n_examples INTEGER NOT NULL,
+            ranking_json TEXT NOT NULL DEFAULT '[]',
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE benchmark_scores (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER REFERENCES projects(id),
+            run_id INTEGER REFERENCES runs(id),
+            model_ref TEXT NOT NULL,
+            task TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            value REAL NOT NULL,
+            stderr REAL,
+            n_samples INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX benchmark_scores_model ON benchmark_scores(model_ref, task);
+    """
