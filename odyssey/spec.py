@@ -443,7 +443,13 @@ class MeasureSpec(Strict):
 
 
 class OptimizeSpec(Strict):
-    methods: list[str] = Field(default_factory=list)
+    """Quantization, distillation and pruning of candidates, each measured against its parent."""
+
+    start_from: str = Field("best", description="candidate to optimize: a name, 'best' (the board's), or a model ref")
+    quantize: QuantizeSpec = QuantizeSpec()
+    distill: DistillSpec = DistillSpec()
+    prune: PruneSpec = PruneSpec()
+    measure: MeasureSpec = MeasureSpec()
 
 
 class DeploySpec(Strict):

@@ -1,1 +1,31 @@
-"""Optimize stage (see its issue)."""
+"""Optimize: quantization (torchao int8/int4, GGUF via llama.cpp, bitsandbytes on GPUs),
+distillation into a smaller student, structured and unstructured pruning with LoRA recovery,
+and the size / speed / quality report against the scope's gates.
+
+Every method makes a candidate linked to its parent and measured beside it by one harness
+(:mod:`odyssey.optimize.measure`). Entry points load lazily: ``odyssey --help`` imports this
+package to find its commands.
+"""
+
+_EXPORTS = {
+    "quantize": "odyssey.optimize.quantization",
+    "QuantizeResult": "odyssey.optimize.quantization",
+    "distill": "odyssey.optimize.distillation",
+    "DistillResult": "odyssey.optimize.distillation",
+    "prune": "odyssey.optimize.pruning",
+    "PruneResult": "odyssey.optimize.pruning",
+    "report": "odyssey.optimize.reporting",
+    "OptimizeReport": "odyssey.optimize.reporting",
+    "measure_model": "odyssey.optimize.measure",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)
+
+
+__all__ = list(_EXPORTS)

@@ -266,3 +266,37 @@ def m010_select_tables() -> str:
         );
         CREATE INDEX benchmark_scores_model ON benchmark_scores(model_ref, task);
     """
+
+
+# ---- optimize (040-049) ----------------------------------------------------------------------
+@migration
+def m040_optimize_measurements() -> str:
+    # One row per measured model (an optimized candidate or its parent) under one set of
+    # measurement settings (settings_key): size, memory, speed, latency and quality, plus the
+    # comparison with the parent. Parents are measured once per settings_key and reused.
+    return """
+        CREATE TABLE optimize_measurements (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id),
+            candidate_id INTEGER REFERENCES candidates(id),
+            parent_id INTEGER REFERENCES candidates(id),
+            run_id INTEGER REFERENCES runs(id),
+            model_ref TEXT NOT NULL,
+            method TEXT,
+            backend TEXT,
+            settings_key TEXT NOT NULL,
+            size_mb REAL,
+            load_rss_gb REAL,
+            peak_rss_gb REAL,
+            prefill_tok_s REAL,
+            decode_tok_s REAL,
+            decode_tok_s_batched REAL,
+            p50_latency_ms REAL,
+            p95_latency_ms REAL,
+            metrics_json TEXT NOT NULL DEFAULT '{}',
+            comparison_json TEXT NOT NULL DEFAULT '{}',
+            detail_json TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX optimize_measurements_candidate ON optimize_measurements(candidate_id, settings_key);
+    """

@@ -1,0 +1,203 @@
+"""What every optimization method shares: which candidate it starts from, turning that candidate
+into a plain transformers checkpoint, training items for recovery/distillation, and recording
+the result as a candidate linked to its parent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from odyssey.errors import OdysseyError
+from odyssey.prompts import PromptConfig
+
+STAGE = "optimize"
+
+
+@dataclass
+class Parent:
+    """The candidate an optimization starts from."""
+
+    name: str
+    model_ref: str
+    prompt: PromptConfig
+    id: int | None = None
+    config: dict = field(default_factory=dict)
+
+
+def resolve_parent(project, which: str | None) -> Parent:
+    """A candidate name, ``best`` (the board's best, else the first model), or any model reference.
+
+    A plain model reference becomes the ``<model>:zero-shot`` candidate, created when missing, so
+    every optimized candidate has a parent on the board.
+    """
+    from odyssey.evaluate import candidate_setup
+
+    store = project.store
+    which = which or project.spec.optimize.start_from
+    if which == "best":
+        from odyssey.evaluate.board import build_board
+
+        best = build_board(project).best
+        which = best or project.default_model()
+    row = store.candidate(which)
+    if row is not None:
+        name, ref, cfg, _ = candidate_setup(project, None, row["name"])
+        return Parent(name, ref, cfg, row["id"], row["config"])
+    from odyssey.models import parse_ref
+
+    try:
+        parse_ref(which, project.root)
+    except OdysseyError:
+        known = ", ".join(c["name"] for c in store.candidates()) or "none yet"
+        raise OdysseyError(f"no candidate or model named {which!r}",
+                           hint=f"candidates: {known}; or give a model reference (packaged:..., a folder, a .gguf)"
+                           ) from None
+    name, ref, cfg, _ = candidate_setup(project, which, None)
+    existing = store.candidate(name)
+    cand_id = existing["id"] if existing else store.upsert_candidate(name, "select", ref, {"prompt": cfg.as_dict()})
+    return Parent(name, ref, cfg, cand_id, existing["config"] if existing else {"prompt": cfg.as_dict()})
+
+
+def is_gguf_ref(ref: str) -> bool:
+    return str(ref).lower().endswith(".gguf")
+
+
+def hf_checkpoint(project, ref: str, work_dir: Path) -> Path:
+    """A folder holding a plain (unquantized) transformers checkpoint for ``ref``.
+
+    LoRA adapter folders (adapter_config.json without config.json) are merged into their base
+    model first, so quantization, GGUF export and pruning see the fine-tuned weights.
+    """
+    from odyssey.models import parse_ref, resolve
+
+    parsed = parse_ref(ref, project.root)
+    if parsed.kind == "local":
+        folder = Path(parsed.value)
+        if (folder / "adapter_config.json").exists() and not (folder / "config.json").exists():
+            return merge_lora(project, folder, work_dir / "merged")
+    path = Path(resolve(ref, project.root))
+    config = json.loads((path / "config.json").read_text())
+    if config.get("quantization_config"):
+        method = config["quantization_config"].get("quant_method", "quantized")
+        raise OdysseyError(f"{ref} is already quantized ({method}); optimize its unquantized parent instead",
+                           hint="`odyssey status` shows each candidate's parent")
+    return path
+
+
+def merge_lora(project, adapter_dir: Path, out: Path) -> Path:
+    """Merge a PEFT LoRA adapter into its base model and save the merged checkpoint (safetensors)."""
+    from peft import PeftModel
+
+    from odyssey.models import load
+
+    if (out / "config.json").exists():
+        return out
+    adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    base_ref = adapter_cfg.get("base_model_name_or_path")
+    if not base_ref:
+        raise OdysseyError(f"{adapter_dir}/adapter_config.json names no base model (base_model_name_or_path)",
+                           hint="set it to the model the adapter was trained on")
+    loaded = load(base_ref, root=project.root, dtype="float32")
+    merged = PeftModel.from_pretrained(loaded.model, str(adapter_dir)).merge_and_unload()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of a model: one file, or the weights, config and tokenizer files of a folder."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def weights_size(path: Path) -> int:
+    """Bytes of the weights alone (*.safetensors / *.gguf / *.bin)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.suffix in {".safetensors", ".gguf", ".bin"})
+
+
+def record_candidate(project, run, name: str, model_ref: str, parent: Parent, method: dict) -> int:
+    """Store the optimized model as a candidate linked to its parent, with the parent's prompt."""
+    config = {"prompt": parent.prompt.as_dict(), "optimize": method, "parent": parent.name,
+              "parent_model_ref": parent.model_ref}
+    return project.store.upsert_candidate(name, STAGE, str(model_ref), config, parent.id, run.id)
+
+
+def candidate_name(parent: Parent, suffix: str) -> str:
+    base = parent.name.removesuffix(":zero-shot")
+    return f"{base}:{suffix}"
+
+
+# ---- training items (pruning recovery, distillation) -------------------------------------------
+
+def sft_items(tokenizer, cfg: PromptConfig, examples, max_length: int, pool=None) -> list[dict]:
+    """Prompt (rendered exactly as evaluation and serving render it) + reference + EOS, with the
+    prompt tokens masked out of the labels: the model learns only the answer."""
+    from odyssey.prompts import DemoSelector, render
+
+    selector = DemoSelector(pool or [], cfg.selection, cfg.shots if pool else 0, cfg.seed)
+    items = []
+    eos = tokenizer.eos_token or ""
+    for ex in examples:
+        if not ex.references:
+            continue
+        answer = " " + ex.references[0].strip() if not ex.references[0].startswith(" ") else ex.references[0]
+        answer_ids = tokenizer(answer.strip() + eos, add_special_tokens=False)["input_ids"]
+        budget = max(16, max_length - len(answer_ids))
+        prompt = render(tokenizer, cfg, ex, selector(ex), budget).text
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][-budget:]
+        ids = (prompt_ids + answer_ids)[:max_length]
+        labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
+        if any(label != -100 for label in labels):
+            items.append({"input_ids": ids, "labels": labels})
+    if not items:
+        raise OdysseyError("no training items: the train split has no examples with references",
+                           hint="check scope.data (fields.target) in odyssey.yaml")
+    return items
+
+
+def collate(pad_id: int):
+    """Right-pad a list of items into tensors (labels padded with -100)."""
+
+    def fn(items: list[dict]) -> dict:
+        import torch
+
+        width = max(len(i["input_ids"]) for i in items)
+        ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(items), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, item in enumerate(items):
+            n = len(item["input_ids"])
+            ids[row, :n] = torch.tensor(item["input_ids"])
+            labels[row, :n] = torch.tensor(item["labels"])
+            mask[row, :n] = 1
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if "index" in items[0]:
+            batch["index"] = torch.tensor([i["index"] for i in items])
+        return batch
+
+    return fn
+
+
+def save_model(model, tokenizer, out: Path, extra: dict | None = None) -> Path:
+    """Save a checkpoint atomically (safetensors), plus odyssey-optimize.json describing it."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if extra:
+        (tmp / "odyssey-optimize.json").write_text(json.dumps(extra, indent=2, default=str))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,304 @@
+"""One measurement harness for every optimized candidate and its parent.
+
+Each model is measured in a fresh Python process (``python -m odyssey.optimize.measure``), so
+its peak resident memory is its own and not the leftovers of whatever the caller loaded before.
+The child reports:
+
+- ``size_mb``: the weights on disk (safetensors / GGUF);
+- ``load_rss_gb`` (resident memory once loaded) and ``peak_rss_gb`` (the process's peak, during
+  generation), with ``base_rss_gb``: the same process before the model was loaded;
+- ``prefill_tok_s``: a ``speed_prompt_tokens`` prompt built from the scope's data, processed in
+  one forward pass; ``decode_tok_s``: then ``speed_new_tokens`` tokens decoded one at a time with
+  the KV cache (single stream); ``decode_tok_s_batched``: the same with ``speed_batch`` sequences
+  at once (transformers only: llama-cpp-python's API decodes one sequence; llama-server's slots
+  batch, which the deploy stage measures);
+- the task metrics and p50/p95 latency over the evaluation examples, through the shared harness
+  (``odyssey.evaluate.run_harness``) for transformers models, and through llama.cpp with the same
+  rendered prompts for GGUF files. Latency is the wall time a caller waits: the batch's time for
+  batched transformers generation (``evaluate.batch_size``), one request's time for llama.cpp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from odyssey.errors import OdysseyError
+
+QUALITY_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "f1", "accuracy")
+
+
+def _rss_gb() -> float:
+    from odyssey.evaluate.generation import rss_gb
+
+    return rss_gb()
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+
+
+# ---- parent side -----------------------------------------------------------------------------
+
+def settings_for(project, split: str | None = None, limit: int | None = None) -> dict:
+    m = project.spec.optimize.measure
+    ev = project.spec.evaluate
+    return {
+        "split": split or m.split,
+        "limit": limit or m.limit or ev.limit,
+        "batch_size": m.batch_size or ev.batch_size,
+        "speed_prompt_tokens": m.speed_prompt_tokens,
+        "speed_new_tokens": m.speed_new_tokens,
+        "speed_batch": m.speed_batch,
+        "threads": m.threads,
+    }
+
+
+def measure_model(project, model_ref: str, prompt_cfg, *, tokenizer_path: str | None = None,
+                  settings: dict | None = None, label: str = "") -> dict:
+    """Measure one model in a child process; returns the measurement dict (see the module doc)."""
+    from odyssey import ui
+
+    settings = settings or settings_for(project)
+    request = {"project": str(project.root), "model_ref": str(model_ref), "prompt": prompt_cfg.as_dict(),
+               "tokenizer_path": tokenizer_path, "settings": settings}
+    with tempfile.TemporaryDirectory(prefix="odyssey-measure-") as tmp:
+        req, out = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(json.dumps(request, default=str))
+        env = dict(os.environ)
+        if settings.get("threads"):
+            env["OMP_NUM_THREADS"] = str(settings["threads"])
+        with ui.status(f"measuring {label or model_ref} (size, memory, speed, quality)"):
+            proc = subprocess.run([sys.executable, "-m", "odyssey.optimize.measure", str(req), str(out)],
+                                  capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+            raise OdysseyError(f"measuring {label or model_ref} failed:\n" + "\n".join(tail),
+                               hint="run `odyssey eval --candidate NAME` on it to see the error in full")
+        return json.loads(out.read_text())
+
+
+def compare(child: dict, parent: dict) -> dict:
+    """Ratios and differences of a child measurement against its parent's."""
+
+    def ratio(key, invert=False):
+        a, b = child.get(key), parent.get(key)
+        if not a or not b:
+            return None
+        return (b / a) if invert else (a / b)
+
+    out = {
+        "size_ratio": ratio("size_mb"),
+        "prefill_speedup": ratio("prefill_tok_s"),
+        "decode_speedup": ratio("decode_tok_s"),
+        "decode_batched_speedup": ratio("decode_tok_s_batched"),
+        "p95_latency_ratio": ratio("p95_latency_ms"),
+        "peak_rss_ratio": ratio("peak_rss_gb"),
+    }
+    for key in QUALITY_KEYS:
+        if key in child.get("metrics", {}) and key in parent.get("metrics", {}):
+            out[f"{key}_change"] = child["metrics"][key] - parent["metrics"][key]
+    return out
+
+
+# ---- child side ------------------------------------------------------------------------------
+
+def _speed_ids(tokenizer, prompts: list[str], n_tokens: int) -> list[int]:
+    """A real prompt from the data, tiled/cut to exactly ``n_tokens`` tokens."""
+    ids: list[int] = []
+    for text in prompts:
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= n_tokens:
+            break
+    while len(ids) < n_tokens:
+        ids = ids + ids
+    return ids[:n_tokens]
+
+
+def _torch_speed(model, ids: list[int], new_tokens: int, batch: int) -> dict:
+    """Prefill (one forward over the prompt) and cached greedy decode, timed separately."""
+    import torch
+
+    def run(b: int) -> tuple[float, float]:
+        x = torch.tensor([ids] * b, device=model.device)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            out = model(input_ids=x, use_cache=True)
+            t1 = time.perf_counter()
+            past = out.past_key_values
+            nxt = out.logits[:, -1:].argmax(-1)
+            t2 = time.perf_counter()
+            for _ in range(new_tokens):
+                out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                nxt = out.logits[:, -1:].argmax(-1)
+            t3 = time.perf_counter()
+        return t1 - t0, t3 - t2
+
+    run(1)  # warm-up: first-call allocations and lazy kernel selection
+    prefill, decode = min((run(1) for _ in range(2)), key=lambda r: r[0] + r[1])
+    _, decode_b = run(batch)
+    return {"prefill_tok_s": len(ids) / prefill, "decode_tok_s": new_tokens / decode,
+            "decode_tok_s_batched": batch * new_tokens / decode_b}
+
+
+def _examples(project, settings: dict):
+    data = project.dataset()
+    examples = data.split(settings["split"])[: settings.get("limit") or None]
+    pool = data.splits.get("train", [])
+    return examples, pool
+
+
+def measure_transformers(project, request: dict) -> dict:
+    from odyssey.evaluate import run_harness
+    from odyssey.models import load
+    from odyssey.optimize.common import weights_size
+    from odyssey.prompts import DemoSelector, PromptConfig, render
+
+    settings = request["settings"]
+    cfg = PromptConfig.from_dict(request["prompt"])
+    base = _rss_gb()
+    t0 = time.perf_counter()
+    loaded = load(request["model_ref"], root=project.root, dtype=project.spec.evaluate.dtype)
+    load_s = time.perf_counter() - t0
+    load_rss = _rss_gb()
+    examples, pool = _examples(project, settings)
+    selector = DemoSelector(pool if cfg.shots else [], cfg.selection, cfg.shots, cfg.seed)
+    texts = [render(loaded.tokenizer, cfg, ex, selector(ex), loaded.context_length - 64).text for ex in examples[:4]]
+    speed = _torch_speed(loaded.model, _speed_ids(loaded.tokenizer, texts, settings["speed_prompt_tokens"]),
+                         settings["speed_new_tokens"], settings["speed_batch"])
+    result = run_harness(loaded, examples, cfg, project.spec.scope, pool=pool if cfg.shots else None,
+                         batch_size=settings["batch_size"], description="measuring")
+    quality = {k: v for k, v in result.metrics.items() if k in QUALITY_KEYS}
+    return {
+        "backend": "transformers", "model_ref": request["model_ref"], "n_params": loaded.n_params,
+        "size_mb": weights_size(loaded.path) / 1e6, "base_rss_gb": base, "load_rss_gb": load_rss,
+        "peak_rss_gb": _peak_rss_gb(), "load_s": load_s, **speed,
+        "p50_latency_ms": result.metrics["p50_latency_ms"], "p95_latency_ms": result.metrics["p95_latency_ms"],
+        "tokens_per_s": result.metrics["tokens_per_s"], "metrics": quality, "n_examples": len(examples),
+        "rows": result.rows, "notes": result.notes,
+    }
+
+
+def measure_gguf(project, request: dict) -> dict:
+    from llama_cpp import Llama
+
+    from odyssey import metrics as metric_fns
+    from odyssey.evaluate import percentile
+    from odyssey.prompts import DemoSelector, PromptConfig, has_chat_template, render
+
+    settings = request["settings"]
+    cfg = PromptConfig.from_dict(request["prompt"])
+    path = Path(request["model_ref"])
+    if not path.is_absolute():
+        path = project.root / path
+    tokenizer = _tokenizer_for_gguf(project, request)
+    threads = settings.get("threads") or os.cpu_count() or 1
+    base = _rss_gb()
+    t0 = time.perf_counter()
+    llm = Llama(model_path=str(path), n_ctx=4096, n_batch=512, n_threads=threads, n_threads_batch=threads,
+                verbose=False, seed=0)
+    load_s = time.perf_counter() - t0
+    load_rss = _rss_gb()
+    examples, pool = _examples(project, settings)
+    selector = DemoSelector(pool if cfg.shots else [], cfg.selection, cfg.shots, cfg.seed)
+    n_ctx = llm.n_ctx()
+    generation = {"max_new_tokens": 64, **cfg.generation}
+    max_new = int(generation["max_new_tokens"])
+    rendered = [render(tokenizer, cfg, ex, selector(ex), n_ctx - max_new) for ex in examples]
+    chat = has_chat_template(tokenizer)
+
+    def tokens(text: str) -> list[int]:
+        return llm.tokenize(text.encode("utf-8"), add_bos=not chat, special=True)
+
+    # Speed: prefill one prompt, then decode greedily one token at a time (single stream).
+    ids = []
+    for r in rendered[:4]:
+        ids += tokens(r.text)
+    while len(ids) < settings["speed_prompt_tokens"]:
+        ids = ids + ids
+    ids = ids[: settings["speed_prompt_tokens"]]
+
+    def speed_run() -> tuple[float, float]:
+        llm.reset()  # n_tokens = 0: the next eval overwrites the cache from position 0
+        t_a = time.perf_counter()
+        llm.eval(ids)
+        t_b = time.perf_counter()
+        tok = int(llm.scores[llm.n_tokens - 1].argmax())
+        t_c = time.perf_counter()
+        for _ in range(settings["speed_new_tokens"]):
+            llm.eval([tok])
+            tok = int(llm.scores[llm.n_tokens - 1].argmax())
+        return t_b - t_a, time.perf_counter() - t_c
+
+    speed_run()
+    prefill, decode = min((speed_run() for _ in range(2)), key=lambda r: r[0] + r[1])
+
+    # Quality and latency: the same rendered prompts, greedy, one request at a time.
+    predictions, latencies = [], []
+    for r in rendered:
+        llm.reset()
+        start = time.perf_counter()
+        out = llm.create_completion(tokens(r.text), max_tokens=max_new, temperature=0.0, top_k=1,
+                                    repeat_penalty=float(generation.get("repetition_penalty", 1.0)),
+                                    stop=["<|im_end|>"])
+        latencies.append((time.perf_counter() - start) * 1000)
+        predictions.append(out["choices"][0]["text"].strip())
+    references = [list(ex.references) for ex in examples]
+    scope = project.spec.scope
+    scored = metric_fns.compute(scope.metric_names, predictions, references, task=scope.task, labels=scope.labels)
+    quality = {k: v for k, v in scored.corpus.items() if k in QUALITY_KEYS}
+    rows = [{"example_id": ex.id, "prompt": r.text, "prediction": p, "references": list(ex.references), "scores": s,
+             "latency_ms": lat} for ex, r, p, s, lat in zip(examples, rendered, predictions, scored.per_example, latencies)]
+    return {
+        "backend": "llama.cpp", "model_ref": str(path), "n_params": int(llm.model.n_params()) if hasattr(llm, "model")
+        else None, "size_mb": path.stat().st_size / 1e6, "base_rss_gb": base, "load_rss_gb": load_rss,
+        "peak_rss_gb": _peak_rss_gb(), "load_s": load_s,
+        "prefill_tok_s": len(ids) / prefill, "decode_tok_s": settings["speed_new_tokens"] / decode,
+        "decode_tok_s_batched": None,
+        "p50_latency_ms": percentile(latencies, 50), "p95_latency_ms": percentile(latencies, 95),
+        "metrics": quality, "n_examples": len(examples), "rows": rows, "notes": [],
+    }
+
+
+def _tokenizer_for_gguf(project, request: dict):
+    """The tokenizer whose chat template renders prompts: the one the GGUF was exported from."""
+    from transformers import AutoTokenizer
+
+    if request.get("tokenizer_path") and Path(request["tokenizer_path"]).exists():
+        return AutoTokenizer.from_pretrained(request["tokenizer_path"])
+    from odyssey.models import resolve
+
+    return AutoTokenizer.from_pretrained(resolve(request["model_ref"], project.root))
+
+
+def _child(request_path: str, out_path: str) -> None:
+    from odyssey.project import Project
+
+    request = json.loads(Path(request_path).read_text())
+    threads = request["settings"].get("threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    project = Project.load(request["project"])
+    from odyssey.optimize.common import is_gguf_ref
+
+    fn = measure_gguf if is_gguf_ref(request["model_ref"]) else measure_transformers
+    result = fn(project, request)
+    Path(out_path).write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("ODYSSEY_QUIET", "1")
+    try:
+        _child(sys.argv[1], sys.argv[2])
+    except OdysseyError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
