@@ -258,19 +258,26 @@ class TransformersBackend(Backend):
 # ---- upstream servers (llama-server, vLLM) ------------------------------------------------------
 
 
-def llama_server_path() -> Path | None:
-    """The llama-server binary: $ODYSSEY_LLAMA_SERVER, Odyssey's build (odyssey.models.llamacpp), or PATH."""
+def llama_server_path(build: bool = False) -> Path | None:
+    """The llama-server binary: $ODYSSEY_LLAMA_SERVER, Odyssey's build (odyssey.models.llamacpp), or PATH.
+
+    ``build=True`` builds it from llama-cpp-python's sources when missing (minutes, once); 'auto'
+    never does that behind a user's back, it falls back to transformers instead.
+    """
     env = os.environ.get("ODYSSEY_LLAMA_SERVER")
     if env:
         return Path(env) if Path(env).exists() else None
     try:
-        from odyssey.models import llamacpp  # built by the optimize stage from llama-cpp-python's sources
+        from odyssey.models import llamacpp  # built from llama-cpp-python's vendored llama.cpp sources
 
-        path = llamacpp.tool_path("llama-server")
+        path = llamacpp.tool_path("llama-server", build=build)
         if path and Path(path).exists():
             return Path(path)
-    except Exception:
+    except ImportError:
         pass
+    except OdysseyError:
+        if build:
+            raise
     found = shutil.which("llama-server")
     return Path(found) if found else None
 
@@ -457,7 +464,7 @@ def make_backend(kind: str, ref: str, root: Path | None, *, parallel: int = 8, c
                  log_dir: Path | None = None) -> Backend:
     """Pick and build the backend for a model reference ('auto': llama.cpp for GGUF when available)."""
     gguf = gguf_for(ref, root) if kind in ("auto", "llama.cpp") else None
-    binary = llama_server_path() if kind in ("auto", "llama.cpp") else None
+    binary = llama_server_path(build=kind == "llama.cpp" and gguf is not None) if kind in ("auto", "llama.cpp") else None
     if kind == "llama.cpp":
         if gguf is None:
             raise OdysseyError(f"the llama.cpp backend needs a GGUF model; {ref} has none",

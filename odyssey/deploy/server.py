@@ -131,7 +131,7 @@ class CompletionBody(_GenBody):
 class EmbeddingBody(_Body):
     input: str | list[str]
     model: str | None = None
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64 by default
 
     @field_validator("input")
     @classmethod
@@ -326,6 +326,17 @@ class Gateway:
         self.counters["completion_tokens"] += row.get("completion_tokens") or 0
         if self.capture is not None:
             await self.capture.write(request=row)
+
+
+def _encode_vector(vector, encoding: str):
+    """OpenAI's encodings: a list of floats, or base64 of little-endian float32 bytes."""
+    if encoding == "base64":
+        import base64
+
+        import numpy as np
+
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
 
 
 async def _generate(served: Served, ids: list[int], params: GenParams):
@@ -572,7 +583,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                          "prompt": body.input, "output": None, "status": 200, "prompt_tokens": tokens,
                          "completion_tokens": 0, "latency_ms": None})
         return {"object": "list", "model": "all-minilm-l6-v2",
-                "data": [{"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
+                "data": [{"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
                          for i, v in enumerate(vectors)],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
