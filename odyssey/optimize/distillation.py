@@ -1,0 +1,264 @@
+"""``odyssey optimize distill``: a smaller student learns the teacher's token distributions.
+
+Student: by default the teacher itself with every other decoder layer kept (``student_layers``,
+evenly spaced, first and last always kept), initialised from the teacher's weights; or any model
+that shares the teacher's tokenizer (``--student``), which must be smaller.
+
+Loss, on the reference (completion) tokens of the train split, prompts rendered as evaluation
+renders them::
+
+    loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(z_s, reference)
+
+(Hinton et al. 2015; T^2 keeps the soft-target gradients on the scale of the hard ones.)
+
+Teacher logits are cached to disk (``cache_teacher``): one teacher pass over the training items
+writes the top-``cache_top_k`` logits of every completion position (a few MB instead of
+``vocab`` floats per token), the teacher is then freed, and every epoch, restart or resume reads
+the cache. The KL is then taken over the teacher's top-k tokens (the teacher distribution
+renormalised over them, the student's full-vocabulary log-probabilities at those ids): with
+k = 64 this keeps > 99 % of a peaked teacher's probability mass. Without the cache the teacher
+runs beside the student and the KL covers the whole vocabulary.
+
+Training goes through the shared loop (:func:`odyssey.training.train`): checkpoints, exact
+resume, progress bar. TRL 1.16's ``DistillationTrainer`` / ``GKDTrainer`` are not used: they
+keep the teacher in memory for every step (twice the memory of this cached path on a CPU), GKD
+adds on-policy student generation (minutes per step on a CPU), and they would bypass the shared
+loop's resume and checkpoint format that every other Odyssey stage uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from odyssey.errors import OdysseyError
+
+
+@dataclass
+class DistillResult:
+    candidate: str
+    parent: str  # the teacher
+    model_ref: str
+    run_id: int
+    student_layers: int
+    teacher_layers: int
+    n_params: int
+    teacher_n_params: int
+    training: dict = field(default_factory=dict)
+    measurement: dict | None = None
+    comparison: dict | None = None
+
+    @property
+    def method(self) -> str:
+        return "distill"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "method": self.method}
+
+
+def _config_of(path: Path) -> dict:
+    return json.loads((Path(path) / "config.json").read_text())
+
+
+def _count_params(path: Path) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_student(teacher_dir: Path, student_layers: int | None, student_dir: Path | None) -> None:
+    """A student that is not smaller than its teacher is refused before anything is loaded."""
+    cfg = _config_of(teacher_dir)
+    total = cfg.get("num_hidden_layers")
+    if student_dir is None:
+        if total is None:
+            raise OdysseyError(f"the teacher ({cfg.get('model_type')}) has no num_hidden_layers to halve",
+                               hint="pass --student with a smaller model that shares the tokenizer")
+        if student_layers is not None and not 1 <= student_layers < total:
+            raise OdysseyError(f"a student with {student_layers} layers is not smaller than its {total}-layer teacher",
+                               hint=f"choose --student-layers between 1 and {total - 1} (half: {max(1, total // 2)})")
+        return
+    t_params, s_params = _count_params(teacher_dir), _count_params(student_dir)
+    if s_params >= t_params:
+        raise OdysseyError(f"the student has {s_params:,} parameters, the teacher {t_params:,}: a student must be "
+                           "smaller than its teacher", hint="pick a smaller --student, or drop it to halve the teacher")
+    from transformers import AutoTokenizer
+
+    tv = AutoTokenizer.from_pretrained(teacher_dir).get_vocab()
+    sv = AutoTokenizer.from_pretrained(student_dir).get_vocab()
+    if tv != sv:
+        raise OdysseyError("the student does not share the teacher's tokenizer, so their token distributions cannot be "
+                           "compared position by position", hint="use a student of the same model family")
+
+
+# ---- teacher cache -------------------------------------------------------------------------------
+
+def _completion_positions(labels):
+    """Positions whose logits predict a reference token (the logit at t predicts token t+1)."""
+    return labels[:, 1:].ne(-100)
+
+
+def cache_teacher(teacher, items: list[dict], collate_fn, k: int, path: Path, batch_size: int = 4) -> dict:
+    """Top-k teacher logits at every completion position of every item, written as safetensors."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from odyssey import ui
+
+    if path.exists():
+        data = load_file(str(path))
+        return {"values": data["values"], "indices": data["indices"], "offsets": data["offsets"]}
+    values, indices, offsets = [], [], [0]
+    with torch.inference_mode(), ui.progress("caching teacher logits", total=len(items)) as bar:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            batch = collate_fn(chunk)
+            logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            mask = _completion_positions(batch["labels"])
+            for row in range(len(chunk)):
+                sel = logits[row][mask[row]].float()
+                top = sel.topk(min(k, sel.shape[-1]), dim=-1)
+                values.append(top.values)
+                indices.append(top.indices.to(torch.int32))
+                offsets.append(offsets[-1] + sel.shape[0])
+            bar.advance(len(chunk))
+    data = {"values": torch.cat(values).contiguous(), "indices": torch.cat(indices).contiguous(),
+            "offsets": torch.tensor(offsets, dtype=torch.int64)}
+    tmp = path.with_name(path.name + ".partial")
+    save_file(data, str(tmp))
+    tmp.rename(path)
+    return data
+
+
+def kd_loss(student_logits, labels, temperature: float, alpha: float, *, teacher_logits=None, cache=None,
+            index=None):
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE, on completion positions."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = student_logits[:, :-1]
+    mask = _completion_positions(labels)
+    targets = labels[:, 1:][mask]
+    s = logits[mask].float()
+    ce = F.cross_entropy(s, targets)
+    log_s = F.log_softmax(s / temperature, dim=-1)
+    if cache is not None:
+        rows_v, rows_i = [], []
+        for item in index.tolist():
+            a, b = int(cache["offsets"][item]), int(cache["offsets"][item + 1])
+            rows_v.append(cache["values"][a:b])
+            rows_i.append(cache["indices"][a:b])
+        t_vals = torch.cat(rows_v).to(s.device)
+        t_idx = torch.cat(rows_i).to(s.device).long()
+        if t_vals.shape[0] != s.shape[0]:
+            raise OdysseyError("the teacher cache does not match the training items (a changed prompt or data?)",
+                               hint="delete the distillation work folder (teacher-topk.safetensors) and run again")
+        log_t = F.log_softmax(t_vals / temperature, dim=-1)
+        kl = (log_t.exp() * (log_t - log_s.gather(-1, t_idx))).sum(-1).mean()
+    else:
+        log_t = F.log_softmax(teacher_logits[:, :-1][mask].float() / temperature, dim=-1)
+        kl = F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+    loss = alpha * temperature**2 * kl + (1 - alpha) * ce
+    return loss, {"kl": float(kl.detach()), "ce": float(ce.detach()), "tokens": int(mask.sum())}
+
+
+def distill(project, *, teacher: str | None = None, student_layers: int | None = None, student: str | None = None,
+            steps: int | None = None, resume: bool = False, measure: bool = True,
+            name: str | None = None) -> DistillResult:
+    import torch
+
+    from odyssey.models import load, parse_ref, resolve
+    from odyssey.optimize import surgery
+    from odyssey.optimize.common import (STAGE, candidate_name, collate, hf_checkpoint, record_candidate,
+                                         resolve_parent, save_model, sft_items)
+    from odyssey.optimize.record import measure_and_record
+    from odyssey.training import TrainConfig, train
+
+    spec = project.spec.optimize.distill
+    student_layers = student_layers if student_layers is not None else spec.student_layers
+    student = student or spec.student
+    steps = steps or spec.steps
+    parent = resolve_parent(project, teacher or spec.teacher)
+    # Everything that can be refused is checked before the run starts and before any model loads.
+    teacher_dir = hf_checkpoint(project, parent.model_ref,
+                                project.state_dir / "optimize" / ("merged-" + parent.name.replace(":", "-")))
+    student_dir = None
+    if student:
+        parse_ref(student, project.root)
+        student_dir = Path(resolve(student, project.root))
+    check_student(teacher_dir, student_layers, student_dir)
+    total = _config_of(teacher_dir).get("num_hidden_layers")
+    k = None if student_dir else (student_layers or max(1, total // 2))
+    suffix = f"distilled-{k}l" if k else "distilled-" + parse_ref(student, project.root).slug
+    cand = name or candidate_name(parent, suffix)
+    work = project.state_dir / "optimize" / cand.replace(":", "-").replace("/", "-")
+    work.mkdir(parents=True, exist_ok=True)
+    with project.store.run(STAGE, project.spec.as_dict(), {"action": "distill", "teacher": parent.name,
+                                                            "student_layers": k, "student": student,
+                                                            "steps": steps}) as run:
+        run.artifacts_dir.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(spec.seed)
+        t_loaded = load(str(teacher_dir), root=project.root, dtype="float32")
+        tok = t_loaded.tokenizer
+        teacher_n = t_loaded.n_params
+        if student_dir is None:
+            keep = surgery.every_other_layer(total, k)
+            s_model = surgery.keep_layers(t_loaded.model, keep)
+        else:
+            keep = None
+            s_model = load(str(student_dir), root=project.root, dtype="float32").model
+        items = sft_items(tok, parent.prompt, project.examples("train"), spec.max_length)
+        for i, item in enumerate(items):
+            item["index"] = i
+        collate_fn = collate(tok.pad_token_id if tok.pad_token_id is not None else 0)
+
+        cache = None
+        t_model = t_loaded.model
+        if spec.cache_teacher:
+            key = hashlib.sha256(json.dumps([parent.model_ref, spec.cache_top_k, spec.max_length,
+                                             [it["input_ids"] for it in items]]).encode()).hexdigest()[:12]
+            cache = cache_teacher(t_model, items, collate_fn, spec.cache_top_k, work / f"teacher-top{spec.cache_top_k}-"
+                                  f"{key}.safetensors")
+            t_model = None
+            del t_loaded  # the student trains alone: the teacher's memory is free
+        else:
+            t_model.requires_grad_(False)
+
+        def loss_fn(model, batch):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            teacher_logits = None
+            if cache is None:
+                with torch.no_grad():
+                    teacher_logits = t_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return kd_loss(out.logits, batch["labels"], spec.temperature, spec.alpha, teacher_logits=teacher_logits,
+                           cache=cache, index=batch.get("index"))
+
+        config = TrainConfig(output_dir=work / "train", max_steps=steps, learning_rate=spec.learning_rate,
+                             batch_size=spec.batch_size, seed=spec.seed, save_every=max(10, steps // 4),
+                             log_every=max(1, steps // 20), warmup_steps=min(20, steps // 10))
+        trained = train(s_model, items, loss_fn, config, collate_fn=collate_fn, resume=resume,
+                        description=f"distilling into {k or 'the student'} layers")
+        s_model.eval()
+        n_params = sum(p.numel() for p in s_model.parameters())
+        info = {"method": "distill", "teacher": parent.name, "student": student or f"{k} of {total} teacher layers",
+                "kept_layers": keep, "temperature": spec.temperature, "alpha": spec.alpha, "steps": trained.steps,
+                "teacher_cache": bool(cache is not None), "cache_top_k": spec.cache_top_k if cache else None}
+        out = save_model(s_model, tok, run.artifacts_dir / "student", info)
+        training = {"steps": trained.steps, "final_loss": trained.final_loss, "wall_s": trained.wall_s,
+                    "tokens_per_s": trained.tokens_per_s, "resumed_from": trained.resumed_from,
+                    "history": trained.history[-5:]}
+        (run.artifacts_dir / "distill.json").write_text(json.dumps({**info, "training": training}, indent=2, default=str))
+        cand_id = record_candidate(project, run, cand, str(out), parent, info)
+        s_layers = int(s_model.config.num_hidden_layers) if hasattr(s_model.config, "num_hidden_layers") else 0
+        result = DistillResult(cand, parent.name, str(out), run.id, s_layers, total or 0, n_params, teacher_n, training)
+        del s_model
+        if measure:
+            result.measurement, result.comparison = measure_and_record(project, run, cand_id, cand, str(out), parent, info)
+        run.set_summary(result.as_dict())
+    return result
