@@ -23,6 +23,7 @@ def _odyssey_home(tmp_path_factory):
     os.environ.setdefault("ODYSSEY_MODEL_CACHE", str(Path.home() / ".cache" / "odyssey-test-models"))
     # llama.cpp's tools (odyssey.models.llamacpp) take minutes to build: share the user's build.
     os.environ.setdefault("ODYSSEY_LLAMACPP_HOME", str(Path.home() / ".cache" / "odyssey" / "llama.cpp"))
+    os.environ.setdefault("ODYSSEY_LLAMACPP_BUILD", "0")  # tests use a finished build or skip; never start one
     os.environ["ODYSSEY_HOME"] = str(home)
     os.environ["ODYSSEY_QUIET"] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -17,7 +17,8 @@ or ``odyssey.paths.home()/"llama.cpp"``)::
 Every step is idempotent and guarded by a file lock, so two processes asking at once build once.
 Where the sources come from can be overridden: ``ODYSSEY_LLAMACPP_SDIST`` (a sdist tarball) or
 ``ODYSSEY_LLAMACPP_SOURCE`` (an existing llama.cpp checkout). ``ODYSSEY_LLAMACPP_JOBS`` sets the
-build parallelism (default: all cores).
+build parallelism (default: all cores). ``ODYSSEY_LLAMACPP_BUILD=0`` turns the build-on-first-use
+of :func:`tool_path` off (the test suite sets it: a test must not start a minutes-long build).
 """
 
 from __future__ import annotations
@@ -243,9 +244,9 @@ def tool_path(name: str, *, build: bool = True) -> Path:
     path = bin_dir() / _exe(name)
     if path.is_file():
         return path
-    if not build:
+    if not build or os.environ.get("ODYSSEY_LLAMACPP_BUILD") == "0":
         raise OdysseyError(f"{name} is not built yet ({path}).",
-                           hint="Run `odyssey optimize tools` (or call odyssey.models.llamacpp.build()) once.")
+                           hint="Run `odyssey optimize tools` once (builds llama.cpp's tools, several minutes).")
     build_tools()
     return path
 
