@@ -50,7 +50,7 @@ def pick_candidates(project, names: list[str] | None) -> list[CandidateChoice]:
 
 
 def build_app(project, candidates: list[str] | None = None, *, backend: str | None = None,
-              settings: DeploySpec | None = None, capture: bool | None = None):
+              settings: DeploySpec | None = None, capture: bool | None = None, on_stopped=None):
     """The gateway app for a project; backends start (and the capture writer opens) in its lifespan."""
     from odyssey.deploy.backends import make_backend
     from odyssey.deploy.capture import CaptureWriter
@@ -89,6 +89,8 @@ def build_app(project, candidates: list[str] | None = None, *, backend: str | No
             import asyncio
 
             await asyncio.to_thread(writer.close)
+        if on_stopped is not None:
+            on_stopped()
 
     project.store  # open (and migrate) the store before serving
     return create_app(project, served, settings, capture=writer, startup=startup, shutdown=shutdown)
@@ -98,13 +100,26 @@ def serve(project, candidates: list[str] | None = None, *, host: str | None = No
           backend: str | None = None, log_level: str = "warning") -> None:
     import uvicorn
 
+    from odyssey.store import deploy as sd
+
     settings = project.spec.deploy
-    app = build_app(project, candidates, backend=backend)
-    with project.store.run("deploy", project.spec.as_dict(),
-                           {"candidates": [s for s in app.state.gateway.models], "host": host or settings.host,
-                            "port": port or settings.port, "backend": backend or settings.backend}) as run:
+    store = project.store
+    holder: dict = {}
+
+    def stopped():
+        # Runs in the lifespan shutdown, after in-flight requests finished and the capture queue
+        # was drained: uvicorn re-raises SIGTERM once it returns, so nothing after uvicorn.run runs.
+        store.set_summary(holder["run"], {"requests_captured": sd.count_requests(store)})
+        store.finish_run(holder["run"], "succeeded")
+        holder["done"] = True
+
+    app = build_app(project, candidates, backend=backend, on_stopped=stopped)
+    holder["run"] = store.start_run("deploy", project.spec.as_dict(), {
+        "candidates": list(app.state.gateway.models), "host": host or settings.host, "port": port or settings.port,
+        "backend": backend or settings.backend})
+    try:
         uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level,
                     timeout_graceful_shutdown=None)
-        from odyssey.store import deploy as sd
-
-        run.set_summary({"requests_captured": sd.count_requests(project.store)})
+    finally:
+        if not holder.get("done"):  # startup failed (e.g. the port is taken): the run failed
+            store.finish_run(holder["run"], "failed", error="the server stopped before it started serving")
