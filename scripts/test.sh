@@ -4,4 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
+# The web UI tests drive Debian's chromium with Playwright (never `playwright install`); they skip
+# without it. Install it when we are root (or have sudo) and apt is there.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y chromium >/dev/null || echo "note: apt-get install chromium failed; UI tests will skip" >&2
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo apt-get install -y chromium >/dev/null || echo "note: apt-get install chromium failed; UI tests will skip" >&2
+  else
+    echo "note: chromium is not installed (apt-get install -y chromium); the UI tests will skip" >&2
+  fi
+fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
