@@ -262,13 +262,6 @@ def prune(project, *, structured: bool | None = None, sparsity: float | None = N
           recover_steps: int | None = None, start_from: str | None = None, resume: bool = False,
           measure: bool = True, name: str | None = None) -> PruneResult:
     """Prune a candidate (see the module docstring); the result is a candidate linked to its parent."""
-    import torch
-
-    from odyssey.models import load
-    from odyssey.optimize.common import (STAGE, candidate_name, hf_checkpoint, record_candidate, resolve_parent,
-                                         save_model)
-    from odyssey.optimize.record import measure_and_record
-
     spec = project.spec.optimize.prune
     structured = spec.structured if structured is None else structured
     sparsity = check_sparsity(spec.sparsity if sparsity is None else sparsity)  # before any work
@@ -278,6 +271,13 @@ def prune(project, *, structured: bool | None = None, sparsity: float | None = N
     steps = spec.recover_steps if recover_steps is None else recover_steps
     if steps < 0:
         raise OdysseyError(f"--recover {steps} is negative", hint="give a number of steps, or 0 for no recovery")
+    import torch
+
+    from odyssey.models import load
+    from odyssey.optimize.common import (STAGE, candidate_name, hf_checkpoint, record_candidate, resolve_parent,
+                                         save_model)
+    from odyssey.optimize.record import measure_and_record
+
     parent = resolve_parent(project, start_from)
     work_base = project.state_dir / "optimize"
     src = hf_checkpoint(project, parent.model_ref, work_base / ("merged-" + parent.name.replace(":", "-")))
