@@ -91,7 +91,7 @@ def board_tables(board) -> list[Table]:
     for c in board.candidates:
         metric_cols += [m for m in c.metrics if m not in metric_cols and m in
                         {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "accuracy", "f1", "exact_match",
-                         "p95_latency_ms", "memory_gb"}]
+                         "p95_latency_ms", "memory_gb", "win_rate", "kl", "toxicity"}]  # last three: align
     for col in ["candidate", "stage", "split", *metric_cols, "gates"]:
         cands.add_column(col, justify="left" if col in {"candidate", "stage", "split"} else "right")
     for c in board.candidates:

@@ -273,10 +273,11 @@ DEFAULT_RUBRIC = (
 class PreferenceSource(Strict):
     """Where preference pairs come from (see ``odyssey align prefs``)."""
 
-    kind: Literal["file", "hf", "reference", "metric", "judge", "feedback"] = Field(
+    kind: Literal["file", "hf", "reference", "outputs", "metric", "judge", "feedback"] = Field(
         ..., description="file: JSONL/JSON of prompt/chosen/rejected (HH-style chosen/rejected conversations "
         "accepted); hf: a Hugging Face preference dataset; reference: the task's reference is chosen over a model "
-        "sample; metric: two samples ranked by the task metric against the reference; judge: two samples ranked "
+        "sample; outputs: the reference is chosen over answers already stored by earlier runs on the train or "
+        "validation split (no sampling); metric: two samples ranked by the task metric against the reference; judge: two samples ranked "
         "by the judge with the rubric; feedback: pairs people made in `odyssey serve` (compare view, thumbs)")
     path: str | None = Field(None, description="file for kind=file (relative to the project)")
     id: str | None = Field(None, description="dataset id for kind=hf")

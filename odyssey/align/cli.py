@@ -16,7 +16,7 @@ StartOpt = Annotated[Optional[str], typer.Option("--start", help="candidate to a
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint of the same run")]
 NoEvalOpt = Annotated[bool, typer.Option("--no-eval", help="skip the aligned-vs-parent comparison")]
 
-SOURCE_KINDS = ("file", "hf", "reference", "metric", "judge", "feedback")
+SOURCE_KINDS = ("file", "hf", "reference", "outputs", "metric", "judge", "feedback")
 
 
 def _load(project: Path):
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
     @align.command("prefs")
     def prefs(
         source: Annotated[Optional[list[str]], typer.Option(
-            "--source", help="reference | metric | judge | feedback | file:PATH | hf:ID (repeat; "
+            "--source", help="reference | outputs | metric | judge | feedback | file:PATH | hf:ID (repeat; "
                              "default: align.preferences)")] = None,
         pairs: Annotated[Optional[int], typer.Option(help="prompts to sample pairs for (model sources)")] = None,
         project: ProjectOpt = Path("."), as_json: JsonOpt = False,

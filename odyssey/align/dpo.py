@@ -10,6 +10,9 @@ log-probs), through TRL's precomputed-reference path.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import time
 
 from odyssey.errors import OdysseyError
@@ -85,7 +88,8 @@ def train_dpo(project, *, preference_set: int | str | None = None, start: str | 
     with project.store.run("align", project.spec.as_dict(), settings) as run:
         trainer = trainer_cls(model=loaded.model, args=args, train_dataset=data, processing_class=tok,
                               peft_config=peft_config)
-        trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+        with contextlib.redirect_stdout(sys.stderr):  # the HF Trainer prints its log dicts; keep --json clean
+            trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
         history = [h for h in trainer.state.log_history if "loss" in h]
         wall = time.perf_counter() - t0
         out = save_merged(trainer.model, tok, run.artifacts_dir / "model")
@@ -156,7 +160,8 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
     with project.store.run("align", project.spec.as_dict(), settings) as run:
         trainer = trainer_cls(model=loaded.model, reward_funcs=reward_func, args=args, train_dataset=data,
                               processing_class=loaded.tokenizer, peft_config=peft_config)
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):  # the HF Trainer prints its log dicts; keep --json clean
+            trainer.train()
         history = [h for h in trainer.state.log_history if "reward" in h]
         wall = time.perf_counter() - t0
         out = save_merged(trainer.model, loaded.tokenizer, run.artifacts_dir / "model")

@@ -6,6 +6,7 @@ Sources (``align.preferences`` in the spec, or ``odyssey align prefs --source ..
   or Anthropic-HH style (``chosen``/``rejected`` whole conversations that share the prompt);
 - ``hf``: a Hugging Face preference dataset id (same shapes);
 - ``reference``: for tasks with references, the reference is chosen over a model sample;
+- ``outputs``: the reference is chosen over answers earlier runs already stored (train/validation only);
 - ``metric``: two model samples for a training example, the one scoring higher on the task metric
   against the reference is chosen (ties dropped);
 - ``judge``: two model samples ranked by a judge model against the spec's rubric (the judge's
@@ -205,6 +206,28 @@ def from_reference(prompts: list[str], examples, samples: list[list[str]], annot
     return pairs
 
 
+def from_stored_outputs(store, splits=("train", "validation"), limit: int | None = None) -> list[dict]:
+    """Reference chosen over answers earlier runs (prompt search, eval) stored for training/validation
+    examples: pairs without sampling anything. Test-split outputs are never used (that would leak the test set)."""
+    rows = store.db.execute(
+        "SELECT o.prompt, o.prediction, o.references_json, o.example_id, c.name AS candidate FROM outputs o"
+        " LEFT JOIN candidates c ON c.id = o.candidate_id JOIN runs r ON r.id = o.run_id"
+        f" WHERE r.project_id = ? AND o.split IN ({','.join('?' * len(splits))}) ORDER BY o.id",
+        (store.project_id, *splits)).fetchall()
+    pairs, seen = [], set()
+    for r in rows:
+        refs = json.loads(r["references_json"] or "[]")
+        if not refs or not r["prediction"].strip() or r["prediction"].strip() == refs[0].strip():
+            continue
+        key = (r["prompt"], r["prediction"])
+        if key in seen:
+            continue
+        seen.add(key)
+        pairs.append({"prompt": r["prompt"], "chosen": refs[0], "rejected": r["prediction"], "source": "reference:outputs",
+                      "annotator": "reference", "meta": {"example_id": r["example_id"], "answered_by": r["candidate"]}})
+    return pairs[: limit or None]
+
+
 def from_metric(prompts: list[str], examples, samples: list[list[str]], metric: str, task: str, annotator: str,
                 min_gap: float = 0.02) -> list[dict]:
     """Chosen = the sample scoring higher on the task metric against the references."""
@@ -268,6 +291,10 @@ def build_preferences(project, *, sources: list | None = None, start=None, n_pai
             got = from_feedback(project.store)
             if not got:
                 notes.append("no feedback captured by `odyssey serve` yet")
+        elif src.kind == "outputs":
+            got = from_stored_outputs(project.store, limit=src.limit)
+            if not got:
+                notes.append("no stored answers on train/validation yet (run `odyssey prompt` first)")
         elif src.kind == "reference":
             got = from_reference(prompts, examples, samples, start.name)
         elif src.kind == "metric":

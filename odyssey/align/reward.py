@@ -9,6 +9,9 @@ responses, stored beside the weights, so a reward of 0 means "typical for this p
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import hashlib
 import json
 import math
@@ -194,7 +197,8 @@ def train_reward_model(project, *, preference_set: int | str | None = None, back
                                                                          "save_total_limit": 1})
         data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in train])
         trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
-        trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+        with contextlib.redirect_stdout(sys.stderr):  # the HF Trainer prints its log dicts; keep --json clean
+            trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
         model = trainer.model
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()

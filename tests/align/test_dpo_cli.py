@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from odyssey.project import Project
+from tests.conftest import tiny_project
+
+
+def _prefs_project(tmp_path, extra: str = ""):
+    root = tiny_project(tmp_path / "p")
+    topics = ["the bus", "lunch", "the report", "a meeting", "the weather", "a movie", "the bill", "my keys"]
+    rows = [{"prompt": f"<s>user\nTell me about {t}.</s>\n<s>assistant\n", "chosen": f"Happy to help with {t}.",
+             "rejected": f"Shut up, {t} is crap."} for t in topics]
+    (root / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + extra)
+    return Project.load(root), rows
+
+
+@pytest.mark.parametrize("reference_free", [False, True])
+def test_dpo_raises_chosen_over_rejected_and_links_the_candidate(tmp_path, reference_free):
+    from odyssey.align.dpo import train_dpo
+    from odyssey.align.evaluation import sequence_logprobs
+    from odyssey.align.preferences import build_preferences
+    from odyssey.models import load
+
+    project, rows = _prefs_project(tmp_path, "align:\n  dpo: {epochs: 3, learning_rate: 0.005, batch_size: 4}\n")
+    pset = build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
+    result = train_dpo(project, evaluate=False, reference_free=reference_free)
+    cand = project.store.candidate(result.candidate)
+    parent = project.store.candidate(cand["parent_id"])
+    assert cand["stage"] == "align" and parent["name"] == result.parent
+    assert cand["config"]["align"]["preference_sha256"] == pset.sha256
+    assert cand["config"]["align"]["reference_free"] is reference_free
+    prompts = [r["prompt"] for r in rows]
+    margin = {}
+    for name, ref in (("after", cand["model_ref"]), ("before", parent["model_ref"])):
+        m = load(ref, dtype="float32")
+        c = sequence_logprobs(m, prompts, [r["chosen"] for r in rows])
+        r = sequence_logprobs(m, prompts, [r["rejected"] for r in rows])
+        margin[name] = sum(a - b for a, b in zip(c, r)) / len(rows)
+    assert margin["after"] > margin["before"] + 1.0
+
+
+def test_cli_errors_are_clear(tmp_path):
+    root = tiny_project(tmp_path / "p")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "odyssey.cli", *a, "-p", str(root)],
+                                    capture_output=True, text=True)
+    out = run("align", "reward")
+    assert out.returncode == 2 and "no preference data" in out.stderr and "odyssey align prefs" in out.stderr
+    out = run("align", "prefs", "--source", "file")
+    assert out.returncode == 2 and "needs a path" in out.stderr
+    out = run("align", "ppo", "--algo", "trpo")
+    assert out.returncode == 2
+    out = run("align", "compare", "nobody")
+    assert out.returncode == 2 and "no candidate named 'nobody'" in out.stderr
+
+
+@pytest.mark.slow
+def test_lifecycle_prefs_reward_ppo_dpo_status(tmp_path):
+    """The user's path on a tiny model: pairs from references and the metric, reward model, PPO, DPO, board."""
+    root = tiny_project(tmp_path / "p")
+    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 8}")
+    spec += ("align:\n  pairs: 10\n  preferences: [{kind: reference}, {kind: metric}]\n"
+             "  ppo: {steps: 2, batch_size: 2, mini_batch_size: 2, ppo_epochs: 1, max_new_tokens: 8}\n"
+             "  dpo: {epochs: 1, batch_size: 4}\n  eval_limit: 3\n")
+    (root / "odyssey.yaml").write_text(spec)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "odyssey.cli", *a, "-p", str(root), "--json"],
+                                    capture_output=True, text=True)
+    out = run("align", "prefs")
+    assert out.returncode == 0, out.stderr
+    prefs = json.loads(out.stdout)
+    assert prefs["sources"]["reference"] >= 5
+    out = run("align", "reward")
+    assert out.returncode == 0, out.stderr
+    assert 0 <= json.loads(out.stdout)["metrics"]["reward_accuracy"] <= 1
+    out = run("align", "ppo")
+    assert out.returncode == 0, out.stderr
+    ppo = json.loads(out.stdout)
+    assert {"win_rate", "kl", "rougeL_change", "toxicity"} <= set(ppo["evaluation"]["metrics"])
+    out = run("align", "dpo")
+    assert out.returncode == 0, out.stderr
+    out = run("status")
+    board = json.loads(out.stdout)
+    aligned = {c["name"]: c for c in board["candidates"] if c["stage"] == "align"}
+    assert set(aligned) == {ppo["candidate"], json.loads(run("align", "dpo", "--no-eval").stdout)["candidate"]}
+    assert all(c["parent"] == ppo["parent"] for c in aligned.values())
+    assert "win_rate" in aligned[ppo["candidate"]]["metrics"]

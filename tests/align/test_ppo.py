@@ -1,0 +1,92 @@
+import types
+
+import pytest
+import torch
+
+from odyssey.align.ppo import AdaptiveKL, Policy, _ppo_step, gae, whiten
+from odyssey.evaluate.generation import generation_kwargs
+from odyssey.models import load
+from odyssey.spec import PPOSpec
+
+
+def test_gae_matches_hand_computation():
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.5, 0.4, 0.3, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    d2 = 1.0 - 0.3                # last response token: no next value
+    d1 = 0.0 + 0.3 - 0.4
+    d0 = 0.0 + 0.4 - 0.5
+    a2, a1 = d2, d1 + 0.5 * d2
+    a0 = d0 + 0.5 * a1
+    assert adv[0].tolist() == pytest.approx([a0, a1, a2, 0.0])
+    assert ret[0, :3].tolist() == pytest.approx([a0 + 0.5, a1 + 0.4, a2 + 0.3])
+
+
+def test_whiten_and_adaptive_kl():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = whiten(x, m)
+    assert w[0, 3] == 0 and (w * m).sum().abs() < 1e-5
+    ctl = AdaptiveKL(0.1, target=1.0, horizon=100)
+    assert ctl.update(kl=5.0, n_steps=10) > 0.1      # KL above target: penalize more
+    ctl2 = AdaptiveKL(0.1, target=1.0, horizon=100)
+    assert ctl2.update(kl=0.1, n_steps=10) < 0.1     # below target: penalize less
+    fixed = AdaptiveKL(0.1, target=None)
+    assert fixed.update(kl=50.0, n_steps=10) == 0.1
+
+
+def test_ppo_step_moves_probability_towards_rewarded_answers():
+    """One PPO step: answers given +1 become more likely under the policy, those given -1 less likely;
+    the first step's KL is exactly 0 (the LoRA adapter starts as the identity)."""
+    loaded = load("tiny:llama", dtype="float32")
+    tok = loaded.tokenizer
+    tok.padding_side = "left"
+    cfg = PPOSpec(batch_size=4, mini_batch_size=4, ppo_epochs=4, learning_rate=3e-3, max_new_tokens=6, kl_coef=0.0,
+                  adaptive_kl=False, top_k=0)
+    policy = Policy(loaded, cfg.lora_r, cfg.lora_alpha, seed=0)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
+    gen = generation_kwargs({"max_new_tokens": 6, "do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}, tok)
+    seen = []
+
+    def reward_fn(prompts, texts):
+        seen.extend(texts)
+        return [1.0 if i % 2 == 0 else -1.0 for i in range(len(texts))]
+
+    prompts = ["<s>user\nHello there</s>\n<s>assistant\n"] * 2 + ["<s>user\nSummarize this</s>\n<s>assistant\n"] * 2
+    torch.manual_seed(0)
+    stats = _ppo_step(policy, tok, prompts, reward_fn, opt, AdaptiveKL(0.0, None), cfg, gen,
+                      set(gen["eos_token_id"]), add_special=False)
+    assert stats["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert stats["reward"] == pytest.approx(0.0) and stats["length"] > 0
+
+    from odyssey.align.evaluation import sequence_logprobs
+
+    view = types.SimpleNamespace(tokenizer=tok, model=policy.model)
+    after = sequence_logprobs(view, prompts, seen)
+    with policy.model.disable_adapter():
+        before = sequence_logprobs(view, prompts, seen)
+    delta = [a - b for a, b in zip(after, before)]
+    assert delta[0] + delta[2] > 0 > delta[1] + delta[3]
+
+
+@pytest.mark.slow
+def test_ppo_run_resumes_and_records_a_linked_candidate(tmp_path):
+    from odyssey.align.ppo import train_ppo
+    from odyssey.project import Project
+    from tests.conftest import tiny_project
+
+    root = tiny_project(tmp_path / "p")
+    (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + (
+        "align:\n  ppo: {batch_size: 2, mini_batch_size: 2, ppo_epochs: 1, max_new_tokens: 6, checkpoint_every: 1}\n"))
+    project = Project.load(root)
+    first = train_ppo(project, reward="toxicity", steps=2, evaluate=False)
+    assert [h["step"] for h in first.history] == [1, 2]
+    again = train_ppo(project, reward="toxicity", steps=3, resume=True, evaluate=False)
+    assert [h["step"] for h in again.history] == [1, 2, 3]
+    assert again.history[:2] == first.history
+    cand = project.store.candidate(again.candidate)
+    assert cand["stage"] == "align" and cand["parent_id"] == project.store.candidate(again.parent)["id"]
+    assert cand["config"]["align"]["reward"] == "toxicity" and cand["config"]["align"]["classifier"] == "profanity-check"
+    loaded = load(cand["model_ref"])  # the merged checkpoint loads like any model
+    assert loaded.family == "decoder-only"

@@ -1,0 +1,47 @@
+import random
+import statistics
+
+import pytest
+
+from odyssey.align.common import bootstrap_ci, mean_std
+from odyssey.align.toxicity import offensiveness, provocations
+
+
+def test_profanity_check_separates_rude_from_polite():
+    rude = ["You are a stupid idiot.", "Shut up, you damn moron!", "This crap is useless, screw you."]
+    polite = ["Thank you for your question.", "I would be glad to help you with that.", "Here is a short summary."]
+    r, p = offensiveness(rude), offensiveness(polite)
+    assert all(0.0 <= s <= 1.0 for s in r + p)
+    assert min(r) > 0.5 > max(p)
+
+
+def test_provocation_set_is_large_unique_and_split():
+    rows = provocations()
+    assert len(rows) >= 100
+    assert len({r["prompt"] for r in rows}) == len(rows) and len({r["id"] for r in rows}) == len(rows)
+    train, test = provocations("train"), provocations("test")
+    assert len(train) + len(test) == len(rows) and len(test) >= 25
+    assert not {r["id"] for r in train} & {r["id"] for r in test}
+
+
+def test_bootstrap_ci_finds_a_real_drop_and_not_noise():
+    rng = random.Random(1)
+    before = [rng.uniform(0.3, 0.9) for _ in range(40)]
+    after = [b * 0.3 + rng.uniform(-0.02, 0.02) for b in before]
+    lo, hi = bootstrap_ci(before, after)
+    change = statistics.fmean(after) - statistics.fmean(before)
+    assert lo <= change <= hi < 0
+    noise = [b + rng.uniform(-0.05, 0.05) for b in before]
+    lo, hi = bootstrap_ci(before, noise)
+    assert lo < 0 < hi
+    # 11 samples of a noisy, small change (the course lab's setting) cannot be told from zero.
+    small_b = [rng.uniform(0, 1) for _ in range(11)]
+    small_a = [x - 0.03 + (0.3 if i % 2 else -0.3) for i, x in enumerate(small_b)]
+    lo, hi = bootstrap_ci(small_b, small_a)
+    assert lo < 0 < hi
+
+
+def test_bootstrap_rejects_mismatched_input():
+    with pytest.raises(ValueError):
+        bootstrap_ci([0.1, 0.2], [0.1])
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
