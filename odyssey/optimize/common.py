@@ -95,7 +95,12 @@ def merge_lora(project, adapter_dir: Path, out: Path) -> Path:
     if (out / "config.json").exists():
         return out
     adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    base_ref = adapter_cfg.get("base_model_name_or_path")
+    kind = str(adapter_cfg.get("peft_type", "LORA")).upper()
+    if kind not in {"LORA", "DORA"}:
+        raise OdysseyError(f"{adapter_dir} is a {kind} adapter: only LoRA adapters can be merged into the weights",
+                           hint="optimize the base model instead; the adapter's virtual tokens are not weights")
+    meta = adapter_dir / "odyssey-adapter.json"  # written by `odyssey finetune`: a portable base reference
+    base_ref = json.loads(meta.read_text()).get("base") if meta.exists() else adapter_cfg.get("base_model_name_or_path")
     if not base_ref:
         raise OdysseyError(f"{adapter_dir}/adapter_config.json names no base model (base_model_name_or_path)",
                            hint="set it to the model the adapter was trained on")

@@ -169,7 +169,7 @@ def kd_loss(student_logits, labels, temperature: float, alpha: float, *, teacher
 
 def distill(project, *, teacher: str | None = None, student_layers: int | None = None, student: str | None = None,
             steps: int | None = None, resume: bool = False, measure: bool = True,
-            name: str | None = None) -> DistillResult:
+            name: str | None = None, measure_settings: dict | None = None) -> DistillResult:
     import torch
 
     from odyssey.models import load, parse_ref, resolve
@@ -259,6 +259,7 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         result = DistillResult(cand, parent.name, str(out), run.id, s_layers, total or 0, n_params, teacher_n, training)
         del s_model
         if measure:
-            result.measurement, result.comparison = measure_and_record(project, run, cand_id, cand, str(out), parent, info)
+            result.measurement, result.comparison = measure_and_record(
+                project, run, cand_id, cand, str(out), parent, info, settings=measure_settings)
         run.set_summary(result.as_dict())
     return result

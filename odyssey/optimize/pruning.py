@@ -260,7 +260,7 @@ def recover(model, tokenizer, project, cfg, steps: int, spec, out_dir: Path, res
 
 def prune(project, *, structured: bool | None = None, sparsity: float | None = None, target: str | None = None,
           recover_steps: int | None = None, start_from: str | None = None, resume: bool = False,
-          measure: bool = True, name: str | None = None) -> PruneResult:
+          measure: bool = True, name: str | None = None, measure_settings: dict | None = None) -> PruneResult:
     """Prune a candidate (see the module docstring); the result is a candidate linked to its parent."""
     spec = project.spec.optimize.prune
     structured = spec.structured if structured is None else structured
@@ -312,6 +312,7 @@ def prune(project, *, structured: bool | None = None, sparsity: float | None = N
         result = PruneResult(cand, parent.name, method, str(out), run.id, sparsity, n_params, parent_n, details, recovery)
         del model, loaded
         if measure:
-            result.measurement, result.comparison = measure_and_record(project, run, cand_id, cand, str(out), parent, info)
+            result.measurement, result.comparison = measure_and_record(
+                project, run, cand_id, cand, str(out), parent, info, settings=measure_settings)
         run.set_summary(result.as_dict())
     return result

@@ -120,7 +120,7 @@ def export_gguf(src: Path, out_dir: Path, method: QuantMethod, name: str) -> tup
 
 
 def quantize(project, to: str, *, start_from: str | None = None, measure: bool = True,
-             name: str | None = None) -> QuantizeResult:
+             name: str | None = None, measure_settings: dict | None = None) -> QuantizeResult:
     """``odyssey optimize quantize``: one quantized candidate from ``start_from`` (default: the spec's)."""
     from odyssey.optimize.common import (STAGE, candidate_name, hf_checkpoint, record_candidate, resolve_parent,
                                          weights_size)
@@ -162,7 +162,8 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
         cand_id = record_candidate(project, run, cand, str(ref), parent, method_info)
         result = QuantizeResult(cand, parent.name, method.name, str(ref), run.id, size_mb, parent_size, extra=extra)
         if measure:
-            result.measurement, result.comparison = measure_and_record(project, run, cand_id, cand, str(ref), parent,
-                                                                       method_info, tokenizer_path=str(tokenizer_path))
+            result.measurement, result.comparison = measure_and_record(
+                project, run, cand_id, cand, str(ref), parent, method_info, tokenizer_path=str(tokenizer_path),
+                settings=measure_settings)
         run.set_summary(result.as_dict())
     return result

@@ -1,0 +1,235 @@
+"""Optimize stage on SmolLM2-135M-Instruct and DialogSum: quantization, distillation, pruning.
+
+    flock /tmp/odyssey-heavy.lock .venv/bin/python benchmarks/optimize.py [--parts quant,gguf,teacher,prune,distill]
+        [--n-eval 100] [--teacher-steps 60] [--distill-steps 80] [--recover-steps 40] [--project DIR]
+
+Data: ../shared/data/dialogsum (500 validation rows): the first 400 train (teacher fine-tune,
+distillation, pruning recovery and calibration), the last 100 are evaluated (the test split).
+Everything is measured by the stage's own harness (``odyssey.optimize.measure``: a fresh process
+per model; size, peak RSS, prefill/decode tok/s, p50/p95 latency, ROUGE) beside its parent:
+
+- int8 (torchao dynamic int8 activations + int8 weights) and int8 weight-only vs the fp32 model;
+- GGUF q8_0 and q4_k_m (llama.cpp converter + llama-quantize) vs the f16 GGUF size, measured on
+  llama.cpp (decode speeds are llama.cpp vs torch: different engines, labelled as such);
+- a LoRA SFT teacher (the shared training loop) vs zero-shot, then a half-depth student (15 of 30
+  layers, initialised from the teacher) distilled from it: speed-up and the share of the teacher's
+  ROUGE-L gain over zero-shot it keeps;
+- structured MLP pruning at 25 % of the teacher with a LoRA recovery fine-tune.
+
+Writes benchmarks/results/optimize.json after every part (a partial run still leaves its numbers).
+The project folder is kept (default /tmp/odyssey-bench-optimize): a re-run reuses the measured parents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
+RESULTS = ROOT / "benchmarks" / "results" / "optimize.json"
+MODEL = "packaged:smollm2-135m-instruct"
+
+SPEC = """name: bench-optimize
+version: 1
+scope:
+  task: summarization
+  data:
+    source: {{train: data/train.jsonl, validation: data/validation.jsonl, test: data/test.jsonl}}
+    fields: {{input: dialogue, target: summary, id: fname}}
+  metrics: [rouge1, rouge2, rougeL]
+  gates:
+    rougeL: ">= 0.20"
+  constraints:
+    memory_gb: 2
+    p95_latency_ms: 20000
+    hardware: cpu
+models:
+  - {model}
+evaluate:
+  batch_size: 8
+  generation: {{max_new_tokens: {max_new}}}
+optimize:
+  start_from: {model}
+  measure: {{split: test, limit: {n_eval}, speed_prompt_tokens: 256, speed_new_tokens: 32, speed_batch: 8}}
+  distill: {{steps: {distill_steps}, batch_size: 4, learning_rate: 0.0001, max_length: 384, temperature: 2.0, alpha: 0.5}}
+  prune: {{calibration_examples: 32, max_length: 384, recover_batch_size: 4, recover_learning_rate: 0.0002}}
+"""
+
+
+def setup(project_dir: Path, args) -> Path:
+    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    data = project_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", rows[:400]), ("validation", rows[400:416]), ("test", rows[400:])):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    (project_dir / "odyssey.yaml").write_text(SPEC.format(model=MODEL, n_eval=args.n_eval, max_new=args.max_new_tokens,
+                                                          distill_steps=args.distill_steps))
+    return project_dir
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def save(results: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+def side_by_side(m: dict, comparison: dict) -> dict:
+    keys = ("size_mb", "peak_rss_gb", "load_rss_gb", "prefill_tok_s", "decode_tok_s", "decode_tok_s_batched",
+            "p50_latency_ms", "p95_latency_ms", "n_params", "backend")
+    out = {}
+    for who in ("parent", "candidate"):
+        out[who] = {k: m[who].get(k) for k in keys}
+        out[who].update({k: round(v, 4) for k, v in m[who]["metrics"].items()})
+    out["comparison"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in comparison.items()}
+    return out
+
+
+def line(name: str, entry: dict) -> str:
+    c, p, m = entry["comparison"], entry["parent"], entry["candidate"]
+    return (f"{name:<22} size {m['size_mb']:.0f} MB (×{c.get('size_ratio') or 0:.2f})  decode {m['decode_tok_s']:.1f} tok/s "
+            f"(×{c.get('decode_speedup') or 0:.2f})  p95 {m['p95_latency_ms']:.0f} ms (parent {p['p95_latency_ms']:.0f})  "
+            f"ΔROUGE-1/2/L {c.get('rouge1_change', 0):+.4f}/{c.get('rouge2_change', 0):+.4f}/{c.get('rougeL_change', 0):+.4f}")
+
+
+def make_teacher(project, steps: int) -> str:
+    """A LoRA SFT of the base model on the 400 training rows (the shared loop), merged: the teacher."""
+    from odyssey.models import load
+    from odyssey.optimize.common import resolve_parent, save_model
+    from odyssey.optimize.pruning import recover
+    from odyssey.optimize.record import measure_and_record
+
+    name = "smollm2:sft-teacher"
+    existing = project.store.candidate(name)
+    if existing and Path(existing["model_ref"]).exists():
+        return name
+    base = resolve_parent(project, MODEL)
+    with project.store.run("optimize", project.spec.as_dict(), {"action": "benchmark-teacher", "steps": steps}) as run:
+        loaded = load(MODEL, dtype="float32")
+        spec = project.spec.optimize.prune.model_copy(update={"recover_lora_r": 16, "recover_learning_rate": 3e-4})
+        rec = recover(loaded.model, loaded.tokenizer, project, base.prompt, steps, spec,
+                      project.state_dir / "optimize" / "bench-teacher", resume=True)
+        out = save_model(rec.pop("model"), loaded.tokenizer, run.artifacts_dir / "teacher",
+                         {"method": "lora-sft", "steps": steps})
+        config = {"prompt": base.prompt.as_dict(), "method": "lora-sft (benchmark teacher)", "training": rec}
+        cand_id = project.store.upsert_candidate(name, "adapt", str(out), config, base.id, run.id)
+        measure_and_record(project, run, cand_id, name, str(out), base, {"method": "lora-sft"})
+    return name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--parts", default="quant,gguf,teacher,prune,distill")
+    parser.add_argument("--n-eval", type=int, default=100)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--teacher-steps", type=int, default=60)
+    parser.add_argument("--distill-steps", type=int, default=80)
+    parser.add_argument("--recover-steps", type=int, default=40)
+    parser.add_argument("--project", default="/tmp/odyssey-bench-optimize")
+    args = parser.parse_args()
+    os.environ.setdefault("ODYSSEY_QUIET", "1")
+    if not DATA.exists():
+        sys.exit(f"{DATA} not found: this benchmark needs the shared DialogSum file")
+    from odyssey.optimize import distill, prune, quantize
+    from odyssey.project import Project
+
+    project = Project.load(setup(Path(args.project), args))
+    parts = set(args.parts.split(","))
+    results = load_results()
+    results.update({"model": MODEL, "data": "DialogSum validation: rows 0-399 train, 400-499 evaluated",
+                    "n_eval": args.n_eval, "max_new_tokens": args.max_new_tokens, "machine": f"{os.cpu_count()} CPU cores"})
+    results.setdefault("runs", {})
+    started = time.perf_counter()
+
+    def record(key: str, entry: dict) -> None:
+        results["runs"][key] = entry
+        results["wall_s"] = round(time.perf_counter() - started, 1)
+        save(results)
+        print(line(key, entry), flush=True)
+
+    if "quant" in parts:
+        for method in ("int8", "int8-weight-only"):
+            r = quantize(project, method, start_from=MODEL)
+            record(method, side_by_side(r.measurement, r.comparison))
+        c = results["runs"]["int8"]["comparison"]
+        results["int8_decode_speedup"] = c["decode_speedup"]
+        results["int8_rougeL_drop"] = -c["rougeL_change"]
+        wo = results["runs"]["int8-weight-only"]["comparison"]
+        results["int8_weight_only_decode_speedup"] = wo["decode_speedup"]
+        results["int8_weight_only_rougeL_drop"] = -wo["rougeL_change"]
+        save(results)
+
+    if "gguf" in parts:
+        for method in ("gguf:q8_0", "gguf:q4_k_m"):
+            r = quantize(project, method, start_from=MODEL)
+            entry = side_by_side(r.measurement, r.comparison)
+            entry["f16_size_mb"] = r.extra["f16_size_mb"]
+            entry["size_ratio_vs_f16"] = r.extra["size_ratio_vs_f16"]
+            record(method, entry)
+        results["gguf_q4_size_ratio"] = results["runs"]["gguf:q4_k_m"]["size_ratio_vs_f16"]
+        results["gguf_q8_size_ratio"] = results["runs"]["gguf:q8_0"]["size_ratio_vs_f16"]
+        save(results)
+
+    teacher = None
+    if parts & {"teacher", "prune", "distill"}:
+        teacher = make_teacher(project, args.teacher_steps)
+        from odyssey.store.optimize import latest_measurement
+
+        store = project.store
+        t_m = latest_measurement(store, store.candidate(teacher)["id"])
+        z_m = latest_measurement(store, store.candidate(resolve_name(project))["id"])
+        results["teacher"] = {"name": teacher, "steps": args.teacher_steps,
+                              "rougeL": t_m["metrics"]["rougeL"], "zero_shot_rougeL": z_m["metrics"]["rougeL"],
+                              "decode_tok_s": t_m["decode_tok_s"], "p95_latency_ms": t_m["p95_latency_ms"]}
+        save(results)
+        print(f"teacher rougeL {t_m['metrics']['rougeL']:.4f} vs zero-shot {z_m['metrics']['rougeL']:.4f}", flush=True)
+
+    if "prune" in parts:
+        r = prune(project, structured=True, sparsity=0.25, target="mlp", recover_steps=args.recover_steps,
+                  start_from=teacher, resume=True)
+        entry = side_by_side(r.measurement, r.comparison)
+        entry["recovery"] = {k: v for k, v in (r.recovery or {}).items()}
+        entry["details"] = r.details
+        record("prune-mlp-25", entry)
+        results["prune_speedup"] = entry["comparison"]["decode_speedup"]
+        results["prune_rougeL_drop"] = -entry["comparison"]["rougeL_change"]
+        save(results)
+
+    if "distill" in parts:
+        r = distill(project, teacher=teacher, student_layers=15, steps=args.distill_steps, resume=True)
+        entry = side_by_side(r.measurement, r.comparison)
+        entry["training"] = r.training
+        record("distill-15-of-30", entry)
+        t = results["teacher"]
+        student = entry["candidate"]["rougeL"]
+        gain = t["rougeL"] - t["zero_shot_rougeL"]
+        results["distill_speedup"] = entry["comparison"]["decode_speedup"]
+        results["distill_gain_kept"] = (student - t["zero_shot_rougeL"]) / gain if gain > 0 else None
+        results["distill_note"] = ("gain kept = (student ROUGE-L - zero-shot) / (teacher ROUGE-L - zero-shot)"
+                                   if gain > 0 else "the teacher did not beat zero-shot: gain kept is undefined")
+        save(results)
+
+    from odyssey.optimize import report
+
+    rep = report(project)
+    results["report"] = rep.paths
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    save(results)
+    print(json.dumps({k: v for k, v in results.items() if k not in {"runs", "teacher", "report"}}, indent=2))
+
+
+def resolve_name(project) -> str:
+    from odyssey.optimize.common import resolve_parent
+
+    return resolve_parent(project, MODEL).name
+
+
+if __name__ == "__main__":
+    main()
