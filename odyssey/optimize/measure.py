@@ -225,16 +225,24 @@ def measure_gguf(project, request: dict) -> dict:
         ids = ids + ids
     ids = ids[: settings["speed_prompt_tokens"]]
 
+    import llama_cpp
+    import numpy as np
+
+    n_vocab = llm.n_vocab()
+
+    def greedy() -> int:  # the last evaluated position's logits (Llama.scores is filled only with logits_all)
+        return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(n_vocab,)).argmax())
+
     def speed_run() -> tuple[float, float]:
         llm.reset()  # n_tokens = 0: the next eval overwrites the cache from position 0
         t_a = time.perf_counter()
         llm.eval(ids)
         t_b = time.perf_counter()
-        tok = int(llm.scores[llm.n_tokens - 1].argmax())
+        tok = greedy()
         t_c = time.perf_counter()
         for _ in range(settings["speed_new_tokens"]):
             llm.eval([tok])
-            tok = int(llm.scores[llm.n_tokens - 1].argmax())
+            tok = greedy()
         return t_b - t_a, time.perf_counter() - t_c
 
     speed_run()
@@ -257,14 +265,22 @@ def measure_gguf(project, request: dict) -> dict:
     rows = [{"example_id": ex.id, "prompt": r.text, "prediction": p, "references": list(ex.references), "scores": s,
              "latency_ms": lat} for ex, r, p, s, lat in zip(examples, rendered, predictions, scored.per_example, latencies)]
     return {
-        "backend": "llama.cpp", "model_ref": str(path), "n_params": int(llm.model.n_params()) if hasattr(llm, "model")
-        else None, "size_mb": path.stat().st_size / 1e6, "base_rss_gb": base, "load_rss_gb": load_rss,
+        "backend": "llama.cpp", "model_ref": str(path), "n_params": _gguf_params(llm), "size_mb": path.stat().st_size / 1e6, "base_rss_gb": base, "load_rss_gb": load_rss,
         "peak_rss_gb": _peak_rss_gb(), "load_s": load_s,
         "prefill_tok_s": len(ids) / prefill, "decode_tok_s": settings["speed_new_tokens"] / decode,
         "decode_tok_s_batched": None,
         "p50_latency_ms": percentile(latencies, 50), "p95_latency_ms": percentile(latencies, 95),
         "metrics": quality, "n_examples": len(examples), "rows": rows, "notes": [],
     }
+
+
+def _gguf_params(llm) -> int | None:
+    try:
+        import llama_cpp
+
+        return int(llama_cpp.llama_model_n_params(llm.model))
+    except Exception:  # an older binding: the count is informational only
+        return None
 
 
 def _tokenizer_for_gguf(project, request: dict):
