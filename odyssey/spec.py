@@ -259,8 +259,60 @@ class SelectSpec(Strict):
     pretrain: PretrainSpec = PretrainSpec()
 
 
+class LoraSpec(Strict):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="module names to adapt; None: a per-architecture default (attention + MLP projections)")
+    quantize: Literal["4bit", "8bit"] | None = Field(
+        None, description="QLoRA: load the frozen base in 4 or 8 bit (needs a CUDA GPU and bitsandbytes)")
+
+
+class PromptTuningSpec(Strict):
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+    init_text: str | None = Field(None, description="initialize the soft prompt from this text; None: the task "
+                                                    "instruction; 'random' for random init")
+
+
+class MixSource(Strict):
+    """An extra dataset mixed into fine-tuning (multi-task mixing against catastrophic forgetting)."""
+
+    source: str = Field(..., description="a .jsonl/.json/.csv/.parquet file with input and target columns")
+    fields: Fields = Fields()
+    weight: float = Field(1.0, gt=0, description="examples drawn from this source relative to the task's train split")
+
+
 class AdaptSpec(Strict):
     method: Literal["full", "lora", "prompt_tuning"] = "lora"
+    model: str | None = Field(None, description="base model ref; default: the prompt stage's model, else the first")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    learning_rate: float | None = Field(None, gt=0, description="None: 3e-5 full, 3e-4 lora, 3e-2 prompt_tuning")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_seq_len: int = Field(512, ge=16, description="prompt + completion tokens per example (longer inputs are cut)")
+    batch_tokens: int = Field(2048, ge=16, description="token budget per batch (length-grouped, no padding waste)")
+    batch_size: int = Field(16, ge=1, description="most examples per batch")
+    grad_accum: int = Field(1, ge=1)
+    packing: Literal["bucket", "pack", "pad"] = Field(
+        "bucket", description="bucket: length-grouped batches; pack: several examples per row with position ids "
+                              "(no cross-example attention); pad: plain padded batches (for comparison)")
+    gradient_checkpointing: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    eval_every: int | None = Field(None, ge=1, description="steps between validation-loss evaluations")
+    val_limit: int | None = Field(32, ge=1, description="validation examples for the validation loss")
+    save_every: int | None = Field(50, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    keep_best: bool = Field(True, description="keep the checkpoint with the lowest validation loss and use it")
+    seed: int = 0
+    lora: LoraSpec = LoraSpec()
+    prompt_tuning: PromptTuningSpec = PromptTuningSpec()
+    mix: list[MixSource] = Field(default_factory=list)
+    general_set: str | None = Field(None, description="held-aside general data (jsonl with input/target): its loss "
+                                                      "before and after fine-tuning shows forgetting")
+    eval_splits: list[Literal["validation", "test"]] = Field(default_factory=lambda: ["validation", "test"])
 
 
 DEFAULT_RUBRIC = (

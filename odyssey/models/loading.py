@@ -110,7 +110,7 @@ def resolve(ref: str | ModelRef, root: Path | None = None, progress=None) -> Pat
     parsed = ref if isinstance(ref, ModelRef) else parse_ref(ref, root)
     if parsed.kind == "local":
         path = Path(parsed.value)
-        if (path / "config.json").exists():
+        if (path / "config.json").exists() or (path / ADAPTER_CONFIG).exists():
             return path
         ggufs = sorted(path.glob("*.gguf"))
         return resolve(ModelRef("gguf", str(ggufs[0]), parsed.raw), root, progress)
@@ -164,6 +164,33 @@ def pick_dtype(requested: str = "auto"):
     return torch.float32
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_META = "odyssey-adapter.json"  # {"base": "<model ref>"}: portable, unlike peft's absolute base path
+
+
+def load_adapter(ref: str, path: Path, *, root: Path | None = None, dtype: str = "auto", progress=None) -> LoadedModel:
+    """A PEFT adapter folder (LoRA, prompt tuning; written by ``odyssey finetune``): its base model + the adapter."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    meta = path / ADAPTER_META
+    if meta.exists():
+        base_ref = json.loads(meta.read_text())["base"]
+    else:
+        base_ref = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base_ref:
+        raise OdysseyError(f"{path} is an adapter without a base model reference",
+                           hint=f"write {ADAPTER_META} with {{\"base\": \"<model ref>\"}} next to it")
+    base = load(base_ref, root=root, dtype=dtype, progress=progress)
+    _progress_message(progress, f"applying the adapter in {path.name}")
+    model = PeftModel.from_pretrained(base.model, path).to(device())
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").exists() else base.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return LoadedModel(ref, path, model, tokenizer, base.family, base.dtype)
+
+
 def device() -> str:
     import torch
 
@@ -184,6 +211,8 @@ def load(ref: str, *, root: Path | None = None, dtype: str = "auto", progress=No
 
     hf_logging.disable_progress_bar()  # Odyssey shows its own status; one bar per weight file is noise
     path = resolve(ref, root, progress)
+    if (path / ADAPTER_CONFIG).exists() and not (path / "config.json").exists():
+        return load_adapter(ref, path, root=root, dtype=dtype, progress=progress)
     config = AutoConfig.from_pretrained(path)
     family = family_of(config)
     classes = {

@@ -121,7 +121,8 @@ def parse_ref(ref: str, root: Path | None = None) -> ModelRef:
             raise OdysseyError(f"GGUF file not found: {path}")
         return ModelRef("gguf", str(path.resolve()), ref)
     if path.is_dir():
-        if not (path / "config.json").exists() and not list(path.glob("*.gguf")):
+        if not (path / "config.json").exists() and not list(path.glob("*.gguf")) \
+                and not (path / "adapter_config.json").exists():  # a PEFT adapter (odyssey finetune)
             raise OdysseyError(f"{path} is a folder but has no config.json", hint="point at a transformers checkpoint folder")
         return ModelRef("local", str(path.resolve()), ref)
     if ref.startswith((".", "/", "~")) or ref.endswith(("/",)):

@@ -391,6 +391,7 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
     inner = accelerator.unwrap_model(wrapped)
 
     step, epoch, position, tokens = 0, 0, 0, 0
+    window: dict[str, list[float]] = {}
     history: list[dict] = []
     best: dict | None = None
     bad_evals = 0
@@ -411,6 +412,7 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
         step, epoch, position = state_json["step"], state_json["epoch"], state_json["position"]
         tokens, history, best = state_json["tokens"], state_json["history"], state_json["best"]
         bad_evals = state_json.get("bad_evals", 0)
+        window = state_json.get("window", {})  # losses since the last log line, so the next one averages the same
         resumed_from = step
 
     def write_checkpoint(folder: Path, kind: str):
@@ -429,7 +431,7 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
             plain = {}
         (tmp / STATE_JSON).write_text(json.dumps({
             "step": step, "epoch": epoch, "position": position, "tokens": tokens, "history": history,
-            "best": best, "bad_evals": bad_evals, "rng": plain, "config": config.as_dict(),
+            "best": best, "bad_evals": bad_evals, "rng": plain, "config": config.as_dict(), "window": window,
             "trainable": names, "kind": kind}, default=str))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
@@ -471,7 +473,6 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
 
     start = time.perf_counter()
     stopped_early = False
-    window: dict[str, list[float]] = {}
     micro, accum_n, grad_norm = 0, config.grad_accum, None
     with progress(description, total=total_steps) as bar:
         bar.advance(step)
