@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -90,7 +91,7 @@ class _GenBody(_Body):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     user: str | None = None
 
     @field_validator("n")
@@ -150,7 +151,7 @@ class FeedbackBody(_Body):
     prompt: str | None = Field(None, max_length=200_000)
     chosen: str | None = Field(None, max_length=100_000)
     rejected: str | None = Field(None, max_length=100_000)
-    queue_id: int | None = None
+    queue_id: int | None = Field(None, ge=1, le=2**62)
     choice: Literal["a", "b"] | None = None
     annotator: str | None = Field(None, max_length=100)
     source: str | None = Field(None, max_length=100)
@@ -313,6 +314,8 @@ class Gateway:
                          temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=list(body.stop or []))
 
     def check_prompt(self, served: Served, ids: list[int], params: GenParams):
+        if not ids:
+            raise APIError(400, "the prompt is empty", code="empty_prompt", param="prompt")
         limit = min(self.settings.max_prompt_tokens, max(served.backend.context_length - params.max_tokens, 1))
         if len(ids) > limit:
             raise APIError(400, f"the prompt has {len(ids)} tokens; this server accepts at most {limit} "
@@ -665,7 +668,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         return data
 
     @app.get("/ui/api/artifacts/{artifact_id}", tags=["ui"])
-    async def artifact(artifact_id: int, request: Request):
+    async def artifact(request: Request, artifact_id: int = PathParam(..., ge=1, le=2**62)):
         # Only files the store recorded as report plots are served: no path comes from the request.
         row = project.store.db.execute(
             "SELECT a.path FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE a.id = ? AND r.project_id = ?"
@@ -675,7 +678,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         return FileResponse(row["path"], media_type="image/png")
 
     @app.get("/ui/api/pairs/next", tags=["ui"])
-    async def next_pair(request: Request, after: int = 0):
+    async def next_pair(request: Request, after: int = Query(0, ge=0, le=2**62)):
         from odyssey.store import deploy as sd
 
         gw.authenticate(request, "feedback")
