@@ -528,8 +528,33 @@ class DeploySpec(Strict):
     capture: bool = Field(True, description="record every request, response and feedback in the store")
 
 
+class SandboxSpec(Strict):
+    """Limits for model-written Python (PAL, the ReAct calculator)."""
+
+    timeout_s: float = Field(5.0, gt=0, le=300, description="wall-clock limit; the process group is killed after it")
+    cpu_s: int = Field(3, ge=1, le=300, description="CPU-seconds limit (RLIMIT_CPU)")
+    memory_mb: int = Field(512, ge=64, description="address-space limit (RLIMIT_AS)")
+
+
 class AugmentSpec(Strict):
-    collections: list[str] = Field(default_factory=list)
+    """RAG, chain-of-thought, PAL and ReAct (``odyssey rag`` / ``odyssey reason`` / ``odyssey augment eval``)."""
+
+    collection: str = Field("docs", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="default collection name")
+    documents: str | None = Field(None, description="folder or file ingested when `odyssey rag ingest` gets no path")
+    embedder: str = Field("packaged:all-minilm-l6-v2", description="sentence-transformers model: packaged:, path or hub id")
+    chunk_size: int = Field(120, ge=16, le=2000, description="most words per chunk")
+    chunk_overlap: int = Field(24, ge=0, le=500, description="words of overlap between consecutive chunks of a section")
+    top_k: int = Field(4, ge=1, le=50, description="chunks put into the prompt")
+    retrieval: Literal["hybrid", "vector", "bm25"] = "hybrid"
+    min_similarity: float = Field(0.35, ge=-1, le=1, description="below this cosine similarity nothing counts as relevant")
+    reranker: str | None = Field(None, description="optional sentence-transformers CrossEncoder (path or hub id)")
+    strategy: Literal["plain", "cot", "cot-fewshot", "pal", "react"] = "cot"
+    self_consistency: int = Field(1, ge=1, le=32, description="CoT samples to vote over (1: greedy, no voting)")
+    temperature: float = Field(0.7, gt=0, description="sampling temperature for self-consistency")
+    max_steps: int = Field(5, ge=1, le=20, description="ReAct step limit")
+    max_new_tokens: int = Field(160, ge=8, le=4096)
+    tools: list[str] = Field(default_factory=list, description="extra ReAct tools: 'module:function' or 'file.py:function'")
+    sandbox: SandboxSpec = SandboxSpec()
 
 
 class Spec(Strict):

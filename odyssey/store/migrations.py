@@ -268,6 +268,28 @@ def m010_select_tables() -> str:
     """
 
 
+@migration
+def m060_augment_traces() -> str:
+    # augment: one row per question answered by a technique (RAG, CoT, PAL, ReAct): the answer and
+    # the full trace (retrieved sources, sampled chains, programs and their sandbox results, agent steps).
+    return """
+        CREATE TABLE augment_traces (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            candidate_id INTEGER REFERENCES candidates(id),
+            example_id TEXT,
+            technique TEXT NOT NULL,
+            question TEXT NOT NULL,
+            answer TEXT,
+            correct INTEGER,
+            error TEXT,
+            trace_json TEXT NOT NULL DEFAULT '[]',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX augment_traces_run ON augment_traces(run_id);
+    """
+
+
 # ---- optimize (040-049) ----------------------------------------------------------------------
 @migration
 def m040_optimize_measurements() -> str:
