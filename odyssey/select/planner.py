@@ -40,7 +40,7 @@ GB = 1024**3
 BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 METHODS = ("inference", "lora", "full")
 TOKENS_PER_PARAM = 20  # Chinchilla's compute-optimal data
-PROBE_VERSION = 3
+PROBE_VERSION = 4
 USABLE_FRACTION = 0.9  # of RAM/VRAM a job may plan to use; the OS and other processes hold the rest
 
 
@@ -153,7 +153,7 @@ def _probe_key(device: str) -> str:
     return f"v{PROBE_VERSION}|{platform.node()}|{platform.machine()}|{device}|threads={torch.get_num_threads()}|torch={torch.__version__}"
 
 
-def _best_time(fn, repeat: int = 5, min_s: float = 0.05) -> float:
+def _best_time(fn, repeat: int = 3, min_s: float = 0.02) -> float:
     """Best-of-``repeat`` seconds per call, each sample running long enough to time reliably."""
     fn()  # warm up (allocations, kernel choice)
     n, t = 1, 0.0
@@ -195,13 +195,13 @@ def _overheads(device: str) -> dict:
     for layers in (1, 5):
         model = _tiny_llama(layers).to(device)
         ids = torch.randint(0, 256, (1, 8), device=device)
-        gen_kwargs = dict(max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=0)
+        gen_kwargs = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)
 
         def decode():
             with torch.inference_mode():
                 model.generate(ids, **gen_kwargs)
 
-        per_token = _best_time(decode, repeat=3) / 16
+        per_token = _best_time(decode, repeat=3) / 8
         model.train()
         batch = torch.randint(0, 256, (2, 32), device=device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -220,20 +220,56 @@ def _overheads(device: str) -> dict:
     return out
 
 
+def _load_cache() -> dict:
+    path = _probe_path()
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+    return {}
+
+
+def _save_cache(key: str, value) -> None:
+    path = _probe_path()
+    cache = _load_cache()
+    cache[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=2))
+    os.replace(tmp, path)
+
+
+def runtime_gb(refresh: bool = False) -> float:
+    """Resident memory of a fresh process that has imported torch and transformers: what every job holds
+    before its model (measured once in a subprocess, so this process's own history does not count)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    key = f"runtime|{platform.node()}|torch={torch.__version__}"
+    cache = _load_cache()
+    if not refresh and key in cache:
+        return cache[key]
+    # A real job also pulls in the modeling code, tokenizers and peft, and runs a forward pass once.
+    code = ("import torch, peft; from odyssey.select.planner import _tiny_llama, rss_gb; from odyssey.models import load; "
+            "m = _tiny_llama(1); m(input_ids=torch.ones(1, 8, dtype=torch.long)); print(rss_gb())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "ODYSSEY_QUIET": "1"})
+    value = float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else rss_gb()
+    _save_cache(key, value)
+    return value
+
+
 def probe(device: str = "cpu", refresh: bool = False) -> dict:
     """Measure this machine once (a few seconds) and cache it: matmul FLOP/s by width, mat-vec bandwidth,
     framework overheads, and the runtime's resident memory."""
     import torch
     import transformers  # noqa: F401  (the runtime a job holds is part of what is measured)
 
-    path = _probe_path()
     key = _probe_key(device)
-    cache = {}
-    if path.exists():
-        try:
-            cache = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            cache = {}
+    cache = _load_cache()
     if not refresh and key in cache:
         return cache[key]
     from odyssey import ui
@@ -250,13 +286,9 @@ def probe(device: str = "cpu", refresh: bool = False) -> dict:
         seconds = _best_time(lambda: torch.mm(big, vec))
         bandwidth = big.numel() * 4 / seconds
         result = {"device": device, "threads": torch.get_num_threads(), "matmul_flops": flops,
-                  "matvec_bytes_per_s": bandwidth, "runtime_gb": rss_gb(), **_overheads(device),
+                  "matvec_bytes_per_s": bandwidth, **_overheads(device),
                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    cache[key] = result
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache, indent=2))
-    os.replace(tmp, path)
+    _save_cache(key, result)
     return result
 
 
@@ -440,7 +472,10 @@ def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto
     if hw.device == "cuda" and measured.get("device") != "cuda" and not hw.tflops:
         notes.append("no GPU here to probe and no tflops: given; tokens/s are this CPU's, not the GPU's")
     available = hw.memory_gb * USABLE_FRACTION
-    runtime = measured.get("runtime_gb", 0.5) if hw.device == "cpu" else 0.5  # CUDA context ~0.5 GB
+    if hw.device != "cpu":
+        runtime = 0.5  # the CUDA context and allocator reserve, roughly
+    else:
+        runtime = measured["runtime_gb"] if "runtime_gb" in measured else runtime_gb()
     options = {}
     for m in METHODS:
         if m == "full" and precision in {"int8", "int4"}:
