@@ -37,7 +37,7 @@ SIZES = {
     # pairs: training prompts sampled twice; steps/batch: PPO; limit: test examples compared
     "tiny": dict(pairs=12, ppo_steps=2, ppo_batch=4, detox_steps=2, limit=6, max_new=24, rm_epochs=1, dpo_epochs=1,
                  samples=1),
-    "small": dict(pairs=32, ppo_steps=6, ppo_batch=8, detox_steps=6, limit=20, max_new=48, rm_epochs=2, dpo_epochs=1,
+    "small": dict(pairs=24, ppo_steps=5, ppo_batch=6, detox_steps=5, limit=12, max_new=40, rm_epochs=2, dpo_epochs=1,
                   samples=2),
     "full": dict(pairs=350, ppo_steps=60, ppo_batch=16, detox_steps=40, limit=100, max_new=64, rm_epochs=2,
                  dpo_epochs=2, samples=4),

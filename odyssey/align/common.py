@@ -131,3 +131,15 @@ def save_merged(model, tokenizer, out: Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+def quiet_libraries():
+    """With ODYSSEY_QUIET, silence datasets' progress bars and transformers' load reports too."""
+    from odyssey import ui
+
+    if ui.quiet():
+        import datasets
+        from transformers.utils import logging as hf_logging
+
+        datasets.disable_progress_bars()
+        hf_logging.set_verbosity_error()

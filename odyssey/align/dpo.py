@@ -15,6 +15,7 @@ import sys
 
 import time
 
+from odyssey.align.common import quiet_libraries
 from odyssey.errors import OdysseyError
 
 
@@ -31,17 +32,6 @@ def _reference_free_trainer():
     return ReferenceFreeDPOTrainer
 
 
-def _quiet_libraries():
-    from odyssey import ui
-
-    if ui.quiet():
-        import datasets
-        from transformers.utils import logging as hf_logging
-
-        datasets.disable_progress_bars()
-        hf_logging.set_verbosity_error()
-
-
 def train_dpo(project, *, preference_set: int | str | None = None, start: str | None = None, resume: bool = False,
               evaluate: bool = True, name: str | None = None, reward_model: int | str | None = None, **overrides):
     import hashlib
@@ -56,7 +46,7 @@ def train_dpo(project, *, preference_set: int | str | None = None, start: str | 
     from odyssey.align.reward import cpu_training_args
     from odyssey.models import load
 
-    _quiet_libraries()
+    quiet_libraries()
     cfg = project.spec.align.dpo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     begin = starting_candidate(project, start)
     parent_id = ensure_candidate_row(project, begin)
@@ -129,7 +119,7 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
 
     if algo not in {"rloo", "grpo"}:
         raise OdysseyError(f"unknown algorithm {algo!r}", hint="use ppo, rloo or grpo")
-    _quiet_libraries()
+    quiet_libraries()
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     cfg = project.spec.align.ppo

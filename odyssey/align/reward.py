@@ -150,6 +150,15 @@ def plot_calibration(table: list[dict], accuracy: float, ece: float, out: Path) 
 
 def train_reward_model(project, *, preference_set: int | str | None = None, backbone: str | None = None,
                        resume: bool = False, start=None) -> RewardResult:
+    from odyssey.align.preferences import load_preference_set
+
+    spec = project.spec.align.reward
+    pset = load_preference_set(project, preference_set)  # first: a missing set is a quick, clear error
+    train, test = pset.split(spec.held_out, spec.seed)
+    if len(train) < 2 or not test:
+        raise OdysseyError(f"{len(pset.pairs)} preference pairs over too few prompts to hold some out "
+                           f"({len(train)} train, {len(test)} held out)",
+                           hint="collect more pairs (`odyssey align prefs`, align.pairs) or lower align.reward.held_out")
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -157,17 +166,11 @@ def train_reward_model(project, *, preference_set: int | str | None = None, back
 
     from odyssey import ui
     from odyssey.align.common import starting_candidate
-    from odyssey.align.preferences import load_preference_set
     from odyssey.models import resolve
     from odyssey.store.align import save_reward_model
+    from odyssey.align.common import quiet_libraries
 
-    spec = project.spec.align.reward
-    pset = load_preference_set(project, preference_set)
-    train, test = pset.split(spec.held_out, spec.seed)
-    if len(train) < 2 or not test:
-        raise OdysseyError(f"{len(pset.pairs)} preference pairs over too few prompts to hold some out "
-                           f"({len(train)} train, {len(test)} held out)",
-                           hint="collect more pairs (`odyssey align prefs`, align.pairs) or lower align.reward.held_out")
+    quiet_libraries()
     start = start or starting_candidate(project)
     base_ref = backbone or spec.model or start.model_ref
     row = project.store.candidate(base_ref)

@@ -18,7 +18,7 @@ def _prefs_project(tmp_path, extra: str = ""):
     return Project.load(root), rows
 
 
-@pytest.mark.parametrize("reference_free", [False, True])
+@pytest.mark.parametrize("reference_free", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_dpo_raises_chosen_over_rejected_and_links_the_candidate(tmp_path, reference_free):
     from odyssey.align.dpo import train_dpo
     from odyssey.align.evaluation import sequence_logprobs

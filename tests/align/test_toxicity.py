@@ -45,3 +45,32 @@ def test_bootstrap_rejects_mismatched_input():
     with pytest.raises(ValueError):
         bootstrap_ci([0.1, 0.2], [0.1])
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+
+
+def test_transformer_classifier_hook(tmp_path):
+    """A HF text classifier by folder: the offensive label is found by name, scores are its probability."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from odyssey.align.toxicity import HFClassifier
+    from odyssey.errors import OdysseyError
+    from odyssey.models import resolve
+
+    tok_dir = resolve("tiny:bert")
+    config = AutoConfig.from_pretrained(tok_dir, num_labels=2, id2label={0: "neutral", 1: "offensive"},
+                                        label2id={"neutral": 0, "offensive": 1})
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    out = tmp_path / "clf"
+    model.save_pretrained(out)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(out)
+    clf = HFClassifier(str(out))
+    assert clf.index == 1 and clf.name == f"hf:{out}"
+    scores = clf(["hello there", "you idiot"])
+    assert len(scores) == 2 and all(0 < s < 1 for s in scores)
+    probs = model.eval()(**clf.tokenizer(["hello there"], return_tensors="pt")).logits.softmax(-1)[0, 1].item()
+    assert scores[0] == pytest.approx(probs, abs=1e-5)
+    with pytest.raises(OdysseyError, match="not a label"):
+        HFClassifier(str(out), label="toxic")
