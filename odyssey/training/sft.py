@@ -62,7 +62,8 @@ def encode_example(tokenizer, cfg, example, *, max_len: int, seq2seq: bool = Fal
     ``input_ids`` = the prompt (encoder), ``labels`` = the completion (decoder). Long inputs are cut
     with the same rule the harness uses at evaluation time, so training and serving see one prompt.
     """
-    from odyssey.prompts import _messages, has_chat_template, render
+    from odyssey.data import Example
+    from odyssey.prompts import _messages, has_chat_template, render, render_text
 
     target = example.target
     if seq2seq:
@@ -72,7 +73,10 @@ def encode_example(tokenizer, cfg, example, *, max_len: int, seq2seq: bool = Fal
         return Encoded(list(ids), list(labels), rendered.truncated_input)
     chat = has_chat_template(tokenizer)
     first = render(tokenizer, cfg, example, [], budget=max_len)
-    completion = completion_text(tokenizer, first.text, _messages(cfg, example, []), target)
+    # What follows the prompt depends on the template and the answer only: find it on a one-word input,
+    # so that a long input the render had to cut does not matter.
+    stub = Example(example.id, "x", example.references, None)
+    completion = completion_text(tokenizer, render_text(tokenizer, cfg, stub, []), _messages(cfg, stub, []), target)
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     completion_ids = completion_ids[: max(max_len // 2, 8)]  # a runaway reference never crowds out the input
     budget = max_len - len(completion_ids)
@@ -217,7 +221,9 @@ def completion_loss(model, input_ids, labels, attention_mask=None, position_ids=
     n_tokens = int((labels[:, 1:] != IGNORE).sum()) if labels.shape == input_ids.shape else int((labels != IGNORE).sum())
     parts = _causal_parts(model)
     if parts is None or labels.shape != input_ids.shape:
-        kwargs = {"input_ids": input_ids, "labels": labels}
+        # use_cache=False matters for packing: with a KV cache transformers skips packed-sequence detection
+        # from position_ids, and packed examples would attend to each other.
+        kwargs = {"input_ids": input_ids, "labels": labels, "use_cache": False}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
         if position_ids is not None:
