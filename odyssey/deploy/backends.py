@@ -382,14 +382,31 @@ class UpstreamBackend(Backend):
         return {"backend": self.kind, "model": self.ref, "upstream": self.base_url,
                 "pid": self.proc.pid if self.proc else None}
 
-    async def stream(self, ids: list[int], params: GenParams) -> AsyncIterator[Delta]:
-        body = {"model": self.model_name, "prompt": ids, "max_tokens": params.max_tokens, "stream": True,
-                "temperature": params.temperature, "top_p": params.top_p,
-                "stream_options": {"include_usage": True}}
+    def _body(self, ids: list[int], params: GenParams, stream: bool) -> dict:
+        body = {"model": self.model_name, "prompt": ids, "max_tokens": params.max_tokens, "stream": stream,
+                "temperature": params.temperature, "top_p": params.top_p}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = params.stop
+        return body
+
+    async def complete(self, ids: list[int], params: GenParams) -> Delta:
+        """The whole answer in one upstream response: for non-streaming requests this keeps the
+        gateway's CPU use per request constant instead of per token (it shares the cores)."""
+        resp = await self.client.post("/v1/completions", json=self._body(ids, params, False))
+        if resp.status_code != 200:
+            return Delta("", f"error:upstream {resp.status_code}: {resp.text[:300]}")
+        data = resp.json()
+        choice = (data.get("choices") or [{}])[0]
+        usage = data.get("usage") or {}
+        return Delta(choice.get("text") or "", choice.get("finish_reason") or "stop",
+                     usage.get("prompt_tokens") or len(ids), usage.get("completion_tokens"))
+
+    async def stream(self, ids: list[int], params: GenParams) -> AsyncIterator[Delta]:
+        body = self._body(ids, params, True)
         n_out, finish, usage = 0, None, None
         async with self.client.stream("POST", "/v1/completions", json=body) as resp:
             if resp.status_code != 200:

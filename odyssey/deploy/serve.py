@@ -114,6 +114,16 @@ def serve(project, candidates: list[str] | None = None, *, host: str | None = No
         holder["done"] = True
 
     app = build_app(project, candidates, backend=backend, on_stopped=stopped)
+    import sys
+
+    from odyssey.deploy.backends import gguf_for
+
+    for served in app.state.gateway.models.values():
+        sys.stderr.write(f"serving {served.name} ({served.model_ref}) with the {served.backend.kind} backend\n")
+        if served.backend.kind == "transformers" and gguf_for(served.model_ref, project.root) is not None:
+            sys.stderr.write("  note: llama-server is not built, so this GGUF model runs in torch (slower); build it "
+                             "once with `python -c \"from odyssey.models import llamacpp; "
+                             "llamacpp.tool_path('llama-server')\"` or set ODYSSEY_LLAMA_SERVER\n")
     holder["run"] = store.start_run("deploy", project.spec.as_dict(), {
         "candidates": list(app.state.gateway.models), "host": host or settings.host, "port": port or settings.port,
         "backend": backend or settings.backend})

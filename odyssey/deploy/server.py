@@ -479,10 +479,18 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         if not body.stream:
             text, final = "", None
             try:
-                async for delta in _generate(served, ids, params):
-                    text += delta.text
-                    if delta.finish_reason:
-                        final = delta
+                complete = getattr(served.backend, "complete", None)
+                if complete is not None:
+                    final = await complete(ids, params)
+                    text, final.text = final.text, ""
+                    cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+                    if cut >= 0:  # the upstream stops on these too; this keeps every backend alike
+                        text, final.finish_reason = text[:cut], "stop"
+                else:
+                    async for delta in _generate(served, ids, params):
+                        text += delta.text
+                        if delta.finish_reason:
+                            final = delta
             finally:
                 gw.release(key)
             if final is None or final.finish_reason.startswith("error:"):
