@@ -221,9 +221,9 @@ class CurateSpec(Strict):
     max_repeated_line_ratio: float = Field(0.3, ge=0, le=1, description="most share of duplicated lines in a document")
     max_top_ngram_ratio: float = Field(0.2, ge=0, le=1, description="most share of characters in the top 2-gram")
     languages: list[str] = Field(default_factory=lambda: ["en"], description="keep these languages ([] keeps all)")
-    near_dup_threshold: float = Field(0.7, gt=0, le=1, description="MinHash Jaccard above which documents are near-dups")
+    near_dup_threshold: float = Field(0.5, gt=0, le=1, description="MinHash Jaccard above which documents are near-dups")
     num_perm: int = Field(128, ge=16, le=1024)
-    shingle: int = Field(5, ge=1, le=20, description="word n-gram size for MinHash shingles")
+    shingle: int = Field(3, ge=1, le=20, description="word n-gram size for MinHash shingles")
     scrub_pii: bool = True
     perplexity_model: str | None = Field(None, description="model ref for an optional perplexity filter")
     max_perplexity: float | None = Field(None, gt=0)
