@@ -63,10 +63,10 @@ align:
   pairs: {pairs}
   preferences: [{{kind: reference}}, {{kind: metric}}]
   eval_limit: {limit}
-  reward: {{epochs: {rm_epochs}, learning_rate: 0.00002, batch_size: 8, held_out: 0.2, max_length: 640}}
+  reward: {{epochs: {rm_epochs}, learning_rate: 0.00005, batch_size: 8, held_out: 0.2, max_length: 640}}
   ppo: {{steps: {ppo_steps}, batch_size: {ppo_batch}, mini_batch_size: {mini}, ppo_epochs: 2, max_new_tokens: {max_new},
         learning_rate: 0.0002, kl_coef: 0.05, target_kl: 4.0, kl_bound: 25.0, checkpoint_every: 10}}
-  dpo: {{beta: 0.1, epochs: {dpo_epochs}, learning_rate: 0.00005, batch_size: 8, max_length: 640}}
+  dpo: {{beta: 0.1, epochs: {dpo_epochs}, learning_rate: 0.0002, batch_size: 8, max_length: 640}}
 """
 
 

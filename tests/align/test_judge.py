@@ -75,3 +75,12 @@ def test_unreachable_endpoint_is_a_clear_error():
     judge = EndpointJudge("http://127.0.0.1:9/v1", "m")
     with pytest.raises(Unavailable, match="judge endpoint failed"):
         judge(judge_prompt("be nice", "q", "a", "b"))
+
+
+def test_local_model_judge_answers_a_or_b():
+    from odyssey.align.judge import LocalJudge
+    from odyssey.models import load
+
+    judge = LocalJudge(load("tiny:llama"), "tiny:llama")
+    verdicts = {judge(judge_prompt("be kind", "q", a, b)) for a, b in [("x", "y"), ("long answer", "no")]}
+    assert verdicts <= {"A", "B"} and judge.name == "judge:tiny:llama"

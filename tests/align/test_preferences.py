@@ -111,3 +111,35 @@ def test_no_pairs_is_a_clear_error(tmp_path):
     project = Project.load(tiny_project(tmp_path / "p"))
     with pytest.raises(OdysseyError, match="preference pair"):
         build_preferences(project, sources=[{"kind": "feedback"}])
+
+
+def test_outputs_source_uses_stored_train_and_validation_answers_only(tmp_path):
+    from odyssey.align.preferences import from_stored_outputs
+
+    project = Project.load(tiny_project(tmp_path / "p"))
+    store = project.store
+    with store.run("prompt", {}, {}) as run:
+        rows = lambda split: [{"example_id": f"{split}{i}", "prompt": f"P-{split}-{i}", "prediction": f"model {i}",
+                               "references": [f"reference {i}"]} for i in range(3)]
+        store.add_outputs(run.id, rows("validation"), split="validation")
+        store.add_outputs(run.id, rows("test"), split="test")
+        store.add_outputs(run.id, [{"example_id": "v9", "prompt": "P-same", "prediction": "ref",
+                                    "references": ["ref"]}], split="validation")
+    pairs = from_stored_outputs(store)
+    assert [p["prompt"] for p in pairs] == ["P-validation-0", "P-validation-1", "P-validation-2"]
+    assert all(p["chosen"].startswith("reference") and p["rejected"].startswith("model") for p in pairs)
+    assert from_stored_outputs(store, limit=1) == pairs[:1]
+
+
+def test_queue_for_labelling_fills_the_compare_page_queue(tmp_path):
+    from odyssey.align.preferences import queue_for_labelling
+    from odyssey.store.deploy import next_pair
+
+    root = tiny_project(tmp_path / "p")
+    (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text().replace(
+        "generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 6}"))
+    project = Project.load(root)
+    n = queue_for_labelling(project, 3)
+    assert 1 <= n <= 3
+    pair = next_pair(project.store)
+    assert pair["a_text"] != pair["b_text"] and pair["source"] == "align" and pair["status"] == "pending"

@@ -10,7 +10,8 @@ from odyssey.store import Store, migrations
 
 def test_migrations_apply_once_and_are_recorded(tmp_path):
     store = Store.open(tmp_path)
-    names = [r[0] for r in store.db.execute("SELECT name FROM schema_migrations")]
+    # rowid order is the order applied (a bare SELECT may walk the name index instead)
+    names = [r[0] for r in store.db.execute("SELECT name FROM schema_migrations ORDER BY rowid")]
     assert names == [name for name, _ in migrations.MIGRATIONS]
     assert migrations.apply(store.db) == []  # second open applies nothing
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
