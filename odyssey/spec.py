@@ -493,6 +493,8 @@ class MeasureSpec(Strict):
     speed_new_tokens: int = Field(32, ge=4, description="tokens decoded in the speed test")
     speed_batch: int = Field(8, ge=2, description="sequences decoded together in the batched speed test")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch / llama.cpp (None: all cores)")
+    isolate: bool = Field(True, description="measure each model in a fresh process, so its peak memory is its own; "
+                          "false: in this process (faster start, memory figures include what was loaded before)")
 
 
 class OptimizeSpec(Strict):

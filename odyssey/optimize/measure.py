@@ -57,6 +57,7 @@ def settings_for(project, split: str | None = None, limit: int | None = None) ->
         "speed_new_tokens": m.speed_new_tokens,
         "speed_batch": m.speed_batch,
         "threads": m.threads,
+        "isolate": m.isolate,
     }
 
 
@@ -68,6 +69,11 @@ def measure_model(project, model_ref: str, prompt_cfg, *, tokenizer_path: str | 
     settings = settings or settings_for(project)
     request = {"project": str(project.root), "model_ref": str(model_ref), "prompt": prompt_cfg.as_dict(),
                "tokenizer_path": tokenizer_path, "settings": settings}
+    if not settings.get("isolate", True):
+        from odyssey.optimize.common import is_gguf_ref
+
+        with ui.status(f"measuring {label or model_ref} in this process"):
+            return (measure_gguf if is_gguf_ref(model_ref) else measure_transformers)(project, request)
     with tempfile.TemporaryDirectory(prefix="odyssey-measure-") as tmp:
         req, out = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps(request, default=str))

@@ -18,7 +18,7 @@ from tests.conftest import tiny_project  # noqa: E402
 OPTIMIZE = """
 optimize:
   start_from: tiny:llama
-  measure: {limit: 2, speed_prompt_tokens: 16, speed_new_tokens: 4, speed_batch: 2, batch_size: 2}
+  measure: {limit: 2, speed_prompt_tokens: 16, speed_new_tokens: 4, speed_batch: 2, batch_size: 2, isolate: false}
   distill: {steps: 2, batch_size: 2, max_length: 96, cache_top_k: 8}
   prune: {calibration_examples: 4, max_length: 96, recover_batch_size: 2, recover_lora_r: 4}
 """
@@ -152,3 +152,16 @@ def test_cli_errors_and_report(project):
     assert empty.returncode == 0
     payload = json.loads(empty.stdout)
     assert payload["rows"] == [] and "nothing measured yet" in payload["notes"][0]
+
+
+@pytest.mark.slow
+def test_isolated_measurement_has_its_own_memory(project):
+    from odyssey.optimize.common import resolve_parent
+    from odyssey.optimize.measure import measure_model, settings_for
+
+    parent = resolve_parent(project, "tiny:llama")
+    settings = {**settings_for(project), "isolate": True}
+    m = measure_model(project, "tiny:llama", parent.prompt, settings=settings)
+    # a fresh process: its peak is far below this test process's (which has loaded many models by now)
+    assert 0 < m["base_rss_gb"] < m["load_rss_gb"] <= m["peak_rss_gb"] < 2
+    assert m["n_examples"] == 2 and m["decode_tok_s"] > 0
