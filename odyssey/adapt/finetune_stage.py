@@ -47,7 +47,7 @@ class FinetuneResult:
     tokens: int
     wall_s: float
     tokens_per_s: float
-    peak_memory_gb: float
+    peak_memory_gb: float  # GPU: max allocated; CPU: peak resident set during training minus the process before loading
     memory_estimate_gb: float
     train_loss: float | None
     val_loss: dict
@@ -150,7 +150,10 @@ def memory_estimate_gb(model, method: str, trainable: int, total: int, groups, s
     """The rule-of-thumb training memory (odyssey.models.memory) for this run's largest batch."""
     from odyssey.models.memory import Shape, estimate
 
-    sizes = [(len(g), max(len(e.input_ids) for e in g)) for g in groups[:2000]] or [(1, 1)]
+    def width(e):  # an example, or a packed row of examples
+        return sum(len(x.input_ids) for x in e) if isinstance(e, list) else len(e.input_ids)
+
+    sizes = [(len(g), max(width(e) for e in g)) for g in groups[:2000]] or [(1, 1)]
     batch, seq = max(sizes, key=lambda s: s[0] * s[1])
     config = getattr(model, "config", None)
     est = estimate(Shape.from_config(config, total), batch=batch, seq=seq, lora_fraction=trainable / max(total, 1))
@@ -213,6 +216,9 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     train_examples += _mix_examples(project, aspec, len(train_examples), aspec.seed)
     validation = data.splits.get("validation", [])[: aspec.val_limit or None]
 
+    from odyssey.training import rss_gb
+
+    rss_before = rss_gb()  # what the process held before the model: subtracted from the measured peak
     with ui.status(f"loading {ref}") as update:
         loaded = load(ref, root=project.root, dtype="float32", progress=update)
     if loaded.family not in (FAMILY_DECODER, FAMILY_SEQ2SEQ):
@@ -301,7 +307,8 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
             run_id=getattr(run, "id", None), candidate=f"{slug}:{method}", model_ref="", method=method, base=ref,
             parent=parent_name, trainable_params=n_trainable, total_params=n_total, steps=result.steps,
             tokens=result.tokens, wall_s=result.wall_s, tokens_per_s=result.tokens_per_s,
-            peak_memory_gb=result.peak_memory_gb, memory_estimate_gb=estimate, train_loss=result.final_loss,
+            peak_memory_gb=max(result.peak_memory_gb - (0 if _on_gpu() else rss_before), 0.0),
+            memory_estimate_gb=estimate, train_loss=result.final_loss,
             val_loss={"before": val_before, "after": val_after, "best": result.best},
             data_hash=digest, resumed_from=result.resumed_from, stopped_early=result.stopped_early,
             forgetting=forgetting, notes=notes)
@@ -316,7 +323,7 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
         cand_id = store.upsert_candidate(summary.candidate, "adapt", str(model_dir), cand_config, parent_id, run.id)
         run.log_metrics({"trainable_params": n_trainable, "trainable_pct": summary.trainable_pct,
                          "train_tokens_per_s": result.tokens_per_s, "train_wall_s": result.wall_s,
-                         "train_peak_memory_gb": result.peak_memory_gb, "memory_estimate_gb": estimate,
+                         "train_peak_memory_gb": summary.peak_memory_gb, "memory_estimate_gb": estimate,
                          **({"val_loss": val_after} if val_after is not None else {})}, candidate_id=cand_id,
                         split="train")
         history = out / "history.json"
@@ -328,6 +335,12 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
                       splits=aspec.eval_splits)
         run.set_summary(train_summary | {"metrics": summary.metrics})
     return summary
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class _NullRun:

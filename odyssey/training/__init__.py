@@ -138,7 +138,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best: dict | None = None  # {"step", "metric", "value", "path"}
     final_path: Path | None = None  # the last checkpoint folder
-    peak_memory_gb: float = 0.0  # CUDA: max allocated; CPU: the process's peak resident set
+    peak_memory_gb: float = 0.0  # CUDA: max allocated; CPU: the process's peak resident set during training
     stopped_early: bool = False
     resumed_from: int | None = None  # the step a resumed run continued from
     trainable_params: int = 0
@@ -216,12 +216,50 @@ def make_batches(n_items: int, config: TrainConfig, epoch: int, lengths: Sequenc
     return batches
 
 
-def peak_memory_gb() -> float:
+def rss_gb() -> float:
+    """Resident memory of this process now (Linux /proc; the lifetime peak elsewhere)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+class _PeakRSS:
+    """Samples the resident set in a thread while training runs: the peak of *this* run, not the process's
+    lifetime high-water mark (ru_maxrss), which an earlier step in the same process may have set."""
+
+    def __init__(self, every_s: float = 0.05):
+        import threading
+
+        self.peak = rss_gb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+
+    def _run(self, every_s):
+        while not self._stop.wait(every_s):
+            self.peak = max(self.peak, rss_gb())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_gb())
+        return False
+
+
+def peak_memory_gb(cpu_peak: float | None = None) -> float:
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 1024**3
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux reports KiB
+    return cpu_peak if cpu_peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def _param_groups(model, trainable_params, weight_decay: float) -> list[dict]:
@@ -474,7 +512,7 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
     start = time.perf_counter()
     stopped_early = False
     micro, accum_n, grad_norm = 0, config.grad_accum, None
-    with progress(description, total=total_steps) as bar:
+    with progress(description, total=total_steps) as bar, _PeakRSS() as memory:
         bar.advance(step)
         while step < total_steps and not stopped_early:
             batches = make_batches(n_items, config, epoch, lengths)
@@ -543,7 +581,7 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
         load_weights(inner, out / BEST / WEIGHTS_FILE)
     inner.eval()
     return TrainResult(steps=step, tokens=tokens, wall_s=wall, history=history, best=best, final_path=final,
-                       peak_memory_gb=peak_memory_gb(), stopped_early=stopped_early, resumed_from=resumed_from,
+                       peak_memory_gb=peak_memory_gb(memory.peak), stopped_early=stopped_early, resumed_from=resumed_from,
                        trainable_params=n_trainable, total_params=n_total)
 
 
@@ -556,4 +594,4 @@ class _null:
 
 
 __all__ = ["TrainConfig", "TrainResult", "train", "latest_checkpoint", "make_batches", "load_weights",
-           "save_weights", "unwrap", "to_device", "world", "peak_memory_gb"]
+           "save_weights", "unwrap", "to_device", "world", "peak_memory_gb", "rss_gb"]

@@ -81,8 +81,9 @@ def project_finetune(project, **kw):
     return finetune(project, **kw)
 
 
-def test_full_finetune_uses_the_prompt_candidates_prompt_and_learns(tmp_path):
-    project = _project(tmp_path / "p", extra="adapt:\n  method: full\n  learning_rate: 0.003\n  val_limit: 4\n")
+def test_full_finetune_with_packing_uses_the_prompt_candidates_prompt_and_learns(tmp_path):
+    project = _project(tmp_path / "p", extra="adapt:\n  method: full\n  learning_rate: 0.003\n  val_limit: 4\n"
+                                             "  packing: pack\n")
     # a prompt-stage candidate with its own instruction: fine-tuning must train on that prompt
     from odyssey.prompts import PromptConfig
 
@@ -92,6 +93,7 @@ def test_full_finetune_uses_the_prompt_candidates_prompt_and_learns(tmp_path):
     result = project_finetune(project, max_steps=6, evaluate=False)
     assert result.trainable_params == result.total_params
     assert result.parent == "tiny-llama:prompt"
+    assert project.store.runs("adapt")[0]["config"]["adapt"]["packing"] == "pack"
     assert result.val_loss["after"] < result.val_loss["before"] - 0.1
     cand = project.store.candidate("tiny-llama:full")
     assert cand["config"]["prompt"]["instruction"] == "Write a very short summary."
