@@ -214,6 +214,13 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
             keep = None
             s_model = load(str(student_dir), root=project.root, dtype="float32").model
         items = sft_items(tok, parent.prompt, project.examples("train"), spec.max_length)
+        needed = steps * spec.batch_size
+        if needed < len(items):
+            # A run shorter than one epoch sees only this many items: cache (and train on) a seeded
+            # sample of that size instead of paying teacher passes over items never visited.
+            import random
+
+            items = random.Random(spec.seed).sample(items, needed)
         for i, item in enumerate(items):
             item["index"] = i
         collate_fn = collate(tok.pad_token_id if tok.pad_token_id is not None else 0)
