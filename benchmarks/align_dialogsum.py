@@ -39,6 +39,8 @@ SIZES = {
                  samples=1),
     "small": dict(pairs=24, ppo_steps=5, ppo_batch=6, detox_steps=5, limit=12, max_new=40, rm_epochs=2, dpo_epochs=1,
                   samples=2),
+    "mini": dict(pairs=16, ppo_steps=3, ppo_batch=4, detox_steps=3, limit=8, max_new=32, rm_epochs=2, dpo_epochs=1,
+                 samples=1),
     "full": dict(pairs=350, ppo_steps=60, ppo_batch=16, detox_steps=40, limit=100, max_new=64, rm_epochs=2,
                  dpo_epochs=2, samples=4),
 }

@@ -416,7 +416,8 @@ class AlignSpec(Strict):
     start_from: str | None = Field(None, description="candidate to align; default: the best fine-tuned (adapt) "
                                    "candidate, else the best candidate on the board, else the first model")
     preferences: list[PreferenceSource] = Field(
-        default_factory=lambda: [PreferenceSource(kind="metric"), PreferenceSource(kind="feedback")])
+        default_factory=lambda: [PreferenceSource(kind="reference"), PreferenceSource(kind="metric"),
+                                 PreferenceSource(kind="feedback")])
     pairs: int = Field(64, ge=2, description="pairs to make from model samples (reference/metric/judge sources)")
     judge: JudgeSpec = JudgeSpec()
     reward: RewardModelSpec = RewardModelSpec()

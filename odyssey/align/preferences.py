@@ -233,6 +233,10 @@ def from_metric(prompts: list[str], examples, samples: list[list[str]], metric: 
     """Chosen = the sample scoring higher on the task metric against the references."""
     from odyssey import metrics as metric_fns
 
+    keep = [i for i, ex in enumerate(examples) if ex.references and len(samples[i]) >= 2]
+    prompts, examples, samples = [prompts[i] for i in keep], [examples[i] for i in keep], [samples[i] for i in keep]
+    if not keep:
+        return []
     flat_preds = [s for outs in samples for s in outs[:2]]
     flat_refs = [list(ex.references) for ex, outs in zip(examples, samples) for _ in outs[:2]]
     scored = metric_fns.compute([metric], flat_preds, flat_refs, task=task).per_example
@@ -265,13 +269,11 @@ def build_preferences(project, *, sources: list | None = None, start=None, n_pai
     model_sources = [s for s in sources if s.kind in {"reference", "metric", "judge"}]
     samples = prompts = examples = None
     if model_sources:
-        if spec.scope.task in {"chat", "generation"} and any(s.kind in {"reference", "metric"} for s in model_sources):
-            notes.append("reference/metric pairs need references; check the task's target field")
         data = project.dataset()
-        examples = [ex for ex in data.split("train") if ex.references][:n_pairs]
-        if not examples:
-            raise OdysseyError("the train split has no examples with references to make pairs from",
-                               hint="set scope.data.fields.target, or use preference sources of kind file/hf/feedback")
+        examples = data.split("train")[:n_pairs]
+        if not any(ex.references for ex in examples) and any(s.kind in {"reference", "metric"} for s in model_sources):
+            notes.append("the train split has no references: reference/metric sources made no pairs "
+                         "(set scope.data.fields.target, or use kind judge/file/hf/feedback)")
         if loaded is None:
             from odyssey.models import load
 
