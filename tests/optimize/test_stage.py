@@ -165,3 +165,15 @@ def test_isolated_measurement_has_its_own_memory(project):
     # a fresh process: its peak is far below this test process's (which has loaded many models by now)
     assert 0 < m["base_rss_gb"] < m["load_rss_gb"] <= m["peak_rss_gb"] < 2
     assert m["n_examples"] == 2 and m["decode_tok_s"] > 0
+
+
+@pytest.mark.parametrize("method", ["int8-weight-only", "int4"])
+def test_other_torchao_methods_load_and_stay_close(project, method):
+    from odyssey.optimize import quantize
+
+    result = quantize(project, method, measure=False)
+    ids = torch.tensor([[1, 40, 41, 300, 7, 9]])
+    base, q = _logits("tiny:llama", ids), _logits(result.model_ref, ids)
+    rel = float((q - base).norm() / base.norm())
+    assert 0 < rel < (0.1 if method == "int8-weight-only" else 0.5)  # int4 is coarser than int8
+    assert result.size_mb < result.parent_size_mb
