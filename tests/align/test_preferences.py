@@ -143,3 +143,14 @@ def test_queue_for_labelling_fills_the_compare_page_queue(tmp_path):
     assert 1 <= n <= 3
     pair = next_pair(project.store)
     assert pair["a_text"] != pair["b_text"] and pair["source"] == "align" and pair["status"] == "pending"
+
+
+def test_unreachable_hf_dataset_is_a_clear_error(monkeypatch):
+    from odyssey.align.preferences import from_hf
+    from odyssey.errors import Unavailable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(Unavailable, match="could not load preference dataset 'odyssey-test/no-such-prefs'") as err:
+        from_hf("odyssey-test/no-such-prefs")
+    assert "kind: file" in err.value.hint
