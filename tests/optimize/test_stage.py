@@ -177,3 +177,15 @@ def test_other_torchao_methods_load_and_stay_close(project, method):
     rel = float((q - base).norm() / base.norm())
     assert 0 < rel < (0.1 if method == "int8-weight-only" else 0.5)  # int4 is coarser than int8
     assert result.size_mb < result.parent_size_mb
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bitsandbytes quantization needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["bnb-int8", "bnb-nf4"])
+def test_bitsandbytes_on_a_gpu(project, method):
+    pytest.importorskip("bitsandbytes")
+    from odyssey.optimize import quantize
+
+    result = quantize(project, method, measure=False)
+    config = json.loads(open(os.path.join(result.model_ref, "config.json")).read())
+    assert config["quantization_config"]["quant_method"] == "bitsandbytes"
+    assert result.size_mb < result.parent_size_mb
