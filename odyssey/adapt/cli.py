@@ -85,6 +85,10 @@ def register(app: typer.Typer) -> None:
 
         result = run(_load(project), method=method, resume=resume, model=model, max_steps=max_steps, epochs=epochs,
                      evaluate=evaluate, limit=limit)
+        import os
+
+        if int(os.environ.get("RANK", "0")) != 0:
+            return  # under torchrun / accelerate launch, the first process reports
         if as_json:
             _emit(result.as_dict())
             return
