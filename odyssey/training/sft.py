@@ -169,10 +169,12 @@ class Collator:
                 "labels": torch.tensor([e.labels + [IGNORE] * (dec - len(e.labels)) for e in group]),
             }
         width = max(len(e.input_ids) for e in group)
+        # No attention mask: pads sit after the last real token, and under causal attention no real token
+        # looks right, so the mask changes nothing they compute (pad positions get no loss). Without it,
+        # SDPA takes its is_causal path instead of materializing a [batch, 1, len, len] mask.
         return {
             "num_tokens": sum(len(e.input_ids) for e in group),
             "input_ids": torch.tensor([e.input_ids + [self.pad_id] * (width - len(e.input_ids)) for e in group]),
-            "attention_mask": torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in group]),
             "labels": torch.tensor([e.labels + [IGNORE] * (width - len(e.labels)) for e in group]),
         }
 

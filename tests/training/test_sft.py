@@ -54,15 +54,20 @@ def test_completion_only_logits_give_the_models_own_loss(tiny):
     items = [encode_example(tiny.tokenizer, cfg, ex, max_len=256) for ex in EXAMPLES[:4]]
     batch = Collator(tiny.tokenizer.pad_token_id)([items])
     batch.pop("num_tokens")
+    assert "attention_mask" not in batch  # right padding under causal attention needs none (see Collator)
+    lengths = torch.tensor([len(e.input_ids) for e in items])
+    mask = (torch.arange(batch["input_ids"].shape[1])[None] < lengths[:, None]).long()
+    assert mask.min() == 0  # the batch really has padding
     fast, n = completion_loss(tiny.model, **batch)
-    reference = tiny.model(**batch).loss  # full logits, HF's shifted cross-entropy with -100 ignored
+    # reference: full logits, the attention mask, HF's shifted cross-entropy with -100 ignored
+    reference = tiny.model(**batch, attention_mask=mask).loss
     assert fast.item() == pytest.approx(reference.item(), abs=1e-5)
     assert n == int((batch["labels"][:, 1:] != IGNORE).sum())
     # gradients agree too
     fast.backward()
     g_fast = tiny.model.model.layers[0].mlp.up_proj.weight.grad.clone()
     tiny.model.zero_grad()
-    tiny.model(**batch).loss.backward()
+    tiny.model(**batch, attention_mask=mask).loss.backward()
     assert torch.allclose(g_fast, tiny.model.model.layers[0].mlp.up_proj.weight.grad, atol=1e-6)
     tiny.model.zero_grad()
 
