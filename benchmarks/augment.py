@@ -118,7 +118,7 @@ def bench_retrieval(sizes=(1000, 10000)) -> dict:
     return out
 
 
-def bench_generation(parts: list[str], model: str, limit: int | None) -> None:
+def bench_generation(parts: list[str], model: str, limit: int | None, qa_limit: int | None = None) -> None:
     from odyssey.augment.evaluate import evaluate_augmented
     from odyssey.augment.llm import ChatModel
     from odyssey.project import Project
@@ -134,16 +134,17 @@ def bench_generation(parts: list[str], model: str, limit: int | None) -> None:
     if "qa" in parts:
         plan += [("grounded-qa", "plain"), ("grounded-qa", "rag")]
     if "math" in parts:
-        plan += [("arithmetic", t) for t in ("plain", "cot", "cot-fewshot", "pal", "react")]
+        plan += [("arithmetic", t) for t in ("plain", "pal", "cot", "cot-fewshot", "react")]
     results = json.loads(RESULTS.read_text()).get("generation", {}) if RESULTS.exists() else {}
     for dataset, technique in plan:
         t0 = time.perf_counter()
-        r = evaluate_augmented(project, technique, dataset, model_obj=chat, limit=limit)
+        r = evaluate_augmented(project, technique, dataset, model_obj=chat,
+                               limit=qa_limit if dataset == "grounded-qa" else limit)
         entry = {"n": r.n, "seconds": round(time.perf_counter() - t0, 1),
                  **{k: round(v, 4) for k, v in r.metrics.items()}}
         results[f"{dataset}/{technique}"] = entry
         print(f"{dataset:>12} {technique:>12}: {entry}", flush=True)
-        merge("generation", {"model": model, "limit": limit, **results})
+        merge("generation", {"model": model, **results})
     if "sc" in parts:
         project.spec.augment.self_consistency = 5
         t0 = time.perf_counter()
@@ -152,21 +153,22 @@ def bench_generation(parts: list[str], model: str, limit: int | None) -> None:
                  **{k: round(v, 4) for k, v in r.metrics.items()}}
         results["arithmetic/cot-self-consistency-5"] = entry
         print(f"arithmetic cot-sc5: {entry}", flush=True)
-        merge("generation", {"model": model, "limit": limit, **results})
+        merge("generation", {"model": model, **results})
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="retrieval,qa,math", help="comma-separated: retrieval, qa, math, sc")
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
-    parser.add_argument("--limit", type=int, default=None, help="questions per set (default: all)")
+    parser.add_argument("--limit", type=int, default=None, help="arithmetic problems (default: all 40)")
+    parser.add_argument("--qa-limit", type=int, default=None, help="grounded-QA questions (default: all 48)")
     parser.add_argument("--sizes", default="1000,10000")
     args = parser.parse_args()
     parts = args.parts.split(",")
+    if set(parts) & {"qa", "math", "sc"}:
+        bench_generation(parts, args.model, args.limit, args.qa_limit)
     if "retrieval" in parts:
         merge("retrieval", bench_retrieval(tuple(int(s) for s in args.sizes.split(","))))
-    if set(parts) & {"qa", "math", "sc"}:
-        bench_generation(parts, args.model, args.limit)
     print(json.dumps(json.loads(RESULTS.read_text()), indent=2))
 
 

@@ -230,7 +230,8 @@ def chunk_document(doc: Document, source: str, size: int = 120, overlap: int = 2
         key = (block.headings, block.page)
         if not sections or sections[-1][:2] != key:
             sections.append((block.headings, block.page, []))
-        sections[-1][2].extend(_pieces(block, size))
+        # Over-long blocks are cut a little shorter than a chunk, so the overlap still fits in front.
+        sections[-1][2].extend(_pieces(block, size - overlap))
     chunks: list[Chunk] = []
     for headings, page, pieces in sections:
         current: list[str] = []

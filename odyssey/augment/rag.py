@@ -76,7 +76,7 @@ def answer(model, collection, questions: list[str], options, *, hits: list[list]
             continue
         asked.append((i, relevant))
         convs.append(rag_messages(q, relevant))
-    outs = model.complete(convs, description="answering from documents", max_new_tokens=max_new_tokens)
+    outs = model.complete(convs, description="answering from documents", max_new_tokens=max_new_tokens) if convs else []
     for (i, relevant), conv, out in zip(asked, convs, outs):
         cited = sorted({int(n) for n in _CITE.findall(out) if 1 <= int(n) <= len(relevant)})
         results[i] = RagAnswer(

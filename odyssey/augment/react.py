@@ -67,6 +67,8 @@ def calculator_tool(limits=None) -> Tool:
         if not result.ok:
             return f"error: {result.error}"
         value = result.value
+        if value is None:
+            return "error: no value; give an expression such as calculator[12 * 7 + 5]"
         number = parse_number(value) if isinstance(value, (int, float)) else None
         return format_number(number) if number is not None else value
 
@@ -171,10 +173,14 @@ class Agent:
         for step in range(1, self.max_steps + 1):
             if not open_:
                 break
+            stops = ["Observation", "\nQuestion:"]
             outs = self.model.complete([convs[i] for i in open_], description=f"react step {step}",
-                                       stop=["Observation", "\nQuestion:"], max_new_tokens=self.max_new_tokens)
+                                       stop=stops, max_new_tokens=self.max_new_tokens)
             still_open = []
             for i, out in zip(open_, outs):
+                # Never let the model write its own observations (any model, even one ignoring stop=).
+                cut = min((out.find(s) for s in stops if s in out), default=-1)
+                out = out[:cut].rstrip() if cut >= 0 else out
                 thought, action, arg = parse_step(out)
                 entry = {"step": step, "thought": thought, "action": action, "input": arg, "raw": out}
                 results[i].outputs.append(out)
