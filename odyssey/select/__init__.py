@@ -7,8 +7,8 @@ Entry points load lazily: ``odyssey --help`` imports this package to find its co
 _EXPORTS = {
     "select_models": "odyssey.select.ranking", "SelectResult": "odyssey.select.ranking",
     "plan": "odyssey.select.planner", "probe": "odyssey.select.planner", "Plan": "odyssey.select.planner",
-    "curate": "odyssey.select.curate", "CurationReport": "odyssey.select.curate",
-    "run_benchmarks": "odyssey.select.benchmarks", "pretrain": "odyssey.select.pretrain",
+    "curate": "odyssey.select.curation", "CurationReport": "odyssey.select.curation",
+    "run_benchmarks": "odyssey.select.benchmarks", "pretrain": "odyssey.select.pretraining",
     "model_cards": "odyssey.select.catalog", "hub_search": "odyssey.select.catalog",
 }
 

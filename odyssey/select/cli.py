@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ):
         """Exact and near-duplicate removal, quality filters, PII scrubbing; a report of what was dropped and why."""
-        from odyssey.select.curate import curate
+        from odyssey.select.curation import curate
         from odyssey.spec import CurateSpec
 
         proj = _project(project, required=False)
@@ -211,7 +211,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ):
         """Pretrain from scratch (tokenizer, model from a preset, training, eval) and record a candidate."""
-        from odyssey.select.pretrain import pretrain
+        from odyssey.select.pretraining import pretrain
 
         proj = _project(project)
         overrides = {k: v for k, v in {"objective": objective, "size": size, "corpus": str(corpus) if corpus else None,

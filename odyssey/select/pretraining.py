@@ -202,7 +202,7 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
 
     from odyssey.models import FAMILY_DECODER, FAMILY_ENCODER, load
     from odyssey.select.corpus_gen import corpus_dir
-    from odyssey.select.curate import read_corpus
+    from odyssey.select.curation import read_corpus
     from odyssey.select.objectives import lm_loss
     from odyssey.training import TrainConfig, train
 
@@ -292,8 +292,20 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
                   "train_blocks": len(train_blocks), "val_blocks": len(val_blocks), "resume": resume}
     with project.store.run("select", spec_dict, {"action": "pretrain", **run_config}) as run:
         started = time.perf_counter()
+        before = None
+        if not (resume and (folder / "train").exists()):
+            import torch as _torch
+
+            model.eval()
+            with _torch.no_grad():
+                before = {"step": 0, **eval_fn(model)}  # where the curve starts (random init: ~ln(vocab))
         result = train(model, train_blocks, lm_loss, cfg, eval_fn=eval_fn, collate_fn=collate, resume=resume,
                        description=f"pretraining {objective} ({size})")
+        if before is not None:
+            result.history.insert(0, before)
+            (folder / "initial_eval.json").write_text(json.dumps(before))
+        elif (folder / "initial_eval.json").exists():
+            result.history.insert(0, json.loads((folder / "initial_eval.json").read_text()))
         model_dir = folder / "model"
         tmp = folder / "model.partial"
         shutil.rmtree(tmp, ignore_errors=True)

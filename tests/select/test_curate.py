@@ -8,7 +8,7 @@ import random
 import pytest
 
 from odyssey.errors import OdysseyError
-from odyssey.select.curate import curate, quality_problem, scrub_pii
+from odyssey.select.curation import curate, quality_problem, scrub_pii
 from odyssey.spec import CurateSpec
 
 BASE = [
