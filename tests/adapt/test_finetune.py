@@ -118,7 +118,7 @@ def test_prompt_tuning_trains_only_the_soft_prompt(tmp_path, model):
 
 def test_lora_on_seq2seq(tmp_path):
     project = _project(tmp_path / "p", "tiny:t5", extra="adapt:\n  method: lora\n  learning_rate: 0.01\n")
-    result = project_finetune(project, max_steps=3, limit=1)
+    result = project_finetune(project, max_steps=3, evaluate=False)  # seq2seq generation: the prompt-tuning test
     assert result.candidate == "tiny-t5:lora"
     assert result.val_loss["after"] < result.val_loss["before"]
     assert 0 < result.trainable_pct < 100
@@ -182,3 +182,17 @@ def test_bad_adapt_settings_name_the_field(tmp_path):
 
     with pytest.raises(SpecError, match="rank"):
         Project.load(root)
+
+
+@pytest.mark.slow
+def test_lora_on_the_packaged_smollm2(tmp_path):
+    """The real model: LoRA r16 on the 7 projections of 30 blocks, the fast completion-only loss, a few steps."""
+    project = _project(tmp_path / "p", "packaged:smollm2-135m-instruct",
+                       extra="adapt:\n  method: lora\n  save_every: 2\n")
+    result = project_finetune(project, max_steps=2, evaluate=False)
+    # r x (in + out) per projection: q, o 576->576; k, v 576->192; gate, up 576->1536; down 1536->576
+    per_block = 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))
+    assert result.trainable_params == 30 * per_block == 4_884_480
+    assert 3.0 < result.trainable_pct < 4.0
+    assert result.val_loss["after"] < result.val_loss["before"]
+    assert result.memory_estimate_gb > 0 and result.peak_memory_gb > 0
