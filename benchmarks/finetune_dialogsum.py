@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--methods", default="lora,full,prompt_tuning")
     parser.add_argument("--max-seq-len", type=int, default=512)
     parser.add_argument("--eval-n", type=int, default=100)
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also score the zero-shot base model on the test rows (after the methods)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     os.environ.setdefault("ODYSSEY_QUIET", "1")
@@ -124,7 +126,18 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2, default=str))
         print(f"{method}: {results['finetune'][method]}", flush=True)
+    if args.baseline:
+        # The zero-shot baseline on the same test rows, through `odyssey eval` (skipped when already measured).
+        name = "smollm2-135m-instruct:zero-shot"
+        cand = project.store.candidate(name)
+        if cand is None or not project.store.latest_metrics(cand["id"], "test"):
+            started = time.perf_counter()
+            evaluation = project.evaluate(split="test", limit=args.eval_n)
+            results["zero_shot"] = {k: round(evaluation.metrics[k], 4) for k in ("rouge1", "rouge2", "rougeL")}
+            results["zero_shot"]["wall_s"] = round(time.perf_counter() - started, 1)
+            print(f"zero-shot: {results['zero_shot']}", flush=True)
     results["candidates"] = collect(project)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {out}")
 
