@@ -109,7 +109,9 @@ def run_benchmarks(tasks: list[str], *, model: str | None = None, candidate: str
     ref = ref or loaded.ref
     lm = odyssey_lm(loaded, batch_size)
     with tempfile.TemporaryDirectory(prefix="odyssey-tasks-") as tmp:
-        manager = TaskManager(include_path=str(_materialize(Path(tmp))), verbosity="ERROR")
+        # Indexing lm-eval's thousands of built-in task YAMLs takes a while: only when a non-local task is asked.
+        hub_tasks = any(not t.startswith("local:") for t in tasks)
+        manager = TaskManager(include_path=str(_materialize(Path(tmp))), include_defaults=hub_tasks, verbosity="ERROR")
         missing = [n for n in names if n not in manager.all_tasks]
         if missing:
             raise OdysseyError(f"lm-eval does not know the task(s) {', '.join(missing)}",

@@ -101,3 +101,18 @@ def test_packaged_cards_and_gemma_entry():
     if gemma.installed:
         card = packaged_card("gemma3-270m")
         assert card.get("summary")
+
+
+@pytest.mark.slow  # measures the machine once (planner probe), curates and pretrains
+def test_demo_step_records_a_pretrained_candidate(tmp_path):
+    from rich.console import Console
+
+    from odyssey.select.demo import demo_step
+
+    project = _project(tmp_path, ["tiny:llama"])
+    console = Console(record=True, width=160)
+    demo_step(project, console, model="tiny:llama", quick=True)
+    text = console.export_text()
+    assert "odyssey plan" in text and "curated the shipped corpus" in text
+    cand = project.store.candidate("pretrained-clm-tiny")
+    assert cand is not None and cand["stage"] == "select"
