@@ -151,7 +151,7 @@ class Collection:
         A file is unchanged when its sha256 matches the manifest; then nothing is embedded.
         """
         from odyssey import ui
-        from odyssey.augment.ingest import chunk_document, find_files, read_document
+        from odyssey.augment.documents import chunk_document, find_files, read_document
         from odyssey.store import sha256_file
 
         started = time.perf_counter()

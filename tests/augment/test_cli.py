@@ -124,3 +124,18 @@ def test_grounded_qa_eval_through_the_python_api(project):
     assert result.n == 4 and m["recall@5"] == 1.0
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["not_in_documents_rate"] <= 1
     assert {r["example_id"] for r in result.rows} == {"gqa-001", "gqa-002", "gqa-003", "gqa-u01"}
+
+
+def test_demo_step_records_augmented_candidates(project):
+    from rich.console import Console
+
+    from odyssey.augment.demo import demo_step
+    from odyssey.project import Project
+
+    proj = Project.load(project)
+    console = Console(record=True, width=140)
+    demo_step(proj, console, model="tiny:llama", quick=True)
+    text = console.export_text()
+    assert "8. augment" in text and "tiny-llama:rag@grounded-qa" in text and "tiny-llama:pal@arithmetic" in text
+    names = {c["name"] for c in proj.store.candidates()}
+    assert {"tiny-llama:plain@grounded-qa", "tiny-llama:rag@grounded-qa", "tiny-llama:pal@arithmetic"} <= names

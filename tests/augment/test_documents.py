@@ -2,7 +2,7 @@
 
 import pytest
 
-from odyssey.augment.ingest import chunk_document, find_files, read_document
+from odyssey.augment.documents import chunk_document, find_files, read_document
 from odyssey.errors import OdysseyError
 
 
