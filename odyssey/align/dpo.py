@@ -123,6 +123,9 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     cfg = project.spec.align.ppo
+    if cfg.batch_size % 2:
+        raise OdysseyError(f"align.ppo.batch_size={cfg.batch_size}: {algo} samples 2 answers per prompt, so the "
+                           "batch size must be even", hint=f"set align.ppo.batch_size to {cfg.batch_size + 1}")
     begin = starting_candidate(project, start)
     parent_id = ensure_candidate_row(project, begin)
     score_fn, reward_info = reward_function(project, reward, reward_model)

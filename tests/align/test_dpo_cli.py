@@ -87,3 +87,24 @@ def test_lifecycle_prefs_reward_ppo_dpo_status(tmp_path):
     assert set(aligned) == {ppo["candidate"], json.loads(run("align", "dpo", "--no-eval").stdout)["candidate"]}
     assert all(c["parent"] == ppo["parent"] for c in aligned.values())
     assert "win_rate" in aligned[ppo["candidate"]]["metrics"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["rloo", "grpo"])
+def test_trl_online_trainers_record_a_candidate(tmp_path, algo):
+    from odyssey.align.dpo import trl_online
+
+    project, _ = _prefs_project(tmp_path, "align:\n  ppo: {batch_size: 2, max_new_tokens: 6}\n")
+    result = trl_online(project, algo, reward="toxicity", steps=1, evaluate=False)
+    cand = project.store.candidate(result.candidate)
+    assert cand["stage"] == "align" and cand["config"]["align"]["method"] == algo
+    assert cand["config"]["align"]["reward"] == "toxicity" and result.candidate.endswith(f"+{algo}")
+
+
+def test_online_trainers_need_an_even_batch(tmp_path):
+    from odyssey.align.dpo import trl_online
+    from odyssey.errors import OdysseyError
+
+    project, _ = _prefs_project(tmp_path, "align:\n  ppo: {batch_size: 3}\n")
+    with pytest.raises(OdysseyError, match="must be even"):
+        trl_online(project, "grpo", reward="toxicity", steps=1)
