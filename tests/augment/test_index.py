@@ -85,3 +85,18 @@ def test_bad_collection_names_and_modes(tmp_path):
     with pytest.raises(OdysseyError, match="unknown retrieval mode"):
         coll.ingest([grounded_docs_dir() / "warranty.txt"])
         coll.search("warranty", mode="fuzzy")
+
+
+def test_optional_cross_encoder_reranker(shipped, tmp_path):
+    from odyssey.errors import OdysseyError
+    from odyssey.models import parse_ref, resolve
+
+    cross = str(resolve(parse_ref("tiny:bert")))  # a real (tiny, random) BERT loaded as a CrossEncoder
+    plain = shipped.search("warranty years for tents", k=10)
+    reranked = shipped.search("warranty years for tents", k=3, reranker=cross)
+    assert len(reranked) == 3 and all(h.rerank_score is not None for h in reranked)
+    assert [h.rerank_score for h in reranked] == sorted((h.rerank_score for h in reranked), reverse=True)
+    assert {h.id for h in reranked} <= {h.id for h in shipped.search("warranty years for tents", k=20)}
+    assert plain[0].rerank_score is None
+    with pytest.raises(OdysseyError, match="could not load re-ranker"):
+        shipped.search("warranty", reranker=str(tmp_path / "no-such-model"))
