@@ -261,7 +261,8 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
         tokenizer.pad_token = tokenizer.eos_token
     # MLM blocks carry the encoder's [CLS]-like start token: BERT-style models expect one.
     train_blocks = pack(train_texts, tokenizer, settings.seq_len)
-    val_blocks = pack(val_texts, tokenizer, settings.seq_len)
+    # Validation on at most 64 blocks: a steady estimate of the loss without dominating a CPU run's time.
+    val_blocks = pack(val_texts, tokenizer, settings.seq_len)[:64]
     if not train_blocks or not val_blocks:
         raise OdysseyError(f"the corpus is too small for blocks of {settings.seq_len} tokens",
                            hint="lower select.pretrain.seq_len or add text")
