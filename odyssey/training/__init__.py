@@ -496,7 +496,8 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
             better = best is None or (value > best["value"] if config.greater_is_better else value < best["value"])
             if better:
                 bad_evals = 0
-                best = {"step": step, "metric": config.metric_for_best, "value": value, "path": str(out / BEST)}
+                best = {"step": step, "metric": config.metric_for_best, "value": value,
+                        "path": str(out / BEST) if config.keep_best else None}
                 if config.keep_best:
                     write_checkpoint(out / BEST, "best")
                     accelerator.wait_for_everyone()
