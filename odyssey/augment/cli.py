@@ -158,7 +158,10 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[bold]sandbox[/]: ok={step['ok']} value={step['value']!r} error={step['error']}")
             elif "step" in step:
                 console.print(f"[bold]step {step['step']}[/] thought: {step['thought']}", highlight=False)
-                console.print(f"  action: {step['action']}[{step['input']}]", markup=False, highlight=False)
+                if step["action"]:
+                    console.print(f"  action: {step['action']}[{step['input']}]", markup=False, highlight=False)
+                else:
+                    console.print(f"  (no action in the reply) {step['raw'][:200]!r}", markup=False, highlight=False)
                 if step.get("observation") is not None:
                     console.print(f"  observation: {step['observation']}", markup=False, highlight=False)
             elif "fallback" in step:
