@@ -281,6 +281,7 @@ class MixSource(Strict):
     source: str = Field(..., description="a .jsonl/.json/.csv/.parquet file with input and target columns")
     fields: Fields = Fields()
     weight: float = Field(1.0, gt=0, description="examples drawn from this source relative to the task's train split")
+    instruction: str | None = Field(None, description="the instruction for these examples; None: the task's")
 
 
 class AdaptSpec(Strict):

@@ -115,7 +115,7 @@ def workdir(project, slug: str, method: str) -> Path:
 
 
 def _mix_examples(project, aspec, n_train: int, seed: int):
-    """Examples drawn from ``adapt.mix`` sources: ``weight`` x the train split's size from each."""
+    """(source, examples) drawn from each ``adapt.mix`` source: ``weight`` x the train split's size."""
     from odyssey.data import read_records, to_examples
     from odyssey.spec import DataSpec
 
@@ -130,7 +130,7 @@ def _mix_examples(project, aspec, n_train: int, seed: int):
         want = max(1, round(source.weight * n_train))
         rng = random.Random(f"{seed}:{i}")
         picked = [rows[j % len(rows)] for j in rng.sample(range(max(want, len(rows))), want)] if rows else []
-        out.extend(picked)
+        out.append((source, picked))
     return out
 
 
@@ -195,6 +195,7 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     from odyssey.adapt.finetune_methods import DEFAULT_LR, apply_method, count_params, load_quantized
     from odyssey.models import FAMILY_DECODER, FAMILY_SEQ2SEQ, load
     from odyssey.models.loading import LoadedModel
+    from odyssey.prompts import PromptConfig
     from odyssey.training import TrainConfig, train, world
     from odyssey.training.sft import Collator, SFTModule, data_hash, encode_example, mean_loss, sft_loss
 
@@ -213,7 +214,7 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     if not train_examples:
         raise OdysseyError("fine-tuning needs training data: the train split is empty",
                            hint="set scope.data.splits.train above 0, or give a train file in scope.data.source")
-    train_examples += _mix_examples(project, aspec, len(train_examples), aspec.seed)
+    mixed = _mix_examples(project, aspec, len(train_examples), aspec.seed)
     validation = data.splits.get("validation", [])[: aspec.val_limit or None]
 
     from odyssey.training import rss_gb
@@ -230,17 +231,27 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     if aspec.lora.quantize and method == "lora":
         base_model = load_quantized(loaded.path, aspec.lora.quantize, seq2seq)
 
-    encode = lambda ex: encode_example(tokenizer, cfg, ex, max_len=aspec.max_seq_len, seq2seq=seq2seq)  # noqa: E731
+    encode = lambda ex, c=cfg: encode_example(tokenizer, c, ex, max_len=aspec.max_seq_len, seq2seq=seq2seq)  # noqa: E731
     with ui.status("tokenizing the training data"):
         items = [encode(ex) for ex in train_examples]
+        for source, examples in mixed:
+            # a mixed-in dataset keeps its own instruction when it has one (general data is not a summary task)
+            mix_cfg = cfg if source.instruction is None else PromptConfig.from_dict(
+                {**cfg.as_dict(), "instruction": source.instruction})
+            items += [encode(ex, mix_cfg) for ex in examples]
         val_items = [encode(ex) for ex in validation]
     notes = []
     cut = sum(1 for e in items if e.truncated)
     if cut:
         notes.append(f"{cut} of {len(items)} training inputs were cut to adapt.max_seq_len={aspec.max_seq_len}")
     digest = data_hash(items)
+    if aspec.packing == "pack" and (seq2seq or method == "prompt_tuning"):
+        # PEFT's soft prompts ignore position_ids (which keep packed examples apart); seq2seq has no rows to pack
+        notes.append(f"packing does not apply to {'seq2seq models' if seq2seq else 'prompt tuning'}: "
+                     "length-bucketed batches instead")
+        aspec = aspec.model_copy(update={"packing": "bucket"})
     groups = _groups(items, aspec, seq2seq=seq2seq, seed=aspec.seed)
-    packed = aspec.packing == "pack" and not seq2seq
+    packed = aspec.packing == "pack"
     collator = Collator(tokenizer.pad_token_id, seq2seq=seq2seq, packed=packed)
     eval_collator = Collator(tokenizer.pad_token_id, seq2seq=seq2seq)
     from odyssey.training.sft import bucket_groups

@@ -143,8 +143,8 @@ def test_resume_continues_the_interrupted_finetune(tmp_path):
 def test_mixing_and_the_forgetting_check(tmp_path):
     root = tmp_path / "p"
     general = [{"input": f"What is {i} plus {i}?", "target": f"{2 * i}"} for i in range(6)]
-    extra = "adapt:\n  method: full\n  learning_rate: 0.003\n  mix: [{source: general.jsonl, weight: 0.5}]\n" \
-            "  general_set: general.jsonl\n"
+    extra = "adapt:\n  method: full\n  learning_rate: 0.003\n" \
+            "  mix: [{source: general.jsonl, weight: 0.5, instruction: Answer the sum.}]\n  general_set: general.jsonl\n"
     project = _project(root, extra=extra)
     (root / "general.jsonl").write_text("\n".join(json.dumps(r) for r in general))
     result = project_finetune(project, max_steps=2, evaluate=False)
@@ -156,6 +156,16 @@ def test_mixing_and_the_forgetting_check(tmp_path):
     assert f["increase"] == pytest.approx(f["general_loss_after"] - f["general_loss_before"])
     runs = project.store.runs("adapt")
     assert runs[0]["config"]["n_examples"] == n_train + round(0.5 * n_train)
+    # the mixed examples are trained with their own instruction
+    from odyssey.data import Example
+    from odyssey.prompts import PromptConfig
+    from odyssey.training.sft import encode_example
+
+    tok = load("tiny:llama").tokenizer
+    task_cfg = PromptConfig.from_dict(cand["config"]["prompt"])
+    mix_cfg = PromptConfig.from_dict({**task_cfg.as_dict(), "instruction": "Answer the sum."})
+    ex = Example("0", general[0]["input"], (general[0]["target"],))
+    assert "Answer the sum." in tok.decode(encode_example(tok, mix_cfg, ex, max_len=96).input_ids)
 
 
 def test_cli_finetune_and_user_errors(tmp_path):
