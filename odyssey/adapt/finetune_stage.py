@@ -278,6 +278,11 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     train_dir = out / "train"
     if main and not resume:
         shutil.rmtree(train_dir, ignore_errors=True)
+    from odyssey.training import latest_checkpoint
+
+    if resume and latest_checkpoint(train_dir) is None:
+        notes.append(f"--resume: no checkpoint in {train_dir}; started from the beginning")
+        ui.say(notes[-1])
     lr = aspec.learning_rate or DEFAULT_LR[method]
     tconfig = TrainConfig(
         output_dir=train_dir, max_steps=aspec.max_steps, epochs=aspec.epochs, learning_rate=lr,
