@@ -79,7 +79,7 @@ async def load(url: str, headers: dict, model: str, messages: list[list[dict]], 
     queue: asyncio.Queue = asyncio.Queue()
     for m in messages:
         queue.put_nowait(m)
-    latencies, tokens, ids, errors = [], [], [], []
+    latencies, tokens, prompt_tokens, ids, errors = [], [], [], [], []
 
     async def worker(client: httpx.AsyncClient):
         while not queue.empty():
@@ -93,6 +93,7 @@ async def load(url: str, headers: dict, model: str, messages: list[list[dict]], 
             latencies.append((time.perf_counter() - t0) * 1000)
             data = r.json()
             tokens.append(data["usage"]["completion_tokens"])
+            prompt_tokens.append(data["usage"].get("prompt_tokens") or 0)
             ids.append(data.get("id"))
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(1800), limits=httpx.Limits(max_connections=64)) as client:
@@ -103,7 +104,8 @@ async def load(url: str, headers: dict, model: str, messages: list[list[dict]], 
             "completion_tokens": sum(tokens), "wall_s": round(wall, 2),
             "tokens_per_s": round(sum(tokens) / wall, 2),
             "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
-            "mean_completion_tokens": round(sum(tokens) / max(len(tokens), 1), 1), "_ids": ids}
+            "mean_completion_tokens": round(sum(tokens) / max(len(tokens), 1), 1),
+            "mean_prompt_tokens": round(sum(prompt_tokens) / max(len(prompt_tokens), 1), 1), "_ids": ids}
 
 
 def run_levels(name, url, headers, model, levels, per_level, max_tokens) -> dict:
@@ -121,7 +123,7 @@ def run_levels(name, url, headers, model, levels, per_level, max_tokens) -> dict
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", default="1,8,32")
-    ap.add_argument("--requests", default="6,24,64", help="requests per level")
+    ap.add_argument("--requests", default="3,16,32", help="requests per level")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--parallel", type=int, default=32, help="llama-server slots (-np), for both C++ servers")
     ap.add_argument("--slot-context", type=int, default=1024)
