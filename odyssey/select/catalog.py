@@ -52,32 +52,10 @@ def hub_search(query: str, limit: int = 10, task: str | None = "text-generation"
 
 
 def packaged_card(name: str) -> dict:
-    """The model card shipped inside a packaged model's PyPI package (README.md / README.upstream.md)."""
-    import importlib.util
-    from pathlib import Path
+    """The model card shipped inside a packaged model's PyPI package (see odyssey.models.packaged_card)."""
+    from odyssey.models import packaged_card as card
 
-    from odyssey.models import PACKAGED, read_model_card
-
-    packaged = PACKAGED.get(name)
-    if packaged is None:
-        return {}
-    spec = importlib.util.find_spec(packaged.module)
-    if spec is None:
-        return {}
-    roots = [Path(p) for p in (spec.submodule_search_locations or [])]
-    for root in roots:
-        for candidate in [root, *sorted(p.parent for p in root.rglob("README*.md"))]:
-            for readme in sorted(candidate.glob("README*.md")):
-                import shutil
-                import tempfile
-
-                with tempfile.TemporaryDirectory() as tmp:  # read_model_card reads <dir>/README.md
-                    shutil.copy(readme, Path(tmp) / "README.md")
-                    card = read_model_card(Path(tmp))
-                if card:
-                    card.setdefault("source", str(readme))
-                    return card
-    return {}
+    return card(name)
 
 
 def model_cards(project=None, include_tiny: bool = False) -> list:
