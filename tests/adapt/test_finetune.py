@@ -168,7 +168,7 @@ def test_mixing_and_the_forgetting_check(tmp_path):
     assert "Answer the sum." in tok.decode(encode_example(tok, mix_cfg, ex, max_len=96).input_ids)
 
 
-def test_cli_finetune_and_user_errors(tmp_path):
+def test_cli_user_errors(tmp_path):
     root = tmp_path / "p"
     _project(root, extra="adapt:\n  method: lora\n")
     env = {**os.environ, "ODYSSEY_QUIET": "1"}
@@ -178,7 +178,15 @@ def test_cli_finetune_and_user_errors(tmp_path):
     assert bad.returncode == 2 and "full, lora, prompt_tuning" in bad.stderr and "Traceback" not in bad.stderr
     no_lora = run("finetune", "merge", "-p", str(root))
     assert no_lora.returncode == 2 and "odyssey finetune --method lora" in no_lora.stderr
-    ok = run("finetune", "-p", str(root), "--max-steps", "2", "--no-evaluate", "--json")
+
+
+@pytest.mark.slow
+def test_cli_finetune_json(tmp_path):
+    root = tmp_path / "p"
+    _project(root, extra="adapt:\n  method: lora\n")
+    env = {**os.environ, "ODYSSEY_QUIET": "1"}
+    ok = subprocess.run([sys.executable, "-m", "odyssey.cli", "finetune", "-p", str(root), "--max-steps", "2",
+                         "--no-evaluate", "--json"], env=env, capture_output=True, text=True, timeout=600)
     assert ok.returncode == 0, ok.stderr
     payload = json.loads(ok.stdout)
     assert payload["candidate"] == "tiny-llama:lora" and payload["steps"] == 2 and payload["trainable_pct"] > 0
