@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/ftds")
     parser.add_argument("--methods", default="lora,full,prompt_tuning")
     parser.add_argument("--max-seq-len", type=int, default=512)
-    parser.add_argument("--eval-n", type=int, default=100)
+    parser.add_argument("--eval-n", type=int, default=100, help="test rows scored (the first N of the last 100)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also score the zero-shot base model on the test rows (after the methods)")
     parser.add_argument("--out", default=str(OUT))

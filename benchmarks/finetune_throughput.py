@@ -1,6 +1,6 @@
 """LoRA fine-tuning throughput: HF Trainer + PEFT (padded) vs TRL SFTTrainer vs Odyssey, same everything.
 
-    flock /tmp/odyssey-heavy.lock .venv/bin/python benchmarks/finetune_throughput.py [--n-train 64] [--n-val 24]
+    flock /tmp/odyssey-heavy.lock .venv/bin/python benchmarks/finetune_throughput.py [--n-train 48] [--n-val 24]
 
 Same model (SmolLM2-135M-Instruct), same examples (the first N rows of ../shared/data/dialogsum, rendered
 by odyssey.prompts with the chat template and tokenized ONCE, so all three train on identical token ids
@@ -124,7 +124,7 @@ def run_odyssey(path, items, pad_id, workdir) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n-train", type=int, default=64)
+    parser.add_argument("--n-train", type=int, default=48)
     parser.add_argument("--n-val", type=int, default=24)
     parser.add_argument("--max-seq-len", type=int, default=512)
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
