@@ -29,6 +29,7 @@ from odyssey.errors import OdysseyError
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 # International or North-American style numbers with at least 7 digits, separators allowed.
 PHONE = re.compile(r"(?<![\w#])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,3}(?!\w)")
+SPEAKER_TAG = re.compile(r"#\w+#")
 STOP_WORDS_EN = {"the", "be", "to", "of", "and", "that", "have", "with"}
 WORD = re.compile(r"\S+")
 RULES = ("exact_duplicate", "too_short", "too_long", "symbols", "non_alpha", "repeated_lines", "repeated_ngrams",
@@ -106,7 +107,10 @@ def quality_problem(text: str, cfg) -> str | None:
         return "too_short"
     if n > cfg.max_words:
         return "too_long"
-    symbols = text.count("#") + text.count("...") + text.count("…")
+    # Gopher counts '#' and ellipses per word. Speaker tags such as #Person1# (a dialogue corpus's own
+    # markup) are not the hashtag spam the rule is after, so they are left out of the count.
+    untagged = SPEAKER_TAG.sub(" ", text)
+    symbols = untagged.count("#") + untagged.count("...") + untagged.count("…")
     symbols += sum(1 for w in words if not any(c.isalnum() for c in w))
     if symbols / n > cfg.max_symbol_ratio:
         return "symbols"

@@ -6,7 +6,8 @@ Memory, by component (rules of thumb from the course notes, written out):
 - optimizer: Adam keeps two fp32 moments, 8 bytes per *trainable* parameter (+4 for the fp32 master copy
   under mixed precision) — PEFT saves here: only the adapter trains;
 - activations: per layer s*b*h*(34 + 5*a*s/h) bytes at 16 bit (Korthikanti et al. 2022, eq. 1), x2 at fp32,
-  plus the logits and their gradient (b*s*vocab*4*2), often the biggest tensor in a small model;
+  without the 5*a*s/h attention-matrix term under fused attention (SDPA, the default), plus the logits
+  and their gradient (b*s*vocab*4*2), often the biggest tensor in a small model;
 - KV cache for serving: 2 x layers x kv_heads x head_dim x tokens x batch x bytes;
 - runtime: what the process holds before any model (torch, transformers), measured by the probe.
 
@@ -398,7 +399,7 @@ class Plan:
 
 
 def memory_components(shape: ModelShape, method: str, precision: str, batch: int, seq: int,
-                      runtime_gb: float) -> dict[str, float]:
+                      runtime_gb: float, attention: str = "sdpa") -> dict[str, float]:
     """Bytes (as GB) of each part a job holds at its peak."""
     if method not in METHODS:
         raise OdysseyError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
@@ -419,7 +420,10 @@ def memory_components(shape: ModelShape, method: str, precision: str, batch: int
         grad_bytes = 2.0 if mixed else 4.0
         parts["gradients"] = trainable * grad_bytes
         parts["optimizer"] = trainable * (8 + (4 if mixed else 0))  # Adam moments (+ fp32 master weights)
-        per_layer = seq * batch * shape.hidden * (34 + 5 * shape.n_heads * seq / max(shape.hidden, 1))
+        # The 5*a*s/h term is the stored attention matrix (scores, softmax, dropout mask). PyTorch's
+        # scaled_dot_product_attention (transformers' default) recomputes it in the backward pass instead.
+        attention_term = 5 * shape.n_heads * seq / max(shape.hidden, 1) if attention == "eager" else 0.0
+        per_layer = seq * batch * shape.hidden * (34 + attention_term)
         scale = 1.0 if precision in {"fp16", "bf16", "int8", "int4"} else 2.0
         parts["activations"] = shape.n_layers * per_layer * scale + batch * seq * shape.vocab * 4 * 2
     return {k: v / GB for k, v in parts.items()}

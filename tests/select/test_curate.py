@@ -92,3 +92,9 @@ def test_cli_data_curate(tmp_path):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["n_kept"] == 6 and payload["dropped"]["exact_duplicate"] == 1
+
+
+def test_speaker_tags_are_not_symbols():
+    dialogue = "#Person1#: Where are you going with the bags?\n#Person2#: To the station, and then home to my family."
+    assert quality_problem(dialogue, CurateSpec()) is None
+    assert quality_problem("#sale #deal #buy the best and the cheapest offer #now #win #free", CurateSpec()) == "symbols"
