@@ -115,6 +115,7 @@ def test_augment_eval_records_candidates_the_board_shows(project):
     assert next(s for s in board["stages"] if s["stage"] == "augment")["status"] == "succeeded"
 
 
+@pytest.mark.slow  # overlaps test_augment_eval_records_candidates_the_board_shows; ~20 s
 def test_grounded_qa_eval_through_the_python_api(project):
     from odyssey.augment import evaluate_augmented
     from odyssey.project import Project
@@ -126,6 +127,7 @@ def test_grounded_qa_eval_through_the_python_api(project):
     assert {r["example_id"] for r in result.rows} == {"gqa-001", "gqa-002", "gqa-003", "gqa-u01"}
 
 
+@pytest.mark.slow  # the whole demo (tests/test_demo.py) runs this step with SmolLM2 as well
 def test_demo_step_records_augmented_candidates(project):
     from rich.console import Console
 
