@@ -356,14 +356,21 @@ def convert_hf_to_gguf(model_dir: Path, outfile: Path, outtype: str = "f16") -> 
 QUANT_TYPES = ("q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_k_s", "q4_0", "q3_k_m", "q2_k", "f16", "bf16")
 
 
-def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int | None = None) -> Path:
-    """Re-quantize a GGUF file (normally an f16/f32 conversion) with ``llama-quantize``."""
+def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int | None = None, *, engine: str = "auto") -> Path:
+    """Re-quantize a GGUF file (normally an f16/f32 conversion).
+
+    ``engine``: ``tool`` runs ``llama-quantize``; ``binding`` calls ``llama_cpp.llama_model_quantize``,
+    the same llama.cpp function inside the installed llama-cpp-python (no build needed); ``auto``
+    uses the tool when it is built, else the binding.
+    """
     qtype = qtype.lower()
     if qtype not in QUANT_TYPES:
         raise OdysseyError(f"Unknown GGUF quantization type {qtype!r}.", hint=f"Use one of: {', '.join(QUANT_TYPES)}.")
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")
+    if engine == "binding" or (engine == "auto" and not available("llama-quantize")):
+        return _quantize_with_binding(Path(src), dst, tmp, qtype, threads)
     cmd = [str(tool_path("llama-quantize")), str(src), str(tmp), qtype.upper(), str(threads or os.cpu_count() or 1)]
     from odyssey.ui import status
 
@@ -372,6 +379,26 @@ def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int | None = None) 
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise OdysseyError(f"llama-quantize failed ({qtype}) on {src}:\n" + (proc.stderr or proc.stdout)[-2000:],
+                           hint="Check that the input is a valid f16/f32 GGUF file.")
+    os.replace(tmp, dst)
+    return dst
+
+
+def _quantize_with_binding(src: Path, dst: Path, tmp: Path, qtype: str, threads: int | None) -> Path:
+    import ctypes
+
+    import llama_cpp
+
+    from odyssey.ui import status
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}")
+    params.nthread = int(threads or os.cpu_count() or 1)
+    with status(f"llama_model_quantize {src.name} -> {qtype}"):
+        code = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+    if code != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        raise OdysseyError(f"llama_model_quantize failed ({qtype}, code {code}) on {src}",
                            hint="Check that the input is a valid f16/f32 GGUF file.")
     os.replace(tmp, dst)
     return dst

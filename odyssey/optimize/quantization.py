@@ -131,7 +131,7 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
     if method.backend == "gguf":
         from odyssey.models import llamacpp
 
-        llamacpp.check_toolchain() if not llamacpp.available("llama-quantize") else None
+        llamacpp.convert_script()  # the converter ships in the sources; quantizing needs no build (binding)
     elif method.backend == "torchao":
         from odyssey.errors import require
 

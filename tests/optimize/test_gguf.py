@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from odyssey.models import llamacpp
 from tests.conftest import tiny_project
 
 pytestmark = pytest.mark.slow
@@ -40,8 +39,6 @@ def test_measure_a_gguf_on_llama_cpp(project):
     assert 0 <= m["metrics"]["rougeL"] <= 1 and m["p95_latency_ms"] >= m["p50_latency_ms"] > 0
 
 
-@pytest.mark.skipif(not llamacpp.available("llama-quantize"), reason="llama-quantize is not built "
-                    "(odyssey optimize tools)")
 def test_gguf_export_of_a_merged_lora_candidate(project, tmp_path):
     import torch
     from llama_cpp import Llama

