@@ -126,7 +126,7 @@ def make_teacher(project, steps: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", default="quant,gguf,teacher,prune,distill")
+    parser.add_argument("--parts", default="gguf,quant,teacher,prune,distill")
     parser.add_argument("--n-eval", type=int, default=100)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--teacher-steps", type=int, default=60)
@@ -154,6 +154,17 @@ def main() -> None:
         save(results)
         print(line(key, entry), flush=True)
 
+    if "gguf" in parts:
+        for method in ("gguf:q8_0", "gguf:q4_k_m"):
+            r = quantize(project, method, start_from=MODEL)
+            entry = side_by_side(r.measurement, r.comparison)
+            entry["f16_size_mb"] = r.extra["f16_size_mb"]
+            entry["size_ratio_vs_f16"] = r.extra["size_ratio_vs_f16"]
+            record(method, entry)
+        results["gguf_q4_size_ratio"] = results["runs"]["gguf:q4_k_m"]["size_ratio_vs_f16"]
+        results["gguf_q8_size_ratio"] = results["runs"]["gguf:q8_0"]["size_ratio_vs_f16"]
+        save(results)
+
     if "quant" in parts:
         for method in ("int8", "int8-weight-only"):
             r = quantize(project, method, start_from=MODEL)
@@ -164,17 +175,6 @@ def main() -> None:
         wo = results["runs"]["int8-weight-only"]["comparison"]
         results["int8_weight_only_decode_speedup"] = wo["decode_speedup"]
         results["int8_weight_only_rougeL_drop"] = -wo["rougeL_change"]
-        save(results)
-
-    if "gguf" in parts:
-        for method in ("gguf:q8_0", "gguf:q4_k_m"):
-            r = quantize(project, method, start_from=MODEL)
-            entry = side_by_side(r.measurement, r.comparison)
-            entry["f16_size_mb"] = r.extra["f16_size_mb"]
-            entry["size_ratio_vs_f16"] = r.extra["size_ratio_vs_f16"]
-            record(method, entry)
-        results["gguf_q4_size_ratio"] = results["runs"]["gguf:q4_k_m"]["size_ratio_vs_f16"]
-        results["gguf_q8_size_ratio"] = results["runs"]["gguf:q8_0"]["size_ratio_vs_f16"]
         save(results)
 
     teacher = None
