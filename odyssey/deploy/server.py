@@ -666,7 +666,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         from odyssey.evaluate.board import build_board
 
         gw.authenticate(request, "inference")
-        data = await asyncio.to_thread(lambda: build_board(project).as_dict())
+        data = build_board(project).as_dict()  # a few indexed queries, on the loop's thread like all store reads
         data["plots"] = [
             {"id": a["id"], "run_id": a["run_id"], "url": f"/ui/api/artifacts/{a['id']}"}
             for a in project.store.db.execute(
