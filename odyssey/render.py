@@ -10,7 +10,8 @@ def make_console(stderr: bool = False) -> Console:
     import sys
 
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else 150)
+    # emoji=False: candidate names like "tiny:llama:lora" must print as written, not as a 🦙.
+    return Console(stderr=stderr, width=None if stream.isatty() else 150, emoji=False)
 
 
 PASS = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]–[/]"}
