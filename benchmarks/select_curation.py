@@ -52,7 +52,7 @@ def stdlib_docs(min_words: int = 40, limit: int = 2000) -> list[str]:
 def distinct(docs: list[str], max_jaccard: float = 0.3) -> list[str]:
     """Drop base documents that already resemble another (exact word-3-gram Jaccard, all pairs): the
     standard library repeats some docstrings with small changes, and those are not injected duplicates."""
-    from odyssey.select.curate import shingles
+    from odyssey.select.curation import shingles
 
     kept, sets = [], []
     for doc in docs:
@@ -78,7 +78,7 @@ def perturb(text: str, rng: random.Random, rate: float) -> str:
 
 
 def main(n_exact: int = 100, n_near: int = 100, rate: float = 0.05, write: bool = True, **overrides) -> dict:
-    from odyssey.select.curate import curate
+    from odyssey.select.curation import curate
     from odyssey.spec import CurateSpec
 
     rng = random.Random(0)
