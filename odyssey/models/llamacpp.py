@@ -169,6 +169,7 @@ def source_dir() -> Path:
                                    hint="Use a llama-cpp-python source distribution (.tar.gz), not a wheel.")
             if src.exists():
                 shutil.rmtree(src)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the tree is a shared, read-only cache
             os.replace(tmp, src)
         finally:
             if tmp.exists():
@@ -283,6 +284,7 @@ def build_tools(targets: tuple[str, ...] = TOOLS, jobs: int | None = None) -> Pa
                     if not (tmp / old.name).exists():
                         shutil.copy2(old, tmp / old.name)
                 shutil.rmtree(out)
+            tmp.chmod(0o755)
             os.replace(tmp, out)
         finally:
             if tmp.exists():
