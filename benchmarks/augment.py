@@ -80,7 +80,7 @@ def merge(part: str, data: dict) -> None:
 def bench_retrieval(sizes=(1000, 10000)) -> dict:
     from odyssey.augment.evaluate import grounded_docs_dir, grounded_questions
     from odyssey.augment.index import Collection
-    from odyssey.augment.ingest import Chunk
+    from odyssey.augment.documents import Chunk
     from odyssey.evaluate import percentile
     from odyssey.models.embeddings import embed
 
