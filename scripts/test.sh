@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install (if needed) and run the whole test suite. Extra arguments go to pytest
-# (e.g. `-m "not slow"` for the fast unit tests only).
+# Install (if needed) and run the test suite. With no arguments: every test not marked slow (the
+# default suite, ~8 min on 2 cores). Arguments go to pytest instead: `-m slow` runs the slow ones
+# (packaged SmolLM2, llama.cpp, SIGTERM under load ...), `tests` with no -m runs everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
@@ -14,5 +15,8 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
   else
     echo "note: chromium is not installed (apt-get install -y chromium); the UI tests will skip" >&2
   fi
+fi
+if [ "$#" -eq 0 ]; then
+  set -- -m "not slow"
 fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
