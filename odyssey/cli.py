@@ -8,12 +8,12 @@ argument), 3 gates failed (with --check), 4 missing optional dependency, 5 resou
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from odyssey.cli_support import console as _console, emit_json as _emit_json, load_project as _load
 
 from odyssey.errors import ExitCode, OdysseyError
 
@@ -30,22 +30,6 @@ app = typer.Typer(
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
-
-
-def _console():
-    from odyssey.render import make_console
-
-    return make_console()
-
-
-def _emit_json(payload) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def _load(project: Path):
-    from odyssey.project import Project
-
-    return Project.load(project)
 
 
 @app.command()

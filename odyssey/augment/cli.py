@@ -4,33 +4,16 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
 CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="collection name (default: augment.collection)")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="model reference (default: first in models:)")]
-
-
-def _load(project: Path):
-    from odyssey.project import Project
-
-    return Project.load(project)
-
-
-def _emit(payload) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def _console():
-    from odyssey.render import make_console
-
-    return make_console()
 
 
 def _table(title: str, columns: list[str], rows: list[list]):

@@ -3,31 +3,15 @@ Imports only typer and the standard library at module level (``odyssey --help`` 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of text")]
-
-
-def _load(project: Path):
-    from odyssey.project import Project
-
-    return Project.load(project)
-
-
-def _emit(payload) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def _console():
-    from odyssey.render import make_console
-
-    return make_console()
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from odyssey.models import FAMILY_DECODER, FAMILY_ENCODER, LoadedModel
 from odyssey.errors import OdysseyError
 from odyssey import ui
 from odyssey.prompts import has_chat_template
+from odyssey.models.memory import rss_gb  # noqa: F401  (one implementation; re-exported here)
 
 
 @dataclass
@@ -22,18 +23,6 @@ class Generated:
     latency_ms: float
     prompt_tokens: int
     new_tokens: int
-
-
-def rss_gb() -> float:
-    """Resident memory of this process now (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return 0.0
 
 
 def generation_kwargs(settings: dict, tokenizer) -> dict:

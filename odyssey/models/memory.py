@@ -15,6 +15,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+def rss_gb() -> float:
+    """Resident memory of this process now (Linux /proc; the lifetime peak elsewhere): the measured
+    counterpart of the estimates below."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 GB = 1024**3
 

@@ -3,28 +3,17 @@ module level: ``odyssey --help`` imports this file; the work is imported inside 
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from odyssey.cli_support import console as _console, emit_json as _emit
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="candidate name, 'best', or a model ref "
                                                  "(default: optimize.start_from)")]
 NoMeasureOpt = Annotated[bool, typer.Option("--no-measure", help="skip measuring it beside its parent")]
-
-
-def _emit(payload) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def _console():
-    from odyssey.render import make_console
-
-    return make_console()
 
 
 def _project(path: Path):

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from odyssey.errors import OdysseyError
+from odyssey.models.memory import rss_gb  # noqa: F401  (one implementation; re-exported here)
 
 GB = 1024**3
 BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
@@ -123,18 +124,6 @@ def _ram_gb() -> float:
     except OSError:
         pass
     return 8.0
-
-
-def rss_gb() -> float:
-    """Resident memory of this process now (Linux); 0 elsewhere."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return 0.0
 
 
 # ---- the probe ------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from odyssey.errors import OdysseyError
+from odyssey.models.memory import rss_gb  # noqa: F401  (one implementation; re-exported here)
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -214,18 +215,6 @@ def make_batches(n_items: int, config: TrainConfig, epoch: int, lengths: Sequenc
     if current:
         batches.append(current)
     return batches
-
-
-def rss_gb() -> float:
-    """Resident memory of this process now (Linux /proc; the lifetime peak elsewhere)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 class _PeakRSS:
