@@ -63,24 +63,25 @@ def calibration_batches(project, tokenizer, cfg, n: int, max_length: int, batch_
     return [fn(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
-def mlp_importance(model, batches) -> list:
-    """Per layer, a tensor of neuron scores (see the module docstring)."""
+def _mean_input_stat(model, batches, modules, per_token) -> list:
+    """For each module, the mean over real (unpadded) tokens of ``per_token(input)`` ([batch, seq, ...] ->
+    [batch, seq, k]), collected by forward pre-hooks during one pass over the calibration batches."""
     import torch
 
-    layers = model.model.layers
-    sums = [torch.zeros(layer.mlp.down_proj.in_features) for layer in layers]
-    counts = [0] * len(layers)
+    sums: list = [None] * len(modules)
+    counts = [0] * len(modules)
     masks: list = []
 
     def hook(i):
         def fn(module, args):
-            x = args[0].detach().float()
-            mask = masks[0].unsqueeze(-1).to(x.dtype)
-            sums[i] += (x.abs() * mask).sum(dim=(0, 1))
-            counts[i] += int(mask.sum())
+            values = per_token(args[0].detach().float())
+            mask = masks[0].to(values.dtype).unsqueeze(-1)
+            total = (values * mask).sum(dim=(0, 1))
+            sums[i] = total if sums[i] is None else sums[i] + total
+            counts[i] += int(masks[0].sum())
         return fn
 
-    handles = [layer.mlp.down_proj.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    handles = [module.register_forward_pre_hook(hook(i)) for i, module in enumerate(modules)]
     try:
         with torch.inference_mode():
             for batch in batches:
@@ -89,49 +90,33 @@ def mlp_importance(model, batches) -> list:
     finally:
         for h in handles:
             h.remove()
-    scores = []
-    for i, layer in enumerate(layers):
-        w = layer.mlp.down_proj.weight.detach().float()
-        scores.append(sums[i] / max(counts[i], 1) * w.norm(dim=0))
-    return scores
+    return [total / max(count, 1) for total, count in zip(sums, counts)]
+
+
+def mlp_importance(model, batches) -> list:
+    """Per layer, a tensor of neuron scores (see the module docstring)."""
+    layers = model.model.layers
+    means = _mean_input_stat(model, batches, [layer.mlp.down_proj for layer in layers], lambda x: x.abs())
+    return [mean * layer.mlp.down_proj.weight.detach().float().norm(dim=0) for mean, layer in zip(means, layers)]
 
 
 def head_importance(model, batches) -> list:
-    import torch
-
     from odyssey.optimize.surgery import head_dim
 
     cfg = model.config
     hd, n_heads = head_dim(cfg), cfg.num_attention_heads
     layers = model.model.layers
-    sums = [torch.zeros(n_heads) for _ in layers]
-    counts = [0] * len(layers)
-    masks: list = []
 
-    def hook(i):
-        def fn(module, args):
-            x = args[0].detach().float()
-            b, t, _ = x.shape
-            norms = x.view(b, t, n_heads, hd).norm(dim=-1)
-            mask = masks[0].to(norms.dtype).unsqueeze(-1)
-            sums[i] += (norms * mask).sum(dim=(0, 1))
-            counts[i] += int(masks[0].sum())
-        return fn
+    def head_norms(x):
+        b, t, _ = x.shape
+        return x.view(b, t, n_heads, hd).norm(dim=-1)
 
-    handles = [layer.self_attn.o_proj.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                masks[:] = [batch["attention_mask"]]
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    finally:
-        for h in handles:
-            h.remove()
+    means = _mean_input_stat(model, batches, [layer.self_attn.o_proj for layer in layers], head_norms)
     scores = []
-    for i, layer in enumerate(layers):
+    for mean, layer in zip(means, layers):
         w = layer.self_attn.o_proj.weight.detach().float()
         w_norm = w.view(w.shape[0], n_heads, hd).pow(2).sum(dim=(0, 2)).sqrt()
-        scores.append(sums[i] / max(counts[i], 1) * w_norm)
+        scores.append(mean * w_norm)
     return scores
 
 
