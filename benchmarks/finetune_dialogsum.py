@@ -55,13 +55,14 @@ adapt:
 """
 
 
-def make_project(workdir: Path, max_seq_len: int):
+def make_project(workdir: Path, max_seq_len: int, n_train: int = 400):
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
     if not (data / "test.jsonl").exists():
         rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
         data.mkdir(exist_ok=True)
-        for name, part in (("train", rows[:400]), ("validation", rows[384:400]), ("test", rows[400:500])):
+        for name, part in (("train", rows[:n_train]), ("validation", rows[n_train - 16:n_train]),
+                           ("test", rows[400:500])):
             (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     spec = workdir / "odyssey.yaml"
     if not spec.exists():
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/ftds")
     parser.add_argument("--methods", default="lora,full,prompt_tuning")
     parser.add_argument("--max-seq-len", type=int, default=512)
+    parser.add_argument("--n-train", type=int, default=400, help="training rows (the first N, at most 400)")
     parser.add_argument("--eval-n", type=int, default=100, help="test rows scored (the first N of the last 100)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also score the zero-shot base model on the test rows (after the methods)")
@@ -105,11 +107,11 @@ def main() -> None:
         sys.exit(f"{DATA} not found: this benchmark needs the shared DialogSum file")
     from odyssey.adapt import finetune
 
-    project = make_project(Path(args.workdir), args.max_seq_len)
+    project = make_project(Path(args.workdir), args.max_seq_len, min(args.n_train, 400))
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     results.setdefault("finetune", {})
-    results.update({"model": "packaged:smollm2-135m-instruct", "train_rows": "0-399", "test_rows": "400-499",
+    results.update({"model": "packaged:smollm2-135m-instruct", "train_rows": f"0-{min(args.n_train, 400) - 1}", "test_rows": "400-499",
                     "max_seq_len": args.max_seq_len, "max_new_tokens": 60, "epochs": 1})
     for method in [m for m in args.methods.split(",") if m]:
         started = time.perf_counter()

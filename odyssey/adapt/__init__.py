@@ -4,6 +4,8 @@
 Entry points load lazily: ``odyssey --help`` imports this package to find its commands.
 """
 
+from odyssey.lazy import lazy_exports
+
 _EXPORTS = {
     "prompt_search": "odyssey.adapt.prompting",
     "PromptResult": "odyssey.adapt.prompting",
@@ -14,12 +16,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

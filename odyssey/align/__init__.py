@@ -4,6 +4,8 @@ harmlessness (offensiveness score, detox run) and the aligned-vs-parent evaluati
 Entry points load lazily: ``odyssey --help`` imports this package to find its commands.
 """
 
+from odyssey.lazy import lazy_exports
+
 _EXPORTS = {
     "build_preferences": "odyssey.align.preferences",
     "load_preference_set": "odyssey.align.preferences",
@@ -20,12 +22,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -4,6 +4,8 @@ sandbox (``pal``), and ReAct agents, scored by the same store and board as model
 Entry points load lazily: ``odyssey --help`` imports this package to find its commands.
 """
 
+from odyssey.lazy import lazy_exports
+
 _EXPORTS = {
     "ingest": "odyssey.augment.api", "ask": "odyssey.augment.api", "reason": "odyssey.augment.api",
     "search": "odyssey.augment.api",
@@ -15,12 +17,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -3,6 +3,8 @@
 Entry points load lazily: ``odyssey --help`` imports this package to find its commands.
 """
 
+from odyssey.lazy import lazy_exports
+
 _EXPORTS = {
     "serve": "odyssey.deploy.serve", "build_app": "odyssey.deploy.serve", "pick_candidates": "odyssey.deploy.serve",
     "create_key": "odyssey.deploy.keys", "list_keys": "odyssey.deploy.keys", "revoke": "odyssey.deploy.keys",
@@ -10,12 +12,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -15,16 +15,24 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-def rss_gb() -> float:
-    """Resident memory of this process now (Linux /proc; the lifetime peak elsewhere): the measured
-    counterpart of the estimates below."""
+def proc_kb_field_gb(path: str, key: str) -> float | None:
+    """A ``key: N kB`` line of a Linux /proc file in GiB (None where there is no such file or line)."""
     try:
-        with open("/proc/self/status") as fh:
+        with open(path) as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024**2
     except OSError:
         pass
+    return None
+
+
+def rss_gb() -> float:
+    """Resident memory of this process now (Linux /proc; the lifetime peak elsewhere): the measured
+    counterpart of the estimates below."""
+    now = proc_kb_field_gb("/proc/self/status", "VmRSS")
+    if now is not None:
+        return now
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2

@@ -7,6 +7,8 @@ Every method makes a candidate linked to its parent and measured beside it by on
 package to find its commands.
 """
 
+from odyssey.lazy import lazy_exports
+
 _EXPORTS = {
     "quantize": "odyssey.optimize.quantization",
     "QuantizeResult": "odyssey.optimize.quantization",
@@ -20,12 +22,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -4,6 +4,8 @@ data curation and pretraining from scratch.
 Entry points load lazily: ``odyssey --help`` imports this package to find its commands.
 """
 
+from odyssey.lazy import lazy_exports
+
 _EXPORTS = {
     "select_models": "odyssey.select.ranking", "SelectResult": "odyssey.select.ranking",
     "plan": "odyssey.select.planner", "probe": "odyssey.select.planner", "Plan": "odyssey.select.planner",
@@ -13,12 +15,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -116,14 +116,10 @@ def _size_gb(value: str) -> float:
 
 
 def _ram_gb() -> float:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return 8.0
+    from odyssey.models.memory import proc_kb_field_gb
+
+    total = proc_kb_field_gb("/proc/meminfo", "MemTotal")
+    return 8.0 if total is None else total  # no /proc (macOS, Windows): assume a common laptop
 
 
 # ---- the probe ------------------------------------------------------------------------------------------
