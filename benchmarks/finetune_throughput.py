@@ -161,7 +161,8 @@ def main() -> None:
           flush=True)
     results: dict = {"model": args.model, "n_train": len(items), "n_val": len(val_items), "tokens": tokens,
                      "completion_tokens": completion, "max_seq_len": args.max_seq_len, "lora": LORA, "lr": LR,
-                     "batch": BATCH, "torch_threads": torch.get_num_threads(), "runs": {}}
+                     "batch": BATCH, "torch_threads": torch.get_num_threads(),
+                     "command": "python benchmarks/finetune_throughput.py " + " ".join(sys.argv[1:]), "runs": {}}
     runners = {"hf": lambda w: run_hf_trainer(path, items, pad_id, w),
                "trl_padding_free": lambda w: run_trl(path, items, pad_id, w, padding_free=True),
                "trl_padded": lambda w: run_trl(path, items, pad_id, w, padding_free=False),
