@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=100, help="test rows scored (the first N of the last 100)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also score the zero-shot base model on the test rows (after the methods)")
+    parser.add_argument("--prompt", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the prompt stage's search (0/1/3 similar shots on validation) and score its best on test")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     os.environ.setdefault("ODYSSEY_QUIET", "1")
@@ -111,6 +113,7 @@ def main() -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     results.setdefault("finetune", {})
+    results["command"] = "python benchmarks/finetune_dialogsum.py " + " ".join(sys.argv[1:])
     results.update({"model": "packaged:smollm2-135m-instruct", "train_rows": f"0-{min(args.n_train, 400) - 1}", "test_rows": "400-499",
                     "max_seq_len": args.max_seq_len, "max_new_tokens": 60, "epochs": 1})
     for method in [m for m in args.methods.split(",") if m]:
@@ -128,6 +131,19 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2, default=str))
         print(f"{method}: {results['finetune'][method]}", flush=True)
+    if args.prompt and "best_prompt" not in results:
+        # The prompt stage's best variant, chosen on validation, scored on the same test rows.
+        from odyssey.adapt import prompt_search
+
+        started = time.perf_counter()
+        found = prompt_search(project, test_limit=args.eval_n)
+        results["best_prompt"] = {"variant": found.best.name, "shots": found.best.shots,
+                                  "selection": found.best.selection, "candidate": found.candidate,
+                                  "test": {k: round(v, 4) for k, v in found.test_metrics.items()
+                                           if k in ("rouge1", "rouge2", "rougeL")},
+                                  "wall_s": round(time.perf_counter() - started, 1)}
+        out.write_text(json.dumps(results, indent=2, default=str))
+        print(f"best prompt: {results['best_prompt']}", flush=True)
     if args.baseline:
         # The zero-shot baseline on the same test rows, through `odyssey eval` (skipped when already measured).
         name = "smollm2-135m-instruct:zero-shot"
