@@ -42,7 +42,7 @@ GB = 1024**3
 BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 METHODS = ("inference", "lora", "full")
 TOKENS_PER_PARAM = 20  # Chinchilla's compute-optimal data
-PROBE_VERSION = 4
+PROBE_VERSION = 5
 USABLE_FRACTION = 0.9  # of RAM/VRAM a job may plan to use; the OS and other processes hold the rest
 
 
@@ -206,6 +206,72 @@ def _overheads(device: str) -> dict:
     return out
 
 
+
+# The calibration model: Llama-shaped like the small models people plan for, but neither SmolLM2's width
+# (576), depth (30) nor vocabulary (49,152), so the planner's check on SmolLM2 is not a check on itself.
+REFERENCE_SHAPE = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=6,
+                       num_key_value_heads=2, vocab_size=32768, max_position_embeddings=512, tie_word_embeddings=True)
+
+
+def _calibration(device: str, partial: dict) -> dict:
+    """Measured / predicted tokens/s of a real-width reference model, per mode.
+
+    The roofline below (matmul FLOP/s, mat-vec bandwidth, per-layer overheads from 64-wide models) leaves out
+    what real models spend besides their matmuls: skinny batched-decode GEMMs, the KV-cache updates and
+    logits processing of ``generate``, softmax and norms in training, LoRA's extra small matmuls. Rather than
+    model each, one reference model is timed per mode and the ratio scales every prediction of that mode.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(**REFERENCE_SHAPE)
+    model = LlamaForCausalLM(config).to(device).eval()
+    shape = ModelShape(ref="reference", n_params=sum(p.numel() for p in model.parameters()),
+                       n_layers=config.num_hidden_layers, hidden=config.hidden_size,
+                       n_heads=config.num_attention_heads, n_kv_heads=config.num_key_value_heads,
+                       vocab=config.vocab_size, context=512, tied=True, family="decoder-only",
+                       lora_params=sum(8 * (m.in_features + m.out_features) for n, m in model.named_modules()
+                                       if isinstance(m, torch.nn.Linear) and n.split(".")[-1] in LORA_TARGETS))
+    hw = Hardware(device=device, cores=partial["threads"], memory_gb=1.0)
+    out = {}
+    new_tokens, prompt = 16, 48
+    for batch in (1, 8):
+        ids = torch.randint(5, config.vocab_size, (batch, prompt), device=device)
+
+        def decode():
+            with torch.inference_mode():
+                model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                               pad_token_id=0)
+
+        measured_tps = batch * new_tokens / _best_time(decode, repeat=2)
+        predicted, _ = throughput(shape, "inference", batch, prompt + new_tokens, "fp32", partial, hw)
+        out[f"decode_{batch}"] = measured_tps / predicted
+    batch, seq = 2, 128
+    ids = torch.randint(5, config.vocab_size, (batch, seq), device=device)
+    for method in ("full", "lora"):
+        torch.manual_seed(0)
+        trained = LlamaForCausalLM(config).to(device).train()
+        if method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            trained = get_peft_model(trained, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                         "gate_proj", "up_proj", "down_proj"]))
+        optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=1e-5)
+
+        def step():
+            loss = trained(input_ids=ids, labels=ids).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        measured_tps = batch * seq / _best_time(step, repeat=2)
+        predicted, _ = throughput(shape, method, batch, seq, "fp32", partial, hw)
+        out[method] = measured_tps / predicted
+    return out
+
+
 def _load_cache() -> dict:
     path = _probe_path()
     if path.exists():
@@ -272,8 +338,9 @@ def probe(device: str = "cpu", refresh: bool = False) -> dict:
         seconds = _best_time(lambda: torch.mm(big, vec))
         bandwidth = big.numel() * 4 / seconds
         result = {"device": device, "threads": torch.get_num_threads(), "matmul_flops": flops,
-                  "matvec_bytes_per_s": bandwidth, **_overheads(device),
-                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                  "matvec_bytes_per_s": bandwidth, **_overheads(device)}
+        result["efficiency"] = _calibration(device, result)
+        result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _save_cache(key, result)
     return result
 
@@ -423,6 +490,7 @@ def throughput(shape: ModelShape, method: str, batch: int, seq: int, precision: 
         scale = min(hw.cores, os.cpu_count() or hw.cores) / measured["threads"]  # planning for fewer/more cores
     if hw.tflops and measured.get("device") != hw.device:
         flops, scale = hw.tflops * 1e12 * 0.4, 1.0  # declared peak at a typical 40 % utilization
+        measured = {k: v for k, v in measured.items() if k != "efficiency"}  # this machine's, not that one's
     flops *= scale
     n = shape.compute_params
     attention = 2 * shape.n_layers * seq * shape.hidden  # forward attention scores per token (Kaplan)
@@ -432,11 +500,22 @@ def throughput(shape: ModelShape, method: str, batch: int, seq: int, precision: 
         compute_s = per_token * batch / flops
         memory_s = weight_bytes / (measured["matvec_bytes_per_s"] * scale)
         step = measured["decode_fixed_s"] + shape.n_layers * measured["decode_per_layer_s"] + max(compute_s, memory_s)
-        return batch / step, per_token
+        return batch / step * _efficiency(measured, method, batch), per_token
     per_token = (6 if method == "full" else 4) * n + 3 * attention
     tokens = batch * seq
     step = measured["train_fixed_s"] + shape.n_layers * measured["train_per_layer_s"] + per_token * tokens / flops
-    return tokens / step, per_token
+    return tokens / step * _efficiency(measured, method, batch), per_token
+
+
+def _efficiency(measured: dict, method: str, batch: int) -> float:
+    """The probe's calibration factor for this mode (1.0 for a probe without one); decoding interpolates
+    between the batch-1 and batch-8 factors in log(batch) and keeps the nearer one outside them."""
+    eff = measured.get("efficiency") or {}
+    if method != "inference":
+        return eff.get("lora" if method in {"lora", "qlora", "prompt_tuning"} else "full", 1.0)
+    one, eight = eff.get("decode_1", 1.0), eff.get("decode_8", 1.0)
+    t = min(max(math.log(batch) / math.log(8), 0.0), 1.0)
+    return math.exp(math.log(one) + t * (math.log(eight) - math.log(one)))
 
 
 def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto", *, batch: int = 8, seq: int = 512,

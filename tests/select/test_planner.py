@@ -71,6 +71,34 @@ def test_throughput_arithmetic():
     assert dec == pytest.approx(1 / max(shape.n_params * 4 / 1e10, (2 * n + 2 * shape.n_layers * 128 * shape.hidden) / 1e10))
 
 
+def test_calibration_factors_scale_their_mode_only():
+    shape = model_shape("tiny:llama")
+    hw = Hardware.parse("cpu:2,ram:8gb")
+    calibrated = {**PROBE, "efficiency": {"full": 0.5, "lora": 0.25, "decode_1": 0.8, "decode_8": 0.2}}
+    for method, batch, factor in [("full", 4, 0.5), ("lora", 4, 0.25), ("inference", 1, 0.8), ("inference", 8, 0.2),
+                                  ("inference", 32, 0.2)]:
+        plain, _ = throughput(shape, method, batch, 128, "fp32", PROBE, hw)
+        scaled, _ = throughput(shape, method, batch, 128, "fp32", calibrated, hw)
+        assert scaled == pytest.approx(plain * factor), (method, batch)
+    # Between batch 1 and 8 the factor moves geometrically: sqrt(8) is half-way in log(batch).
+    mid, _ = throughput(shape, "inference", 2, 128, "fp32", calibrated, hw)
+    plain_mid, _ = throughput(shape, "inference", 2, 128, "fp32", PROBE, hw)
+    assert mid / plain_mid == pytest.approx(0.8 * (0.2 / 0.8) ** (1 / 3))
+    # Planning for declared GPU hardware from this CPU does not carry this CPU's calibration over.
+    gpu = Hardware.parse("gpu:1,vram:80gb,tflops:312")
+    assert throughput(shape, "full", 4, 128, "fp32", calibrated, gpu) == throughput(shape, "full", 4, 128, "fp32", PROBE, gpu)
+
+
+@pytest.mark.slow  # times a 4-layer reference model: ~15 s
+def test_calibration_measures_every_mode():
+    from odyssey.select import planner
+
+    partial = {**PROBE, "matmul_flops": {"64": 5e10, "2048": 5e10}}
+    factors = planner._calibration("cpu", partial)
+    assert set(factors) == {"decode_1", "decode_8", "full", "lora"}
+    assert all(0.01 < v < 100 for v in factors.values()), factors
+
+
 def test_plan_fits_and_cheapest_method():
     roomy = plan("tiny:llama", "full", "cpu:2,ram:8gb", batch=2, seq=64, measured=PROBE)
     assert roomy.fits is True and roomy.cheapest_fit == "lora"
@@ -116,9 +144,10 @@ def test_probe_is_cached(monkeypatch, tmp_path):
     monkeypatch.setattr(planner, "_overheads", lambda device: calls.append(1) or {
         "decode_fixed_s": 0.0, "decode_per_layer_s": 0.0, "train_fixed_s": 0.0, "train_per_layer_s": 0.0})
     monkeypatch.setattr(planner, "PROBE_WIDTHS", (64, 128))
+    monkeypatch.setattr(planner, "_calibration", lambda device, partial: calls.append(2) or {"full": 0.5})
     first = planner.probe()
     second = planner.probe()
-    assert first == second and len(calls) == 1
+    assert first == second and calls == [1, 2] and first["efficiency"] == {"full": 0.5}
     assert all(v > 0 for v in first["matmul_flops"].values()) and first["matvec_bytes_per_s"] > 0
     assert json.loads((tmp_path / "probe.json").read_text())
 
