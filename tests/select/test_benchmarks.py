@@ -72,3 +72,40 @@ def test_benchmark_errors():
         run_benchmarks(["local:trivia"], model="tiny:llama")
     with pytest.raises(OdysseyError, match="encoder-only"):
         run_benchmarks(["local:boolq-mini"], model="tiny:bert", limit=2)
+
+
+def test_capitals_scores_a_right_answer_as_right(tmp_path):
+    """The generation task's filter and metric: an answer in the model's own words (leading space, a
+    trailing sentence, another case) counts when the capital is right, and a wrong capital does not."""
+    import re
+    import tempfile
+    from pathlib import Path
+
+    import lm_eval
+    from lm_eval.api.model import LM
+    from lm_eval.tasks import TaskManager
+
+    from odyssey.select.benchmarks import TASKS_DIR, _materialize
+
+    capitals = {json.loads(line)["country"]: json.loads(line)["capital"]
+                for line in (TASKS_DIR / "capitals.jsonl").read_text().splitlines()}
+
+    class Oracle(LM):  # right on even questions (as " PARIS. It is..."), wrong ("Atlantis") on odd ones
+        def generate_until(self, requests):
+            out = []
+            for i, request in enumerate(requests):
+                country = re.findall(r"capital of (.+?)\?", request.args[0])[-1]
+                out.append(f" {capitals[country].upper()}. It is a city." if i % 2 == 0 else " Atlantis")
+            return out
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manager = TaskManager(include_path=str(_materialize(Path(tmp))), include_defaults=False, verbosity="ERROR")
+        out = lm_eval.simple_evaluate(model=Oracle(), tasks=["capitals"], task_manager=manager, limit=10,
+                                      verbosity="ERROR")
+    assert out["results"]["capitals"]["exact_match,strip"] == pytest.approx(0.5)
