@@ -145,26 +145,19 @@ def candidate_name(parent: Parent, suffix: str) -> str:
 
 # ---- training items (pruning recovery, distillation) -------------------------------------------
 
-def sft_items(tokenizer, cfg: PromptConfig, examples, max_length: int, pool=None) -> list[dict]:
-    """Prompt (rendered exactly as evaluation and serving render it) + reference + EOS, with the
-    prompt tokens masked out of the labels: the model learns only the answer."""
-    from odyssey.prompts import DemoSelector, render
+def sft_items(tokenizer, cfg: PromptConfig, examples, max_length: int) -> list[dict]:
+    """Training items exactly as the adapt stage makes them (:func:`odyssey.training.sft.encode_example`:
+    the prompt as evaluation and serving render it, the chat template's answer turn, loss on the answer
+    only), as dicts for :func:`collate`."""
+    from odyssey.training.sft import IGNORE, encode_example
 
-    selector = DemoSelector(pool or [], cfg.selection, cfg.shots if pool else 0, cfg.seed)
     items = []
-    eos = tokenizer.eos_token or ""
     for ex in examples:
         if not ex.references:
             continue
-        answer = " " + ex.references[0].strip() if not ex.references[0].startswith(" ") else ex.references[0]
-        answer_ids = tokenizer(answer.strip() + eos, add_special_tokens=False)["input_ids"]
-        budget = max(16, max_length - len(answer_ids))
-        prompt = render(tokenizer, cfg, ex, selector(ex), budget).text
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][-budget:]
-        ids = (prompt_ids + answer_ids)[:max_length]
-        labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
-        if any(label != -100 for label in labels):
-            items.append({"input_ids": ids, "labels": labels})
+        encoded = encode_example(tokenizer, cfg, ex, max_len=max_length)
+        if any(label != IGNORE for label in encoded.labels):
+            items.append({"input_ids": encoded.input_ids, "labels": encoded.labels})
     if not items:
         raise OdysseyError("no training items: the train split has no examples with references",
                            hint="check scope.data (fields.target) in odyssey.yaml")
