@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -110,11 +111,15 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
     with tempfile.TemporaryDirectory(prefix="odyssey-sandbox-") as tmp:
         status_r, status_w = os.pipe()
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp, "TMPDIR": tmp}
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(RUNNER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=tmp, env=env, start_new_session=True, close_fds=True,
-            pass_fds=(status_w,), preexec_fn=_preexec(limits, status_w),
-        )
+        with warnings.catch_warnings():
+            # lancedb (loaded when a RAG collection is open) warns on every fork. The forked child only
+            # sets rlimits, unshares its network and execs a fresh interpreter: it never touches lancedb.
+            warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(RUNNER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, cwd=tmp, env=env, start_new_session=True, close_fds=True,
+                pass_fds=(status_w,), preexec_fn=_preexec(limits, status_w),
+            )
         os.close(status_w)
         payload = json.dumps({"code": code, "tmpdir": tmp}).encode()
         timed_out = False
