@@ -451,8 +451,9 @@ class Plan:
 
 
 def memory_components(shape: ModelShape, method: str, precision: str, batch: int, seq: int,
-                      runtime_gb: float, attention: str = "sdpa") -> dict[str, float]:
-    """Bytes (as GB) of each part a job holds at its peak."""
+                      runtime_gb: float, attention: str = "sdpa", cpu_heap: bool = False) -> dict[str, float]:
+    """Bytes (as GB) of each part a job holds at its peak. ``cpu_heap``: training in a CPU process, where
+    the C allocator's retained memory is a part of its own (see ``heap_retained`` below)."""
     if method not in METHODS:
         raise OdysseyError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     if precision not in BYTES:
@@ -478,6 +479,13 @@ def memory_components(shape: ModelShape, method: str, precision: str, batch: int
         per_layer = seq * batch * shape.hidden * (34 + attention_term)
         scale = 1.0 if precision in {"fp16", "bf16", "int8", "int4"} else 2.0
         parts["activations"] = shape.n_layers * per_layer * scale + batch * seq * shape.vocab * 4 * 2
+        if cpu_heap:
+            # Measured (benchmarks/plan.py, SmolLM2 LoRA b=4 s=256): glibc keeps the forward's freed
+            # activation blocks in its heap, fragmented, while the backward allocates gradients of the same
+            # size, so peak RSS holds about one more copy of the activations (LoRA 4.2 GB measured vs
+            # 2.4 GB of live tensors; with MALLOC_MMAP_THRESHOLD_=131072 the same job peaks at 2.7 GB but
+            # trains 45 % slower, so Odyssey does not set it).
+            parts["heap_retained"] = parts["activations"]
     return {k: v / GB for k, v in parts.items()}
 
 
@@ -548,13 +556,13 @@ def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto
     for m in METHODS:
         if m == "full" and precision in {"int8", "int4"}:
             continue
-        parts = memory_components(shape, m, precision, batch, seq, runtime)
+        parts = memory_components(shape, m, precision, batch, seq, runtime, cpu_heap=hw.device == "cpu")
         total = sum(parts.values())
         tps, _ = throughput(shape, m, batch, seq, precision, measured, hw)
         options[m] = {"fits": total <= available, "total_gb": round(total, 4), "tokens_per_s": round(tps, 2),
                       "memory_gb": {k: round(v, 4) for k, v in parts.items()}}
     if method not in options:
-        memory_components(shape, method, precision, batch, seq, runtime)  # raises the clear error
+        memory_components(shape, method, precision, batch, seq, runtime, cpu_heap=hw.device == "cpu")  # raises the clear error
     chosen = options[method]
     tps, per_token = throughput(shape, method, batch, seq, precision, measured, hw)
     optimal = TOKENS_PER_PARAM * shape.n_params
