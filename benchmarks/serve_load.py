@@ -43,11 +43,14 @@ from odyssey.models.refs import PACKAGED  # noqa: E402
 INSTRUCTION = "Summarize the following dialogue in one or two sentences."
 
 
-def prompts(n: int) -> list[list[dict]]:
+def prompts(n: int, start: int = 0) -> list[list[dict]]:
+    """``n`` chat requests from dialogue ``start`` on. Each level gets dialogues no earlier level sent:
+    llama-server keeps every slot's last prompt and reuses the longest matching prefix, so a repeated
+    prompt would skip its prefill and flatter whichever level came later."""
     rows = [json.loads(line) for line in
             (REPO / "odyssey/data/examples/summarization/dialogues.jsonl").read_text().splitlines() if line.strip()]
     msgs = [[{"role": "user", "content": f"{INSTRUCTION}\n\nDialogue:\n{r['dialogue']}"}] for r in rows]
-    return [msgs[i % len(msgs)] for i in range(n)]
+    return [msgs[(start + i) % len(msgs)] for i in range(n)]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 600, headers=None):
@@ -109,10 +112,11 @@ async def load(url: str, headers: dict, model: str, messages: list[list[dict]], 
 
 
 def run_levels(name, url, headers, model, levels, per_level, max_tokens) -> dict:
-    asyncio.run(load(url, headers, model, prompts(2), 2, max_tokens))  # warm-up (page in weights, caches)
-    out = {}
+    asyncio.run(load(url, headers, model, prompts(2, start=-2), 2, max_tokens))  # warm-up: the last two dialogues
+    out, start = {}, 0
     for c, n in zip(levels, per_level):
-        res = asyncio.run(load(url, headers, model, prompts(n), c, max_tokens))
+        res = asyncio.run(load(url, headers, model, prompts(n, start), c, max_tokens))
+        start += n
         print(f"  {name:18s} c={c:<3d} {res['tokens_per_s']:7.2f} tok/s  p50 {res['p50_ms']:8.0f} ms  "
               f"p95 {res['p95_ms']:8.0f} ms  ({res['ok']}/{res['requests']} ok, {res['completion_tokens']} tokens)",
               flush=True)
