@@ -217,8 +217,10 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     mixed = _mix_examples(project, aspec, len(train_examples), aspec.seed)
     validation = data.splits.get("validation", [])[: aspec.val_limit or None]
 
+    from odyssey.models.memory import trim_heap
     from odyssey.training import rss_gb
 
+    trim_heap()  # an earlier run's freed heap would otherwise count as "before" (see trim_heap)
     rss_before = rss_gb()  # what the process held before the model: subtracted from the measured peak
     with ui.status(f"loading {ref}") as update:
         loaded = load(ref, root=project.root, dtype="float32", progress=update)

@@ -27,6 +27,23 @@ def proc_kb_field_gb(path: str, key: str) -> float | None:
     return None
 
 
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    glibc keeps freed tensor memory in its heap, so after one training run in a process the resident set
+    stays near that run's peak. A baseline taken then would be subtracted from the next run's peak
+    although the next run reuses those same pages: trimming first makes the baseline what is live."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # musl or another libc without malloc_trim
+        pass
+
+
 def rss_gb() -> float:
     """Resident memory of this process now (Linux /proc; the lifetime peak elsewhere): the measured
     counterpart of the estimates below."""
