@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+
 def proc_kb_field_gb(path: str, key: str) -> float | None:
     """A ``key: N kB`` line of a Linux /proc file in GiB (None where there is no such file or line)."""
     try:

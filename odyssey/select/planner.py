@@ -206,7 +206,6 @@ def _overheads(device: str) -> dict:
     return out
 
 
-
 # The calibration model: Llama-shaped like the small models people plan for, but neither SmolLM2's width
 # (576), depth (30) nor vocabulary (49,152), so the planner's check on SmolLM2 is not a check on itself.
 REFERENCE_SHAPE = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=6,
@@ -227,12 +226,13 @@ def _calibration(device: str, partial: dict) -> dict:
     torch.manual_seed(0)
     config = LlamaConfig(**REFERENCE_SHAPE)
     model = LlamaForCausalLM(config).to(device).eval()
+    adapted = [(n.split(".")[-1], m) for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and n.split(".")[-1] in LORA_TARGETS]
     shape = ModelShape(ref="reference", n_params=sum(p.numel() for p in model.parameters()),
                        n_layers=config.num_hidden_layers, hidden=config.hidden_size,
                        n_heads=config.num_attention_heads, n_kv_heads=config.num_key_value_heads,
                        vocab=config.vocab_size, context=512, tied=True, family="decoder-only",
-                       lora_params=sum(8 * (m.in_features + m.out_features) for n, m in model.named_modules()
-                                       if isinstance(m, torch.nn.Linear) and n.split(".")[-1] in LORA_TARGETS))
+                       lora_params=sum(8 * (m.in_features + m.out_features) for _, m in adapted))
     hw = Hardware(device=device, cores=partial["threads"], memory_gb=1.0)
     out = {}
     new_tokens, prompt = 16, 48
@@ -255,9 +255,9 @@ def _calibration(device: str, partial: dict) -> dict:
         if method == "lora":
             from peft import LoraConfig, get_peft_model
 
+            # The modules the planner's LoRA parameter count above assumes (r 8 on each).
             trained = get_peft_model(trained, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                         "gate_proj", "up_proj", "down_proj"]))
+                                                         target_modules=sorted({name for name, _ in adapted})))
         optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=1e-5)
 
         def step():
@@ -520,7 +520,7 @@ def _efficiency(measured: dict, method: str, batch: int) -> float:
     between the batch-1 and batch-8 factors in log(batch) and keeps the nearer one outside them."""
     eff = measured.get("efficiency") or {}
     if method != "inference":
-        return eff.get("lora" if method in {"lora", "qlora", "prompt_tuning"} else "full", 1.0)
+        return eff.get(method, 1.0)  # "full" or "lora", the training methods the probe times
     one, eight = eff.get("decode_1", 1.0), eff.get("decode_8", 1.0)
     t = min(max(math.log(batch) / math.log(8), 0.0), 1.0)
     return math.exp(math.log(one) + t * (math.log(eight) - math.log(one)))

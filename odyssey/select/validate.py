@@ -15,11 +15,9 @@ import time
 
 
 def _hwm_gb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024**2
-    return 0.0
+    from odyssey.models.memory import proc_kb_field_gb
+
+    return proc_kb_field_gb("/proc/self/status", "VmHWM") or 0.0
 
 
 def measure_here(ref: str, method: str, batch: int, seq: int, steps: int = 3, new_tokens: int = 32) -> dict:
