@@ -24,7 +24,8 @@ def ingest(project, paths: list[str | Path] | None = None, *, collection: str | 
             raise OdysseyError("no documents to ingest",
                                hint="give a folder (`odyssey rag ingest docs/`) or set augment.documents in odyssey.yaml")
         paths = [cfg.documents]
-    resolved = [p if Path(p).is_absolute() or Path(p).exists() else project.root / p for p in map(Path, paths)]
+    # Relative paths are the project's (as in odyssey.yaml), whatever the caller's working directory.
+    resolved = [p if p.is_absolute() else project.root / p for p in map(Path, paths)]
     coll = Collection.for_project(project, collection)
     if rebuild:
         coll.drop()

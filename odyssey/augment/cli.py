@@ -45,7 +45,10 @@ def register(app: typer.Typer) -> None:
         """Chunk, embed and index documents; re-running touches only changed files, deletions propagate."""
         from odyssey.augment.api import ingest
 
-        report = ingest(_load(project), paths or None, collection=collection, rebuild=rebuild)
+        # Paths typed on the command line are relative to the shell's directory; the API reads
+        # relative paths (augment.documents, Python callers) against the project folder.
+        given = [p.resolve() for p in paths] if paths else None
+        report = ingest(_load(project), given, collection=collection, rebuild=rebuild)
         if as_json:
             _emit(report.as_dict())
             return
