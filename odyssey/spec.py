@@ -436,6 +436,9 @@ class QuantizeSpec(Strict):
                           "int4 (torchao int4 weight-only), gguf:<type> (llama.cpp: q8_0, q4_k_m, q5_k_m, ...), "
                           "bnb-int8 / bnb-nf4 (bitsandbytes, GPU only)")
     int4_group_size: int = Field(32, description="int4 weights share one scale per this many inputs (32, 64, 128)")
+    gguf_fallback: Literal["llama.cpp", "q4_0", "iq4_nl", "q5_0", "q8_0"] = Field(
+        "llama.cpp", description="type for tensors whose rows do not fit a k-quant's 256-weight blocks "
+        "(e.g. SmolLM2's 576-wide rows): llama.cpp's choice (q5_0 under q4_k_m) or a 32-block type")
 
     @field_validator("to")
     @classmethod

@@ -358,26 +358,62 @@ def convert_hf_to_gguf(model_dir: Path, outfile: Path, outtype: str = "f16") -> 
 QUANT_TYPES = ("q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_k_s", "q4_0", "q3_k_m", "q2_k", "f16", "bf16")
 
 
-def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int | None = None, *, engine: str = "auto") -> Path:
+# k-quants pack 256 weights per super-block; a tensor whose rows are not a multiple of that cannot
+# use them, and llama.cpp then falls back to a 32-block type (q5_0 under q4_k_m, q8_0 under q6_k).
+KQUANT_BLOCK = 256
+FALLBACK_TYPES = ("q4_0", "iq4_nl", "q5_0", "q8_0")
+
+
+def kquant_incompatible_tensors(gguf_file: Path) -> list[str]:
+    """Names of the quantizable (2-D and larger) tensors whose rows do not fit 256-weight blocks."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(gguf_file))
+    # ReaderTensor.shape is in ggml order: shape[0] is the row length (ne[0]).
+    return [t.name for t in reader.tensors
+            if len(t.shape) >= 2 and int(t.shape[0]) % KQUANT_BLOCK != 0 and t.name.endswith(".weight")]
+
+
+def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int | None = None, *, engine: str = "auto",
+                  fallback: str | None = None) -> Path:
     """Re-quantize a GGUF file (normally an f16/f32 conversion).
 
     ``engine``: ``tool`` runs ``llama-quantize``; ``binding`` calls ``llama_cpp.llama_model_quantize``,
     the same llama.cpp function inside the installed llama-cpp-python (no build needed); ``auto``
     uses the tool when it is built, else the binding.
+
+    ``fallback`` (q4_0, iq4_nl, q5_0, q8_0): the type for tensors a k-quant cannot hold, instead of
+    llama.cpp's own fallback. On SmolLM2 (576-wide rows) q4_k_m otherwise stores 80 % of the weights
+    at q5_0. Passed to ``llama-quantize --tensor-type-file``, so it needs the tool.
     """
     qtype = qtype.lower()
     if qtype not in QUANT_TYPES:
         raise OdysseyError(f"Unknown GGUF quantization type {qtype!r}.", hint=f"Use one of: {', '.join(QUANT_TYPES)}.")
+    if fallback in (None, "", "llama.cpp") or "_k" not in qtype:
+        fallback = None
+    elif fallback not in FALLBACK_TYPES:
+        raise OdysseyError(f"Unknown GGUF fallback type {fallback!r}.",
+                           hint=f"Use llama.cpp (its own choice) or one of: {', '.join(FALLBACK_TYPES)}.")
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")
-    if engine == "binding" or (engine == "auto" and not available("llama-quantize")):
+    if fallback is None and (engine == "binding" or (engine == "auto" and not available("llama-quantize"))):
         return _quantize_with_binding(Path(src), dst, tmp, qtype, threads)
-    cmd = [str(tool_path("llama-quantize")), str(src), str(tmp), qtype.upper(), str(threads or os.cpu_count() or 1)]
+    cmd = [str(tool_path("llama-quantize"))]
+    overrides = dst.with_name(dst.name + ".tensor-types.txt")
+    if fallback:
+        names = kquant_incompatible_tensors(Path(src))
+        # llama-quantize reads NAME=TYPE pairs whose names are regular expressions (searched, not
+        # matched): anchor and escape each name so blk.1 does not also select blk.10.
+        overrides.write_text("".join(f"^{re.escape(n)}$={fallback}\n" for n in names))
+        if names:
+            cmd += ["--tensor-type-file", str(overrides)]
+    cmd += [str(src), str(tmp), qtype.upper(), str(threads or os.cpu_count() or 1)]
     from odyssey.ui import status
 
-    with status(f"llama-quantize {Path(src).name} -> {qtype}"):
+    with status(f"llama-quantize {Path(src).name} -> {qtype}" + (f" (fallback {fallback})" if fallback else "")):
         proc = subprocess.run(cmd, capture_output=True, text=True)
+    overrides.unlink(missing_ok=True)
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise OdysseyError(f"llama-quantize failed ({qtype}) on {src}:\n" + (proc.stderr or proc.stdout)[-2000:],

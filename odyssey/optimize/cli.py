@@ -43,13 +43,17 @@ def register(app: typer.Typer) -> None:
         start: FromOpt = None,
         name: Annotated[Optional[str], typer.Option(help="candidate name (default: <parent>:<method>)")] = None,
         no_measure: NoMeasureOpt = False,
+        gguf_fallback: Annotated[Optional[str], typer.Option(
+            help="GGUF k-quants: type for tensors whose rows do not fit 256-weight blocks "
+                 "(llama.cpp | q4_0 | iq4_nl | q5_0 | q8_0); default optimize.quantize.gguf_fallback")] = None,
         project: ProjectOpt = Path("."),
         as_json: JsonOpt = False,
     ):
         """Post-training quantization (torchao int8/int4, llama.cpp GGUF, bitsandbytes on a GPU)."""
         from odyssey.optimize.quantization import quantize
 
-        result = quantize(_project(project), to, start_from=start, measure=not no_measure, name=name)
+        result = quantize(_project(project), to, start_from=start, measure=not no_measure, name=name,
+                          gguf_fallback=gguf_fallback)
         _emit(result.as_dict()) if as_json else _show(result, f"quantize --to {to}")
 
     @opt.command("distill")

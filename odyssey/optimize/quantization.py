@@ -104,7 +104,8 @@ def quantize_bnb(src: Path, out: Path, method: QuantMethod) -> Path:
     return save_model(model, AutoTokenizer.from_pretrained(src), out, {"method": method.name, "backend": "bitsandbytes"})
 
 
-def export_gguf(src: Path, out_dir: Path, method: QuantMethod, name: str) -> tuple[Path, Path]:
+def export_gguf(src: Path, out_dir: Path, method: QuantMethod, name: str,
+                fallback: str | None = None) -> tuple[Path, Path]:
     """HF folder -> f16 GGUF (llama.cpp's converter) -> ``method.detail`` (llama-quantize). Returns both."""
     from odyssey.models import llamacpp
 
@@ -115,13 +116,22 @@ def export_gguf(src: Path, out_dir: Path, method: QuantMethod, name: str) -> tup
     if method.detail == "f16":
         return f16, f16
     target = out_dir / f"{name}.{method.detail}.gguf"
-    llamacpp.quantize_gguf(f16, target, method.detail)
+    llamacpp.quantize_gguf(f16, target, method.detail, fallback=fallback)
     return target, f16
 
 
+def llamacpp_fallbacks() -> tuple[str, ...]:
+    from odyssey.models.llamacpp import FALLBACK_TYPES
+
+    return FALLBACK_TYPES
+
+
 def quantize(project, to: str, *, start_from: str | None = None, measure: bool = True,
-             name: str | None = None, measure_settings: dict | None = None) -> QuantizeResult:
-    """``odyssey optimize quantize``: one quantized candidate from ``start_from`` (default: the spec's)."""
+             name: str | None = None, measure_settings: dict | None = None,
+             gguf_fallback: str | None = None) -> QuantizeResult:
+    """``odyssey optimize quantize``: one quantized candidate from ``start_from`` (default: the spec's).
+
+    ``gguf_fallback`` overrides ``optimize.quantize.gguf_fallback`` (k-quant GGUF types only)."""
     from odyssey.optimize.common import (STAGE, candidate_name, hf_checkpoint, record_candidate, resolve_parent,
                                          weights_size)
     from odyssey.optimize.record import measure_and_record
@@ -139,8 +149,16 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
     parent = resolve_parent(project, start_from)
     store = project.store
     spec = project.spec.optimize.quantize
-    cand = name or candidate_name(parent, method.slug)
+    fallback = gguf_fallback or spec.gguf_fallback
+    fallback = fallback if method.backend == "gguf" and "_k" in method.detail and fallback != "llama.cpp" else None
+    if fallback and fallback not in llamacpp_fallbacks():
+        raise OdysseyError(f"unknown GGUF fallback type {fallback!r}",
+                           hint="use llama.cpp or one of: " + ", ".join(llamacpp_fallbacks()))
+    slug = method.slug + (f"-{fallback.replace('_', '-')}" if fallback else "")
+    cand = name or candidate_name(parent, slug)
     config = {"method": method.name, "backend": method.backend, "parent": parent.name}
+    if fallback:
+        config["gguf_fallback"] = fallback
     with store.run(STAGE, project.spec.as_dict(), {"action": "quantize", **config}) as run:
         run.artifacts_dir.mkdir(parents=True, exist_ok=True)
         src = hf_checkpoint(project, parent.model_ref, run.artifacts_dir)
@@ -152,7 +170,8 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
             out = quantize_bnb(src, run.artifacts_dir / method.slug, method)
             ref, tokenizer_path = out, out
         else:
-            out, f16 = export_gguf(src, run.artifacts_dir, method, cand.replace(":", "-").replace("/", "-"))
+            out, f16 = export_gguf(src, run.artifacts_dir, method, cand.replace(":", "-").replace("/", "-"),
+                                   fallback=fallback)
             ref, tokenizer_path = out, src
             extra = {"f16_gguf": str(f16), "f16_size_mb": f16.stat().st_size / 1e6,
                      "size_ratio_vs_f16": out.stat().st_size / f16.stat().st_size}

