@@ -15,7 +15,11 @@ servers run one at a time so they never compete for the cores:
 
 Aggregate tokens/s = completion tokens of all requests / wall time of the level; p50/p95 are
 per-request latencies. After the load, every Odyssey answer's request id is looked up in the
-store: ``lost_records`` counts answers with no record. Results: benchmarks/results/serve_load.json.
+store: ``lost_records`` counts answers with no record. ``--rounds N`` repeats the llama-server /
+odyssey pair N times (fresh processes each time) and reports the median ratio; each level also
+records the CPU seconds of the server process and of its children (for Odyssey: gateway vs its
+llama-server), since on a small machine the gateway's CPU is taken from decoding.
+Results: benchmarks/results/serve_load.json.
 """
 
 from __future__ import annotations
@@ -111,14 +115,36 @@ async def load(url: str, headers: dict, model: str, messages: list[list[dict]], 
             "mean_prompt_tokens": round(sum(prompt_tokens) / max(len(prompt_tokens), 1), 1), "_ids": ids}
 
 
-def run_levels(name, url, headers, model, levels, per_level, max_tokens) -> dict:
+def cpu_seconds(proc: subprocess.Popen) -> tuple[float, float]:
+    """CPU time (user + system) of the server process itself and of its child processes."""
+    import psutil
+
+    p = psutil.Process(proc.pid)
+    own = sum(p.cpu_times()[:2])
+    kids = 0.0
+    for child in p.children(recursive=True):
+        try:
+            kids += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return own, kids
+
+
+def run_levels(name, url, headers, model, levels, per_level, max_tokens, proc=None) -> dict:
     asyncio.run(load(url, headers, model, prompts(2, start=-2), 2, max_tokens))  # warm-up: the last two dialogues
     out, start = {}, 0
     for c, n in zip(levels, per_level):
+        before = cpu_seconds(proc) if proc is not None else None
         res = asyncio.run(load(url, headers, model, prompts(n, start), c, max_tokens))
+        if before is not None:
+            # Where the cores went: on 2 cores every CPU-second the gateway spends is taken from decoding.
+            after = cpu_seconds(proc)
+            res["cpu_s_server"] = round(after[0] - before[0], 2)
+            res["cpu_s_children"] = round(after[1] - before[1], 2)
         start += n
         print(f"  {name:18s} c={c:<3d} {res['tokens_per_s']:7.2f} tok/s  p50 {res['p50_ms']:8.0f} ms  "
-              f"p95 {res['p95_ms']:8.0f} ms  ({res['ok']}/{res['requests']} ok, {res['completion_tokens']} tokens)",
+              f"p95 {res['p95_ms']:8.0f} ms  ({res['ok']}/{res['requests']} ok, {res['completion_tokens']} tokens)"
+              + (f"  cpu {res['cpu_s_server']:.1f}+{res['cpu_s_children']:.1f} s" if "cpu_s_server" in res else ""),
               flush=True)
         out[str(c)] = res
     return out
@@ -132,6 +158,7 @@ def main():
     ap.add_argument("--parallel", type=int, default=32, help="llama-server slots (-np), for both C++ servers")
     ap.add_argument("--slot-context", type=int, default=1024)
     ap.add_argument("--servers", default="llama-server,odyssey,llama_cpp.server")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat llama-server and odyssey this many times")
     ap.add_argument("--quick", action="store_true", help="levels 1,8 with few requests")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/serve_load.json"))
     args = ap.parse_args()
@@ -147,62 +174,77 @@ def main():
     threads = os.cpu_count() or 2
     total_ctx = args.parallel * args.slot_context
     servers = args.servers.split(",")
-    results: dict = {}
     work = Path(tempfile.mkdtemp(prefix="serve-load-"))
     extra: dict = {}
 
-    if "llama-server" in servers:
-        port = free_port()
-        proc = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-                                 "-np", str(args.parallel), "-c", str(total_ctx), "-t", str(threads),
-                                 "--cont-batching", "--no-webui"], stdout=open(work / "llama-server.log", "wb"),
-                                stderr=subprocess.STDOUT)
-        try:
-            wait_ready(f"http://127.0.0.1:{port}", proc, "/health")
-            print(f"llama-server -np {args.parallel}", flush=True)
-            results["llama-server"] = run_levels("llama-server", f"http://127.0.0.1:{port}", {}, "smollm2", levels,
-                                                 per_level, args.max_tokens)
-        finally:
-            stop(proc)
+    lost_total = answered_total = 0
 
-    if "odyssey" in servers:
-        from odyssey.deploy.keys import create_key
-        from odyssey.project import Project
-        from odyssey.scaffold import init_project
+    def one_round(rnd: int) -> dict:
+        nonlocal lost_total, answered_total
+        results: dict = {}
+        if "llama-server" in servers:
+            port = free_port()
+            proc = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+                                     "-np", str(args.parallel), "-c", str(total_ctx), "-t", str(threads),
+                                     "--cont-batching", "--no-webui"], stdout=open(work / "llama-server.log", "wb"),
+                                    stderr=subprocess.STDOUT)
+            try:
+                wait_ready(f"http://127.0.0.1:{port}", proc, "/health")
+                print(f"llama-server -np {args.parallel}", flush=True)
+                results["llama-server"] = run_levels("llama-server", f"http://127.0.0.1:{port}", {}, "smollm2",
+                                                     levels, per_level, args.max_tokens, proc)
+            finally:
+                stop(proc)
 
-        root = init_project(work / "proj", "summarization")
-        spec = (root / "odyssey.yaml").read_text()
-        spec += (f"\ndeploy:\n  backend: llama.cpp\n  parallel: {args.parallel}\n  context_length: {total_ctx}\n"
-                 f"  prompt_mode: chat\n  max_concurrency: 256\n  rate_limit_rpm: 1000000\n")
-        (root / "odyssey.yaml").write_text(spec)
-        project = Project.load(root)
-        key = create_key(project.store, "bench").key
-        project.store.close()
-        port = free_port()
-        env = {**os.environ, "ODYSSEY_QUIET": "1"}
-        if binary is not None:
-            env["ODYSSEY_LLAMA_SERVER"] = str(binary)
-        proc = subprocess.Popen([sys.executable, "-m", "odyssey.cli", "serve", "-p", str(root), "--port", str(port),
-                                 "--backend", "llama.cpp"], stdout=open(work / "odyssey.log", "wb"),
-                                stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        headers = {"Authorization": f"Bearer {key}"}
-        try:
-            wait_ready(f"http://127.0.0.1:{port}", proc, "/v1/models", headers=headers)
-            print(f"odyssey serve (llama.cpp backend, -np {args.parallel}, auth + capture on)", flush=True)
-            res = run_levels("odyssey", f"http://127.0.0.1:{port}", headers, None, levels, per_level, args.max_tokens)
-            results["odyssey"] = res
-        finally:
-            stop(proc)
-        from odyssey.store import deploy as sd
+        if "odyssey" in servers:
+            from odyssey.deploy.keys import create_key
+            from odyssey.project import Project
+            from odyssey.scaffold import init_project
 
-        project = Project.load(root)
-        captured = {r["request_id"] for r in sd.requests(project.store) if r["status"] == 200}
-        answered = [i for level in res.values() for i in level["_ids"]]
-        extra["odyssey_answered"] = len(answered)
-        extra["odyssey_captured"] = len(captured)
-        extra["lost_records"] = sum(1 for i in answered if i not in captured)
-        print(f"  capture: {len(answered)} answered (after warm-up), {extra['lost_records']} without a record",
-              flush=True)
+            root = init_project(work / f"proj{rnd}", "summarization")
+            spec = (root / "odyssey.yaml").read_text()
+            spec += (f"\ndeploy:\n  backend: llama.cpp\n  parallel: {args.parallel}\n"
+                     f"  context_length: {total_ctx}\n  prompt_mode: chat\n  max_concurrency: 256\n"
+                     "  rate_limit_rpm: 1000000\n")
+            (root / "odyssey.yaml").write_text(spec)
+            project = Project.load(root)
+            key = create_key(project.store, "bench").key
+            project.store.close()
+            port = free_port()
+            env = {**os.environ, "ODYSSEY_QUIET": "1"}
+            if binary is not None:
+                env["ODYSSEY_LLAMA_SERVER"] = str(binary)
+            proc = subprocess.Popen([sys.executable, "-m", "odyssey.cli", "serve", "-p", str(root),
+                                     "--port", str(port), "--backend", "llama.cpp"],
+                                    stdout=open(work / "odyssey.log", "wb"), stderr=subprocess.STDOUT,
+                                    env=env, cwd=REPO)
+            headers = {"Authorization": f"Bearer {key}"}
+            try:
+                wait_ready(f"http://127.0.0.1:{port}", proc, "/v1/models", headers=headers)
+                print(f"odyssey serve (llama.cpp backend, -np {args.parallel}, auth + capture on)", flush=True)
+                res = run_levels("odyssey", f"http://127.0.0.1:{port}", headers, None, levels, per_level,
+                                 args.max_tokens, proc)
+                results["odyssey"] = res
+            finally:
+                stop(proc)
+            from odyssey.store import deploy as sd
+
+            project = Project.load(root)
+            captured = {r["request_id"] for r in sd.requests(project.store) if r["status"] == 200}
+            answered = [i for level in res.values() for i in level["_ids"]]
+            answered_total += len(answered)
+            lost_total += sum(1 for i in answered if i not in captured)
+            print(f"  capture: {len(answered)} answered (after warm-up), {lost_total} without a record",
+                  flush=True)
+
+        return results
+
+    # Rounds alternate the two llama-server setups (each restarted fresh) so that a slow minute of the
+    # shared machine lands on both; the ratios reported are the median over rounds.
+    rounds = [one_round(r) for r in range(args.rounds)]
+    results = rounds[0]
+    extra["odyssey_answered"] = answered_total
+    extra["lost_records"] = lost_total
 
     if "llama_cpp.server" in servers:
         port = free_port()
@@ -225,10 +267,21 @@ def main():
            "settings": {"levels": levels, "requests": per_level, "max_tokens": args.max_tokens, "greedy": True,
                         "parallel_slots": args.parallel, "slot_context": args.slot_context, "threads": threads},
            "results": results, **extra}
+    import statistics
+
+    for rnd in rounds[1:]:
+        for res in rnd.values():
+            for level in res.values():
+                level.pop("_ids", None)
+    if len(rounds) > 1:
+        out["rounds"] = rounds[1:]
     for c in levels:
         tok = {name: r[str(c)]["tokens_per_s"] for name, r in results.items()}
-        if "odyssey" in tok and "llama-server" in tok:
-            out[f"ratio_vs_llama_server_c{c}"] = round(tok["odyssey"] / tok["llama-server"], 3)
+        per_round = [r["odyssey"][str(c)]["tokens_per_s"] / r["llama-server"][str(c)]["tokens_per_s"]
+                     for r in rounds if "odyssey" in r and "llama-server" in r]
+        if per_round:
+            out[f"ratio_vs_llama_server_c{c}"] = round(statistics.median(per_round), 3)
+            out[f"ratio_vs_llama_server_c{c}_rounds"] = [round(x, 3) for x in per_round]
         if "odyssey" in tok and "llama_cpp.server" in tok:
             out[f"ratio_vs_llama_cpp_python_c{c}"] = round(tok["odyssey"] / tok["llama_cpp.server"], 3)
     print(json.dumps({k: v for k, v in out.items() if k.startswith(("ratio", "lost"))}, indent=2))
