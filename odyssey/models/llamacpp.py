@@ -58,6 +58,33 @@ CMAKE_FLAGS = [
 ]
 
 
+# GCC flags that keep a native (-march=native) build off Intel AMX. Explicit -mno-* flags win over
+# -march=native whatever their order, so they can ride in CMAKE_C(XX)_FLAGS.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+def cpu_advertises_amx(cpuinfo: str | None = None) -> bool:
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return any(line.startswith("flags") and " amx_tile" in line for line in cpuinfo.splitlines())
+
+
+def amx_cmake_flags(cpuinfo: str | None = None) -> list[str]:
+    """Build without AMX when the CPU advertises it, unless ODYSSEY_LLAMACPP_AMX=1.
+
+    Seen here: a VM whose CPU flags list amx_tile/amx_int8, where the kernel grants the tile
+    permission (ARCH_REQ_XCOMP_PERM succeeds) and the first ``ldtilecfg`` in ggml's AMX matmul still
+    faults: every llama.cpp program built with -march=native segfaults on its first Q4_0/Q4_1/Q8_0
+    matmul. AMX only speeds up those matmuls, so a build that works everywhere is the default.
+    """
+    if os.environ.get("ODYSSEY_LLAMACPP_AMX") == "1" or not cpu_advertises_amx(cpuinfo):
+        return []
+    return [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"]
+
+
 def version() -> str:
     """The installed llama-cpp-python version (the tools are built from the same llama.cpp)."""
     try:
@@ -207,8 +234,14 @@ def convert_script() -> Path:
 # Build
 
 
+def _variant() -> str:
+    """'' for a plain native build, '-noamx' for one kept off AMX (its own build and bin folders,
+    so tools built before the AMX check are not reused)."""
+    return "-noamx" if amx_cmake_flags() else ""
+
+
 def bin_dir() -> Path:
-    return root() / "bin"
+    return root() / f"bin{_variant()}"
 
 
 def _exe(name: str) -> str:
@@ -263,10 +296,10 @@ def build_tools(targets: tuple[str, ...] = TOOLS, jobs: int | None = None) -> Pa
     with _locked(base / ".build.lock"):
         if all((out / _exe(t)).is_file() for t in targets):
             return out
-        build = base / "build"  # kept between attempts so an interrupted build resumes where it stopped
+        build = base / f"build{_variant()}"  # kept between attempts: an interrupted build resumes
         log_path = base / "build.log"
         jobs = jobs or int(os.environ.get("ODYSSEY_LLAMACPP_JOBS") or 0) or os.cpu_count() or 2
-        configure = [tools["cmake"], "-S", str(src), "-B", str(build), *CMAKE_FLAGS]
+        configure = [tools["cmake"], "-S", str(src), "-B", str(build), *CMAKE_FLAGS, *amx_cmake_flags()]
         make = [tools["cmake"], "--build", str(build), "--config", "Release", "-j", str(jobs), "--target", *targets]
         _say(f"Building llama.cpp tools ({', '.join(targets)}) from {PACKAGE} {version()} sources with {jobs} jobs; "
              "this happens once and takes several minutes.")

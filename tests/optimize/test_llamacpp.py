@@ -143,3 +143,15 @@ def test_binding_quantizer_refuses_requantizing_a_quantized_file(tmp_path):
     with pytest.raises(OdysseyError, match="llama_model_quantize failed"):
         llamacpp.quantize_gguf(src, tmp_path / "out.gguf", "q8_0", engine="binding")
     assert not (tmp_path / "out.gguf").exists() and not (tmp_path / "out.gguf.part").exists()
+
+
+def test_builds_stay_off_amx_where_the_cpu_advertises_it(monkeypatch):
+    monkeypatch.delenv("ODYSSEY_LLAMACPP_AMX", raising=False)
+    amx = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 avx512_fp16 amx_tile amx_int8\n"
+    plain = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
+    flags = llamacpp.amx_cmake_flags(amx)
+    assert flags == [f"-DCMAKE_C_FLAGS={llamacpp.NO_AMX}", f"-DCMAKE_CXX_FLAGS={llamacpp.NO_AMX}"]
+    assert "-mno-amx-int8" in llamacpp.NO_AMX and "-mno-amx-tile" in llamacpp.NO_AMX
+    assert llamacpp.amx_cmake_flags(plain) == []
+    monkeypatch.setenv("ODYSSEY_LLAMACPP_AMX", "1")  # the user says AMX works here
+    assert llamacpp.amx_cmake_flags(amx) == []
