@@ -96,8 +96,11 @@ def main() -> None:
     parser.add_argument("--steps", default="prefs,reward,ppo,dpo,detox",
                         help="comma list of steps to run; a later call with the same --workdir continues the project")
     parser.add_argument("--out", default=None, help="also copy the results here")
+    parser.add_argument("--detox-steps", type=int, default=None, help="override the size's detox PPO steps")
     args = parser.parse_args()
-    size = SIZES[args.size]
+    size = dict(SIZES[args.size])
+    if args.detox_steps:
+        size["detox_steps"] = args.detox_steps
     steps = set(filter(None, args.steps.split(",")))
     os.environ.setdefault("ODYSSEY_QUIET", "1")
 
@@ -184,7 +187,7 @@ def main() -> None:
         results["toxicity_after"] = m["toxicity_after"]
         results["toxicity_change_ci"] = [m["toxicity_change_ci_low"], m["toxicity_change_ci_high"]]
         task = rep.get("task", {}).get("metrics", {})
-        results["detox"] = {"candidate": det.candidate, **m, "ci_excludes_zero": rep["ci_excludes_zero"],
+        results["detox"] = {"candidate": det.candidate, "steps": len(det.history), "train_wall_s": det.wall_s, **m, "ci_excludes_zero": rep["ci_excludes_zero"],
                             "prompts": rep["prompts"], "samples_per_prompt": rep["samples_per_prompt"],
                             "rougeL_change": task.get("rougeL_change"), "kl_task": task.get("kl"),
                             "train_history_last": det.history[-3:], "examples": rep["examples"],
