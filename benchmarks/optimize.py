@@ -126,7 +126,7 @@ def make_teacher(project, steps: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", default="gguf,gguf4,quant,teacher,prune,distill")
+    parser.add_argument("--parts", default="gguf,gguf4,gguf4nl,quant,teacher,prune,distill")
     parser.add_argument("--n-eval", type=int, default=100)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--teacher-steps", type=int, default=60)
@@ -149,6 +149,8 @@ def main() -> None:
     started = time.perf_counter()
 
     def record(key: str, entry: dict) -> None:
+        # Parts are re-run separately (--parts): each entry says when, as the machine may differ.
+        entry["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         results["runs"][key] = entry
         results["wall_s"] = round(time.perf_counter() - started, 1)
         save(results)
@@ -165,14 +167,17 @@ def main() -> None:
         results["gguf_q8_size_ratio"] = results["runs"]["gguf:q8_0"]["size_ratio_vs_f16"]
         save(results)
 
-    if "gguf4" in parts:
-        # q4_k_m with 4-bit q4_0 instead of llama.cpp's q5_0 for the tensors k-quants cannot hold.
-        r = quantize(project, "gguf:q4_k_m", start_from=MODEL, gguf_fallback="q4_0")
+    # q4_k_m with a 4-bit type instead of llama.cpp's q5_0 for the tensors k-quants cannot hold:
+    # q4_0 (one scale per 32 weights) or iq4_nl (the same size, a non-uniform 4-bit grid).
+    for part, fallback in (("gguf4", "q4_0"), ("gguf4nl", "iq4_nl")):
+        if part not in parts:
+            continue
+        r = quantize(project, "gguf:q4_k_m", start_from=MODEL, gguf_fallback=fallback)
         entry = side_by_side(r.measurement, r.comparison)
         entry["f16_size_mb"] = r.extra["f16_size_mb"]
         entry["size_ratio_vs_f16"] = r.extra["size_ratio_vs_f16"]
-        record("gguf:q4_k_m+q4_0", entry)
-        results["gguf_q4_fallback_q4_0_size_ratio"] = entry["size_ratio_vs_f16"]
+        record(f"gguf:q4_k_m+{fallback}", entry)
+        results[f"gguf_q4_fallback_{fallback}_size_ratio"] = entry["size_ratio_vs_f16"]
         save(results)
 
     # "quant" measures both torchao int8 methods; "int8wo" only the weight-only one (the dynamic-activation

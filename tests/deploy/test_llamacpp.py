@@ -19,8 +19,9 @@ def llama_server_binary() -> Path | None:
     try:
         from odyssey.models import llamacpp
 
-        # tests run with a temporary ODYSSEY_HOME; the build lives in the user's real one
-        path = Path.home() / ".cache" / "odyssey" / "llama.cpp" / llamacpp.version() / "bin" / "llama-server"
+        # tests run with a temporary ODYSSEY_HOME; tests/conftest.py points ODYSSEY_LLAMACPP_HOME at the
+        # user's real build (bin/, or bin-noamx/ on a CPU that lists AMX)
+        path = llamacpp.bin_dir() / "llama-server"
     except Exception:
         return None
     return path if path.is_file() else None
@@ -57,9 +58,13 @@ def test_llama_server_backend_batches_streams_and_captures(tmp_path, monkeypatch
         full = client.chat.completions.create(model="smol", messages=msgs, max_tokens=32, temperature=0)
         text = full.choices[0].message.content
         assert len(text.split()) >= 3 and full.usage.completion_tokens <= 32
-        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-            model="smol", messages=msgs, max_tokens=32, temperature=0, stream=True) if c.choices)
-        assert streamed == text  # the same greedy answer, streamed
+        chunks = list(client.chat.completions.create(model="smol", messages=msgs, max_tokens=32, temperature=0,
+                                                     stream=True))
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        # Not asserted equal to `text`: llama-server reuses the prompt's KV cache from the first request,
+        # computed in another batch shape, and greedy decoding can then pick a different near-tie token.
+        assert len(streamed.split()) >= 3
+        stream_id = chunks[0].id
 
         def ask(i):
             return client.chat.completions.create(model="smol", messages=[{"role": "user", "content": f"{dialogue} ({i})"}],
@@ -73,6 +78,7 @@ def test_llama_server_backend_batches_streams_and_captures(tmp_path, monkeypatch
         for a in [full, *answers]:
             assert rows[a.id]["output"] == a.choices[0].message.content
             assert "Summarize the following dialogue" in rows[a.id]["rendered_prompt"]
+        assert rows[stream_id]["output"] == streamed  # the stream's record holds what the client saw
         pid = next(m for m in client.models.list().data).model_extra["pid"]
     finally:
         stop_server(proc)
