@@ -83,7 +83,8 @@ def test_measure_record_and_report(project):
     q = quantize(project, "int8")
     child, parent = q.measurement["candidate"], q.measurement["parent"]
     for m in (child, parent):
-        assert m["size_mb"] > 0 and m["peak_rss_gb"] >= m["load_rss_gb"] > m["base_rss_gb"] > 0
+        # >= for the load: a tiny model's few hundred KB can land in pages the process already holds.
+        assert m["size_mb"] > 0 and m["peak_rss_gb"] >= m["load_rss_gb"] >= m["base_rss_gb"] > 0
         assert m["prefill_tok_s"] > 0 and m["decode_tok_s"] > 0 and m["decode_tok_s_batched"] > 0
         assert m["p95_latency_ms"] >= m["p50_latency_ms"] > 0 and m["n_examples"] == 2
         assert set(m["metrics"]) >= {"rouge1", "rouge2", "rougeL"}
