@@ -56,6 +56,20 @@ def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process's own address space (Linux VmHWM).
+
+    Not ``ru_maxrss``: Linux carries that across ``execve`` from the process that spawned us (with
+    vfork, the parent's whole address space), so a fresh measuring child started by a 2 GB parent
+    reported a 2 GB peak for a model of a few MB."""
+    peak = proc_kb_field_gb("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 GB = 1024**3
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,9 @@ def _rss_gb() -> float:
 
 
 def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+    from odyssey.models.memory import peak_rss_gb
+
+    return peak_rss_gb()
 
 
 # ---- parent side -----------------------------------------------------------------------------

@@ -25,3 +25,22 @@ def test_trim_heap_returns_freed_pages():
     before, after = map(float, out.stdout.split())
     freed_mib = (before - after) * 1024
     assert 40 < freed_mib < 80, (before, after)  # about the 62.5 MiB of freed blocks, not the live half
+
+
+def test_peak_rss_of_a_spawned_child_excludes_the_parents_peak():
+    import subprocess
+    import sys
+
+    from odyssey.models.memory import peak_rss_gb
+
+    ballast = bytearray(600 * 1024**2)  # pages touched: this process's peak grows by 0.6 GB
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    parent_peak = peak_rss_gb()
+    code = "from odyssey.models.memory import peak_rss_gb; print(peak_rss_gb())"
+    child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                      check=True).stdout)
+    del ballast
+    assert parent_peak >= 0.6
+    # The child imports only the stdlib and this module: tens of MB, whatever the parent holds.
+    assert 0 < child_peak < 0.3 < parent_peak
