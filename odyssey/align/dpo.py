@@ -40,18 +40,17 @@ def train_dpo(project, *, preference_set: int | str | None = None, start: str | 
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from odyssey.align.common import ensure_candidate_row, save_merged, starting_candidate
+    from odyssey.align.common import ensure_candidate_row, load_trainable_start, save_merged, starting_candidate
     from odyssey.align.ppo import AlignResult
     from odyssey.align.preferences import load_preference_set
     from odyssey.align.reward import cpu_training_args
-    from odyssey.models import load
 
     quiet_libraries()
     cfg = project.spec.align.dpo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     begin = starting_candidate(project, start)
     parent_id = ensure_candidate_row(project, begin)
     pset = load_preference_set(project, preference_set)
-    loaded = load(begin.model_ref, root=project.root, dtype="float32")
+    loaded = load_trainable_start(project, begin)
     tok = loaded.tokenizer
     key = hashlib.sha256(f"{begin.model_ref}|{pset.sha256}|{cfg.model_dump_json()}".encode()).hexdigest()[:12]
     work = project.state_dir / "align" / f"dpo-{key}"
@@ -112,10 +111,9 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
     import torch
     from datasets import Dataset
 
-    from odyssey.align.common import ensure_candidate_row, save_merged, starting_candidate
+    from odyssey.align.common import ensure_candidate_row, load_trainable_start, save_merged, starting_candidate
     from odyssey.align.ppo import AlignResult, reward_function, training_prompts
     from odyssey.align.reward import cpu_training_args
-    from odyssey.models import load
 
     if algo not in {"rloo", "grpo"}:
         raise OdysseyError(f"unknown algorithm {algo!r}", hint="use ppo, rloo or grpo")
@@ -133,7 +131,7 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
     def reward_func(prompts, completions, **_):
         return [float(s) for s in score_fn(list(prompts), list(completions))]
 
-    loaded = load(begin.model_ref, root=project.root, dtype="float32")
+    loaded = load_trainable_start(project, begin)
     prompts = training_prompts(project, begin, loaded, reward)
     from peft import LoraConfig
 

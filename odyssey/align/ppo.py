@@ -240,9 +240,8 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
     import torch
 
     from odyssey import ui
-    from odyssey.align.common import ensure_candidate_row, save_merged, starting_candidate
+    from odyssey.align.common import ensure_candidate_row, load_trainable_start, save_merged, starting_candidate
     from odyssey.evaluate.generation import generation_kwargs
-    from odyssey.models import load
     from odyssey.prompts import has_chat_template
 
     cfg = project.spec.align.ppo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
@@ -252,7 +251,7 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
     parent_id = ensure_candidate_row(project, begin)
     reward_fn, reward_info = reward_function(project, reward, reward_model)
     with ui.status(f"loading {begin.model_ref}"):
-        loaded = load(begin.model_ref, root=project.root, dtype="float32")
+        loaded = load_trainable_start(project, begin)
     prompts = training_prompts(project, begin, loaded, reward)
     if not prompts:
         raise OdysseyError("no training prompts for PPO", hint="check the train split of scope.data")

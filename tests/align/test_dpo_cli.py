@@ -108,3 +108,31 @@ def test_online_trainers_need_an_even_batch(tmp_path):
     project, _ = _prefs_project(tmp_path, "align:\n  ppo: {batch_size: 3}\n")
     with pytest.raises(OdysseyError, match="must be even"):
         trl_online(project, "grpo", reward="toxicity", steps=1)
+
+
+def test_dpo_starts_from_a_lora_finetuned_candidate(tmp_path):
+    """An adapt-stage candidate is a LoRA adapter: it is merged before DPO puts its own adapter on
+    (TRL refuses a PeftModel together with a peft_config)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from odyssey.align.dpo import train_dpo
+    from odyssey.align.preferences import build_preferences
+    from odyssey.models import load
+
+    project, _ = _prefs_project(tmp_path, "align:\n  dpo: {epochs: 1, learning_rate: 0.001, batch_size: 4}\n")
+    base = load("tiny:llama", dtype="float32")
+    torch.manual_seed(0)
+    peft = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    peft.save_pretrained(adapter)
+    base.tokenizer.save_pretrained(adapter)
+    (adapter / "odyssey-adapter.json").write_text(json.dumps({"base": "tiny:llama", "method": "lora"}))
+    project.store.upsert_candidate("tiny:lora", "adapt", str(adapter), {"prompt": {
+        "task": "summarization", "instruction": "Summarize the dialogue."}})
+    build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
+    result = train_dpo(project, start="tiny:lora", evaluate=False)
+    cand = project.store.candidate(result.candidate)
+    assert result.parent == "tiny:lora" and project.store.candidate(cand["parent_id"])["name"] == "tiny:lora"
+    aligned = load(cand["model_ref"], dtype="float32")
+    assert not hasattr(aligned.model, "peft_config")  # saved as a plain checkpoint
