@@ -24,6 +24,7 @@ of :func:`tool_path` off (the test suite sets it: a test must not start a minute
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -63,12 +64,18 @@ CMAKE_FLAGS = [
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 
+@functools.lru_cache(maxsize=1)
+def _host_cpuinfo() -> str:
+    """/proc/cpuinfo, read once: bin_dir() asks on every tool lookup."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_advertises_amx(cpuinfo: str | None = None) -> bool:
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
+        cpuinfo = _host_cpuinfo()
     return any(line.startswith("flags") and " amx_tile" in line for line in cpuinfo.splitlines())
 
 
@@ -407,6 +414,17 @@ def kquant_incompatible_tensors(gguf_file: Path) -> list[str]:
             if len(t.shape) >= 2 and int(t.shape[0]) % KQUANT_BLOCK != 0 and t.name.endswith(".weight")]
 
 
+def gguf_fallback(qtype: str, fallback: str | None) -> str | None:
+    """The fallback type to pass for ``qtype``, or None: llama.cpp's own choice (asked for, or a type
+    that is not a k-quant and so needs none). An unknown type is a clear error."""
+    if fallback in (None, "", "llama.cpp") or "_k" not in qtype.lower():
+        return None
+    if fallback not in FALLBACK_TYPES:
+        raise OdysseyError(f"Unknown GGUF fallback type {fallback!r}.",
+                           hint=f"Use llama.cpp (its own choice) or one of: {', '.join(FALLBACK_TYPES)}.")
+    return fallback
+
+
 def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int | None = None, *, engine: str = "auto",
                   fallback: str | None = None) -> Path:
     """Re-quantize a GGUF file (normally an f16/f32 conversion).
@@ -422,11 +440,7 @@ def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int | None = None, 
     qtype = qtype.lower()
     if qtype not in QUANT_TYPES:
         raise OdysseyError(f"Unknown GGUF quantization type {qtype!r}.", hint=f"Use one of: {', '.join(QUANT_TYPES)}.")
-    if fallback in (None, "", "llama.cpp") or "_k" not in qtype:
-        fallback = None
-    elif fallback not in FALLBACK_TYPES:
-        raise OdysseyError(f"Unknown GGUF fallback type {fallback!r}.",
-                           hint=f"Use llama.cpp (its own choice) or one of: {', '.join(FALLBACK_TYPES)}.")
+    fallback = gguf_fallback(qtype, fallback)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")

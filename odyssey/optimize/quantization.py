@@ -120,12 +120,6 @@ def export_gguf(src: Path, out_dir: Path, method: QuantMethod, name: str,
     return target, f16
 
 
-def llamacpp_fallbacks() -> tuple[str, ...]:
-    from odyssey.models.llamacpp import FALLBACK_TYPES
-
-    return FALLBACK_TYPES
-
-
 def quantize(project, to: str, *, start_from: str | None = None, measure: bool = True,
              name: str | None = None, measure_settings: dict | None = None,
              gguf_fallback: str | None = None) -> QuantizeResult:
@@ -149,11 +143,11 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
     parent = resolve_parent(project, start_from)
     store = project.store
     spec = project.spec.optimize.quantize
-    fallback = gguf_fallback or spec.gguf_fallback
-    fallback = fallback if method.backend == "gguf" and "_k" in method.detail and fallback != "llama.cpp" else None
-    if fallback and fallback not in llamacpp_fallbacks():
-        raise OdysseyError(f"unknown GGUF fallback type {fallback!r}",
-                           hint="use llama.cpp or one of: " + ", ".join(llamacpp_fallbacks()))
+    fallback = None
+    if method.backend == "gguf":  # checked here, before any conversion starts
+        from odyssey.models.llamacpp import gguf_fallback as resolve_fallback
+
+        fallback = resolve_fallback(method.detail, gguf_fallback or spec.gguf_fallback)
     slug = method.slug + (f"-{fallback.replace('_', '-')}" if fallback else "")
     cand = name or candidate_name(parent, slug)
     config = {"method": method.name, "backend": method.backend, "parent": parent.name}

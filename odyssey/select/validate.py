@@ -15,9 +15,9 @@ import time
 
 
 def _hwm_gb() -> float:
-    from odyssey.models.memory import proc_kb_field_gb
+    from odyssey.models.memory import peak_rss_gb
 
-    return proc_kb_field_gb("/proc/self/status", "VmHWM") or 0.0
+    return peak_rss_gb()
 
 
 def measure_here(ref: str, method: str, batch: int, seq: int, steps: int = 3, new_tokens: int = 32) -> dict:

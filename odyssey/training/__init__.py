@@ -50,7 +50,6 @@ import json
 import math
 import os
 import random
-import resource
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -59,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from odyssey.errors import OdysseyError
-from odyssey.models.memory import rss_gb  # noqa: F401  (one implementation; re-exported here)
+from odyssey.models.memory import peak_rss_gb, rss_gb  # noqa: F401  (one implementation; rss_gb re-exported)
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -248,7 +247,7 @@ def peak_memory_gb(cpu_peak: float | None = None) -> float:
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 1024**3
-    return cpu_peak if cpu_peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return cpu_peak if cpu_peak is not None else peak_rss_gb()
 
 
 def _param_groups(model, trainable_params, weight_decay: float) -> list[dict]:
