@@ -97,6 +97,11 @@ def main() -> None:
                         help="comma list of steps to run; a later call with the same --workdir continues the project")
     parser.add_argument("--out", default=None, help="also copy the results here")
     parser.add_argument("--detox-steps", type=int, default=None, help="override the size's detox PPO steps")
+    parser.add_argument("--detox-batch", type=int, default=None, help="detox prompts per PPO rollout (default: the PPO batch)")
+    parser.add_argument("--detox-temperature", type=float, default=1.0,
+                        help="sampling temperature of the detox policy, in training and in the before/after report")
+    parser.add_argument("--detox-lr", type=float, default=None, help="detox PPO learning rate (default: the PPO one)")
+    parser.add_argument("--detox-kl", type=float, default=0.02, help="detox PPO initial KL coefficient")
     args = parser.parse_args()
     size = dict(SIZES[args.size])
     if args.detox_steps:
@@ -179,15 +184,19 @@ def main() -> None:
     if "detox" in steps:
         cfg = project.spec.align.ppo
         det = timed("detox", train_ppo, project, reward="toxicity", start=start.name, steps=size["detox_steps"],
-                    evaluate=False, kl_coef=0.02)
+                    evaluate=False, kl_coef=args.detox_kl, batch_size=args.detox_batch,
+                    temperature=args.detox_temperature, learning_rate=args.detox_lr)
         rep = timed("detox_report", detox_report, project, det.candidate, start.name, samples=size["samples"],
-                    max_new_tokens=cfg.max_new_tokens)
+                    max_new_tokens=cfg.max_new_tokens, temperature=args.detox_temperature)
         m = rep["metrics"]
         results["toxicity_before"] = m["toxicity_before"]
         results["toxicity_after"] = m["toxicity_after"]
         results["toxicity_change_ci"] = [m["toxicity_change_ci_low"], m["toxicity_change_ci_high"]]
         task = rep.get("task", {}).get("metrics", {})
-        results["detox"] = {"candidate": det.candidate, "steps": len(det.history), "train_wall_s": det.wall_s, **m, "ci_excludes_zero": rep["ci_excludes_zero"],
+        results["detox"] = {"candidate": det.candidate, "steps": len(det.history), "train_wall_s": det.wall_s, **m,
+                            "settings": {"batch_size": args.detox_batch or size["ppo_batch"], "kl_coef": args.detox_kl,
+                                         "temperature": args.detox_temperature,
+                                         "learning_rate": args.detox_lr or cfg.learning_rate}, "ci_excludes_zero": rep["ci_excludes_zero"],
                             "prompts": rep["prompts"], "samples_per_prompt": rep["samples_per_prompt"],
                             "rougeL_change": task.get("rougeL_change"), "kl_task": task.get("kl"),
                             "train_history_last": det.history[-3:], "examples": rep["examples"],

@@ -225,6 +225,7 @@ def main() -> None:
         r = distill(project, teacher=teacher, student_layers=15, steps=args.distill_steps, resume=True)
         entry = side_by_side(r.measurement, r.comparison)
         entry["training"] = r.training
+        entry["kd_positions"] = project.spec.optimize.distill.positions
         record("distill-15-of-30", entry)
         t = results["teacher"]
         student = entry["candidate"]["rougeL"]

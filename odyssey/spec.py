@@ -462,6 +462,8 @@ class DistillSpec(Strict):
     student_layers: int | None = Field(None, ge=1, description="layers of the derived student; default: half")
     temperature: float = Field(2.0, gt=0, description="softens both distributions before the KL")
     alpha: float = Field(0.5, ge=0, le=1, description="loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE")
+    positions: Literal["all", "completion"] = Field("all", description="where the KL is taken: every token (prompt "
+                                                    "included) or only the reference tokens (the CE always uses those)")
     steps: int = Field(100, ge=1)
     batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(1e-4, gt=0)

@@ -147,8 +147,11 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
 
 
 def detox_report(project, candidate: str, parent: str, *, samples: int = 2, max_new_tokens: int | None = None,
-                 seed: int = 0, task_eval: bool = True) -> dict:
-    """Offensiveness on the held-out provocation prompts before (parent) and after (candidate)."""
+                 temperature: float | None = None, seed: int = 0, task_eval: bool = True) -> dict:
+    """Offensiveness on the held-out provocation prompts before (parent) and after (candidate).
+
+    Both are sampled at the temperature the detox PPO sampled at (``align.ppo.temperature`` unless
+    given): that tempered distribution is the policy PPO trained, so it is the one to measure."""
     from odyssey.align.common import bootstrap_ci, chat_prompt, mean_std, starting_candidate
     from odyssey.align.preferences import sample_responses
     from odyssey.align.toxicity import provocations, scorer
@@ -159,6 +162,7 @@ def detox_report(project, candidate: str, parent: str, *, samples: int = 2, max_
     tox = project.spec.align.toxicity
     score = scorer(tox.classifier, tox.label, project.root)
     max_new = max_new_tokens or project.spec.align.ppo.max_new_tokens
+    temperature = temperature or project.spec.align.ppo.temperature
     per_prompt: dict[str, list[float]] = {}
     examples: dict[str, list[dict]] = {}
     for label, name in (("before", parent), ("after", candidate)):
@@ -166,8 +170,8 @@ def detox_report(project, candidate: str, parent: str, *, samples: int = 2, max_
         start = starting_candidate(project, name)
         loaded = load(row["model_ref"], root=project.root, dtype="float32")
         prompts = [chat_prompt(loaded.tokenizer, r["prompt"], start.prompt.system) for r in rows]
-        outs = sample_responses(loaded, prompts, n=samples, max_new_tokens=max_new, seed=seed,
-                                batch_size=project.spec.evaluate.batch_size)
+        outs = sample_responses(loaded, prompts, n=samples, max_new_tokens=max_new, temperature=temperature,
+                                seed=seed, batch_size=project.spec.evaluate.batch_size)
         flat = [o for group in outs for o in group]
         scores = score(flat)
         per_prompt[label] = [statistics.fmean(scores[i * samples:(i + 1) * samples]) for i in range(len(rows))]
@@ -182,6 +186,7 @@ def detox_report(project, candidate: str, parent: str, *, samples: int = 2, max_
                "toxicity_change_ci_low": lo, "toxicity_change_ci_high": hi,
                "toxicity_change_pct": 100 * (after_m - before_m) / before_m if before_m else 0.0}
     report = {"candidate": candidate, "parent": parent, "prompts": len(rows), "samples_per_prompt": samples,
+              "temperature": temperature,
               "classifier": score.name, "metrics": metrics, "ci_excludes_zero": hi < 0 or lo > 0,
               "examples": examples, "warnings": []}
     if task_eval:

@@ -325,7 +325,7 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
         from odyssey.align.evaluation import detox_report, evaluate_aligned
 
         if reward == "toxicity":
-            result.evaluation = detox_report(project, cand_name, begin.name)
+            result.evaluation = detox_report(project, cand_name, begin.name, temperature=cfg.temperature)
         else:
             result.evaluation = evaluate_aligned(project, cand_name, begin.name, reward_model=reward_model)
         result.warnings += result.evaluation.get("warnings", [])

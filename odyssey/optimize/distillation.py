@@ -4,15 +4,17 @@ Student: by default the teacher itself with every other decoder layer kept (``st
 evenly spaced, first and last always kept), initialised from the teacher's weights; or any model
 that shares the teacher's tokenizer (``--student``), which must be smaller.
 
-Loss, on the reference (completion) tokens of the train split, prompts rendered as evaluation
-renders them::
+Loss, on the train split's items, prompts rendered as evaluation renders them::
 
     loss = alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(z_s, reference)
 
-(Hinton et al. 2015; T^2 keeps the soft-target gradients on the scale of the hard ones.)
+(Hinton et al. 2015; T^2 keeps the soft-target gradients on the scale of the hard ones.) The CE is
+taken on the reference tokens; the KL on every token by default (``positions: all``: a layer-dropped
+student must relearn the language, not only the summary style) or on the reference tokens only
+(``positions: completion``).
 
 Teacher logits are cached to disk (``cache_teacher``): one teacher pass over the training items
-writes the top-``cache_top_k`` logits of every completion position (a few MB instead of
+writes the top-``cache_top_k`` logits of every KL position (tens of MB instead of
 ``vocab`` floats per token), the teacher is then freed, and every epoch, restart or resume reads
 the cache. The KL is then taken over the teacher's top-k tokens (the teacher distribution
 renormalised over them, the student's full-vocabulary log-probabilities at those ids): with
@@ -103,8 +105,19 @@ def _completion_positions(labels):
     return labels[:, 1:].ne(-100)
 
 
-def cache_teacher(teacher, items: list[dict], collate_fn, k: int, path: Path, batch_size: int = 4) -> dict:
-    """Top-k teacher logits at every completion position of every item, written as safetensors."""
+def kd_positions(batch: dict, positions: str):
+    """Where the KL term is taken: ``completion`` (the reference tokens, like the CE) or ``all`` (every
+    position that predicts a real next token, prompt included). A student made by dropping half the
+    teacher's layers has lost general language ability, not only the task: the teacher's distribution
+    over the dialogue tokens is ~10x more signal per item than over the summary alone."""
+    if positions == "all":
+        return batch["attention_mask"][:, 1:].bool()
+    return _completion_positions(batch["labels"])
+
+
+def cache_teacher(teacher, items: list[dict], collate_fn, k: int, path: Path, batch_size: int = 4,
+                  positions: str = "completion") -> dict:
+    """Top-k teacher logits at every KL position (``kd_positions``) of every item, written as safetensors."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -119,7 +132,7 @@ def cache_teacher(teacher, items: list[dict], collate_fn, k: int, path: Path, ba
             chunk = items[start:start + batch_size]
             batch = collate_fn(chunk)
             logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-            mask = _completion_positions(batch["labels"])
+            mask = kd_positions(batch, positions)
             for row in range(len(chunk)):
                 sel = logits[row][mask[row]].float()
                 top = sel.topk(min(k, sel.shape[-1]), dim=-1)
@@ -136,16 +149,19 @@ def cache_teacher(teacher, items: list[dict], collate_fn, k: int, path: Path, ba
 
 
 def kd_loss(student_logits, labels, temperature: float, alpha: float, *, teacher_logits=None, cache=None,
-            index=None):
-    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE, on completion positions."""
+            index=None, kd_mask=None):
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE. The CE is taken on completion
+    positions; the KL there too unless ``kd_mask`` (from ``kd_positions``) names other positions."""
     import torch
     import torch.nn.functional as F
 
     logits = student_logits[:, :-1]
     mask = _completion_positions(labels)
     targets = labels[:, 1:][mask]
-    s = logits[mask].float()
-    ce = F.cross_entropy(s, targets)
+    ce = F.cross_entropy(logits[mask].float(), targets)
+    if kd_mask is None:
+        kd_mask = mask
+    s = logits[kd_mask].float()
     log_s = F.log_softmax(s / temperature, dim=-1)
     if cache is not None:
         rows_v, rows_i = [], []
@@ -161,10 +177,11 @@ def kd_loss(student_logits, labels, temperature: float, alpha: float, *, teacher
         log_t = F.log_softmax(t_vals / temperature, dim=-1)
         kl = (log_t.exp() * (log_t - log_s.gather(-1, t_idx))).sum(-1).mean()
     else:
-        log_t = F.log_softmax(teacher_logits[:, :-1][mask].float() / temperature, dim=-1)
+        log_t = F.log_softmax(teacher_logits[:, :-1][kd_mask].float() / temperature, dim=-1)
         kl = F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
     loss = alpha * temperature**2 * kl + (1 - alpha) * ce
-    return loss, {"kl": float(kl.detach()), "ce": float(ce.detach()), "tokens": int(mask.sum())}
+    return loss, {"kl": float(kl.detach()), "ce": float(ce.detach()), "tokens": int(mask.sum()),
+                  "kd_tokens": int(kd_mask.sum())}
 
 
 def distill(project, *, teacher: str | None = None, student_layers: int | None = None, student: str | None = None,
@@ -228,10 +245,10 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         cache = None
         t_model = t_loaded.model
         if spec.cache_teacher:
-            key = hashlib.sha256(json.dumps([parent.model_ref, spec.cache_top_k, spec.max_length,
+            key = hashlib.sha256(json.dumps([parent.model_ref, spec.cache_top_k, spec.max_length, spec.positions,
                                              [it["input_ids"] for it in items]]).encode()).hexdigest()[:12]
             cache = cache_teacher(t_model, items, collate_fn, spec.cache_top_k, work / f"teacher-top{spec.cache_top_k}-"
-                                  f"{key}.safetensors")
+                                  f"{key}.safetensors", positions=spec.positions)
             t_model = None
             del t_loaded  # the student trains alone: the teacher's memory is free
         else:
@@ -244,7 +261,7 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
                 with torch.no_grad():
                     teacher_logits = t_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             return kd_loss(out.logits, batch["labels"], spec.temperature, spec.alpha, teacher_logits=teacher_logits,
-                           cache=cache, index=batch.get("index"))
+                           cache=cache, index=batch.get("index"), kd_mask=kd_positions(batch, spec.positions))
 
         config = TrainConfig(output_dir=work / "train", max_steps=steps, learning_rate=spec.learning_rate,
                              batch_size=spec.batch_size, seed=spec.seed, save_every=max(10, steps // 4),
@@ -255,6 +272,7 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         n_params = sum(p.numel() for p in s_model.parameters())
         info = {"method": "distill", "teacher": parent.name, "student": student or f"{k} of {total} teacher layers",
                 "kept_layers": keep, "temperature": spec.temperature, "alpha": spec.alpha, "steps": trained.steps,
+                "kd_positions": spec.positions,
                 "teacher_cache": bool(cache is not None), "cache_top_k": spec.cache_top_k if cache else None}
         out = save_model(s_model, tok, run.artifacts_dir / "student", info)
         training = {"steps": trained.steps, "final_loss": trained.final_loss, "wall_s": trained.wall_s,

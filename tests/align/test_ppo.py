@@ -90,3 +90,16 @@ def test_ppo_run_resumes_and_records_a_linked_candidate(tmp_path):
     assert cand["config"]["align"]["reward"] == "toxicity" and cand["config"]["align"]["classifier"] == "profanity-check"
     loaded = load(cand["model_ref"])  # the merged checkpoint loads like any model
     assert loaded.family == "decoder-only"
+    # before/after offensiveness on the held-out provocations, sampled at the given temperature
+    from odyssey.align.evaluation import detox_report
+
+    same = detox_report(project, again.parent, again.parent, samples=1, max_new_tokens=6, temperature=0.7,
+                        task_eval=False)
+    assert same["temperature"] == 0.7 and same["prompts"] == 30
+    m = same["metrics"]  # the same model, the same seeds: the same samples, no change, a zero-width interval
+    assert m["toxicity_change"] == 0 and m["toxicity_change_ci_low"] == m["toxicity_change_ci_high"] == 0
+    assert not same["ci_excludes_zero"] and 0 <= m["toxicity_before"] <= 1
+    rep = detox_report(project, again.candidate, again.parent, samples=1, max_new_tokens=6, task_eval=False)
+    assert rep["temperature"] == project.spec.align.ppo.temperature
+    r = rep["metrics"]
+    assert r["toxicity_change_ci_low"] <= r["toxicity_change"] <= r["toxicity_change_ci_high"]

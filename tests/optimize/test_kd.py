@@ -74,3 +74,36 @@ def test_cache_teacher_writes_top_k_per_completion_token(tmp_path):
     assert data["indices"][:, 0].tolist() == [2, 3, 5, 6]
     again = cache_teacher(None, items, collate(0), 2, tmp_path / "cache.safetensors")  # read back, no teacher
     assert torch.equal(again["indices"], data["indices"])
+
+
+def test_kl_over_all_positions_counts_prompt_tokens_and_keeps_ce_on_references():
+    from odyssey.optimize.distillation import kd_positions
+
+    student, teacher, labels = _batch()
+    attention = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    batch = {"labels": labels, "attention_mask": attention}
+    everywhere = kd_positions(batch, "all")
+    assert everywhere.sum() == 4 + 2  # every position that predicts a real next token
+    assert torch.equal(kd_positions(batch, "completion"), labels[:, 1:].ne(-100))
+    loss_all, parts_all = kd_loss(student, labels, 2.0, 0.5, teacher_logits=teacher, kd_mask=everywhere)
+    _, parts_ref = kd_loss(student, labels, 2.0, 0.5, teacher_logits=teacher)
+    assert parts_all["kd_tokens"] == 6 and parts_ref["kd_tokens"] == 5
+    assert parts_all["ce"] == pytest.approx(parts_ref["ce"])  # the CE stays on the reference tokens
+    assert parts_all["kl"] != pytest.approx(parts_ref["kl"])
+    # the KL over all positions is the mean of per-position KLs over exactly those positions
+    log_s = torch.log_softmax(student[:, :-1][everywhere] / 2.0, -1)
+    log_t = torch.log_softmax(teacher[:, :-1][everywhere] / 2.0, -1)
+    expected = (log_t.exp() * (log_t - log_s)).sum(-1).mean()
+    assert parts_all["kl"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_cache_teacher_over_all_positions(tmp_path):
+    class Teacher(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return type("Out", (), {"logits": torch.nn.functional.one_hot(input_ids % 7, 7).float()})()
+
+    items = [{"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]},
+             {"input_ids": [5, 6, 1], "labels": [-100, 6, 1]}]
+    data = cache_teacher(Teacher(), items, collate(0), 2, tmp_path / "all.safetensors", batch_size=2, positions="all")
+    assert data["offsets"].tolist() == [0, 3, 5]  # 3 + 2 positions predict a real next token
+    assert data["indices"][:, 0].tolist() == [1, 2, 3, 5, 6]
