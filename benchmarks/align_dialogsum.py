@@ -102,6 +102,9 @@ def main() -> None:
                         help="sampling temperature of the detox policy, in training and in the before/after report")
     parser.add_argument("--detox-lr", type=float, default=None, help="detox PPO learning rate (default: the PPO one)")
     parser.add_argument("--detox-kl", type=float, default=0.02, help="detox PPO initial KL coefficient")
+    parser.add_argument("--detox-algo", choices=["ppo", "grpo", "rloo"], default="ppo",
+                        help="the detox trainer: Odyssey's PPO, or TRL's GRPO/RLOO (group baselines)")
+    parser.add_argument("--detox-generations", type=int, default=4, help="grpo/rloo: answers sampled per prompt")
     args = parser.parse_args()
     size = dict(SIZES[args.size])
     if args.detox_steps:
@@ -112,7 +115,7 @@ def main() -> None:
     import torch
 
     from odyssey.align.common import ensure_candidate_row, starting_candidate
-    from odyssey.align.dpo import train_dpo
+    from odyssey.align.dpo import train_dpo, trl_online
     from odyssey.align.evaluation import detox_report
     from odyssey.align.ppo import train_ppo
     from odyssey.align.preferences import build_preferences
@@ -183,9 +186,15 @@ def main() -> None:
     state.write_text(json.dumps(results, default=str))
     if "detox" in steps:
         cfg = project.spec.align.ppo
-        det = timed("detox", train_ppo, project, reward="toxicity", start=start.name, steps=size["detox_steps"],
-                    evaluate=False, kl_coef=args.detox_kl, batch_size=args.detox_batch,
-                    temperature=args.detox_temperature, learning_rate=args.detox_lr)
+        knobs = dict(kl_coef=args.detox_kl, batch_size=args.detox_batch, temperature=args.detox_temperature,
+                     learning_rate=args.detox_lr)
+        if args.detox_algo == "ppo":
+            det = timed("detox", train_ppo, project, reward="toxicity", start=start.name, steps=size["detox_steps"],
+                        evaluate=False, **knobs)
+        else:
+            det = timed("detox", trl_online, project, args.detox_algo, reward="toxicity", start=start.name,
+                        steps=size["detox_steps"], evaluate=False, name=f"{start.name}+detox-{args.detox_algo}",
+                        num_generations=args.detox_generations, **knobs)
         rep = timed("detox_report", detox_report, project, det.candidate, start.name, samples=size["samples"],
                     max_new_tokens=cfg.max_new_tokens, temperature=args.detox_temperature)
         m = rep["metrics"]
@@ -194,7 +203,9 @@ def main() -> None:
         results["toxicity_change_ci"] = [m["toxicity_change_ci_low"], m["toxicity_change_ci_high"]]
         task = rep.get("task", {}).get("metrics", {})
         results["detox"] = {"candidate": det.candidate, "steps": len(det.history), "train_wall_s": det.wall_s, **m,
-                            "settings": {"batch_size": args.detox_batch or size["ppo_batch"], "kl_coef": args.detox_kl,
+                            "settings": {"algo": args.detox_algo, "batch_size": args.detox_batch or size["ppo_batch"],
+                                         "kl_coef": args.detox_kl,
+                                         "num_generations": args.detox_generations if args.detox_algo != "ppo" else None,
                                          "temperature": args.detox_temperature,
                                          "learning_rate": args.detox_lr or cfg.learning_rate}, "ci_excludes_zero": rep["ci_excludes_zero"],
                             "prompts": rep["prompts"], "samples_per_prompt": rep["samples_per_prompt"],

@@ -377,6 +377,8 @@ class PPOSpec(Strict):
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0)
+    num_generations: int = Field(2, ge=2, description="--algo rloo/grpo: answers sampled per prompt (their group's "
+                                 "rewards are each other's baseline); batch_size must be a multiple of it")
     kl_coef: float = Field(0.05, ge=0, description="initial coefficient of the per-token KL penalty")
     adaptive_kl: bool = Field(True, description="adapt kl_coef towards target_kl (Ziegler et al. 2019)")
     target_kl: float = Field(2.0, gt=0, description="target KL per response (nats) for the adaptive controller")

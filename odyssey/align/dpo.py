@@ -105,7 +105,8 @@ def train_dpo(project, *, preference_set: int | str | None = None, start: str | 
 
 
 def trl_online(project, algo: str, *, reward: str = "model", reward_model: int | str | None = None,
-               start: str | None = None, steps: int | None = None, evaluate: bool = True, name: str | None = None):
+               start: str | None = None, steps: int | None = None, evaluate: bool = True, name: str | None = None,
+               **overrides):
     """TRL's RLOO or GRPO trainer: several samples per prompt, advantages from the group's rewards,
     KL to the reference with coefficient beta (align.ppo.kl_coef)."""
     import torch
@@ -120,10 +121,13 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
     quiet_libraries()
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    cfg = project.spec.align.ppo
-    if cfg.batch_size % 2:
-        raise OdysseyError(f"align.ppo.batch_size={cfg.batch_size}: {algo} samples 2 answers per prompt, so the "
-                           "batch size must be even", hint=f"set align.ppo.batch_size to {cfg.batch_size + 1}")
+    cfg = project.spec.align.ppo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    group = cfg.num_generations
+    if cfg.batch_size % group:
+        fixed = (cfg.batch_size // group + 1) * group
+        raise OdysseyError(f"align.ppo.batch_size={cfg.batch_size}: {algo} samples align.ppo.num_generations={group} "
+                           f"answers per prompt, so the batch size must be a multiple of {group}",
+                           hint=f"set align.ppo.batch_size to {fixed}")
     begin = starting_candidate(project, start)
     parent_id = ensure_candidate_row(project, begin)
     score_fn, reward_info = reward_function(project, reward, reward_model)
@@ -142,12 +146,12 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
 
     n_steps = steps or cfg.steps
     args = config_cls(output_dir=str(project.state_dir / "align" / f"{algo}-work"), learning_rate=cfg.learning_rate,
-                      per_device_train_batch_size=cfg.batch_size, num_generations=2, max_steps=n_steps,
+                      per_device_train_batch_size=cfg.batch_size, num_generations=group, max_steps=n_steps,
                       max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, beta=cfg.kl_coef,
                       seed=cfg.seed, disable_tqdm=ui.quiet(), **cpu_training_args())
     data = Dataset.from_list([{"prompt": p} for p in prompts])
     t0 = time.perf_counter()
-    settings = {"action": algo, "start": begin.as_dict(), **reward_info, "steps": n_steps}
+    settings = {"action": algo, "start": begin.as_dict(), **reward_info, "steps": n_steps, "num_generations": group}
     with project.store.run("align", project.spec.as_dict(), settings) as run:
         trainer = trainer_cls(model=loaded.model, reward_funcs=reward_func, args=args, train_dataset=data,
                               processing_class=loaded.tokenizer, peft_config=peft_config)
@@ -168,6 +172,7 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
     if evaluate:
         from odyssey.align.evaluation import detox_report, evaluate_aligned
 
-        result.evaluation = (detox_report(project, cand_name, begin.name) if reward == "toxicity"
+        result.evaluation = (detox_report(project, cand_name, begin.name, temperature=cfg.temperature)
+                             if reward == "toxicity"
                              else evaluate_aligned(project, cand_name, begin.name, reward_model=reward_model))
     return result

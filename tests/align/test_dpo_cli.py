@@ -101,13 +101,18 @@ def test_trl_online_trainers_record_a_candidate(tmp_path, algo):
     assert cand["config"]["align"]["reward"] == "toxicity" and result.candidate.endswith(f"+{algo}")
 
 
-def test_online_trainers_need_an_even_batch(tmp_path):
+def test_online_trainers_need_a_batch_of_whole_groups(tmp_path):
     from odyssey.align.dpo import trl_online
     from odyssey.errors import OdysseyError
 
     project, _ = _prefs_project(tmp_path, "align:\n  ppo: {batch_size: 3}\n")
-    with pytest.raises(OdysseyError, match="must be even"):
+    with pytest.raises(OdysseyError, match="must be a multiple of 2") as err:
         trl_online(project, "grpo", reward="toxicity", steps=1)
+    assert "batch_size to 4" in err.value.hint
+    project, _ = _prefs_project(tmp_path / "g4", "align:\n  ppo: {batch_size: 6, num_generations: 4}\n")
+    with pytest.raises(OdysseyError, match="num_generations=4 answers per prompt") as err:
+        trl_online(project, "rloo", reward="toxicity", steps=1)
+    assert "batch_size to 8" in err.value.hint
 
 
 def test_dpo_starts_from_a_lora_finetuned_candidate(tmp_path):
