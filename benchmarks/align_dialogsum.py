@@ -134,11 +134,11 @@ def main() -> None:
         "data": "DialogSum validation: rows 0-349 train prompts, 350-399 validation, 400-499 test"}
     timings: dict = results.setdefault("timings_s", {})
 
-    def timed(name, fn, *a, **kw):
+    def timed(label, fn, *a, **kw):
         t0 = time.perf_counter()
         out = fn(*a, **kw)
-        timings[name] = round(time.perf_counter() - t0, 1)
-        print(f"[align-bench] {name}: {timings[name]} s", flush=True)
+        timings[label] = round(time.perf_counter() - t0, 1)
+        print(f"[align-bench] {label}: {timings[label]} s", flush=True)
         return out
 
     if args.finetune and "prefs" in steps:
