@@ -148,6 +148,28 @@ def plot_calibration(table: list[dict], accuracy: float, ece: float, out: Path) 
     return out
 
 
+def _plain_backbone(project, ref: str, path: Path, out: Path) -> Path:
+    """The backbone as a plain checkpoint. An adapt-stage candidate is a LoRA adapter folder:
+    ``AutoModelForSequenceClassification`` would load it through transformers' PEFT integration with
+    every weight frozen (the Trainer then has nothing to train), so its merge is saved once here."""
+    from odyssey.models.loading import ADAPTER_CONFIG
+
+    if not (path / ADAPTER_CONFIG).exists() or (path / "config.json").exists():
+        return path
+    if (out / "config.json").exists():
+        return out
+    from odyssey.align.common import save_merged
+    from odyssey.models import load
+
+    loaded = load(ref, root=project.root, dtype="float32")
+    if hasattr(loaded.model, "merge_and_unload"):
+        loaded.model = loaded.model.merge_and_unload()
+    tmp = out.with_name(out.name + ".partial")
+    save_merged(loaded.model, loaded.tokenizer, tmp)
+    tmp.rename(out)  # complete or absent
+    return out
+
+
 def train_reward_model(project, *, preference_set: int | str | None = None, backbone: str | None = None,
                        resume: bool = False, start=None) -> RewardResult:
     from odyssey.align.preferences import load_preference_set
@@ -181,6 +203,7 @@ def train_reward_model(project, *, preference_set: int | str | None = None, back
     settings = {"action": "reward", "preference_set": pset.id, "preference_sha256": pset.sha256, "base": base_ref,
                 "train_pairs": len(train), "held_out_pairs": len(test), "spec": spec.model_dump()}
     with project.store.run("align", project.spec.as_dict(), settings) as run:
+        base_path = _plain_backbone(project, row["model_ref"] if row else base_ref, Path(base_path), work / "backbone")
         tok = AutoTokenizer.from_pretrained(base_path)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token

@@ -141,3 +141,33 @@ def test_dpo_starts_from_a_lora_finetuned_candidate(tmp_path):
     assert result.parent == "tiny:lora" and project.store.candidate(cand["parent_id"])["name"] == "tiny:lora"
     aligned = load(cand["model_ref"], dtype="float32")
     assert not hasattr(aligned.model, "peft_config")  # saved as a plain checkpoint
+
+
+def test_reward_model_trains_on_a_lora_finetuned_candidate(tmp_path):
+    """The reward model's default backbone is the starting candidate; an adapt-stage LoRA adapter is
+    merged into a plain backbone first (loaded as an adapter, every weight was frozen: nothing to train)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from odyssey.align.preferences import build_preferences
+    from odyssey.align.reward import train_reward_model
+    from odyssey.models import load
+
+    project, _ = _prefs_project(tmp_path, "align:\n  reward: {epochs: 1, batch_size: 4, held_out: 0.25}\n")
+    base = load("tiny:llama", dtype="float32")
+    torch.manual_seed(0)
+    peft = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    peft.save_pretrained(adapter)
+    base.tokenizer.save_pretrained(adapter)
+    (adapter / "odyssey-adapter.json").write_text(json.dumps({"base": "tiny:llama", "method": "lora"}))
+    project.store.upsert_candidate("tiny:lora", "adapt", str(adapter), {"prompt": {
+        "task": "summarization", "instruction": "Summarize the dialogue."}})
+    build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
+    from odyssey.align.common import starting_candidate
+
+    result = train_reward_model(project, start=starting_candidate(project, "tiny:lora"))
+    assert result.base_ref == str(adapter)
+    assert 0 <= result.metrics["reward_accuracy"] <= 1 and result.metrics["train_pairs"] == 6
+    backbone = list((project.state_dir / "align").glob("reward-*/backbone"))
+    assert len(backbone) == 1 and (backbone[0] / "config.json").exists()  # the merged backbone, saved once
