@@ -124,7 +124,9 @@ def main() -> None:
 
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="align-bench-"))
     state = root / "bench-results.json"
-    if "prefs" in steps or not state.exists():
+    # A fresh project only when the run starts from the preferences (or there is none yet): a later
+    # call continues it, and a crash before the first results were written must not wipe it.
+    if "prefs" in steps or not (root / "odyssey.yaml").exists():
         shutil.rmtree(root, ignore_errors=True)
         make_project(root, Path(args.data), size, args.model, args.batch)
     project = Project.load(root)
@@ -156,6 +158,7 @@ def main() -> None:
     if "prefs" in steps:
         pset = timed("preferences", build_preferences, project, start=start)
         results["preferences"] = {"pairs": len(pset.pairs), "sources": pset.sources, "sha256": pset.sha256}
+        state.write_text(json.dumps(results, default=str))
     if "reward" in steps:
         rm = timed("reward_model", train_reward_model, project, start=start)
         results["reward_accuracy"] = rm.metrics["reward_accuracy"]
