@@ -122,16 +122,20 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def load_trainable_start(project, begin):
-    """The starting candidate loaded for training, with a LoRA adapter (an adapt-stage candidate)
-    merged into its base: PPO, DPO and TRL's trainers put their own adapter on top, and TRL refuses a
-    PeftModel together with a peft_config."""
+def load_merged(project, ref: str):
+    """A model loaded in fp32 with a LoRA adapter (an adapt-stage candidate) merged into its base."""
     from odyssey.models import load
 
-    loaded = load(begin.model_ref, root=project.root, dtype="float32")
+    loaded = load(ref, root=project.root, dtype="float32")
     if hasattr(loaded.model, "merge_and_unload"):
         loaded.model = loaded.model.merge_and_unload()
     return loaded
+
+
+def load_trainable_start(project, begin):
+    """The starting candidate loaded for training, merged (``load_merged``): PPO, DPO and TRL's
+    trainers put their own adapter on top, and TRL refuses a PeftModel together with a peft_config."""
+    return load_merged(project, begin.model_ref)
 
 
 def save_merged(model, tokenizer, out: Path) -> Path:

@@ -158,12 +158,9 @@ def _plain_backbone(project, ref: str, path: Path, out: Path) -> Path:
         return path
     if (out / "config.json").exists():
         return out
-    from odyssey.align.common import save_merged
-    from odyssey.models import load
+    from odyssey.align.common import load_merged, save_merged
 
-    loaded = load(ref, root=project.root, dtype="float32")
-    if hasattr(loaded.model, "merge_and_unload"):
-        loaded.model = loaded.model.merge_and_unload()
+    loaded = load_merged(project, ref)
     tmp = out.with_name(out.name + ".partial")
     save_merged(loaded.model, loaded.tokenizer, tmp)
     tmp.rename(out)  # complete or absent

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -16,6 +17,24 @@ def _prefs_project(tmp_path, extra: str = ""):
     (root / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + extra)
     return Project.load(root), rows
+
+def _lora_candidate(project, adapter: Path) -> Path:
+    """An adapt-stage candidate 'tiny:lora': a (non-identity) LoRA adapter folder on tiny:llama."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from odyssey.models import load
+
+    base = load("tiny:llama", dtype="float32")
+    torch.manual_seed(0)
+    peft = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(adapter)
+    base.tokenizer.save_pretrained(adapter)
+    (adapter / "odyssey-adapter.json").write_text(json.dumps({"base": "tiny:llama", "method": "lora"}))
+    project.store.upsert_candidate("tiny:lora", "adapt", str(adapter), {"prompt": {
+        "task": "summarization", "instruction": "Summarize the dialogue."}})
+    return adapter
+
 
 
 @pytest.mark.parametrize("reference_free", [False, pytest.param(True, marks=pytest.mark.slow)])
@@ -118,23 +137,12 @@ def test_online_trainers_need_a_batch_of_whole_groups(tmp_path):
 def test_dpo_starts_from_a_lora_finetuned_candidate(tmp_path):
     """An adapt-stage candidate is a LoRA adapter: it is merged before DPO puts its own adapter on
     (TRL refuses a PeftModel together with a peft_config)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
     from odyssey.align.dpo import train_dpo
     from odyssey.align.preferences import build_preferences
     from odyssey.models import load
 
     project, _ = _prefs_project(tmp_path, "align:\n  dpo: {epochs: 1, learning_rate: 0.001, batch_size: 4}\n")
-    base = load("tiny:llama", dtype="float32")
-    torch.manual_seed(0)
-    peft = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    adapter = tmp_path / "adapter"
-    peft.save_pretrained(adapter)
-    base.tokenizer.save_pretrained(adapter)
-    (adapter / "odyssey-adapter.json").write_text(json.dumps({"base": "tiny:llama", "method": "lora"}))
-    project.store.upsert_candidate("tiny:lora", "adapt", str(adapter), {"prompt": {
-        "task": "summarization", "instruction": "Summarize the dialogue."}})
+    _lora_candidate(project, tmp_path / "adapter")
     build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
     result = train_dpo(project, start="tiny:lora", evaluate=False)
     cand = project.store.candidate(result.candidate)
@@ -146,23 +154,11 @@ def test_dpo_starts_from_a_lora_finetuned_candidate(tmp_path):
 def test_reward_model_trains_on_a_lora_finetuned_candidate(tmp_path):
     """The reward model's default backbone is the starting candidate; an adapt-stage LoRA adapter is
     merged into a plain backbone first (loaded as an adapter, every weight was frozen: nothing to train)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
     from odyssey.align.preferences import build_preferences
     from odyssey.align.reward import train_reward_model
-    from odyssey.models import load
 
     project, _ = _prefs_project(tmp_path, "align:\n  reward: {epochs: 1, batch_size: 4, held_out: 0.25}\n")
-    base = load("tiny:llama", dtype="float32")
-    torch.manual_seed(0)
-    peft = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    adapter = tmp_path / "adapter"
-    peft.save_pretrained(adapter)
-    base.tokenizer.save_pretrained(adapter)
-    (adapter / "odyssey-adapter.json").write_text(json.dumps({"base": "tiny:llama", "method": "lora"}))
-    project.store.upsert_candidate("tiny:lora", "adapt", str(adapter), {"prompt": {
-        "task": "summarization", "instruction": "Summarize the dialogue."}})
+    adapter = _lora_candidate(project, tmp_path / "adapter")
     build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
     from odyssey.align.common import starting_candidate
 
