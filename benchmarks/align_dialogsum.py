@@ -105,10 +105,16 @@ def main() -> None:
     parser.add_argument("--detox-algo", choices=["ppo", "grpo", "rloo"], default="ppo",
                         help="the detox trainer: Odyssey's PPO, or TRL's GRPO/RLOO (group baselines)")
     parser.add_argument("--detox-generations", type=int, default=4, help="grpo/rloo: answers sampled per prompt")
+    parser.add_argument("--detox-samples", type=int, default=None,
+                        help="answers sampled per held-out prompt in the before/after report (default: the size's)")
+    parser.add_argument("--detox-name", default=None,
+                        help="name of the detox candidate (default: <start>+detox[-algo]; a new name keeps an earlier run)")
     args = parser.parse_args()
     size = dict(SIZES[args.size])
     if args.detox_steps:
         size["detox_steps"] = args.detox_steps
+    if args.detox_samples:
+        size["samples"] = args.detox_samples
     steps = set(filter(None, args.steps.split(",")))
     os.environ.setdefault("ODYSSEY_QUIET", "1")
 
@@ -193,10 +199,10 @@ def main() -> None:
                      learning_rate=args.detox_lr)
         if args.detox_algo == "ppo":
             det = timed("detox", train_ppo, project, reward="toxicity", start=start.name, steps=size["detox_steps"],
-                        evaluate=False, **knobs)
+                        evaluate=False, name=args.detox_name, **knobs)
         else:
             det = timed("detox", trl_online, project, args.detox_algo, reward="toxicity", start=start.name,
-                        steps=size["detox_steps"], evaluate=False, name=f"{start.name}+detox-{args.detox_algo}",
+                        steps=size["detox_steps"], evaluate=False, name=args.detox_name or f"{start.name}+detox-{args.detox_algo}",
                         num_generations=args.detox_generations, **knobs)
         rep = timed("detox_report", detox_report, project, det.candidate, start.name, samples=size["samples"],
                     max_new_tokens=cfg.max_new_tokens, temperature=args.detox_temperature)
