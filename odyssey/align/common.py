@@ -118,6 +118,16 @@ def bootstrap_ci(before: list[float], after: list[float], *, paired: bool = True
     return lo, hi
 
 
+def distinct_ngrams(texts: list[str], n: int = 2) -> float:
+    """Corpus-level distinct-n (Li et al., 2016): distinct word n-grams over all n-grams of all texts.
+
+    Written here because it is four lines; the libraries that have it (e.g. torchmetrics' text
+    metrics or nlg-eval) would be a heavy dependency for a count. A policy that found one phrase the
+    reward likes (reward hacking) answers every prompt with it, and its distinct-2 falls."""
+    grams = [tuple(words[i:i + n]) for t in texts for words in [t.lower().split()] for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 

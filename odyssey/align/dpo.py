@@ -175,4 +175,5 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
         result.evaluation = (detox_report(project, cand_name, begin.name, temperature=cfg.temperature)
                              if reward == "toxicity"
                              else evaluate_aligned(project, cand_name, begin.name, reward_model=reward_model))
+        result.warnings += result.evaluation.get("warnings", [])
     return result

@@ -99,6 +99,7 @@ def test_ppo_run_resumes_and_records_a_linked_candidate(tmp_path):
     m = same["metrics"]  # the same model, the same seeds: the same samples, no change, a zero-width interval
     assert m["toxicity_change"] == 0 and m["toxicity_change_ci_low"] == m["toxicity_change_ci_high"] == 0
     assert not same["ci_excludes_zero"] and 0 <= m["toxicity_before"] <= 1
+    assert m["distinct2_before"] == m["distinct2_after"] > 0 and not same["warnings"]  # no collapse
     rep = detox_report(project, again.candidate, again.parent, samples=1, max_new_tokens=6, task_eval=False)
     assert rep["temperature"] == project.spec.align.ppo.temperature
     r = rep["metrics"]

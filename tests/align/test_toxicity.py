@@ -3,7 +3,7 @@ import statistics
 
 import pytest
 
-from odyssey.align.common import bootstrap_ci, mean_std
+from odyssey.align.common import bootstrap_ci, distinct_ngrams, mean_std
 from odyssey.align.toxicity import offensiveness, provocations
 
 
@@ -39,6 +39,15 @@ def test_bootstrap_ci_finds_a_real_drop_and_not_noise():
     small_a = [x - 0.03 + (0.3 if i % 2 else -0.3) for i, x in enumerate(small_b)]
     lo, hi = bootstrap_ci(small_b, small_a)
     assert lo < 0 < hi
+
+
+def test_distinct_2_falls_when_answers_repeat_one_template():
+    varied = ["the cat sat on the mat", "a dog ran in the park", "rain fell all night long"]
+    template = ["I'm sorry, but I'm here to help"] * 3
+    assert distinct_ngrams(varied) == 1.0  # 14 bigrams, all different
+    assert distinct_ngrams(template) == 6 / 18  # one answer's 6 bigrams, three times
+    assert distinct_ngrams(["same same same"], n=1) == 1 / 3
+    assert distinct_ngrams(["one"]) == 0.0 and distinct_ngrams([]) == 0.0  # no bigram at all
 
 
 def test_bootstrap_rejects_mismatched_input():
