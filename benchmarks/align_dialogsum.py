@@ -96,6 +96,11 @@ def main() -> None:
     parser.add_argument("--steps", default="prefs,reward,ppo,dpo,detox",
                         help="comma list of steps to run; a later call with the same --workdir continues the project")
     parser.add_argument("--out", default=None, help="also copy the results here")
+    parser.add_argument("--ppo-steps", type=int, default=None,
+                        help="override the size's PPO steps (the candidate is then named <start>+ppo-<steps>)")
+    parser.add_argument("--dpo-epochs", type=int, default=None,
+                        help="override the size's DPO epochs (the candidate is then named <start>+dpo-<epochs>ep)")
+    parser.add_argument("--dpo-lr", type=float, default=None, help="override the DPO learning rate")
     parser.add_argument("--detox-steps", type=int, default=None, help="override the size's detox PPO steps")
     parser.add_argument("--detox-batch", type=int, default=None, help="detox prompts per PPO rollout (default: the PPO batch)")
     parser.add_argument("--detox-temperature", type=float, default=1.0,
@@ -181,7 +186,8 @@ def main() -> None:
                 "task_metrics": res.evaluation.get("task_metrics"), "n": res.evaluation.get("n")}
 
     if "ppo" in steps:
-        res = timed("ppo", train_ppo, project, reward="model", start=start.name)
+        res = timed("ppo", train_ppo, project, reward="model", start=start.name, steps=args.ppo_steps,
+                    name=f"{start.name}+ppo-{args.ppo_steps}" if args.ppo_steps else None)
         results["ppo"] = summarize(res, "ppo")
         results["ppo"]["history_last"] = res.history[-3:]
         results["ppo_win_rate"] = results["ppo"]["win_rate"]
@@ -189,7 +195,8 @@ def main() -> None:
         results["kl"] = results["ppo"]["kl"]
     state.write_text(json.dumps(results, default=str))
     if "dpo" in steps:
-        res = timed("dpo", train_dpo, project, start=start.name)
+        res = timed("dpo", train_dpo, project, start=start.name, epochs=args.dpo_epochs, learning_rate=args.dpo_lr,
+                    name=f"{start.name}+dpo-{args.dpo_epochs}ep" if args.dpo_epochs else None)
         results["dpo"] = summarize(res, "dpo")
         results["dpo_win_rate"] = results["dpo"]["win_rate"]
     state.write_text(json.dumps(results, default=str))
@@ -211,7 +218,7 @@ def main() -> None:
         results["toxicity_after"] = m["toxicity_after"]
         results["toxicity_change_ci"] = [m["toxicity_change_ci_low"], m["toxicity_change_ci_high"]]
         task = rep.get("task", {}).get("metrics", {})
-        results["detox"] = {"candidate": det.candidate, "steps": len(det.history), "train_wall_s": det.wall_s, **m,
+        results["detox"] = {"candidate": det.candidate, "steps": size["detox_steps"], "train_wall_s": det.wall_s, **m,
                             "settings": {"algo": args.detox_algo, "batch_size": args.detox_batch or size["ppo_batch"],
                                          "kl_coef": args.detox_kl,
                                          "num_generations": args.detox_generations if args.detox_algo != "ppo" else None,
@@ -220,7 +227,7 @@ def main() -> None:
                             "prompts": rep["prompts"], "samples_per_prompt": rep["samples_per_prompt"],
                             "rougeL_change": task.get("rougeL_change"), "kl_task": task.get("kl"),
                             "train_history_last": det.history[-3:], "examples": rep["examples"],
-                            "classifier": rep["classifier"]}
+                            "classifier": rep["classifier"], "warnings": rep["warnings"]}
     state.write_text(json.dumps(results, default=str))
     goals = {"reward_accuracy>=0.75": results.get("reward_accuracy", 0) >= 0.75,
              "ppo_win_rate>=0.60": (results.get("ppo_win_rate") or 0) >= 0.60,
