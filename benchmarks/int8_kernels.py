@@ -15,6 +15,11 @@ that decides the goal: fp32 ``F.linear`` (MKL).
 2. A 30-block stack of SmolLM2's projections (plus the 49152-row output layer), one token through it,
    eager and under ``torch.compile`` (``--max-autotune`` adds inductor's CPU GEMM templates): decoding
    without transformers' Python overhead, fp32 vs int8 weight-only.
+3. The ceiling (Amdahl): the real model's fp32 decode time per token (transformers ``generate``, greedy,
+   batch 1) against the time its projections' fp32 kernels take per token (the M = 1 rows of part 1,
+   counted per layer). Int8 can only shrink the kernel share, so even a kernel that took no time could
+   not make decoding faster than decode / (decode - kernels); the same with the fastest int8 kernel
+   measured per shape gives the bound these kernels allow.
 
 Ratios are fp32 time / int8 time (> 1: int8 faster). Results: benchmarks/results/int8_kernels.json.
 """
@@ -125,10 +130,50 @@ def stack(torch, compile_mode: str | None) -> dict:
     return out
 
 
+# Products per decoded token: per layer q and o (576x576), k and v (192x576), gate and up (1536x576),
+# down (576x1536); once the output layer (49152x576).
+PER_LAYER = {f"{HIDDEN}x{HIDDEN}": 2, f"{KV}x{HIDDEN}": 2, f"{MLP}x{HIDDEN}": 2, f"{HIDDEN}x{MLP}": 1}
+
+
+def decode_ceiling(torch, rows: list[dict], model_ref: str, new_tokens: int = 64) -> dict:
+    from odyssey.models import load
+
+    loaded = load(model_ref, dtype="float32")
+    tok, model = loaded.tokenizer, loaded.model.eval()
+    cfg = model.config
+    if (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers) != (HIDDEN, MLP, VOCAB, LAYERS):
+        raise SystemExit(f"{model_ref} does not have SmolLM2-135M's shapes; the kernel times would not apply")
+    ids = tok("#Person1#: Did you finish the report? #Person2#: Not yet, I need one more day.\nSummary:",
+              return_tensors="pt")
+
+    def generate(n: int) -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(**ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.eos_token_id)
+        return time.perf_counter() - t
+
+    generate(4)
+    first = min(generate(1) for _ in range(3))  # prefill + one token
+    full = min(generate(new_tokens + 1) for _ in range(3))
+    decode_ms = (full - first) / new_tokens * 1e3
+    m1 = {r["shape"]: r for r in rows if r["m"] == 1}
+    count = {**{k: v * LAYERS for k, v in PER_LAYER.items()}, f"{VOCAB}x{HIDDEN}": 1}
+    fp32_ms = sum(m1[k]["fp32_ms"] * n for k, n in count.items())
+    best_ms = sum(min([m1[k]["fp32_ms"]] + [m1[k][f] for f in m1[k] if f.endswith("_ms") and f != "fp32_ms"]) * n
+                  for k, n in count.items())
+    rest = decode_ms - fp32_ms
+    return {"model": model_ref, "decode_ms_per_token": round(decode_ms, 2), "decode_tok_s": round(1e3 / decode_ms, 1),
+            "fp32_kernel_ms_per_token": round(fp32_ms, 2), "kernel_share": round(fp32_ms / decode_ms, 3),
+            "max_speedup_if_kernels_took_no_time": round(decode_ms / rest, 3),
+            "max_speedup_with_fastest_measured_kernel_per_shape": round(decode_ms / (rest + best_ms), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-autotune", action="store_true", help="also compile with mode='max-autotune'")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--model", default="packaged:smollm2-135m-instruct",
+                        help="the model whose decode time sets the ceiling (part 3); 'none' skips it")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
@@ -149,6 +194,13 @@ def main() -> None:
     m1 = [r for r in results["per_shape"] if r["m"] == 1]
     results["decode_shapes_best_int8_speedup"] = max(
         max(r[k] for k in r if k.endswith("_speedup")) for r in m1)
+    if args.model != "none":
+        c = decode_ceiling(torch, results["per_shape"], args.model)
+        results["decode_ceiling"] = c
+        print(f"decode {c['decode_ms_per_token']} ms/token, of which fp32 projection kernels {c['fp32_kernel_ms_per_token']} ms "
+              f"({100 * c['kernel_share']:.0f} %): int8 could at most make decoding "
+              f"{c['max_speedup_if_kernels_took_no_time']:.2f}x faster (kernels taking no time), "
+              f"{c['max_speedup_with_fastest_measured_kernel_per_shape']:.2f}x with the fastest kernel measured", flush=True)
     results["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
