@@ -18,6 +18,7 @@ def _prefs_project(tmp_path, extra: str = ""):
     (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + extra)
     return Project.load(root), rows
 
+
 def _lora_candidate(project, adapter: Path) -> Path:
     """An adapt-stage candidate 'tiny:lora': a (non-identity) LoRA adapter folder on tiny:llama."""
     import torch
@@ -34,7 +35,6 @@ def _lora_candidate(project, adapter: Path) -> Path:
     project.store.upsert_candidate("tiny:lora", "adapt", str(adapter), {"prompt": {
         "task": "summarization", "instruction": "Summarize the dialogue."}})
     return adapter
-
 
 
 @pytest.mark.parametrize("reference_free", [False, pytest.param(True, marks=pytest.mark.slow)])
