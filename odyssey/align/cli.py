@@ -187,6 +187,7 @@ def register(app: typer.Typer) -> None:
         candidate: Annotated[str, typer.Argument(help="an aligned candidate")],
         parent: Annotated[Optional[str], typer.Option(help="what to compare with (default: its parent)")] = None,
         detox: Annotated[bool, typer.Option(help="also offensiveness on the held-out provocation prompts")] = False,
+        limit: Annotated[Optional[int], typer.Option(min=1, help="test examples compared (default: align.eval_limit)")] = None,
         project: ProjectOpt = Path("."), as_json: JsonOpt = False,
     ):
         """Aligned vs parent: reward-model win-rate, task metrics and their change, KL, offensiveness."""
@@ -202,7 +203,7 @@ def register(app: typer.Typer) -> None:
             if par is None:
                 raise OdysseyError(f"{candidate} has no parent candidate", hint="name one with --parent")
             parent = par["name"]
-        report = detox_report(proj, candidate, parent) if detox else evaluate_aligned(proj, candidate, parent)
+        report = detox_report(proj, candidate, parent) if detox else evaluate_aligned(proj, candidate, parent, limit=limit)
         if as_json:
             _emit(report)
             return

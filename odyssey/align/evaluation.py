@@ -44,6 +44,16 @@ def win_rate(a: list[float], b: list[float]) -> float:
     return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)) / len(a)
 
 
+def win_rate_ci(a: list[float], b: list[float], *, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap 95 % confidence interval of `win_rate(a, b)` over the examples."""
+    from odyssey.align.common import bootstrap_ci
+
+    wins = [1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)]
+    if not wins:
+        return float("nan"), float("nan")
+    return bootstrap_ci([0.0] * len(wins), wins, seed=seed)
+
+
 def sequence_logprobs(loaded, prompts: list[str], responses: list[str], batch_size: int = 4) -> list[float]:
     """log p(response | prompt) summed over the response tokens."""
     import torch
@@ -118,6 +128,10 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
             s_p = rm.score(prompts_p, preds_p)
         metrics.update(reward_score=statistics.fmean(s_c), reward_score_parent=statistics.fmean(s_p),
                        win_rate=win_rate(s_c, s_p))
+        # The win-rate is a mean of per-example wins (1, ½, 0): its bootstrap CI says whether a
+        # 0.55 on a dozen prompts is a win at all.
+        lo, hi = win_rate_ci(s_c, s_p)
+        metrics.update(win_rate_ci_low=lo, win_rate_ci_high=hi)
         report["reward_model"] = rm_row["name"]
         del rm
     if matched and (judge or (judge is None and project.spec.align.judge.endpoint)):

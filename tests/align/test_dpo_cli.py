@@ -97,7 +97,12 @@ def test_lifecycle_prefs_reward_ppo_dpo_status(tmp_path):
     out = run("align", "ppo")
     assert out.returncode == 0, out.stderr
     ppo = json.loads(out.stdout)
-    assert {"win_rate", "kl", "rougeL_change", "toxicity"} <= set(ppo["evaluation"]["metrics"])
+    metrics = ppo["evaluation"]["metrics"]
+    assert {"win_rate", "kl", "rougeL_change", "toxicity"} <= set(metrics)
+    assert metrics["win_rate_ci_low"] <= metrics["win_rate"] <= metrics["win_rate_ci_high"]
+    out = run("align", "compare", ppo["candidate"], "--limit", "5")  # more test examples than align.eval_limit
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["n"] == 5 and ppo["evaluation"]["n"] == 3
     out = run("align", "dpo")
     assert out.returncode == 0, out.stderr
     out = run("status")

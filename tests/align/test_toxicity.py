@@ -50,6 +50,20 @@ def test_distinct_2_falls_when_answers_repeat_one_template():
     assert distinct_ngrams(["one"]) == 0.0 and distinct_ngrams([]) == 0.0  # no bigram at all
 
 
+def test_win_rate_ci_separates_a_dozen_prompts_from_a_hundred():
+    from odyssey.align.evaluation import win_rate, win_rate_ci
+
+    # 7 wins, 1 tie, 4 losses of 12: 0.625, but a dozen prompts cannot tell it from a coin
+    a12, b12 = [1.0] * 7 + [0.5] + [0.0] * 4, [0.0] * 7 + [0.5] + [1.0] * 4
+    assert win_rate(a12, b12) == 7.5 / 12
+    lo, hi = win_rate_ci(a12, b12)
+    assert lo < 0.5 < hi <= 1.0
+    # the same rate over a hundred prompts clears 0.5
+    a100, b100 = [1.0] * 62 + [0.5] + [0.0] * 37, [0.0] * 62 + [0.5] + [1.0] * 37
+    lo, hi = win_rate_ci(a100, b100)
+    assert 0.5 < lo < win_rate(a100, b100) < hi
+
+
 def test_bootstrap_rejects_mismatched_input():
     with pytest.raises(ValueError):
         bootstrap_ci([0.1, 0.2], [0.1])
