@@ -118,6 +118,17 @@ def bootstrap_ci(before: list[float], after: list[float], *, paired: bool = True
     return lo, hi
 
 
+def response_mask(response, stop_ids: set):
+    """1.0 for every generated token up to and including the first stop token, 0.0 after it (padding)."""
+    import torch
+
+    is_stop = torch.zeros_like(response, dtype=torch.bool)
+    for s in stop_ids:
+        is_stop |= response == s
+    after_stop = (is_stop.cumsum(-1) - is_stop.long()) > 0
+    return (~after_stop).float()
+
+
 def distinct_ngrams(texts: list[str], n: int = 2) -> float:
     """Corpus-level distinct-n (Li et al., 2016): distinct word n-grams over all n-grams of all texts.
 

@@ -78,15 +78,70 @@ def sequence_logprobs(loaded, prompts: list[str], responses: list[str], batch_si
     return out
 
 
-def kl_estimate(project, candidate_ref: str, parent_ref: str, prompts: list[str], responses: list[str]) -> float:
-    from odyssey.models import load
+# At most this many test prompts get a sampled answer for the KL estimate: sampling is the slow part on a CPU.
+KL_SAMPLES = 32
 
+
+def _response_logprobs(model, input_ids, attention_mask, n_response: int):
+    """log p of each of the last ``n_response`` tokens (left-padded rows: positions count real tokens only)."""
+    import torch
+
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False).logits[:, -n_response - 1:-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, input_ids[:, -n_response:].unsqueeze(-1)).squeeze(-1)
+
+
+def kl_estimate(project, candidate_ref: str, parent_ref: str, prompts: list[str], *, max_new_tokens: int,
+                limit: int = KL_SAMPLES, seed: int = 0, batch_size: int = 8) -> float:
+    """Monte-Carlo KL(aligned || parent) in nats per answer: the mean over answers y *sampled* from the
+    aligned model (temperature 1, no top-k/top-p) of log pi_aligned(y) - log pi_parent(y), summed over
+    y's tokens up to and including the stop token.
+
+    Two things make it a KL estimate. Sampling: on greedy answers the log-ratio is no estimate at all
+    and goes negative when PPO has flattened the policy (its greedy answer is then likelier under the
+    sharper parent; the 20-step SmolLM2 PPO run read -0.44 that way). Token ids, not text: decoding
+    drops special tokens, so re-tokenized text is not the sequence that was sampled."""
+    import torch
+
+    from odyssey.align.common import response_mask
+    from odyssey.evaluate.generation import generation_kwargs
+    from odyssey.models import load
+    from odyssey.prompts import has_chat_template
+
+    prompts = prompts[:limit]
+    if not prompts:
+        return float("nan")
     cand = load(candidate_ref, root=project.root, dtype="float32")
-    lp_c = sequence_logprobs(cand, prompts, responses)
+    tok = cand.tokenizer
+    tok.padding_side = "left"
+    add_special = not has_chat_template(tok)
+    gen = generation_kwargs({"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": 1.0, "top_k": 0,
+                             "top_p": 1.0}, tok)
+    gen.pop("suppress_tokens", None)  # samples must come from pi_aligned itself, padding token included
+    stop_ids = set(gen.get("eos_token_id") or [])
+    torch.manual_seed(seed)
+    sampled = []  # (ids, attention, response mask, log pi_aligned) per batch, the parent is loaded after
+    for i in range(0, len(prompts), batch_size):
+        enc = tok(prompts[i:i + batch_size], return_tensors="pt", padding=True,
+                  add_special_tokens=add_special).to(cand.model.device)
+        with torch.inference_mode():
+            ids = cand.model.generate(**enc, **gen)
+        n_response = ids.shape[1] - enc["input_ids"].shape[1]
+        if n_response == 0:
+            continue
+        mask = response_mask(ids[:, -n_response:], stop_ids)
+        attention = torch.cat([enc["attention_mask"], mask.long()], dim=1)
+        sampled.append((ids, attention, mask, _response_logprobs(cand.model, ids, attention, n_response)))
     del cand
     parent = load(parent_ref, root=project.root, dtype="float32")
-    lp_p = sequence_logprobs(parent, prompts, responses)
-    return statistics.fmean(c - p for c, p in zip(lp_c, lp_p)) if prompts else float("nan")
+    per_answer: list[float] = []
+    for ids, attention, mask, lp_c in sampled:
+        dev = parent.model.device
+        lp_p = _response_logprobs(parent.model, ids.to(dev), attention.to(dev), mask.shape[1])
+        per_answer.extend(((lp_c.to(dev) - lp_p) * mask.to(dev)).sum(-1).tolist())
+    return statistics.fmean(per_answer) if per_answer else float("nan")
 
 
 def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int | str | None = None,
@@ -142,7 +197,8 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
         metrics["judge_win_rate"] = wins / max(len(verdicts), 1)
     if matched:
         with ui.status("KL of the aligned model to its parent"):
-            metrics["kl"] = kl_estimate(project, cand_row["model_ref"], parent_row["model_ref"], prompts_c, preds_c)
+            metrics["kl"] = kl_estimate(project, cand_row["model_ref"], parent_row["model_ref"], prompts_c,
+                                        max_new_tokens=project.spec.align.ppo.max_new_tokens)
         tox = project.spec.align.toxicity
         score = scorer(tox.classifier, tox.label, project.root)
         metrics["toxicity"] = statistics.fmean(score(preds_c))

@@ -336,6 +336,8 @@ def _ppo_step(policy: Policy, tok, prompts: list[str], reward_fn, optimizer, kl_
               stop_ids: set, add_special: bool) -> dict:
     import torch
 
+    from odyssey.align.common import response_mask
+
     device = policy.device
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
     n_prompt = enc["input_ids"].shape[1]
@@ -345,12 +347,7 @@ def _ppo_step(policy: Policy, tok, prompts: list[str], reward_fn, optimizer, kl_
     response = out[:, n_prompt:]
     if response.shape[1] == 0:
         raise OdysseyError("the policy generated no tokens", hint="raise align.ppo.max_new_tokens")
-    # Response mask: every token up to and including the first stop token.
-    is_stop = torch.zeros_like(response, dtype=torch.bool)
-    for s in stop_ids:
-        is_stop |= response == s
-    after_stop = (is_stop.cumsum(-1) - is_stop.long()) > 0
-    mask = (~after_stop).float()
+    mask = response_mask(response, stop_ids)
     texts = []
     for row, m in zip(response, mask):
         ids = row[m.bool()].tolist()

@@ -104,3 +104,26 @@ def test_ppo_run_resumes_and_records_a_linked_candidate(tmp_path):
     assert rep["temperature"] == project.spec.align.ppo.temperature
     r = rep["metrics"]
     assert r["toxicity_change_ci_low"] <= r["toxicity_change"] <= r["toxicity_change_ci_high"]
+
+
+def test_kl_estimate_samples_from_the_aligned_model(tmp_path):
+    """A sharper copy of a model (final-norm weights x 8, so every logit x 8; the random tiny model is
+    otherwise near-uniform) has drifted from it: the estimate on answers sampled from the aligned model is
+    clearly positive both ways round (about 14 and 28 nats over 8 tokens), and exactly 0 against itself."""
+    import types
+
+    from odyssey.align.evaluation import kl_estimate
+
+    loaded = load("tiny:llama", dtype="float32")
+    for name, scale in (("parent", 1.0), ("sharp", 8.0)):
+        with torch.no_grad():
+            loaded.model.model.norm.weight.mul_(scale)
+        loaded.model.save_pretrained(tmp_path / name)
+        loaded.tokenizer.save_pretrained(tmp_path / name)
+    project = types.SimpleNamespace(root=tmp_path)
+    prompts = ["<s>user\nHello there</s>\n<s>assistant\n", "<s>user\nSummarize this</s>\n<s>assistant\n"] * 4
+    p_ref, s_ref = str(tmp_path / "parent"), str(tmp_path / "sharp")
+
+    assert kl_estimate(project, p_ref, p_ref, prompts, max_new_tokens=8) == pytest.approx(0.0, abs=1e-4)
+    assert kl_estimate(project, s_ref, p_ref, prompts, max_new_tokens=8) > 5
+    assert kl_estimate(project, p_ref, s_ref, prompts, max_new_tokens=8) > 5
