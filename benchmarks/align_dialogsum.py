@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -118,8 +119,19 @@ def main() -> None:
                         help="answers sampled per held-out prompt in the before/after report (default: the size's)")
     parser.add_argument("--detox-name", default=None,
                         help="name of the detox candidate (default: <start>+detox[-algo]; a new name keeps an earlier run)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="training prompts sampled for preference pairs (default: the size's)")
+    parser.add_argument("--rm-epochs", type=int, default=None, help="reward-model epochs (default: the size's)")
+    parser.add_argument("--keep-project", action="store_true",
+                        help="prefs: build new pairs inside the existing --workdir project (keeps its fine-tune and "
+                             "candidates; --pairs/--rm-epochs are written into its odyssey.yaml)")
+    parser.add_argument("--ppo-name", default=None, help="name of the PPO candidate (default: <start>+ppo[-steps])")
     args = parser.parse_args()
     size = dict(SIZES[args.size])
+    if args.pairs:
+        size["pairs"] = args.pairs
+    if args.rm_epochs:
+        size["rm_epochs"] = args.rm_epochs
     if args.detox_steps:
         size["detox_steps"] = args.detox_steps
     if args.detox_samples:
@@ -141,9 +153,17 @@ def main() -> None:
     state = root / "bench-results.json"
     # A fresh project only when the run starts from the preferences (or there is none yet): a later
     # call continues it, and a crash before the first results were written must not wipe it.
-    if "prefs" in steps or not (root / "odyssey.yaml").exists():
+    if not (root / "odyssey.yaml").exists() or ("prefs" in steps and not args.keep_project):
         shutil.rmtree(root, ignore_errors=True)
         make_project(root, Path(args.data), size, args.model, args.batch)
+    elif args.keep_project and (args.pairs or args.rm_epochs):
+        spec_file = root / "odyssey.yaml"
+        text = spec_file.read_text()
+        if args.pairs:
+            text = re.sub(r"(?m)^  pairs: \d+", f"  pairs: {args.pairs}", text)
+        if args.rm_epochs:
+            text = re.sub(r"reward: \{epochs: \d+", f"reward: {{epochs: {args.rm_epochs}", text)
+        spec_file.write_text(text)
     project = Project.load(root)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     results: dict = json.loads(state.read_text()) if state.exists() else {
@@ -197,7 +217,7 @@ def main() -> None:
         if results.get("ppo"):
             results.setdefault("ppo_runs", []).append(results["ppo"])  # keep the earlier run beside the new one
         res = timed("ppo", train_ppo, project, reward="model", start=start.name, steps=args.ppo_steps, resume=args.resume,
-                    name=f"{start.name}+ppo-{args.ppo_steps}" if args.ppo_steps else None)
+                    name=args.ppo_name or (f"{start.name}+ppo-{args.ppo_steps}" if args.ppo_steps else None))
         results["ppo"] = summarize(res, "ppo")
         results["ppo"]["history_last"] = res.history[-3:]
         results["ppo"]["steps"] = len(res.history)
@@ -222,7 +242,8 @@ def main() -> None:
                 continue
             cand, parent = results[key]["candidate"], results[key]["parent"]
             rep = timed(f"{key}_compare_{n}", evaluate_aligned, project, cand, parent, limit=n)
-            results.setdefault(f"{key}_compare", {})[str(n)] = summarize_eval(rep, cand, parent, f"{key}_compare_{n}")
+            # keyed by candidate: a later run's candidate must not overwrite an earlier one's comparison
+            results.setdefault(f"{key}_compare", {})[f"{cand}@{n}"] = summarize_eval(rep, cand, parent, f"{key}_compare_{n}")
             state.write_text(json.dumps(results, default=str))
     state.write_text(json.dumps(results, default=str))
     if "detox" in steps:
