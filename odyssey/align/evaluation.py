@@ -37,45 +37,26 @@ def _eval_outputs(project, candidate: str, split: str, limit: int | None) -> tup
     return result.metrics, store.outputs(result.run_id)
 
 
+def _wins(a: list[float], b: list[float]) -> list[float]:
+    """Per example: 1 where a beats b, ½ on a tie, 0 where it loses."""
+    return [1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)]
+
+
 def win_rate(a: list[float], b: list[float]) -> float:
     """How often a beats b (ties count half)."""
     if not a:
         return float("nan")
-    return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)) / len(a)
+    return sum(_wins(a, b)) / len(a)
 
 
 def win_rate_ci(a: list[float], b: list[float], *, seed: int = 0) -> tuple[float, float]:
     """Bootstrap 95 % confidence interval of `win_rate(a, b)` over the examples."""
     from odyssey.align.common import bootstrap_ci
 
-    wins = [1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)]
+    wins = _wins(a, b)
     if not wins:
         return float("nan"), float("nan")
     return bootstrap_ci([0.0] * len(wins), wins, seed=seed)
-
-
-def sequence_logprobs(loaded, prompts: list[str], responses: list[str], batch_size: int = 4) -> list[float]:
-    """log p(response | prompt) summed over the response tokens."""
-    import torch
-
-    from odyssey.prompts import has_chat_template
-
-    tok, model = loaded.tokenizer, loaded.model
-    add_special = not has_chat_template(tok)
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size]):
-            p_ids = tok(p, add_special_tokens=add_special)["input_ids"]
-            r_ids = tok(r, add_special_tokens=False)["input_ids"]
-            if not r_ids:
-                out.append(0.0)
-                continue
-            ids = torch.tensor([p_ids + r_ids], device=model.device)
-            with torch.inference_mode():
-                logits = model(input_ids=ids).logits[0, len(p_ids) - 1:-1].float()
-            logp = torch.log_softmax(logits, -1).gather(-1, ids[0, len(p_ids):].unsqueeze(-1)).sum()
-            out.append(float(logp))
-    return out
 
 
 # At most this many test prompts get a sampled answer for the KL estimate: sampling is the slow part on a CPU.

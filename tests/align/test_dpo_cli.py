@@ -40,7 +40,7 @@ def _lora_candidate(project, adapter: Path) -> Path:
 @pytest.mark.parametrize("reference_free", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_dpo_raises_chosen_over_rejected_and_links_the_candidate(tmp_path, reference_free):
     from odyssey.align.dpo import train_dpo
-    from odyssey.align.evaluation import sequence_logprobs
+    from tests.align.logprobs import sequence_logprobs
     from odyssey.align.preferences import build_preferences
     from odyssey.models import load
 

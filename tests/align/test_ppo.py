@@ -60,7 +60,7 @@ def test_ppo_step_moves_probability_towards_rewarded_answers():
     assert stats["kl"] == pytest.approx(0.0, abs=1e-5)
     assert stats["reward"] == pytest.approx(0.0) and stats["length"] > 0
 
-    from odyssey.align.evaluation import sequence_logprobs
+    from tests.align.logprobs import sequence_logprobs
 
     view = types.SimpleNamespace(tokenizer=tok, model=policy.model)
     after = sequence_logprobs(view, prompts, seen)
