@@ -1,6 +1,6 @@
 """Optimize stage on SmolLM2-135M-Instruct and DialogSum: quantization, distillation, pruning.
 
-    flock /tmp/odyssey-heavy.lock .venv/bin/python benchmarks/optimize.py [--parts quant,gguf,teacher,prune,distill]
+    flock /tmp/odyssey-heavy.lock .venv/bin/python benchmarks/optimize.py [--parts quant,int8torchao,int8wo,gguf,teacher,prune,distill]
         [--n-eval 100] [--teacher-steps 60] [--distill-steps 80] [--recover-steps 40] [--project DIR]
 
 Data: ../shared/data/dialogsum (500 validation rows): the first 400 train (teacher fine-tune,
@@ -8,7 +8,8 @@ distillation, pruning recovery and calibration), the last 100 are evaluated (the
 Everything is measured by the stage's own harness (``odyssey.optimize.measure``: a fresh process
 per model; size, peak RSS, prefill/decode tok/s, p50/p95 latency, ROUGE) beside its parent:
 
-- int8 (torchao dynamic int8 activations + int8 weights) and int8 weight-only vs the fp32 model;
+- int8 (``--to int8``: int8 weights + dynamic int8 activations on PyTorch's x86 engine) vs the fp32
+  model; with ``--parts int8torchao,int8wo`` also torchao's int8 methods;
 - GGUF q8_0 and q4_k_m (llama.cpp converter + llama-quantize) vs the f16 GGUF size, measured on
   llama.cpp (decode speeds are llama.cpp vs torch: different engines, labelled as such);
 - a LoRA SFT teacher (the shared training loop) vs zero-shot, then a half-depth student (15 of 30
@@ -132,6 +133,8 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=60)
     parser.add_argument("--distill-steps", type=int, default=80)
     parser.add_argument("--recover-steps", type=int, default=40)
+    parser.add_argument("--student-init", default="every-other", choices=["every-other", "block-influence"],
+                        help="which 15 teacher layers the distilled student keeps")
     parser.add_argument("--project", default="/tmp/odyssey-bench-optimize")
     args = parser.parse_args()
     os.environ.setdefault("ODYSSEY_QUIET", "1")
@@ -180,20 +183,25 @@ def main() -> None:
         results[f"gguf_q4_fallback_{fallback}_size_ratio"] = entry["size_ratio_vs_f16"]
         save(results)
 
-    # "quant" measures both torchao int8 methods; "int8wo" only the weight-only one (the dynamic-activation
-    # one takes most of this part's time: its CPU kernels are slower than fp32 here).
-    int8_methods = ("int8", "int8-weight-only") if "quant" in parts else ("int8-weight-only",) if "int8wo" in parts else ()
+    # "quant": `--to int8`, which on this x86 CPU is int8-x86 (PyTorch's FBGEMM/oneDNN engine).
+    # "int8torchao" / "int8wo": the torchao methods (slower than fp32 here; int8-torchao takes long).
+    int8_methods = [m for part, m in (("quant", "int8"), ("int8torchao", "int8-torchao"), ("int8wo", "int8-weight-only"))
+                    if part in parts]
     for method in int8_methods:
         r = quantize(project, method, start_from=MODEL)
-        record(method, side_by_side(r.measurement, r.comparison))
-    if "int8" in results["runs"]:
-        c = results["runs"]["int8"]["comparison"]
+        record(r.method, side_by_side(r.measurement, r.comparison))
+    runs = results["runs"]
+    int8 = "int8-x86" if "int8-x86" in runs else "int8-torchao" if "int8-torchao" in runs else None
+    if int8:
+        c = runs[int8]["comparison"]
+        results["int8_method"] = int8
         results["int8_decode_speedup"] = c["decode_speedup"]
         results["int8_rougeL_drop"] = -c["rougeL_change"]
-    if "int8-weight-only" in results["runs"]:
-        wo = results["runs"]["int8-weight-only"]["comparison"]
-        results["int8_weight_only_decode_speedup"] = wo["decode_speedup"]
-        results["int8_weight_only_rougeL_drop"] = -wo["rougeL_change"]
+    for name in ("int8-torchao", "int8-weight-only"):
+        if name in runs:
+            key = name.replace("-", "_")
+            results[f"{key}_decode_speedup"] = runs[name]["comparison"]["decode_speedup"]
+            results[f"{key}_rougeL_drop"] = -runs[name]["comparison"]["rougeL_change"]
     save(results)
 
     teacher = None
@@ -222,16 +230,20 @@ def main() -> None:
         save(results)
 
     if "distill" in parts:
-        r = distill(project, teacher=teacher, student_layers=15, steps=args.distill_steps, resume=True)
+        r = distill(project, teacher=teacher, student_layers=15, steps=args.distill_steps, resume=True,
+                    student_init=args.student_init)
         entry = side_by_side(r.measurement, r.comparison)
         entry["training"] = r.training
         entry["kd_positions"] = project.spec.optimize.distill.positions
-        record("distill-15-of-30", entry)
+        entry["student_init"] = args.student_init
+        record("distill-15-of-30" + ("-bi" if args.student_init == "block-influence" else ""), entry)
         t = results["teacher"]
         student = entry["candidate"]["rougeL"]
         gain = t["rougeL"] - t["zero_shot_rougeL"]
+        entry["gain_kept"] = (student - t["zero_shot_rougeL"]) / gain if gain > 0 else None
+        save(results)
         results["distill_speedup"] = entry["comparison"]["decode_speedup"]
-        results["distill_gain_kept"] = (student - t["zero_shot_rougeL"]) / gain if gain > 0 else None
+        results["distill_gain_kept"] = entry["gain_kept"]
         results["distill_note"] = ("gain kept = (student ROUGE-L - zero-shot) / (teacher ROUGE-L - zero-shot)"
                                    if gain > 0 else "the teacher did not beat zero-shot: gain kept is undefined")
         save(results)

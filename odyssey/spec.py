@@ -434,10 +434,15 @@ class QuantizeSpec(Strict):
     """``odyssey optimize quantize``: post-training quantization of a candidate."""
 
     to: list[str] = Field(default_factory=lambda: ["int8", "gguf:q8_0", "gguf:q4_k_m"],
-                          description="int8 (torchao dynamic int8 activations + int8 weights), int8-weight-only, "
+                          description="int8 (int8 weights + dynamic int8 activations: int8-x86 on x86 CPUs, int8-torchao "
+                          "elsewhere), int8-x86, int8-torchao, int8-weight-only, "
                           "int4 (torchao int4 weight-only), gguf:<type> (llama.cpp: q8_0, q4_k_m, q5_k_m, ...), "
                           "bnb-int8 / bnb-nf4 (bitsandbytes, GPU only)")
     int4_group_size: int = Field(32, description="int4 weights share one scale per this many inputs (32, 64, 128)")
+    smoothing_alpha: float | None = Field(0.5, ge=0, le=1, description="int8-x86: SmoothQuant migration strength "
+                                          "(moves activation outliers into the weights); null: no smoothing")
+    calibration_examples: int = Field(32, ge=1, description="int8-x86 smoothing: train examples whose activations "
+                                      "set the per-channel scales")
     gguf_fallback: Literal["llama.cpp", "q4_0", "iq4_nl", "q5_0", "q8_0"] = Field(
         "llama.cpp", description="type for tensors whose rows do not fit a k-quant's 256-weight blocks "
         "(e.g. SmolLM2's 576-wide rows): llama.cpp's choice (q5_0 under q4_k_m) or a 32-block type")
@@ -462,6 +467,9 @@ class DistillSpec(Strict):
     student: str | None = Field(None, description="a model ref sharing the teacher's tokenizer; default: the teacher "
                                 "with every other layer kept (student_layers)")
     student_layers: int | None = Field(None, ge=1, description="layers of the derived student; default: half")
+    student_init: Literal["every-other", "block-influence"] = Field(
+        "every-other", description="which teacher layers the derived student keeps: spread evenly (first and last "
+        "included), or those that change the hidden state most on train examples (ShortGPT's block influence)")
     temperature: float = Field(2.0, gt=0, description="softens both distributions before the KL")
     alpha: float = Field(0.5, ge=0, le=1, description="loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE")
     positions: Literal["all", "completion"] = Field("all", description="where the KL is taken: every token (prompt "

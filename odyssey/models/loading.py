@@ -51,7 +51,12 @@ class LoadedModel:
 
     @property
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        n = sum(p.numel() for p in self.model.parameters())
+        if is_x86_int8(self.path):  # int8 layers keep their weights packed, outside parameters()
+            from odyssey.models.x86_int8 import packed_params
+
+            n += packed_params(self.model)
+        return n
 
     @property
     def context_length(self) -> int:
@@ -164,6 +169,11 @@ def pick_dtype(requested: str = "auto"):
     return torch.float32
 
 
+def is_x86_int8(path) -> bool:
+    """An int8 folder for PyTorch's x86 engine (``odyssey.models.x86_int8``), which needs its own loader."""
+    return path is not None and (Path(path) / "odyssey-int8.json").exists()
+
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_META = "odyssey-adapter.json"  # {"base": "<model ref>"}: portable, unlike peft's absolute base path
 
@@ -225,7 +235,13 @@ def load(ref: str, *, root: Path | None = None, dtype: str = "auto", progress=No
     cls = classes[head or default_head]
     torch_dtype = pick_dtype(dtype)
     _progress_message(progress, f"loading {ref} ({family}, {str(torch_dtype).removeprefix('torch.')})")
-    model = cls.from_pretrained(path, dtype=torch_dtype).to(device())
+    if is_x86_int8(path):
+        from odyssey.models import x86_int8
+
+        _progress_message(progress, f"loading {ref} ({family}, int8 for the x86 engine)")
+        model, torch_dtype = x86_int8.load(path, cls), torch.qint8
+    else:
+        model = cls.from_pretrained(path, dtype=torch_dtype).to(device())
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:

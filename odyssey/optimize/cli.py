@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
 
     @opt.command("quantize")
     def quantize_cmd(
-        to: Annotated[str, typer.Option("--to", help="int8 | int8-weight-only | int4 | gguf:q8_0 | gguf:q4_k_m | "
+        to: Annotated[str, typer.Option("--to", help="int8 (int8-x86 on x86 CPUs, else int8-torchao) | int8-x86 | int8-torchao | int8-weight-only | int4 | gguf:q8_0 | gguf:q4_k_m | "
                                          "gguf:<type> | bnb-int8 | bnb-nf4 (GPU)")] = "int8",
         start: FromOpt = None,
         name: Annotated[Optional[str], typer.Option(help="candidate name (default: <parent>:<method>)")] = None,
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         project: ProjectOpt = Path("."),
         as_json: JsonOpt = False,
     ):
-        """Post-training quantization (torchao int8/int4, llama.cpp GGUF, bitsandbytes on a GPU)."""
+        """Post-training quantization (int8 on PyTorch's x86 engine or torchao, torchao int4, llama.cpp GGUF, bitsandbytes on a GPU)."""
         from odyssey.optimize.quantization import quantize
 
         result = quantize(_project(project), to, start_from=start, measure=not no_measure, name=name,
@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         student_layers: Annotated[Optional[int], typer.Option(help="layers of the student built from the teacher "
                                                               "(default: half)")] = None,
         student: Annotated[Optional[str], typer.Option(help="a model ref sharing the teacher's tokenizer instead")] = None,
+        student_init: Annotated[Optional[str], typer.Option(
+            help="teacher layers the student keeps: every-other | block-influence (default: "
+                 "optimize.distill.student_init)")] = None,
         steps: Annotated[Optional[int], typer.Option(help="training steps (default: optimize.distill.steps)")] = None,
         resume: Annotated[bool, typer.Option(help="continue an interrupted run from its last checkpoint")] = False,
         no_measure: NoMeasureOpt = False,
@@ -73,7 +76,7 @@ def register(app: typer.Typer) -> None:
         from odyssey.optimize.distillation import distill
 
         result = distill(_project(project), teacher=teacher, student_layers=student_layers, student=student,
-                         steps=steps, resume=resume, measure=not no_measure)
+                         steps=steps, resume=resume, measure=not no_measure, student_init=student_init)
         _emit(result.as_dict()) if as_json else _show(result, "distill")
 
     @opt.command("prune")

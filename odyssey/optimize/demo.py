@@ -12,7 +12,7 @@ def demo_step(project, console, model: str, quick: bool = False) -> None:
     from odyssey.optimize.quantization import quantize
     from odyssey.optimize.reporting import _fmt, comparison_table
 
-    console.print(Rule("optimize: odyssey optimize quantize --to int8 (torchao)"))
+    console.print(Rule("optimize: odyssey optimize quantize --to int8"))
     settings = {**settings_for(project), "limit": 3, "batch_size": 3, "speed_prompt_tokens": 64,
                 "speed_new_tokens": 8, "speed_batch": 4}
     result = quantize(project, "int8", start_from=model, measure=not quick, measure_settings=settings)

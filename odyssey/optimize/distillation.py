@@ -184,9 +184,27 @@ def kd_loss(student_logits, labels, temperature: float, alpha: float, *, teacher
                   "kd_tokens": int(kd_mask.sum())}
 
 
+def student_layers_to_keep(project, model, tokenizer, prompt_cfg, total: int, k: int, how: str,
+                           max_length: int) -> tuple[list[int], dict]:
+    """The teacher layers a derived student keeps: ``every-other`` (spread evenly) or ``block-influence``
+    (the ``k`` layers with the highest 1 - cos(h_in, h_out) on 32 train examples: those that change
+    the hidden state most, as in ShortGPT's layer pruning)."""
+    from odyssey.optimize import surgery
+
+    if how == "every-other":
+        return surgery.every_other_layer(total, k), {}
+    from odyssey.optimize.pruning import block_influence, calibration_batches
+
+    surgery.every_other_layer(total, k)  # the same "not smaller than its teacher" check
+    bi = block_influence(model, calibration_batches(project, tokenizer, prompt_cfg, 32, max_length))
+    keep = sorted(sorted(range(total), key=lambda i: bi[i], reverse=True)[:k])
+    return keep, {"block_influence": [round(b, 5) for b in bi]}
+
+
 def distill(project, *, teacher: str | None = None, student_layers: int | None = None, student: str | None = None,
             steps: int | None = None, resume: bool = False, measure: bool = True,
-            name: str | None = None, measure_settings: dict | None = None) -> DistillResult:
+            name: str | None = None, measure_settings: dict | None = None,
+            student_init: str | None = None) -> DistillResult:
     import torch
 
     from odyssey.models import load, parse_ref, resolve
@@ -200,6 +218,9 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
     student_layers = student_layers if student_layers is not None else spec.student_layers
     student = student or spec.student
     steps = steps or spec.steps
+    student_init = student_init or spec.student_init
+    if student_init not in {"every-other", "block-influence"}:
+        raise OdysseyError(f"unknown student init {student_init!r}", hint="use every-other or block-influence")
     parent = resolve_parent(project, teacher or spec.teacher)
     # Everything that can be refused is checked before the run starts and before any model loads.
     teacher_dir = hf_checkpoint(project, parent.model_ref,
@@ -212,11 +233,14 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
     total = _config_of(teacher_dir).get("num_hidden_layers")
     k = None if student_dir else (student_layers or max(1, total // 2))
     suffix = f"distilled-{k}l" if k else "distilled-" + parse_ref(student, project.root).slug
+    if k and student_init != "every-other":  # its own name, so a resumed run never mixes two layer choices
+        suffix += "-bi"
     cand = name or candidate_name(parent, suffix)
     work = project.state_dir / "optimize" / cand.replace(":", "-").replace("/", "-")
     work.mkdir(parents=True, exist_ok=True)
     with project.store.run(STAGE, project.spec.as_dict(), {"action": "distill", "teacher": parent.name,
                                                             "student_layers": k, "student": student,
+                                                            "student_init": student_init if k else None,
                                                             "steps": steps}) as run:
         run.artifacts_dir.mkdir(parents=True, exist_ok=True)
 
@@ -224,8 +248,10 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         t_loaded = load(str(teacher_dir), root=project.root, dtype="float32")
         tok = t_loaded.tokenizer
         teacher_n = t_loaded.n_params
+        init_info: dict = {}
         if student_dir is None:
-            keep = surgery.every_other_layer(total, k)
+            keep, init_info = student_layers_to_keep(project, t_loaded.model, tok, parent.prompt, total, k, student_init,
+                                                     spec.max_length)
             s_model = surgery.keep_layers(t_loaded.model, keep)
         else:
             keep = None
@@ -271,7 +297,7 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         s_model.eval()
         n_params = sum(p.numel() for p in s_model.parameters())
         info = {"method": "distill", "teacher": parent.name, "student": student or f"{k} of {total} teacher layers",
-                "kept_layers": keep, "temperature": spec.temperature, "alpha": spec.alpha, "steps": trained.steps,
+                "kept_layers": keep, "student_init": student_init if keep else None, **init_info, "temperature": spec.temperature, "alpha": spec.alpha, "steps": trained.steps,
                 "kd_positions": spec.positions,
                 "teacher_cache": bool(cache is not None), "cache_top_k": spec.cache_top_k if cache else None}
         out = save_model(s_model, tok, run.artifacts_dir / "student", info)

@@ -10,9 +10,18 @@ from dataclasses import dataclass
 
 from odyssey.errors import OdysseyError
 
-# name -> (backend, description)
+# name -> description, one dict per backend
+AUTO = {
+    "int8": "int8 weights + dynamic int8 activations with the fastest kernels this machine has: "
+            "int8-x86 on x86 CPUs, int8-torchao elsewhere",
+}
+X86 = {
+    "int8-x86": "PyTorch's x86 engine (FBGEMM/oneDNN, VNNI/AMX kernels): int8 per-channel weights, dynamic int8 "
+                "activations; CPU",
+}
 TORCHAO = {
-    "int8": "torchao: int8 weights and dynamically quantized int8 activations (Int8DynamicActivationInt8WeightConfig)",
+    "int8-torchao": "torchao: int8 weights and dynamically quantized int8 activations "
+                    "(Int8DynamicActivationInt8WeightConfig)",
     "int8-weight-only": "torchao: int8 weights, fp32 activations (Int8WeightOnlyConfig)",
     "int4": "torchao: int4 weight-only, grouped scales (Int4WeightOnlyConfig; CPU kernel via the 'opaque' packing)",
 }
@@ -37,7 +46,7 @@ ALIASES = {"gguf": "gguf:q4_k_m", "int8-dynamic": "int8", "int8wo": "int8-weight
 @dataclass(frozen=True)
 class QuantMethod:
     name: str  # canonical, e.g. "int8", "gguf:q4_k_m"
-    backend: str  # torchao | gguf | bitsandbytes
+    backend: str  # auto | x86 | torchao | gguf | bitsandbytes
     detail: str  # the GGUF type, or the torchao/bnb method name
 
     @property
@@ -50,12 +59,16 @@ class QuantMethod:
 
 
 def all_methods() -> dict[str, str]:
-    return {**TORCHAO, **{f"gguf:{k}": v for k, v in GGUF_TYPES.items()}, **BITSANDBYTES}
+    return {**AUTO, **X86, **TORCHAO, **{f"gguf:{k}": v for k, v in GGUF_TYPES.items()}, **BITSANDBYTES}
 
 
 def parse_quant_method(text: str) -> QuantMethod:
     """``int8`` / ``int4`` / ``gguf:q4_k_m`` / ``bnb-nf4`` ... -> a :class:`QuantMethod`, or a clear error."""
     name = ALIASES.get(str(text).strip().lower(), str(text).strip().lower())
+    if name in AUTO:
+        return QuantMethod(name, "auto", name)
+    if name in X86:
+        return QuantMethod(name, "x86", name)
     if name in TORCHAO:
         return QuantMethod(name, "torchao", name)
     if name in BITSANDBYTES:
@@ -70,8 +83,27 @@ def parse_quant_method(text: str) -> QuantMethod:
                        hint=(f"did you mean {close[0]!r}? " if close else "") + "known: " + ", ".join(known))
 
 
+def resolve_auto(method: QuantMethod) -> QuantMethod:
+    """``int8`` -> ``int8-x86`` on a CPU whose PyTorch has the x86 engine, else ``int8-torchao``."""
+    if method.backend != "auto":
+        return method
+    import torch
+
+    if not torch.cuda.is_available() and "x86" in torch.backends.quantized.supported_engines:
+        return parse_quant_method("int8-x86")
+    return parse_quant_method("int8-torchao")
+
+
 def check_hardware(method: QuantMethod) -> None:
     """A method the machine cannot run fails here, before any model is loaded."""
+    if method.backend == "x86":
+        import torch
+
+        if "x86" not in torch.backends.quantized.supported_engines:
+            raise OdysseyError(f"{method.name} needs PyTorch's x86 quantized engine, which this PyTorch build lacks "
+                               f"(engines: {', '.join(torch.backends.quantized.supported_engines)})",
+                               hint="use --to int8-torchao, or gguf:q8_0 (llama.cpp) for a fast 8-bit CPU model")
+        return
     if not method.needs_gpu:
         return
     import importlib.util

@@ -56,7 +56,8 @@ def calibration_batches(project, tokenizer, cfg, n: int, max_length: int, batch_
 
     train = project.examples("train")[:n]
     if not train:
-        raise OdysseyError("pruning needs calibration examples from the train split, which is empty",
+        raise OdysseyError("calibration (pruning, int8 smoothing, a block-influence student) needs examples "
+                           "from the train split, which is empty",
                            hint="check scope.data splits in odyssey.yaml")
     items = sft_items(tokenizer, cfg, train, max_length)
     fn = collate(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)

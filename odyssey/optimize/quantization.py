@@ -1,7 +1,15 @@
-"""Post-training quantization of a candidate: torchao int8/int4 for transformers on CPU, GGUF
-through llama.cpp's own converter and quantizer, bitsandbytes 8/4-bit on a GPU.
+"""Post-training quantization of a candidate: int8 for transformers (PyTorch's x86 engine on CPUs,
+torchao elsewhere), torchao int4, GGUF through llama.cpp's own converter and quantizer, bitsandbytes
+8/4-bit on a GPU.
 
-- **torchao** (``int8``, ``int8-weight-only``, ``int4``): ``from_pretrained(...,
+- **int8** picks the fastest int8 kernels the machine has: ``int8-x86`` on an x86 CPU, else
+  ``int8-torchao``. ``int8-x86`` (``odyssey.models.x86_int8``) runs PyTorch's FBGEMM/oneDNN int8
+  kernels, the only int8 linear measured faster than fp32 on this project's CPU (its docstring has
+  the figures); it is stored as int8 safetensors and rebuilt by ``odyssey.models.load``. Its
+  activation outliers are smoothed with statistics from ``optimize.quantize.calibration_examples``
+  train examples (``smoothing_alpha``, SmoothQuant), folded into the model's norms where it can.
+
+- **torchao** (``int8-torchao``, ``int8-weight-only``, ``int4``): ``from_pretrained(...,
   quantization_config=TorchAoConfig(...))`` runs torchao's ``quantize_`` on every linear layer
   while loading, and ``save_pretrained`` writes the quantized tensors as safetensors with the
   ``quantization_config`` in config.json. The result is an ordinary folder: ``odyssey eval``,
@@ -26,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from odyssey.errors import OdysseyError
-from odyssey.optimize.methods import QuantMethod, check_hardware, parse_quant_method
+from odyssey.optimize.methods import QuantMethod, check_hardware, parse_quant_method, resolve_auto
 
 
 @dataclass
@@ -54,7 +62,7 @@ def torchao_config(method: QuantMethod, group_size: int = 32):
     import torch
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
 
-    if method.name == "int8":
+    if method.name == "int8-torchao":
         return Int8DynamicActivationInt8WeightConfig()
     if method.name == "int8-weight-only":
         return Int8WeightOnlyConfig()
@@ -86,6 +94,36 @@ def quantize_torchao(src: Path, out: Path, method: QuantMethod, group_size: int 
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, quantization_config=quant)
     tokenizer = AutoTokenizer.from_pretrained(src)
     return save_model(model, tokenizer, out, {"method": method.name, "backend": "torchao", "source": str(src)})
+
+
+def quantize_x86(project, src: Path, out: Path, method: QuantMethod, prompt_cfg) -> Path:
+    """int8 for PyTorch's x86 engine (``odyssey.models.x86_int8``): fp32 in, int8 safetensors out,
+    smoothed with activation statistics from the scope's train split (SmoothQuant)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from odyssey.models import x86_int8
+    from odyssey.optimize.pruning import calibration_batches
+
+    spec = project.spec.optimize.quantize
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    stats, folded = None, []
+    # No train split: int8 without smoothing (recorded below) rather than no int8 at all.
+    smoothing = spec.smoothing_alpha is not None and bool(project.examples("train"))
+    if smoothing:
+        batches = calibration_batches(project, tokenizer, prompt_cfg, spec.calibration_examples, 512)
+        stats = x86_int8.activation_absmax(model, batches)
+        model, folded = x86_int8.smooth_and_check(model, stats, spec.smoothing_alpha, batches[0])
+        stats = {k: v for k, v in stats.items() if k not in folded} or None  # the rest divide at run time
+    info = {"method": method.name, "backend": "x86", "source": str(src),
+            "smoothing_alpha": spec.smoothing_alpha if smoothing else None,
+            "smoothing_folded_layers": len(folded), "smoothing_runtime_layers": len(stats or {}),
+            "calibration_examples": spec.calibration_examples if smoothing else 0}
+    return x86_int8.save(model, tokenizer, out, info, act_absmax=stats, alpha=spec.smoothing_alpha or 0.5,
+                         folded=folded)
 
 
 def quantize_bnb(src: Path, out: Path, method: QuantMethod) -> Path:
@@ -130,7 +168,7 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
                                          weights_size)
     from odyssey.optimize.record import measure_and_record
 
-    method = parse_quant_method(to)
+    method = resolve_auto(parse_quant_method(to))
     check_hardware(method)  # before anything is loaded
     if method.backend == "gguf":
         from odyssey.models import llamacpp
@@ -157,7 +195,10 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
         run.artifacts_dir.mkdir(parents=True, exist_ok=True)
         src = hf_checkpoint(project, parent.model_ref, run.artifacts_dir)
         extra: dict = {}
-        if method.backend == "torchao":
+        if method.backend == "x86":
+            out = quantize_x86(project, src, run.artifacts_dir / method.slug, method, parent.prompt)
+            ref, tokenizer_path = out, out
+        elif method.backend == "torchao":
             out = quantize_torchao(src, run.artifacts_dir / method.slug, method, spec.int4_group_size)
             ref, tokenizer_path = out, out
         elif method.backend == "bitsandbytes":

@@ -9,8 +9,10 @@ from odyssey.optimize.methods import check_hardware, check_sparsity, parse_quant
 
 
 @pytest.mark.parametrize("text,name,backend,detail", [
-    ("int8", "int8", "torchao", "int8"),
-    ("INT8", "int8", "torchao", "int8"),
+    ("int8", "int8", "auto", "int8"),
+    ("INT8", "int8", "auto", "int8"),
+    ("int8-x86", "int8-x86", "x86", "int8-x86"),
+    ("int8-torchao", "int8-torchao", "torchao", "int8-torchao"),
     ("int8wo", "int8-weight-only", "torchao", "int8-weight-only"),
     ("int4", "int4", "torchao", "int4"),
     ("gguf:q4_k_m", "gguf:q4_k_m", "gguf", "q4_k_m"),
@@ -22,6 +24,17 @@ def test_parse_quant_method(text, name, backend, detail):
     method = parse_quant_method(text)
     assert (method.name, method.backend, method.detail) == (name, backend, detail)
     assert method.needs_gpu == (backend == "bitsandbytes")
+
+
+def test_int8_picks_the_x86_engine_on_a_cpu_that_has_it():
+    import torch
+
+    from odyssey.optimize.methods import resolve_auto
+
+    resolved = resolve_auto(parse_quant_method("int8"))
+    x86 = not torch.cuda.is_available() and "x86" in torch.backends.quantized.supported_engines
+    assert resolved.name == ("int8-x86" if x86 else "int8-torchao")
+    assert resolve_auto(parse_quant_method("int8-torchao")).name == "int8-torchao"  # explicit names stay
 
 
 def test_unknown_method_suggests_the_closest():
