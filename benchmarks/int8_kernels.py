@@ -8,8 +8,9 @@ peer that decides the goal, fp32 ``F.linear`` (MKL):
 1. One product per shape at M = 1 (one decoding token) and M = 64 (a prefill chunk), the same small
    weight again and again, so it stays in the caches: fp32; torchao ``Int8WeightOnlyConfig``;
    ``aten._weight_int8pack_mm`` (what inductor lowers the weight-only pattern to); torchao
-   ``Int8DynamicActivationInt8WeightConfig`` (``torch._int_mm``); PyTorch's x86 engine
-   (``quantized::linear_dynamic``, FBGEMM/oneDNN, what ``--to int8`` uses on x86 CPUs).
+   ``Int8DynamicActivationInt8WeightConfig`` (``torch._int_mm``); ``Int8Linear`` as ``--to int8`` runs
+   it on x86 CPUs: PyTorch's x86 engine (``quantized::linear_dynamic``, FBGEMM/oneDNN) at M = 1, and
+   above 16 rows (M = 64) the fp32 product on its dequantized weight, not the engine.
 2. A stack of SmolLM2's 30 blocks of projections plus the output layer, distinct weights (about
    540 MB in fp32, more than the caches), one token through it: what decoding asks of memory. Eager for
    every kernel; under ``torch.compile`` for fp32 and torchao weight-only (``--max-autotune`` adds

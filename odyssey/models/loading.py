@@ -169,9 +169,12 @@ def pick_dtype(requested: str = "auto"):
     return torch.float32
 
 
+X86_INT8_MARKER = "odyssey-int8.json"
+
+
 def is_x86_int8(path) -> bool:
     """An int8 folder for PyTorch's x86 engine (``odyssey.models.x86_int8``), which needs its own loader."""
-    return path is not None and (Path(path) / "odyssey-int8.json").exists()
+    return path is not None and (Path(path) / X86_INT8_MARKER).exists()
 
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -234,13 +237,13 @@ def load(ref: str, *, root: Path | None = None, dtype: str = "auto", progress=No
     default_head = {FAMILY_DECODER: "causal-lm", FAMILY_SEQ2SEQ: "seq2seq-lm", FAMILY_ENCODER: "masked-lm"}[family]
     cls = classes[head or default_head]
     torch_dtype = pick_dtype(dtype)
-    _progress_message(progress, f"loading {ref} ({family}, {str(torch_dtype).removeprefix('torch.')})")
     if is_x86_int8(path):
         from odyssey.models import x86_int8
 
         _progress_message(progress, f"loading {ref} ({family}, int8 for the x86 engine)")
         model, torch_dtype = x86_int8.load(path, cls), torch.qint8
     else:
+        _progress_message(progress, f"loading {ref} ({family}, {str(torch_dtype).removeprefix('torch.')})")
         model = cls.from_pretrained(path, dtype=torch_dtype).to(device())
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)

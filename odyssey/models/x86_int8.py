@@ -5,8 +5,8 @@ Why this and not torchao on a CPU: decoding one token streams every weight from 
 smaller weight only pays when a kernel multiplies it as fast as it reads it. Measured on this
 project's 2-core AVX-512/AMX machine (``benchmarks/int8_kernels.py``, a 30-layer stack of SmolLM2's
 projections at one token, weights too big for the caches): this engine's ``quantized::linear_dynamic``
-runs 1.9x faster than fp32 MKL; torchao 0.18's ``Int8DynamicActivationInt8WeightConfig`` at 0.45x and
-``Int8WeightOnlyConfig`` at 0.5x, eager or under ``torch.compile``. PyTorch deprecated the
+runs 1.7-2.0x faster than fp32 MKL; torchao 0.18's ``Int8DynamicActivationInt8WeightConfig`` at 0.45x and
+``Int8WeightOnlyConfig`` at 0.45-0.7x, eager or under ``torch.compile``. PyTorch deprecated the
 ``torch.ao.quantization`` front end (``quantize_dynamic``, pickled quantized modules) in favour of
 torchao; Odyssey uses only the engine's operators (``linear_prepack`` / ``linear_dynamic``) and keeps
 the weights in safetensors. Where the engine is missing (non-x86 builds), ``available()`` is False and
@@ -40,14 +40,16 @@ rebuilds the model from it (``load``).
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
 
 import torch  # this module is imported only where a model is built or loaded
 
+from odyssey.models.loading import X86_INT8_MARKER as MARKER  # defined there: the loader checks it without torch
+
 ENGINE = "x86"
-MARKER = "odyssey-int8.json"
 WEIGHTS = "model.safetensors"
 INT8_ROWS = 16  # inputs with more rows than this (prompt tokens x sequences) take the fp32 path
 
@@ -56,8 +58,7 @@ def available() -> bool:
     return ENGINE in torch.backends.quantized.supported_engines
 
 
-
-
+@functools.lru_cache(maxsize=1)
 def _full_range() -> bool:
     """VNNI / AMX-int8 accumulate u8 x s8 in 32 bits: no saturation, so activations may use all 8 bits."""
     try:
@@ -79,9 +80,13 @@ def quantize_weight(weight, input_scale=None):
 
 def smoothing_scale(act_absmax, weight, alpha: float = 0.5):
     """SmoothQuant's per-input-channel scale ``max|x|^a / max|w|^(1-a)`` (see the module docstring)."""
-    a = act_absmax.float().clamp(min=1e-5)
-    w = weight.detach().float().abs().amax(dim=0).clamp(min=1e-5)
-    return (a.pow(alpha) / w.pow(1 - alpha)).clamp(min=1e-5)
+    return _shared_scale(act_absmax, [weight], alpha)
+
+
+def _shared_scale(act, weights, alpha: float):
+    """One smoothing scale for layers reading the same input (q/k/v; gate/up): the weights' max per column."""
+    w = torch.stack([w.detach().float().abs().amax(dim=0) for w in weights]).amax(dim=0).clamp(min=1e-5)
+    return (act.float().clamp(min=1e-5).pow(alpha) / w.pow(1 - alpha)).clamp(min=1e-5)
 
 
 class Int8Linear(torch.nn.Module):
@@ -166,12 +171,6 @@ def activation_absmax(model, batches) -> dict:
     return stats
 
 
-def _shared_scale(act, weights, alpha: float):
-    """One smoothing scale for layers reading the same input (q/k/v; gate/up): the weights' max per column."""
-    w = torch.stack([w.detach().float().abs().amax(dim=0) for w in weights]).amax(dim=0).clamp(min=1e-5)
-    return (act.float().clamp(min=1e-5).pow(alpha) / w.pow(1 - alpha)).clamp(min=1e-5)
-
-
 @torch.no_grad()
 def fold_smoothing(model, act_absmax: dict, alpha: float = 0.5) -> list[str]:
     """SmoothQuant folded into the model's own weights (Llama-style decoders), in place: each scale
@@ -248,6 +247,11 @@ def smooth_and_check(model, act_absmax: dict, alpha: float, batch: dict) -> tupl
     return folded, done
 
 
+def _runtime_scale(name: str, linear, act_absmax: dict | None, alpha: float):
+    """The layer's run-time smoothing scale, or None when ``act_absmax`` has no statistics for it."""
+    return smoothing_scale(act_absmax[name], linear.weight, alpha) if act_absmax and name in act_absmax else None
+
+
 def quantize_model(model, act_absmax: dict | None = None, alpha: float = 0.5) -> list[str]:
     """Replace every ``nn.Linear`` of ``model`` (in place) by :class:`Int8Linear`, smoothed at run
     time where ``act_absmax`` has the layer's statistics; returns the layers' names.
@@ -257,8 +261,7 @@ def quantize_model(model, act_absmax: dict | None = None, alpha: float = 0.5) ->
     names = _linear_names(model)
     for name in names:
         linear = model.get_submodule(name)
-        s = smoothing_scale(act_absmax[name], linear.weight, alpha) if act_absmax and name in act_absmax else None
-        _set_module(model, name, Int8Linear.from_linear(linear, s))
+        _set_module(model, name, Int8Linear.from_linear(linear, _runtime_scale(name, linear, act_absmax, alpha)))
     return names
 
 
@@ -288,7 +291,7 @@ def save(model, tokenizer, out: Path, extra: dict | None = None, act_absmax: dic
         tensors[key] = value.detach().float().contiguous() if value.is_floating_point() else value.contiguous()
     for name in names:
         linear = model.get_submodule(name)
-        s = smoothing_scale(act_absmax[name], linear.weight, alpha) if act_absmax and name in act_absmax else None
+        s = _runtime_scale(name, linear, act_absmax, alpha)
         q, scale = quantize_weight(linear.weight, s)
         tensors[f"{name}.weight_int8"], tensors[f"{name}.weight_scale"] = q.contiguous(), scale.contiguous()
         if s is not None:

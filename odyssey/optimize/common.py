@@ -71,6 +71,7 @@ def hf_checkpoint(project, ref: str, work_dir: Path) -> Path:
     model first, so quantization, GGUF export and pruning see the fine-tuned weights.
     """
     from odyssey.models import parse_ref, resolve
+    from odyssey.models.loading import is_x86_int8
 
     parsed = parse_ref(ref, project.root)
     if parsed.kind == "local":
@@ -79,8 +80,8 @@ def hf_checkpoint(project, ref: str, work_dir: Path) -> Path:
             return merge_lora(project, folder, work_dir / "merged")
     path = Path(resolve(ref, project.root))
     config = json.loads((path / "config.json").read_text())
-    if config.get("quantization_config") or (path / "odyssey-int8.json").exists():
-        method = (config.get("quantization_config") or {"quant_method": "int8-x86"}).get("quant_method", "quantized")
+    if config.get("quantization_config") or is_x86_int8(path):
+        method = "int8-x86" if is_x86_int8(path) else config["quantization_config"].get("quant_method", "quantized")
         raise OdysseyError(f"{ref} is already quantized ({method}); optimize its unquantized parent instead",
                            hint="`odyssey status` shows each candidate's parent")
     return path

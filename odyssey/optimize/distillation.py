@@ -297,7 +297,8 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         s_model.eval()
         n_params = sum(p.numel() for p in s_model.parameters())
         info = {"method": "distill", "teacher": parent.name, "student": student or f"{k} of {total} teacher layers",
-                "kept_layers": keep, "student_init": student_init if keep else None, **init_info, "temperature": spec.temperature, "alpha": spec.alpha, "steps": trained.steps,
+                "kept_layers": keep, "student_init": student_init if keep else None, **init_info,
+                "temperature": spec.temperature, "alpha": spec.alpha, "steps": trained.steps,
                 "kd_positions": spec.positions,
                 "teacher_cache": bool(cache is not None), "cache_top_k": spec.cache_top_k if cache else None}
         out = save_model(s_model, tok, run.artifacts_dir / "student", info)

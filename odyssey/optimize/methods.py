@@ -89,7 +89,9 @@ def resolve_auto(method: QuantMethod) -> QuantMethod:
         return method
     import torch
 
-    if not torch.cuda.is_available() and "x86" in torch.backends.quantized.supported_engines:
+    from odyssey.models import x86_int8
+
+    if not torch.cuda.is_available() and x86_int8.available():
         return parse_quant_method("int8-x86")
     return parse_quant_method("int8-torchao")
 
@@ -99,7 +101,9 @@ def check_hardware(method: QuantMethod) -> None:
     if method.backend == "x86":
         import torch
 
-        if "x86" not in torch.backends.quantized.supported_engines:
+        from odyssey.models import x86_int8
+
+        if not x86_int8.available():
             raise OdysseyError(f"{method.name} needs PyTorch's x86 quantized engine, which this PyTorch build lacks "
                                f"(engines: {', '.join(torch.backends.quantized.supported_engines)})",
                                hint="use --to int8-torchao, or gguf:q8_0 (llama.cpp) for a fast 8-bit CPU model")
