@@ -114,9 +114,12 @@ def quantize_x86(project, src: Path, out: Path, method: QuantMethod, prompt_cfg)
     # No train split: int8 without smoothing (recorded below) rather than no int8 at all.
     smoothing = spec.smoothing_alpha is not None and bool(project.examples("train"))
     if smoothing:
+        from odyssey import ui
+
         batches = calibration_batches(project, tokenizer, prompt_cfg, spec.calibration_examples, 512)
-        stats = x86_int8.activation_absmax(model, batches)
-        model, folded = x86_int8.smooth_and_check(model, stats, spec.smoothing_alpha, batches[0])
+        with ui.status(f"int8: activation statistics on {spec.calibration_examples} train examples (SmoothQuant)"):
+            stats = x86_int8.activation_absmax(model, batches)
+            model, folded = x86_int8.smooth_and_check(model, stats, spec.smoothing_alpha, batches[0])
         stats = {k: v for k, v in stats.items() if k not in folded} or None  # the rest divide at run time
     info = {"method": method.name, "backend": "x86", "source": str(src),
             "smoothing_alpha": spec.smoothing_alpha if smoothing else None,
