@@ -509,6 +509,9 @@ class MeasureSpec(Strict):
     speed_prompt_tokens: int = Field(256, ge=8, description="prompt length of the prefill/decode speed test")
     speed_new_tokens: int = Field(32, ge=4, description="tokens decoded in the speed test")
     speed_batch: int = Field(8, ge=2, description="sequences decoded together in the batched speed test")
+    paired_rounds: int = Field(5, ge=0, description="rounds of the paired decode test: parent and candidate "
+                               "loaded in one process and timed alternately, so the machine's drift hits both "
+                               "alike (0: off)")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch / llama.cpp (None: all cores)")
     isolate: bool = Field(True, description="measure each model in a fresh process, so its peak memory is its own; "
                           "false: in this process (faster start, memory figures include what was loaded before)")

@@ -57,6 +57,7 @@ def settings_for(project, split: str | None = None, limit: int | None = None) ->
         "speed_prompt_tokens": m.speed_prompt_tokens,
         "speed_new_tokens": m.speed_new_tokens,
         "speed_batch": m.speed_batch,
+        "paired_rounds": m.paired_rounds,
         "threads": m.threads,
         "isolate": m.isolate,
     }
@@ -65,34 +66,59 @@ def settings_for(project, split: str | None = None, limit: int | None = None) ->
 def measure_model(project, model_ref: str, prompt_cfg, *, tokenizer_path: str | None = None,
                   settings: dict | None = None, label: str = "") -> dict:
     """Measure one model in a child process; returns the measurement dict (see the module doc)."""
+    settings = settings or settings_for(project)
+    request = {"kind": "model", "project": str(project.root), "model_ref": str(model_ref),
+               "prompt": prompt_cfg.as_dict(), "tokenizer_path": tokenizer_path, "settings": settings}
+    return _run(project, request, f"measuring {label or model_ref}", "(size, memory, speed, quality)")
+
+
+def measure_paired(project, parent_ref: str, child_ref: str, prompt_cfg, *, tokenizer_path: str | None = None,
+                   settings: dict | None = None, label: str = "") -> dict | None:
+    """Decode speed of a candidate against its parent, both loaded in one process and timed in
+    alternating rounds (parent first in even rounds, candidate first in odd ones).
+
+    Why beside the per-model figures: each of those comes from its own process, minutes apart (the
+    quality run sits between them), or from a parent measured earlier and reused; this machine's
+    decode speed drifts by 10-20 % within an hour, which moves a ratio of two such figures as much
+    as the optimization does. Here drift hits both models alike, and the ratio reported is the
+    median of the per-round ratios. ``tokenizer_path`` is the candidate's (GGUF files)."""
+    settings = settings or settings_for(project)
+    if not settings.get("paired_rounds"):
+        return None
+    request = {"kind": "paired", "project": str(project.root), "parent_ref": str(parent_ref),
+               "model_ref": str(child_ref), "prompt": prompt_cfg.as_dict(), "tokenizer_path": tokenizer_path,
+               "settings": settings}
+    return _run(project, request, f"timing {label or child_ref} against its parent",
+                f"({settings['paired_rounds']} alternating rounds)")
+
+
+def _run(project, request: dict, what: str, detail: str) -> dict:
+    """Run one request in a fresh process (or here, with ``isolate: false``)."""
     from odyssey import ui
 
-    settings = settings or settings_for(project)
-    request = {"project": str(project.root), "model_ref": str(model_ref), "prompt": prompt_cfg.as_dict(),
-               "tokenizer_path": tokenizer_path, "settings": settings}
+    settings = request["settings"]
     if not settings.get("isolate", True):
-        from odyssey.optimize.common import is_gguf_ref
-
-        with ui.status(f"measuring {label or model_ref} in this process"):
-            return (measure_gguf if is_gguf_ref(model_ref) else measure_transformers)(project, request)
+        with ui.status(f"{what} in this process"):
+            return _handle(project, request)
     with tempfile.TemporaryDirectory(prefix="odyssey-measure-") as tmp:
         req, out = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps(request, default=str))
         env = dict(os.environ)
         if settings.get("threads"):
             env["OMP_NUM_THREADS"] = str(settings["threads"])
-        with ui.status(f"measuring {label or model_ref} (size, memory, speed, quality)"):
+        with ui.status(f"{what} {detail}"):
             proc = subprocess.run([sys.executable, "-m", "odyssey.optimize.measure", str(req), str(out)],
                                   capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-            raise OdysseyError(f"measuring {label or model_ref} failed:\n" + "\n".join(tail),
+            raise OdysseyError(f"{what} failed:\n" + "\n".join(tail),
                                hint="run `odyssey eval --candidate NAME` on it to see the error in full")
         return json.loads(out.read_text())
 
 
-def compare(child: dict, parent: dict) -> dict:
-    """Ratios and differences of a child measurement against its parent's."""
+def compare(child: dict, parent: dict, paired: dict | None = None) -> dict:
+    """Ratios and differences of a child measurement against its parent's; with ``paired`` (from
+    :func:`measure_paired`), also the decode speed-up timed in one process."""
 
     def ratio(key, invert=False):
         a, b = child.get(key), parent.get(key)
@@ -108,6 +134,9 @@ def compare(child: dict, parent: dict) -> dict:
         "p95_latency_ratio": ratio("p95_latency_ms"),
         "peak_rss_ratio": ratio("peak_rss_gb"),
     }
+    if paired:
+        out["decode_speedup_paired"] = paired["decode_speedup"]
+        out["paired_speed"] = paired
     for key in QUALITY_KEYS:
         if key in child.get("metrics", {}) and key in parent.get("metrics", {}):
             out[f"{key}_change"] = child["metrics"][key] - parent["metrics"][key]
@@ -128,8 +157,9 @@ def _speed_ids(tokenizer, prompts: list[str], n_tokens: int) -> list[int]:
     return ids[:n_tokens]
 
 
-def _torch_speed(model, ids: list[int], new_tokens: int, batch: int) -> dict:
-    """Prefill (one forward over the prompt) and cached greedy decode, timed separately."""
+def _torch_runner(model, ids: list[int], new_tokens: int):
+    """``run(b)``: prefill ``b`` copies of the prompt in one forward, then greedy cached decoding of
+    ``new_tokens`` tokens; returns (prefill seconds, decode seconds)."""
     import torch
 
     def run(b: int) -> tuple[float, float]:
@@ -148,11 +178,28 @@ def _torch_speed(model, ids: list[int], new_tokens: int, batch: int) -> dict:
             t3 = time.perf_counter()
         return t1 - t0, t3 - t2
 
+    return run
+
+
+def _torch_speed(model, ids: list[int], new_tokens: int, batch: int) -> dict:
+    """Prefill (one forward over the prompt) and cached greedy decode, timed separately."""
+    run = _torch_runner(model, ids, new_tokens)
     run(1)  # warm-up: first-call allocations and lazy kernel selection
     prefill, decode = min((run(1) for _ in range(2)), key=lambda r: r[0] + r[1])
     _, decode_b = run(batch)
     return {"prefill_tok_s": len(ids) / prefill, "decode_tok_s": new_tokens / decode,
             "decode_tok_s_batched": batch * new_tokens / decode_b}
+
+
+def _torch_prompt_ids(project, request: dict, loaded) -> list[int]:
+    """The speed test's prompt: the first examples rendered as the parent's prompt, as token ids."""
+    from odyssey.prompts import DemoSelector, PromptConfig, render
+
+    cfg = PromptConfig.from_dict(request["prompt"])
+    examples, pool = _examples(project, request["settings"])
+    selector = DemoSelector(pool if cfg.shots else [], cfg.selection, cfg.shots, cfg.seed)
+    texts = [render(loaded.tokenizer, cfg, ex, selector(ex), loaded.context_length - 64).text for ex in examples[:4]]
+    return _speed_ids(loaded.tokenizer, texts, request["settings"]["speed_prompt_tokens"])
 
 
 def _examples(project, settings: dict):
@@ -166,7 +213,7 @@ def measure_transformers(project, request: dict) -> dict:
     from odyssey.evaluate import run_harness
     from odyssey.models import load
     from odyssey.optimize.common import weights_size
-    from odyssey.prompts import DemoSelector, PromptConfig, render
+    from odyssey.prompts import PromptConfig
 
     settings = request["settings"]
     cfg = PromptConfig.from_dict(request["prompt"])
@@ -176,10 +223,8 @@ def measure_transformers(project, request: dict) -> dict:
     load_s = time.perf_counter() - t0
     load_rss = _rss_gb()
     examples, pool = _examples(project, settings)
-    selector = DemoSelector(pool if cfg.shots else [], cfg.selection, cfg.shots, cfg.seed)
-    texts = [render(loaded.tokenizer, cfg, ex, selector(ex), loaded.context_length - 64).text for ex in examples[:4]]
-    speed = _torch_speed(loaded.model, _speed_ids(loaded.tokenizer, texts, settings["speed_prompt_tokens"]),
-                         settings["speed_new_tokens"], settings["speed_batch"])
+    speed = _torch_speed(loaded.model, _torch_prompt_ids(project, request, loaded), settings["speed_new_tokens"],
+                         settings["speed_batch"])
     result = run_harness(loaded, examples, cfg, project.spec.scope, pool=pool if cfg.shots else None,
                          batch_size=settings["batch_size"], description="measuring")
     quality = {k: v for k, v in result.metrics.items() if k in QUALITY_KEYS}
@@ -193,54 +238,54 @@ def measure_transformers(project, request: dict) -> dict:
     }
 
 
-def measure_gguf(project, request: dict) -> dict:
+def _gguf_open(project, request: dict):
+    """The GGUF file's path, a llama.cpp model on it, and the tokenizer whose template renders prompts."""
     from llama_cpp import Llama
 
-    from odyssey import metrics as metric_fns
-    from odyssey.evaluate import percentile
-    from odyssey.prompts import DemoSelector, PromptConfig, has_chat_template, render
-
     settings = request["settings"]
-    cfg = PromptConfig.from_dict(request["prompt"])
     path = Path(request["model_ref"])
     if not path.is_absolute():
         path = project.root / path
     tokenizer = _tokenizer_for_gguf(project, request)
     threads = settings.get("threads") or os.cpu_count() or 1
-    base = _rss_gb()
-    t0 = time.perf_counter()
     llm = Llama(model_path=str(path), n_ctx=4096, n_batch=512, n_threads=threads, n_threads_batch=threads,
                 verbose=False, seed=0)
-    load_s = time.perf_counter() - t0
-    load_rss = _rss_gb()
-    examples, pool = _examples(project, settings)
+    return path, llm, tokenizer
+
+
+def _gguf_rendered(project, request: dict, llm, tokenizer, examples, pool) -> tuple[list, int]:
+    from odyssey.prompts import DemoSelector, PromptConfig, render
+
+    cfg = PromptConfig.from_dict(request["prompt"])
     selector = DemoSelector(pool if cfg.shots else [], cfg.selection, cfg.shots, cfg.seed)
-    n_ctx = llm.n_ctx()
-    generation = {"max_new_tokens": 64, **cfg.generation}
-    max_new = int(generation["max_new_tokens"])
-    rendered = [render(tokenizer, cfg, ex, selector(ex), n_ctx - max_new) for ex in examples]
-    chat = has_chat_template(tokenizer)
+    max_new = int({"max_new_tokens": 64, **cfg.generation}["max_new_tokens"])
+    return [render(tokenizer, cfg, ex, selector(ex), llm.n_ctx() - max_new) for ex in examples], max_new
 
-    def tokens(text: str) -> list[int]:
-        return llm.tokenize(text.encode("utf-8"), add_bos=not chat, special=True)
 
-    # Speed: prefill one prompt, then decode greedily one token at a time (single stream).
-    ids = []
-    for r in rendered[:4]:
-        ids += tokens(r.text)
-    while len(ids) < settings["speed_prompt_tokens"]:
-        ids = ids + ids
-    ids = ids[: settings["speed_prompt_tokens"]]
+def _gguf_tokens(llm, tokenizer, text: str) -> list[int]:
+    from odyssey.prompts import has_chat_template
 
+    return llm.tokenize(text.encode("utf-8"), add_bos=not has_chat_template(tokenizer), special=True)
+
+
+def _gguf_runner(llm, tokenizer, rendered, settings: dict):
+    """``(ids, run)``: the speed prompt as llama.cpp tokens, and ``run()``: prefill it, then decode
+    greedily one token at a time (single stream); returns (prefill seconds, decode seconds)."""
     import llama_cpp
     import numpy as np
 
+    ids = []
+    for r in rendered[:4]:
+        ids += _gguf_tokens(llm, tokenizer, r.text)
+    while len(ids) < settings["speed_prompt_tokens"]:
+        ids = ids + ids
+    ids = ids[: settings["speed_prompt_tokens"]]
     n_vocab = llm.n_vocab()
 
     def greedy() -> int:  # the last evaluated position's logits (Llama.scores is filled only with logits_all)
         return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(n_vocab,)).argmax())
 
-    def speed_run() -> tuple[float, float]:
+    def run() -> tuple[float, float]:
         llm.reset()  # n_tokens = 0: the next eval overwrites the cache from position 0
         t_a = time.perf_counter()
         llm.eval(ids)
@@ -252,6 +297,29 @@ def measure_gguf(project, request: dict) -> dict:
             tok = greedy()
         return t_b - t_a, time.perf_counter() - t_c
 
+    return ids, run
+
+
+def measure_gguf(project, request: dict) -> dict:
+    from odyssey import metrics as metric_fns
+    from odyssey.evaluate import percentile
+    from odyssey.prompts import PromptConfig
+
+    settings = request["settings"]
+    cfg = PromptConfig.from_dict(request["prompt"])
+    base = _rss_gb()
+    t0 = time.perf_counter()
+    path, llm, tokenizer = _gguf_open(project, request)
+    load_s = time.perf_counter() - t0
+    load_rss = _rss_gb()
+    examples, pool = _examples(project, settings)
+    rendered, max_new = _gguf_rendered(project, request, llm, tokenizer, examples, pool)
+    generation = {"max_new_tokens": 64, **cfg.generation}
+
+    def tokens(text: str) -> list[int]:
+        return _gguf_tokens(llm, tokenizer, text)
+
+    ids, speed_run = _gguf_runner(llm, tokenizer, rendered, settings)
     speed_run()
     prefill, decode = min((speed_run() for _ in range(2)), key=lambda r: r[0] + r[1])
 
@@ -301,6 +369,51 @@ def _tokenizer_for_gguf(project, request: dict):
     return AutoTokenizer.from_pretrained(resolve(request["model_ref"], project.root))
 
 
+def _decode_runner(project, request: dict):
+    """``run()`` -> single-stream decode tokens/s of one model, for the paired test; with what holds
+    the model alive."""
+    from odyssey.optimize.common import is_gguf_ref
+
+    settings = request["settings"]
+    if is_gguf_ref(request["model_ref"]):
+        _, llm, tokenizer = _gguf_open(project, request)
+        examples, pool = _examples(project, {**settings, "limit": 4})
+        rendered, _ = _gguf_rendered(project, request, llm, tokenizer, examples, pool)
+        _, run = _gguf_runner(llm, tokenizer, rendered, settings)
+        return lambda: settings["speed_new_tokens"] / run()[1], llm
+    from odyssey.models import load
+
+    loaded = load(request["model_ref"], root=project.root, dtype=project.spec.evaluate.dtype)
+    run = _torch_runner(loaded.model, _torch_prompt_ids(project, request, loaded), settings["speed_new_tokens"])
+    return lambda: settings["speed_new_tokens"] / run(1)[1], loaded
+
+
+def paired_decode(project, request: dict) -> dict:
+    """The child side of :func:`measure_paired`."""
+    import statistics
+
+    parent_request = {**request, "model_ref": request["parent_ref"], "tokenizer_path": None}
+    runners = {"parent": _decode_runner(project, parent_request), "candidate": _decode_runner(project, request)}
+    speeds: dict[str, list[float]] = {"parent": [], "candidate": []}
+    for role in runners:  # warm-up: first-call allocations and lazy kernel selection
+        runners[role][0]()
+    for i in range(int(request["settings"]["paired_rounds"])):
+        for role in (("parent", "candidate") if i % 2 == 0 else ("candidate", "parent")):
+            speeds[role].append(runners[role][0]())
+    ratios = [c / p for c, p in zip(speeds["candidate"], speeds["parent"])]
+    return {"rounds": len(ratios), "decode_speedup": statistics.median(ratios),
+            "round_ratios": ratios, "parent_decode_tok_s": speeds["parent"],
+            "candidate_decode_tok_s": speeds["candidate"]}
+
+
+def _handle(project, request: dict) -> dict:
+    if request.get("kind") == "paired":
+        return paired_decode(project, request)
+    from odyssey.optimize.common import is_gguf_ref
+
+    return (measure_gguf if is_gguf_ref(request["model_ref"]) else measure_transformers)(project, request)
+
+
 def _child(request_path: str, out_path: str) -> None:
     from odyssey.project import Project
 
@@ -311,10 +424,7 @@ def _child(request_path: str, out_path: str) -> None:
 
         torch.set_num_threads(int(threads))
     project = Project.load(request["project"])
-    from odyssey.optimize.common import is_gguf_ref
-
-    fn = measure_gguf if is_gguf_ref(request["model_ref"]) else measure_transformers
-    result = fn(project, request)
+    result = _handle(project, request)
     Path(out_path).write_text(json.dumps(result, default=str))
 
 

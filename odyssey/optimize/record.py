@@ -48,7 +48,7 @@ def measure_parent(project, run, parent: Parent, settings: dict, key: str, token
 
 def measure_and_record(project, run, cand_id: int, name: str, model_ref: str, parent: Parent, method: dict,
                        *, tokenizer_path: str | None = None, settings: dict | None = None) -> tuple[dict, dict]:
-    from odyssey.optimize.measure import compare, measure_model, settings_for
+    from odyssey.optimize.measure import compare, measure_model, measure_paired, settings_for
     from odyssey.store.optimize import add_measurement
 
     settings = settings or settings_for(project)
@@ -56,7 +56,9 @@ def measure_and_record(project, run, cand_id: int, name: str, model_ref: str, pa
     parent_m = measure_parent(project, run, parent, settings, key)
     child = measure_model(project, model_ref, parent.prompt, settings=settings, label=name,
                           tokenizer_path=tokenizer_path)
-    comparison = compare(child, parent_m)
+    paired = measure_paired(project, parent.model_ref, model_ref, parent.prompt, settings=settings, label=name,
+                            tokenizer_path=tokenizer_path)
+    comparison = compare(child, parent_m, paired)
     split = settings["split"]
     project.store.add_outputs(run.id, child.get("rows", []), candidate_id=cand_id, split=split)
     run.log_metrics(_board_metrics(child), candidate_id=cand_id, split=split)

@@ -71,6 +71,9 @@ def collect(project) -> tuple[list[dict], str]:
             "decode_tok_s_batched": m.get("decode_tok_s_batched"), "p50_latency_ms": m.get("p50_latency_ms"),
             "p95_latency_ms": m.get("p95_latency_ms"), "metrics": m["metrics"], "comparison": m.get("comparison", {}),
             "gates": gates, "passed": all(g["passed"] is not False for g in gates), "n_params": m.get("n_params"),
+            # the paired figure (both models timed alternately in one process) where it was measured
+            "decode_speedup": (m.get("comparison") or {}).get("decode_speedup_paired")
+            or (m.get("comparison") or {}).get("decode_speedup"),
         })
     front = pareto_front(rows, primary)
     for r in rows:
@@ -117,6 +120,9 @@ def report(project) -> OptimizeReport:
     notes = []
     if not rows:
         notes.append("nothing measured yet: run `odyssey optimize quantize|distill|prune` first")
+    if any(r["comparison"].get("decode_speedup_paired") for r in rows):
+        notes.append("decode × parent: candidate and parent timed in alternating rounds in one process (median of the "
+                     "rounds' ratios), where measured; the decode tok/s columns come from each model's own process")
     if any(r["method"] == "magnitude" for r in rows):
         notes.append("unstructured (magnitude) pruning zeroes weights but keeps dense tensors: no speed or size gain "
                      "on dense CPU kernels unless stored sparse (see sparse_size_mb in the prune result)")
@@ -134,7 +140,7 @@ def report(project) -> OptimizeReport:
             lines.append(" | ".join([
                 f"| {r['name']}", _fmt(r["parent"]), _fmt(r["method"]), _fmt(r["size_mb"]), _fmt(r["peak_rss_gb"]),
                 _fmt(r["decode_tok_s"]), _fmt(r["decode_tok_s_batched"]), _fmt(r["p95_latency_ms"]),
-                _fmt(r["metrics"].get(primary)), _fmt(c.get(f"{primary}_change")), _fmt(c.get("decode_speedup")),
+                _fmt(r["metrics"].get(primary)), _fmt(c.get(f"{primary}_change")), _fmt(r["decode_speedup"]),
                 ("pass" if r["passed"] else "**fail**") + (" (Pareto)" if r["pareto"] else "") + " |"]))
         lines += ["", *[f"- {n}" for n in notes]]
         if plot:
@@ -163,9 +169,15 @@ def report_table(result: OptimizeReport):
         c = r["comparison"]
         table.add_row(r["name"], _fmt(r["parent"]), _fmt(r["method"]), _fmt(r["size_mb"]), _fmt(r["peak_rss_gb"]),
                       _fmt(r["decode_tok_s"]), _fmt(r["p95_latency_ms"]), _fmt(r["metrics"].get(p)),
-                      _fmt(c.get(f"{p}_change")), _fmt(c.get("decode_speedup")),
+                      _fmt(c.get(f"{p}_change")), _fmt(r["decode_speedup"]),
                       ("[green]pass[/]" if r["passed"] else "[red]fail[/]") + (" ★" if r["pareto"] else ""))
     return table
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
 
 
 def comparison_table(name: str, parent: str, measurement: dict, comparison: dict):
@@ -182,6 +194,11 @@ def comparison_table(name: str, parent: str, measurement: dict, comparison: dict
     for label, key, ratio in rows:
         r = comparison.get(ratio)
         table.add_row(label, _fmt(par.get(key)), _fmt(child.get(key)), f"×{r:.2f}" if r else "–")
+    paired = comparison.get("paired_speed")
+    if paired:
+        table.add_row(f"decode tok/s, paired ({paired['rounds']} alternating rounds, one process)",
+                      _fmt(_median(paired["parent_decode_tok_s"])), _fmt(_median(paired["candidate_decode_tok_s"])),
+                      f"×{paired['decode_speedup']:.2f}")
     for key in sorted(set(child.get("metrics", {})) & set(par.get("metrics", {}))):
         delta = comparison.get(f"{key}_change")
         table.add_row(key, _fmt(par["metrics"][key]), _fmt(child["metrics"][key]),

@@ -28,7 +28,7 @@ def project(tmp_path):
 def test_measure_a_gguf_on_llama_cpp(project):
     from odyssey.models import PACKAGED
     from odyssey.optimize.common import resolve_parent
-    from odyssey.optimize.measure import measure_model
+    from odyssey.optimize.measure import measure_model, measure_paired
 
     path = PACKAGED["smollm2-135m-instruct"].weights_file()
     parent = resolve_parent(project, MODEL)
@@ -37,6 +37,9 @@ def test_measure_a_gguf_on_llama_cpp(project):
     assert m["prefill_tok_s"] > m["decode_tok_s"] > 0 and m["decode_tok_s_batched"] is None
     assert m["n_examples"] == 2 and all(r["prediction"] for r in m["rows"])
     assert 0 <= m["metrics"]["rougeL"] <= 1 and m["p95_latency_ms"] >= m["p50_latency_ms"] > 0
+    # the paired decode test with a llama.cpp candidate and a transformers parent, in one process
+    paired = measure_paired(project, MODEL, str(path), parent.prompt, settings={**SMALL, "paired_rounds": 2})
+    assert paired["rounds"] == 2 and all(v > 0 for v in paired["parent_decode_tok_s"] + paired["candidate_decode_tok_s"])
 
 
 def test_gguf_export_of_a_merged_lora_candidate(project, tmp_path):

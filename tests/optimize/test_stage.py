@@ -18,7 +18,8 @@ from tests.conftest import tiny_project  # noqa: E402
 OPTIMIZE = """
 optimize:
   start_from: tiny:llama
-  measure: {limit: 2, speed_prompt_tokens: 16, speed_new_tokens: 4, speed_batch: 2, batch_size: 2, isolate: false}
+  measure: {limit: 2, speed_prompt_tokens: 16, speed_new_tokens: 4, speed_batch: 2, batch_size: 2, isolate: false,
+            paired_rounds: 3}
   distill: {steps: 2, batch_size: 2, max_length: 96, cache_top_k: 8}
   prune: {calibration_examples: 4, max_length: 96, recover_batch_size: 2, recover_lora_r: 4}
 """
@@ -169,6 +170,12 @@ def test_measure_record_and_report(project):
     assert q.comparison["rougeL_change"] == pytest.approx(child["metrics"]["rougeL"] - parent["metrics"]["rougeL"])
     board = project.store.latest_metrics(project.store.candidate(q.candidate)["id"], "test")
     assert board["memory_gb"] == pytest.approx(child["peak_rss_gb"]) and "p95_latency_ms" in board
+    # the paired decode test: both models timed in alternating rounds, the median round ratio reported
+    paired = q.comparison["paired_speed"]
+    assert paired["rounds"] == 3 and len(paired["parent_decode_tok_s"]) == len(paired["candidate_decode_tok_s"]) == 3
+    assert paired["round_ratios"] == pytest.approx([c / b for c, b in zip(paired["candidate_decode_tok_s"],
+                                                                            paired["parent_decode_tok_s"])])
+    assert q.comparison["decode_speedup_paired"] == sorted(paired["round_ratios"])[1] > 0
 
     p = prune(project, sparsity=0.25, target="mlp")
     assert p.n_params < p.parent_n_params
@@ -180,6 +187,8 @@ def test_measure_record_and_report(project):
     assert set(names) == {q.parent, q.candidate, p.candidate}
     assert names[p.candidate]["parent"] == q.parent and names[p.candidate]["method"] == "structured-mlp"
     assert any(r["pareto"] for r in rep.rows)
+    assert names[q.candidate]["decode_speedup"] == q.comparison["decode_speedup_paired"]
+    assert any("alternating rounds" in n for n in rep.notes)
     gate = next(g for g in names[q.candidate]["gates"] if g["metric"] == "rougeL")
     assert gate["passed"] is (names[q.candidate]["metrics"]["rougeL"] >= 0.30)
     assert os.path.getsize(rep.paths["plot"]) > 1000
@@ -245,10 +254,20 @@ def test_cli_errors_and_report(project):
     assert payload["rows"] == [] and "nothing measured yet" in payload["notes"][0]
 
 
+def test_paired_decode_is_off_with_zero_rounds(project):
+    from odyssey.optimize.common import resolve_parent
+    from odyssey.optimize.measure import compare, measure_paired, settings_for
+
+    parent = resolve_parent(project, "tiny:llama")
+    settings = {**settings_for(project), "paired_rounds": 0}
+    assert measure_paired(project, "tiny:llama", "tiny:llama", parent.prompt, settings=settings) is None
+    assert "decode_speedup_paired" not in compare({"decode_tok_s": 2.0}, {"decode_tok_s": 1.0}, None)
+
+
 @pytest.mark.slow
 def test_isolated_measurement_has_its_own_memory(project):
     from odyssey.optimize.common import resolve_parent
-    from odyssey.optimize.measure import measure_model, settings_for
+    from odyssey.optimize.measure import measure_model, measure_paired, settings_for
 
     parent = resolve_parent(project, "tiny:llama")
     settings = {**settings_for(project), "isolate": True}
@@ -256,6 +275,8 @@ def test_isolated_measurement_has_its_own_memory(project):
     # a fresh process: its peak is far below this test process's (which has loaded many models by now)
     assert 0 < m["base_rss_gb"] < m["load_rss_gb"] <= m["peak_rss_gb"] < 2
     assert m["n_examples"] == 2 and m["decode_tok_s"] > 0
+    paired = measure_paired(project, "tiny:llama", "tiny:llama", parent.prompt, settings=settings)
+    assert paired["rounds"] == 3 and all(v > 0 for v in paired["candidate_decode_tok_s"])
 
 
 @pytest.mark.parametrize("method", ["int8-torchao", "int8-weight-only", "int4"])
