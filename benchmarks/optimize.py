@@ -1,6 +1,6 @@
 """Optimize stage on SmolLM2-135M-Instruct and DialogSum: quantization, distillation, pruning.
 
-    flock /tmp/odyssey-heavy.lock .venv/bin/python benchmarks/optimize.py [--parts quant,int8torchao,int8wo,gguf,teacher,prune,distill]
+    flock /tmp/odyssey-heavy.lock .venv/bin/python benchmarks/optimize.py [--parts quant,int8torchao,int8wo,gguf,teacher,prune,distill,retime]
         [--n-eval 100] [--teacher-steps 60] [--distill-steps 80] [--recover-steps 40] [--project DIR]
 
 Data: ../shared/data/dialogsum (500 validation rows): the first 400 train (teacher fine-tune,
@@ -135,6 +135,38 @@ def make_teacher(project, steps: int) -> str:
     return name
 
 
+def retime(project, results: dict, save, only: list[str]) -> None:
+    """``--parts retime``: the paired decode test again for every transformers candidate of the
+    project with a parent, without re-running quality: one more sample of the speed-up, taken now.
+    Samples accumulate in ``results["paired_samples"][candidate]`` with the time and both speeds, so
+    the spread across the machine's states is on record beside the headline."""
+    import statistics
+
+    from odyssey.optimize.common import is_gguf_ref, resolve_parent
+    from odyssey.optimize.measure import measure_paired, settings_for
+
+    store = project.store
+    names = {c["id"]: c["name"] for c in store.candidates()}
+    for cand in store.candidates():
+        if cand["stage"] != "optimize" or not cand["parent_id"] or is_gguf_ref(cand["model_ref"]):
+            continue
+        if not Path(cand["model_ref"]).exists() or (only and cand["name"] not in only):
+            continue
+        parent = resolve_parent(project, names[cand["parent_id"]])
+        paired = measure_paired(project, parent.model_ref, cand["model_ref"], parent.prompt,
+                                settings=settings_for(project), label=cand["name"])
+        sample = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "project": str(project.root),
+                  "parent": parent.name, "decode_speedup": round(paired["decode_speedup"], 4),
+                  "rounds": paired["rounds"],
+                  "parent_decode_tok_s": round(statistics.median(paired["parent_decode_tok_s"]), 2),
+                  "candidate_decode_tok_s": round(statistics.median(paired["candidate_decode_tok_s"]), 2),
+                  "round_ratios": [round(r, 3) for r in paired["round_ratios"]]}
+        results.setdefault("paired_samples", {}).setdefault(cand["name"], []).append(sample)
+        save(results)
+        print(f"{cand['name']:<40} paired ×{sample['decode_speedup']:.2f}  ({sample['candidate_decode_tok_s']:.1f} vs "
+              f"{sample['parent_decode_tok_s']:.1f} tok/s, {sample['rounds']} rounds)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", default="gguf,gguf4,gguf4nl,quant,teacher,prune,distill")
@@ -146,6 +178,7 @@ def main() -> None:
     parser.add_argument("--student-init", default="every-other", choices=["every-other", "block-influence"],
                         help="which 15 teacher layers the distilled student keeps")
     parser.add_argument("--project", default="/tmp/odyssey-bench-optimize")
+    parser.add_argument("--retime", default="", help="with --parts retime: only these candidates (comma-separated)")
     args = parser.parse_args()
     os.environ.setdefault("ODYSSEY_QUIET", "1")
     if not DATA.exists():
@@ -156,8 +189,9 @@ def main() -> None:
     project = Project.load(setup(Path(args.project), args))
     parts = set(args.parts.split(","))
     results = load_results()
-    results.update({"model": MODEL, "data": "DialogSum validation: rows 0-399 train, 400-499 evaluated",
-                    "n_eval": args.n_eval, "max_new_tokens": args.max_new_tokens, "machine": f"{os.cpu_count()} CPU cores"})
+    if parts - {"retime"}:  # a re-timing only adds samples
+        results.update({"model": MODEL, "data": "DialogSum validation: rows 0-399 train, 400-499 evaluated",
+                        "n_eval": args.n_eval, "max_new_tokens": args.max_new_tokens, "machine": f"{os.cpu_count()} CPU cores"})
     results.setdefault("runs", {})
     started = time.perf_counter()
 
@@ -195,6 +229,9 @@ def main() -> None:
 
     # "quant": `--to int8`, which on this x86 CPU is int8-x86 (PyTorch's FBGEMM/oneDNN engine).
     # "int8torchao" / "int8wo": the torchao methods (slower than fp32 here; int8-torchao takes long).
+    if "retime" in parts:
+        retime(project, results, save, [n for n in args.retime.split(",") if n])
+
     int8_methods = [m for part, m in (("quant", "int8"), ("int8torchao", "int8-torchao"), ("int8wo", "int8-weight-only"))
                     if part in parts]
     for method in int8_methods:
