@@ -17,7 +17,8 @@ rounds (the headline ``*_speedup`` figures; ``*_speedup_separate`` divides the p
 - a LoRA SFT teacher (the shared training loop) vs zero-shot, then a half-depth student (15 of 30
   layers, initialised from the teacher) distilled from it: speed-up and the share of the teacher's
   ROUGE-L gain over zero-shot it keeps;
-- structured MLP pruning at 25 % of the teacher with a LoRA recovery fine-tune.
+- structured pruning at 25 % of the teacher (MLP neurons by default; ``--prune-target heads|layers``)
+  with a LoRA recovery fine-tune.
 
 Writes benchmarks/results/optimize.json after every part (a partial run still leaves its numbers).
 The project folder is kept (default /tmp/odyssey-bench-optimize): a re-run reuses the measured parents.
@@ -135,6 +136,24 @@ def make_teacher(project, steps: int) -> str:
     return name
 
 
+def stream_gb_s() -> float:
+    """How fast this machine streams weights right now: 150 fp32 matrix-vector products over 530 MB
+    (SmolLM2's projection shapes), best of 3, in GB/s. Recorded with each paired sample, because a
+    memory-bound speed-up depends on how contended memory is when it is measured."""
+    import torch
+
+    weights = [torch.randn(1536, 576) for _ in range(150)]
+    x = torch.randn(1, 576)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(3):
+            t = time.perf_counter()
+            for w in weights:
+                torch.nn.functional.linear(x, w)
+            best = min(best, time.perf_counter() - t)
+    return sum(w.numel() * 4 for w in weights) / best / 1e9
+
+
 def retime(project, results: dict, save, only: list[str]) -> None:
     """``--parts retime``: the paired decode test again for every transformers candidate of the
     project with a parent, without re-running quality: one more sample of the speed-up, taken now.
@@ -153,11 +172,12 @@ def retime(project, results: dict, save, only: list[str]) -> None:
         if not Path(cand["model_ref"]).exists() or (only and cand["name"] not in only):
             continue
         parent = resolve_parent(project, names[cand["parent_id"]])
+        probe = stream_gb_s()
         paired = measure_paired(project, parent.model_ref, cand["model_ref"], parent.prompt,
                                 settings=settings_for(project), label=cand["name"])
         sample = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "project": str(project.root),
                   "parent": parent.name, "decode_speedup": round(paired["decode_speedup"], 4),
-                  "rounds": paired["rounds"],
+                  "rounds": paired["rounds"], "stream_gb_s_before": round(probe, 1),
                   "parent_decode_tok_s": round(statistics.median(paired["parent_decode_tok_s"]), 2),
                   "candidate_decode_tok_s": round(statistics.median(paired["candidate_decode_tok_s"]), 2),
                   "round_ratios": [round(r, 3) for r in paired["round_ratios"]]}
@@ -175,6 +195,8 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=60)
     parser.add_argument("--distill-steps", type=int, default=80)
     parser.add_argument("--recover-steps", type=int, default=40)
+    parser.add_argument("--prune-target", default="mlp", choices=["mlp", "heads", "layers"],
+                        help="what the 25 %% structured pruning removes: MLP neurons, attention heads or whole layers")
     parser.add_argument("--student-init", default="every-other", choices=["every-other", "block-influence"],
                         help="which 15 teacher layers the distilled student keeps")
     parser.add_argument("--project", default="/tmp/odyssey-bench-optimize")
@@ -267,12 +289,13 @@ def main() -> None:
         print(f"teacher rougeL {t_m['metrics']['rougeL']:.4f} vs zero-shot {z_m['metrics']['rougeL']:.4f}", flush=True)
 
     if "prune" in parts:
-        r = prune(project, structured=True, sparsity=0.25, target="mlp", recover_steps=args.recover_steps,
+        r = prune(project, structured=True, sparsity=0.25, target=args.prune_target, recover_steps=args.recover_steps,
                   start_from=teacher, resume=True)
         entry = side_by_side(r.measurement, r.comparison)
         entry["recovery"] = {k: v for k, v in (r.recovery or {}).items()}
         entry["details"] = r.details
-        record("prune-mlp-25", entry)
+        record(f"prune-{args.prune_target}-25", entry)
+        results["prune_target"] = args.prune_target
         results["prune_speedup"] = headline_speedup(entry["comparison"])
         results["prune_speedup_separate"] = entry["comparison"]["decode_speedup"]
         results["prune_rougeL_drop"] = -entry["comparison"]["rougeL_change"]
