@@ -187,6 +187,37 @@ def retime(project, results: dict, save, only: list[str]) -> None:
               f"{sample['parent_decode_tok_s']:.1f} tok/s, {sample['rounds']} rounds)", flush=True)
 
 
+def summarize_paired(results: dict) -> None:
+    """The headline speed-ups: the median of every paired sample of the goal's candidate (its
+    measurement run's paired test and each ``--parts retime``), with their spread and the parent's
+    speed at each, so a figure taken on a slow (memory-contended) machine is visible as such."""
+    import statistics
+
+    goals = {"int8": ("int8_decode_speedup", results.get("int8_method")),
+             "prune": ("prune_speedup", f"prune-{results.get('prune_target', 'mlp')}-25"),
+             "distill": ("distill_speedup", "distill-15-of-30" + ("-bi" if results.get("distill_student_init")
+                                                                   == "block-influence" else ""))}
+    for goal, (key, run_key) in goals.items():
+        entry = results.get("runs", {}).get(run_key) or {}
+        name = entry.get("candidate_name")
+        if not name:
+            continue
+        samples = []
+        paired = (entry.get("comparison") or {}).get("paired_speed")
+        if paired:
+            samples.append({"at": entry.get("measured_at"), "decode_speedup": paired["decode_speedup"],
+                            "parent_decode_tok_s": statistics.median(paired["parent_decode_tok_s"])})
+        samples += results.get("paired_samples", {}).get(name, [])
+        if not samples:
+            continue
+        ratios = [s["decode_speedup"] for s in samples]
+        results[f"{goal}_paired"] = {
+            "candidate": name, "n": len(ratios), "median": round(statistics.median(ratios), 4),
+            "min": round(min(ratios), 4), "max": round(max(ratios), 4),
+            "samples": [(s["at"], round(s["decode_speedup"], 3), round(s["parent_decode_tok_s"], 1)) for s in samples]}
+        results[key] = results[f"{goal}_paired"]["median"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", default="gguf,gguf4,gguf4nl,quant,teacher,prune,distill")
@@ -211,7 +242,7 @@ def main() -> None:
     project = Project.load(setup(Path(args.project), args))
     parts = set(args.parts.split(","))
     results = load_results()
-    if parts - {"retime"}:  # a re-timing only adds samples
+    if parts - {"retime", "summarize"}:  # a re-timing only adds samples
         results.update({"model": MODEL, "data": "DialogSum validation: rows 0-399 train, 400-499 evaluated",
                         "n_eval": args.n_eval, "max_new_tokens": args.max_new_tokens, "machine": f"{os.cpu_count()} CPU cores"})
     results.setdefault("runs", {})
@@ -258,7 +289,7 @@ def main() -> None:
                     if part in parts]
     for method in int8_methods:
         r = quantize(project, method, start_from=MODEL)
-        record(r.method, side_by_side(r.measurement, r.comparison))
+        record(r.method, {**side_by_side(r.measurement, r.comparison), "candidate_name": r.candidate})
     runs = results["runs"]
     int8 = "int8-x86" if "int8-x86" in runs else "int8-torchao" if "int8-torchao" in runs else None
     if int8:
@@ -294,6 +325,7 @@ def main() -> None:
         entry = side_by_side(r.measurement, r.comparison)
         entry["recovery"] = {k: v for k, v in (r.recovery or {}).items()}
         entry["details"] = r.details
+        entry["candidate_name"] = r.candidate
         record(f"prune-{args.prune_target}-25", entry)
         results["prune_target"] = args.prune_target
         results["prune_speedup"] = headline_speedup(entry["comparison"])
@@ -308,6 +340,7 @@ def main() -> None:
         entry["training"] = r.training
         entry["kd_positions"] = project.spec.optimize.distill.positions
         entry["student_init"] = args.student_init
+        entry["candidate_name"] = r.candidate
         record("distill-15-of-30" + ("-bi" if args.student_init == "block-influence" else ""), entry)
         t = results["teacher"]
         student = entry["candidate"]["rougeL"]
@@ -326,8 +359,10 @@ def main() -> None:
     rep = report(project)
     results["report"] = rep.paths
     results["wall_s"] = round(time.perf_counter() - started, 1)
+    summarize_paired(results)
     save(results)
-    print(json.dumps({k: v for k, v in results.items() if k not in {"runs", "teacher", "report"}}, indent=2))
+    print(json.dumps({k: v for k, v in results.items() if k not in {"runs", "teacher", "report", "paired_samples"}},
+                     indent=2))
 
 
 def resolve_name(project) -> str:
