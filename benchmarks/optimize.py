@@ -8,7 +8,9 @@ distillation, pruning recovery and calibration), the last 100 are evaluated (the
 Everything is measured by the stage's own harness (``odyssey.optimize.measure``: a fresh process
 per model; size, peak RSS, prefill/decode tok/s, p50/p95 latency, ROUGE) beside its parent, and
 the decode speed-up once more with parent and candidate in one process, timed in 9 alternating
-rounds (the headline ``*_speedup`` figures; ``*_speedup_separate`` divides the per-process figures):
+rounds. ``--parts retime`` adds such a paired sample later; the headline ``*_speedup`` figures are
+the median of a candidate's paired samples (``*_paired`` lists them); ``*_speedup_separate`` divides
+the per-process figures:
 
 - int8 (``--to int8``: int8 weights + dynamic int8 activations on PyTorch's x86 engine) vs the fp32
   model; with ``--parts int8torchao,int8wo`` also torchao's int8 methods;
