@@ -84,6 +84,7 @@ def load_results() -> dict:
 
 
 def save(results: dict) -> None:
+    summarize_paired(results)  # the headline speed-ups are derived from the runs at every write
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
@@ -97,13 +98,6 @@ def side_by_side(m: dict, comparison: dict) -> dict:
         out[who].update({k: round(v, 4) for k, v in m[who]["metrics"].items()})
     out["comparison"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in comparison.items()}
     return out
-
-
-def headline_speedup(comparison: dict) -> float:
-    """The paired figure (parent and candidate timed alternately in one process) when measured: the
-    separate-process ratio divides speeds taken minutes apart, or a stored parent's, on a machine whose
-    speed drifts 10-20 % within the hour. Both are written; ``*_separate`` is the other one."""
-    return comparison.get("decode_speedup_paired") or comparison["decode_speedup"]
 
 
 def line(name: str, entry: dict) -> str:
@@ -156,7 +150,7 @@ def stream_gb_s() -> float:
     return sum(w.numel() * 4 for w in weights) / best / 1e9
 
 
-def retime(project, results: dict, save, only: list[str]) -> None:
+def retime(project, results: dict, only: list[str]) -> None:
     """``--parts retime``: the paired decode test again for every transformers candidate of the
     project with a parent, without re-running quality: one more sample of the speed-up, taken now.
     Samples accumulate in ``results["paired_samples"][candidate]`` with the time and both speeds, so
@@ -167,8 +161,9 @@ def retime(project, results: dict, save, only: list[str]) -> None:
     from odyssey.optimize.measure import measure_paired, settings_for
 
     store = project.store
-    names = {c["id"]: c["name"] for c in store.candidates()}
-    for cand in store.candidates():
+    candidates = store.candidates()
+    names = {c["id"]: c["name"] for c in candidates}
+    for cand in candidates:
         if cand["stage"] != "optimize" or not cand["parent_id"] or is_gguf_ref(cand["model_ref"]):
             continue
         if not Path(cand["model_ref"]).exists() or (only and cand["name"] not in only):
@@ -192,7 +187,9 @@ def retime(project, results: dict, save, only: list[str]) -> None:
 def summarize_paired(results: dict) -> None:
     """The headline speed-ups: the median of every paired sample of the goal's candidate (its
     measurement run's paired test and each ``--parts retime``), with their spread and the parent's
-    speed at each, so a figure taken on a slow (memory-contended) machine is visible as such."""
+    speed at each, so a figure taken on a slow (memory-contended) machine is visible as such. Why
+    paired: the separate-process ratio (``*_separate``, the fallback when nothing was paired) divides
+    speeds taken minutes apart, or a stored parent's, on a machine whose speed drifts within the hour."""
     import statistics
 
     goals = {"int8": ("int8_decode_speedup", results.get("int8_method")),
@@ -200,17 +197,18 @@ def summarize_paired(results: dict) -> None:
              "distill": ("distill_speedup", "distill-15-of-30" + ("-bi" if results.get("distill_student_init")
                                                                    == "block-influence" else ""))}
     for goal, (key, run_key) in goals.items():
-        entry = results.get("runs", {}).get(run_key) or {}
-        name = entry.get("candidate_name")
-        if not name:
+        entry = results.get("runs", {}).get(run_key)
+        if not entry:
             continue
+        name = entry.get("candidate_name")
         samples = []
         paired = (entry.get("comparison") or {}).get("paired_speed")
         if paired:
             samples.append({"at": entry.get("measured_at"), "decode_speedup": paired["decode_speedup"],
                             "parent_decode_tok_s": statistics.median(paired["parent_decode_tok_s"])})
-        samples += results.get("paired_samples", {}).get(name, [])
+        samples += results.get("paired_samples", {}).get(name, []) if name else []
         if not samples:
+            results[key] = entry["comparison"]["decode_speedup"]
             continue
         ratios = [s["decode_speedup"] for s in samples]
         results[f"{goal}_paired"] = {
@@ -285,7 +283,7 @@ def main() -> None:
     # "quant": `--to int8`, which on this x86 CPU is int8-x86 (PyTorch's FBGEMM/oneDNN engine).
     # "int8torchao" / "int8wo": the torchao methods (slower than fp32 here; int8-torchao takes long).
     if "retime" in parts:
-        retime(project, results, save, [n for n in args.retime.split(",") if n])
+        retime(project, results, [n for n in args.retime.split(",") if n])
 
     int8_methods = [m for part, m in (("quant", "int8"), ("int8torchao", "int8-torchao"), ("int8wo", "int8-weight-only"))
                     if part in parts]
@@ -297,7 +295,6 @@ def main() -> None:
     if int8:
         c = runs[int8]["comparison"]
         results["int8_method"] = int8
-        results["int8_decode_speedup"] = headline_speedup(c)
         results["int8_decode_speedup_separate"] = c["decode_speedup"]
         results["int8_rougeL_drop"] = -c["rougeL_change"]
     for name in ("int8-torchao", "int8-weight-only"):
@@ -330,7 +327,6 @@ def main() -> None:
         entry["candidate_name"] = r.candidate
         record(f"prune-{args.prune_target}-25", entry)
         results["prune_target"] = args.prune_target
-        results["prune_speedup"] = headline_speedup(entry["comparison"])
         results["prune_speedup_separate"] = entry["comparison"]["decode_speedup"]
         results["prune_rougeL_drop"] = -entry["comparison"]["rougeL_change"]
         save(results)
@@ -349,7 +345,6 @@ def main() -> None:
         gain = t["rougeL"] - t["zero_shot_rougeL"]
         entry["gain_kept"] = (student - t["zero_shot_rougeL"]) / gain if gain > 0 else None
         save(results)
-        results["distill_speedup"] = headline_speedup(entry["comparison"])
         results["distill_speedup_separate"] = entry["comparison"]["decode_speedup"]
         results["distill_gain_kept"] = entry["gain_kept"]
         results["distill_note"] = ("gain kept = (student ROUGE-L - zero-shot) / (teacher ROUGE-L - zero-shot)"
@@ -361,7 +356,6 @@ def main() -> None:
     rep = report(project)
     results["report"] = rep.paths
     results["wall_s"] = round(time.perf_counter() - started, 1)
-    summarize_paired(results)
     save(results)
     print(json.dumps({k: v for k, v in results.items() if k not in {"runs", "teacher", "report", "paired_samples"}},
                      indent=2))

@@ -145,16 +145,31 @@ def compare(child: dict, parent: dict, paired: dict | None = None) -> dict:
 
 # ---- child side ------------------------------------------------------------------------------
 
-def _speed_ids(tokenizer, prompts: list[str], n_tokens: int) -> list[int]:
-    """A real prompt from the data, tiled/cut to exactly ``n_tokens`` tokens."""
+def _speed_ids(tokenize, texts: list[str], n_tokens: int) -> list[int]:
+    """A real prompt from the data, tiled/cut to exactly ``n_tokens`` tokens (``tokenize``: text -> ids)."""
     ids: list[int] = []
-    for text in prompts:
-        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+    for text in texts:
+        ids += tokenize(text)
         if len(ids) >= n_tokens:
             break
     while len(ids) < n_tokens:
         ids = ids + ids
     return ids[:n_tokens]
+
+
+def _fastest(run) -> tuple[float, float]:
+    """One warm-up call of ``run`` (first-call allocations, lazy kernel selection), then the faster of
+    two, by prefill + decode seconds."""
+    run()
+    return min((run() for _ in range(2)), key=lambda r: r[0] + r[1])
+
+
+def _timed_load(load_fn) -> tuple[object, dict]:
+    """``load_fn()``'s result and the load's figures: RSS before and after, and seconds."""
+    base = _rss_gb()
+    t0 = time.perf_counter()
+    obj = load_fn()
+    return obj, {"base_rss_gb": base, "load_s": time.perf_counter() - t0, "load_rss_gb": _rss_gb()}
 
 
 def _torch_runner(model, ids: list[int], new_tokens: int):
@@ -184,22 +199,19 @@ def _torch_runner(model, ids: list[int], new_tokens: int):
 def _torch_speed(model, ids: list[int], new_tokens: int, batch: int) -> dict:
     """Prefill (one forward over the prompt) and cached greedy decode, timed separately."""
     run = _torch_runner(model, ids, new_tokens)
-    run(1)  # warm-up: first-call allocations and lazy kernel selection
-    prefill, decode = min((run(1) for _ in range(2)), key=lambda r: r[0] + r[1])
+    prefill, decode = _fastest(lambda: run(1))
     _, decode_b = run(batch)
     return {"prefill_tok_s": len(ids) / prefill, "decode_tok_s": new_tokens / decode,
             "decode_tok_s_batched": batch * new_tokens / decode_b}
 
 
-def _torch_prompt_ids(project, request: dict, loaded) -> list[int]:
+def _torch_prompt_ids(loaded, cfg, examples, pool, n_tokens: int) -> list[int]:
     """The speed test's prompt: the first examples rendered as the parent's prompt, as token ids."""
-    from odyssey.prompts import DemoSelector, PromptConfig, render
+    from odyssey.prompts import DemoSelector, render
 
-    cfg = PromptConfig.from_dict(request["prompt"])
-    examples, pool = _examples(project, request["settings"])
     selector = DemoSelector(pool if cfg.shots else [], cfg.selection, cfg.shots, cfg.seed)
     texts = [render(loaded.tokenizer, cfg, ex, selector(ex), loaded.context_length - 64).text for ex in examples[:4]]
-    return _speed_ids(loaded.tokenizer, texts, request["settings"]["speed_prompt_tokens"])
+    return _speed_ids(lambda t: loaded.tokenizer(t, add_special_tokens=False)["input_ids"], texts, n_tokens)
 
 
 def _examples(project, settings: dict):
@@ -217,21 +229,17 @@ def measure_transformers(project, request: dict) -> dict:
 
     settings = request["settings"]
     cfg = PromptConfig.from_dict(request["prompt"])
-    base = _rss_gb()
-    t0 = time.perf_counter()
-    loaded = load(request["model_ref"], root=project.root, dtype=project.spec.evaluate.dtype)
-    load_s = time.perf_counter() - t0
-    load_rss = _rss_gb()
+    loaded, load_stats = _timed_load(
+        lambda: load(request["model_ref"], root=project.root, dtype=project.spec.evaluate.dtype))
     examples, pool = _examples(project, settings)
-    speed = _torch_speed(loaded.model, _torch_prompt_ids(project, request, loaded), settings["speed_new_tokens"],
-                         settings["speed_batch"])
+    ids = _torch_prompt_ids(loaded, cfg, examples, pool, settings["speed_prompt_tokens"])
+    speed = _torch_speed(loaded.model, ids, settings["speed_new_tokens"], settings["speed_batch"])
     result = run_harness(loaded, examples, cfg, project.spec.scope, pool=pool if cfg.shots else None,
                          batch_size=settings["batch_size"], description="measuring")
     quality = {k: v for k, v in result.metrics.items() if k in QUALITY_KEYS}
     return {
         "backend": "transformers", "model_ref": request["model_ref"], "n_params": loaded.n_params,
-        "size_mb": weights_size(loaded.path) / 1e6, "base_rss_gb": base, "load_rss_gb": load_rss,
-        "peak_rss_gb": _peak_rss_gb(), "load_s": load_s, **speed,
+        "size_mb": weights_size(loaded.path) / 1e6, **load_stats, "peak_rss_gb": _peak_rss_gb(), **speed,
         "p50_latency_ms": result.metrics["p50_latency_ms"], "p95_latency_ms": result.metrics["p95_latency_ms"],
         "tokens_per_s": result.metrics["tokens_per_s"], "metrics": quality, "n_examples": len(examples),
         "rows": result.rows, "notes": result.notes,
@@ -262,24 +270,21 @@ def _gguf_rendered(project, request: dict, llm, tokenizer, examples, pool) -> tu
     return [render(tokenizer, cfg, ex, selector(ex), llm.n_ctx() - max_new) for ex in examples], max_new
 
 
-def _gguf_tokens(llm, tokenizer, text: str) -> list[int]:
+def _gguf_tokenizer(llm, tokenizer):
+    """text -> llama.cpp token ids, with a BOS only where no chat template supplies one."""
     from odyssey.prompts import has_chat_template
 
-    return llm.tokenize(text.encode("utf-8"), add_bos=not has_chat_template(tokenizer), special=True)
+    add_bos = not has_chat_template(tokenizer)
+    return lambda text: llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
 
-def _gguf_runner(llm, tokenizer, rendered, settings: dict):
+def _gguf_runner(llm, tokens, rendered, settings: dict):
     """``(ids, run)``: the speed prompt as llama.cpp tokens, and ``run()``: prefill it, then decode
     greedily one token at a time (single stream); returns (prefill seconds, decode seconds)."""
     import llama_cpp
     import numpy as np
 
-    ids = []
-    for r in rendered[:4]:
-        ids += _gguf_tokens(llm, tokenizer, r.text)
-    while len(ids) < settings["speed_prompt_tokens"]:
-        ids = ids + ids
-    ids = ids[: settings["speed_prompt_tokens"]]
+    ids = _speed_ids(tokens, [r.text for r in rendered[:4]], settings["speed_prompt_tokens"])
     n_vocab = llm.n_vocab()
 
     def greedy() -> int:  # the last evaluated position's logits (Llama.scores is filled only with logits_all)
@@ -307,21 +312,13 @@ def measure_gguf(project, request: dict) -> dict:
 
     settings = request["settings"]
     cfg = PromptConfig.from_dict(request["prompt"])
-    base = _rss_gb()
-    t0 = time.perf_counter()
-    path, llm, tokenizer = _gguf_open(project, request)
-    load_s = time.perf_counter() - t0
-    load_rss = _rss_gb()
+    (path, llm, tokenizer), load_stats = _timed_load(lambda: _gguf_open(project, request))
     examples, pool = _examples(project, settings)
     rendered, max_new = _gguf_rendered(project, request, llm, tokenizer, examples, pool)
     generation = {"max_new_tokens": 64, **cfg.generation}
-
-    def tokens(text: str) -> list[int]:
-        return _gguf_tokens(llm, tokenizer, text)
-
-    ids, speed_run = _gguf_runner(llm, tokenizer, rendered, settings)
-    speed_run()
-    prefill, decode = min((speed_run() for _ in range(2)), key=lambda r: r[0] + r[1])
+    tokens = _gguf_tokenizer(llm, tokenizer)
+    ids, speed_run = _gguf_runner(llm, tokens, rendered, settings)
+    prefill, decode = _fastest(speed_run)
 
     # Quality and latency: the same rendered prompts, greedy, one request at a time.
     predictions, latencies = [], []
@@ -340,8 +337,8 @@ def measure_gguf(project, request: dict) -> dict:
     rows = [{"example_id": ex.id, "prompt": r.text, "prediction": p, "references": list(ex.references), "scores": s,
              "latency_ms": lat} for ex, r, p, s, lat in zip(examples, rendered, predictions, scored.per_example, latencies)]
     return {
-        "backend": "llama.cpp", "model_ref": str(path), "n_params": _gguf_params(llm), "size_mb": path.stat().st_size / 1e6, "base_rss_gb": base, "load_rss_gb": load_rss,
-        "peak_rss_gb": _peak_rss_gb(), "load_s": load_s,
+        "backend": "llama.cpp", "model_ref": str(path), "n_params": _gguf_params(llm), "size_mb": path.stat().st_size / 1e6, **load_stats,
+        "peak_rss_gb": _peak_rss_gb(),
         "prefill_tok_s": len(ids) / prefill, "decode_tok_s": settings["speed_new_tokens"] / decode,
         "decode_tok_s_batched": None,
         "p50_latency_ms": percentile(latencies, 50), "p95_latency_ms": percentile(latencies, 95),
@@ -370,22 +367,24 @@ def _tokenizer_for_gguf(project, request: dict):
 
 
 def _decode_runner(project, request: dict):
-    """``run()`` -> single-stream decode tokens/s of one model, for the paired test; with what holds
-    the model alive."""
+    """``run()`` -> single-stream decode tokens/s of one model, for the paired test."""
     from odyssey.optimize.common import is_gguf_ref
 
     settings = request["settings"]
+    examples, pool = _examples(project, {**settings, "limit": 4})  # the speed prompt uses the first four
     if is_gguf_ref(request["model_ref"]):
         _, llm, tokenizer = _gguf_open(project, request)
-        examples, pool = _examples(project, {**settings, "limit": 4})
         rendered, _ = _gguf_rendered(project, request, llm, tokenizer, examples, pool)
-        _, run = _gguf_runner(llm, tokenizer, rendered, settings)
-        return lambda: settings["speed_new_tokens"] / run()[1], llm
+        _, run = _gguf_runner(llm, _gguf_tokenizer(llm, tokenizer), rendered, settings)
+        return lambda: settings["speed_new_tokens"] / run()[1]
     from odyssey.models import load
+    from odyssey.prompts import PromptConfig
 
     loaded = load(request["model_ref"], root=project.root, dtype=project.spec.evaluate.dtype)
-    run = _torch_runner(loaded.model, _torch_prompt_ids(project, request, loaded), settings["speed_new_tokens"])
-    return lambda: settings["speed_new_tokens"] / run(1)[1], loaded
+    ids = _torch_prompt_ids(loaded, PromptConfig.from_dict(request["prompt"]), examples, pool,
+                            settings["speed_prompt_tokens"])
+    run = _torch_runner(loaded.model, ids, settings["speed_new_tokens"])
+    return lambda: settings["speed_new_tokens"] / run(1)[1]
 
 
 def paired_decode(project, request: dict) -> dict:
@@ -395,11 +394,11 @@ def paired_decode(project, request: dict) -> dict:
     parent_request = {**request, "model_ref": request["parent_ref"], "tokenizer_path": None}
     runners = {"parent": _decode_runner(project, parent_request), "candidate": _decode_runner(project, request)}
     speeds: dict[str, list[float]] = {"parent": [], "candidate": []}
-    for role in runners:  # warm-up: first-call allocations and lazy kernel selection
-        runners[role][0]()
+    for run in runners.values():  # warm-up: first-call allocations and lazy kernel selection
+        run()
     for i in range(int(request["settings"]["paired_rounds"])):
         for role in (("parent", "candidate") if i % 2 == 0 else ("candidate", "parent")):
-            speeds[role].append(runners[role][0]())
+            speeds[role].append(runners[role]())
     ratios = [c / p for c, p in zip(speeds["candidate"], speeds["parent"])]
     return {"rounds": len(ratios), "decode_speedup": statistics.median(ratios),
             "round_ratios": ratios, "parent_decode_tok_s": speeds["parent"],

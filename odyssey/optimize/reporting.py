@@ -174,12 +174,6 @@ def report_table(result: OptimizeReport):
     return table
 
 
-def _median(values: list[float]) -> float:
-    import statistics
-
-    return statistics.median(values)
-
-
 def comparison_table(name: str, parent: str, measurement: dict, comparison: dict):
     from rich.table import Table
 
@@ -196,8 +190,11 @@ def comparison_table(name: str, parent: str, measurement: dict, comparison: dict
         table.add_row(label, _fmt(par.get(key)), _fmt(child.get(key)), f"×{r:.2f}" if r else "–")
     paired = comparison.get("paired_speed")
     if paired:
+        import statistics
+
         table.add_row(f"decode tok/s, paired ({paired['rounds']} alternating rounds, one process)",
-                      _fmt(_median(paired["parent_decode_tok_s"])), _fmt(_median(paired["candidate_decode_tok_s"])),
+                      _fmt(statistics.median(paired["parent_decode_tok_s"])),
+                      _fmt(statistics.median(paired["candidate_decode_tok_s"])),
                       f"×{paired['decode_speedup']:.2f}")
     for key in sorted(set(child.get("metrics", {})) & set(par.get("metrics", {}))):
         delta = comparison.get(f"{key}_change")
