@@ -1,0 +1,1 @@
+"""Generation behind one interface (filled in by the engines work)."""
