@@ -204,11 +204,35 @@ class PromptSpec(Strict):
     model: str | None = Field(None, description="model ref to tune prompts for; the first candidate by default")
 
 
+class LlamaCppEngineSpec(Strict):
+    """The llama.cpp engine: the candidate converted to GGUF once, served by a managed llama-server."""
+
+    slots: int = Field(8, ge=1, le=256, description="parallel sequences (llama-server -np)")
+    precision: Literal["f32", "f16", "bf16"] = Field(
+        "f32", description="GGUF weight type; f32 keeps greedy answers equal to the transformers reference")
+    slot_context: int = Field(4096, ge=256, description="tokens of context per slot (prompt + answer)")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+
+
+class OpenAIEngineSpec(Strict):
+    """Any OpenAI-compatible endpoint (``odyssey serve`` elsewhere, a vLLM cluster, Ollama)."""
+
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable that holds the key")
+    model: str | None = Field(None, description="model name at the endpoint (default: the candidate's name)")
+    concurrency: int = Field(8, ge=1, le=256, description="requests in flight at once")
+    timeout_s: float = Field(600, gt=0)
+
+
 class EvaluateSpec(Strict):
     batch_size: int = Field(8, ge=1)
     limit: int | None = Field(None, ge=1)
     generation: Generation = Generation()
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    engine: Literal["auto", "transformers", "llamacpp", "vllm", "openai"] = Field(
+        "auto", description="what generates: auto picks the fastest engine that runs the candidate exactly")
+    llamacpp: LlamaCppEngineSpec = LlamaCppEngineSpec()
+    openai: OpenAIEngineSpec = OpenAIEngineSpec()
 
 
 class CurateSpec(Strict):
