@@ -1,10 +1,17 @@
 """Ordered schema migrations, recorded in ``schema_migrations``; the store applies the missing
 ones when it opens (the approach of simonw/llm's ``migrations.py``). Never edit a released
-migration: add a new one. Later stages append theirs to ``MIGRATIONS``.
+migration: add a new one, with the next number, at the end of its stage's block.
+
+They run in strictly increasing number order, which is also the order of this file: ``migration``
+refuses (at import) a name that is not ``mNNN_<what>`` or whose number is not above the last one.
+The order was once 001, 050, 030, 010, 060, 040 (file order); it changed to sequence without
+renaming any migration or touching its SQL, so existing databases, whose ``schema_migrations``
+rows hold the names, keep working (the released migrations depend only on 001).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 
@@ -15,7 +22,22 @@ Migration = Callable[[], str]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
 
+_NAME = re.compile(r"m(\d{3})_\w+")
+
+
+def number(name: str) -> int:
+    """The sequence number of a migration named ``mNNN_<what>``."""
+    match = _NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"migration {name!r} is not named mNNN_<what>")
+    return int(match.group(1))
+
+
 def migration(fn: Migration) -> Migration:
+    """Register ``fn`` as the next migration; its number must be above every earlier one."""
+    n = number(fn.__name__)
+    if MIGRATIONS and n <= number(MIGRATIONS[-1][0]):
+        raise ValueError(f"migration {fn.__name__} is out of sequence: it follows {MIGRATIONS[-1][0]}")
     MIGRATIONS.append((fn.__name__, fn))
     return fn
 
@@ -115,6 +137,116 @@ def m001_initial() -> str:
 #  deploy 050-059, augment 060-069). Never edit one that has been committed.
 
 
+# ---- select (010-019) ------------------------------------------------------------------------
+@migration
+def m010_select_tables() -> str:
+    # select: the choice `odyssey select` made (with its whole ranking), lm-eval benchmark scores,
+    # and pretraining corpora/curation reports.
+    return """
+        CREATE TABLE selections (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id),
+            run_id INTEGER REFERENCES runs(id),
+            chosen TEXT,
+            split TEXT NOT NULL,
+            n_examples INTEGER NOT NULL,
+            ranking_json TEXT NOT NULL DEFAULT '[]',
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE benchmark_scores (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER REFERENCES projects(id),
+            run_id INTEGER REFERENCES runs(id),
+            model_ref TEXT NOT NULL,
+            task TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            value REAL NOT NULL,
+            stderr REAL,
+            n_samples INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX benchmark_scores_model ON benchmark_scores(model_ref, task);
+    """
+
+
+# ---- align (030-039) -------------------------------------------------------------------------
+@migration
+def m030_align_preferences() -> str:
+    # A preference set is an immutable, content-hashed collection of pairs; each pair keeps its
+    # provenance (source, annotator) and, for AI feedback, the judge's prompt and verdict in meta_json.
+    return """
+        CREATE TABLE preference_sets (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id),
+            name TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            n_pairs INTEGER NOT NULL,
+            sources_json TEXT NOT NULL DEFAULT '{}',
+            path TEXT,
+            run_id INTEGER REFERENCES runs(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX preference_sets_hash ON preference_sets(project_id, sha256);
+        CREATE TABLE preference_pairs (
+            id INTEGER PRIMARY KEY,
+            set_id INTEGER NOT NULL REFERENCES preference_sets(id),
+            prompt TEXT NOT NULL,
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            source TEXT NOT NULL,
+            annotator TEXT,
+            meta_json TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX preference_pairs_set ON preference_pairs(set_id);
+        CREATE TABLE reward_models (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id),
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            base_ref TEXT NOT NULL,
+            preference_set_id INTEGER REFERENCES preference_sets(id),
+            metrics_json TEXT NOT NULL DEFAULT '{}',
+            run_id INTEGER REFERENCES runs(id),
+            created_at TEXT NOT NULL
+        );
+    """
+
+
+# ---- optimize (040-049) ----------------------------------------------------------------------
+@migration
+def m040_optimize_measurements() -> str:
+    # One row per measured model (an optimized candidate or its parent) under one set of
+    # measurement settings (settings_key): size, memory, speed, latency and quality, plus the
+    # comparison with the parent. Parents are measured once per settings_key and reused.
+    return """
+        CREATE TABLE optimize_measurements (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id),
+            candidate_id INTEGER REFERENCES candidates(id),
+            parent_id INTEGER REFERENCES candidates(id),
+            run_id INTEGER REFERENCES runs(id),
+            model_ref TEXT NOT NULL,
+            method TEXT,
+            backend TEXT,
+            settings_key TEXT NOT NULL,
+            size_mb REAL,
+            load_rss_gb REAL,
+            peak_rss_gb REAL,
+            prefill_tok_s REAL,
+            decode_tok_s REAL,
+            decode_tok_s_batched REAL,
+            p50_latency_ms REAL,
+            p95_latency_ms REAL,
+            metrics_json TEXT NOT NULL DEFAULT '{}',
+            comparison_json TEXT NOT NULL DEFAULT '{}',
+            detail_json TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX optimize_measurements_candidate ON optimize_measurements(candidate_id, settings_key);
+    """
+
+
+# ---- deploy (050-059) ------------------------------------------------------------------------
 @migration
 def m050_deploy_keys_capture_feedback() -> str:
     # API keys are stored as sha256 of a 256-bit random secret (a slow KDF buys nothing for
@@ -194,80 +326,7 @@ def m050_deploy_keys_capture_feedback() -> str:
     """
 
 
-# ---- align (030-039) -------------------------------------------------------------------------
-@migration
-def m030_align_preferences() -> str:
-    # A preference set is an immutable, content-hashed collection of pairs; each pair keeps its
-    # provenance (source, annotator) and, for AI feedback, the judge's prompt and verdict in meta_json.
-    return """
-        CREATE TABLE preference_sets (
-            id INTEGER PRIMARY KEY,
-            project_id INTEGER NOT NULL REFERENCES projects(id),
-            name TEXT NOT NULL,
-            sha256 TEXT NOT NULL,
-            n_pairs INTEGER NOT NULL,
-            sources_json TEXT NOT NULL DEFAULT '{}',
-            path TEXT,
-            run_id INTEGER REFERENCES runs(id),
-            created_at TEXT NOT NULL
-        );
-        CREATE INDEX preference_sets_hash ON preference_sets(project_id, sha256);
-        CREATE TABLE preference_pairs (
-            id INTEGER PRIMARY KEY,
-            set_id INTEGER NOT NULL REFERENCES preference_sets(id),
-            prompt TEXT NOT NULL,
-            chosen TEXT NOT NULL,
-            rejected TEXT NOT NULL,
-            source TEXT NOT NULL,
-            annotator TEXT,
-            meta_json TEXT NOT NULL DEFAULT '{}'
-        );
-        CREATE INDEX preference_pairs_set ON preference_pairs(set_id);
-        CREATE TABLE reward_models (
-            id INTEGER PRIMARY KEY,
-            project_id INTEGER NOT NULL REFERENCES projects(id),
-            name TEXT NOT NULL,
-            path TEXT NOT NULL,
-            base_ref TEXT NOT NULL,
-            preference_set_id INTEGER REFERENCES preference_sets(id),
-            metrics_json TEXT NOT NULL DEFAULT '{}',
-            run_id INTEGER REFERENCES runs(id),
-            created_at TEXT NOT NULL
-        );
-    """
-
-
-@migration
-def m010_select_tables() -> str:
-    # select: the choice `odyssey select` made (with its whole ranking), lm-eval benchmark scores,
-    # and pretraining corpora/curation reports.
-    return """
-        CREATE TABLE selections (
-            id INTEGER PRIMARY KEY,
-            project_id INTEGER NOT NULL REFERENCES projects(id),
-            run_id INTEGER REFERENCES runs(id),
-            chosen TEXT,
-            split TEXT NOT NULL,
-            n_examples INTEGER NOT NULL,
-            ranking_json TEXT NOT NULL DEFAULT '[]',
-            created_at TEXT NOT NULL
-        );
-        CREATE TABLE benchmark_scores (
-            id INTEGER PRIMARY KEY,
-            project_id INTEGER REFERENCES projects(id),
-            run_id INTEGER REFERENCES runs(id),
-            model_ref TEXT NOT NULL,
-            task TEXT NOT NULL,
-            metric TEXT NOT NULL,
-            value REAL NOT NULL,
-            stderr REAL,
-            n_samples INTEGER,
-            created_at TEXT NOT NULL
-        );
-        CREATE INDEX benchmark_scores_model ON benchmark_scores(model_ref, task);
-    """
-
-
+# ---- augment (060-069) -----------------------------------------------------------------------
 @migration
 def m060_augment_traces() -> str:
     # augment: one row per question answered by a technique (RAG, CoT, PAL, ReAct): the answer and
@@ -287,38 +346,4 @@ def m060_augment_traces() -> str:
             created_at TEXT NOT NULL
         );
         CREATE INDEX augment_traces_run ON augment_traces(run_id);
-    """
-
-
-# ---- optimize (040-049) ----------------------------------------------------------------------
-@migration
-def m040_optimize_measurements() -> str:
-    # One row per measured model (an optimized candidate or its parent) under one set of
-    # measurement settings (settings_key): size, memory, speed, latency and quality, plus the
-    # comparison with the parent. Parents are measured once per settings_key and reused.
-    return """
-        CREATE TABLE optimize_measurements (
-            id INTEGER PRIMARY KEY,
-            project_id INTEGER NOT NULL REFERENCES projects(id),
-            candidate_id INTEGER REFERENCES candidates(id),
-            parent_id INTEGER REFERENCES candidates(id),
-            run_id INTEGER REFERENCES runs(id),
-            model_ref TEXT NOT NULL,
-            method TEXT,
-            backend TEXT,
-            settings_key TEXT NOT NULL,
-            size_mb REAL,
-            load_rss_gb REAL,
-            peak_rss_gb REAL,
-            prefill_tok_s REAL,
-            decode_tok_s REAL,
-            decode_tok_s_batched REAL,
-            p50_latency_ms REAL,
-            p95_latency_ms REAL,
-            metrics_json TEXT NOT NULL DEFAULT '{}',
-            comparison_json TEXT NOT NULL DEFAULT '{}',
-            detail_json TEXT NOT NULL DEFAULT '{}',
-            created_at TEXT NOT NULL
-        );
-        CREATE INDEX optimize_measurements_candidate ON optimize_measurements(candidate_id, settings_key);
     """
