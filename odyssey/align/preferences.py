@@ -209,14 +209,11 @@ def from_reference(prompts: list[str], examples, samples: list[list[str]], annot
 def from_stored_outputs(store, splits=("train", "validation"), limit: int | None = None) -> list[dict]:
     """Reference chosen over answers earlier runs (prompt search, eval) stored for training/validation
     examples: pairs without sampling anything. Test-split outputs are never used (that would leak the test set)."""
-    rows = store.db.execute(
-        "SELECT o.prompt, o.prediction, o.references_json, o.example_id, c.name AS candidate FROM outputs o"
-        " LEFT JOIN candidates c ON c.id = o.candidate_id JOIN runs r ON r.id = o.run_id"
-        f" WHERE r.project_id = ? AND o.split IN ({','.join('?' * len(splits))}) ORDER BY o.id",
-        (store.project_id, *splits)).fetchall()
+    from odyssey.store.align import stored_outputs
+
     pairs, seen = [], set()
-    for r in rows:
-        refs = json.loads(r["references_json"] or "[]")
+    for r in stored_outputs(store, tuple(splits)):
+        refs = r["references"] or []
         if not refs or not r["prediction"].strip() or r["prediction"].strip() == refs[0].strip():
             continue
         key = (r["prompt"], r["prediction"])

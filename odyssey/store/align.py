@@ -86,6 +86,17 @@ def reward_models(store: Store) -> list[dict]:
     return [_row(r) for r in rows]
 
 
+def stored_outputs(store: Store, splits: tuple[str, ...]) -> list[dict]:
+    """Every output earlier runs of this project stored for ``splits``, oldest first: prompt, prediction,
+    references (decoded), example_id and the name of the candidate that answered (None if none)."""
+    rows = store.db.execute(
+        "SELECT o.prompt, o.prediction, o.references_json, o.example_id, c.name AS candidate FROM outputs o"
+        " LEFT JOIN candidates c ON c.id = o.candidate_id JOIN runs r ON r.id = o.run_id"
+        f" WHERE r.project_id = ? AND o.split IN ({', '.join('?' * len(splits))}) ORDER BY o.id",
+        (store.project_id, *splits))
+    return [_row(r) for r in rows]
+
+
 def feedback_rows(store: Store) -> list[dict]:
     """What `odyssey serve` captured (thumbs, corrections, choices), read-only; [] before the deploy stage exists."""
     exists = store.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feedback'").fetchone()

@@ -86,12 +86,10 @@ def test_file_and_feedback_sources_are_stored_with_provenance(tmp_path):
         for i in range(4)))
     project = Project.load(root)
     store = project.store
-    if store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'feedback'").fetchone():
-        from odyssey.store import now
+    from odyssey.store.deploy import write_batch
 
-        with store.transaction() as db:
-            db.execute("INSERT INTO feedback (project_id, kind, prompt, output, correction, annotator, created_at)"
-                       " VALUES (?, 'correction', 'Qc', 'wrong', 'right', 'bob', ?)", (store.project_id, now()))
+    write_batch(store, [], [{"kind": "correction", "prompt": "Qc", "output": "wrong", "correction": "right",
+                             "annotator": "bob"}])
     pset = build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}, {"kind": "feedback"}])
     assert pset.sources["file"] == 4
     assert all(p["annotator"] == "alice" and p["source"] == "file:prefs.jsonl" for p in pset.pairs[:4])
