@@ -474,7 +474,7 @@ class QuantizeSpec(Strict):
     @field_validator("to")
     @classmethod
     def _known_methods(cls, value):
-        from odyssey.optimize.methods import parse_quant_method  # the one list of methods (stdlib only)
+        from odyssey.quant_methods import parse_quant_method  # the one list of methods (stdlib only)
 
         for method in value:
             try:

@@ -95,7 +95,7 @@ def contains_answer(prediction: str, answers: list[str]) -> bool:
 
 
 def numeric_correct(answer, truth: float) -> bool:
-    from odyssey.augment.reasoning import parse_number
+    from odyssey.augment.answers import parse_number
 
     value = parse_number(answer)
     return value is not None and abs(value - float(truth)) <= 1e-6 * max(1.0, abs(float(truth)))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from odyssey.augment.reasoning import ReasonResult, extract, parse_number, format_number
+from odyssey.augment.answers import ReasonResult, extract, format_number, parse_number
 from odyssey.errors import OdysseyError
 
 _ACTION = re.compile(r"Action\s*\d*\s*:\s*([A-Za-z_][\w-]*)\s*(?:\[(.*)\]|\((.*)\)|:\s*(.*))", re.S)

@@ -1,6 +1,7 @@
 """Reasoning strategies for one question or a batch: plain, chain-of-thought (zero-shot and
 few-shot, with self-consistency), and program-aided (PAL: the model writes Python, the sandbox
 runs it). ReAct lives in :mod:`odyssey.augment.react`; :func:`solve` dispatches to all of them.
+The result type and the answer extraction they share live in :mod:`odyssey.augment.answers`.
 
 Templates follow the papers: zero-shot CoT appends "Let's think step by step" (Kojima et al.,
 2022); few-shot CoT shows worked solutions (Wei et al., 2022); self-consistency samples k chains
@@ -14,28 +15,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from odyssey.augment.answers import ReasonResult, extract, format_number, parse_number
+
 STRATEGIES = ("plain", "cot", "cot-fewshot", "pal", "react")
 DATA_DIR = Path(__file__).with_name("data")
-_NUMBER = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
-_ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*\**\s*(?:[€$£]\s*)?(" + _NUMBER + ")", re.I)
-_ANSWER_TEXT = re.compile(r"answer\s*(?:is|:)\s*:?\s*(.+?)(?:\.\s|\.?$|\n)", re.I)
-
-
-@dataclass
-class ReasonResult:
-    question: str
-    strategy: str
-    answer: str | None
-    outputs: list[str] = field(default_factory=list)
-    trace: list[dict] = field(default_factory=list)
-    error: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @lru_cache(maxsize=1)
@@ -44,53 +30,7 @@ def shots() -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-# ---- answer extraction --------------------------------------------------------------------
-def format_number(value: float) -> str:
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{value:.6g}"
-
-
-def parse_number(text) -> float | None:
-    if text is None:
-        return None
-    if isinstance(text, bool):
-        return None
-    if isinstance(text, (int, float)):
-        return float(text)
-    match = re.search(_NUMBER, str(text).replace("\u2212", "-"))
-    if not match:
-        return None
-    try:
-        return float(match.group(0).replace(",", ""))
-    except ValueError:
-        return None
-
-
-def extract_number(text: str) -> str | None:
-    """'The answer is 42' wins; otherwise the last number in the text."""
-    text = text.replace("\u2212", "-")
-    found = _ANSWER_IS.findall(text)
-    candidates = found or re.findall(_NUMBER, text)
-    for raw in reversed(candidates):
-        value = parse_number(raw)
-        if value is not None:
-            return format_number(value)
-    return None
-
-
-def extract_text_answer(text: str) -> str:
-    match = _ANSWER_TEXT.search(text)
-    if match:
-        return match.group(1).strip().strip("*").strip()
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def extract(text: str, numeric: bool) -> str | None:
-    return extract_number(text) if numeric else (extract_text_answer(text) or None)
-
-
+# ---- answer extraction (the shared part is odyssey.augment.answers) --------------------------
 def extract_code(text: str) -> str:
     """The Python in a model's reply: a fenced block, else from ``def solution`` on, else all of it."""
     fenced = re.findall(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", text, re.S)

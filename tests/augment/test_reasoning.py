@@ -10,7 +10,8 @@ import pytest
 from odyssey.augment.evaluate import contains_answer, grounded_questions, numeric_correct
 from odyssey.augment.rag import is_refusal
 from odyssey.augment.react import Agent, calculator_tool, load_tool, parse_step, tool
-from odyssey.augment.reasoning import extract_code, extract_number, extract_text_answer, vote
+from odyssey.augment.answers import extract_number, extract_text_answer
+from odyssey.augment.reasoning import extract_code, vote
 from odyssey.augment.sandbox import SandboxLimits
 from odyssey.errors import OdysseyError
 
