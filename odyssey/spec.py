@@ -101,9 +101,10 @@ class Splits(Strict):
 class DataSpec(Strict):
     source: str | dict[str, str] = Field(
         ...,
-        description="a file (.jsonl/.json/.csv/.parquet), 'hf:<dataset id>', or a mapping split -> file",
+        description="a file (.jsonl/.json/.csv/.tsv/.parquet), 'hf:<dataset id>', or a mapping split -> file",
     )
-    format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf"] = "auto"
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "hf"] = "auto"
+    encoding: str = Field("utf-8", description="text encoding of the data files, e.g. latin-1 or cp1252")
     fields: Fields = Fields()
     splits: Splits = Splits()
     seed: int = 0
@@ -118,6 +119,18 @@ class DataSpec(Strict):
                 raise ValueError(f"unknown split name(s) {sorted(unknown)}; use train, validation, test")
             if not value:
                 raise ValueError("the mapping of splits to files is empty")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value):
+        import codecs
+
+        try:
+            if not codecs.lookup(value)._is_text_encoding:  # e.g. 'base64' is a codec, not a text encoding
+                raise LookupError(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}; e.g. utf-8, latin-1, cp1252") from None
         return value
 
 

@@ -68,5 +68,5 @@ def test_eval_and_status_json_on_tiny_model(tmp_path):
     assert gated.returncode == 3  # a random tiny model cannot reach rougeL >= 0.30
     board = json.loads(odyssey("status", "--json", cwd=root).stdout)
     assert board["candidates"][0]["name"] == "tiny-llama:zero-shot"
-    models = json.loads(odyssey("models", "--json", cwd=root).stdout)
+    models = json.loads(odyssey("models", "--json", cwd=root).stdout)["models"]  # an object, as --json promises
     assert models[0]["ref"] == "tiny:llama" and models[0]["family"] == "decoder-only"

@@ -7,6 +7,7 @@ prompt search, fine-tuning and evaluation.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import random
@@ -16,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from odyssey.errors import OdysseyError, Unavailable
+from odyssey.errors import OdysseyError, SpecError, Unavailable
 from odyssey.spec import DataSpec, Scope
 
 SPLITS = ("train", "validation", "test")
@@ -68,55 +69,201 @@ def example_data_dir() -> Path:
     return Path(str(resources.files("odyssey.data") / "examples"))
 
 
+_SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
+                   ".pq": "parquet"}
+# Bad rows listed one by one in an error; the rest are counted.
+_MAX_LISTED = 20
+
+
+class DataError(SpecError):
+    """A data file that cannot be read as it is. ``bad_lines`` holds ``(line, what is wrong)`` for each bad
+    row found, so ``odyssey validate`` can list them as file:line problems."""
+
+    def __init__(self, path: Path, message: str, *, hint: str | None = None,
+                 bad_lines: list[tuple[int | None, str]] | None = None):
+        self.path = Path(path)
+        self.bad_lines = bad_lines or []
+        shown = [f"{path}:{line}: {what}" if line else f"{path}: {what}" for line, what in self.bad_lines[:_MAX_LISTED]]
+        if len(self.bad_lines) > _MAX_LISTED:
+            shown.append(f"... and {len(self.bad_lines) - _MAX_LISTED} more")
+        super().__init__(message, hint=hint, problems=shown)
+
+
 def _format_of(path: Path, declared: str) -> str:
     if declared != "auto":
         return declared
-    suffix = path.suffix.lower()
-    return {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(
-        suffix, "jsonl"
-    )
+    return _SUFFIX_FORMATS.get(path.suffix.lower(), "jsonl")
 
 
-def read_records(path: Path, fmt: str = "auto") -> list[dict[str, Any]]:
-    """Rows of a local file as dicts. Bad lines are reported with file and line number."""
+def _read_text(path: Path, encoding: str, max_bytes: int | None) -> tuple[str, bool]:
+    """The file's text, and whether it was cut to ``max_bytes`` (at a line end) for a sample.
+
+    A byte that does not decode is an error naming its offset and line, not a traceback: the usual
+    cause is a file saved as Latin-1 or Windows-1252, which ``scope.data.encoding`` declares."""
+    with open(path, "rb") as fh:
+        raw = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    truncated = max_bytes is not None and len(raw) > max_bytes
+    if truncated:
+        raw = raw[: raw.rfind(b"\n", 0, max_bytes) + 1]
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name.
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    try:
+        return raw.decode(codec), truncated
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            path, f"{path}:{line}: not valid {encoding} text: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} "
+            f"cannot be decoded ({exc.reason})",
+            hint=f"set the file's encoding in odyssey.yaml, e.g. scope.data.encoding: latin-1 (cp1252 for files from "
+                 f"Windows), or re-save {path.name} as UTF-8", bad_lines=[(line, f"byte offset {exc.start}")]) from None
+
+
+def read_records(path: Path, fmt: str = "auto", encoding: str = "utf-8",
+                 max_bytes: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a local file as dicts. Every bad line or row is reported with file and line number.
+
+    ``max_bytes`` reads a sample: the first that many bytes, cut at a line end (``odyssey validate``).
+    A file with no records at all is an error too: nothing downstream can use it."""
     path = Path(path)
     if not path.exists():
         raise OdysseyError(f"data file not found: {path}", hint="check scope.data.source in odyssey.yaml")
     fmt = _format_of(path, fmt)
-    if fmt == "jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise OdysseyError(
-                        f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})",
-                        hint="each line of a .jsonl file must be one JSON object",
-                    ) from None
-                if not isinstance(row, dict):
-                    raise OdysseyError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
-        return rows
-    if fmt == "json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and "data" in data:
-            data = data["data"]
-        if not isinstance(data, list):
-            raise OdysseyError(f"{path}: expected a list of objects (or {{'data': [...]}})")
-        return data
-    if fmt == "csv":
-        import csv
-
-        with open(path, encoding="utf-8", newline="") as fh:
-            return list(csv.DictReader(fh))
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
+        return _require_rows(path, _read_parquet(path, max_bytes), "no rows")
+    text, truncated = _read_text(path, encoding, max_bytes)
+    if not text.strip():
+        raise DataError(path, f"{path} is empty", hint="put one record per line (JSONL) or a header and rows (CSV)")
+    if fmt == "jsonl":
+        return _require_rows(path, _read_jsonl(path, text), "no records")
+    if fmt == "json":
+        return _require_rows(path, _read_json(path, text), "no records")
+    if fmt in {"csv", "tsv"}:
+        return _require_rows(path, _read_delimited(path, text, "\t" if fmt == "tsv" else ",", truncated),
+                             "a header line but no data rows")
     raise OdysseyError(f"{path}: unsupported data format {fmt!r}")
+
+
+def _require_rows(path: Path, rows: list[dict], what_it_has: str) -> list[dict]:
+    if not rows:
+        raise DataError(path, f"{path} has {what_it_has}", hint="add examples to it, or point scope.data.source "
+                                                               "at the file that holds them")
+    return rows
+
+
+def _read_jsonl(path: Path, text: str) -> list[dict]:
+    rows, bad = [], []
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append((number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        except RecursionError:
+            bad.append((number, "JSON nested too deeply"))
+            continue
+        if not isinstance(row, dict):
+            bad.append((number, f"expected a JSON object, got {type(row).__name__}"))
+            continue
+        rows.append(row)
+    if bad:
+        first = bad[0]
+        raise DataError(path, f"{path}:{first[0]}: {first[1]}" + (f" ({len(bad)} bad lines in all)" if len(bad) > 1 else ""),
+                        hint="each line of a .jsonl file must be one JSON object", bad_lines=bad)
+    return rows
+
+
+def _read_json(path: Path, text: str) -> list[dict]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
+                        hint="a .json data file holds one list of objects; for one object per line use .jsonl",
+                        bad_lines=[(exc.lineno, exc.msg)]) from None
+    except RecursionError:
+        raise DataError(path, f"{path}: JSON nested too deeply") from None
+    if isinstance(data, dict) and "data" in data:
+        data = data["data"]
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise DataError(path, f"{path}: expected a list of objects (or {{'data': [...]}})",
+                        hint="e.g. [{\"input\": \"...\", \"target\": \"...\"}]")
+    return data
+
+
+def _read_parquet(path: Path, max_bytes: int | None) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if max_bytes is None:
+            return pq.read_table(path).to_pylist()
+        batch = next(pq.ParquetFile(path).iter_batches(batch_size=1000), None)
+        return batch.to_pylist() if batch is not None else []
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(path, f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})",
+                        hint="check the file, or its extension: .parquet is read as Parquet") from None
+
+
+def _read_delimited(path: Path, text: str, delimiter: str, truncated: bool) -> list[dict]:
+    """CSV/TSV rows as dicts keyed by the header. The rule: every row has exactly as many fields as the
+    header, and a quote that opens a field closes it. A file that breaks it is refused with the line of
+    each bad row, rather than loaded with rows shifted or swallowed."""
+    import csv
+    import io
+
+    csv.field_size_limit(64 * 1024 * 1024)  # the default (128 KiB) is shorter than some documents
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    rows, bad = [], []
+    start = 1  # the line the next record starts on
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                if not truncated:  # a sample cut inside a quoted field is not the file's fault
+                    bad.append((start, "a quote opened in this row is never closed"))
+                break
+            bad.append((start, f"malformed quoting ({exc})"))
+            start = reader.line_num + 1
+            continue
+        first, start = start, reader.line_num + 1
+        if not fields or fields == [""]:
+            continue  # a blank line
+        if header is None:
+            header = fields
+            _refuse_wrong_delimiter(path, header, delimiter)
+            continue
+        if len(fields) != len(header):
+            bad.append((first, _field_count_problem(fields, header, first, reader.line_num)))
+            continue
+        rows.append(dict(zip(header, fields)))
+    if bad:
+        name = "tab" if delimiter == "\t" else "comma"
+        raise DataError(
+            path, f"{path}: {len(bad)} bad row(s), the first on line {bad[0][0]}; refusing the file rather than "
+            f"loading shifted rows (rule: every row has the header's {len(header or [])} {name}-separated fields)",
+            hint="quote a field that contains the separator or a line break (\"like, this\"), double a quote inside "
+                 "a quoted field (\"\"), and close every quote", bad_lines=bad)
+    return rows
+
+
+def _field_count_problem(fields: list[str], header: list[str], first: int, last: int) -> str:
+    what = f"{len(fields)} field(s), the header has {len(header)}"
+    if last > first:
+        what += f"; this row runs from line {first} to line {last}: is a quote on line {first} not closed?"
+    return what
+
+
+def _refuse_wrong_delimiter(path: Path, header: list[str], delimiter: str) -> None:
+    if delimiter == "," and len(header) == 1 and "\t" in header[0]:
+        raise DataError(path, f"{path}:1: looks tab-separated: the header line holds tabs and no commas",
+                        hint="rename it to .tsv, or set scope.data.format: tsv in odyssey.yaml",
+                        bad_lines=[(1, "looks tab-separated")])
 
 
 def _load_hf(dataset_id: str, config: str | None) -> dict[str, list[dict]]:
@@ -192,7 +339,7 @@ def load_task_data(scope: Scope, root: Path) -> TaskData:
         splits = {}
         for name, file in source.items():
             rows = _load_hf(file[3:], data.hf_config).get(name, []) if file.startswith("hf:") else read_records(
-                root / file, data.format
+                root / file, data.format, data.encoding
             )
             splits[name] = to_examples(rows, data, file)
         return TaskData(splits, ", ".join(source.values()))
@@ -206,5 +353,5 @@ def load_task_data(scope: Scope, root: Path) -> TaskData:
         else:
             splits = {k: to_examples(v, data, source) for k, v in by_split.items()}
         return TaskData(splits, source)
-    rows = to_examples(read_records(root / source, data.format), data, source)
+    rows = to_examples(read_records(root / source, data.format, data.encoding), data, source)
     return TaskData(split_deterministic(rows, data), source)
