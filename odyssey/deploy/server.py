@@ -3,20 +3,25 @@
     /v1/models, /v1/chat/completions, /v1/completions (stream: true -> server-sent events),
     /v1/embeddings (packaged MiniLM), /v1/feedback, /health, /metrics, /docs + /openapi.json, /ui/
 
-Every route but /health, the UI's static files and the API docs needs ``Authorization: Bearer
-<key>``. Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` with its
-status codes (400 bad input, 401 no/bad key, 403 scope, 404 unknown model or id, 413 too large,
-429 rate or concurrency limit). Each generation is recorded (prompt, output, candidate, params,
-latency, tokens, key) by :mod:`odyssey.deploy.capture` before its response ends.
+Every API route but /health (the UI's data calls and /metrics included) needs ``Authorization:
+Bearer <key>``; the UI's static files and the API docs are open (they hold no data). The key is
+checked by :class:`Gate`, an ASGI middleware in front of everything, *before* the body is read or
+validated, so a request without a key learns nothing but 401. Errors use OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}`` with its status codes (400 bad input, 401
+no/bad key, 403 scope, 404 unknown model or id, 405 method, 413 too large, 429 rate or
+concurrency limit, 500 a bug, 504 request time limit); every code a route can return is in its
+OpenAPI ``responses``. Each generation is recorded (prompt, output, candidate, params, latency,
+tokens, key) by :mod:`odyssey.deploy.capture` before its response ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,14 +29,18 @@ from typing import Any, Literal
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from odyssey.deploy.backends import Backend, Delta, GenParams
 from odyssey.spec import DeploySpec
 
 STATIC = Path(__file__).parent / "static"
+DOCS_ASSETS = STATIC / "docs"  # Swagger UI 5 (swagger-ui-dist, Apache-2.0: LICENSE and NOTICE beside it)
+log = logging.getLogger("odyssey.deploy")
 
 
 # ---- errors -----------------------------------------------------------------------------------
@@ -52,6 +61,56 @@ def error_body(message: str, type: str, code: str | None = None, param: str | No
 def error_response(exc: APIError) -> JSONResponse:
     return JSONResponse(error_body(exc.message, exc.type, exc.code, exc.param), status_code=exc.status,
                         headers=exc.headers)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape."""
+
+    error: ErrorDetail
+
+
+def _errors(*codes: int) -> dict:
+    words = {400: "invalid request", 401: "missing, unknown or revoked API key", 403: "the key lacks the scope",
+             404: "unknown model, id or path", 413: "request body over deploy.max_request_bytes",
+             429: "the key's rate or concurrency limit", 500: "internal error (a bug)",
+             504: "the request ran past its time limit"}
+    return {c: {"model": ErrorResponse, "description": words[c]} for c in codes}
+
+
+STREAM_OK = {"description": "the answer; with `stream: true`, server-sent events of chunks",
+             "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+PRIVATE_INFO = ("upstream", "pid", "gguf", "model", "path", "log")  # where a backend runs: admin keys only
+OPEN_ERRORS = _errors(400, 413, 500)
+KEYED_ERRORS = _errors(400, 401, 403, 413, 429, 500)
+GEN_ERRORS = _errors(400, 401, 403, 404, 413, 429, 500, 504)
+
+
+def lone_surrogate(value, path: str = "") -> str | None:
+    """The path of the first string holding a lone UTF-16 surrogate (not Unicode text), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = lone_surrogate(k, path) or lone_surrogate(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = lone_surrogate(v, f"{path}.{i}" if path else str(i))
+            if found:
+                return found
+    return None
 
 
 # ---- request bodies (OpenAI's wire format; unknown fields are ignored as OpenAI's server does) --
@@ -87,10 +146,10 @@ class _GenBody(_Body):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, json_schema_extra={"maximum": 1})  # one choice per request (message: _one_choice)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, json_schema_extra={"maxItems": 4})
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     user: str | None = None
 
@@ -173,6 +232,23 @@ class Served:
     mode: str = "task"
     _selector: Any = None
 
+    _max_token_chars: int | None = None
+
+    def turns(self) -> str:
+        """'single': a task-mode candidate answers each user turn alone, through its prompt, as it
+        was evaluated (earlier turns are not sent); 'multi': the chat template sees every turn."""
+        return "single" if self.mode == "task" and self.prompt is not None else "multi"
+
+    def max_token_chars(self) -> int:
+        """The longest token of the vocabulary in characters: a prompt of more than this many
+        characters per allowed token is over the limit whatever it holds (a cheap check before
+        tokenizing). Vocabulary strings are byte-level or one char per piece, never shorter
+        than the text they stand for."""
+        if self._max_token_chars is None:
+            vocab = self.backend.tokenizer.get_vocab()
+            self._max_token_chars = max((len(t) for t in vocab), default=64) or 64
+        return self._max_token_chars
+
     def render_chat(self, messages: list[Message]) -> str:
         from odyssey.data import Example
         from odyssey.prompts import DemoSelector, PromptConfig, has_chat_template, render
@@ -181,13 +257,16 @@ class Served:
         turns = [(m.role if m.role != "developer" else "system", m.text()) for m in messages]
         system = [t for r, t in turns if r == "system"]
         others = [(r, t) for r, t in turns if r != "system"]
-        if self.mode == "task" and self.prompt is not None and len(others) == 1 and others[0][0] == "user":
+        if self.turns() == "single" and others and others[-1][0] == "user":
+            # Every user turn of a task-mode chat goes through the candidate's prompt, alone: the
+            # candidate was evaluated single-turn (a classifier or summarizer), so the earlier
+            # turns are not sent (issue 25: the second message of a playground chat went bare).
             cfg = self.prompt
             if system:
                 cfg = PromptConfig.from_dict({**cfg.as_dict(), "system": "\n".join(system)})
             if self._selector is None:
                 self._selector = DemoSelector(self.pool, cfg.selection, min(cfg.shots, len(self.pool)), cfg.seed)
-            example = Example("request", others[0][1])
+            example = Example("request", others[-1][1])
             budget = max(self.backend.context_length - 64, 16)
             return render(tok, cfg, example, self._selector(example), budget).text
         if has_chat_template(tok):
@@ -221,33 +300,114 @@ class Limiter:
         return 0.0
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``limit`` bytes (413), declared or streamed."""
+JSON_ROUTES_TYPES = (b"", b"application/x-www-form-urlencoded", b"text/plain")
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+
+class Gate:
+    """The ASGI middleware in front of the whole app, in this order:
+
+    1. every response is counted by route, method and status code (``/metrics``), and an
+       exception that escaped the app becomes a JSON 500 in OpenAI's shape (logged, with its
+       traceback in the log only), so the keep-alive connection survives;
+    2. a route that needs a key (``scopes``: route path -> scope) is authenticated before its
+       body is read, so a request without a key gets 401, never a detailed 400;
+    3. the body is read up to ``limit`` bytes, declared (Content-Length) or streamed (chunked):
+       over it, 413;
+    4. a JSON body sent without ``Content-Type: application/json`` (``curl -d`` sends
+       ``application/x-www-form-urlencoded``) is taken as JSON, and a JSON body holding a lone
+       UTF-16 surrogate (``"\\ud800"``, which is not Unicode text and cannot be tokenized or
+       stored) is refused with 400 naming the field.
+    """
+
+    def __init__(self, app, gateway: Gateway, scopes: dict[str, str], limit: int, router=None):
+        self.app, self.gw, self.scopes, self.limit, self.router = app, gateway, scopes, limit, router
+
+    def route_of(self, scope) -> tuple[str, str | None]:
+        """(route label for metrics, the scope it needs or None when it is open)."""
+        partial = None
+        for route in self.router.routes if self.router is not None else ():
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                path = getattr(route, "path", "") or "/"
+                return path, self.scopes.get(path)
+            if match == Match.PARTIAL and partial is None:
+                partial = getattr(route, "path", None)
+        return partial or "unmatched", None  # a 405 or 404: nothing to authenticate
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_big = JSONResponse(error_body(f"request body is larger than the limit of {self.limit} bytes",
-                                          "invalid_request_error", "request_too_large"), status_code=413)
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await too_big(scope, receive, send)
-        seen = 0
+        route, needs = self.route_of(scope)
+        status: dict = {}
 
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise APIError(413, f"request body is larger than the limit of {self.limit} bytes",
-                                   code="request_too_large")
-            return message
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
 
-        return await self.app(scope, counted, send)
+        try:
+            await self._handle(scope, receive, sending, needs)
+        except Exception:  # a bug: logged with its traceback, the client gets JSON without one
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if "code" not in status:
+                await error_response(APIError(500, "internal server error (see the server log)", "server_error",
+                                              "internal_error"))(scope, receive, sending)
+        finally:
+            self.gw.http[(route, scope.get("method", ""), status.get("code", 500))] += 1
+
+    async def _handle(self, scope, receive, send, needs: str | None):
+        headers = dict(scope.get("headers") or [])
+        try:
+            if needs is not None:
+                scope["odyssey.key"] = self.gw.authenticate(headers, needs)
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                raise self.too_large()
+            body = bytearray()
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client left before sending it all
+                    return
+                body += message.get("body", b"")
+                if len(body) > self.limit:
+                    raise self.too_large()
+                if not message.get("more_body"):
+                    break
+            if needs is not None and scope.get("method") == "POST" and body:
+                ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+                if ctype in JSON_ROUTES_TYPES:  # curl -d: the text is JSON all the same
+                    scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
+                        (b"content-type", b"application/json")]
+                    ctype = b"application/json"
+                if ctype == b"application/json" or ctype.endswith(b"+json"):
+                    self.check_text(bytes(body))
+        except APIError as exc:
+            return await error_response(exc)(scope, receive, send)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # then wait for the disconnect, as the app expects
+
+        await self.app(scope, replay, send)
+
+    def too_large(self) -> APIError:
+        return APIError(413, f"request body is larger than the limit of {self.limit} bytes "
+                             "(deploy.max_request_bytes)", code="request_too_large")
+
+    @staticmethod
+    def check_text(body: bytes) -> None:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return  # not JSON: the route's validation says so
+        where = lone_surrogate(data)
+        if where:
+            raise APIError(400, f"'{where}' holds a lone UTF-16 surrogate (such as \\ud800): text must be valid "
+                                "Unicode", code="invalid_unicode", param=where)
 
 
 # ---- the app -----------------------------------------------------------------------------------
@@ -260,13 +420,17 @@ class Gateway:
         self.default = served[0].name
         self.limiter = Limiter()
         self.counters: dict[str, float] = defaultdict(float)
+        self.http: Counter = Counter()  # (route, method, status) -> responses, filled by Gate
         self.started = time.time()
+        # deploy.request_timeout_s when the spec has it; 600 s otherwise
+        self.request_timeout = float(getattr(settings, "request_timeout_s", None) or 600.0)
 
     # -- auth and limits --
-    def authenticate(self, request: Request, scope: str) -> dict:
+    def authenticate(self, headers: dict[bytes, bytes], scope: str) -> dict:
+        """The key's row, or an APIError (401 no/bad/revoked key, 403 scope, 429 rate limit)."""
         from odyssey.deploy.keys import verify
 
-        header = request.headers.get("authorization", "")
+        header = headers.get(b"authorization", b"").decode("latin-1")
         key = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not key:
             raise APIError(401, "missing API key: send 'Authorization: Bearer <key>' (create one with "
@@ -284,6 +448,11 @@ class Gateway:
             raise APIError(429, f"rate limit of {rpm} requests per minute reached for this key; retry in {wait:.1f} s",
                            "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": str(max(1, round(wait)))})
         return row
+
+    @staticmethod
+    def key(request: Request) -> dict:
+        """The key Gate authenticated for this request."""
+        return request.scope["odyssey.key"]
 
     def acquire(self, key: dict):
         limit = key["max_concurrency"] or self.settings.max_concurrency
@@ -313,6 +482,21 @@ class Gateway:
         return GenParams(max_tokens=max_tokens or min(self.settings.default_max_tokens, limit),
                          temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=list(body.stop or []))
 
+    async def check_input(self, served: Served, texts: list[str], param: str):
+        """The request's own text against deploy.max_prompt_tokens, before any rendering (task
+        mode truncates the input to the context, so the rendered prompt alone would not show a
+        300k-character prompt): first a characters bound, then the exact token count."""
+        limit = self.settings.max_prompt_tokens
+        chars = sum(len(t) for t in texts)
+        if chars > limit * served.max_token_chars():
+            raise APIError(400, f"the prompt has {chars} characters, more than {limit} tokens can hold (this server's "
+                                f"max_prompt_tokens is {limit})", code="context_length_exceeded", param=param)
+        tok = served.backend.tokenizer
+        n = await asyncio.to_thread(lambda: sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts))
+        if n > limit:
+            raise APIError(400, f"the prompt has {n} tokens; this server accepts at most {limit} (max_prompt_tokens)",
+                           code="context_length_exceeded", param=param)
+
     def check_prompt(self, served: Served, ids: list[int], params: GenParams):
         if not ids:
             raise APIError(400, "the prompt is empty", code="empty_prompt", param="prompt")
@@ -340,6 +524,18 @@ def _encode_vector(vector, encoding: str):
 
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
     return [float(x) for x in vector]
+
+
+class SafeStatic(StaticFiles):
+    """Starlette's StaticFiles, which already resolves symlinks (``follow_symlink=False``) and
+    refuses any resolved path outside its folder, plus: a path with a NUL byte, a backslash or a
+    '..' segment (after URL decoding) is a 404 before the file system is touched."""
+
+    def lookup_path(self, path: str):
+        parts = path.replace("\\", "/").split("/")
+        if "\x00" in path or "\\" in path or ".." in parts:
+            return "", None
+        return super().lookup_path(path)
 
 
 async def _generate(served: Served, ids: list[int], params: GenParams):
@@ -386,16 +582,25 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
             if shutdown is not None:
                 await shutdown()
 
-    app = FastAPI(title="Odyssey", version="1", lifespan=lifespan,
+    app = FastAPI(title="Odyssey", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"OpenAI-compatible API for the project {project.spec.name!r}: "
-                              f"{', '.join(s.name for s in served)}")
+                              f"{', '.join(s.name for s in served)}. Send `Authorization: Bearer <key>` "
+                              "(`odyssey keys create`) on every route but /health.")
     app.state.gateway = gw
+    # Route path -> the scope its key needs. Every API route is listed (create_app checks), so
+    # a new route cannot be left open by accident; /health, the docs and static files are open.
+    scopes: dict[str, str] = {
+        "/metrics": "inference", "/v1/models": "inference", "/v1/chat/completions": "inference",
+        "/v1/completions": "inference", "/v1/embeddings": "inference", "/v1/feedback": "feedback",
+        "/ui/api/board": "inference", "/ui/api/artifacts/{artifact_id}": "inference",
+        "/ui/api/pairs/next": "feedback"}
+    open_routes = {"/health", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
     if settings.cors_origins:  # CORS is off unless origins are listed in deploy.cors_origins
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(Gate, gateway=gw, scopes=scopes, limit=settings.max_request_bytes, router=app.router)
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
@@ -411,7 +616,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         if first.get("type") == "json_invalid":
             msg = "the request body is not valid JSON"
         elif not loc:
-            msg = "the request body must be a JSON object (send Content-Type: application/json)"
+            msg = "the request body must be a JSON object"
         elif first.get("type") == "missing":
             msg = f"'{param}' is required"
         elif param:
@@ -423,36 +628,97 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(str(exc.detail), "invalid_request_error", kind), status_code=exc.status_code)
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error", kind), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    # -- API docs, served from local files (no CDN: /docs works offline) --
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Odyssey API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png",
+                                   oauth2_redirect_url=None,
+                                   swagger_ui_parameters={"validatorUrl": None})  # no call to swagger.io
+
+    def openapi_document() -> dict:
+        """FastAPI's document plus the bearer-key scheme on every keyed route, without the 422
+        FastAPI documents by default (validation errors are 400 here, as OpenAI's are)."""
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        doc.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = {
+            "type": "http", "scheme": "bearer", "description": "an Odyssey key: `odyssey keys create --name NAME`"}
+        for path, ops in doc.get("paths", {}).items():
+            for op in ops.values():
+                op.get("responses", {}).pop("422", None)
+                if path in scopes:
+                    op["security"] = [{"apiKey": []}]
+                    op["description"] = (op.get("description") or "") + f"\n\nNeeds a key with the '{scopes[path]}' scope."
+        schemas = doc["components"].get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        for name in ("ChatBody", "CompletionBody"):  # this server's own limit, not a constant
+            if name in schemas:
+                schemas[name]["properties"]["max_tokens"]["anyOf"][0]["maximum"] = settings.max_tokens
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi_document
 
     # -- health, metrics, models --
-    @app.get("/health", tags=["ops"])
+    @app.get("/health", tags=["ops"], responses=OPEN_ERRORS)
     async def health():
         return {"status": "ok", "models": list(gw.models), "uptime_s": round(time.time() - gw.started, 1)}
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses=KEYED_ERRORS)
     async def metrics(request: Request):
-        gw.authenticate(request, "inference")
-        # Prometheus text format, written by hand: a few counters do not need prometheus_client.
-        lines = ["# TYPE odyssey_uptime_seconds gauge", f"odyssey_uptime_seconds {time.time() - gw.started:.1f}"]
+        """Prometheus text format (written by hand: a few counters do not need prometheus_client)."""
+        lines = ["# HELP odyssey_uptime_seconds Seconds since the server started.",
+                 "# TYPE odyssey_uptime_seconds gauge", f"odyssey_uptime_seconds {time.time() - gw.started:.1f}",
+                 "# HELP odyssey_http_requests_total HTTP responses by route, method, status code and class.",
+                 "# TYPE odyssey_http_requests_total counter"]
+        for (route, method, code), value in sorted(gw.http.items()):
+            route = route.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'odyssey_http_requests_total{{route="{route}",method="{method}",code="{code}",'
+                         f'class="{code // 100}xx"}} {value}')
         for name, value in sorted(gw.counters.items()):
-            lines.append(f"odyssey_{name}_total {value:g}")
-        lines.append(f"odyssey_inflight {sum(gw.limiter.inflight.values())}")
+            lines += [f"# HELP odyssey_{name}_total Odyssey counter {name.replace('_', ' ')}.",
+                      f"# TYPE odyssey_{name}_total counter", f"odyssey_{name}_total {value:g}"]
+        lines += ["# HELP odyssey_inflight Requests being answered now.", "# TYPE odyssey_inflight gauge",
+                  f"odyssey_inflight {sum(gw.limiter.inflight.values())}"]
         if gw.capture is not None:
-            lines += [f"odyssey_capture_written_total {gw.capture.written}",
-                      f"odyssey_capture_pending {gw.capture.pending}"]
+            lines += ["# HELP odyssey_capture_written_total Records committed to the store.",
+                      "# TYPE odyssey_capture_written_total counter",
+                      f"odyssey_capture_written_total {gw.capture.written}",
+                      "# HELP odyssey_capture_pending Records waiting to be committed.",
+                      "# TYPE odyssey_capture_pending gauge", f"odyssey_capture_pending {gw.capture.pending}"]
         return "\n".join(lines) + "\n"
 
-    @app.get("/v1/models", tags=["openai"])
+    @app.get("/v1/models", tags=["openai"], responses=KEYED_ERRORS)
     async def list_models(request: Request):
-        gw.authenticate(request, "inference")
-        return {"object": "list", "data": [
-            {"id": s.name, "object": "model", "created": int(gw.started), "owned_by": project.spec.name,
-             "model_ref": s.model_ref, **s.backend.info()} for s in gw.models.values()]}
+        """The served candidates. Where a backend runs (upstream address, pid, model files) is
+        shown to admin keys only."""
+        admin = "admin" in gw.key(request)["scopes"]
+        data = []
+        for s in gw.models.values():
+            info = s.backend.info()
+            entry = {"id": s.name, "object": "model", "created": int(gw.started), "owned_by": project.spec.name,
+                     "prompt_mode": s.mode, "turns": s.turns()}
+            if admin:
+                entry.update(model_ref=s.model_ref, **info)
+            else:
+                entry.update({k: v for k, v in info.items() if k not in PRIVATE_INFO})
+            data.append(entry)
+        return {"object": "list", "data": data}
 
     # -- generation --
     async def run_generation(request: Request, body: _GenBody, endpoint: str, served: Served, key: dict,
-                             prompt_record: Any, rendered: str, params: GenParams):
+                             prompt_record: Any, rendered: str, params: GenParams, note: str | None = None):
         ids = await asyncio.to_thread(served.encode, rendered)
         gw.check_prompt(served, ids, params)
         gw.acquire(key)  # released when the answer is complete (or the stream ends)
@@ -462,7 +728,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         record = {"request_id": request_id, "key_id": key["id"], "candidate": served.name, "endpoint": endpoint,
                   "params": {k: v for k, v in body.model_dump().items() if k not in ("messages", "prompt")},
                   "prompt": prompt_record, "rendered_prompt": rendered}
-        headers = {"x-request-id": request_id}
+        headers = {"x-request-id": request_id, **({"x-odyssey-prompt": note} if note else {})}
 
         def finish_record(text: str, final: Delta | None, status: int, error: str | None = None) -> dict:
             return {**record, "output": text, "status": status, "error": error,
@@ -476,9 +742,12 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                 final.completion_tokens = len(served.backend.tokenizer(text, add_special_tokens=False)["input_ids"])
             return final
 
+        timeout = gw.request_timeout
         if not body.stream:
             text, final = "", None
-            try:
+
+            async def whole():
+                nonlocal text, final
                 complete = getattr(served.backend, "complete", None)
                 if complete is not None:
                     final = await complete(ids, params)
@@ -491,6 +760,13 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                         text += delta.text
                         if delta.finish_reason:
                             final = delta
+
+            try:
+                await asyncio.wait_for(whole(), timeout)
+            except TimeoutError:
+                await gw.record(finish_record(text, None, 504, f"over the request time limit of {timeout:g} s"))
+                raise APIError(504, f"the answer took longer than this server's limit of {timeout:g} s",
+                               "server_error", "timeout") from None
             finally:
                 gw.release(key)
             if final is None or final.finish_reason.startswith("error:"):
@@ -535,6 +811,12 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                         break
                     text += delta.text
                     yield chunk({"content": delta.text} if endpoint == "chat" else delta.text)
+                    if time.perf_counter() - t0 > timeout:
+                        recorded = True
+                        await gw.record(finish_record(text, None, 504, f"over the request time limit of {timeout:g} s"))
+                        yield event(error_body(f"the answer took longer than this server's limit of {timeout:g} s",
+                                               "server_error", "timeout"))
+                        return
                 if final is None or final.finish_reason.startswith("error:"):
                     message = final.finish_reason[6:] if final else "generation ended without a result"
                     recorded = True
@@ -559,27 +841,34 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         return StreamingResponse(sse(), media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/v1/chat/completions", tags=["openai"])
+    @app.post("/v1/chat/completions", tags=["openai"], responses={**GEN_ERRORS, 200: STREAM_OK})
     async def chat_completions(body: ChatBody, request: Request):
-        key = gw.authenticate(request, "inference")
+        key = gw.key(request)
         served = gw.model(body.model)
         params = gw.params(body, body.max_completion_tokens or body.max_tokens)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        await gw.check_input(served, [m["content"] for m in messages], "messages")
         rendered = await asyncio.to_thread(served.render_chat, body.messages)
-        return await run_generation(request, body, "chat", served, key, messages, rendered, params)
+        note = None
+        if served.turns() == "single" and messages[-1]["role"] == "user":
+            users = sum(m["role"] == "user" for m in messages)
+            note = "task: the last user turn alone, through the candidate's prompt" + (
+                f" ({users - 1} earlier turn(s) not sent: this candidate is single-turn)" if users > 1 else "")
+        return await run_generation(request, body, "chat", served, key, messages, rendered, params, note)
 
-    @app.post("/v1/completions", tags=["openai"])
+    @app.post("/v1/completions", tags=["openai"], responses={**GEN_ERRORS, 200: STREAM_OK})
     async def completions(body: CompletionBody, request: Request):
-        key = gw.authenticate(request, "inference")
+        key = gw.key(request)
         served = gw.model(body.model)
         params = gw.params(body, body.max_tokens)
+        await gw.check_input(served, [body.prompt], "prompt")
         return await run_generation(request, body, "completion", served, key, body.prompt, body.prompt, params)
 
-    @app.post("/v1/embeddings", tags=["openai"])
+    @app.post("/v1/embeddings", tags=["openai"], responses=GEN_ERRORS)
     async def embeddings(body: EmbeddingBody, request: Request):
         from odyssey.models.embeddings import DEFAULT_EMBEDDER, embed
 
-        key = gw.authenticate(request, "inference")
+        key = gw.key(request)
         if body.model not in (None, "all-minilm-l6-v2", DEFAULT_EMBEDDER, "text-embedding-ada-002"):
             raise APIError(404, f"embedding model {body.model!r} is not served; use 'all-minilm-l6-v2'",
                            code="model_not_found", param="model")
@@ -599,11 +888,11 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     # -- feedback --
-    @app.post("/v1/feedback", tags=["feedback"])
+    @app.post("/v1/feedback", tags=["feedback"], responses=_errors(400, 401, 403, 404, 413, 429, 500))
     async def feedback(body: FeedbackBody, request: Request):
         from odyssey.store import deploy as sd
 
-        key = gw.authenticate(request, "feedback")
+        key = gw.key(request)
         item: dict[str, Any] = {"key_id": key["id"], "annotator": body.annotator or key["name"],
                                 "source": body.source or "api", "comment": body.comment, "rating": body.rating,
                                 "request_id": body.request_id}
@@ -661,11 +950,10 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
     async def root():
         return RedirectResponse("/ui/")
 
-    @app.get("/ui/api/board", tags=["ui"])
+    @app.get("/ui/api/board", tags=["ui"], responses=KEYED_ERRORS)
     async def board(request: Request):
         from odyssey.evaluate.board import build_board
 
-        gw.authenticate(request, "inference")
         data = build_board(project).as_dict()  # a few indexed queries, on the loop's thread like all store reads
         data["plots"] = [
             {"id": a["id"], "run_id": a["run_id"], "url": f"/ui/api/artifacts/{a['id']}"}
@@ -675,9 +963,12 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         data["served"] = list(gw.models)
         return data
 
-    @app.get("/ui/api/artifacts/{artifact_id}", tags=["ui"])
+    @app.get("/ui/api/artifacts/{artifact_id}", tags=["ui"], response_class=FileResponse,
+             responses={**_errors(400, 401, 403, 404, 413, 429, 500),
+                        200: {"content": {"image/png": {}}, "description": "the plot (PNG)"}})
     async def artifact(request: Request, artifact_id: int = PathParam(..., ge=1, le=2**62)):
-        # Only files the store recorded as report plots are served: no path comes from the request.
+        """A report plot by id (the key is checked by Gate, like every data call of the UI).
+        Only files the store recorded as report plots are served: no path comes from the request."""
         row = project.store.db.execute(
             "SELECT a.path FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE a.id = ? AND r.project_id = ?"
             " AND a.kind = 'report-plot'", (artifact_id, project.store.project_id)).fetchone()
@@ -685,15 +976,16 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
             raise APIError(404, f"no plot with id {artifact_id}", code="not_found")
         return FileResponse(row["path"], media_type="image/png")
 
-    @app.get("/ui/api/pairs/next", tags=["ui"])
+    @app.get("/ui/api/pairs/next", tags=["ui"], responses=KEYED_ERRORS)
     async def next_pair(request: Request, after: int = Query(0, ge=0, le=2**62)):
         from odyssey.store import deploy as sd
 
-        gw.authenticate(request, "feedback")
         pair = sd.next_pair(project.store, after)
         return {"pair": pair, "pending": sd.pending_pairs(project.store)}
 
-    from fastapi.staticfiles import StaticFiles
-
-    app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
+    app.mount("/docs/assets", SafeStatic(directory=DOCS_ASSETS), name="docs-assets")
+    app.mount("/ui", SafeStatic(directory=STATIC, html=True), name="ui")
+    unlisted = [r.path for r in app.routes if hasattr(r, "methods") and r.path not in scopes
+                and r.path not in open_routes]
+    assert not unlisted, f"routes with no scope (add them to `scopes` or `open_routes`): {unlisted}"
     return app
