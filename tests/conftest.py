@@ -25,6 +25,9 @@ def _odyssey_home(tmp_path_factory):
     os.environ.setdefault("ODYSSEY_LLAMACPP_HOME", str(Path.home() / ".cache" / "odyssey" / "llama.cpp"))
     os.environ.setdefault("ODYSSEY_LLAMACPP_BUILD", "0")  # tests use a finished build or skip; never start one
     os.environ["ODYSSEY_HOME"] = str(home)
+    # Stage tests run on the reference engine; the engine tests (tests/engines/) name theirs, and
+    # a named engine (argument or --engine) wins over this variable.
+    os.environ.setdefault("ODYSSEY_ENGINE", "transformers")
     os.environ["ODYSSEY_QUIET"] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

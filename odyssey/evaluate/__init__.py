@@ -24,6 +24,7 @@ class HarnessResult:
     rows: list[dict]
     stats: dict
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # output checks past their thresholds (checks.py)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -36,48 +37,72 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def run_harness(loaded, examples: list[Example], cfg: PromptConfig, scope: Scope, *, pool: list[Example] | None = None,
-                batch_size: int = 8, description: str = "evaluating") -> HarnessResult:
-    from odyssey import metrics as metric_fns
-    from odyssey.evaluate.generation import generate
+def as_engine(model, batch_size: int = 8):
+    """An engine for ``model``: engines pass through, a loaded transformers model gets the reference engine."""
+    from odyssey.models import LoadedModel
 
-    if not examples:
-        raise OdysseyError("no examples to evaluate", hint="check the split and --limit")
-    settings = {"max_new_tokens": 64, **cfg.generation}
-    budget = loaded.context_length - int(settings["max_new_tokens"])
+    if isinstance(model, LoadedModel):
+        from odyssey.engines.transformers import TransformersEngine
+
+        return TransformersEngine(model, batch_size=batch_size)
+    return model
+
+
+def _render_all(engine, examples: list[Example], cfg: PromptConfig, pool, settings: dict):
+    budget = engine.context_length - int(settings["max_new_tokens"])
     if budget < 16:
         raise OdysseyError(f"max_new_tokens={settings['max_new_tokens']} leaves no room for a prompt in "
-                           f"{loaded.ref}'s {loaded.context_length}-token context", hint="lower max_new_tokens")
+                           f"{engine.ref}'s {engine.context_length}-token context", hint="lower max_new_tokens")
     selector = DemoSelector(pool or [], cfg.selection, cfg.shots, cfg.seed)
-    rendered = [render(loaded.tokenizer, cfg, ex, selector(ex), budget) for ex in examples]
+    rendered = [render(engine.tokenizer, cfg, ex, selector(ex), budget) for ex in examples]
     notes = []
     short = sum(1 for r in rendered if r.shots_used < cfg.shots)
     if short:
         notes.append(f"{short} of {len(rendered)} prompts dropped in-context examples to fit the "
-                     f"{loaded.context_length}-token context")
+                     f"{engine.context_length}-token context")
     cut = sum(1 for r in rendered if r.truncated_input)
     if cut:
         notes.append(f"{cut} of {len(rendered)} inputs were truncated to fit the context")
-    outputs, stats = generate(loaded, [r.text for r in rendered], settings, batch_size=batch_size,
-                              description=description)
+    return rendered, notes
+
+
+def run_harness(model, examples: list[Example], cfg: PromptConfig, scope: Scope, *, pool: list[Example] | None = None,
+                batch_size: int = 8, description: str = "evaluating") -> HarnessResult:
+    """Score one model (an engine from ``odyssey.engines.open_engine``, or a loaded transformers
+    model) with one prompt configuration on ``examples``, and check what its answers look like."""
+    from odyssey import metrics as metric_fns
+    from odyssey.evaluate.checks import check_outputs
+
+    if not examples:
+        raise OdysseyError("no examples to evaluate", hint="check the split and --limit")
+    engine = as_engine(model, batch_size)
+    settings = {"max_new_tokens": 64, **cfg.generation}
+    rendered, notes = _render_all(engine, examples, cfg, pool, settings)
+    outputs, stats = engine.generate([r.text for r in rendered], settings, batch_size=batch_size,
+                                     description=description)
     predictions = [o.text for o in outputs]
     references = [list(ex.references) for ex in examples]
     scored = metric_fns.compute(scope.metric_names, predictions, references, task=scope.task, labels=scope.labels)
+    rows = [
+        {"example_id": ex.id, "prediction": o.text, "prompt": r.text, "references": list(ex.references),
+         "scores": s, "latency_ms": o.latency_ms}
+        for ex, r, o, s in zip(examples, rendered, outputs, scored.per_example)
+    ]
+    checks = check_outputs(rows, [ex.input for ex in examples], [o.finish_reason for o in outputs])
+    return HarnessResult({**scored.corpus, **_system_metrics(outputs, stats, len(examples)), **checks.metrics},
+                         rows, stats, notes + checks.warnings, checks.warnings)
+
+
+def _system_metrics(outputs, stats: dict, n: int) -> dict[str, float]:
     latencies = [o.latency_ms for o in outputs]
-    system = {
+    return {
         "p50_latency_ms": percentile(latencies, 50),
         "p95_latency_ms": percentile(latencies, 95),
-        "examples_per_s": len(examples) / stats["wall_s"],
+        "examples_per_s": n / stats["wall_s"],
         "tokens_per_s": stats["new_tokens"] / stats["wall_s"],
         "memory_gb": stats["peak_rss_gb"],
         "mean_new_tokens": statistics.fmean(o.new_tokens for o in outputs),
     }
-    rows = [
-        {"example_id": ex.id, "prompt": r.text, "prediction": o.text, "references": list(ex.references),
-         "scores": s, "latency_ms": o.latency_ms}
-        for ex, r, o, s in zip(examples, rendered, outputs, scored.per_example)
-    ]
-    return HarnessResult({**scored.corpus, **system}, rows, stats, notes)
 
 
 def check_gates(scope: Scope, metrics: dict[str, float]) -> list[dict]:
@@ -130,37 +155,41 @@ def candidate_setup(project, model: str | None, candidate: str | None) -> tuple[
 
 
 def evaluate_candidate(project, model: str | None = None, split: str = "test", *, candidate: str | None = None,
-                       limit: int | None = None, batch_size: int | None = None) -> EvalResult:
-    from odyssey import ui
+                       limit: int | None = None, batch_size: int | None = None, engine: str | None = None) -> EvalResult:
+    from odyssey.engines import open_engine
     from odyssey.evaluate.report import write_report
-    from odyssey.models import load
 
     name, ref, cfg, parent = candidate_setup(project, model, candidate)
-    scope = project.spec.scope
+    scope, espec = project.spec.scope, project.spec.evaluate
     data = project.dataset()
-    examples = data.split(split)[: limit or project.spec.evaluate.limit or None]
+    examples = data.split(split)[: limit or espec.limit or None]
     pool = data.splits.get("train", []) if cfg.shots else []
     settings = {"candidate": name, "model": ref, "split": split, "n": len(examples), "prompt": cfg.as_dict(),
                 "data": data.fingerprint}
     store = project.store
     with store.run("evaluate", project.spec.as_dict(), settings) as run:
-        with ui.status(f"loading {ref}") as update:
-            loaded = load(ref, root=project.root, dtype=project.spec.evaluate.dtype, progress=update)
-        result = run_harness(loaded, examples, cfg, scope, pool=pool,
-                             batch_size=batch_size or project.spec.evaluate.batch_size,
-                             description=f"{name} on {split}")
+        with open_engine(ref, root=project.root, evaluate=espec, engine=engine, dtype=espec.dtype,
+                         batch_size=batch_size or espec.batch_size, model_name=name,
+                         log_dir=project.state_dir) as gen:
+            settings["engine"] = gen.info.as_dict()
+            result = run_harness(gen, examples, cfg, scope, pool=pool, batch_size=batch_size or espec.batch_size,
+                                 description=f"{name} on {split}")
+            n_params = gen.n_params
         stage = "prompt" if cfg.shots or candidate else "select"
         existing = store.candidate(name)
         cand_id = existing["id"] if existing else store.upsert_candidate(
             name, stage, ref, {"prompt": cfg.as_dict(), "data": data.fingerprint}, parent, run.id)
         store.add_outputs(run.id, result.rows, candidate_id=cand_id, split=split)
-        result.metrics["n_params"] = loaded.n_params
+        if n_params:
+            result.metrics["n_params"] = n_params
         run.log_metrics(result.metrics, candidate_id=cand_id, split=split)
         gates = check_gates(scope, result.metrics)
         report = write_report(project, run, name, split, result, gates)
-        run.set_summary({"candidate": name, "metrics": result.metrics, "gates": gates, "notes": result.notes})
+        run.set_summary({"candidate": name, "metrics": result.metrics, "gates": gates, "notes": result.notes,
+                         "warnings": result.warnings, "engine": settings["engine"]})
     return EvalResult(run.id, name, ref, split, result.metrics, gates, report, result.notes)
 
 
-__all__ = ["EvalResult", "HarnessResult", "check_gates", "evaluate_candidate", "gates_pass", "percentile", "run_harness",
+__all__ = ["EvalResult", "HarnessResult", "as_engine", "check_gates", "evaluate_candidate", "gates_pass", "percentile",
+           "run_harness",
            "Gate"]

@@ -8,6 +8,48 @@ from dataclasses import asdict, dataclass
 from odyssey.evaluate import check_gates, gates_pass
 
 STAGES = ["scope", "select", "prompt", "adapt", "align", "evaluate", "optimize", "deploy", "augment"]
+RUNS_LOOKED_AT = 200  # per stage, newest first: far more than any project's failed attempts in a row
+
+
+def stage_row(stage: str, runs: list[dict]) -> dict:
+    """A stage's status is its latest successful run: one mistyped command does not undo three good
+    evaluations. A later failed (or running) attempt is a note beside it, in words."""
+    if not runs:
+        return {"stage": stage, "status": "not run", "detail": ""}
+    good = next((r for r in runs if r["status"] == "succeeded"), None)
+    latest = runs[0]
+    row = good or latest
+    out = {"stage": stage, "status": row["status"], "run_id": row["id"], "finished_at": row["finished_at"],
+           "detail": "", "last_attempt": None}
+    if latest is not row or row["status"] != "succeeded":
+        note = attempt_note(latest)
+        out["last_attempt"] = {"run_id": latest["id"], "status": latest["status"], "note": note}
+        out["detail"] = note
+    return out
+
+
+def attempt_note(run: dict) -> str:
+    """``odyssey.errors.Unavailable: could not ...`` -> ``last attempt (run 7) failed: could not ...``."""
+    if run["status"] == "running":
+        return f"run {run['id']} is running"
+    return f"last attempt (run {run['id']}) {run['status']}: {readable_error(run.get('error'))}"
+
+
+def readable_error(error: str | None) -> str:
+    """The first line of a stored error, without the Python class path a person does not need.
+    An OdysseyError's message stands alone; a bug keeps its bare class name (``KeyError: 'x'``)."""
+    if not error:
+        return "no error was recorded"
+    first = error.strip().splitlines()[0]
+    if first.startswith("KeyboardInterrupt"):
+        return "interrupted (Ctrl-C)"
+    kind, sep, message = first.partition(": ")
+    if not sep or " " in kind:
+        return first
+    name = kind.rsplit(".", 1)[-1]
+    if kind.startswith("odyssey.") or name in {"OdysseyError", "SpecError", "Unavailable", "MissingDependency"}:
+        return message
+    return f"{name}: {message}"
 
 
 @dataclass
@@ -50,13 +92,7 @@ def build_board(project) -> Board:
         if stage == "scope":
             stages.append({"stage": "scope", "status": "succeeded", "detail": f"{scope.task}, {len(scope.gate_list())} gates"})
             continue
-        runs = store.runs(stage, limit=1)
-        if runs:
-            run = runs[0]
-            stages.append({"stage": stage, "status": run["status"], "run_id": run["id"],
-                           "finished_at": run["finished_at"], "detail": run.get("error") or ""})
-        else:
-            stages.append({"stage": stage, "status": "not run", "detail": ""})
+        stages.append(stage_row(stage, store.runs(stage, limit=RUNS_LOOKED_AT)))
     names = {c["id"]: c["name"] for c in store.candidates()}
     rows = []
     for cand in store.candidates():
