@@ -1,10 +1,15 @@
 """The web UI in real headless Chromium (Debian's /usr/bin/chromium driven by Playwright):
 playground streaming + thumbs + "write a better answer", compare (live and the queue), the
-dashboard. Screenshots are written and checked (size, not blank)."""
+dashboard. Screenshots are written and checked (size, not blank). Every page is checked to fit the
+window at 1,280 and 390 px (no sideways scrolling), the dashboard for readable numbers, stage names
+and distinct plot titles, and every page for saying that a key is needed before it has one.
+
+ODYSSEY_SCREENSHOTS=docs/screenshots keeps the screenshots (the ones in docs/ come from here)."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -27,14 +32,24 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+VIEWPORTS = {1280: {"width": 1280, "height": 900}, 390: {"width": 390, "height": 844}}  # a laptop, a phone
+MODELS_LOADED = "document.querySelectorAll('#model option:not([value=\"\"])').length > 0"
+
+
+def open_ui(browser, server, width: int = 1280):
+    """A fresh browser context at that width, with alice's key entered through the header's form."""
+    context = browser.new_context(viewport=VIEWPORTS[width])
     page = context.new_page()
     page.goto(server.url + "/ui/index.html")
     page.fill("#apikey", server.keys["alice"])
     page.click("#savekey")  # stores the key and reloads
-    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    page.wait_for_function(MODELS_LOADED)
+    return context, page
+
+
+@pytest.fixture
+def page(browser, server):
+    context, page = open_ui(browser, server)
     yield page
     context.close()
 
@@ -45,7 +60,7 @@ def check_screenshot(page, path: Path):
 
     page.screenshot(path=str(path), full_page=False)
     img = Image.open(path).convert("RGB")
-    assert img.size == (1280, 900)
+    assert img.size == (page.viewport_size["width"], page.viewport_size["height"])
     colours = img.getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50
     if SHOTS:
@@ -94,7 +109,7 @@ def test_playground_streams_and_records_feedback(page, server, tmp_path):
 def test_compare_live_records_a_preference(page, server, tmp_path):
     page.goto(server.url + "/ui/compare.html")
     page.wait_for_function("document.querySelectorAll('#model-b option').length > 1")
-    assert page.input_value("#model-a") == "tiny-a" and page.input_value("#model-b") == "tiny-b"
+    assert page.input_value("#model-a") == "tiny-a" and page.input_value("#model-b") == "tiny-b"  # A != B by default
     page.fill("#prompt", "Summarize: the meeting moved to Friday.")
     page.fill("#max_tokens", "10")
     page.click("#run")
@@ -131,21 +146,158 @@ def test_compare_queue_labels_pairs_from_the_store(page, server):
     project.store.close()
 
 
-def test_dashboard_shows_the_board(page, server, tmp_path):
+@pytest.fixture(scope="module")
+def evaluated(server, tmp_path_factory):
+    """The board a user sees after a few evaluations, written to the served project's store as the
+    harness writes it: a zero-shot candidate (stage "select"), a fine-tuned one with a long checkpoint
+    path, every metric of a summarization run (n_params as the float the store keeps), and four
+    evaluation runs, each with its report plot; the plots' own titles repeat ("... candidates on test")."""
+    from odyssey.evaluate.report import plot_comparison
+
+    project = server.project()
+    store = project.store
+    zs = "smollm2-135m-instruct:zero-shot"
+    ft = "smollm2-135m-instruct-lora-r16-alpha32"
+    store.upsert_candidate(zs, "select", "packaged:smollm2-135m-instruct", {})
+    store.upsert_candidate(ft, "adapt", str(server.root / ".odyssey" / "runs" / "run-7" / "checkpoints" / "merged"), {})
+
+    def metrics(q: float, n_params: float) -> dict:
+        return {"rouge1": q + 0.0612345, "rouge2": q * 0.41234, "rougeL": q + 0.0123456, "rougeLsum": q + 0.0234567,
+                "p50_latency_ms": 1834.56789, "p95_latency_ms": 2976.54321, "examples_per_s": 0.4521987,
+                "tokens_per_s": 27.3456789, "memory_gb": 1.3456789, "mean_new_tokens": 41.25, "n_params": n_params}
+
+    evaluations = [(zs, "test", metrics(0.2312345, 134515008.0)), ("tiny-a", "validation", metrics(0.1, 1032192.0)),
+                   (ft, "test", metrics(0.3156789, 134515008.0)), ("tiny-b", "test", metrics(0.0512345, 2459328.0))]
+    plots = tmp_path_factory.mktemp("plots")
+    for i, (name, split, values) in enumerate(evaluations):
+        cand = store.candidate(name)
+        with store.run("evaluate", project.spec.as_dict(), {"candidate": name, "model": cand["model_ref"], "split": split}) as run:
+            run.log_metrics(values, candidate_id=cand["id"], split=split)
+            table = {n: m for n, s, m in evaluations[: i + 1] if s == split}
+            plot = plot_comparison(table, [], plots / f"metrics-{i}.png", f"{project.spec.name}: candidates on {split}")
+            run.add_artifact(plot, "report-plot")
+    store.close()
+    return {"zero_shot": zs, "fine_tuned": ft, "n_params": "134.5 M"}
+
+
+def test_dashboard_shows_the_board(page, server, evaluated, tmp_path):
     page.goto(server.url + "/ui/dashboard.html")
     page.wait_for_selector("#candidates tbody tr")
+    page.wait_for_function("document.querySelectorAll('#plots figure').length >= 4")
     names = page.eval_on_selector_all("#candidates tbody tr td:first-child", "tds => tds.map(t => t.textContent)")
-    assert {"tiny-a", "tiny-b"} <= {n.replace(" ★", "") for n in names}
+    assert {"tiny-a", "tiny-b", evaluated["zero_shot"]} <= {n.replace(" ★", "") for n in names}
     stages = page.eval_on_selector_all("#stages tbody tr td:first-child", "tds => tds.map(t => t.textContent)")
     assert stages[:3] == ["scope", "select", "prompt"] and "deploy" in stages
     assert page.inner_text("#stages tbody") .count("running") >= 1  # this server's deploy run
     check_screenshot(page, tmp_path / "dashboard.png")
 
 
-def test_ui_without_a_key_says_what_to_do(browser, server):
-    context = browser.new_context()
+def candidate_rows(page) -> dict[str, dict]:
+    """{candidate: {column heading: cell text}} of the dashboard's candidates table."""
+    return page.evaluate("""() => {
+      const t = document.getElementById('candidates');
+      const heads = [...t.tHead.rows[0].cells].map(c => c.textContent);
+      return Object.fromEntries([...t.tBodies[0].rows].map(r => [r.cells[0].textContent.replace(' ★', ''),
+        Object.fromEntries([...r.cells].map((c, i) => [heads[i], c.textContent]))]));
+    }""")
+
+
+def test_dashboard_numbers_and_stages_read_as_people_write_them(page, server, evaluated):
+    page.goto(server.url + "/ui/dashboard.html")
+    page.wait_for_selector("#candidates tbody tr")
+    rows = candidate_rows(page)
+    zs, ft = rows[evaluated["zero_shot"]], rows[evaluated["fine_tuned"]]
+    assert zs["params"] == ft["params"] == evaluated["n_params"]  # not 134515008.0
+    assert rows["tiny-a"]["params"] == "1.0 M" and rows["tiny-b"]["params"] == "2.5 M"
+    assert zs["stage"] == "zero-shot" and ft["stage"] == "adapt" and rows["tiny-a"]["stage"] == "prompt"
+    assert zs["split"] == "test" and zs["rougeL"] == "0.244" and zs["p95 ms"] == "2,977" and zs["mem GB"] == "1.35"
+    assert zs["tok/s"] == "27.3"
+    cells = page.eval_on_selector_all("#candidates td", "tds => tds.map(t => t.textContent)")
+    assert not [c for c in cells if re.fullmatch(r"-?\d+\.\d{4,}|\d{7,}(\.0)?", c)], cells  # no raw floats
+
+
+def test_dashboard_plot_titles_are_distinct(page, server, evaluated):
+    page.goto(server.url + "/ui/dashboard.html")
+    page.wait_for_function("document.querySelectorAll('#plots figure').length >= 4")
+    titles = page.eval_on_selector_all("#plots figure figcaption", "cs => cs.map(c => c.textContent.trim())")
+    alts = page.eval_on_selector_all("#plots figure img", "is => is.map(i => i.alt)")
+    assert len(titles) == 4 and all(titles)
+    assert len(set(titles)) == len(titles), titles
+    assert len(set(alts)) == len(alts), alts
+
+
+def page_width(page) -> tuple[int, int]:
+    return page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_every_page_fits_the_window(browser, server, evaluated, width, tmp_path):
+    """No page is wider than the window, at a laptop's and a phone's width, with real content in it;
+    the header keeps its API-key label in view."""
+    context, page = open_ui(browser, server, width)
+    try:
+        suffix = "" if width == 1280 else f"-{width}"
+        # playground, with an answer (tiny:gpt2 writes visible, long unbroken strings)
+        page.select_option("#model", "tiny-b")
+        page.fill("#max_tokens", "24")
+        page.fill("#prompt", "Summarize: A wants tea, B prefers coffee, and they settle on a walk instead.")
+        page.click("#send")
+        page.wait_for_selector(".msg.assistant .meta", timeout=60_000)
+        pages = {"playground": page_width(page)}
+        if width != 1280:  # the 1,280 px ones come from the tests above
+            check_screenshot(page, tmp_path / f"playground{suffix}.png")
+        label = page.locator("header label[for=apikey]")
+        assert label.is_visible()
+        box = label.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width
+        key = page.locator("#apikey").bounding_box()
+        assert key["x"] + key["width"] <= width
+
+        page.goto(server.url + "/ui/compare.html")
+        page.wait_for_function("document.querySelectorAll('#model-b option').length > 1")
+        assert page.input_value("#model-a") != page.input_value("#model-b")
+        page.fill("#prompt", "Summarize: the meeting moved to Friday.")
+        page.fill("#max_tokens", "10")
+        page.click("#run")
+        page.wait_for_selector("#choose-b:not([disabled])", timeout=60_000)
+        pages["compare"] = page_width(page)
+        if width != 1280:
+            check_screenshot(page, tmp_path / f"compare{suffix}.png")
+
+        page.goto(server.url + "/ui/dashboard.html")
+        page.wait_for_selector("#candidates tbody tr")
+        page.wait_for_function("document.querySelectorAll('#plots figure').length >= 4")
+        page.wait_for_function("[...document.querySelectorAll('#plots img')].every(i => i.complete)")
+        pages["dashboard"] = page_width(page)
+        if width != 1280:
+            check_screenshot(page, tmp_path / f"dashboard{suffix}.png")
+        table = page.evaluate("(() => { const t = document.getElementById('candidates');"
+                              " return [t.closest('.card').getBoundingClientRect().right, window.innerWidth]; })()")
+        assert table[0] <= table[1]  # the table stays inside its card, the card inside the window
+        assert {name: w for name, w in pages.items() if w[0] > w[1]} == {}, pages
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_ui_without_a_key_says_what_to_do(browser, server, width, tmp_path):
+    context = browser.new_context(viewport=VIEWPORTS[width])
     page = context.new_page()
-    page.goto(server.url + "/ui/index.html")
-    page.wait_for_function("document.getElementById('status').textContent.length > 0")
-    assert "API key" in page.inner_text("#status")
-    context.close()
+    try:
+        for path in ("index.html", "compare.html", "dashboard.html"):
+            page.goto(server.url + "/ui/" + path)
+            page.wait_for_function("document.getElementById('status').textContent.length > 0")
+            assert "API key" in page.inner_text("#status")
+            notice = page.locator("#keynotice")
+            assert notice.is_visible()
+            text = notice.inner_text()
+            assert "API key is needed" in text and "odyssey keys create" in text
+            assert page.locator("header label[for=apikey]").is_visible()
+            assert page_width(page)[0] <= width
+            if path != "dashboard.html":
+                select = "#model" if path == "index.html" else "#model-a"
+                assert "needs an API key" in page.inner_text(select)
+            if path == "index.html" and width == 390:
+                check_screenshot(page, tmp_path / "playground-no-key-390.png")
+    finally:
+        context.close()
