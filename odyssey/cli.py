@@ -64,7 +64,8 @@ def init(
     task: Annotated[str, typer.Option(help="summarization | classification | qa")] = "summarization",
     force: Annotated[bool, typer.Option(help="overwrite an existing odyssey.yaml")] = False,
 ):
-    """Create a project: odyssey.yaml with every section filled in, plus example data."""
+    """Create a project: odyssey.yaml (scope, models, prompt, evaluate filled in; every other section at its
+    defaults, commented, one comment per setting) plus example data."""
     from odyssey.scaffold import init_project
 
     root = init_project(path, task, force=force)

@@ -92,3 +92,93 @@ def test_gate_semantics(expr, value, expected):
 
 def test_bare_number_gate_on_latency_is_upper_bound():
     assert Gate.parse("p95_latency_ms", 800).op == "<="
+
+
+def _uncommented_defaults(text: str) -> str:
+    from odyssey.scaffold import DEFAULTS_BANNER
+
+    _, banner, block = text.partition(DEFAULTS_BANNER)
+    assert banner, "odyssey init writes the default sections after a banner"
+    return "\n".join(line[2:] for line in block.splitlines() if line.startswith("# "))
+
+
+@pytest.mark.parametrize("task", ["summarization", "classification", "qa"])
+def test_init_writes_every_section_at_the_specs_defaults(tmp_path, task):
+    import yaml
+
+    from odyssey.scaffold import DEFAULT_SECTIONS, NO_COMMENT, init_project
+    from odyssey.spec import Spec
+
+    root = init_project(tmp_path / "p", task)
+    text = (root / "odyssey.yaml").read_text()
+    block = _uncommented_defaults(text)
+    written = yaml.safe_load(block)
+    assert list(written) == list(DEFAULT_SECTIONS) == ["select", "adapt", "align", "optimize", "deploy", "augment"]
+    for name in DEFAULT_SECTIONS:
+        default = Spec.model_fields[name].get_default(call_default_factory=True)
+        assert type(default).model_validate(written[name]) == default, name
+    # Every setting of every section is written, nested ones included, each with a comment of its own.
+    def keys(d, prefix=""):
+        for k, v in d.items():
+            yield prefix + k
+            if isinstance(v, dict):
+                yield from keys(v, prefix + k + ".")
+    expected = set(keys({n: Spec.model_fields[n].get_default(call_default_factory=True).model_dump(mode="json")
+                         for n in DEFAULT_SECTIONS}))
+    assert set(keys(written)) == expected
+    assert "adapt.learning_rate" in expected
+    for line in block.splitlines():
+        assert " # " in line and NO_COMMENT not in line, f"no comment: {line!r}"
+    # Uncommenting the whole block gives the same spec as leaving it commented.
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "odyssey.yaml").write_text(text.partition("# ----")[0] + block + "\n")
+    (tmp_path / "full" / "data").symlink_to(root / "data")
+    assert Project.load(tmp_path / "full").spec == Project.load(root).spec
+
+
+def test_appending_a_section_to_an_init_project_still_works(tmp_path):
+    from odyssey.scaffold import init_project
+
+    root = init_project(tmp_path / "p")
+    spec_path = root / "odyssey.yaml"
+    spec_path.write_text(spec_path.read_text() + "adapt:\n  learning_rate: 0.01\n")
+    assert Project.load(root).spec.adapt.learning_rate == 0.01
+
+
+def test_spec_file_that_is_not_utf8_is_a_problem_not_a_traceback(tmp_path):
+    path = tmp_path / "odyssey.yaml"
+    path.write_bytes(GOOD.replace("name: demo", "name: d\xe9mo").encode("latin-1"))
+    spec, report = check_spec_file(path)
+    assert spec is None and "not UTF-8" in report.problems[0].message
+    assert "byte offset 7" in report.problems[0].message and report.problems[0].line == 1
+
+
+def test_complex_yaml_keys_are_a_problem(tmp_path):
+    path = write_spec(tmp_path, "? [a, b]\n: 1\nname: x\n")
+    spec, report = check_spec_file(path)
+    assert spec is None and "plain name" in report.problems[0].message
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_YAMLISH = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.sampled_from(list("name: scope{}[]-?&*!|>'\"#,\n\t %@`\\x0") + ["task", "data", "source", "models",
+                                                                                   "1", "null", "\n  "]),
+             max_size=60).map(lambda parts: "".join(parts).encode()),
+    st.builds(lambda cut, junk: GOOD.encode()[:cut] + junk, st.integers(0, len(GOOD)), st.binary(max_size=20)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=_YAMLISH)
+def test_spec_loader_on_random_bytes_reports_problems_never_crashes(tmp_path, content):
+    path = tmp_path / "odyssey.yaml"
+    path.write_bytes(content)
+    spec, report = check_spec_file(path)  # must not raise
+    assert (spec is None) == (not report.ok)
+    for problem in report.problems:
+        assert str(problem)
+    if spec is None:
+        with pytest.raises(SpecError):
+            Project.load(tmp_path)

@@ -228,7 +228,7 @@ def _read_delimited(path: Path, text: str, delimiter: str, truncated: bool) -> l
                 if not truncated:  # a sample cut inside a quoted field is not the file's fault
                     bad.append((start, "a quote opened in this row is never closed"))
                 break
-            bad.append((start, f"malformed quoting ({exc})"))
+            bad.append((start, f"malformed quoting ({exc})" + _spans_lines(start, reader.line_num)))
             start = reader.line_num + 1
             continue
         first, start = start, reader.line_num + 1
@@ -253,10 +253,13 @@ def _read_delimited(path: Path, text: str, delimiter: str, truncated: bool) -> l
 
 
 def _field_count_problem(fields: list[str], header: list[str], first: int, last: int) -> str:
-    what = f"{len(fields)} field(s), the header has {len(header)}"
-    if last > first:
-        what += f"; this row runs from line {first} to line {last}: is a quote on line {first} not closed?"
-    return what
+    return f"{len(fields)} field(s), the header has {len(header)}" + _spans_lines(first, last)
+
+
+def _spans_lines(first: int, last: int) -> str:
+    if last <= first:
+        return ""
+    return f"; this row runs from line {first} to line {last}: is a quote on line {first} not closed?"
 
 
 def _refuse_wrong_delimiter(path: Path, header: list[str], delimiter: str) -> None:

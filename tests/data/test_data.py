@@ -78,3 +78,119 @@ def test_dialogsum_loads_with_first_rows_in_order():
                               "fields": {"input": "dialogue", "target": "summary", "id": "fname"}}})
     rows = load_task_data(s, SHARED_DATA).split("validation")
     assert len(rows) == 500 and rows[0].id.startswith("dev_")
+
+
+# ---- CSV rows, encodings, empty files (issue 25 point 2, issue 26) ---------------------------------------
+
+from odyssey.data import DataError  # noqa: E402
+
+
+def _csv_scope(source, **data):
+    return Scope.model_validate({"task": "classification", "labels": ["ham", "spam"],
+                                 "data": {"source": source, "fields": {"input": "text", "target": "label"}, **data}})
+
+
+def test_csv_rows_with_the_wrong_number_of_fields_are_refused_with_their_lines(tmp_path):
+    (tmp_path / "sms.csv").write_text("text,label\nhello there,ham\nonly one field\nwin,a,prize,spam\nok,ham\n")
+    with pytest.raises(DataError) as exc:
+        load_task_data(_csv_scope("sms.csv"), tmp_path)
+    text = str(exc.value)
+    assert "2 bad row(s), the first on line 3" in text and "header's 2 comma-separated fields" in text
+    assert f"{tmp_path / 'sms.csv'}:3: 1 field(s), the header has 2" in text
+    assert f"{tmp_path / 'sms.csv'}:4: 4 field(s), the header has 2" in text
+    assert [line for line, _ in exc.value.bad_lines] == [3, 4] and exc.value.exit_code == 2
+
+
+def test_csv_unclosed_quote_is_reported_where_it_opens(tmp_path):
+    (tmp_path / "a.csv").write_text('text,label\nfine,ham\n"never closed,spam\nmore,ham\nrows,spam\n')
+    with pytest.raises(DataError) as exc:
+        read_records(tmp_path / "a.csv")
+    assert exc.value.bad_lines == [(3, "a quote opened in this row is never closed")]
+    # A quote closed lines later swallows the rows between: reported as one row spanning those lines.
+    (tmp_path / "b.csv").write_text('text,label\n"opens here,ham\nx,spam\ncloses" late,ham\nok,spam\n')
+    with pytest.raises(DataError) as exc:
+        read_records(tmp_path / "b.csv")
+    line, what = exc.value.bad_lines[0]
+    assert line == 2 and "from line 2 to line 4: is a quote on line 2 not closed?" in what
+
+
+def test_quoted_commas_and_line_breaks_are_fine(tmp_path):
+    (tmp_path / "a.csv").write_text('text,label\n"hi, you",ham\n"two\nlines",spam\n\n')
+    assert read_records(tmp_path / "a.csv") == [{"text": "hi, you", "label": "ham"},
+                                                {"text": "two\nlines", "label": "spam"}]
+
+
+def test_tsv_named_csv_says_it_looks_tab_separated_and_tsv_reads(tmp_path):
+    (tmp_path / "a.csv").write_text("text\tlabel\nhello\tham\n")
+    with pytest.raises(DataError, match="looks tab-separated") as exc:
+        read_records(tmp_path / "a.csv")
+    assert "scope.data.format: tsv" in exc.value.hint
+    (tmp_path / "a.tsv").write_text("text\tlabel\nhello, you\tham\n")
+    assert read_records(tmp_path / "a.tsv") == [{"text": "hello, you", "label": "ham"}]
+    assert read_records(tmp_path / "a.csv", "tsv") == [{"text": "hello", "label": "ham"}]
+
+
+def test_latin1_file_names_the_byte_offset_and_the_encoding_setting(tmp_path):
+    rows = "text,label\nhello,ham\ncaf\xe9 prize,spam\n" + "".join(f"r{i},ham\n" for i in range(8))
+    (tmp_path / "a.csv").write_bytes(rows.encode("latin-1"))
+    with pytest.raises(DataError) as exc:
+        load_task_data(_csv_scope("a.csv"), tmp_path)
+    message = str(exc.value)
+    offset = rows.encode("latin-1").index(b"\xe9")
+    assert f"a.csv:3: not valid utf-8 text: byte 0xe9 at byte offset {offset}" in message
+    assert "scope.data.encoding: latin-1" in exc.value.hint
+    loaded = load_task_data(_csv_scope("a.csv", encoding="latin-1"), tmp_path)
+    assert "café prize" in [e.input for split in loaded.splits.values() for e in split]
+
+
+def test_unknown_encoding_is_a_spec_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown text encoding 'latin-9000'"):
+        _csv_scope("a.csv", encoding="latin-9000")
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    (tmp_path / "a.csv").write_bytes("text,label\nhi,ham\n".encode("utf-8-sig"))
+    assert read_records(tmp_path / "a.csv") == [{"text": "hi", "label": "ham"}]
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("empty.csv", "", "is empty"), ("blank.jsonl", "\n\n", "is empty"),
+    ("header.csv", "text,label\n", "has a header line but no data rows"), ("none.json", "[]", "has no records")])
+def test_files_without_rows_are_errors(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_records(tmp_path / name)
+
+
+def test_json_file_errors_are_clear(tmp_path):
+    (tmp_path / "a.json").write_text('[{"text": "x"},\n {oops}]')
+    with pytest.raises(DataError, match=r"a.json:2: not valid JSON"):
+        read_records(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text('[1, 2]')
+    with pytest.raises(DataError, match="expected a list of objects"):
+        read_records(tmp_path / "b.json")
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_ROWISH = st.one_of(
+    st.binary(max_size=200),
+    st.lists(st.sampled_from(['"', ",", "\t", "\n", "\r", "text", "label", "ham", "{", "}", "[", "]", ":", "\\",
+                              "\x00", "\xe9", "null", "1"]), max_size=60).map(lambda p: "".join(p).encode("utf-8")),
+    st.builds(lambda head, junk: b"text,label\n" + head + junk, st.binary(max_size=30), st.binary(max_size=30)),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=_ROWISH, suffix=st.sampled_from(["csv", "tsv", "jsonl", "json", "parquet"]))
+def test_data_loaders_on_random_bytes_load_or_raise_a_clear_error(tmp_path, content, suffix):
+    path = tmp_path / f"data.{suffix}"
+    path.write_bytes(content)
+    try:
+        data = load_task_data(_csv_scope(path.name), tmp_path)
+    except OdysseyError as exc:
+        assert exc.exit_code == 2 and str(exc)
+        return
+    assert all(isinstance(e.input, str) for split in data.splits.values() for e in split)
