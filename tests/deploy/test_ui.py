@@ -239,6 +239,7 @@ def test_every_page_fits_the_window(browser, server, evaluated, width, tmp_path)
         suffix = "" if width == 1280 else f"-{width}"
         # playground, with an answer (tiny:gpt2 writes visible, long unbroken strings)
         page.select_option("#model", "tiny-b")
+        page.fill("#temperature", "1")  # at 0 it writes newlines
         page.fill("#max_tokens", "24")
         page.fill("#prompt", "Summarize: A wants tea, B prefers coffee, and they settle on a walk instead.")
         page.click("#send")
