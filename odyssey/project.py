@@ -262,7 +262,9 @@ def _data_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int]) -
         try:
             rows = read_records(path, data.format, data.encoding, max_bytes=DATA_SAMPLE_BYTES)
         except DataError as exc:
-            problems.extend(Problem(file, line, _dotted(loc), what, hint=exc.hint) for line, what in exc.bad_lines)
+            # The hint once per file, on its first bad row: the rule is the same for every row.
+            problems.extend(Problem(file, line, _dotted(loc), what, hint=None if i else exc.hint)
+                            for i, (line, what) in enumerate(exc.bad_lines))
             if not exc.bad_lines:
                 what = exc.message.replace(f"{path}: ", "", 1).replace(f"{path} ", "the file ", 1)
                 problems.append(Problem(file, None, _dotted(loc), what, hint=exc.hint))

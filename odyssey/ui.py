@@ -133,8 +133,13 @@ def default_log_file():
     return home() / "logs" / "odyssey.log"
 
 
+class OdysseyWarning(UserWarning):
+    """A warning meant for the user (``warnings.warn(..., OdysseyWarning)``): always shown on stderr."""
+
+
 def _route_warnings(to_log: bool) -> None:
-    """Library warnings go to the log; Odyssey's own warnings (and any under --verbose) stay on stderr."""
+    """Library warnings go to the log; OdysseyWarning (and every warning under --verbose) stays on stderr.
+    By category, not by file: a library warning names the Odyssey line that called the library."""
     import logging
     import warnings
 
@@ -142,10 +147,9 @@ def _route_warnings(to_log: bool) -> None:
     if not to_log:
         warnings.showwarning = original
         return
-    package_dir = os.path.dirname(os.path.abspath(__file__))
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        if os.path.abspath(filename).startswith(package_dir + os.sep):
+        if issubclass(category, OdysseyWarning):
             original(message, category, filename, lineno, file, line)
         else:
             logging.getLogger("py.warnings").warning("%s:%s: %s: %s", filename, lineno, category.__name__, message)

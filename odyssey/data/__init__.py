@@ -111,11 +111,11 @@ def _read_text(path: Path, encoding: str, max_bytes: int | None) -> tuple[str, b
         return raw.decode(codec), truncated
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
+        what = f"not valid {encoding} text: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} cannot be decoded"
         raise DataError(
-            path, f"{path}:{line}: not valid {encoding} text: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} "
-            f"cannot be decoded ({exc.reason})",
+            path, f"{path}:{line}: {what} ({exc.reason})",
             hint=f"set the file's encoding in odyssey.yaml, e.g. scope.data.encoding: latin-1 (cp1252 for files from "
-                 f"Windows), or re-save {path.name} as UTF-8", bad_lines=[(line, f"byte offset {exc.start}")]) from None
+                 f"Windows), or re-save {path.name} as UTF-8", bad_lines=[(line, what)]) from None
 
 
 def read_records(path: Path, fmt: str = "auto", encoding: str = "utf-8",
@@ -247,8 +247,9 @@ def _read_delimited(path: Path, text: str, delimiter: str, truncated: bool) -> l
         raise DataError(
             path, f"{path}: {len(bad)} bad row(s), the first on line {bad[0][0]}; refusing the file rather than "
             f"loading shifted rows (rule: every row has the header's {len(header or [])} {name}-separated fields)",
-            hint="quote a field that contains the separator or a line break (\"like, this\"), double a quote inside "
-                 "a quoted field (\"\"), and close every quote", bad_lines=bad)
+            hint=f"the rule: every row has the header's {len(header or [])} fields and every quote closes; quote a "
+                 "field that contains the separator or a line break (\"like, this\"), double a quote inside a quoted "
+                 "field (\"\")", bad_lines=bad)
     return rows
 
 
