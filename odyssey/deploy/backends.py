@@ -320,41 +320,54 @@ def tokenizer_for(ref: str, root: Path | None, gguf: Path | None):
 
 
 class UpstreamBackend(Backend):
-    """A child server speaking OpenAI's /v1/completions with token-id prompts."""
+    """A child server speaking OpenAI's /v1/completions with token-id prompts.
+
+    The child is an :class:`odyssey.engines.process.ManagedServer`: it binds 127.0.0.1 on a free
+    port, needs a random API key of its own (sent upstream as ``Authorization: Bearer``; it never
+    leaves this process), and dies with its parent (parent-death signal), so neither a local
+    process nor a ``kill -9`` of ``odyssey serve`` gets around the gateway or leaves an orphan.
+    """
 
     kind = "upstream"
 
     def __init__(self, ref: str, root: Path | None, log_path: Path | None = None):
+        from odyssey.engines.process import ManagedServer
+
         self.ref, self.root, self.log_path = ref, root, log_path
-        self.proc: subprocess.Popen | None = None
-        self.port = free_port()
+        self.server = ManagedServer(lambda port, key: self.command(), log_path=log_path, name=self.kind)
+        self.port = self.server.port
         self.client = None
         self.model_name = "model"
 
-    def command(self) -> list[str]:  # pragma: no cover - per subclass
+    @property
+    def api_key(self) -> str:
+        return self.server.api_key
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.server.proc
+
+    def command(self) -> list[str]:  # pragma: no cover - per subclass; uses self.port and self.api_key
         raise NotImplementedError
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.base_url
 
     async def start(self, timeout: float = 300):
         import httpx
 
         if self.tokenizer is None:
             self.tokenizer = await asyncio.to_thread(self._tokenizer)
-        cmd = self.command()
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        # An argument list, never a shell: no user input reaches a shell.
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(600, connect=10),
+        # launch() on the event loop's thread, which lives as long as the server: the parent-death
+        # signal fires when the *thread* that forked the child ends.
+        self.server.launch()
+        self.client = httpx.AsyncClient(base_url=self.base_url, headers=self.server.headers,
+                                        timeout=httpx.Timeout(600, connect=10),
                                         limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise Unavailable(f"{cmd[0]} exited with code {self.proc.returncode} while starting",
-                                  hint=f"see its log: {self.log_path}")
+            self.server.check_alive()  # exited while starting: Unavailable naming its log
             try:
                 r = await self.client.get("/health")
                 if r.status_code == 200:
@@ -363,7 +376,7 @@ class UpstreamBackend(Backend):
                 pass
             await asyncio.sleep(0.2)
         await self.stop()
-        raise Unavailable(f"{cmd[0]} did not become healthy within {timeout:.0f} s", hint=f"see {self.log_path}")
+        raise Unavailable(f"{self.kind} did not become healthy within {timeout:.0f} s", hint=f"see {self.log_path}")
 
     def _tokenizer(self):
         return tokenizer_for(self.ref, self.root, getattr(self, "gguf", None))
@@ -371,14 +384,10 @@ class UpstreamBackend(Backend):
     async def stop(self):
         if self.client is not None:
             await self.client.aclose()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.to_thread(self.proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        await asyncio.to_thread(self.server.stop)
 
     def info(self) -> dict:
+        """The gateway shows ``model``, ``upstream`` and ``pid`` to admin keys only."""
         return {"backend": self.kind, "model": self.ref, "upstream": self.base_url,
                 "pid": self.proc.pid if self.proc else None}
 
@@ -446,8 +455,8 @@ class LlamaServerBackend(UpstreamBackend):
 
     def command(self) -> list[str]:
         return [str(self.binary), "-m", str(self.gguf), "--host", "127.0.0.1", "--port", str(self.port),
-                "-np", str(self.parallel), "-c", str(self.total_context), "-t", str(self.threads),
-                "--cont-batching", "--no-webui", "--log-disable"]
+                "--api-key", self.api_key, "-np", str(self.parallel), "-c", str(self.total_context),
+                "-t", str(self.threads), "--cont-batching", "--no-webui", "--log-disable"]
 
     def info(self) -> dict:
         return {**super().info(), "parallel": self.parallel, "gguf": str(self.gguf)}
@@ -469,7 +478,8 @@ class VLLMBackend(UpstreamBackend):
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.path), "--host",
-                "127.0.0.1", "--port", str(self.port), "--max-num-seqs", str(self.parallel)]
+                "127.0.0.1", "--port", str(self.port), f"--api-key={self.api_key}",  # '=': the key may start with '-'
+                "--max-num-seqs", str(self.parallel)]
 
     def _tokenizer(self):
         from transformers import AutoTokenizer

@@ -3,7 +3,6 @@ Imports only typer and the standard library at module level (``odyssey --help`` 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -76,8 +75,9 @@ def register(app: typer.Typer) -> None:
     def serve(
         project: ProjectOpt = Path("."),
         candidate: Annotated[Optional[list[str]], typer.Option(help="candidate name or 'best' (repeat to serve several)")] = None,
-        host: Annotated[Optional[str], typer.Option(help="address to listen on (default: deploy.host)")] = None,
-        port: Annotated[Optional[int], typer.Option(help="port (default: deploy.port)")] = None,
+        host: Annotated[Optional[str], typer.Option(help="address to listen on (default: deploy.host, 127.0.0.1: "
+                                                             "this machine only; 0.0.0.0 for every interface)")] = None,
+        port: Annotated[Optional[int], typer.Option(help="port (default: deploy.port; 0: any free port)")] = None,
         backend: Annotated[Optional[str], typer.Option(help="auto | transformers | llama.cpp | vllm")] = None,
         log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
     ):
@@ -87,11 +87,8 @@ def register(app: typer.Typer) -> None:
 
         if backend is not None and backend not in ("auto", "transformers", "llama.cpp", "vllm"):
             raise OdysseyError(f"unknown backend {backend!r}", hint="auto | transformers | llama.cpp | vllm")
-        proj = _load(project)
-        settings = proj.spec.deploy
-        sys.stderr.write(f"odyssey serve: http://{host or settings.host}:{port or settings.port}/ui/  "
-                         f"(API at /v1, docs at /docs; stop with Ctrl-C)\n")
-        run(proj, candidate, host=host, port=port, backend=backend, log_level=log_level)
+        # serve() binds the port before anything starts (taken: exit 5), then prints where it listens
+        run(_load(project), candidate, host=host, port=port, backend=backend, log_level=log_level)
 
     @feedback.command("export")
     def feedback_export(

@@ -47,6 +47,9 @@ def create_key(store, name: str, scopes: list[str] | None = None, rate_limit_rpm
     for label, value in (("rate limit", rate_limit_rpm), ("max concurrency", max_concurrency)):
         if value is not None and value < 1:
             raise OdysseyError(f"{label} must be at least 1 (got {value})")
+    if any(k["name"] == name for k in sd.keys(store)):
+        raise OdysseyError(f"an active key named {name!r} already exists",
+                           hint=f"pick another name, or revoke the old key first (odyssey keys revoke {name})")
     key = PREFIX + secrets.token_urlsafe(32)
     prefix = key[: len(PREFIX) + 6]
     key_id = sd.add_key(store, name, prefix, hash_key(key), scopes, rate_limit_rpm, max_concurrency)

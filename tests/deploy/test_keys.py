@@ -50,6 +50,20 @@ def test_revoke_and_errors(project):
         create_key(project.store, "bad name; DROP TABLE api_keys")
 
 
+def test_two_active_keys_cannot_share_a_name(project):
+    from odyssey.deploy.keys import create_key, revoke
+
+    create_key(project.store, "alice")
+    with pytest.raises(OdysseyError, match="active key named 'alice' already exists") as err:
+        create_key(project.store, "alice")
+    assert "revoke" in err.value.hint
+    revoke(project.store, "alice")
+    assert create_key(project.store, "alice").name == "alice"  # a revoked name may be reused
+    out = CliRunner().invoke(app, ["keys", "create", "--name", "alice", "-p", str(project.root)])
+    assert isinstance(out.exception, OdysseyError) and out.exception.exit_code == 2
+    assert "already exists" in str(out.exception)
+
+
 def test_keys_cli(project):
     runner = CliRunner()
     root = str(project.root)
