@@ -45,6 +45,7 @@ def test_llama_server_backend_batches_streams_and_captures(tmp_path, monkeypatch
     project.store.upsert_candidate("smol", "prompt", "packaged:smollm2-135m-instruct",
                                    {"prompt": PromptConfig.default("summarization").as_dict()})
     key = create_key(project.store, "t").key
+    admin = create_key(project.store, "t-admin", ["admin"]).key
     project.store.close()
     monkeypatch.setenv("ODYSSEY_LLAMA_SERVER", str(BINARY))
     proc, url = start_server(root, ["--candidate", "smol", "--backend", "llama.cpp"], tmp_path / "serve.log")
@@ -79,7 +80,14 @@ def test_llama_server_backend_batches_streams_and_captures(tmp_path, monkeypatch
             assert rows[a.id]["output"] == a.choices[0].message.content
             assert "Summarize the following dialogue" in rows[a.id]["rendered_prompt"]
         assert rows[stream_id]["output"] == streamed  # the stream's record holds what the client saw
-        pid = next(m for m in client.models.list().data).model_extra["pid"]
+        import httpx
+
+        assert "pid" not in model.model_extra and "upstream" not in model.model_extra  # admin keys only
+        [full] = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {admin}"}).json()["data"]
+        pid, upstream = full["pid"], full["upstream"]
+        # the child answers only with its own random key: a local process cannot bypass the gateway
+        bypass = httpx.post(upstream + "/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=30)
+        assert bypass.status_code == 401
     finally:
         stop_server(proc)
     assert not Path(f"/proc/{pid}").exists()  # the llama-server child went down with the gateway

@@ -65,7 +65,7 @@ def test_sigterm_under_load_loses_no_record(tmp_path):
         stop_sending.set()
         for f in futures:
             f.result()
-    assert code in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()[-2000:]
+    assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]  # a clean drain is a clean exit
     assert len(received) >= 12
     project = Project.load(root)
     rows = {r["request_id"]: r for r in sd.requests(project.store)}
