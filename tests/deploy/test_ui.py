@@ -302,3 +302,43 @@ def test_ui_without_a_key_says_what_to_do(browser, server, width, tmp_path):
                 check_screenshot(page, tmp_path / "playground-no-key-390.png")
     finally:
         context.close()
+
+
+def test_compare_defaults_b_to_another_candidate(browser, server):
+    """A and B start on different candidates when two or more are served; with one, the page says
+    that A and B differ by temperature (the served list is stubbed in the browser)."""
+    import json
+
+    context, page = open_ui(browser, server)
+    try:
+        for ids in (["m-one", "m-two", "m-three"], ["m-one"]):
+            body = json.dumps({"object": "list", "data": [{"id": i, "object": "model"} for i in ids]})
+            page.unroute("**/v1/models")
+            page.route("**/v1/models", lambda route, _request, body=body: route.fulfill(
+                status=200, content_type="application/json", body=body))
+            page.goto(server.url + "/ui/compare.html")
+            page.wait_for_function("document.querySelectorAll('#model-b option').length > 0")
+            a, b = page.input_value("#model-a"), page.input_value("#model-b")
+            if len(ids) > 1:
+                assert (a, b) == ("m-one", "m-two")
+            else:
+                assert a == b == "m-one"
+                assert "one model is served" in page.inner_text("#status")
+    finally:
+        context.close()
+
+
+def test_a_refused_key_says_so(browser, server):
+    context = browser.new_context(viewport=VIEWPORTS[390])
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/ui/index.html")
+        page.fill("#apikey", server.keys["revoked"])
+        page.click("#savekey")
+        page.wait_for_selector("#keynotice")
+        assert "refused" in page.inner_text("#keynotice") and "odyssey keys create" in page.inner_text("#keynotice")
+        page.goto(server.url + "/ui/dashboard.html")
+        page.wait_for_selector("#keynotice")
+        assert "refused" in page.inner_text("#keynotice")
+    finally:
+        context.close()
