@@ -147,8 +147,10 @@ def _general_examples(project, aspec):
 
 
 def memory_estimate_gb(model, method: str, trainable: int, total: int, groups, seq2seq: bool) -> float:
-    """The rule-of-thumb training memory (odyssey.models.memory) for this run's largest batch."""
-    from odyssey.models.memory import Shape, estimate
+    """This run's training memory for its largest batch: the one estimate (odyssey.models.memory), which
+    ``odyssey plan`` reports for the same job, less the runtime (the measured peak here is counted from
+    what the process held before the model)."""
+    from odyssey.models.memory import Shape, job_components
 
     def width(e):  # an example, or a packed row of examples
         return sum(len(x.input_ids) for x in e) if isinstance(e, list) else len(e.input_ids)
@@ -156,8 +158,10 @@ def memory_estimate_gb(model, method: str, trainable: int, total: int, groups, s
     sizes = [(len(g), max(width(e) for e in g)) for g in groups[:2000]] or [(1, 1)]
     batch, seq = max(sizes, key=lambda s: s[0] * s[1])
     config = getattr(model, "config", None)
-    est = estimate(Shape.from_config(config, total), batch=batch, seq=seq, lora_fraction=trainable / max(total, 1))
-    return est.train_full_gb if method == "full" else est.train_lora_gb
+    base = total if method == "full" else total - trainable  # a PEFT model's total includes its adapter
+    parts = job_components(Shape.from_config(config, base), "full" if method == "full" else "lora", batch=batch,
+                           seq=seq, trainable=trainable, cpu_heap=not _on_gpu())
+    return sum(parts.values())
 
 
 def _groups(items, aspec, *, seq2seq: bool, seed: int):
@@ -190,7 +194,7 @@ def _save_model(model, tokenizer, method: str, base_ref: str, out: Path) -> Path
 
 def finetune(project, *, method: str | None = None, resume: bool = False, model: str | None = None,
              max_steps: int | None = None, epochs: float | None = None, evaluate: bool = True,
-             limit: int | None = None, batch_size: int | None = None) -> FinetuneResult:
+             limit: int | None = None, batch_size: int | None = None, engine: str | None = None) -> FinetuneResult:
     """Fine-tune the base model with ``method`` (default ``adapt.method``), record and evaluate the candidate."""
     from odyssey.adapt.finetune_methods import DEFAULT_LR, apply_method, count_params, load_quantized
     from odyssey.models import FAMILY_DECODER, FAMILY_SEQ2SEQ, load
@@ -348,11 +352,30 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
         history.write_text(json.dumps(result.history, indent=1))
         run.add_artifact(history, "train-history")
         if evaluate:
+            _release_training_memory(trained)
+            from odyssey.engines import open_engine
+
             live = LoadedModel(str(model_dir), model_dir, trained, tokenizer, loaded.family, loaded.dtype)
-            _evaluate(project, run, live, cfg, cand_id, summary, limit=limit, batch_size=batch_size,
-                      splits=aspec.eval_splits)
+            with open_engine(str(model_dir), root=project.root, evaluate=spec.evaluate, engine=engine, loaded=live,
+                             batch_size=batch_size or spec.evaluate.batch_size, log_dir=project.state_dir) as gen:
+                _evaluate(project, run, gen, cfg, cand_id, summary, limit=limit, batch_size=batch_size,
+                          splits=aspec.eval_splits)
         run.set_summary(train_summary | {"metrics": summary.metrics})
     return summary
+
+
+def _release_training_memory(model) -> None:
+    """Drop the gradients and hand the training's freed C heap back to the OS before evaluating: the
+    evaluation's ``memory_gb`` is what the serving-memory gate (``scope.constraints.memory_gb``) judges,
+    and without this it read the resident set the training peak left behind (glibc keeps freed pages)."""
+    import gc
+
+    from odyssey.models.memory import trim_heap
+
+    for p in model.parameters():
+        p.grad = None
+    gc.collect()
+    trim_heap()
 
 
 def _on_gpu() -> bool:

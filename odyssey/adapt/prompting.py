@@ -20,6 +20,20 @@ class Variant:
     selection: str
     metrics: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def copies_input(self) -> bool:
+        from odyssey.evaluate.checks import COPY_WARN_RATE
+
+        return self.metrics.get("copy_rate", 0.0) > COPY_WARN_RATE
+
+
+def pick_best(variants: list[Variant], primary: str) -> Variant:
+    """The highest-scoring variant among those whose answers do not mostly copy the input; only
+    when every variant copies does the plain best score win (and its warning stays on record)."""
+    clean = [v for v in variants if not v.copies_input] or variants
+    return max(clean, key=lambda v: v.metrics.get(primary, float("-inf")))
 
 
 @dataclass
@@ -50,10 +64,11 @@ def variants_from_spec(spec) -> list[tuple[int, str]]:
 
 def prompt_search(project, *, model: str | None = None, limit: int | None = None, test_limit: int | None = None,
                   shots: list[int] | None = None, selection: list[str] | None = None,
-                  batch_size: int | None = None) -> PromptResult:
+                  batch_size: int | None = None, engine: str | None = None) -> PromptResult:
+    from odyssey.engines import open_engine
     from odyssey.evaluate import check_gates, run_harness
     from odyssey.evaluate.report import write_report
-    from odyssey.models import load, parse_ref
+    from odyssey.models import parse_ref
 
     spec = project.spec
     overrides = {k: v for k, v in {"shots": shots, "selection": selection}.items() if v}
@@ -75,9 +90,10 @@ def prompt_search(project, *, model: str | None = None, limit: int | None = None
     store = project.store
     config = {"model": ref, "variants": plan, "validation_n": len(validation), "test_n": len(test),
               "data": data.fingerprint}
-    with store.run("prompt", spec.as_dict(), config) as run:
-        with ui.status(f"loading {ref}") as update:
-            loaded = load(ref, root=project.root, dtype=spec.evaluate.dtype, progress=update)
+    with store.run("prompt", spec.as_dict(), config) as run, \
+            open_engine(ref, root=project.root, evaluate=spec.evaluate, engine=engine, dtype=spec.evaluate.dtype,
+                        batch_size=batch_size or pspec.batch_size, log_dir=project.state_dir) as loaded:
+        config["engine"] = loaded.info.as_dict()
         generation = pspec.generation.model_dump()
         variants: list[Variant] = []
         configs: dict[str, PromptConfig] = {}
@@ -86,14 +102,14 @@ def prompt_search(project, *, model: str | None = None, limit: int | None = None
                                        system=pspec.system, seed=pspec.seed, generation=generation)
             result = run_harness(loaded, validation, cfg, scope, pool=pool, batch_size=batch_size or pspec.batch_size,
                                  description=f"{cfg.name} on validation")
-            variants.append(Variant(cfg.name, n_shots, strategy, result.metrics, result.notes))
+            variants.append(Variant(cfg.name, n_shots, strategy, result.metrics, result.notes, result.warnings))
             configs[cfg.name] = cfg
             store.add_outputs(run.id, [{**r, "example_id": f"{cfg.name}/{r['example_id']}"} for r in result.rows],
                               split="validation")
             run.log_metrics({f"{cfg.name}/{k}": v for k, v in result.metrics.items()}, split="validation")
             ui.say(f"  {cfg.name:<22} {primary}={result.metrics.get(primary, 0):.4f}"
-                   + (f"  ({'; '.join(result.notes)})" if result.notes else ""))
-        best = max(variants, key=lambda v: v.metrics.get(primary, float("-inf")))
+                   + (f"  ({'; '.join(n.splitlines()[0] for n in result.notes)})" if result.notes else ""))
+        best = pick_best(variants, primary)
         best_cfg = configs[best.name]
         name = f"{slug}:prompt"
         cand_id = store.upsert_candidate(name, "prompt", ref, {"prompt": best_cfg.as_dict(), "data": data.fingerprint,
@@ -104,10 +120,14 @@ def prompt_search(project, *, model: str | None = None, limit: int | None = None
         store.add_outputs(run.id, test_result.rows, candidate_id=cand_id, split="test")
         run.log_metrics(test_result.metrics, candidate_id=cand_id, split="test")
         gates = check_gates(scope, test_result.metrics)
-        test_result.notes = [f"best prompt: {best.name} (by validation {primary})"] + test_result.notes
+        skipped = [v.name for v in variants if v.copies_input and not best.copies_input]
+        test_result.notes = [f"best prompt: {best.name} (by validation {primary}"
+                             + (f"; not {', '.join(skipped)}, whose answers copy the input)" if skipped else ")")
+                             ] + test_result.notes
         report = write_report(project, run, name, "test", test_result, gates)
         _write_variant_table(run, variants, primary)
-        run.set_summary({"best": best.name, "variants": [asdict(v) for v in variants], "test": test_result.metrics})
+        run.set_summary({"best": best.name, "variants": [asdict(v) for v in variants], "test": test_result.metrics,
+                         "engine": config["engine"]})
     return PromptResult(run.id, ref, name, primary, variants, best, test_result.metrics, gates, report)
 
 

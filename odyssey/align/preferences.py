@@ -183,14 +183,16 @@ def from_feedback(store) -> list[dict]:
 # ---- pairs from model samples -----------------------------------------------------------------
 def sample_responses(loaded, prompts: list[str], *, n: int, max_new_tokens: int, temperature: float = 1.0,
                      seed: int = 0, batch_size: int = 8) -> list[list[str]]:
-    """``n`` sampled responses per prompt (seeds seed, seed+1, ...)."""
-    from odyssey.evaluate.generation import generate
+    """``n`` sampled responses per prompt (seeds seed, seed+1, ...), from an engine
+    (``odyssey.engines.open_engine``) or a loaded transformers model."""
+    from odyssey.evaluate import as_engine
 
+    engine = as_engine(loaded, batch_size)
     out = [[] for _ in prompts]
     for k in range(n):
         settings = {"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": temperature, "top_k": 0,
                     "top_p": 1.0, "seed": seed + k}
-        gens, _ = generate(loaded, prompts, settings, batch_size=batch_size, description=f"sampling {k + 1}/{n}")
+        gens, _ = engine.generate(prompts, settings, batch_size=batch_size, description=f"sampling {k + 1}/{n}")
         for i, g in enumerate(gens):
             out[i].append(g.text)
     return out
@@ -271,15 +273,18 @@ def build_preferences(project, *, sources: list | None = None, start=None, n_pai
         if not any(ex.references for ex in examples) and any(s.kind in {"reference", "metric"} for s in model_sources):
             notes.append("the train split has no references: reference/metric sources made no pairs "
                          "(set scope.data.fields.target, or use kind judge/file/hf/feedback)")
-        if loaded is None:
-            from odyssey.models import load
+        opened = loaded is None
+        if opened:
+            from odyssey.engines import open_engine
 
-            with ui.status(f"loading {start.model_ref}"):
-                loaded = load(start.model_ref, root=project.root)
+            loaded = open_engine(start.model_ref, root=project.root, evaluate=spec.evaluate,
+                                 batch_size=spec.evaluate.batch_size, log_dir=project.state_dir)
         max_new = int(start.prompt.generation.get("max_new_tokens", 64))
         prompts = render_prompts(loaded, start.prompt, examples, data.splits.get("train"), max_new)
         samples = sample_responses(loaded, prompts, n=2, max_new_tokens=max_new, seed=seed,
                                    batch_size=spec.evaluate.batch_size)
+        if opened:
+            loaded.close()
     for src in sources:
         if src.kind == "file":
             path = Path(src.path)
@@ -343,17 +348,17 @@ def queue_for_labelling(project, n: int = 50, seed: int = 0) -> int:
     compare page's queue (``odyssey serve``); people's choices come back as kind=feedback pairs."""
     from odyssey import ui
     from odyssey.align.common import render_prompts, starting_candidate
-    from odyssey.models import load
+    from odyssey.engines import open_engine
     from odyssey.store.deploy import enqueue_pairs
 
     start = starting_candidate(project)
     data = project.dataset()
     examples = data.split("train")[:n]
-    with ui.status(f"loading {start.model_ref}"):
-        loaded = load(start.model_ref, root=project.root)
     max_new = int(start.prompt.generation.get("max_new_tokens", 64))
-    prompts = render_prompts(loaded, start.prompt, examples, data.splits.get("train"), max_new)
-    samples = sample_responses(loaded, prompts, n=2, max_new_tokens=max_new, seed=seed)
+    with open_engine(start.model_ref, root=project.root, evaluate=project.spec.evaluate,
+                     log_dir=project.state_dir) as loaded:
+        prompts = render_prompts(loaded, start.prompt, examples, data.splits.get("train"), max_new)
+        samples = sample_responses(loaded, prompts, n=2, max_new_tokens=max_new, seed=seed)
     rows = [{"prompt": p, "a": s[0], "b": s[1], "a_label": f"{start.name}#sample1", "b_label": f"{start.name}#sample2",
              "source": "align"} for p, s in zip(prompts, samples) if s[0].strip() != s[1].strip()]
     return enqueue_pairs(project.store, rows)

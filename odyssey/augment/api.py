@@ -69,7 +69,8 @@ def ask(project, question: str, *, collection: str | None = None, model: str | N
                                                                 "model": ref, "question": question}) as run:
         hits = rag.retrieve(coll, [question], opts)
         relevant = any(h.similarity is not None and h.similarity >= opts.min_similarity for h in hits[0])
-        chat = model_obj or (ChatModel.load(ref, project.root, max_new_tokens=opts.max_new_tokens) if relevant else None)
+        chat = model_obj or (ChatModel.load(ref, project.root, max_new_tokens=opts.max_new_tokens,
+                                                     evaluate=project.spec.evaluate) if relevant else None)
         answer = rag.answer(chat, coll, [question], opts, hits=hits)[0]
         add_traces(project.store, run.id, [{"technique": "rag", "question": question, "answer": answer.answer,
                                             "trace": [{"citations": answer.citations, "sources": answer.sources,
@@ -107,7 +108,8 @@ def reason(project, question: str, *, strategy: str | None = None, model: str | 
     ref = model or (model_obj.ref if model_obj is not None else project.default_model())
     with project.store.run("augment", project.spec.as_dict(), {"action": "reason", "strategy": strategy, "model": ref,
                                                                 "question": question}) as run:
-        chat = model_obj or ChatModel.load(ref, project.root, max_new_tokens=opts.max_new_tokens)
+        chat = model_obj or ChatModel.load(ref, project.root, max_new_tokens=opts.max_new_tokens,
+                                                     evaluate=project.spec.evaluate)
         result = solve(chat, [question], strategy, numeric=numeric, options=opts, collection=coll, tools=tools)[0]
         add_traces(project.store, run.id, [{"technique": strategy, "question": question, "answer": result.answer,
                                             "error": result.error, "trace": {"outputs": result.outputs,

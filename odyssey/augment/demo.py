@@ -15,7 +15,8 @@ def demo_step(project, console, model: str, quick: bool = False):
     console.print(Rule("8. augment: odyssey rag ingest / augment eval (RAG) / reason --strategy pal"))
     coll = grounded_collection(project)
     n_qa, n_math = (3, 2) if quick else (8, 4)
-    chat = ChatModel.load(model, project.root, max_new_tokens=project.spec.augment.max_new_tokens)
+    chat = ChatModel.load(model, project.root, max_new_tokens=project.spec.augment.max_new_tokens,
+                          evaluate=project.spec.evaluate)
     # The shipped set is ordered by document; spread the demo's questions over all of them plus
     # one unanswerable question, by evaluating the first n of each technique.
     rows = []

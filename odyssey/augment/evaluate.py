@@ -160,7 +160,8 @@ def evaluate_augmented(project, technique: str, dataset: str = "auto", *, model:
     store = project.store
     started = time.perf_counter()
     with store.run("augment", project.spec.as_dict(), settings) as run:
-        chat = model_obj or ChatModel.load(ref, project.root, max_new_tokens=opts.max_new_tokens, batch_size=batch_size)
+        chat = model_obj or ChatModel.load(ref, project.root, max_new_tokens=opts.max_new_tokens, batch_size=batch_size,
+                                            evaluate=project.spec.evaluate)
         rows, traces = [], []
         if dataset in {"grounded-qa", "project"}:
             metrics, rows, traces, coll_name = _qa_eval(project, chat, technique, dataset, collection, limit, opts)

@@ -1,5 +1,5 @@
-"""The model behind every technique: ``odyssey.models.load`` + the shared batched generator,
-with prompts rendered through the model's chat template (a plain transcript for base models).
+"""The model behind every technique: an engine from ``odyssey.engines`` (llama.cpp, vLLM, an
+OpenAI endpoint or transformers, as ``evaluate.engine`` / ``--engine`` say), with prompts rendered through the model's chat template (a plain transcript for base models).
 
 Every technique asks for many completions at once (an evaluation set, k self-consistency samples,
 one ReAct step for every open question), so the interface is batched: ``complete(list of
@@ -30,13 +30,16 @@ class ChatModel:
     batch_size: int = 8
 
     @classmethod
-    def load(cls, ref: str, root=None, *, max_new_tokens: int = 160, batch_size: int = 8) -> "ChatModel":
-        from odyssey import ui
-        from odyssey.models import load
+    def load(cls, ref: str, root=None, *, max_new_tokens: int = 160, batch_size: int = 8, engine: str | None = None,
+             evaluate=None) -> "ChatModel":
+        from odyssey.engines import open_engine
 
-        with ui.status(f"loading {ref}") as update:
-            loaded = load(ref, root=root, progress=update)
-        return cls(loaded, {"max_new_tokens": max_new_tokens, "do_sample": False}, batch_size)
+        gen = open_engine(ref, root=root, evaluate=evaluate, engine=engine, batch_size=batch_size)
+        return cls(gen, {"max_new_tokens": max_new_tokens, "do_sample": False}, batch_size)
+
+    def close(self) -> None:
+        if hasattr(self.loaded, "close"):
+            self.loaded.close()
 
     @property
     def ref(self) -> str:
@@ -54,17 +57,13 @@ class ChatModel:
 
     def complete(self, conversations: list[list[dict]], *, description: str = "generating", stop: list[str] | None = None,
                  **overrides) -> list[str]:
-        from odyssey.evaluate.generation import generate
+        from odyssey.evaluate import as_engine
 
         if not conversations:
             return []
-        settings = {**self.settings, **overrides}
+        settings = {**self.settings, **overrides, **({"stop": list(stop)} if stop else {})}
         prompts = [self.fit(render_messages(self.loaded.tokenizer, c), int(settings["max_new_tokens"]))
                    for c in conversations]
-        outputs, _ = generate(self.loaded, prompts, settings, batch_size=self.batch_size, description=description)
-        texts = [o.text for o in outputs]
-        if stop:  # generation has no stop strings; cut each text at the first one
-            for i, text in enumerate(texts):
-                cut = min((text.find(s) for s in stop if s in text), default=-1)
-                texts[i] = text[:cut].rstrip() if cut >= 0 else text
-        return texts
+        engine = as_engine(self.loaded, self.batch_size)
+        outputs, _ = engine.generate(prompts, settings, batch_size=self.batch_size, description=description)
+        return [o.text.rstrip() for o in outputs]

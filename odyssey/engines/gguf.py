@@ -106,7 +106,7 @@ def gguf_for(ref: str, root: Path | None = None, precision: str = "f32") -> tupl
     out = model_cache() / "gguf" / f"{key}-{precision}.gguf"
     if not out.exists():
         try:
-            llamacpp.convert_hf_to_gguf(folder, out, precision)
+            llamacpp.convert_hf_to_gguf(folder, out, precision, token_ids_only=True)
         except OdysseyError as exc:
             raise CannotRun(f"llama.cpp's converter cannot convert {ref}: {exc.message.splitlines()[0]}",
                             hint="use --engine transformers") from None

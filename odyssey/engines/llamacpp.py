@@ -67,7 +67,11 @@ class LlamaCppEngine:
         self.server = ManagedServer(self._command, log_path=log_path, name="llama-server")
         self.binary = server_binary()
         self.server.start()
+        import weakref
+
         import httpx
+
+        weakref.finalize(self, self.server.stop)  # an engine dropped without close() still stops its child
 
         self.client = httpx.Client(base_url=self.server.base_url, headers=self.server.headers,
                                    timeout=httpx.Timeout(3600, connect=10),

@@ -62,11 +62,12 @@ def rank_key(primary: str, row: dict):
 
 
 def select_models(project, *, limit: int | None = None, split: str | None = None, models: list[str] | None = None,
-                  batch_size: int | None = None) -> SelectResult:
+                  batch_size: int | None = None, engine: str | None = None) -> SelectResult:
     """Evaluate every candidate zero-shot and record the ranking and the choice (``odyssey select``)."""
     from odyssey import ui
+    from odyssey.engines import open_engine
     from odyssey.evaluate import check_gates, gates_pass, run_harness
-    from odyssey.models import describe, load, parse_ref
+    from odyssey.models import describe, parse_ref
     from odyssey.prompts import PromptConfig
     from odyssey.store.select import add_selection
 
@@ -104,24 +105,25 @@ def select_models(project, *, limit: int | None = None, split: str | None = None
                 rows.append(row)
                 continue
             try:
-                with ui.status(f"loading {ref}") as update:
-                    loaded = load(ref, root=project.root, dtype=spec.evaluate.dtype, progress=update)
-                result = run_harness(loaded, examples, cfg, scope, pool=[], description=f"{name} on {split}",
-                                     batch_size=batch_size or settings.batch_size)
+                with open_engine(ref, root=project.root, evaluate=spec.evaluate, engine=engine,
+                                 dtype=spec.evaluate.dtype, batch_size=batch_size or settings.batch_size,
+                                 log_dir=project.state_dir) as loaded:  # one model in memory at a time
+                    result = run_harness(loaded, examples, cfg, scope, pool=[], description=f"{name} on {split}",
+                                         batch_size=batch_size or settings.batch_size)
+                    n_params = loaded.n_params or info.n_params
             except OdysseyError as exc:
                 row["note"] = exc.message
                 rows.append(row)
                 continue
-            result.metrics["n_params"] = loaded.n_params
+            result.metrics["n_params"] = n_params
             cand_id = store.upsert_candidate(name, "select", ref, {"prompt": cfg.as_dict(), "data": data.fingerprint},
                                              None, run.id)
             store.add_outputs(run.id, result.rows, candidate_id=cand_id, split=split)
             run.log_metrics(result.metrics, candidate_id=cand_id, split=split)
             gates = check_gates(scope, result.metrics)
-            row.update(metrics=result.metrics, gates=gates, passed=gates_pass(gates), n_params=loaded.n_params,
-                       note="; ".join(result.notes))
+            row.update(metrics=result.metrics, gates=gates, passed=gates_pass(gates), n_params=n_params,
+                       note="; ".join(n.splitlines()[0] for n in result.notes))
             rows.append(row)
-            del loaded  # one model in memory at a time
         primary = scope.primary_metric
         rows.sort(key=lambda r: rank_key(primary, r))
         ranking = [Ranked(rank=i + 1, **r) for i, r in enumerate(rows)]
