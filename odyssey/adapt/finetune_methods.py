@@ -1,9 +1,9 @@
 """The fine-tuning methods: which parameters train, set up with peft.
 
 - ``full``: every weight trains (16 bytes per parameter with AdamW in fp32).
-- ``lora``: low-rank adapters on the attention and MLP projections (per-architecture defaults
-  below; ``all-linear`` or explicit names in ``adapt.lora.target_modules``); QLoRA loads the frozen
-  base in 4/8 bit with bitsandbytes on a CUDA GPU.
+- ``lora``: low-rank adapters on the attention and MLP projections (per-architecture defaults in
+  :mod:`odyssey.training.lora`; ``all-linear`` or explicit names in ``adapt.lora.target_modules``);
+  QLoRA loads the frozen base in 4/8 bit with bitsandbytes on a CUDA GPU.
 - ``prompt_tuning``: a soft prompt of ``num_virtual_tokens`` trained embeddings, initialised from
   the task instruction's tokens (or ``init_text``); the model itself is frozen.
 """
@@ -11,23 +11,7 @@
 from __future__ import annotations
 
 from odyssey.errors import MissingDependency, OdysseyError, require
-
-# Attention + MLP projections per architecture (the QLoRA paper's finding: adapting every linear
-# layer of the block matters more than the rank). Unknown architectures use peft's "all-linear".
-LORA_TARGETS: dict[str, list[str]] = {
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gemma3_text": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    "t5": ["q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"],
-    "bart": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
-}
+from odyssey.training.lora import default_targets
 
 DEFAULT_LR = {"full": 3e-5, "lora": 3e-4, "prompt_tuning": 3e-2}
 
@@ -37,7 +21,7 @@ def lora_targets(model, requested) -> list[str] | str:
     if requested:
         names = requested
     else:
-        names = LORA_TARGETS.get(getattr(model.config, "model_type", ""), "all-linear")
+        names = default_targets(getattr(model.config, "model_type", ""))  # odyssey.training.lora
     if names == "all-linear":
         return names
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}

@@ -1,19 +1,34 @@
-"""Memory rules of thumb for inference and training, written out with their sources.
+"""Memory for inference and training, written out with their sources: the one estimate that
+``odyssey models``, ``odyssey plan`` (:mod:`odyssey.select.planner`) and ``odyssey finetune`` report.
 
-- Weights: parameters x bytes per parameter (fp32 4, fp16/bf16 2, int8 1, int4 0.5).
-- Full fine-tuning with Adam in fp32: weights 4 + gradients 4 + Adam moments 8 = 16 bytes per
-  parameter, plus activations (the course's "about 20 bytes per parameter" once activations
-  and temporaries are counted).
-- Mixed precision keeps an fp32 master copy: 2 (weights) + 2 (grads) + 4 (master) + 8 (Adam).
-- Activations per layer: s*b*h*(34 + 5*a*s/h) bytes at 16-bit precision (Korthikanti et al.,
-  2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 1), doubled at fp32.
-- KV cache: 2 (K and V) x layers x kv_heads x head_dim x tokens x bytes.
-- LoRA: only adapter parameters get gradients and Adam states; the frozen base is weights only.
+Bytes per part of a job at its peak (:func:`job_components`):
+
+- weights: parameters x bytes per parameter (fp32 4, fp16/bf16 2, int8 1, int4 0.5);
+- gradients: trainable parameters x 4 bytes (2 under 16-bit mixed precision);
+- optimizer: AdamW keeps two fp32 moments, 8 bytes per *trainable* parameter, +4 for the fp32 master
+  copy under mixed precision (Rajbhandari et al. 2020, "ZeRO", section 3.1: 2+2+12 = 16 bytes per
+  parameter). Full fine-tuning in fp32 is 4 + 4 + 8 = 16 bytes per parameter (the course's "about 20"
+  once activations and temporaries count);
+- adapter (LoRA, prompt tuning): the trainable parameters' own weights (fp32; 16-bit under mixed
+  precision); the frozen base is weights only, which is what PEFT saves (Hu et al. 2021, "LoRA");
+- activations: per layer s*b*h*(34 + 5*a*s/h) bytes at 16 bit (Korthikanti et al. 2022, "Reducing
+  Activation Recomputation in Large Transformer Models", eq. 1), x2 at fp32, without the 5*a*s/h
+  attention-matrix term under fused attention (PyTorch's scaled_dot_product_attention, transformers'
+  default, recomputes it in the backward), plus the logits and their gradient (b*s*vocab*4*2), often
+  the biggest tensor in a small model;
+- heap_retained (training in a CPU process): one more copy of the activations, measured
+  (benchmarks/plan.py): glibc keeps the forward's freed blocks while the backward allocates;
+- KV cache for serving: 2 (K and V) x layers x kv_heads x head_dim x tokens x batch x bytes
+  (Pope et al. 2022, "Efficiently Scaling Transformer Inference", section 2);
+- runtime: what the process holds before any model (torch, transformers), measured by the
+  planner's probe; 0 where a caller measures from after that point (``odyssey finetune``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from odyssey.errors import OdysseyError
 
 
 def proc_kb_field_gb(path: str, key: str) -> float | None:
@@ -72,6 +87,7 @@ def peak_rss_gb() -> float:
 
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 GB = 1024**3
+METHODS = ("inference", "lora", "full")  # lora: any method that trains a few parameters on a frozen base
 
 
 @dataclass
@@ -83,6 +99,10 @@ class Shape:
     n_kv_heads: int
     vocab: int
     context: int
+
+    @property
+    def head_dim(self) -> float:
+        return self.hidden / max(self.n_heads, 1)
 
     @classmethod
     def from_config(cls, config, n_params: int) -> "Shape":
@@ -115,16 +135,55 @@ def weights_bytes(n_params: int, precision: str) -> float:
 
 
 def kv_cache_bytes(shape: Shape, tokens: int, batch: int = 1, precision: str = "fp16") -> float:
-    head_dim = shape.hidden / max(shape.n_heads, 1)
-    return 2 * shape.n_layers * shape.n_kv_heads * head_dim * tokens * batch * BYTES_PER_PARAM[precision]
+    return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * tokens * batch * BYTES_PER_PARAM[precision]
 
 
-def activation_bytes(shape: Shape, batch: int, seq: int, precision: str = "fp32") -> float:
-    per_layer_16bit = seq * batch * shape.hidden * (34 + 5 * shape.n_heads * seq / max(shape.hidden, 1))
+def activation_bytes(shape: Shape, batch: int, seq: int, precision: str = "fp32", attention: str = "sdpa") -> float:
+    """Training activations (Korthikanti et al. 2022, eq. 1) plus the logits and their gradient."""
+    attention_term = 5 * shape.n_heads * seq / max(shape.hidden, 1) if attention == "eager" else 0.0
+    per_layer_16bit = seq * batch * shape.hidden * (34 + attention_term)
     scale = 2.0 if precision == "fp32" else 1.0
-    # The logits (batch x seq x vocab, fp32) are often the largest single tensor in small models.
-    logits = batch * seq * shape.vocab * 4 * 2  # logits + their gradient
+    logits = batch * seq * shape.vocab * 4 * 2  # fp32 logits + their gradient
     return shape.n_layers * per_layer_16bit * scale + logits
+
+
+def job_components(shape: Shape, method: str, precision: str = "fp32", *, batch: int, seq: int,
+                   trainable: int | None = None, runtime_gb: float = 0.0, attention: str = "sdpa",
+                   cpu_heap: bool = False) -> dict[str, float]:
+    """GB of each part a job holds at its peak (the module docstring gives each rule and its source).
+
+    ``method``: inference | full | lora (any method that trains ``trainable`` parameters on a frozen
+    base of ``shape.n_params``). ``cpu_heap``: training in a CPU process (adds ``heap_retained``)."""
+    if method not in METHODS:
+        raise OdysseyError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if precision not in BYTES_PER_PARAM:
+        raise OdysseyError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(BYTES_PER_PARAM)}")
+    parts = {"runtime": runtime_gb * GB, "weights": weights_bytes(shape.n_params, precision)}
+    if method == "inference":
+        parts["kv_cache"] = kv_cache_bytes(shape, seq, batch, "fp32" if precision == "fp32" else "fp16")
+        # One position's logits per sequence while decoding, the whole prompt's during prefill.
+        parts["activations"] = batch * seq * (shape.hidden * 4 * 4) + batch * seq * shape.vocab * 4
+        return {k: v / GB for k, v in parts.items()}
+    if precision in {"int8", "int4"} and method == "full":
+        raise OdysseyError(f"full fine-tuning cannot train {precision} weights",
+                           hint="use --method lora with a quantized base (QLoRA), or --precision fp32/bf16")
+    mixed = precision in {"fp16", "bf16"}
+    if method == "full":
+        trainable = shape.n_params
+    else:
+        trainable = trainable or 0
+        parts["adapter"] = trainable * (2.0 if mixed else 4.0)
+    parts["gradients"] = trainable * (2.0 if mixed else 4.0)
+    parts["optimizer"] = trainable * (8 + (4 if mixed else 0))  # Adam moments (+ fp32 master weights)
+    parts["activations"] = activation_bytes(shape, batch, seq, precision, attention)  # x2 only at fp32
+    if cpu_heap:
+        # Measured (benchmarks/plan.py, SmolLM2 LoRA b=4 s=256): glibc keeps the forward's freed
+        # activation blocks in its heap, fragmented, while the backward allocates gradients of the same
+        # size, so peak RSS holds about one more copy of the activations (LoRA 4.2 GB measured vs
+        # 2.4 GB of live tensors; with MALLOC_MMAP_THRESHOLD_=131072 the same job peaks at 2.7 GB but
+        # trains 45 % slower, so Odyssey does not set it).
+        parts["heap_retained"] = parts["activations"]
+    return {k: v / GB for k, v in parts.items()}
 
 
 @dataclass
@@ -140,22 +199,21 @@ class MemoryEstimate:
 
 
 def estimate(shape: Shape, *, batch: int = 8, seq: int = 512, lora_fraction: float = 0.01,
-             train_precision: str = "fp32") -> MemoryEstimate:
-    """Inference memory by precision, and training memory for full fine-tuning and LoRA."""
+             train_precision: str = "fp32", trainable: int | None = None, cpu_heap: bool = False) -> MemoryEstimate:
+    """Inference memory by precision (weights and KV cache), and training memory for full fine-tuning
+    and LoRA (``trainable`` parameters, else ``lora_fraction`` of them): sums of :func:`job_components`."""
     kv = kv_cache_bytes(shape, seq, batch=1, precision="fp16" if train_precision != "fp32" else "fp32")
     inference = {p: (weights_bytes(shape.n_params, p) + kv) / GB for p in ("fp32", "fp16", "bf16", "int8", "int4")}
-    act = activation_bytes(shape, batch, seq, train_precision)
-    if train_precision == "fp32":
-        full_states = shape.n_params * (4 + 4 + 8)
-    else:  # mixed precision: 16-bit weights and grads, fp32 master weights, fp32 Adam moments
-        full_states = shape.n_params * (2 + 2 + 4 + 8)
-    trainable = shape.n_params * lora_fraction
-    lora_states = weights_bytes(shape.n_params, train_precision) + trainable * (4 + 4 + 8)
+    lora_trainable = trainable if trainable is not None else round(shape.n_params * lora_fraction)
+    full = job_components(shape, "full", train_precision, batch=batch, seq=seq, cpu_heap=cpu_heap)
+    lora = job_components(shape, "lora", train_precision, batch=batch, seq=seq, trainable=lora_trainable,
+                          cpu_heap=cpu_heap)
     return MemoryEstimate(
         inference_gb=inference,
-        train_full_gb=(full_states + act) / GB,
-        train_lora_gb=(lora_states + act) / GB,
+        train_full_gb=sum(full.values()),
+        train_lora_gb=sum(lora.values()),
         kv_cache_gb=kv / GB,
-        detail={"batch": batch, "seq": seq, "activations_gb": act / GB, "optimizer_gb": shape.n_params * 8 / GB,
-                "lora_fraction": lora_fraction, "train_precision": train_precision},
+        detail={"batch": batch, "seq": seq, "activations_gb": full["activations"] + full.get("heap_retained", 0.0),
+                "optimizer_gb": full["optimizer"], "lora_fraction": lora_trainable / max(shape.n_params, 1),
+                "train_precision": train_precision, "cpu_heap": cpu_heap},
     )

@@ -1,22 +1,17 @@
 """Feasibility planner: will this model train (or serve) on this hardware, and how fast?
 
-Memory, by component (rules of thumb from the course notes, written out):
-- weights: parameters x bytes per parameter (fp32 4, fp16/bf16 2, int8 1, int4 0.5);
-- gradients: trainable parameters x 4 bytes (fp32 grads; mixed precision keeps 16-bit grads, 2 bytes);
-- optimizer: Adam keeps two fp32 moments, 8 bytes per *trainable* parameter (+4 for the fp32 master copy
-  under mixed precision) — PEFT saves here: only the adapter trains;
-- activations: per layer s*b*h*(34 + 5*a*s/h) bytes at 16 bit (Korthikanti et al. 2022, eq. 1), x2 at fp32,
-  without the 5*a*s/h attention-matrix term under fused attention (SDPA, the default), plus the logits
-  and their gradient (b*s*vocab*4*2), often the biggest tensor in a small model;
-- KV cache for serving: 2 x layers x kv_heads x head_dim x tokens x batch x bytes;
-- runtime: what the process holds before any model (torch, transformers), measured by the probe.
+Memory, by component: :func:`odyssey.models.memory.job_components`, the one estimate (its docstring
+gives each rule and its source), which ``odyssey models`` and ``odyssey finetune`` report too; the
+planner adds the runtime its probe measures (what the process holds before any model).
 
 Compute (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1):
 - training ~ 6*N FLOPs per token (forward 2N, backward 4N) + 6*layers*seq*hidden for attention;
   LoRA skips the weight gradients of the frozen base: ~ 4*N per token;
 - generating ~ 2*N FLOPs per token, but batch-1 decoding reads every weight once per token, so on most
   machines it is bound by memory bandwidth: time/token = max(2N*b/FLOP/s, weight bytes / bandwidth);
-- compute-optimal data ~ 20 tokens per parameter (Hoffmann et al. 2022, "Chinchilla").
+- compute-optimal data ~ 20 tokens per parameter (Hoffmann et al. 2022, "Chinchilla"): a pretraining
+  budget, reported for reference. A fine-tune's default budget is the project's own training split
+  (its tokens x ``adapt.epochs``); without a project, 1M tokens.
 
 The machine's sustained matmul FLOP/s (at several matrix widths), matrix-vector bandwidth and the
 framework's per-layer overhead are measured once by :func:`probe` and cached in ``ODYSSEY_HOME``.
@@ -36,12 +31,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from odyssey.errors import OdysseyError
+from odyssey.models.memory import BYTES_PER_PARAM as BYTES
+from odyssey.models.memory import GB, METHODS, Shape, job_components
 from odyssey.models.memory import rss_gb  # noqa: F401  (one implementation; re-exported here)
+from odyssey.training.lora import TARGET_NAMES as LORA_TARGETS  # noqa: F401  (re-exported: module names LoRA adapts)
 
-GB = 1024**3
-BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
-METHODS = ("inference", "lora", "full")
-TOKENS_PER_PARAM = 20  # Chinchilla's compute-optimal data
+TOKENS_PER_PARAM = 20  # Chinchilla's compute-optimal data (pretraining)
+DEFAULT_TOKENS = 1_000_000  # generated (inference), or trained when there is no project to count
 PROBE_VERSION = 5
 USABLE_FRACTION = 0.9  # of RAM/VRAM a job may plan to use; the OS and other processes hold the rest
 
@@ -223,16 +219,17 @@ def _calibration(device: str, partial: dict) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from odyssey.training.lora import default_targets, lora_param_count
+
     torch.manual_seed(0)
     config = LlamaConfig(**REFERENCE_SHAPE)
     model = LlamaForCausalLM(config).to(device).eval()
-    adapted = [(n.split(".")[-1], m) for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and n.split(".")[-1] in LORA_TARGETS]
+    targets = default_targets("llama")
     shape = ModelShape(ref="reference", n_params=sum(p.numel() for p in model.parameters()),
                        n_layers=config.num_hidden_layers, hidden=config.hidden_size,
                        n_heads=config.num_attention_heads, n_kv_heads=config.num_key_value_heads,
                        vocab=config.vocab_size, context=512, tied=True, family="decoder-only",
-                       lora_params=sum(8 * (m.in_features + m.out_features) for _, m in adapted))
+                       lora_params=lora_param_count(model, 8, targets))
     hw = Hardware(device=device, cores=partial["threads"], memory_gb=1.0)
     out = {}
     new_tokens, prompt = 16, 48
@@ -257,7 +254,7 @@ def _calibration(device: str, partial: dict) -> dict:
 
             # The modules the planner's LoRA parameter count above assumes (r 8 on each).
             trained = get_peft_model(trained, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                         target_modules=sorted({name for name, _ in adapted})))
+                                                         target_modules=targets))
         optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=1e-5)
 
         def step():
@@ -385,8 +382,8 @@ class ModelShape:
         return self.hidden / max(self.n_heads, 1)
 
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "c_attn", "c_proj",
-                "c_fc", "query", "key", "value", "dense", "q", "k", "v", "o", "wi", "wo", "fc1", "fc2", "out_proj")
+    def memory_shape(self) -> Shape:
+        return Shape(self.n_params, self.n_layers, self.hidden, self.n_heads, self.n_kv_heads, self.vocab, self.context)
 
 
 def model_shape(ref: str, root: Path | None = None, lora_r: int = 8) -> ModelShape:
@@ -395,7 +392,7 @@ def model_shape(ref: str, root: Path | None = None, lora_r: int = 8) -> ModelSha
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     from odyssey.models import FAMILY_DECODER, context_length, family_of, parse_ref, resolve
-    from odyssey.models.memory import Shape
+    from odyssey.training.lora import lora_param_count
 
     parsed = parse_ref(ref, root)
     if parsed.kind == "hub":
@@ -410,11 +407,7 @@ def model_shape(ref: str, root: Path | None = None, lora_r: int = 8) -> ModelSha
         if id(p) not in seen:
             seen.add(id(p))
             total += p.numel()
-    lora = 0
-    for name, module in model.named_modules():
-        # LoRA on every linear layer of the blocks (the planner's default): r*(in+out) per matrix.
-        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in LORA_TARGETS:
-            lora += lora_r * (module.in_features + module.out_features)
+    lora = lora_param_count(model, lora_r)  # the modules `odyssey finetune` adapts (odyssey.training.lora)
     shape = Shape.from_config(config, total)
     text = getattr(config, "text_config", None) or config
     tied = bool(getattr(text, "tie_word_embeddings", getattr(config, "tie_word_embeddings", True)))
@@ -452,41 +445,11 @@ class Plan:
 
 def memory_components(shape: ModelShape, method: str, precision: str, batch: int, seq: int,
                       runtime_gb: float, attention: str = "sdpa", cpu_heap: bool = False) -> dict[str, float]:
-    """Bytes (as GB) of each part a job holds at its peak. ``cpu_heap``: training in a CPU process, where
-    the C allocator's retained memory is a part of its own (see ``heap_retained`` below)."""
-    if method not in METHODS:
-        raise OdysseyError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
-    if precision not in BYTES:
-        raise OdysseyError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(BYTES)}")
-    parts = {"runtime": runtime_gb * GB, "weights": shape.n_params * BYTES[precision]}
-    if method == "inference":
-        kv_bytes = 2.0 if precision in {"fp16", "bf16", "int8", "int4"} else 4.0
-        parts["kv_cache"] = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * seq * batch * kv_bytes
-        # One position's logits per sequence while decoding, the whole prompt's during prefill.
-        parts["activations"] = batch * seq * (shape.hidden * 4 * 4) + batch * seq * shape.vocab * 4
-    else:
-        mixed = precision in {"fp16", "bf16"}
-        if precision in {"int8", "int4"} and method == "full":
-            raise OdysseyError(f"full fine-tuning cannot train {precision} weights",
-                               hint="use --method lora with a quantized base (QLoRA), or --precision fp32/bf16")
-        trainable = shape.n_params if method == "full" else shape.lora_params
-        grad_bytes = 2.0 if mixed else 4.0
-        parts["gradients"] = trainable * grad_bytes
-        parts["optimizer"] = trainable * (8 + (4 if mixed else 0))  # Adam moments (+ fp32 master weights)
-        # The 5*a*s/h term is the stored attention matrix (scores, softmax, dropout mask). PyTorch's
-        # scaled_dot_product_attention (transformers' default) recomputes it in the backward pass instead.
-        attention_term = 5 * shape.n_heads * seq / max(shape.hidden, 1) if attention == "eager" else 0.0
-        per_layer = seq * batch * shape.hidden * (34 + attention_term)
-        scale = 1.0 if precision in {"fp16", "bf16", "int8", "int4"} else 2.0
-        parts["activations"] = shape.n_layers * per_layer * scale + batch * seq * shape.vocab * 4 * 2
-        if cpu_heap:
-            # Measured (benchmarks/plan.py, SmolLM2 LoRA b=4 s=256): glibc keeps the forward's freed
-            # activation blocks in its heap, fragmented, while the backward allocates gradients of the same
-            # size, so peak RSS holds about one more copy of the activations (LoRA 4.2 GB measured vs
-            # 2.4 GB of live tensors; with MALLOC_MMAP_THRESHOLD_=131072 the same job peaks at 2.7 GB but
-            # trains 45 % slower, so Odyssey does not set it).
-            parts["heap_retained"] = parts["activations"]
-    return {k: v / GB for k, v in parts.items()}
+    """GB of each part a job holds at its peak: :func:`odyssey.models.memory.job_components` with this
+    model's trainable parameters and the runtime. ``cpu_heap``: training in a CPU process."""
+    trainable = shape.n_params if method == "full" else shape.lora_params
+    return job_components(shape.memory_shape(), method, precision, batch=batch, seq=seq, trainable=trainable,
+                          runtime_gb=runtime_gb, attention=attention, cpu_heap=cpu_heap)
 
 
 def throughput(shape: ModelShape, method: str, batch: int, seq: int, precision: str, measured: dict,
@@ -524,6 +487,38 @@ def _efficiency(measured: dict, method: str, batch: int) -> float:
     one, eight = eff.get("decode_1", 1.0), eff.get("decode_8", 1.0)
     t = min(max(math.log(batch) / math.log(8), 0.0), 1.0)
     return math.exp(math.log(one) + t * (math.log(eight) - math.log(one)))
+
+
+def train_split_tokens(ref: str, family: str, root: Path | None) -> int | None:
+    """Tokens a fine-tune of ``ref`` trains on: the project's train split, each example rendered zero-shot
+    and tokenized as ``odyssey finetune`` does (:func:`odyssey.training.sft.encode_example`), times
+    ``adapt.epochs``. A big split is counted on an even sample of 2,000 examples and scaled.
+    None without a project (or its data, or the model's tokenizer)."""
+    from odyssey.models import FAMILY_SEQ2SEQ, parse_ref, resolve
+    from odyssey.project import SPEC_FILE, Project
+    from odyssey.prompts import PromptConfig
+    from odyssey.training.sft import encode_example
+
+    if root is None or not (Path(root) / SPEC_FILE).exists():
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        project = Project.load(root)
+        examples = project.dataset().splits.get("train", [])
+        parsed = parse_ref(ref, root)
+        tokenizer = AutoTokenizer.from_pretrained(parsed.value if parsed.kind == "hub" else resolve(parsed, root))
+    except (OdysseyError, OSError, ValueError):  # a broken project, an offline hub tokenizer: the caller notes it
+        return None
+    spec = project.spec
+    cfg = PromptConfig.default(spec.scope.task, spec.scope.labels, spec.prompt.instruction, system=spec.prompt.system)
+    seq2seq = family == FAMILY_SEQ2SEQ
+    sample = examples[:: max(1, len(examples) // 2000)]
+    counted = 0
+    for example in sample:
+        encoded = encode_example(tokenizer, cfg, example, max_len=spec.adapt.max_seq_len, seq2seq=seq2seq)
+        counted += len(encoded.input_ids)  # what the training loop counts as its tokens
+    return round(counted * len(examples) / max(len(sample), 1) * spec.adapt.epochs) or None
 
 
 def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto", *, batch: int = 8, seq: int = 512,
@@ -566,7 +561,6 @@ def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto
     chosen = options[method]
     tps, per_token = throughput(shape, method, batch, seq, precision, measured, hw)
     optimal = TOKENS_PER_PARAM * shape.n_params
-    tokens = int(tokens if tokens is not None else (optimal if method != "inference" else 1_000_000))
     fitting = [m for m in ("inference", "lora", "full") if options.get(m, {}).get("fits")]
     training_fits = [m for m in ("lora", "full") if m in fitting]
     cheapest = (training_fits[0] if method != "inference" and training_fits else (fitting[0] if fitting else None))
@@ -574,6 +568,15 @@ def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto
         notes.append(f"{method} needs {chosen['total_gb']:.2f} GB but {available:.2f} GB is usable "
                      f"({USABLE_FRACTION:.0%} of {hw.memory_gb:g} GB)"
                      + (f"; {cheapest} fits" if cheapest else "; nothing fits: use a smaller model or more memory"))
+    if tokens is None:
+        tokens = DEFAULT_TOKENS
+        if method != "inference":
+            counted = train_split_tokens(ref, shape.family, root)
+            if counted is None:
+                notes.append(f"no project training split to count: planned for {DEFAULT_TOKENS:,} tokens (--tokens)")
+            else:
+                tokens = counted
+    tokens = int(tokens)
     return Plan(
         model=ref, method=method, precision=precision, hardware=hw.as_dict(), batch=batch, seq=seq,
         n_params=shape.n_params, trainable_params=0 if method == "inference" else (

@@ -44,3 +44,38 @@ def test_peak_rss_of_a_spawned_child_excludes_the_parents_peak():
     assert parent_peak >= 0.6
     # The child imports only the stdlib and this module: tens of MB, whatever the parent holds.
     assert 0 < child_peak < 0.3 < parent_peak
+
+
+# ---- one estimate: `odyssey plan`, `odyssey models` and `odyssey finetune` agree on the same job ----------
+PROBE = {"device": "cpu", "threads": 2, "matmul_flops": {"64": 1e10, "2048": 1e10}, "matvec_bytes_per_s": 1e10,
+         "runtime_gb": 0.5, "decode_fixed_s": 0.0, "decode_per_layer_s": 0.0, "train_fixed_s": 0.0,
+         "train_per_layer_s": 0.0}
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_plan_models_and_finetune_report_the_same_memory_for_the_same_job(method):
+    from types import SimpleNamespace
+
+    from odyssey.adapt.finetune_stage import memory_estimate_gb
+    from odyssey.models import load
+    from odyssey.models.memory import Shape, estimate
+    from odyssey.select.planner import model_shape, plan
+
+    batch, seq = 4, 64
+    shape = model_shape("tiny:llama", lora_r=8)
+    planned = plan("tiny:llama", method, "cpu:2,ram:8gb", batch=batch, seq=seq, measured=PROBE)
+    job_gb = planned.total_gb - planned.memory_gb["runtime"]  # the plan adds what the process holds before the model
+
+    config = load("tiny:llama").model.config
+    trainable = shape.n_params if method == "full" else shape.lora_params
+    models = estimate(Shape.from_config(config, shape.n_params), batch=batch, seq=seq, trainable=trainable,
+                      cpu_heap=True)
+    models_gb = models.train_full_gb if method == "full" else models.train_lora_gb
+
+    # finetune's largest batch: 4 examples of 64 tokens; a PEFT model's total counts its adapter
+    groups = [[SimpleNamespace(input_ids=[0] * seq) for _ in range(batch)]]
+    total = shape.n_params + (0 if method == "full" else trainable)
+    finetune_gb = memory_estimate_gb(SimpleNamespace(config=config), method, trainable, total, groups, False)
+
+    assert job_gb == pytest.approx(models_gb, abs=1e-3)  # the plan rounds to 4 decimals
+    assert finetune_gb == pytest.approx(models_gb, rel=1e-9)

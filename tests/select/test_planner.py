@@ -132,8 +132,8 @@ def test_cli_plan_json(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["fits"] is True and isinstance(payload["fits"], bool)
-    assert set(payload["memory_gb"]) == {"runtime", "weights", "gradients", "optimizer", "activations",
-                                         "heap_retained"}
+    assert set(payload["memory_gb"]) == {"runtime", "weights", "adapter", "gradients", "optimizer", "activations",
+                                         "heap_retained"}  # adapter: LoRA's own weights (odyssey.models.memory)
     # On a CPU the C heap keeps about one freed copy of the activations through the backward pass.
     assert payload["memory_gb"]["heap_retained"] == payload["memory_gb"]["activations"]
     assert payload["methods"]["full"]["total_gb"] > payload["methods"]["lora"]["total_gb"]
@@ -183,3 +183,25 @@ def test_predicted_vs_measured_smollm2(method, batch, seq):
     case = compare("packaged:smollm2-135m-instruct", method, batch, seq, steps=3)
     assert abs(case["memory_ratio"] - 1) <= MEMORY_TOLERANCE, case
     assert 1 / SPEED_FACTOR <= case["speed_ratio"] <= SPEED_FACTOR, case
+
+
+def test_finetune_token_budget_is_the_projects_train_split(project_dir):
+    # Not 20 tokens per parameter (Chinchilla's pretraining budget): the train split x adapt.epochs.
+    from odyssey.project import Project
+
+    planned = plan("tiny:llama", "lora", "cpu:2,ram:8gb", batch=2, seq=64, root=project_dir, measured=PROBE)
+    n_train = len(Project.load(project_dir).dataset().splits["train"])
+    assert n_train > 0 and 10 * n_train < planned.tokens < planned.compute_optimal_tokens
+    assert not planned.notes
+    assert planned.hours == pytest.approx(planned.tokens / planned.tokens_per_s / 3600)
+    import yaml
+
+    spec = project_dir / "odyssey.yaml"
+    doc = yaml.safe_load(spec.read_text())
+    doc["adapt"] = {**(doc.get("adapt") or {}), "epochs": 2}
+    spec.write_text(yaml.safe_dump(doc))
+    twice = plan("tiny:llama", "lora", "cpu:2,ram:8gb", batch=2, seq=64, root=project_dir, measured=PROBE)
+    assert twice.tokens == pytest.approx(2 * planned.tokens, abs=1)
+    # Without a project there is nothing to count: a stated default.
+    bare = plan("tiny:llama", "lora", "cpu:2,ram:8gb", batch=2, seq=64, measured=PROBE)
+    assert bare.tokens == 1_000_000 and "no project training split" in bare.notes[0]
