@@ -81,10 +81,14 @@ def validate(project: ProjectOpt = Path("."), as_json: JsonOpt = False):
     path = project if project.suffix in {".yaml", ".yml"} else project / SPEC_FILE
     spec, report = check_project(path)
     if as_json:
-        _emit_json({"ok": report.ok, "file": str(path), "problems": [p.__dict__ for p in report.problems]})
+        _emit_json({"ok": report.ok, "file": str(path), "problems": [p.__dict__ for p in report.problems],
+                    "notes": report.notes})
     elif report.ok:
-        _console().print(f"[green]ok[/] {path}: {spec.scope.task}, {len(spec.models)} model(s), "
-                         f"{len(spec.scope.gate_list())} gate(s)")
+        console = _console()
+        console.print(f"[green]ok[/] {path}: {spec.scope.task}, {len(spec.models)} model(s), "
+                      f"{len(spec.scope.gate_list())} gate(s)")
+        for note in report.notes:
+            console.print(f"  {note}", markup=False, highlight=False)
     else:
         console = _console()
         console.print(f"[red]{path}: {len(report.problems)} problem(s)[/]")

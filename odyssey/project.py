@@ -49,6 +49,7 @@ class Problem:
 class SpecReport:
     path: Path
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was checked, e.g. "data/sms.csv: 300 rows"
 
     @property
     def ok(self) -> bool:
@@ -231,7 +232,7 @@ def check_project(path: Path) -> tuple[Spec | None, SpecReport]:
     if spec is None:
         return None, report
     lines = _key_lines(path)
-    report.problems.extend(_data_problems(spec, path.parent, path.name, lines))
+    report.problems.extend(_data_problems(spec, path.parent, path.name, lines, report.notes))
     report.problems.extend(_model_problems(spec, path.parent, path.name, lines))
     return (spec if report.ok else None), report
 
@@ -247,7 +248,7 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     return next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
 
 
-def _data_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int]) -> list[Problem]:
+def _data_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int], notes: list[str]) -> list[Problem]:
     from odyssey.data import DataError, read_records, split_deterministic, to_examples
 
     data = spec.scope.data
@@ -257,7 +258,8 @@ def _data_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int]) -
     for key, file in files:
         loc = ("scope", "data", "source") + ((key,) if key else ())
         if file.startswith("hf:") or data.format == "hf":
-            continue  # hub datasets are checked when loaded (validate stays offline)
+            notes.append(f"{file}: a hub dataset, checked when a stage loads it (validate stays offline)")
+            continue
         path = root / file
         try:
             rows = read_records(path, data.format, data.encoding, max_bytes=DATA_SAMPLE_BYTES)
@@ -282,8 +284,12 @@ def _data_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int]) -
             problems.append(Problem(file, None, _dotted(loc), exc.message, hint=exc.hint))
             continue
         whole_file = path.stat().st_size <= DATA_SAMPLE_BYTES
+        notes.append(f"{file}: {len(examples)} rows" if whole_file else
+                     f"{file}: the first {len(examples)} rows checked (a {DATA_SAMPLE_BYTES >> 20} MB sample)")
         if key is None and whole_file:
-            problems.extend(_empty_split_problems(split_deterministic(examples, data), spec, name, lines))
+            splits = split_deterministic(examples, data)
+            notes[-1] += " (" + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + ")"
+            problems.extend(_empty_split_problems(splits, spec, name, lines))
     return problems
 
 

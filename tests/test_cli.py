@@ -150,6 +150,12 @@ def test_random_bytes_as_spec_are_a_user_error(tmp_path):
     for command in ("validate", "status"):
         result = odyssey(command, cwd=tmp_path)
         assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+    # Random bytes as the data file: validate names the file, eval refuses it the same way.
+    root = _sms_project(tmp_path / "p", bytes(range(256)) * 4, model="tiny:llama")
+    for command in ("validate", "eval"):
+        result = odyssey(command, cwd=root)
+        assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+        assert "sms.csv" in result.stdout + result.stderr
 
 
 NOISE = ("Loading weights", "it/s]", "WARN", "Deprecation", "DEBUG", "UserWarning")
