@@ -239,7 +239,7 @@ def check_project(path: Path) -> tuple[Spec | None, SpecReport]:
 
 def _key_lines(path: Path) -> dict[tuple, int]:
     lines: dict[tuple, int] = {}
-    _construct(yaml.compose(path.read_text(encoding="utf-8")), (), lines)
+    _construct(yaml.compose(path.read_text(encoding="utf-8-sig")), (), lines)
     return lines
 
 

@@ -130,6 +130,8 @@ def read_records(path: Path, fmt: str = "auto", encoding: str = "utf-8",
     fmt = _format_of(path, fmt)
     if fmt == "parquet":
         return _require_rows(path, _read_parquet(path, max_bytes), "no rows")
+    if fmt == "json":
+        max_bytes = None  # one JSON document: a cut one is not a sample but a syntax error
     text, truncated = _read_text(path, encoding, max_bytes)
     if not text.strip():
         raise DataError(path, f"{path} is empty", hint="put one record per line (JSONL) or a header and rows (CSV)")

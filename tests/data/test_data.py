@@ -194,3 +194,11 @@ def test_data_loaders_on_random_bytes_load_or_raise_a_clear_error(tmp_path, cont
         assert exc.exit_code == 2 and str(exc)
         return
     assert all(isinstance(e.input, str) for split in data.splits.values() for e in split)
+
+
+def test_a_sample_of_a_big_file_is_its_first_whole_rows(tmp_path):
+    (tmp_path / "a.csv").write_text("text,label\n" + "".join(f'"row {i}\nspans lines",ham\n' for i in range(500)))
+    rows = read_records(tmp_path / "a.csv", max_bytes=1000)  # cut inside a quoted field: not the file's fault
+    assert 0 < len(rows) < 500 and rows[0] == {"text": "row 0\nspans lines", "label": "ham"}
+    (tmp_path / "a.json").write_text(json.dumps([{"text": f"t{i}"} for i in range(500)]))
+    assert len(read_records(tmp_path / "a.json", max_bytes=100)) == 500  # one document: read whole
