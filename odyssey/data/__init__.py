@@ -102,9 +102,12 @@ def _read_text(path: Path, encoding: str, max_bytes: int | None) -> tuple[str, b
     cause is a file saved as Latin-1 or Windows-1252, which ``scope.data.encoding`` declares."""
     with open(path, "rb") as fh:
         raw = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
-    truncated = max_bytes is not None and len(raw) > max_bytes
+        cut = raw.rfind(b"\n", 0, max_bytes) if max_bytes is not None and len(raw) > max_bytes else None
+        if cut == -1:  # no line end in the sample: one huge line, read it whole
+            raw += fh.read()
+    truncated = cut is not None and cut >= 0
     if truncated:
-        raw = raw[: raw.rfind(b"\n", 0, max_bytes) + 1]
+        raw = raw[: cut + 1]
     # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name.
     codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     try:
@@ -127,6 +130,8 @@ def read_records(path: Path, fmt: str = "auto", encoding: str = "utf-8",
     path = Path(path)
     if not path.exists():
         raise OdysseyError(f"data file not found: {path}", hint="check scope.data.source in odyssey.yaml")
+    if path.is_dir():
+        raise OdysseyError(f"{path} is a folder, not a data file", hint="point scope.data.source at a file in it")
     fmt = _format_of(path, fmt)
     if fmt == "parquet":
         return _require_rows(path, _read_parquet(path, max_bytes), "no rows")
