@@ -21,6 +21,7 @@ class Generated:
     prompt_tokens: int
     new_tokens: int
     finish_reason: str = "stop"  # "stop" (end of turn / stop string) or "length" (hit max_new_tokens)
+    token_ids: list[int] | None = None  # the answer's tokens, where the engine reports them
 
 
 @dataclass

@@ -93,8 +93,9 @@ class LlamaCppEngine:
     def _body(self, ids: list[int], settings: dict) -> dict:
         body = {"prompt": ids, "n_predict": int(settings.get("max_new_tokens", 64)), "cache_prompt": True,
                 "return_tokens": True, "stream": False, "min_p": 0.0, "typical_p": 1.0,
-                "repeat_penalty": float(settings.get("repetition_penalty", 1.0)), "repeat_last_n": -1,
                 "seed": int(settings.get("seed", 0))}
+        if settings.get("repetition_penalty", 1.0) != 1.0:  # transformers penalizes the whole sequence
+            body.update(repeat_penalty=float(settings["repetition_penalty"]), repeat_last_n=self.context_length)
         if settings.get("do_sample"):
             body.update(temperature=float(settings.get("temperature", 1.0)), top_k=int(settings.get("top_k", 50)),
                         top_p=float(settings.get("top_p", 1.0)))
@@ -114,9 +115,14 @@ class LlamaCppEngine:
                                hint=f"see its log: {self.server.log_path}")
         data = resp.json()
         tokens = [t for t in data.get("tokens") or [] if t not in self._special_ids]
-        text, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop_strings(settings))
+        # The answer's ids decoded by the candidate's own tokenizer, as the transformers engine does;
+        # after a stop string, llama.cpp's tokens may end inside it, and its text is the one cut there.
+        stopped_on_word = data.get("stop_type") == "word"
+        decoded = data.get("content", "") if stopped_on_word else self.tokenizer.decode(tokens, skip_special_tokens=True)
+        text, stopped = cut_at_stop(decoded, stop_strings(settings))
+        stopped = stopped or stopped_on_word
         finish = "length" if data.get("stop_type") == "limit" and not stopped else "stop"
-        return Generated(text.strip(), latency, len(ids), len(tokens), finish)
+        return Generated(text.strip(), latency, len(ids), len(tokens), finish, tokens)
 
     @property
     def _special_ids(self) -> set[int]:

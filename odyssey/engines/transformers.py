@@ -62,8 +62,6 @@ def generate(loaded: LoadedModel, prompts: list[str], settings: dict, *, batch_s
         torch.manual_seed(int(settings.get("seed", 0)))
     kwargs = generation_kwargs(settings, tok)
     stops = stop_strings(settings)
-    if stops:
-        kwargs.update(stop_strings=stops, tokenizer=tok)
     # A chat template already wrote BOS and friends into the text; plain prompts need them added.
     add_special = not (decoder_only and has_chat_template(tok))
     lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -75,7 +73,7 @@ def generate(loaded: LoadedModel, prompts: list[str], settings: dict, *, batch_s
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
             for i, g in zip(idx, _generate_batch(loaded, [prompts[i] for i in idx], kwargs, add_special, stops)):
-                results[i] = Generated(g.text, g.latency_ms, lengths[i], g.new_tokens, g.finish_reason)
+                results[i] = Generated(g.text, g.latency_ms, lengths[i], g.new_tokens, g.finish_reason, g.token_ids)
                 new_total += g.new_tokens
             peak_rss = max(peak_rss, rss_gb())
             bar.advance(len(idx), tok_s=new_total / max(time.perf_counter() - start, 1e-9))
@@ -91,6 +89,9 @@ def _generate_batch(loaded: LoadedModel, texts: list[str], kwargs: dict, add_spe
     decoder_only = loaded.family == FAMILY_DECODER
     batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
     batch = {k: v.to(model.device) for k, v in batch.items()}
+    if stops:
+        kwargs = {**kwargs, "stopping_criteria": [_StopInAnswer(tok, batch["input_ids"].shape[1] if decoder_only else 1,
+                                                                stops)]}
     t0 = time.perf_counter()
     out = model.generate(**batch, **kwargs)
     elapsed_ms = (time.perf_counter() - t0) * 1000
@@ -104,8 +105,23 @@ def _generate_batch(loaded: LoadedModel, texts: list[str], kwargs: dict, add_spe
         n_new = eos[0] if eos else len(keep)
         text, stopped = cut_at_stop(tok.decode(keep[:n_new], skip_special_tokens=True), stops)
         finish = "stop" if eos or stopped or n_new < kwargs["max_new_tokens"] else "length"
-        answers.append(Generated(text.strip(), elapsed_ms, 0, n_new, finish))
+        answers.append(Generated(text.strip(), elapsed_ms, 0, n_new, finish, keep[:n_new].tolist()))
     return answers
+
+
+class _StopInAnswer:
+    """Stop a row once its *answer* contains a stop string. (transformers' own ``stop_strings``
+    also matches across the prompt's last tokens, so a prompt ending in '.' stopped on '...' after
+    two generated dots; an OpenAI-style stop looks at the answer alone, as llama.cpp does.)"""
+
+    def __init__(self, tokenizer, start: int, stops: list[str]):
+        self.tokenizer, self.start, self.stops = tokenizer, start, stops
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
 
 
 class TransformersEngine:

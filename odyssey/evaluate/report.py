@@ -76,7 +76,7 @@ def write_report(project, run, candidate: str, split: str, result, gates: list[d
     }
     json_path = out / "report.json"
     json_path.write_text(json.dumps(payload, indent=2, default=str))
-    plot = plot_comparison(table, gates, out / "metrics.png", f"{project.spec.name}: candidates on {split}")
+    plot = plot_comparison(table, gates, out / "metrics.png", f"{project.spec.name}: {candidate} on {split} (run {run.id})")
 
     lines = [f"# {project.spec.name}: evaluation of `{candidate}` on {split}", ""]
     lines += ["## Gates", "", "| gate | value | result |", "|---|---|---|"]

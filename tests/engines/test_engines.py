@@ -33,13 +33,9 @@ PROMPTS = ["#Person1#: Hi, how are you? #Person2#: Fine, thanks.", "Summarize: t
 
 
 def _render(engine, texts):
-    from odyssey.prompts import has_chat_template
-
-    tok = engine.tokenizer
-    if has_chat_template(tok):
-        return [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
-                for t in texts]
-    return texts
+    """Plain continuation prompts: the tiny random model answers its chat template with whitespace
+    only, which would make every comparison trivially equal."""
+    return list(texts)
 
 
 @needs_llama_server
@@ -52,8 +48,9 @@ def test_llamacpp_greedy_tokens_equal_transformers_on_a_tiny_model():
         got, stats = fast.generate(prompts, settings)
         assert fast.info.details["how"].startswith("converted to GGUF (f32)")
     assert stats["engine"] == "llamacpp" and stats["new_tokens"] == sum(g.new_tokens for g in got) > 0
+    assert [g.token_ids for g in got] == [e.token_ids for e in expected]
     assert [g.text for g in got] == [e.text for e in expected]
-    assert [g.new_tokens for g in got] == [e.new_tokens for e in expected]
+    assert any(g.text for g in got)  # real text, not only whitespace that strips to ""
 
 
 @needs_llama_server
@@ -100,6 +97,7 @@ def test_lora_candidate_through_llamacpp_matches_transformers(tmp_path):
     with open_engine(str(lora), engine="llamacpp", quiet=True) as fast:
         assert fast.info.details["how"].startswith("LoRA merged into its base")
         got, _ = fast.generate(prompts, settings)
+    assert [g.token_ids for g in got] == [e.token_ids for e in expected]
     assert [g.text for g in got] == [e.text for e in expected]
 
 
@@ -109,7 +107,7 @@ def test_stop_strings_cut_the_same_in_both_engines():
     with open_engine("tiny:llama", engine="transformers", quiet=True) as ref:
         prompts = _render(ref, PROMPTS[:3])
         free, _ = ref.generate(prompts, settings)
-        stop = next(w for g in free for w in g.text.split()[2:] if w.isalpha())  # a word some answer contains
+        stop = free[0].text[3:6]  # a piece of an answer, past its start
         cut, _ = ref.generate(prompts, {**settings, "stop": [stop]})
     with open_engine("tiny:llama", engine="llamacpp", quiet=True) as fast:
         got, _ = fast.generate(prompts, {**settings, "stop": [stop]})
