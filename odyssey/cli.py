@@ -36,8 +36,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on st
 def _global_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show libraries' logs, warnings and progress bars "
                                           "on stderr (otherwise they go to .odyssey/odyssey.log)")] = False,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="what generates, for every command: auto | "
+                                                  "transformers | llamacpp | vllm | openai (default: evaluate.engine)")]
+    = None,
 ):
     """Carry an LLM application through its lifecycle: scope, select, adapt, align, evaluate, optimize, deploy."""
+    if engine:
+        import os
+
+        from odyssey.engines import requested_engine
+
+        os.environ["ODYSSEY_ENGINE"] = requested_engine(engine)  # an unknown name is an error here, at once
     from odyssey.ui import configure_library_output
 
     configure_library_output(verbose, _log_file(sys.argv[1:]))

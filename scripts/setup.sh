@@ -31,3 +31,12 @@ PY
   .venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps \
     "llama-cpp-python==$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
 fi
+# llama.cpp's llama-server (the llamacpp evaluation engine, `odyssey serve`'s fast CPU path) and
+# llama-quantize are built here, once (about 7 min on 2 cores; later runs find them in
+# ~/.cache/odyssey/llama.cpp), so no command meets a hidden compile. Without cmake or a C++
+# compiler, Odyssey runs everything on the transformers engine and says so.
+if .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
+  if ! .venv/bin/python -m odyssey.models.llamacpp build; then
+    echo "note: llama.cpp's tools could not be built (see the message above); evaluation uses the transformers engine" >&2
+  fi
+fi

@@ -510,3 +510,24 @@ def _quantize_with_binding(src: Path, dst: Path, tmp: Path, qtype: str, threads:
                            hint="Check that the input is a valid f16/f32 GGUF file.")
     os.replace(tmp, dst)
     return dst
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m odyssey.models.llamacpp build``: what scripts/setup.sh runs (exit 4 with the reason
+    when the toolchain is missing, so set-up can go on without the tools)."""
+    if argv[:1] != ["build"]:
+        print("usage: python -m odyssey.models.llamacpp build", file=sys.stderr)
+        return 2
+    if all(available(t) for t in TOOLS):
+        print(f"llama.cpp tools already built: {bin_dir()}")
+        return 0
+    try:
+        print(build_tools())
+    except OdysseyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(exc.exit_code) if hasattr(exc, "exit_code") else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
