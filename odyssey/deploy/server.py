@@ -117,11 +117,13 @@ def lone_surrogate(value, path: str = "") -> str | None:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: a JSON value of the wrong type is refused, not coerced ("1" is no integer), as the
+    # OpenAPI document says
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class ContentPart(_Body):
-    type: str
+    type: Literal["text"] = Field(description="only text parts are supported")
     text: str | None = None
 
 
@@ -175,7 +177,7 @@ class ChatBody(_GenBody):
 
 
 class CompletionBody(_GenBody):
-    prompt: str | list[str]
+    prompt: str | list[str] = Field(..., min_length=1)
     echo: bool = False
 
     @field_validator("prompt")
@@ -189,7 +191,7 @@ class CompletionBody(_GenBody):
 
 
 class EmbeddingBody(_Body):
-    input: str | list[str]
+    input: str | list[str] = Field(..., min_length=1, json_schema_extra={"maxItems": 256})
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64 by default
 
@@ -675,8 +677,9 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
     async def health():
         return {"status": "ok", "models": list(gw.models), "uptime_s": round(time.time() - gw.started, 1)}
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses=KEYED_ERRORS)
-    async def metrics(request: Request):
+    @app.get("/metrics", tags=["ops"], responses={**KEYED_ERRORS, 200: {
+        "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
+    async def metrics(request: Request) -> PlainTextResponse:
         """Prometheus text format (written by hand: a few counters do not need prometheus_client)."""
         lines = ["# HELP odyssey_uptime_seconds Seconds since the server started.",
                  "# TYPE odyssey_uptime_seconds gauge", f"odyssey_uptime_seconds {time.time() - gw.started:.1f}",
@@ -697,7 +700,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                       f"odyssey_capture_written_total {gw.capture.written}",
                       "# HELP odyssey_capture_pending Records waiting to be committed.",
                       "# TYPE odyssey_capture_pending gauge", f"odyssey_capture_pending {gw.capture.pending}"]
-        return "\n".join(lines) + "\n"
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", tags=["openai"], responses=KEYED_ERRORS)
     async def list_models(request: Request):
@@ -963,7 +966,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         data["served"] = list(gw.models)
         return data
 
-    @app.get("/ui/api/artifacts/{artifact_id}", tags=["ui"], response_class=FileResponse,
+    @app.get("/ui/api/artifacts/{artifact_id}", tags=["ui"], response_model=None,
              responses={**_errors(400, 401, 403, 404, 413, 429, 500),
                         200: {"content": {"image/png": {}}, "description": "the plot (PNG)"}})
     async def artifact(request: Request, artifact_id: int = PathParam(..., ge=1, le=2**62)):
