@@ -127,8 +127,8 @@ def models(project: ProjectOpt = Path("."), as_json: JsonOpt = False,
 def prompt(
     project: ProjectOpt = Path("."),
     model: Annotated[Optional[str], typer.Option(help="model reference (default: first in models:)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="validation examples per variant")] = None,
-    test_limit: Annotated[Optional[int], typer.Option(help="test examples for the best variant")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="validation examples per variant")] = None,
+    test_limit: Annotated[Optional[int], typer.Option(min=1, help="test examples for the best variant")] = None,
     shots: Annotated[Optional[str], typer.Option(help="comma-separated shot counts, e.g. 0,1,3")] = None,
     as_json: JsonOpt = False,
 ):
@@ -165,14 +165,18 @@ def eval_(
     model: Annotated[Optional[str], typer.Option(help="model reference to evaluate zero-shot")] = None,
     candidate: Annotated[Optional[str], typer.Option(help="a stored candidate (see odyssey status)")] = None,
     split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
-    limit: Annotated[Optional[int], typer.Option(help="evaluate the first N examples")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="generation batch size")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="evaluate the first N examples")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="generation batch size")] = None,
     check: Annotated[bool, typer.Option(help="exit with code 3 when a gate fails")] = False,
+    engine: Annotated[Optional[str], typer.Option(help="auto | transformers | llamacpp | vllm | openai "
+                                                  "(default: evaluate.engine)")] = None,
     as_json: JsonOpt = False,
 ):
-    """Evaluate a model or candidate with the harness: metrics, gates, per-example outputs, report."""
+    """Evaluate a model or candidate (default: the board's best) with the harness: metrics, gates,
+    output checks, per-example outputs, report."""
     proj = _load(project)
-    result = proj.evaluate(model=model, split=split, candidate=candidate, limit=limit, batch_size=batch_size)
+    result = proj.evaluate(model=model, split=split, candidate=candidate, limit=limit, batch_size=batch_size,
+                           engine=engine)
     if as_json:
         _emit_json(result.as_dict())
     else:

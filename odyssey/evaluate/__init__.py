@@ -135,8 +135,19 @@ class EvalResult:
 
 
 def candidate_setup(project, model: str | None, candidate: str | None) -> tuple[str, str, PromptConfig, int | None]:
-    """(candidate name, model ref, prompt config, parent id) for an eval request."""
+    """(candidate name, model ref, prompt config, parent id) for an eval request.
+
+    With neither a model nor a candidate, the board's best candidate is evaluated (and the console
+    says so): what a user just kept, not the zero-shot model. With no candidate yet, the project's
+    default model zero-shot."""
     scope = project.spec.scope
+    if not model and not candidate and project.store.candidates():
+        from odyssey import ui
+        from odyssey.evaluate.board import build_board
+
+        candidate = build_board(project).best
+        if candidate:
+            ui.say(f"evaluating the best candidate, {candidate} (name another with --candidate or --model)")
     if candidate:
         row = project.store.candidate(candidate)
         if row is None:

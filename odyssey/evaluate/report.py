@@ -64,6 +64,24 @@ def plot_comparison(table: dict[str, dict[str, float]], gates: list[dict], path:
     return path
 
 
+CHECK_LABELS = {"copy_rate": "answers that copy the input", "repeat_rate": "answers that repeat a phrase",
+                "empty_rate": "empty answers", "truncated_rate": "answers cut at max_new_tokens",
+                "distinct_2": "distinct 2-grams", "length_ratio": "length / reference length (words)"}
+
+
+def _output_checks(result) -> list[str]:
+    """What the answers look like (odyssey.evaluate.checks), with each warning and its examples."""
+    shown = [k for k in CHECK_LABELS if k in result.metrics]
+    if not shown:
+        return []
+    lines = ["", "## Output checks", "", "| check | value |", "|---|---|"]
+    lines += [f"| {CHECK_LABELS[k]} | {_fmt(result.metrics[k])} |" for k in shown]
+    for warning in getattr(result, "warnings", []):
+        head, *examples = warning.splitlines()
+        lines += ["", f"> **warning:** {head}"] + [f"> `{e.strip()}`" for e in examples]
+    return lines
+
+
 def write_report(project, run, candidate: str, split: str, result, gates: list[dict]) -> dict[str, str]:
     out = run.artifacts_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -94,8 +112,10 @@ def write_report(project, run, candidate: str, split: str, result, gates: list[d
         lines += [f"| {n} | " + " | ".join(_fmt(row.get(m)) for m in metric_names) + " |" for n, row in table.items()]
     if plot:
         lines += ["", f"![metrics]({plot.name})"]
-    if result.notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
+    lines += _output_checks(result)
+    other = [n for n in result.notes if n not in getattr(result, "warnings", [])]
+    if other:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in other]
     lines += ["", "## Examples", ""]
     for row in result.rows[:5]:
         refs = " / ".join(row["references"])

@@ -234,8 +234,14 @@ def measure_transformers(project, request: dict) -> dict:
     examples, pool = _examples(project, settings)
     ids = _torch_prompt_ids(loaded, cfg, examples, pool, settings["speed_prompt_tokens"])
     speed = _torch_speed(loaded.model, ids, settings["speed_new_tokens"], settings["speed_batch"])
-    result = run_harness(loaded, examples, cfg, project.spec.scope, pool=pool if cfg.shots else None,
-                         batch_size=settings["batch_size"], description="measuring")
+    # Speed is the candidate's own runtime (above); quality goes through the engine layer, which keeps
+    # int8 and soft-prompt candidates on this loaded model and runs plain checkpoints where it is fastest.
+    from odyssey.engines import open_engine
+
+    with open_engine(request["model_ref"], root=project.root, evaluate=project.spec.evaluate, loaded=loaded,
+                     batch_size=settings["batch_size"], log_dir=project.state_dir) as engine:
+        result = run_harness(engine, examples, cfg, project.spec.scope, pool=pool if cfg.shots else None,
+                             batch_size=settings["batch_size"], description="measuring")
     quality = {k: v for k, v in result.metrics.items() if k in QUALITY_KEYS}
     return {
         "backend": "transformers", "model_ref": request["model_ref"], "n_params": loaded.n_params,
