@@ -202,3 +202,16 @@ def test_rag_commands_print_no_library_noise(tmp_path):
         assert not [n for n in NOISE if n in result.stdout + result.stderr], result.stderr
     assert "refund window is 30 days" in search.stdout
     assert (root / ".odyssey" / "odyssey.log").exists()  # where the libraries' lines went
+
+
+@pytest.mark.parametrize("args,message", [
+    (["pretrain", "--objective", "nope"], "--objective 'nope' is not a pretraining objective"),
+    (["eval", "--limit", "0"], "Invalid value for '--limit'"),
+    (["select", "--limit", "0"], "Invalid value for '--limit'"),
+    (["finetune", "--limit", "0"], "Invalid value for '--limit'"),
+])
+def test_argument_mistakes_are_usage_errors(tmp_path, args, message):
+    root = tiny_project(tmp_path / "p")
+    result = odyssey(*args, cwd=root)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr

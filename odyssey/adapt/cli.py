@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Optional[str], typer.Option(help="base model ref (default: adapt.model / the prompt model)")] = None,
         max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides epochs)")] = None,
         epochs: Annotated[Optional[float], typer.Option(help="passes over the training data")] = None,
-        limit: Annotated[Optional[int], typer.Option(help="evaluate on the first N examples of each split")] = None,
+        limit: Annotated[Optional[int], typer.Option(min=1, help="evaluate on the first N examples of each split")] = None,
         evaluate: Annotated[bool, typer.Option(help="score the new candidate with the harness afterwards")] = True,
         project: ProjectOpt = Path("."),
         as_json: JsonOpt = False,

@@ -11,6 +11,7 @@ from odyssey.cli_support import console as _console, emit_json as _emit
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
+OBJECTIVES = ("clm", "mlm", "span")  # odyssey.spec.PretrainSpec.objective (importing spec costs pydantic here)
 
 
 def _project(path: Path, required: bool = True):
@@ -33,7 +34,7 @@ def register(app: typer.Typer) -> None:
     @app.command("select")
     def select_cmd(
         project: ProjectOpt = Path("."),
-        limit: Annotated[Optional[int], typer.Option(help="examples per candidate (default: select.limit)")] = None,
+        limit: Annotated[Optional[int], typer.Option(min=1, help="examples per candidate (default: select.limit)")] = None,
         split: Annotated[Optional[str], typer.Option(help="validation | test (default: select.split)")] = None,
         model: Annotated[Optional[list[str]], typer.Option(help="candidate(s) instead of models: (repeatable)")] = None,
         hub: Annotated[Optional[str], typer.Option(help="also search the hub for this text (online only)")] = None,
@@ -121,7 +122,7 @@ def register(app: typer.Typer) -> None:
         corpus: Annotated[Path, typer.Argument(help="folder of .txt/.jsonl files, or one file")],
         out: Annotated[Path, typer.Option("--out", "-o", help="folder for clean.jsonl and the report")],
         threshold: Annotated[Optional[float], typer.Option(help="near-duplicate Jaccard threshold")] = None,
-        min_words: Annotated[Optional[int], typer.Option(help="drop documents with fewer words")] = None,
+        min_words: Annotated[Optional[int], typer.Option(min=0, help="drop documents with fewer words")] = None,
         no_pii: Annotated[bool, typer.Option("--no-pii", help="keep e-mails and phone numbers")] = False,
         project: ProjectOpt = Path("."),
         as_json: JsonOpt = False,
@@ -161,7 +162,7 @@ def register(app: typer.Typer) -> None:
         tasks: Annotated[str, typer.Option(help="comma-separated: local:mini-mmlu, local:boolq-mini, local:capitals, or lm-eval task names")] = "",
         model: Annotated[Optional[str], typer.Option(help="model reference (default: first in models:)")] = None,
         candidate: Annotated[Optional[str], typer.Option(help="a stored candidate")] = None,
-        limit: Annotated[Optional[int], typer.Option(help="examples per task")] = None,
+        limit: Annotated[Optional[int], typer.Option(min=1, help="examples per task")] = None,
         batch_size: Annotated[int, typer.Option(help="lm-eval batch size")] = 8,
         project: ProjectOpt = Path("."),
         as_json: JsonOpt = False,
@@ -192,7 +193,7 @@ def register(app: typer.Typer) -> None:
         objective: Annotated[Optional[str], typer.Option(help="clm (decoder) | mlm (encoder) | span (encoder-decoder)")] = None,
         size: Annotated[Optional[str], typer.Option(help="preset: tiny, mini, small, 125m, 350m, 1b")] = None,
         corpus: Annotated[Optional[Path], typer.Option(help="text folder/file (default: the shipped corpus)")] = None,
-        steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
+        steps: Annotated[Optional[int], typer.Option(min=1, help="optimizer steps")] = None,
         init_from: Annotated[Optional[str], typer.Option(help="continue pretraining this model instead")] = None,
         name: Annotated[Optional[str], typer.Option(help="candidate name")] = None,
         resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
@@ -200,8 +201,12 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ):
         """Pretrain from scratch (tokenizer, model from a preset, training, eval) and record a candidate."""
+        from odyssey.errors import OdysseyError
         from odyssey.select.pretraining import pretrain
 
+        if objective is not None and objective not in OBJECTIVES:
+            raise OdysseyError(f"--objective {objective!r} is not a pretraining objective",
+                               hint=f"use one of {', '.join(OBJECTIVES)}")
         proj = _project(project)
         overrides = {k: v for k, v in {"objective": objective, "size": size, "corpus": str(corpus) if corpus else None,
                                        "steps": steps, "init_from": init_from}.items() if v is not None}
