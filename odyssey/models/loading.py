@@ -204,6 +204,55 @@ def load_adapter(ref: str, path: Path, *, root: Path | None = None, dtype: str =
     return LoadedModel(ref, path, model, tokenizer, base.family, base.dtype)
 
 
+# Pickle checkpoints (PyTorch CVE-2025-32434; LLaMA-Factory CVE-2025-53002): a .bin/.pt/.pth file
+# is loaded only if it loads with ``weights_only=True`` (tensors and plain containers, no code),
+# unless pickle is allowed (``ODYSSEY_ALLOW_PICKLE=1``, or ``allow_pickle=True``; the spec's
+# ``allow_pickle: true`` is meant to set it) for files whose origin the user trusts.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+
+
+def pickle_allowed(allow_pickle: bool | None = None) -> bool:
+    if allow_pickle is not None:
+        return allow_pickle
+    return os.environ.get("ODYSSEY_ALLOW_PICKLE", "").strip().lower() in ("1", "true", "yes")
+
+
+def check_pickles(path: Path, allow_pickle: bool | None = None) -> bool:
+    """The ``weights_only`` value to load the checkpoint in ``path`` with.
+
+    A folder with safetensors weights is never read through pickle (transformers prefers them).
+    Otherwise each pickle weight file is opened with ``torch.load(weights_only=True)``, which runs
+    no code from the file; one that needs more is refused with the reason, unless pickle is
+    allowed."""
+    path = Path(path)
+    if not path.is_dir() or list(path.glob("*.safetensors")):
+        return True
+    files = sorted(f for f in path.iterdir() if f.suffix in PICKLE_SUFFIXES and f.name != "training_args.bin")
+    if not files:
+        return True
+    import pickle
+
+    import torch
+
+    for f in files:
+        try:
+            torch.load(f, map_location="meta", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            if pickle_allowed(allow_pickle):
+                return False
+            reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line or "GLOBAL" in line),
+                          str(exc).splitlines()[0][:200])
+            raise OdysseyError(
+                f"{f} is a pickle checkpoint that does not load with weights_only=True, so loading it could run "
+                f"code from the file ({reason})",
+                hint="convert it to safetensors where it was made (model.save_pretrained(..., safe_serialization=True)),"
+                     " or, only if you trust where it came from, allow pickle (ODYSSEY_ALLOW_PICKLE=1 / allow_pickle: "
+                     "true)") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise OdysseyError(f"{f} is not a readable PyTorch checkpoint: {str(exc).splitlines()[0][:200]}") from None
+    return True
+
+
 def device() -> str:
     import torch
 
@@ -211,10 +260,12 @@ def device() -> str:
 
 
 def load(ref: str, *, root: Path | None = None, dtype: str = "auto", progress=None,
-         head: str | None = None) -> LoadedModel:
+         head: str | None = None, allow_pickle: bool | None = None) -> LoadedModel:
     """Load a model and its tokenizer by reference, choosing the class from the architecture family.
 
     ``head`` forces a class: 'causal-lm', 'seq2seq-lm', 'masked-lm' or 'sequence-classification'.
+    Pickle weight files must load with ``weights_only=True`` unless ``allow_pickle`` (see
+    :func:`check_pickles`).
     """
     import torch
     from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
@@ -243,8 +294,10 @@ def load(ref: str, *, root: Path | None = None, dtype: str = "auto", progress=No
         _progress_message(progress, f"loading {ref} ({family}, int8 for the x86 engine)")
         model, torch_dtype = x86_int8.load(path, cls), torch.qint8
     else:
+        weights_only = check_pickles(path, allow_pickle)
         _progress_message(progress, f"loading {ref} ({family}, {str(torch_dtype).removeprefix('torch.')})")
-        model = cls.from_pretrained(path, dtype=torch_dtype).to(device())
+        extra = {} if weights_only else {"weights_only": False}
+        model = cls.from_pretrained(path, dtype=torch_dtype, **extra).to(device())
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
