@@ -283,6 +283,7 @@ def _data_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int], n
         except OdysseyError as exc:
             problems.append(Problem(file, None, _dotted(loc), exc.message, hint=exc.hint))
             continue
+        problems.extend(_label_problems(examples, spec, file, name, lines))
         whole_file = path.stat().st_size <= DATA_SAMPLE_BYTES
         notes.append(f"{file}: {len(examples)} rows" if whole_file else
                      f"{file}: the first {len(examples)} rows checked (a {DATA_SAMPLE_BYTES >> 20} MB sample)")
@@ -309,6 +310,24 @@ def _column_problems(rows: list[dict], spec: Spec, file: str, name: str, lines: 
             problems.append(Problem(name, _line_of(lines, loc), _dotted(loc), f"column {column!r} is not in {file}",
                                     hint=hint))
     return problems
+
+
+def _label_problems(examples: list, spec: Spec, file: str, name: str, lines: dict[tuple, int]) -> list[Problem]:
+    """Classification: a reference label outside scope.labels can never be predicted (the prompt offers
+    only scope.labels), so every such example scores 0 - almost always a label set copied from a template."""
+    from odyssey.metrics import normalize_answer
+
+    labels = spec.scope.labels
+    if spec.scope.task != "classification" or not labels:
+        return []
+    allowed = {normalize_answer(label) for label in labels}
+    unknown = sorted({ref for ex in examples for ref in ex.references if normalize_answer(ref) not in allowed})
+    if not unknown:
+        return []
+    loc = ("scope", "labels")
+    shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    return [Problem(name, _line_of(lines, loc), _dotted(loc), f"{file} has target labels not in scope.labels: {shown}",
+                    hint="list every label the data uses under scope.labels (or fix the target column)")]
 
 
 def _empty_split_problems(splits: dict, spec: Spec, name: str, lines: dict[tuple, int]) -> list[Problem]:

@@ -111,6 +111,8 @@ GOOD_CSV = "text,label\n" + "".join(f"message {i} free prize,{'spam' if i % 3 el
     ("unclosed quote", GOOD_CSV.replace("message 2 free", '"message 2 free'), {},
      ["data/sms.csv:4 scope.data.source: a quote opened in this row is never closed"]),
     ("tab-separated", GOOD_CSV.replace(",", "\t"), {}, ["data/sms.csv:1 scope.data.source: looks tab-separated"]),
+    ("labels not in scope.labels", GOOD_CSV.replace("message 4 free prize,spam", "message 4 free prize,scam"), {},
+     ["scope.labels: data/sms.csv has target labels not in scope.labels: 'scam'"]),
 ])
 def test_validate_catches_what_would_fail_later(tmp_path, case, csv, options, expected):
     root = _sms_project(tmp_path / "p", csv, **options)

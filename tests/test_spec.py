@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from odyssey.errors import SpecError
-from odyssey.project import Project, check_spec_file
+from odyssey.project import Project, check_project, check_spec_file
 from odyssey.spec import Gate
 from tests.conftest import write_spec
 
@@ -29,8 +29,9 @@ def test_shipped_templates_validate(tmp_path):
 
     for task in EXAMPLES:
         root = init_project(tmp_path / task, task)
-        spec, report = check_spec_file(root / "odyssey.yaml")
+        spec, report = check_project(root / "odyssey.yaml")  # data sample and model refs included
         assert report.ok, [str(p) for p in report.problems]
+        assert report.notes and "rows" in report.notes[0]
         assert spec.scope.task == task
         assert (root / "odyssey.yaml").read_text().startswith("# Run: ")
 
