@@ -9,8 +9,11 @@ followed, so ``from odyssey.adapt import prompt_search`` counts as importing ``o
 from __future__ import annotations
 
 import ast
+import sys
 from functools import cache
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "odyssey"
 STAGES = {"select", "adapt", "align", "optimize", "deploy", "augment"}
@@ -181,3 +184,42 @@ def test_spec_is_in_no_cycle_even_through_function_level_imports():
         graph[a].add(b)
     assert not [cycle for cycle in _cycles(graph) if "odyssey.spec" in cycle]
     assert not {m for m in _imports("odyssey.spec")[0] | _imports("odyssey.spec")[1] if _layer(m) in STAGES}
+
+
+# ---- optional dependencies: a missing one is an install hint (exit 4), not a bare ImportError ----------
+def _curate(tmp_path):
+    from odyssey.select.curation import curate
+
+    (tmp_path / "a.txt").write_text("one document")
+    curate(tmp_path, tmp_path / "out")
+
+
+def _dpo(tmp_path):
+    from odyssey.align.dpo import _reference_free_trainer
+
+    _reference_free_trainer()
+
+
+def _bm25(tmp_path):
+    from odyssey.augment.index import _bm25s
+
+    _bm25s()
+
+
+def _markdown(tmp_path):
+    from odyssey.augment.documents import parse_markdown
+
+    parse_markdown("# title\n\ntext", "fallback")
+
+
+@pytest.mark.parametrize(("module", "extra", "call"), [
+    ("datasketch", "select", _curate), ("trl", "align", _dpo), ("bm25s", "augment", _bm25),
+    ("markdown_it", "augment", _markdown),
+])
+def test_a_missing_optional_dependency_names_its_extra(tmp_path, monkeypatch, module, extra, call):
+    from odyssey.errors import MissingDependency
+
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    with pytest.raises(MissingDependency) as caught:
+        call(tmp_path)
+    assert f"llm-odyssey[{extra}]" in caught.value.hint and module in caught.value.message

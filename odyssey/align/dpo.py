@@ -16,13 +16,13 @@ import sys
 import time
 
 from odyssey.align.common import quiet_libraries
-from odyssey.errors import OdysseyError
+from odyssey.errors import OdysseyError, require
 
 
 def _reference_free_trainer():
-    from trl import DPOTrainer
+    trl = require("trl", "align", "DPO")
 
-    class ReferenceFreeDPOTrainer(DPOTrainer):
+    class ReferenceFreeDPOTrainer(trl.DPOTrainer):
         """TRL reads precomputed reference log-probs from the dataset; zeros make the loss reference-free."""
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
@@ -38,8 +38,9 @@ def train_dpo(project, *, preference_set: int | str | None = None, start: str | 
 
     import torch
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
 
+    trl = require("trl", "align", "DPO")
+    DPOConfig, DPOTrainer = trl.DPOConfig, trl.DPOTrainer
     from odyssey.align.common import ensure_candidate_row, load_trainable_start, save_merged, starting_candidate
     from odyssey.align.ppo import AlignResult
     from odyssey.align.preferences import load_preference_set
@@ -119,7 +120,7 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
     if algo not in {"rloo", "grpo"}:
         raise OdysseyError(f"unknown algorithm {algo!r}", hint="use ppo, rloo or grpo")
     quiet_libraries()
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+    trl = require("trl", "align", f"{algo} alignment")
 
     cfg = project.spec.align.ppo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     group = cfg.num_generations
@@ -141,7 +142,7 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
 
     peft_config = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                              target_modules="all-linear")
-    config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if algo == "rloo" else (GRPOConfig, GRPOTrainer)
+    config_cls, trainer_cls = (trl.RLOOConfig, trl.RLOOTrainer) if algo == "rloo" else (trl.GRPOConfig, trl.GRPOTrainer)
     from odyssey import ui
 
     n_steps = steps or cfg.steps

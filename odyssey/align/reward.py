@@ -19,7 +19,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from odyssey.errors import OdysseyError
+from odyssey.errors import OdysseyError, require
 
 META_FILE = "odyssey-reward.json"
 
@@ -181,13 +181,14 @@ def train_reward_model(project, *, preference_set: int | str | None = None, back
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from trl import RewardConfig, RewardTrainer
 
     from odyssey import ui
-    from odyssey.align.common import starting_candidate
+    from odyssey.align.common import quiet_libraries, starting_candidate
     from odyssey.models import resolve
     from odyssey.store.align import save_reward_model
-    from odyssey.align.common import quiet_libraries
+
+    trl = require("trl", "align", "the reward model")
+    RewardConfig, RewardTrainer = trl.RewardConfig, trl.RewardTrainer
 
     quiet_libraries()
     start = start or starting_candidate(project)

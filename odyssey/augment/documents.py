@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from odyssey.errors import OdysseyError
+from odyssey.errors import OdysseyError, require
 
 SUPPORTED = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text", ".html": "html",
              ".htm": "html", ".pdf": "pdf"}
@@ -65,7 +65,7 @@ class Chunk:
 
 # ---- parsers ------------------------------------------------------------------------------
 def parse_markdown(text: str, fallback_title: str) -> tuple[str, list[Block]]:
-    from markdown_it import MarkdownIt
+    MarkdownIt = require("markdown_it", "augment", "Markdown documents").MarkdownIt
 
     md = MarkdownIt("commonmark").enable("table")
     lines = text.splitlines()
@@ -90,7 +90,7 @@ def parse_markdown(text: str, fallback_title: str) -> tuple[str, list[Block]]:
 
 
 def parse_html(text: str, fallback_title: str) -> tuple[str, list[Block]]:
-    from bs4 import BeautifulSoup
+    BeautifulSoup = require("bs4", "augment", "HTML documents").BeautifulSoup
 
     soup = BeautifulSoup(text, "html.parser")
     title = soup.title.get_text(" ", strip=True) if soup.title else None
@@ -130,7 +130,7 @@ def parse_text(text: str, fallback_title: str) -> tuple[str, list[Block]]:
 
 
 def parse_pdf(path: Path, fallback_title: str) -> tuple[str, list[Block]]:
-    from pypdf import PdfReader
+    PdfReader = require("pypdf", "augment", "PDF documents").PdfReader
 
     reader = PdfReader(str(path))
     meta_title = (reader.metadata.title if reader.metadata else None) or fallback_title

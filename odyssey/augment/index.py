@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from odyssey.errors import OdysseyError
+from odyssey.errors import OdysseyError, require
 
 TABLE = "chunks"
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
@@ -67,6 +67,10 @@ class IngestReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _bm25s():
+    return require("bm25s", "augment", "BM25 keyword retrieval")
 
 
 def collections_dir(project) -> Path:
@@ -123,8 +127,6 @@ class Collection:
         return self.manifest["embedder"]
 
     def _db(self):
-        from odyssey.errors import require
-
         lancedb = require("lancedb", "augment", "a RAG collection")
         return lancedb.connect(str(self.path / "lance"))
 
@@ -243,7 +245,7 @@ class Collection:
         self._rebuild_bm25()
 
     def _rebuild_bm25(self) -> None:
-        import bm25s
+        bm25s = _bm25s()
 
         table = self.table()
         folder = self.path / "bm25"
@@ -261,7 +263,7 @@ class Collection:
 
     def _load_bm25(self):
         if self._bm25 is None:
-            import bm25s
+            bm25s = _bm25s()
 
             folder = self.path / "bm25"
             if (folder / "ids.json").exists():
@@ -293,7 +295,7 @@ class Collection:
         columns = ["id", "source", "title", "section", "page", "text", "vector"]
         bm25_ranked: list[list[str]] = [[] for _ in queries]
         if mode in {"hybrid", "bm25"} and self._load_bm25() is not None:
-            import bm25s
+            bm25s = _bm25s()
 
             tokens = bm25s.tokenize(list(queries), stopwords="en", return_ids=False, show_progress=False)
             top = min(n, len(self._bm25_ids))

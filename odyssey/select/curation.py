@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from odyssey.errors import OdysseyError
+from odyssey.errors import OdysseyError, require
 
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 # International or North-American style numbers with at least 7 digits, separators allowed.
@@ -180,10 +180,10 @@ def _perplexities(texts: list[str], ref: str) -> list[float]:
 
 def curate(source: str | Path, out: str | Path, cfg=None) -> CurationReport:
     """Clean a corpus into ``out/clean.jsonl`` with ``out/report.json`` and ``out/report.md``."""
-    from datasketch import MinHash, MinHashLSH
-
     from odyssey import ui
     from odyssey.spec import CurateSpec
+
+    datasketch = require("datasketch", "select", "near-duplicate removal (MinHash LSH)")
 
     cfg = cfg or CurateSpec()
     if (cfg.perplexity_model is None) != (cfg.max_perplexity is None):
@@ -215,12 +215,12 @@ def curate(source: str | Path, out: str | Path, cfg=None) -> CurationReport:
         for doc, value in zip(survivors, ppl):
             (dropped["perplexity"] if value > cfg.max_perplexity else kept).append(doc)
         survivors = kept
-    lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
-    signatures: dict[str, MinHash] = {}
+    lsh = datasketch.MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
+    signatures: dict[str, datasketch.MinHash] = {}
     kept_docs: list[Document] = []
     with ui.progress("near-duplicate search (MinHash LSH)", total=len(survivors)) as bar:
         for doc in survivors:
-            mh = MinHash(num_perm=cfg.num_perm, seed=1)
+            mh = datasketch.MinHash(num_perm=cfg.num_perm, seed=1)
             mh.update_batch([s.encode() for s in shingles(doc.text, cfg.shingle)])
             # LSH returns candidates; confirm with the estimated Jaccard to keep precision high.
             match = next((key for key in lsh.query(mh) if signatures[key].jaccard(mh) >= cfg.near_dup_threshold), None)
