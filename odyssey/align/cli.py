@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from odyssey.cli_options import JsonOpt, ProjectOpt
 from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
-ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
 StartOpt = Annotated[Optional[str], typer.Option("--start", help="candidate to align (default: best fine-tuned)")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint of the same run")]
 NoEvalOpt = Annotated[bool, typer.Option("--no-eval", help="skip the aligned-vs-parent comparison")]

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from odyssey.cli_options import JsonOpt, ProjectOpt
 from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
-ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
 CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="collection name (default: augment.collection)")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="model reference (default: first in models:)")]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from odyssey.cli_options import JsonOpt, ProjectOpt
 from odyssey.cli_support import console as _console, emit_json as _emit
 
-ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="candidate name, 'best', or a model ref "
                                                  "(default: optimize.start_from)")]
 NoMeasureOpt = Annotated[bool, typer.Option("--no-measure", help="skip measuring it beside its parent")]
