@@ -850,7 +850,10 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         served = gw.model(body.model)
         params = gw.params(body, body.max_completion_tokens or body.max_tokens)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        await gw.check_input(served, [m["content"] for m in messages], "messages")
+        sent = messages  # what reaches the model: in single-turn task mode, the system text and the last user turn
+        if served.turns() == "single" and messages[-1]["role"] == "user":
+            sent = [m for m in messages if m["role"] in ("system", "developer")] + [messages[-1]]
+        await gw.check_input(served, [m["content"] for m in sent], "messages")
         rendered = await asyncio.to_thread(served.render_chat, body.messages)
         note = None
         if served.turns() == "single" and messages[-1]["role"] == "user":
