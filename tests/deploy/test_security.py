@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.deploy.conftest import REPO, free_port, make_project, start_server, stop_server
+from tests.deploy.conftest import REPO, make_project, start_server, stop_server
 
 
 def error_of(resp: httpx.Response) -> dict:
