@@ -40,7 +40,8 @@ def _apply_only(db: sqlite3.Connection, names: list[str], monkeypatch) -> None:
 def test_migrations_are_in_strict_sequence():
     numbers = [migrations.number(name) for name, _ in migrations.MIGRATIONS]
     assert numbers == sorted(set(numbers))
-    assert [name for name, _ in migrations.MIGRATIONS] == sorted(LEGACY_ORDER)
+    names = [name for name, _ in migrations.MIGRATIONS]
+    assert names[: len(LEGACY_ORDER)] == sorted(LEGACY_ORDER)  # later migrations follow the released ones
 
 
 def test_out_of_sequence_or_badly_named_migration_is_refused(monkeypatch):
