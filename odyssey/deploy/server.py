@@ -854,7 +854,17 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         if served.turns() == "single" and messages[-1]["role"] == "user":
             sent = [m for m in messages if m["role"] in ("system", "developer")] + [messages[-1]]
         await gw.check_input(served, [m["content"] for m in sent], "messages")
-        rendered = await asyncio.to_thread(served.render_chat, body.messages)
+        try:
+            rendered = await asyncio.to_thread(served.render_chat, body.messages)
+        except Exception as exc:
+            import jinja2
+
+            if not isinstance(exc, jinja2.TemplateError):
+                raise
+            # the model's own chat template refused these messages (e.g. "System role not supported"),
+            # or the sandbox stopped it: the client's input, so a 400 naming the reason
+            raise APIError(400, f"the model's chat template refused these messages: {str(exc)[:300]}",
+                           code="chat_template_error", param="messages") from None
         note = None
         if served.turns() == "single" and messages[-1]["role"] == "user":
             users = sum(m["role"] == "user" for m in messages)

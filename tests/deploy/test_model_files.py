@@ -116,3 +116,34 @@ def test_transformers_renders_chat_templates_in_a_sandbox():
     from transformers.utils import chat_template_utils
 
     assert "ImmutableSandboxedEnvironment(" in inspect.getsource(chat_template_utils)
+
+
+def test_a_template_error_is_a_400_not_a_500(tmp_path):
+    """A chat template that raises (a model that refuses a system turn, or a sandboxed attribute
+    access) answers 400 naming the reason, through the gateway's real app."""
+    from starlette.testclient import TestClient
+
+    from odyssey.deploy.backends import Backend
+    from odyssey.deploy.keys import create_key
+    from odyssey.deploy.server import Served, create_app
+    from odyssey.models.tiny import build_tokenizer
+    from odyssey.project import Project
+    from tests.deploy.conftest import make_project
+
+    tok = build_tokenizer(tmp_path / "tok")
+    tok.chat_template = ("{% for m in messages %}{% if m.role == 'system' %}"
+                         "{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}")
+
+    class TemplateOnly(Backend):
+        kind = "fake"
+        tokenizer = tok
+
+    project = Project.load(make_project(tmp_path / "p"))
+    key = create_key(project.store, "k").key
+    app = create_app(project, [Served("m", "tiny:llama", TemplateOnly(), mode="chat")], project.spec.deploy)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                        json={"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "chat_template_error" and "System role not supported" in err["message"]
