@@ -424,6 +424,12 @@ class Project:
 
         return evaluate_candidate(self, model=model, split=split, **options)
 
+    def run(self, **options):
+        """``odyssey run``: the whole lifecycle (profile=, from_step=, only=, dry_run=); see odyssey.pipeline."""
+        from odyssey.pipeline import run_pipeline
+
+        return run_pipeline(self, **options)
+
     def status(self):
         from odyssey.evaluate.board import build_board
 

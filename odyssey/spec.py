@@ -616,6 +616,27 @@ class AugmentSpec(Strict):
     sandbox: SandboxSpec = SandboxSpec()
 
 
+class PipelineStep(Strict):
+    """One step of ``odyssey run``: a stage, the candidate it starts from, and overrides of its settings."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    stage: str = Field(..., description="scope, prompt, finetune, align (= preferences, [reward], dpo | ppo), "
+                       "optimize (= quantize, distill, prune), evaluate; or one sub-stage")
+    parent: str | None = Field(None, description="'best', a candidate name, a model under models:, or an earlier "
+                               "step's name; none: the stage's default (the step before it, else the board's best)")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="step id (default: the stage)")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with",
+                                  description="overrides of the stage's spec section, e.g. {method: lora} or {to: int8}")
+
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, value):
+        from odyssey.pipeline.names import check_stage_name  # the one list of stages (stdlib only)
+
+        return check_stage_name(value)
+
+
 class Spec(Strict):
     """The whole ``odyssey.yaml``."""
 
@@ -631,6 +652,12 @@ class Spec(Strict):
     optimize: OptimizeSpec = OptimizeSpec()
     deploy: DeploySpec = DeploySpec()
     augment: AugmentSpec = AugmentSpec()
+    pipeline: list[PipelineStep] | None = Field(
+        None, description="the steps `odyssey run` executes, in order; none: scope, prompt, finetune, align, "
+        "optimize, evaluate")
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="`odyssey run --profile NAME`: spec overrides by name (beside the built-in "
+        "demo, quick and full, or replacing one)")
 
     @field_validator("version")
     @classmethod

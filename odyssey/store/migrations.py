@@ -347,3 +347,32 @@ def m060_augment_traces() -> str:
         );
         CREATE INDEX augment_traces_run ON augment_traces(run_id);
     """
+
+
+# ---- pipeline (070-079) ----------------------------------------------------------------------
+@migration
+def m070_pipeline_steps() -> str:
+    # `odyssey run`: one row per attempt at a pipeline step, keyed by the hash of the step's inputs (spec
+    # section, data, parent candidate, code version). A succeeded row with the same hash makes the step
+    # cached; a running row whose process died (kill -9) is the step to resume. outcome_json holds what
+    # the step made (candidate names, run ids, a preference set or reward model id).
+    return """
+        CREATE TABLE pipeline_steps (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id),
+            pipeline_run_id INTEGER REFERENCES runs(id),
+            step TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            input_hash TEXT NOT NULL,
+            inputs_json TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
+            resumed INTEGER NOT NULL DEFAULT 0,
+            outcome_json TEXT NOT NULL DEFAULT '{}',
+            pid INTEGER,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            wall_s REAL,
+            error TEXT
+        );
+        CREATE INDEX pipeline_steps_step ON pipeline_steps(project_id, step, id);
+    """

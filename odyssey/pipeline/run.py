@@ -1,0 +1,262 @@
+"""``odyssey run``: execute the plan step by step, skipping steps whose inputs are unchanged (cached),
+resuming the step a killed run left unfinished, and ending with the board, the gains and a report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from odyssey import ui
+from odyssey.errors import OdysseyError
+from odyssey.pipeline.plan import (Plan, Step, check_parents, input_hash, make_plan, select_steps, step_inputs)
+from odyssey.pipeline.stages import STAGES, Outcome, Parent, StepContext
+
+
+@dataclass
+class StepStatus:
+    step: str
+    stage: str
+    parent: str | None
+    status: str  # cached | ran | resumed | skipped (not selected) | will run | will resume | cached (dry run)
+    reason: str = ""
+    wall_s: float | None = None
+    candidates: list[str] = field(default_factory=list)
+    estimate: dict | None = None
+
+
+@dataclass
+class PipelineResult:
+    steps: list[StepStatus]
+    dry_run: bool
+    profile: str | None
+    board: dict | None = None
+    gains: list[dict] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_project(project, spec):
+    """A Project on the same folder and store whose spec is ``spec`` (the profile and overrides applied)."""
+    from odyssey.project import Project
+
+    proj = Project(project.root, spec)
+    proj.__dict__["store"] = project.store  # one store connection (cached_property's slot)
+    return proj
+
+
+def run_pipeline(project, *, profile: str | None = None, from_step: str | None = None, only: str | None = None,
+                 dry_run: bool = False, stages: dict | None = None) -> PipelineResult:
+    """Run the lifecycle odyssey.yaml describes (see the module docstring). ``stages`` replaces the runners
+    of the mapping table by name (tests)."""
+    from odyssey.store.pipeline import mark_interrupted
+
+    started = time.perf_counter()
+    plan = make_plan(project, profile)
+    base = step_project(project, plan.spec)
+    check_parents(base, plan)
+    selected = select_steps(base, plan, from_step, only)
+    runners = {name: (stages or {}).get(name, stage.run) for name, stage in STAGES.items()}
+    mark_interrupted(base.store)
+    if dry_run:
+        return PipelineResult(dry_run_statuses(base, plan, selected), True, profile,
+                              wall_s=time.perf_counter() - started)
+    refuse_what_does_not_fit(base, plan, selected)
+    statuses: list[StepStatus] = []
+    outcomes: dict[str, Outcome] = {}
+    with base.store.run("pipeline", plan.spec.as_dict(), {"profile": profile, "from": from_step, "only": only,
+                                                          "steps": [s.id for s in plan.steps]}) as prun:
+        for step in plan.steps:
+            statuses.append(_do_step(base, plan, step, step.id in selected, bool(from_step or only), outcomes,
+                                     runners, prun.id))
+        result = PipelineResult(statuses, False, profile)
+        from odyssey.pipeline.report import finish
+
+        finish(base, plan, result, outcomes, prun)
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def _do_step(base, plan: Plan, step: Step, selected: bool, forced: bool, outcomes: dict[str, Outcome],
+             runners: dict, pipeline_run_id: int) -> StepStatus:
+    from odyssey.store.pipeline import finish_step, latest_step, start_step
+
+    store = base.store
+    if not selected:  # --from / --only: an unselected step's last result stands in for it
+        last = latest_step(store, step.id, status="succeeded")
+        if last is None:
+            raise OdysseyError(f"step {step.id!r} has never finished, and the steps after it need what it makes",
+                               hint="run `odyssey run` without --from/--only once")
+        outcomes[step.id] = Outcome.from_dict(last["outcome"])
+        return StepStatus(step.id, step.stage, step.parent, "skipped", "not selected (--from/--only): its last result",
+                          candidates=outcomes[step.id].candidates)
+    project = step_project(base, step.spec)
+    parent = resolve_parent(project, step, outcomes)
+    needs = consumed(step, plan, outcomes)
+    inputs = step_inputs(step, data_fingerprint=project.dataset().fingerprint,
+                         parent=parent.as_dict() if parent else None, needs=_needs_identity(store, step, needs, outcomes))
+    digest = input_hash(inputs)
+    done = latest_step(store, step.id, status="succeeded", input_hash=digest)
+    if done and not forced and _still_there(store, done):
+        outcomes[step.id] = Outcome.from_dict(done["outcome"])
+        ui.say(f"cached: {step.id} (inputs unchanged since {done['finished_at'][:19]}; hash {digest[:10]})")
+        return StepStatus(step.id, step.stage, parent_label(parent), "cached", f"inputs unchanged (hash {digest[:10]})",
+                          done.get("wall_s"), outcomes[step.id].candidates)
+    last = latest_step(store, step.id, input_hash=digest)
+    resume = bool(last and last["status"] in {"interrupted", "failed"})
+    ui.say(f"{'resuming' if resume else 'running'}: {step.id} ({step.stage}"
+           + (f", from {parent_label(parent)}" if parent else "") + ")")
+    record = start_step(store, step=step.id, stage=step.stage, input_hash=digest, inputs=inputs,
+                        pipeline_run_id=pipeline_run_id, resumed=resume)
+    t0 = time.perf_counter()
+    earlier = [(s, outcomes[s.id]) for s in plan.steps if s.id in outcomes]
+    ctx = StepContext(project, step, parent, resume, needs, earlier)
+    try:
+        outcome = runners[step.stage](ctx)
+    except BaseException as exc:
+        finish_step(store, record, "failed", wall_s=time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
+        raise
+    wall = time.perf_counter() - t0
+    finish_step(store, record, "succeeded", outcome=outcome.as_dict(), wall_s=wall)
+    outcomes[step.id] = outcome
+    ui.say(f"done: {step.id} in {wall:.1f} s")
+    return StepStatus(step.id, step.stage, parent_label(parent), "resumed" if resume else "ran",
+                      "forced (--from/--only)" if forced and done else ("" if not last else f"last attempt {last['status']}"),
+                      wall, outcome.candidates)
+
+
+def parent_label(parent: Parent | None) -> str | None:
+    return (parent.name or parent.model_ref) if parent else None
+
+
+def _still_there(store, record: dict) -> bool:
+    """A cached step's candidates must still be in the store (a deleted database, a renamed candidate)."""
+    return all(store.candidate(name) is not None for name in record["outcome"].get("candidates", []))
+
+
+def resolve_parent(project, step: Step, outcomes: dict[str, Outcome]) -> Parent | None:
+    """The step's parent now: an earlier step's candidate, the board's best, a stored candidate or a model."""
+    store, which = project.store, step.parent
+    if which is None:
+        return None
+    if which in outcomes:
+        made = outcomes[which].candidates
+        if not made:
+            raise OdysseyError(f"step {step.id!r} starts from step {which!r}, which makes no candidate",
+                               hint="name a step that makes one (prompt, finetune, align, optimize) or 'best'")
+        return _candidate_parent(store, made[-1])
+    if which == "model":
+        spec = project.spec
+        ref = (spec.adapt.model if step.stage == "finetune" else None) or spec.prompt.model or project.default_model()
+        return Parent(ref)
+    if which == "best":
+        from odyssey.evaluate.board import build_board
+
+        best = build_board(project).best
+        return _candidate_parent(store, best) if best else Parent(project.default_model())
+    if store.candidate(which) is not None:
+        return _candidate_parent(store, which)
+    entries = {e.name: e.ref for e in project.spec.model_entries() if e.name}
+    return Parent(entries.get(which, which))
+
+
+def _candidate_parent(store, name: str) -> Parent:
+    row = store.candidate(name)
+    if row is None:
+        raise OdysseyError(f"candidate {name!r} is no longer in the store", hint="run `odyssey run` again")
+    return Parent(row["model_ref"], row["name"], row["run_id"])
+
+
+def consumed(step: Step, plan: Plan, outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
+    """stage -> outcome of the latest earlier step of each stage this step consumes (a reward model's pairs)."""
+    out = {}
+    before = plan.steps[: plan.steps.index(step)]
+    for stage in STAGES[step.stage].needs:
+        for earlier in reversed(before):
+            if earlier.stage == stage and earlier.id in outcomes:
+                out[stage] = outcomes[earlier.id]
+                break
+    return out
+
+
+def _needs_identity(store, step: Step, needs: dict[str, Outcome], outcomes: dict[str, Outcome]) -> dict:
+    identity = {stage: outcome.extra for stage, outcome in needs.items()}
+    if step.stage == "evaluate":  # its inputs are every candidate the earlier steps made, as they are now
+        names = dict.fromkeys(n for o in outcomes.values() for n in o.candidates)
+        identity["candidates"] = [(n, (store.candidate(n) or {}).get("model_ref"), (store.candidate(n) or {}).get("run_id"))
+                                  for n in names]
+    return identity
+
+
+# ---- dry run and the memory check ---------------------------------------------------------------------
+
+def dry_run_statuses(base, plan: Plan, selected: set[str]) -> list[StepStatus]:
+    """Each step: cached or not as far as can be told before anything runs, and the planner's estimate for
+    training steps. A step after one that will run is marked as running too (its parent changes)."""
+    from odyssey.store.pipeline import latest_step
+
+    statuses, outcomes, changed = [], {}, False
+    for step in plan.steps:
+        estimate = estimate_step(base, plan, step) if step.trains else None
+        last = latest_step(base.store, step.id, status="succeeded")
+        status, reason = "will run", "never run"
+        if step.id not in selected:
+            status, reason = "skipped", "not selected (--from/--only)"
+        elif last is not None:
+            project = step_project(base, step.spec)
+            try:
+                parent = resolve_parent(project, step, outcomes)
+            except OdysseyError:
+                parent = None
+            inputs = step_inputs(step, data_fingerprint=project.dataset().fingerprint,
+                                 parent=parent.as_dict() if parent else None,
+                                 needs=_needs_identity(base.store, step, consumed(step, plan, outcomes), outcomes))
+            if input_hash(inputs) == last["input_hash"] and not changed:
+                status, reason = "cached", f"inputs unchanged since {last['finished_at'][:19]}"
+            else:
+                status, reason = "will run", ("an earlier step runs first" if changed else "its inputs changed")
+            resumable = latest_step(base.store, step.id, input_hash=input_hash(inputs))
+            if status == "will run" and resumable and resumable["status"] in {"interrupted", "failed"}:
+                status, reason = "will resume", f"last attempt {resumable['status']}"
+        if last is not None:
+            outcomes[step.id] = Outcome.from_dict(last["outcome"])
+        changed = changed or status in {"will run", "will resume"}
+        statuses.append(StepStatus(step.id, step.stage, step.parent, status, reason, estimate=estimate))
+    return statuses
+
+
+def estimate_step(base, plan: Plan, step: Step) -> dict | None:
+    """The planner's memory and time for a training step on the scope's hardware (its memory_gb, if set)."""
+    from odyssey.select.planner import Hardware, plan as plan_job
+
+    spec = step.spec
+    method, batch, seq, tokens = STAGES[step.stage].estimate(spec)
+    hardware = Hardware.parse(spec.scope.constraints.hardware)
+    if spec.scope.constraints.memory_gb:
+        hardware.memory_gb = spec.scope.constraints.memory_gb
+    ref = spec.adapt.model or spec.prompt.model or base.default_model()
+    job = plan_job(ref, method, hardware, batch=batch, seq=seq, tokens=tokens, root=base.root)
+    return {"model": ref, "method": method, "memory_gb": round(job.total_gb, 3), "available_gb": job.available_gb,
+            "fits": job.fits, "hours": job.hours, "tokens": job.tokens, "tokens_per_s": round(job.tokens_per_s, 1),
+            "notes": job.notes}
+
+
+def refuse_what_does_not_fit(base, plan: Plan, selected: set[str]) -> None:
+    """Before anything starts: every selected training step must fit scope.constraints (memory_gb)."""
+    for step in plan.steps:
+        if step.id not in selected or not step.trains:
+            continue
+        estimate = estimate_step(base, plan, step)
+        if estimate and not estimate["fits"]:
+            limit = plan.spec.scope.constraints.memory_gb
+            from odyssey.pipeline.plan import _problem
+
+            raise _problem(base, ("scope", "constraints", "memory_gb"),
+                           f"step {step.id!r} ({estimate['method']} on {estimate['model']}) needs about "
+                           f"{estimate['memory_gb']:.2f} GB; {estimate['available_gb']:.2f} GB is usable"
+                           + (f" under memory_gb {limit:g}" if limit else ""),
+                           hint="raise scope.constraints.memory_gb, use a smaller model, LoRA, or shorter "
+                                "sequences; `odyssey run --dry-run` shows every step's estimate")
