@@ -51,7 +51,9 @@ class GenParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        # below 1e-5 (vLLM's epsilon) sampling is greedy anyway, and a denormal such as 2e-311
+        # would turn logits / temperature into inf and the probabilities into NaN (a fuzzer found it)
+        return self.temperature < 1e-5
 
 
 @dataclass
@@ -393,7 +395,7 @@ class UpstreamBackend(Backend):
 
     def _body(self, ids: list[int], params: GenParams, stream: bool) -> dict:
         body = {"model": self.model_name, "prompt": ids, "max_tokens": params.max_tokens, "stream": stream,
-                "temperature": params.temperature, "top_p": params.top_p}
+                "temperature": 0.0 if params.greedy else params.temperature, "top_p": params.top_p}
         if stream:
             body["stream_options"] = {"include_usage": True}
         if params.seed is not None:

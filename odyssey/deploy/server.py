@@ -76,6 +76,117 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class _Out(BaseModel):
+    """Response shapes, for the OpenAPI document (Schemathesis checks every answer against them);
+    the routes build plain dicts, and fields beyond these are allowed, as in OpenAI's API."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class HealthOut(_Out):
+    status: Literal["ok"]
+    models: list[str]
+    uptime_s: float
+
+
+class ModelCard(_Out):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(_Out):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class UsageOut(_Out):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(_Out):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(_Out):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+
+
+class ChatCompletionOut(_Out):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageOut
+
+
+class TextChoice(_Out):
+    index: int
+    text: str
+    finish_reason: str | None
+
+
+class TextCompletionOut(_Out):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: UsageOut
+
+
+class EmbeddingOut(_Out):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str  # floats, or base64 of little-endian float32
+
+
+class EmbeddingUsage(_Out):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(_Out):
+    object: Literal["list"]
+    model: str
+    data: list[EmbeddingOut]
+    usage: EmbeddingUsage
+
+
+class FeedbackOut(_Out):
+    id: int
+    object: Literal["feedback"]
+    kind: Literal["thumbs", "rating", "correction", "preference"]
+    request_id: str | None
+
+
+class PairOut(_Out):
+    pair: dict | None
+    pending: int
+
+
+class BoardOut(_Out):
+    plots: list[dict]
+    served: list[str]
+
+
+def _ok(model, description: str = "the answer", stream: bool = False) -> dict:
+    out = {"model": model, "description": description}
+    if stream:
+        out["description"] += "; with `stream: true`, server-sent events of chunks"
+        out["content"] = {"text/event-stream": {"schema": {  # one event: `data: <JSON chunk>` (or [DONE])
+            "type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+            "required": ["data"]}}}
+    return {200: out}
+
+
 def _errors(*codes: int) -> dict:
     words = {400: "invalid request", 401: "missing, unknown or revoked API key", 403: "the key lacks the scope",
              404: "unknown model, id or path", 413: "request body over deploy.max_request_bytes",
@@ -84,8 +195,6 @@ def _errors(*codes: int) -> dict:
     return {c: {"model": ErrorResponse, "description": words[c]} for c in codes}
 
 
-STREAM_OK = {"description": "the answer; with `stream: true`, server-sent events of chunks",
-             "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 PRIVATE_INFO = ("upstream", "pid", "gguf", "model", "path", "log")  # where a backend runs: admin keys only
 OPEN_ERRORS = _errors(400, 413, 500)
 KEYED_ERRORS = _errors(400, 401, 403, 413, 429, 500)
@@ -661,6 +770,14 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                 if path in scopes:
                     op["security"] = [{"apiKey": []}]
                     op["description"] = (op.get("description") or "") + f"\n\nNeeds a key with the '{scopes[path]}' scope."
+        # links: an answer's id is what feedback refers to (Schemathesis's stateful phase follows them)
+        feedback_op = doc["paths"]["/v1/feedback"]["post"]["operationId"]
+        for path in ("/v1/chat/completions", "/v1/completions"):
+            doc["paths"][path]["post"]["responses"]["200"]["links"] = {
+                "ThumbsUp": {"operationId": feedback_op, "description": "thumbs up on this answer",
+                             "requestBody": {"request_id": "$response.body#/id", "thumbs": "up"}},
+                "Correction": {"operationId": feedback_op, "description": "a better answer for this one",
+                               "requestBody": {"request_id": "$response.body#/id", "correction": "a better answer"}}}
         schemas = doc["components"].get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
@@ -673,7 +790,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
     app.openapi = openapi_document
 
     # -- health, metrics, models --
-    @app.get("/health", tags=["ops"], responses=OPEN_ERRORS)
+    @app.get("/health", tags=["ops"], responses={**OPEN_ERRORS, **_ok(HealthOut)})
     async def health():
         return {"status": "ok", "models": list(gw.models), "uptime_s": round(time.time() - gw.started, 1)}
 
@@ -702,7 +819,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                       "# TYPE odyssey_capture_pending gauge", f"odyssey_capture_pending {gw.capture.pending}"]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", tags=["openai"], responses=KEYED_ERRORS)
+    @app.get("/v1/models", tags=["openai"], responses={**KEYED_ERRORS, **_ok(ModelList)})
     async def list_models(request: Request):
         """The served candidates. Where a backend runs (upstream address, pid, model files) is
         shown to admin keys only."""
@@ -844,7 +961,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         return StreamingResponse(sse(), media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/v1/chat/completions", tags=["openai"], responses={**GEN_ERRORS, 200: STREAM_OK})
+    @app.post("/v1/chat/completions", tags=["openai"], responses={**GEN_ERRORS, **_ok(ChatCompletionOut, stream=True)})
     async def chat_completions(body: ChatBody, request: Request):
         key = gw.key(request)
         served = gw.model(body.model)
@@ -872,7 +989,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                 f" ({users - 1} earlier turn(s) not sent: this candidate is single-turn)" if users > 1 else "")
         return await run_generation(request, body, "chat", served, key, messages, rendered, params, note)
 
-    @app.post("/v1/completions", tags=["openai"], responses={**GEN_ERRORS, 200: STREAM_OK})
+    @app.post("/v1/completions", tags=["openai"], responses={**GEN_ERRORS, **_ok(TextCompletionOut, stream=True)})
     async def completions(body: CompletionBody, request: Request):
         key = gw.key(request)
         served = gw.model(body.model)
@@ -880,7 +997,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
         await gw.check_input(served, [body.prompt], "prompt")
         return await run_generation(request, body, "completion", served, key, body.prompt, body.prompt, params)
 
-    @app.post("/v1/embeddings", tags=["openai"], responses=GEN_ERRORS)
+    @app.post("/v1/embeddings", tags=["openai"], responses={**GEN_ERRORS, **_ok(EmbeddingList)})
     async def embeddings(body: EmbeddingBody, request: Request):
         from odyssey.models.embeddings import DEFAULT_EMBEDDER, embed
 
@@ -904,7 +1021,8 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     # -- feedback --
-    @app.post("/v1/feedback", tags=["feedback"], responses=_errors(400, 401, 403, 404, 413, 429, 500))
+    @app.post("/v1/feedback", tags=["feedback"], responses={**_errors(400, 401, 403, 404, 413, 429, 500),
+                                                             **_ok(FeedbackOut, "the feedback item, stored")})
     async def feedback(body: FeedbackBody, request: Request):
         from odyssey.store import deploy as sd
 
@@ -966,7 +1084,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
     async def root():
         return RedirectResponse("/ui/")
 
-    @app.get("/ui/api/board", tags=["ui"], responses=KEYED_ERRORS)
+    @app.get("/ui/api/board", tags=["ui"], responses={**KEYED_ERRORS, **_ok(BoardOut, "the board (candidates, gates, plots)")})
     async def board(request: Request):
         from odyssey.evaluate.board import build_board
 
@@ -992,7 +1110,7 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
             raise APIError(404, f"no plot with id {artifact_id}", code="not_found")
         return FileResponse(row["path"], media_type="image/png")
 
-    @app.get("/ui/api/pairs/next", tags=["ui"], responses=KEYED_ERRORS)
+    @app.get("/ui/api/pairs/next", tags=["ui"], responses={**KEYED_ERRORS, **_ok(PairOut, "the next pending pair")})
     async def next_pair(request: Request, after: int = Query(0, ge=0, le=2**62)):
         from odyssey.store import deploy as sd
 

@@ -1,5 +1,5 @@
 """Schemathesis fuzzes every operation of the served OpenAPI document, with a valid key and with
-none: no 5xx, every status code and content type documented, responses that match their schema,
+none, stateful links included (an answer's id -> feedback on it): no 5xx, every status code and content type documented, responses that match their schema,
 405 for undeclared methods, auth that cannot be skipped, and no stack trace in any body (the
 ``no_stack_trace`` check in st_hooks.py). On a tiny model each pass takes seconds."""
 
@@ -64,6 +64,8 @@ def test_fuzz_every_operation(fuzzed, who):
     assert re.search(rf"Selected: {operations}/{operations}\b", report) and f"Tested: {operations}" in report
     generated = re.search(r"(\d+) generated, (\d+) passed", report)
     assert generated and generated.group(1) == generated.group(2) and int(generated.group(1)) > 100, report[-2000:]
+    if who == "key":  # the links (an answer's id -> feedback) drive the stateful phase
+        assert re.search(r"✅ Stateful", report), report[-2000:]
 
 
 def test_undeclared_methods_are_405_with_allow(fuzzed):

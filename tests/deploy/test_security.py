@@ -200,6 +200,15 @@ def test_every_task_mode_turn_goes_through_the_candidate_prompt(server):
     assert {m["turns"] for m in models} == {"single"} and {m["prompt_mode"] for m in models} == {"task"}
 
 
+def test_a_denormal_temperature_is_greedy_not_a_500(server):
+    """Found by the stateful fuzzer: temperature 2.2e-311 made logits / temperature inf (a NaN 500)."""
+    for temperature in (2.225073858507e-311, 5e-324, 1e-9):
+        r = httpx.post(server.url + "/v1/chat/completions", headers=server.headers(), timeout=60,
+                       json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+                             "temperature": temperature})
+        assert r.status_code == 200, r.text
+
+
 # ---- /v1/models shows where backends run to admin keys only --------------------------------------------
 
 
