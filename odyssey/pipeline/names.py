@@ -18,14 +18,14 @@ DEFAULT_PIPELINE = ("scope", "prompt", "finetune", "align", "optimize", "evaluat
 
 # --profile NAME: spec overrides, deep-merged over odyssey.yaml (a spec's own ``profiles:`` adds to these
 # or replaces one by name). Sizes only: steps, rows, limits; never what is trained or how it is scored.
+# align.dpo/reward keep their max_length (768): TRL drops every pair whose prompt alone fills it.
 PROFILES: dict[str, dict] = {
     # A few minutes on two CPU cores with the packaged 135M model: every stage, small sizes.
     "demo": {
         "prompt": {"shots": [0, 1], "selection": ["fixed"], "limit": 6, "test_limit": 12},
         "adapt": {"max_steps": 30, "save_every": 10, "val_limit": 6, "eval_splits": ["test"], "max_seq_len": 384},
         "align": {"pairs": 12, "eval_limit": 6, "preferences": [{"kind": "reference"}],
-                  "dpo": {"epochs": 1, "batch_size": 4, "max_length": 384},
-                  "reward": {"epochs": 1, "batch_size": 4, "max_length": 384},
+                  "dpo": {"epochs": 1, "batch_size": 4}, "reward": {"epochs": 1, "batch_size": 4},
                   "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 24}},
         "optimize": {"quantize": {"to": ["int8"]},
                      "measure": {"limit": 6, "paired_rounds": 2, "speed_prompt_tokens": 64, "speed_new_tokens": 8}},
@@ -36,8 +36,7 @@ PROFILES: dict[str, dict] = {
         "prompt": {"shots": [0], "selection": ["fixed"], "limit": 2, "test_limit": 2},
         "adapt": {"max_steps": 2, "save_every": 1, "val_limit": 2, "eval_splits": ["test"], "max_seq_len": 256},
         "align": {"pairs": 4, "eval_limit": 2, "preferences": [{"kind": "reference"}],
-                  "dpo": {"epochs": 1, "batch_size": 2, "max_length": 256},
-                  "reward": {"epochs": 1, "batch_size": 2, "max_length": 256},
+                  "dpo": {"epochs": 1, "batch_size": 2}, "reward": {"epochs": 1, "batch_size": 2},
                   "ppo": {"steps": 1, "batch_size": 2, "mini_batch_size": 2, "max_new_tokens": 8}},
         "optimize": {"quantize": {"to": ["int8"]},
                      "measure": {"limit": 2, "paired_rounds": 0, "speed_prompt_tokens": 16, "speed_new_tokens": 4,
