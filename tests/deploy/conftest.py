@@ -61,8 +61,9 @@ def make_project(root: Path, deploy_yaml: str = "") -> Path:
     return root
 
 
-def start_server(root: Path, args: list[str], log: Path, timeout: float = 240) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_server(root: Path, args: list[str], log: Path, timeout: float = 240,
+                 port: int | None = None) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
     env = {**os.environ, "ODYSSEY_QUIET": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "odyssey.cli", "serve", "-p", str(root), "--port", str(port), *args]
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO,

@@ -486,6 +486,20 @@ def test_managed_child_needs_its_own_key_and_dies_with_a_killed_parent(tmp_path,
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE  # no orphan
         with pytest.raises(httpx.HTTPError):
             httpx.get(upstream + "/health", timeout=3)
+        # the answered request survived the kill -9, the store is intact, and a restart on the
+        # same port and store works at once
+        port = urlparse(url).port
+        proc, url = start_server(root, ["--candidate", "gg", "--backend", "llama.cpp"], tmp_path / "serve2.log",
+                                 port=port)
+        project = Project.load(root)
+        from odyssey.store import deploy as sd
+
+        assert sd.request(project.store, r.json()["id"])["output"] == " ok ok"
+        assert project.store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        project.store.close()
+        again = httpx.post(url + "/v1/completions", headers=h, json={"prompt": "again", "max_tokens": 1}, timeout=60)
+        assert again.status_code == 200
+        stop_server(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
