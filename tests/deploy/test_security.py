@@ -504,3 +504,44 @@ def test_managed_child_needs_its_own_key_and_dies_with_a_killed_parent(tmp_path,
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_the_request_time_limit_ends_slow_answers(tmp_path):
+    """A backend that stalls: past the gateway's time limit the client gets a 504 (or, streaming,
+    an error event), and the key's in-flight slot is given back."""
+    import asyncio
+
+    from starlette.testclient import TestClient
+
+    from odyssey.deploy.backends import Backend, Delta
+    from odyssey.deploy.keys import create_key
+    from odyssey.deploy.server import Served, create_app
+    from odyssey.models.tiny import build_tokenizer
+    from odyssey.project import Project
+
+    class Slow(Backend):
+        kind = "slow"
+        tokenizer = build_tokenizer(tmp_path / "tok")
+
+        async def stream(self, ids, params):
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                yield Delta("x")
+            yield Delta("", "length", len(ids), 100)
+
+    project = Project.load(make_project(tmp_path / "p"))
+    made = create_key(project.store, "k", max_concurrency=1)
+    key = made.key
+    app = create_app(project, [Served("slow", "tiny:llama", Slow(), mode="chat")], project.spec.deploy)
+    app.state.gateway.request_timeout = 0.3  # deploy.request_timeout_s, when the spec has it
+    h = {"Authorization": f"Bearer {key}"}
+    with TestClient(app) as client:
+        t0 = time.perf_counter()
+        r = client.post("/v1/completions", headers=h, json={"prompt": "hi"})
+        assert r.status_code == 504 and error_of(r)["code"] == "timeout" and time.perf_counter() - t0 < 3
+        with client.stream("POST", "/v1/completions", headers=h, json={"prompt": "hi", "stream": True}) as s:
+            events = [line for line in s.iter_lines() if line.startswith("data:")]
+        assert '"timeout"' in events[-1] and "[DONE]" not in events[-1]
+        assert app.state.gateway.limiter.inflight[made.id] == 0  # both slots were released
+        text = client.get("/metrics", headers=h).text
+        assert 'code="504"' in text
