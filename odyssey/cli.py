@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from odyssey.cli_support import console as _console, emit_json as _emit_json, load_project as _load
 
+from odyssey.cli_options import EngineOpt, JsonOpt, ProjectOpt
 from odyssey.errors import ExitCode, OdysseyError
 
 app = typer.Typer(
@@ -28,8 +29,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
 
 
 @app.callback()
@@ -130,12 +129,13 @@ def prompt(
     limit: Annotated[Optional[int], typer.Option(min=1, help="validation examples per variant")] = None,
     test_limit: Annotated[Optional[int], typer.Option(min=1, help="test examples for the best variant")] = None,
     shots: Annotated[Optional[str], typer.Option(help="comma-separated shot counts, e.g. 0,1,3")] = None,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ):
     """Search zero/one/few-shot prompts on validation; keep the best as a candidate; report it on test."""
     shot_list = _shot_counts(shots) if shots else None
     proj = _load(project)
-    result = proj.prompt(model=model, limit=limit, test_limit=test_limit, shots=shot_list)
+    result = proj.prompt(model=model, limit=limit, test_limit=test_limit, shots=shot_list, engine=engine)
     if as_json:
         _emit_json(result.as_dict())
         return
@@ -168,8 +168,7 @@ def eval_(
     limit: Annotated[Optional[int], typer.Option(min=1, help="evaluate the first N examples")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="generation batch size")] = None,
     check: Annotated[bool, typer.Option(help="exit with code 3 when a gate fails")] = False,
-    engine: Annotated[Optional[str], typer.Option(help="auto | transformers | llamacpp | vllm | openai "
-                                                  "(default: evaluate.engine)")] = None,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ):
     """Evaluate a model or candidate (default: the board's best) with the harness: metrics, gates,

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from odyssey.cli_options import EngineOpt, JsonOpt, ProjectOpt
 from odyssey.cli_support import emit_json as _emit, load_project as _load
 
-ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
 METHODS = ("full", "lora", "prompt_tuning")
 
 
@@ -58,6 +57,7 @@ def register(app: typer.Typer) -> None:
         epochs: Annotated[Optional[float], typer.Option(help="passes over the training data")] = None,
         limit: Annotated[Optional[int], typer.Option(min=1, help="evaluate on the first N examples of each split")] = None,
         evaluate: Annotated[bool, typer.Option(help="score the new candidate with the harness afterwards")] = True,
+        engine: EngineOpt = None,
         project: ProjectOpt = Path("."),
         as_json: JsonOpt = False,
     ):
@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         from odyssey.adapt.finetune_stage import finetune as run
 
         result = run(_load(project), method=method, resume=resume, model=model, max_steps=max_steps, epochs=epochs,
-                     evaluate=evaluate, limit=limit)
+                     evaluate=evaluate, limit=limit, engine=engine)
         import os
 
         if int(os.environ.get("RANK", "0")) != 0:

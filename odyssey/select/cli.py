@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from odyssey.cli_options import EngineOpt, JsonOpt, ProjectOpt
 from odyssey.cli_support import console as _console, emit_json as _emit
 
-ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
 OBJECTIVES = ("clm", "mlm", "span")  # odyssey.spec.PretrainSpec.objective (importing spec costs pydantic here)
 
 
@@ -38,6 +37,7 @@ def register(app: typer.Typer) -> None:
         split: Annotated[Optional[str], typer.Option(help="validation | test (default: select.split)")] = None,
         model: Annotated[Optional[list[str]], typer.Option(help="candidate(s) instead of models: (repeatable)")] = None,
         hub: Annotated[Optional[str], typer.Option(help="also search the hub for this text (online only)")] = None,
+        engine: EngineOpt = None,
         as_json: JsonOpt = False,
     ):
         """Zero-shot comparison of every candidate in models:, ranked against the gates; the choice is stored."""
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from odyssey.select.catalog import hub_search
 
         proj = _project(project)
-        result = select_models(proj, limit=limit, split=split, models=model)
+        result = select_models(proj, limit=limit, split=split, models=model, engine=engine)
         query = hub or proj.spec.select.hub_search
         search = hub_search(query) if query else None
         if as_json:
