@@ -51,7 +51,8 @@ def apply_method(model, method: str, aspec, *, seq2seq: bool, tokenizer_path=Non
         text = instruction if pt.init_text is None else pt.init_text
         if text and text != "random":
             config = peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=pt.num_virtual_tokens,
-                                             prompt_tuning_init=peft.PromptTuningInit.TEXT, prompt_tuning_init_text=text,
+                                             prompt_tuning_init=peft.PromptTuningInit.TEXT,
+                                             prompt_tuning_init_text=text,
                                              tokenizer_name_or_path=str(tokenizer_path))
         else:
             config = peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=pt.num_virtual_tokens,

@@ -212,7 +212,6 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     rank, world_size = world()
     main = rank == 0
     ref, slug, cfg, parent_id, parent_name = base_setup(project, model, write=main)
-    scope = spec.scope
     data = project.dataset()
     train_examples = list(data.splits.get("train", []))
     if not train_examples:

@@ -39,7 +39,8 @@ def _result_tables(result) -> list:
 
     tables = []
     if result.history:
-        keys = [k for k in ("reward", "kl", "entropy", "length", "loss", "rewards/accuracies") if k in result.history[-1]]
+        shown = ("reward", "kl", "entropy", "length", "loss", "rewards/accuracies")
+        keys = [k for k in shown if k in result.history[-1]]
         t = Table(title=f"{result.method}: training (last steps)")
         for col in ["step", *keys]:
             t.add_column(col, justify="right")
@@ -132,7 +133,8 @@ def register(app: typer.Typer) -> None:
         console = _console()
         m = result.metrics
         console.print(f"reward model [bold]{result.name}[/] on {result.base_ref}: held-out pairwise accuracy "
-                      f"{m['reward_accuracy']:.3f} ({int(m['held_out_pairs'])} pairs), train {m['reward_accuracy_train']:.3f}, "
+                      f"{m['reward_accuracy']:.3f} ({int(m['held_out_pairs'])} pairs), "
+                      f"train {m['reward_accuracy_train']:.3f}, "
                       f"ECE {m['reward_ece']:.3f}\ncalibration plot: {result.plot}")
 
     @align.command("ppo")
@@ -187,7 +189,8 @@ def register(app: typer.Typer) -> None:
         candidate: Annotated[str, typer.Argument(help="an aligned candidate")],
         parent: Annotated[Optional[str], typer.Option(help="what to compare with (default: its parent)")] = None,
         detox: Annotated[bool, typer.Option(help="also offensiveness on the held-out provocation prompts")] = False,
-        limit: Annotated[Optional[int], typer.Option(min=1, help="test examples compared (default: align.eval_limit)")] = None,
+        limit: Annotated[Optional[int], typer.Option(
+            min=1, help="test examples compared (default: align.eval_limit)")] = None,
         project: ProjectOpt = Path("."), as_json: JsonOpt = False,
     ):
         """Aligned vs parent: reward-model win-rate, task metrics and their change, KL, offensiveness."""
@@ -203,7 +206,10 @@ def register(app: typer.Typer) -> None:
             if par is None:
                 raise OdysseyError(f"{candidate} has no parent candidate", hint="name one with --parent")
             parent = par["name"]
-        report = detox_report(proj, candidate, parent) if detox else evaluate_aligned(proj, candidate, parent, limit=limit)
+        if detox:
+            report = detox_report(proj, candidate, parent)
+        else:
+            report = evaluate_aligned(proj, candidate, parent, limit=limit)
         if as_json:
             _emit(report)
             return

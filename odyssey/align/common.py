@@ -55,7 +55,8 @@ def starting_candidate(project, name: str | None = None) -> Start:
             [c for c in cands if c["stage"] == "adapt"], ""),
             (cands, "no fine-tuned (adapt) candidate yet: starting from the best prompt/base candidate")):
         if pool:
-            best = max(pool, key=lambda c: (_score(store, c, metric) is not None, _score(store, c, metric) or 0.0, c["id"]))
+            best = max(pool, key=lambda c: (_score(store, c, metric) is not None, _score(store, c, metric) or 0.0,
+                                            c["id"]))
             start = _start(best, default_cfg)
             start.note = note
             return start
@@ -73,14 +74,18 @@ def _start(row: dict, default_cfg: PromptConfig) -> Start:
 def ensure_candidate_row(project, start: Start) -> int:
     """Aligned candidates link to a parent row; a base model used as the start gets one."""
     if start.id is None:
-        start.id = project.store.upsert_candidate(start.name, "select", start.model_ref, {"prompt": start.prompt.as_dict()})
+        start.id = project.store.upsert_candidate(start.name, "select", start.model_ref,
+                                                  {"prompt": start.prompt.as_dict()})
     return start.id
 
 
 def render_prompts(loaded, cfg: PromptConfig, examples, pool=None, max_new_tokens: int = 64) -> list[str]:
     """The exact model input each example becomes for this candidate (the one prompt path)."""
     budget = loaded.context_length - max_new_tokens
-    selector = DemoSelector(pool or [], cfg.selection, cfg.shots, cfg.seed) if cfg.shots else DemoSelector([], "fixed", 0)
+    if cfg.shots:
+        selector = DemoSelector(pool or [], cfg.selection, cfg.shots, cfg.seed)
+    else:
+        selector = DemoSelector([], "fixed", 0)
     return [render(loaded.tokenizer, cfg, ex, selector(ex), budget).text for ex in examples]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-
 import time
 
 from odyssey.align.common import quiet_libraries
@@ -36,7 +35,6 @@ def train_dpo(project, *, preference_set: int | str | None = None, start: str | 
               evaluate: bool = True, name: str | None = None, reward_model: int | str | None = None, **overrides):
     import hashlib
 
-    import torch
     from datasets import Dataset
 
     trl = require("trl", "align", "DPO")
@@ -55,7 +53,8 @@ def train_dpo(project, *, preference_set: int | str | None = None, start: str | 
     tok = loaded.tokenizer
     key = hashlib.sha256(f"{begin.model_ref}|{pset.sha256}|{cfg.model_dump_json()}".encode()).hexdigest()[:12]
     work = project.state_dir / "align" / f"dpo-{key}"
-    checkpoints = sorted((work / "trainer").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if resume else []
+    checkpoints = sorted((work / "trainer").glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[-1])) if resume else []
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig
@@ -110,7 +109,6 @@ def trl_online(project, algo: str, *, reward: str = "model", reward_model: int |
                **overrides):
     """TRL's RLOO or GRPO trainer: several samples per prompt, advantages from the group's rewards,
     KL to the reference with coefficient beta (align.ppo.kl_coef)."""
-    import torch
     from datasets import Dataset
 
     from odyssey.align.common import ensure_candidate_row, load_trainable_start, save_merged, starting_candidate

@@ -188,7 +188,8 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
     if gates_pass(gates_p) and not gates_pass(gates_c):
         failed = [g["gate"] for g in gates_c if g["passed"] is False]
         report["warnings"].append(f"{candidate} fails gate(s) its parent passes: {', '.join(failed)}; "
-                                  "the alignment cost task quality: raise align.ppo.kl_coef (PPO) or align.dpo.beta (DPO), or train fewer steps")
+                                  "the alignment cost task quality: raise align.ppo.kl_coef (PPO) or "
+                                  "align.dpo.beta (DPO), or train fewer steps")
     report["metrics"] = metrics
     with store.run("align", project.spec.as_dict(), {"action": "compare", "candidate": candidate, "parent": parent,
                                                       "split": split, "limit": limit}) as run:

@@ -138,8 +138,10 @@ class Policy:
     def adapter_state(self) -> dict:
         from peft import get_peft_model_state_dict
 
-        state = {f"adapter.{k}": v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
-        state.update({f"value_head.{k}": v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()})
+        adapter = get_peft_model_state_dict(self.model)
+        state = {f"adapter.{k}": v.detach().cpu().contiguous() for k, v in adapter.items()}
+        head = self.value_head.state_dict()
+        state.update({f"value_head.{k}": v.detach().cpu().contiguous() for k, v in head.items()})
         return state
 
     def load_adapter_state(self, state: dict):
@@ -277,14 +279,16 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
     order = list(range(len(prompts)))
     random.Random(cfg.seed).shuffle(order)
     warnings: list[str] = []
-    settings = {"action": "ppo", "start": begin.as_dict(), **reward_info, "ppo": cfg.model_dump(), "prompts": len(prompts),
+    settings = {"action": "ppo", "start": begin.as_dict(), **reward_info, "ppo": cfg.model_dump(),
+                "prompts": len(prompts),
                 "resumed_from": first}
     t0 = time.perf_counter()
     with project.store.run("align", project.spec.as_dict(), settings) as run:
         with ui.progress("PPO", total=cfg.steps) as bar:
             bar.advance(first)
             for step in range(first, cfg.steps):
-                batch_prompts = [prompts[order[(step * cfg.batch_size + i) % len(order)]] for i in range(cfg.batch_size)]
+                offset = step * cfg.batch_size
+                batch_prompts = [prompts[order[(offset + i) % len(order)]] for i in range(cfg.batch_size)]
                 stats = _ppo_step(policy, tok, batch_prompts, reward_fn, optimizer, kl_ctl, cfg, gen_kwargs, stop_ids,
                                   add_special)
                 stats["step"] = step + 1
@@ -309,7 +313,8 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
         out = save_merged(policy.model, tok, run.artifacts_dir / "model")
         method = "detox" if reward == "toxicity" else "ppo"
         cand_name = name or f"{begin.name}+{method}"
-        final = {k: statistics.fmean(h[k] for h in history[-3:]) for k in ("reward", "kl", "entropy", "length")} if history else {}
+        final = ({k: statistics.fmean(h[k] for h in history[-3:]) for k in ("reward", "kl", "entropy", "length")}
+                 if history else {})
         metrics = {f"train_{k}": v for k, v in final.items()}
         metrics.update(steps_done=len(history), wall_s=wall, kl_coef_final=kl_ctl.value)
         config = {"prompt": begin.prompt.as_dict(),
@@ -320,7 +325,8 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
         run.log_metrics(metrics, candidate_id=cand_id)
         run.set_summary({"candidate": cand_name, "metrics": metrics, "warnings": warnings, "start_note": begin.note})
     del policy, loaded, optimizer
-    result = AlignResult(cand_name, cand_id, begin.name, "ppo", str(out), run.id, history, metrics, warnings, wall_s=wall)
+    result = AlignResult(cand_name, cand_id, begin.name, "ppo", str(out), run.id, history, metrics, warnings,
+                         wall_s=wall)
     if evaluate:
         from odyssey.align.evaluation import detox_report, evaluate_aligned
 
@@ -376,7 +382,8 @@ def _ppo_step(policy: Policy, tok, prompts: list[str], reward_fn, optimizer, kl_
             logp, entropy, values = policy.forward(input_ids[idx], attention[idx], T, cfg.temperature)
             ratio = torch.exp(logp - old_logp[idx])
             adv = advantages[idx]
-            pg_loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)), m)
+            clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+            pg_loss = masked_mean(torch.max(-adv * ratio, -adv * clipped), m)
             v_clipped = old_values[idx] + (values - old_values[idx]).clamp(-cfg.clip_range_value, cfg.clip_range_value)
             vf_loss = 0.5 * masked_mean(torch.max((values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2), m)
             loss = pg_loss + cfg.vf_coef * vf_loss

@@ -45,7 +45,8 @@ class PreferenceSet:
 
     def split(self, held_out: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
         """A deterministic split by prompt (pairs of one prompt stay on one side), so held-out accuracy is honest."""
-        prompts = sorted({p["prompt"] for p in self.pairs}, key=lambda t: hashlib.sha256(f"{seed}:{t}".encode()).hexdigest())
+        prompts = sorted({p["prompt"] for p in self.pairs},
+                         key=lambda t: hashlib.sha256(f"{seed}:{t}".encode()).hexdigest())
         n_test = max(1, round(len(prompts) * held_out)) if len(prompts) > 1 else 0
         test_prompts = set(prompts[:n_test])
         train = [p for p in self.pairs if p["prompt"] not in test_prompts]
@@ -128,7 +129,8 @@ def from_file(path: Path, limit: int | None = None) -> list[dict]:
     path = Path(path)
     rows = read_records(path)
     if not rows:
-        raise OdysseyError(f"{path}: no preference records", hint="one JSON object per line with prompt/chosen/rejected")
+        raise OdysseyError(f"{path}: no preference records",
+                           hint="one JSON object per line with prompt/chosen/rejected")
     out = [normalize_row(r, f"{path}:{i}", f"file:{path.name}", "user") for i, r in enumerate(rows[: limit or None], 1)]
     return out
 
@@ -141,7 +143,8 @@ def from_hf(dataset_id: str, split: str = "train", limit: int | None = None) -> 
     except Exception as exc:  # offline, unknown id, no such split
         raise Unavailable(f"could not load preference dataset {dataset_id!r} (split {split!r}): "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
-                          hint="check the id and the network; offline, export it to a JSONL file and use kind: file")
+                          hint="check the id and the network; offline, export it to a JSONL file and use kind: file"
+                          ) from exc
     rows = data.select(range(min(limit, len(data)))) if limit else data
     return [normalize_row(dict(r), f"{dataset_id}[{i}]", f"hf:{dataset_id}", "dataset") for i, r in enumerate(rows)]
 
@@ -222,7 +225,8 @@ def from_stored_outputs(store, splits=("train", "validation"), limit: int | None
         if key in seen:
             continue
         seen.add(key)
-        pairs.append({"prompt": r["prompt"], "chosen": refs[0], "rejected": r["prediction"], "source": "reference:outputs",
+        pairs.append({"prompt": r["prompt"], "chosen": refs[0], "rejected": r["prediction"],
+                      "source": "reference:outputs",
                       "annotator": "reference", "meta": {"example_id": r["example_id"], "answered_by": r["candidate"]}})
     return pairs[: limit or None]
 
@@ -255,13 +259,13 @@ def from_metric(prompts: list[str], examples, samples: list[list[str]], metric: 
 def build_preferences(project, *, sources: list | None = None, start=None, n_pairs: int | None = None,
                       loaded=None, seed: int = 0) -> PreferenceSet:
     """Collect pairs from every configured source, record the set in the store, write its JSONL."""
-    from odyssey import ui
     from odyssey.align.common import render_prompts, starting_candidate
     from odyssey.spec import PreferenceSource
     from odyssey.store.align import save_preference_set
 
     spec = project.spec
-    sources = [s if isinstance(s, PreferenceSource) else PreferenceSource(**s) for s in (sources or spec.align.preferences)]
+    sources = [s if isinstance(s, PreferenceSource) else PreferenceSource(**s)
+               for s in (sources or spec.align.preferences)]
     start = start or starting_candidate(project)
     n_pairs = n_pairs or spec.align.pairs
     pairs, counts, notes = [], {}, []
@@ -346,7 +350,6 @@ def load_preference_set(project, ref: int | str | None = None) -> PreferenceSet:
 def queue_for_labelling(project, n: int = 50, seed: int = 0) -> int:
     """Sample two responses per training prompt from the current candidate and put the pairs on the
     compare page's queue (``odyssey serve``); people's choices come back as kind=feedback pairs."""
-    from odyssey import ui
     from odyssey.align.common import render_prompts, starting_candidate
     from odyssey.engines import open_engine
     from odyssey.store.deploy import enqueue_pairs

@@ -10,12 +10,11 @@ responses, stored beside the weights, so a reward of 0 means "typical for this p
 from __future__ import annotations
 
 import contextlib
-import sys
-
 import hashlib
 import json
 import math
 import statistics
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,7 +46,8 @@ class RewardModel:
         meta_file = self.path / META_FILE
         self.meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         self.device = device or default_device()
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.path, dtype=torch.float32).to(self.device).eval()
+        classifier = AutoModelForSequenceClassification.from_pretrained(self.path, dtype=torch.float32)
+        self.model = classifier.to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -59,7 +59,7 @@ class RewardModel:
         self.std = float(self.meta.get("std", 1.0)) or 1.0
 
     @classmethod
-    def from_store(cls, project, ref: int | str | None = None) -> tuple["RewardModel", dict]:
+    def from_store(cls, project, ref: int | str | None = None) -> tuple[RewardModel, dict]:
         from odyssey.store.align import reward_model
 
         row = reward_model(project.store, ref)
@@ -177,7 +177,8 @@ def train_reward_model(project, *, preference_set: int | str | None = None, back
     if len(train) < 2 or not test:
         raise OdysseyError(f"{len(pset.pairs)} preference pairs over too few prompts to hold some out "
                            f"({len(train)} train, {len(test)} held out)",
-                           hint="collect more pairs (`odyssey align prefs`, align.pairs) or lower align.reward.held_out")
+                           hint="collect more pairs (`odyssey align prefs`, align.pairs) "
+                                "or lower align.reward.held_out")
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -219,8 +220,9 @@ def train_reward_model(project, *, preference_set: int | str | None = None, back
                             seed=spec.seed, disable_tqdm=ui.quiet(), **{**cpu_training_args(),
                                                                          "save_strategy": "steps", "save_steps": 50,
                                                                          "save_total_limit": 1})
-        data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in train])
-        trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+        data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in train])
+        trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                                peft_config=peft_config)
         with contextlib.redirect_stdout(sys.stderr):  # the HF Trainer prints its log dicts; keep --json clean
             trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
         model = trainer.model

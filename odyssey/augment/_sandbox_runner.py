@@ -9,11 +9,6 @@ in-process hook is not a security boundary, so the parent also applies rlimits, 
 namespace where the kernel allows one, a throw-away working directory and a wall-clock kill.
 """
 
-import io
-import json
-import os
-import sys
-
 # Modules a generated program commonly uses, imported before the hook so their own start-up
 # (which may open files or load shared libraries) is not mistaken for the program's doing.
 import collections  # noqa: F401
@@ -21,10 +16,14 @@ import datetime  # noqa: F401
 import decimal  # noqa: F401
 import fractions  # noqa: F401
 import functools  # noqa: F401
+import io
 import itertools  # noqa: F401
+import json
 import math  # noqa: F401
+import os
 import re  # noqa: F401
 import statistics  # noqa: F401
+import sys
 
 config = json.loads(sys.stdin.read())
 TMP = os.path.realpath(config["tmpdir"])

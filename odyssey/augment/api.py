@@ -22,7 +22,8 @@ def ingest(project, paths: list[str | Path] | None = None, *, collection: str | 
     if not paths:
         if not cfg.documents:
             raise OdysseyError("no documents to ingest",
-                               hint="give a folder (`odyssey rag ingest docs/`) or set augment.documents in odyssey.yaml")
+                               hint="give a folder (`odyssey rag ingest docs/`) "
+                                    "or set augment.documents in odyssey.yaml")
         paths = [cfg.documents]
     # Relative paths are the project's (as in odyssey.yaml), whatever the caller's working directory.
     resolved = [p if p.is_absolute() else project.root / p for p in map(Path, paths)]
@@ -31,7 +32,8 @@ def ingest(project, paths: list[str | Path] | None = None, *, collection: str | 
         coll.drop()
         coll = Collection.for_project(project, collection)
     elif coll.exists and coll.embedder != cfg.embedder:
-        raise OdysseyError(f"collection {coll.name!r} was embedded with {coll.embedder}, the spec now says {cfg.embedder}",
+        raise OdysseyError(f"collection {coll.name!r} was embedded with {coll.embedder}, "
+                           f"the spec now says {cfg.embedder}",
                            hint="re-embed everything with `odyssey rag ingest --rebuild`")
     config = {"collection": coll.name, "paths": [str(p) for p in resolved], "rebuild": rebuild}
     with project.store.run("augment", project.spec.as_dict(), {"action": "ingest", **config}) as run:
@@ -80,7 +82,8 @@ def ask(project, question: str, *, collection: str | None = None, model: str | N
     return answer
 
 
-def reason(project, question: str, *, strategy: str | None = None, model: str | None = None, numeric: bool | None = None,
+def reason(project, question: str, *, strategy: str | None = None, model: str | None = None,
+           numeric: bool | None = None,
            collection: str | None = None, samples: int | None = None, model_obj=None):
     """Answer one question with plain, CoT, PAL or ReAct prompting; the trace is stored."""
     import re
@@ -103,7 +106,8 @@ def reason(project, question: str, *, strategy: str | None = None, model: str | 
     coll = Collection.for_project(project, collection, must_exist=True) if collection else None
     tools = None
     if strategy == "react":
-        limits = SandboxLimits(timeout_s=cfg.sandbox.timeout_s, cpu_s=cfg.sandbox.cpu_s, memory_mb=cfg.sandbox.memory_mb)
+        box = cfg.sandbox
+        limits = SandboxLimits(timeout_s=box.timeout_s, cpu_s=box.cpu_s, memory_mb=box.memory_mb)
         tools = default_tools(coll, limits, cfg, project.root)
     ref = model or (model_obj.ref if model_obj is not None else project.default_model())
     with project.store.run("augment", project.spec.as_dict(), {"action": "reason", "strategy": strategy, "model": ref,

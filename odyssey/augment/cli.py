@@ -12,7 +12,8 @@ import typer
 from odyssey.cli_options import JsonOpt, ProjectOpt
 from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
-CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="collection name (default: augment.collection)")]
+CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c",
+                                                     help="collection name (default: augment.collection)")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="model reference (default: first in models:)")]
 
 
@@ -37,7 +38,8 @@ def register(app: typer.Typer) -> None:
 
     @rag_app.command("ingest")
     def rag_ingest(
-        paths: Annotated[Optional[list[Path]], typer.Argument(help="files or folders (.md .txt .html .pdf); default augment.documents")] = None,
+        paths: Annotated[Optional[list[Path]], typer.Argument(
+            help="files or folders (.md .txt .html .pdf); default augment.documents")] = None,
         collection: CollectionOpt = None,
         rebuild: Annotated[bool, typer.Option(help="drop the collection and embed everything again")] = False,
         project: ProjectOpt = Path("."), as_json: JsonOpt = False,
@@ -79,7 +81,8 @@ def register(app: typer.Typer) -> None:
         console.print(answer.answer, markup=False, highlight=False, soft_wrap=True)
         shown = answer.citations or answer.sources
         if shown:
-            label = "cited" if answer.citations else ("retrieved" if answer.relevant else "retrieved (below min_similarity)")
+            label = ("cited" if answer.citations else
+                     "retrieved" if answer.relevant else "retrieved (below min_similarity)")
             console.print(_table(f"sources ({label})", ["#", "source", "similarity"],
                                  [[c.get("n", i + 1), c["citation"], c["similarity"]] for i, c in enumerate(shown)]))
 
@@ -117,10 +120,13 @@ def register(app: typer.Typer) -> None:
     @app.command("reason")
     def reason_cmd(
         question: Annotated[str, typer.Argument(help="the question")],
-        strategy: Annotated[Optional[str], typer.Option(help="plain | cot | cot-fewshot | pal | react (default augment.strategy)")] = None,
+        strategy: Annotated[Optional[str], typer.Option(
+            help="plain | cot | cot-fewshot | pal | react (default augment.strategy)")] = None,
         samples: Annotated[Optional[int], typer.Option(help="self-consistency: CoT samples to vote over")] = None,
-        answer: Annotated[str, typer.Option(help="number | text | auto (number when the question has digits)")] = "auto",
-        collection: Annotated[Optional[str], typer.Option("--collection", "-c", help="give ReAct a retrieve tool over this collection")] = None,
+        answer: Annotated[str, typer.Option(
+            help="number | text | auto (number when the question has digits)")] = "auto",
+        collection: Annotated[Optional[str], typer.Option(
+            "--collection", "-c", help="give ReAct a retrieve tool over this collection")] = None,
         model: ModelOpt = None,
         project: ProjectOpt = Path("."), as_json: JsonOpt = False,
     ):
@@ -163,7 +169,8 @@ def register(app: typer.Typer) -> None:
 
     @aug_app.command("eval")
     def augment_eval(
-        technique: Annotated[str, typer.Option("--technique", "-t", help="plain | rag | cot | cot-fewshot | pal | react")] = "rag",
+        technique: Annotated[str, typer.Option(
+            "--technique", "-t", help="plain | rag | cot | cot-fewshot | pal | react")] = "rag",
         dataset: Annotated[str, typer.Option(help="grounded-qa | arithmetic | project | auto")] = "auto",
         collection: CollectionOpt = None, model: ModelOpt = None,
         limit: Annotated[Optional[int], typer.Option(help="first N questions only")] = None,

@@ -111,7 +111,8 @@ def parse_html(text: str, fallback_title: str) -> tuple[str, list[Block]]:
             h1 = h1 or (text_ if level == 1 else None)
             continue
         if el.name == "table":
-            rows = [" | ".join(c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])) for tr in el.find_all("tr")]
+            rows = [" | ".join(c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"]))
+                    for tr in el.find_all("tr")]
             body = "\n".join(r for r in rows if r.strip())
         else:
             body = " ".join(el.get_text(" ", strip=True).split())

@@ -237,7 +237,8 @@ def _arithmetic_eval(project, chat, technique, limit, opts):
                      "references": [str(it["answer"])], "scores": {"correct": float(ok)}})
         traces.append({"example_id": it["id"], "technique": technique, "question": it["question"], "answer": r.answer,
                        "correct": ok, "error": r.error, "trace": {"outputs": r.outputs, "steps": r.trace}})
-    metrics = {"accuracy": statistics.fmean(correct), "answered_rate": statistics.fmean(r.answer is not None for r in results)}
+    metrics = {"accuracy": statistics.fmean(correct),
+               "answered_rate": statistics.fmean(r.answer is not None for r in results)}
     if technique == "pal":
         metrics["program_success_rate"] = statistics.fmean(
             bool(r.trace and r.trace[0].get("ok") and r.trace[0].get("value") is not None) for r in results)

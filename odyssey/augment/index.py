@@ -107,7 +107,7 @@ class Collection:
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
-    def for_project(cls, project, name: str | None = None, *, must_exist: bool = False) -> "Collection":
+    def for_project(cls, project, name: str | None = None, *, must_exist: bool = False) -> Collection:
         cfg = project.spec.augment
         name = name or cfg.collection
         coll = cls(collections_dir(project) / name, name, embedder=cfg.embedder, chunk_size=cfg.chunk_size,
@@ -115,7 +115,8 @@ class Collection:
         if must_exist and not coll.exists:
             known = ", ".join(c["name"] for c in list_collections(project)) or "none yet"
             raise OdysseyError(f"no collection named {name!r} in {project.root}",
-                               hint=f"create it with `odyssey rag ingest DOCS --collection {name}` (collections: {known})")
+                               hint=f"create it with `odyssey rag ingest DOCS --collection {name}` "
+                                    f"(collections: {known})")
         return coll
 
     @property

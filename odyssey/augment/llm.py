@@ -1,5 +1,6 @@
 """The model behind every technique: an engine from ``odyssey.engines`` (llama.cpp, vLLM, an
-OpenAI endpoint or transformers, as ``evaluate.engine`` / ``--engine`` say), with prompts rendered through the model's chat template (a plain transcript for base models).
+OpenAI endpoint or transformers, as ``evaluate.engine`` / ``--engine`` say), with prompts rendered
+through the model's chat template (a plain transcript for base models).
 
 Every technique asks for many completions at once (an evaluation set, k self-consistency samples,
 one ReAct step for every open question), so the interface is batched: ``complete(list of
@@ -31,7 +32,7 @@ class ChatModel:
 
     @classmethod
     def load(cls, ref: str, root=None, *, max_new_tokens: int = 160, batch_size: int = 8, engine: str | None = None,
-             evaluate=None) -> "ChatModel":
+             evaluate=None) -> ChatModel:
         from odyssey.engines import open_engine
 
         gen = open_engine(ref, root=root, evaluate=evaluate, engine=engine, batch_size=batch_size)
@@ -55,7 +56,8 @@ class ChatModel:
         budget = self.budget(max_new_tokens)
         return text if len(ids) <= budget else tok.decode(ids[-budget:])
 
-    def complete(self, conversations: list[list[dict]], *, description: str = "generating", stop: list[str] | None = None,
+    def complete(self, conversations: list[list[dict]], *, description: str = "generating",
+                 stop: list[str] | None = None,
                  **overrides) -> list[str]:
         from odyssey.evaluate import as_engine
 

@@ -44,7 +44,8 @@ def rag_messages(question: str, hits) -> list[dict]:
     sources = "\n\n".join(f"[{n}] ({h.citation}) {h.text}" for n, h in enumerate(hits, 1))
     return [
         {"role": "system", "content": "Answer the question using only the numbered sources. Cite the source you used "
-                                      f"like [1]. If the sources do not contain the answer, reply exactly: {NOT_FOUND}"},
+                                      "like [1]. If the sources do not contain the answer, reply exactly: "
+                                      f"{NOT_FOUND}"},
         {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}\nAnswer in one short sentence."},
     ]
 
@@ -52,7 +53,8 @@ def rag_messages(question: str, hits) -> list[dict]:
 def closed_book_messages(question: str) -> list[dict]:
     """The no-retrieval baseline: the same question, the same permission to say it is not known."""
     return [
-        {"role": "system", "content": f"Answer the question in one short sentence. If you do not know, reply exactly: {NOT_FOUND}"},
+        {"role": "system", "content": "Answer the question in one short sentence. "
+                                      f"If you do not know, reply exactly: {NOT_FOUND}"},
         {"role": "user", "content": question},
     ]
 

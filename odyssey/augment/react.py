@@ -19,9 +19,9 @@ import importlib.util
 import inspect
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from odyssey.augment.answers import ReasonResult, extract, format_number, parse_number
 from odyssey.errors import OdysseyError
@@ -140,7 +140,8 @@ class Agent:
         names = [t.name for t in tools]
         if len(set(names)) != len(names) or "finish" in names:
             raise OdysseyError(f"tool names must be unique and not 'finish': {names}")
-        self.model, self.tools, self.max_steps, self.max_new_tokens = model, {t.name: t for t in tools}, max_steps, max_new_tokens
+        self.model, self.tools = model, {t.name: t for t in tools}
+        self.max_steps, self.max_new_tokens = max_steps, max_new_tokens
 
     def register(self, fn=None, **kw) -> Tool:
         t = fn if isinstance(fn, Tool) else tool(fn, **kw)
@@ -154,13 +155,16 @@ class Agent:
                 + "\nReply with exactly one step in this format:\nThought: <your reasoning>\nAction: <tool>[<input>]")
 
     def _examples(self) -> list[dict]:
-        ex = [{"role": "user", "content": "Question: A box has 4 rows of 6 eggs. 5 eggs break. How many eggs are left?"},
-              {"role": "assistant", "content": "Thought: There are 4 * 6 eggs and 5 break.\nAction: calculator[4 * 6 - 5]"},
+        ex = [{"role": "user",
+               "content": "Question: A box has 4 rows of 6 eggs. 5 eggs break. How many eggs are left?"},
+              {"role": "assistant",
+               "content": "Thought: There are 4 * 6 eggs and 5 break.\nAction: calculator[4 * 6 - 5]"},
               {"role": "user", "content": "Observation: 19"},
               {"role": "assistant", "content": "Thought: I know the answer.\nAction: finish[19]"}]
         if "retrieve" in self.tools:
             ex += [{"role": "user", "content": "Question: What colour is the Alpine 1 stove?"},
-                   {"role": "assistant", "content": "Thought: I should look this up.\nAction: retrieve[Alpine 1 stove colour]"},
+                   {"role": "assistant",
+                    "content": "Thought: I should look this up.\nAction: retrieve[Alpine 1 stove colour]"},
                    {"role": "user", "content": "Observation: [stoves.md § Alpine 1] The Alpine 1 stove is orange."},
                    {"role": "assistant", "content": "Thought: The documents say it is orange.\nAction: finish[orange]"}]
         return ex
@@ -207,5 +211,6 @@ class Agent:
             last = results[i].trace[-1] if results[i].trace else {}
             if numeric:
                 observed = last.get("observation") if last.get("action") == "calculator" else None
-                results[i].answer = extract(str(observed), True) if observed else extract(last.get("thought") or "", True)
+                text = str(observed) if observed else (last.get("thought") or "")
+                results[i].answer = extract(text, True)
         return results

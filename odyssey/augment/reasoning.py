@@ -131,7 +131,8 @@ def run_pal(model, questions: list[str], numeric: bool = True, *, limits=None, f
             answer = format_number(number) if number is not None else (None if numeric else str(value))
         step = {"program": code, "ok": run.ok, "value": value, "stdout": run.stdout, "error": run.error,
                 "timed_out": run.timed_out, "protections": run.protections}
-        result = ReasonResult(q, "pal", answer, [out], [step], None if answer is not None else (run.error or "no answer"))
+        error = None if answer is not None else (run.error or "no answer")
+        result = ReasonResult(q, "pal", answer, [out], [step], error)
         results.append(result)
         if answer is None:
             failed.append(result)

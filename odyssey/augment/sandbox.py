@@ -146,7 +146,8 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
         data = None
     if not isinstance(data, dict):
         reason = {signal.SIGXCPU: f"killed: used more than {limits.cpu_s} s of CPU time",
-                  signal.SIGKILL: "killed (SIGKILL: the CPU hard limit, or out of memory)", signal.SIGSEGV: "crashed (SIGSEGV)"}.get(exit_signal)
+                  signal.SIGKILL: "killed (SIGKILL: the CPU hard limit, or out of memory)",
+                  signal.SIGSEGV: "crashed (SIGSEGV)"}.get(exit_signal)
         detail = err.decode(errors="replace").strip().splitlines()[-1:] if err else []
         return SandboxResult(False, error=reason or f"the program exited with code {proc.returncode}"
                              + (f": {detail[0]}" if detail else ""), exit_signal=exit_signal,

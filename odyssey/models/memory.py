@@ -105,7 +105,7 @@ class Shape:
         return self.hidden / max(self.n_heads, 1)
 
     @classmethod
-    def from_config(cls, config, n_params: int) -> "Shape":
+    def from_config(cls, config, n_params: int) -> Shape:
         text = getattr(config, "text_config", None) or config  # multimodal configs nest the LM
 
         def first(*names, default=0):

@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
 
     @opt.command("quantize")
     def quantize_cmd(
-        to: Annotated[str, typer.Option("--to", help="int8 (int8-x86 on x86 CPUs, else int8-torchao) | int8-x86 | int8-torchao | int8-weight-only | int4 | gguf:q8_0 | gguf:q4_k_m | "
+        to: Annotated[str, typer.Option("--to", help="int8 (int8-x86 on x86 CPUs, else int8-torchao) | int8-x86 | "
+                                         "int8-torchao | int8-weight-only | int4 | gguf:q8_0 | gguf:q4_k_m | "
                                          "gguf:<type> | bnb-int8 | bnb-nf4 (GPU)")] = "int8",
         start: FromOpt = None,
         name: Annotated[Optional[str], typer.Option(help="candidate name (default: <parent>:<method>)")] = None,
@@ -49,7 +50,8 @@ def register(app: typer.Typer) -> None:
         project: ProjectOpt = Path("."),
         as_json: JsonOpt = False,
     ):
-        """Post-training quantization (int8 on PyTorch's x86 engine or torchao, torchao int4, llama.cpp GGUF, bitsandbytes on a GPU)."""
+        """Post-training quantization (int8 on PyTorch's x86 engine or torchao, torchao int4, llama.cpp GGUF,
+        bitsandbytes on a GPU)."""
         from odyssey.optimize.quantization import quantize
 
         result = quantize(_project(project), to, start_from=start, measure=not no_measure, name=name,
@@ -62,7 +64,8 @@ def register(app: typer.Typer) -> None:
                                                        "(default: optimize.distill.teacher)")] = None,
         student_layers: Annotated[Optional[int], typer.Option(help="layers of the student built from the teacher "
                                                               "(default: half)")] = None,
-        student: Annotated[Optional[str], typer.Option(help="a model ref sharing the teacher's tokenizer instead")] = None,
+        student: Annotated[Optional[str], typer.Option(
+            help="a model ref sharing the teacher's tokenizer instead")] = None,
         student_init: Annotated[Optional[str], typer.Option(
             help="teacher layers the student keeps: every-other | block-influence (default: "
                  "optimize.distill.student_init)")] = None,
@@ -81,8 +84,8 @@ def register(app: typer.Typer) -> None:
 
     @opt.command("prune")
     def prune_cmd(
-        structured: Annotated[Optional[bool], typer.Option("--structured/--unstructured",
-                                                           help="remove whole units (default) or single weights")] = None,
+        structured: Annotated[Optional[bool], typer.Option(
+            "--structured/--unstructured", help="remove whole units (default) or single weights")] = None,
         sparsity: Annotated[Optional[float], typer.Option(help="fraction removed, in (0, 1)")] = None,
         target: Annotated[Optional[str], typer.Option(help="structured: mlp | heads | layers")] = None,
         recover: Annotated[Optional[int], typer.Option(help="LoRA recovery fine-tune steps (0: none)")] = None,

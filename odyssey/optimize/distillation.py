@@ -209,8 +209,16 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
 
     from odyssey.models import load, parse_ref, resolve
     from odyssey.optimize import surgery
-    from odyssey.optimize.common import (STAGE, candidate_name, collate, hf_checkpoint, record_candidate,
-                                         resolve_parent, save_model, sft_items)
+    from odyssey.optimize.common import (
+        STAGE,
+        candidate_name,
+        collate,
+        hf_checkpoint,
+        record_candidate,
+        resolve_parent,
+        save_model,
+        sft_items,
+    )
     from odyssey.optimize.record import measure_and_record
     from odyssey.training import TrainConfig, train
 
@@ -250,8 +258,8 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         teacher_n = t_loaded.n_params
         init_info: dict = {}
         if student_dir is None:
-            keep, init_info = student_layers_to_keep(project, t_loaded.model, tok, parent.prompt, total, k, student_init,
-                                                     spec.max_length)
+            keep, init_info = student_layers_to_keep(project, t_loaded.model, tok, parent.prompt, total, k,
+                                                     student_init, spec.max_length)
             s_model = surgery.keep_layers(t_loaded.model, keep)
         else:
             keep = None
@@ -285,7 +293,8 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
             teacher_logits = None
             if cache is None:
                 with torch.no_grad():
-                    teacher_logits = t_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    teacher_logits = t_model(input_ids=batch["input_ids"],
+                                             attention_mask=batch["attention_mask"]).logits
             return kd_loss(out.logits, batch["labels"], spec.temperature, spec.alpha, teacher_logits=teacher_logits,
                            cache=cache, index=batch.get("index"), kd_mask=kd_positions(batch, spec.positions))
 
@@ -305,7 +314,8 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         training = {"steps": trained.steps, "final_loss": trained.final_loss, "wall_s": trained.wall_s,
                     "tokens_per_s": trained.tokens_per_s, "resumed_from": trained.resumed_from,
                     "history": trained.history[-5:]}
-        (run.artifacts_dir / "distill.json").write_text(json.dumps({**info, "training": training}, indent=2, default=str))
+        record = json.dumps({**info, "training": training}, indent=2, default=str)
+        (run.artifacts_dir / "distill.json").write_text(record)
         cand_id = record_candidate(project, run, cand, str(out), parent, info)
         s_layers = int(s_model.config.num_hidden_layers) if hasattr(s_model.config, "num_hidden_layers") else 0
         result = DistillResult(cand, parent.name, str(out), run.id, s_layers, total or 0, n_params, teacher_n, training)

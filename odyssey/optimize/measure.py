@@ -341,9 +341,11 @@ def measure_gguf(project, request: dict) -> dict:
     scored = metric_fns.compute(scope.metric_names, predictions, references, task=scope.task, labels=scope.labels)
     quality = {k: v for k, v in scored.corpus.items() if k in QUALITY_KEYS}
     rows = [{"example_id": ex.id, "prompt": r.text, "prediction": p, "references": list(ex.references), "scores": s,
-             "latency_ms": lat} for ex, r, p, s, lat in zip(examples, rendered, predictions, scored.per_example, latencies)]
+             "latency_ms": lat}
+            for ex, r, p, s, lat in zip(examples, rendered, predictions, scored.per_example, latencies)]
     return {
-        "backend": "llama.cpp", "model_ref": str(path), "n_params": _gguf_params(llm), "size_mb": path.stat().st_size / 1e6, **load_stats,
+        "backend": "llama.cpp", "model_ref": str(path), "n_params": _gguf_params(llm),
+        "size_mb": path.stat().st_size / 1e6, **load_stats,
         "peak_rss_gb": _peak_rss_gb(),
         "prefill_tok_s": len(ids) / prefill, "decode_tok_s": settings["speed_new_tokens"] / decode,
         "decode_tok_s_batched": None,

@@ -59,7 +59,8 @@ def check_sparsity(value: float) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise OdysseyError(f"sparsity {value!r} is not a number", hint="use a fraction between 0 and 1, e.g. 0.25") from None
+        raise OdysseyError(f"sparsity {value!r} is not a number",
+                           hint="use a fraction between 0 and 1, e.g. 0.25") from None
     if not 0 < value < 1:
         raise OdysseyError(f"sparsity {value:g} is outside (0, 1): it is the fraction of weights or units removed",
                            hint="use a fraction between 0 and 1, e.g. --sparsity 0.25 removes a quarter")

@@ -260,18 +260,26 @@ def prune(project, *, structured: bool | None = None, sparsity: float | None = N
     import torch
 
     from odyssey.models import load
-    from odyssey.optimize.common import (STAGE, candidate_name, hf_checkpoint, record_candidate, resolve_parent,
-                                         save_model)
+    from odyssey.optimize.common import (
+        STAGE,
+        candidate_name,
+        hf_checkpoint,
+        record_candidate,
+        resolve_parent,
+        save_model,
+    )
     from odyssey.optimize.record import measure_and_record
 
     parent = resolve_parent(project, start_from)
     work_base = project.state_dir / "optimize"
     src = hf_checkpoint(project, parent.model_ref, work_base / ("merged-" + parent.name.replace(":", "-")))
     method = f"structured-{target}" if structured else "magnitude"
-    suffix = f"pruned-{target if structured else 'magnitude'}-{int(round(sparsity * 100))}" + (f"-r{steps}" if steps else "")
+    suffix = (f"pruned-{target if structured else 'magnitude'}-{int(round(sparsity * 100))}"
+              + (f"-r{steps}" if steps else ""))
     cand = name or candidate_name(parent, suffix)
     work = project.state_dir / "optimize" / cand.replace(":", "-").replace("/", "-")
-    settings = {"action": "prune", "method": method, "sparsity": sparsity, "recover_steps": steps, "parent": parent.name}
+    settings = {"action": "prune", "method": method, "sparsity": sparsity, "recover_steps": steps,
+                "parent": parent.name}
     torch.manual_seed(spec.seed)
     with project.store.run(STAGE, project.spec.as_dict(), settings) as run:
         loaded = load(str(src), root=project.root, dtype="float32")
@@ -295,7 +303,8 @@ def prune(project, *, structured: bool | None = None, sparsity: float | None = N
         out = save_model(model, tok, run.artifacts_dir / "model", info)
         (run.artifacts_dir / "prune.json").write_text(json.dumps({**info, "recovery": recovery}, indent=2, default=str))
         cand_id = record_candidate(project, run, cand, str(out), parent, info)
-        result = PruneResult(cand, parent.name, method, str(out), run.id, sparsity, n_params, parent_n, details, recovery)
+        result = PruneResult(cand, parent.name, method, str(out), run.id, sparsity, n_params, parent_n, details,
+                             recovery)
         del model, loaded
         if measure:
             result.measurement, result.comparison = measure_and_record(

@@ -142,7 +142,8 @@ def quantize_bnb(src: Path, out: Path, method: QuantMethod) -> Path:
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(src, quantization_config=quant, device_map="auto")
-    return save_model(model, AutoTokenizer.from_pretrained(src), out, {"method": method.name, "backend": "bitsandbytes"})
+    return save_model(model, AutoTokenizer.from_pretrained(src), out,
+                      {"method": method.name, "backend": "bitsandbytes"})
 
 
 def export_gguf(src: Path, out_dir: Path, method: QuantMethod, name: str,
@@ -167,8 +168,14 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
     """``odyssey optimize quantize``: one quantized candidate from ``start_from`` (default: the spec's).
 
     ``gguf_fallback`` overrides ``optimize.quantize.gguf_fallback`` (k-quant GGUF types only)."""
-    from odyssey.optimize.common import (STAGE, candidate_name, hf_checkpoint, record_candidate, resolve_parent,
-                                         weights_size)
+    from odyssey.optimize.common import (
+        STAGE,
+        candidate_name,
+        hf_checkpoint,
+        record_candidate,
+        resolve_parent,
+        weights_size,
+    )
     from odyssey.optimize.record import measure_and_record
 
     method = resolve_auto(parse_quant_method(to))

@@ -60,7 +60,8 @@ def collect(project) -> tuple[list[dict], str]:
             continue
         parent = cands.get(cand["parent_id"]) if cand["parent_id"] else None
         board = store.latest_metrics(cand["id"], m.get("split") or project.spec.optimize.measure.split)
-        gate_values = {**board, **m["metrics"], "memory_gb": m.get("peak_rss_gb"), "p95_latency_ms": m.get("p95_latency_ms")}
+        gate_values = {**board, **m["metrics"], "memory_gb": m.get("peak_rss_gb"),
+                       "p95_latency_ms": m.get("p95_latency_ms")}
         gates = check_gates(scope, gate_values)
         rows.append({
             "name": cand["name"], "stage": cand["stage"], "parent": parent["name"] if parent else None,

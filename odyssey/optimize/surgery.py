@@ -105,7 +105,8 @@ def slice_mlp(model, keep: list[list[int]]):
     check_llama_like(model)
     width = {len(k) for k in keep}
     if len(width) != 1:
-        raise OdysseyError("every layer must keep the same number of MLP neurons (config.intermediate_size is one number)")
+        raise OdysseyError("every layer must keep the same number of MLP neurons "
+                           "(config.intermediate_size is one number)")
     state = _state(model)
     for i, idx in enumerate(keep):
         index = torch.tensor(sorted(idx))

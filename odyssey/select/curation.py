@@ -125,7 +125,8 @@ def quality_problem(text: str, cfg) -> str | None:
     if n >= 4:
         bigrams = Counter(zip(lowered, lowered[1:]))
         (top, count), = bigrams.most_common(1)
-        if count > 1 and count * (len(top[0]) + len(top[1])) / max(sum(len(w) for w in lowered), 1) > cfg.max_top_ngram_ratio:
+        covered = count * (len(top[0]) + len(top[1])) / max(sum(len(w) for w in lowered), 1)
+        if count > 1 and covered > cfg.max_top_ngram_ratio:
             return "repeated_ngrams"
     if "en" in cfg.languages and cfg.languages == ["en"]:
         if len(STOP_WORDS_EN & set(lowered)) < 2:
@@ -245,7 +246,8 @@ def curate(source: str | Path, out: str | Path, cfg=None) -> CurationReport:
     report = CurationReport(
         source=str(source), out=str(out), n_input=len(docs), n_kept=len(kept_docs),
         dropped={rule: len(items) for rule, items in dropped.items()},
-        examples={rule: [{"id": d.id, "text": d.text[:200]} for d in items[:3]] for rule, items in dropped.items() if items},
+        examples={rule: [{"id": d.id, "text": d.text[:200]} for d in items[:3]]
+                  for rule, items in dropped.items() if items},
         pii=dict(pii), dropped_ids={rule: [d.id for d in items] for rule, items in dropped.items() if items},
         tokens_in=sum(len(WORD.findall(d.text)) for d in docs), tokens_kept=tokens_kept, duplicate_of=duplicate_of,
     )
@@ -259,7 +261,8 @@ def report_markdown(report: CurationReport) -> str:
              f"{report.n_kept} of {report.n_input} documents kept ({report.kept_fraction:.1%}); "
              f"{report.tokens_kept} of {report.tokens_in} words.", "", "| rule | dropped |", "| --- | ---: |"]
     lines += [f"| {rule} | {n} |" for rule, n in report.dropped.items()]
-    lines += ["", f"PII scrubbed: {report.pii.get('email', 0)} e-mail addresses, {report.pii.get('phone', 0)} phone numbers.",
+    lines += ["", f"PII scrubbed: {report.pii.get('email', 0)} e-mail addresses, "
+                  f"{report.pii.get('phone', 0)} phone numbers.",
               ""]
     for rule, examples in report.examples.items():
         lines.append(f"## {rule}")

@@ -31,9 +31,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from odyssey.errors import OdysseyError
-from odyssey.models.memory import BYTES_PER_PARAM as BYTES
-from odyssey.models.memory import GB, METHODS, Shape, job_components
-from odyssey.models.memory import rss_gb  # noqa: F401  (one implementation; re-exported here)
+from odyssey.models.memory import (
+    BYTES_PER_PARAM as BYTES,
+    GB,
+    METHODS,
+    Shape,
+    job_components,
+    rss_gb,  # noqa: F401  (one implementation; re-exported here)
+)
 from odyssey.training.lora import TARGET_NAMES as LORA_TARGETS  # noqa: F401  (re-exported: module names LoRA adapts)
 
 TOKENS_PER_PARAM = 20  # Chinchilla's compute-optimal data (pretraining)
@@ -54,7 +59,7 @@ class Hardware:
     spec: str = "auto"
 
     @classmethod
-    def detect(cls) -> "Hardware":
+    def detect(cls) -> Hardware:
         try:
             import torch
 
@@ -66,7 +71,7 @@ class Hardware:
         return cls("cpu", os.cpu_count() or 1, _ram_gb(), spec="auto")
 
     @classmethod
-    def parse(cls, text: str | None) -> "Hardware":
+    def parse(cls, text: str | None) -> Hardware:
         """'auto', 'cpu', 'cuda', or comma-separated key:value pairs, e.g. 'cpu:2,ram:24gb' or 'gpu:1,vram:24gb'."""
         text = (text or "auto").strip().lower()
         if text in {"", "auto"}:
@@ -93,7 +98,8 @@ class Hardware:
             except ValueError as exc:
                 raise OdysseyError(
                     f"--hardware {text!r}: cannot read {part!r} ({exc})",
-                    hint="write e.g. 'cpu:2,ram:24gb' or 'gpu:1,vram:24gb,tflops:312' (keys: cpu, gpu, ram, vram, tflops)",
+                    hint="write e.g. 'cpu:2,ram:24gb' or 'gpu:1,vram:24gb,tflops:312' "
+                         "(keys: cpu, gpu, ram, vram, tflops)",
                 ) from None
         if hw.memory_gb <= 0:
             raise OdysseyError(f"--hardware {text!r}: memory must be positive", hint="e.g. ram:16gb")
@@ -132,7 +138,8 @@ def _probe_path() -> Path:
 def _probe_key(device: str) -> str:
     import torch
 
-    return f"v{PROBE_VERSION}|{platform.node()}|{platform.machine()}|{device}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    return (f"v{PROBE_VERSION}|{platform.node()}|{platform.machine()}|{device}|threads={torch.get_num_threads()}"
+            f"|torch={torch.__version__}")
 
 
 def _best_time(fn, repeat: int = 3, min_s: float = 0.02) -> float:
@@ -157,9 +164,8 @@ def _best_time(fn, repeat: int = 3, min_s: float = 0.02) -> float:
 
 
 def _tiny_llama(layers: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
@@ -302,7 +308,8 @@ def runtime_gb(refresh: bool = False) -> float:
     if not refresh and key in cache:
         return cache[key]
     # A real job also pulls in the modeling code, tokenizers and peft, and runs a forward pass once.
-    code = ("import torch, peft; from odyssey.select.planner import _tiny_llama, rss_gb; from odyssey.models import load; "
+    code = ("import torch, peft; from odyssey.select.planner import _tiny_llama, rss_gb; "
+            "from odyssey.models import load; "
             "m = _tiny_llama(1); m(input_ids=torch.ones(1, 8, dtype=torch.long)); print(rss_gb())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "ODYSSEY_QUIET": "1"})
@@ -557,7 +564,8 @@ def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto
         options[m] = {"fits": total <= available, "total_gb": round(total, 4), "tokens_per_s": round(tps, 2),
                       "memory_gb": {k: round(v, 4) for k, v in parts.items()}}
     if method not in options:
-        memory_components(shape, method, precision, batch, seq, runtime, cpu_heap=hw.device == "cpu")  # raises the clear error
+        # raises the clear error
+        memory_components(shape, method, precision, batch, seq, runtime, cpu_heap=hw.device == "cpu")
     chosen = options[method]
     tps, per_token = throughput(shape, method, batch, seq, precision, measured, hw)
     optimal = TOKENS_PER_PARAM * shape.n_params

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ DB_FILE = "odyssey.db"
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def sha256_file(path: Path) -> str:
@@ -54,7 +54,7 @@ def _pid_alive(pid: int | None) -> bool:
 class Run:
     id: int
     stage: str
-    store: "Store"
+    store: Store
     artifacts_dir: Path
 
     def log_metrics(self, metrics: dict[str, float], *, candidate_id: int | None = None, split: str | None = None):
@@ -74,7 +74,7 @@ class Store:
         self.project_id: int | None = None
 
     @classmethod
-    def open(cls, root: Path) -> "Store":
+    def open(cls, root: Path) -> Store:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (see ``transaction``), never implicit.
@@ -124,7 +124,8 @@ class Store:
         rows = self.db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall()
         for row in rows:
             if row["pid"] != os.getpid() and not _pid_alive(row["pid"]):
-                self.finish_run(row["id"], "failed", error="interrupted: the process running it exited before it finished")
+                self.finish_run(row["id"], "failed",
+                                error="interrupted: the process running it exited before it finished")
 
     def start_run(self, stage: str, spec: dict, config: dict | None = None) -> int:
         with self.transaction() as db:
@@ -191,9 +192,11 @@ class Store:
                 )
                 return row["id"]
             cur = db.execute(
-                "INSERT INTO candidates (project_id, name, stage, model_ref, config_json, parent_id, run_id, created_at)"
+                "INSERT INTO candidates (project_id, name, stage, model_ref, config_json, parent_id, run_id,"
+                " created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.project_id, name, stage, model_ref, json.dumps(config or {}, default=str), parent_id, run_id, now()),
+                (self.project_id, name, stage, model_ref, json.dumps(config or {}, default=str), parent_id, run_id,
+                 now()),
             )
             return cur.lastrowid
 

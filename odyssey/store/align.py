@@ -64,7 +64,8 @@ def save_reward_model(store: Store, name: str, path: str, base_ref: str, prefere
         cur = db.execute(
             "INSERT INTO reward_models (project_id, name, path, base_ref, preference_set_id, metrics_json, run_id,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (store.project_id, name, path, base_ref, preference_set_id, json.dumps(metrics, default=str), run_id, now()),
+            (store.project_id, name, path, base_ref, preference_set_id, json.dumps(metrics, default=str), run_id,
+             now()),
         )
     return cur.lastrowid
 

@@ -40,7 +40,8 @@ def revoke_key(store: Store, name_or_prefix: str) -> int:
     """Revoke every active key with that name or prefix; returns how many."""
     with store.transaction() as db:
         cur = db.execute(
-            "UPDATE api_keys SET revoked_at = ? WHERE project_id = ? AND revoked_at IS NULL AND (name = ? OR prefix = ?)",
+            "UPDATE api_keys SET revoked_at = ? WHERE project_id = ? AND revoked_at IS NULL"
+            " AND (name = ? OR prefix = ?)",
             (now(), store.project_id, name_or_prefix, name_or_prefix),
         )
     return cur.rowcount
@@ -110,7 +111,8 @@ def requests(store: Store, limit: int | None = None, candidate: str | None = Non
 
 
 def count_requests(store: Store) -> int:
-    return store.db.execute("SELECT COUNT(*) FROM serve_requests WHERE project_id = ?", (store.project_id,)).fetchone()[0]
+    row = store.db.execute("SELECT COUNT(*) FROM serve_requests WHERE project_id = ?", (store.project_id,)).fetchone()
+    return row[0]
 
 
 def feedback(store: Store, kind: str | None = None) -> list[dict]:

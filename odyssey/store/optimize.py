@@ -17,7 +17,8 @@ def add_measurement(store: Store, *, candidate_id: int | None, parent_id: int | 
     values = [measurement.get(c) for c in _COLUMNS]
     with store.transaction() as db:
         cur = db.execute(
-            "INSERT INTO optimize_measurements (project_id, candidate_id, parent_id, run_id, model_ref, method, backend,"
+            "INSERT INTO optimize_measurements (project_id, candidate_id, parent_id, run_id, model_ref, method,"
+            " backend,"
             " settings_key, " + ", ".join(_COLUMNS) + ", metrics_json, comparison_json, detail_json, created_at)"
             " VALUES (" + ", ".join(["?"] * (8 + len(_COLUMNS) + 4)) + ")",
             (store.project_id, candidate_id, parent_id, run_id, model_ref, method, measurement.get("backend"),

@@ -125,7 +125,7 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -195,7 +195,8 @@ def _default_length(item) -> int:
                            hint="pass length_fn=... to train(), or items with an 'input_ids' list") from exc
 
 
-def make_batches(n_items: int, config: TrainConfig, epoch: int, lengths: Sequence[int] | None = None) -> list[list[int]]:
+def make_batches(n_items: int, config: TrainConfig, epoch: int,
+                 lengths: Sequence[int] | None = None) -> list[list[int]]:
     """The batches (lists of item indices) of one epoch: a seeded shuffle, cut by count or token budget."""
     import torch
 
@@ -428,7 +429,8 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
         changed = [k for k in _CURVE_FIELDS if k in saved and saved[k] != config.as_dict()[k]]
         if changed:
             raise OdysseyError(
-                f"cannot resume from {checkpoint}: {', '.join(f'{k} was {saved[k]!r}, now {config.as_dict()[k]!r}' for k in changed)}",
+                f"cannot resume from {checkpoint}: "
+                + ", ".join(f"{k} was {saved[k]!r}, now {config.as_dict()[k]!r}" for k in changed),
                 hint="resume with the settings of the interrupted run, or start afresh without --resume")
         load_weights(inner, checkpoint / WEIGHTS_FILE)
         state = torch.load(checkpoint / STATE_PT, weights_only=True, map_location="cpu")
@@ -570,7 +572,8 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
         load_weights(inner, out / BEST / WEIGHTS_FILE)
     inner.eval()
     return TrainResult(steps=step, tokens=tokens, wall_s=wall, history=history, best=best, final_path=final,
-                       peak_memory_gb=peak_memory_gb(memory.peak), stopped_early=stopped_early, resumed_from=resumed_from,
+                       peak_memory_gb=peak_memory_gb(memory.peak), stopped_early=stopped_early,
+                       resumed_from=resumed_from,
                        trainable_params=n_trainable, total_params=n_total)
 
 

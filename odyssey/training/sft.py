@@ -165,7 +165,8 @@ class Collator:
             return {
                 "num_tokens": sum(len(e.input_ids) + len(e.labels) for e in group),
                 "input_ids": torch.tensor([e.input_ids + [self.pad_id] * (enc - len(e.input_ids)) for e in group]),
-                "attention_mask": torch.tensor([[1] * len(e.input_ids) + [0] * (enc - len(e.input_ids)) for e in group]),
+                "attention_mask": torch.tensor([[1] * len(e.input_ids) + [0] * (enc - len(e.input_ids))
+                                                for e in group]),
                 "labels": torch.tensor([e.labels + [IGNORE] * (dec - len(e.labels)) for e in group]),
             }
         width = max(len(e.input_ids) for e in group)
@@ -220,7 +221,8 @@ def _causal_parts(model):
 def completion_loss(model, input_ids, labels, attention_mask=None, position_ids=None):
     """Mean completion-token cross-entropy and the number of completion tokens (logits only there)."""
 
-    n_tokens = int((labels[:, 1:] != IGNORE).sum()) if labels.shape == input_ids.shape else int((labels != IGNORE).sum())
+    shifted = labels[:, 1:] if labels.shape == input_ids.shape else labels  # decoder-only labels shift by one
+    n_tokens = int((shifted != IGNORE).sum())
     parts = _causal_parts(model)
     if parts is None or labels.shape != input_ids.shape:
         # use_cache=False matters for packing: with a KV cache transformers skips packed-sequence detection

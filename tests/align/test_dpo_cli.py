@@ -1,7 +1,7 @@
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,9 +40,9 @@ def _lora_candidate(project, adapter: Path) -> Path:
 @pytest.mark.parametrize("reference_free", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_dpo_raises_chosen_over_rejected_and_links_the_candidate(tmp_path, reference_free):
     from odyssey.align.dpo import train_dpo
-    from tests.align.logprobs import sequence_logprobs
     from odyssey.align.preferences import build_preferences
     from odyssey.models import load
+    from tests.align.logprobs import sequence_logprobs
 
     project, rows = _prefs_project(tmp_path, "align:\n  dpo: {epochs: 3, learning_rate: 0.005, batch_size: 4}\n")
     pset = build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
@@ -80,7 +80,8 @@ def test_cli_errors_are_clear(tmp_path):
 def test_lifecycle_prefs_reward_ppo_dpo_status(tmp_path):
     """The user's path on a tiny model: pairs from references and the metric, reward model, PPO, DPO, board."""
     root = tiny_project(tmp_path / "p")
-    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 8}")
+    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}",
+                                                       "generation: {max_new_tokens: 8}")
     spec += ("align:\n  pairs: 10\n  preferences: [{kind: reference}, {kind: metric}]\n"
              "  ppo: {steps: 2, batch_size: 2, mini_batch_size: 2, ppo_epochs: 1, max_new_tokens: 8}\n"
              "  dpo: {epochs: 1, batch_size: 4}\n  eval_limit: 3\n")

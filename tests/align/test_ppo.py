@@ -87,7 +87,8 @@ def test_ppo_run_resumes_and_records_a_linked_candidate(tmp_path):
     assert again.history[:2] == first.history
     cand = project.store.candidate(again.candidate)
     assert cand["stage"] == "align" and cand["parent_id"] == project.store.candidate(again.parent)["id"]
-    assert cand["config"]["align"]["reward"] == "toxicity" and cand["config"]["align"]["classifier"] == "profanity-check"
+    align = cand["config"]["align"]
+    assert align["reward"] == "toxicity" and align["classifier"] == "profanity-check"
     loaded = load(cand["model_ref"])  # the merged checkpoint loads like any model
     assert loaded.family == "decoder-only"
     # before/after offensiveness on the held-out provocations, sampled at the given temperature

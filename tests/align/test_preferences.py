@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from odyssey.align.preferences import (PreferenceSet, from_file, from_metric, normalize_row, pairs_hash, write_jsonl)
+from odyssey.align.preferences import PreferenceSet, from_file, from_metric, normalize_row, pairs_hash, write_jsonl
 from odyssey.data import Example
 from odyssey.errors import OdysseyError
 from odyssey.project import Project
@@ -82,7 +82,8 @@ def test_file_and_feedback_sources_are_stored_with_provenance(tmp_path):
 
     root = tiny_project(tmp_path / "p")
     (root / "prefs.jsonl").write_text("".join(
-        json.dumps({"prompt": f"Q{i}", "chosen": "polite answer", "rejected": "rude answer", "annotator": "alice"}) + "\n"
+        json.dumps({"prompt": f"Q{i}", "chosen": "polite answer", "rejected": "rude answer", "annotator": "alice"})
+        + "\n"
         for i in range(4)))
     project = Project.load(root)
     store = project.store
@@ -95,7 +96,8 @@ def test_file_and_feedback_sources_are_stored_with_provenance(tmp_path):
     assert all(p["annotator"] == "alice" and p["source"] == "file:prefs.jsonl" for p in pset.pairs[:4])
     if pset.sources.get("feedback"):
         fb = pset.pairs[4]
-        assert (fb["chosen"], fb["rejected"], fb["source"], fb["annotator"]) == ("right", "wrong", "feedback:correction", "bob")
+        got = (fb["chosen"], fb["rejected"], fb["source"], fb["annotator"])
+        assert got == ("right", "wrong", "feedback:correction", "bob")
     again = load_preference_set(project)
     assert again.sha256 == pset.sha256 and len(again.pairs) == len(pset.pairs)
     # The same pairs twice make one set, not two.

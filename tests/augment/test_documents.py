@@ -31,7 +31,8 @@ def _pdf(path, pages):
 
 def test_markdown_sections_follow_headings(tmp_path):
     md = tmp_path / "guide.md"
-    md.write_text("# Guide\n\nIntro text.\n\n## Setup\n\nStep one.\n\n```\n# not a heading\n```\n\n### Details\n\nDeep.\n\n## Care\n\nWash it.\n")
+    md.write_text("# Guide\n\nIntro text.\n\n## Setup\n\nStep one.\n\n```\n# not a heading\n```\n\n"
+                  "### Details\n\nDeep.\n\n## Care\n\nWash it.\n")
     doc = read_document(md)
     assert doc.title == "Guide" and doc.kind == "markdown"
     by_text = {b.text: b.headings for b in doc.blocks}
@@ -61,7 +62,8 @@ def test_pdf_pages_become_metadata(tmp_path):
     _pdf(pdf, ["The stove burns for 90 minutes.", "Clean the jet every season."])
     doc = read_document(pdf)
     chunks = chunk_document(doc, "manual.pdf")
-    assert [(c.page, c.text) for c in chunks] == [(1, "The stove burns for 90 minutes."), (2, "Clean the jet every season.")]
+    assert [(c.page, c.text) for c in chunks] == [(1, "The stove burns for 90 minutes."),
+                                                  (2, "Clean the jet every season.")]
     assert chunks[1].citation == "manual.pdf p.2"
 
 

@@ -7,10 +7,10 @@ real. End-to-end runs with a real (tiny) model are in test_cli.py.
 
 import pytest
 
+from odyssey.augment.answers import extract_number, extract_text_answer
 from odyssey.augment.evaluate import contains_answer, grounded_questions, numeric_correct
 from odyssey.augment.rag import is_refusal
 from odyssey.augment.react import Agent, calculator_tool, load_tool, parse_step, tool
-from odyssey.augment.answers import extract_number, extract_text_answer
 from odyssey.augment.reasoning import extract_code, vote
 from odyssey.augment.sandbox import SandboxLimits
 from odyssey.errors import OdysseyError
@@ -82,7 +82,8 @@ class Scripted:
 
 def test_react_loop_uses_real_tools_and_keeps_the_trace(tmp_path):
     tools_file = tmp_path / "tools.py"
-    tools_file.write_text('def price(item):\n    """looks up a price in euros"""\n    return {"tent": 349}.get(item.strip(), "unknown")\n')
+    tools_file.write_text('def price(item):\n    """looks up a price in euros"""\n'
+                          '    return {"tent": 349}.get(item.strip(), "unknown")\n')
     price = load_tool("tools.py:price", tmp_path)
     assert price.name == "price" and price.description == "looks up a price in euros"
     questions = ["How much are two tents?", "What is 7 * 6?", "Loop forever?"]

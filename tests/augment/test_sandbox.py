@@ -59,8 +59,10 @@ def test_network_is_blocked_and_nothing_reaches_a_real_listener():
     thread = threading.Thread(target=accept)
     thread.start()
     try:
-        raw = run_python(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}))\nanswer = 'connected'", FAST)
-        http = run_python(f"import urllib.request\nanswer = urllib.request.urlopen('http://127.0.0.1:{port}/').read()", FAST)
+        raw = run_python(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}))\n"
+                         "answer = 'connected'", FAST)
+        http = run_python("import urllib.request\n"
+                          f"answer = urllib.request.urlopen('http://127.0.0.1:{port}/').read()", FAST)
     finally:
         thread.join()
         server.close()

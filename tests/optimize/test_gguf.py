@@ -20,7 +20,8 @@ def project(tmp_path):
     from odyssey.project import Project
 
     root = tiny_project(tmp_path / "p", model=MODEL)
-    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 8}")
+    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}",
+                                                       "generation: {max_new_tokens: 8}")
     (root / "odyssey.yaml").write_text(spec)
     return Project.load(root)
 
@@ -39,7 +40,8 @@ def test_measure_a_gguf_on_llama_cpp(project):
     assert 0 <= m["metrics"]["rougeL"] <= 1 and m["p95_latency_ms"] >= m["p50_latency_ms"] > 0
     # the paired decode test with a llama.cpp candidate and a transformers parent, in one process
     paired = measure_paired(project, MODEL, str(path), parent.prompt, settings={**SMALL, "paired_rounds": 2})
-    assert paired["rounds"] == 2 and all(v > 0 for v in paired["parent_decode_tok_s"] + paired["candidate_decode_tok_s"])
+    assert paired["rounds"] == 2
+    assert all(v > 0 for v in paired["parent_decode_tok_s"] + paired["candidate_decode_tok_s"])
 
 
 def test_gguf_export_of_a_merged_lora_candidate(project, tmp_path):

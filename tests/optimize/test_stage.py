@@ -30,7 +30,8 @@ def project(tmp_path):
     from odyssey.project import Project
 
     root = tiny_project(tmp_path / "p")
-    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 6}")
+    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}",
+                                                       "generation: {max_new_tokens: 6}")
     (root / "odyssey.yaml").write_text(spec + OPTIMIZE)
     return Project.load(root)
 

@@ -97,4 +97,5 @@ def test_cli_data_curate(tmp_path):
 def test_speaker_tags_are_not_symbols():
     dialogue = "#Person1#: Where are you going with the bags?\n#Person2#: To the station, and then home to my family."
     assert quality_problem(dialogue, CurateSpec()) is None
-    assert quality_problem("#sale #deal #buy the best and the cheapest offer #now #win #free", CurateSpec()) == "symbols"
+    hashtags = "#sale #deal #buy the best and the cheapest offer #now #win #free"
+    assert quality_problem(hashtags, CurateSpec()) == "symbols"

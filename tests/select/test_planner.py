@@ -68,7 +68,8 @@ def test_throughput_arithmetic():
     assert lora_per_token < per_token and lora_tps > tps  # no weight gradients for the frozen base
     # Decoding one sequence is bound by reading the weights once per token.
     dec, _ = throughput(shape, "inference", 1, 128, "fp32", PROBE, hw)
-    assert dec == pytest.approx(1 / max(shape.n_params * 4 / 1e10, (2 * n + 2 * shape.n_layers * 128 * shape.hidden) / 1e10))
+    per_token_flops = 2 * n + 2 * shape.n_layers * 128 * shape.hidden
+    assert dec == pytest.approx(1 / max(shape.n_params * 4 / 1e10, per_token_flops / 1e10))
 
 
 def test_calibration_factors_scale_their_mode_only():
@@ -86,7 +87,8 @@ def test_calibration_factors_scale_their_mode_only():
     assert mid / plain_mid == pytest.approx(0.8 * (0.2 / 0.8) ** (1 / 3))
     # Planning for declared GPU hardware from this CPU does not carry this CPU's calibration over.
     gpu = Hardware.parse("gpu:1,vram:80gb,tflops:312")
-    assert throughput(shape, "full", 4, 128, "fp32", calibrated, gpu) == throughput(shape, "full", 4, 128, "fp32", PROBE, gpu)
+    assert (throughput(shape, "full", 4, 128, "fp32", calibrated, gpu)
+            == throughput(shape, "full", 4, 128, "fp32", PROBE, gpu))
 
 
 @pytest.mark.slow  # times a 4-layer reference model: ~15 s
@@ -165,9 +167,8 @@ SPEED_FACTOR = 3.0
 @pytest.mark.slow  # fresh measuring processes: ~10 s each on an idle 2-core machine
 @pytest.mark.parametrize("method", ["inference", "lora", "full"])
 def test_predicted_memory_matches_measurement_tiny(method):
-    from odyssey.select.validate import compare
-
     from odyssey.select.planner import runtime_gb
+    from odyssey.select.validate import compare
 
     # Memory only: the runtime is measured (a fresh process with torch + transformers); no speed probe.
     stub = {**PROBE, "runtime_gb": runtime_gb()}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.conftest import tiny_project
@@ -21,7 +19,8 @@ def _project(tmp_path):
     root = tiny_project(tmp_path / "proj")
     docs = read_corpus(corpus_dir())[:150]
     (root / "corpus.txt").write_text("\n\n\n".join(d.text for d in docs))
-    (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + "select:\n  pretrain:\n    corpus: corpus.txt\n")
+    spec = root / "odyssey.yaml"
+    spec.write_text(spec.read_text() + "select:\n  pretrain:\n    corpus: corpus.txt\n")
     return Project.load(root)
 
 
@@ -45,7 +44,8 @@ def test_pretrain_objective(tmp_path, objective, family):
     assert cand["model_ref"] == result.model_path and cand["config"]["pretrain"]["objective"] == objective
     assert "val_loss" in project.store.latest_metrics(cand["id"], "pretrain")
     report = (tmp_path / "proj" / ".odyssey" / "pretrain" / result.candidate / "report.md").read_text()
-    assert "perplexity" in report and (tmp_path / "proj" / ".odyssey" / "pretrain" / result.candidate / "loss.png").exists()
+    assert "perplexity" in report
+    assert (tmp_path / "proj" / ".odyssey" / "pretrain" / result.candidate / "loss.png").exists()
     assert result.sample
 
 

@@ -9,8 +9,17 @@ import torch
 from odyssey.data import Example
 from odyssey.models import load
 from odyssey.prompts import PromptConfig, render
-from odyssey.training.sft import (IGNORE, Collator, SFTModule, bucket_groups, completion_loss, data_hash,
-                                  encode_example, pack_groups, random_groups)
+from odyssey.training.sft import (
+    IGNORE,
+    Collator,
+    SFTModule,
+    bucket_groups,
+    completion_loss,
+    data_hash,
+    encode_example,
+    pack_groups,
+    random_groups,
+)
 
 EXAMPLES = [Example(str(i), "#Person1#: " + "can you help me with the report " * (1 + i % 4) + "#Person2#: Sure.",
                     (f"#Person2# helps #Person1# with report {i}.",)) for i in range(10)]
@@ -25,9 +34,9 @@ def test_labels_cover_only_the_completion_and_the_prompt_is_the_served_one(tiny)
     tok = tiny.tokenizer
     cfg = PromptConfig.default("summarization")
     enc = encode_example(tok, cfg, EXAMPLES[1], max_len=512)
-    n_prompt = sum(1 for l in enc.labels if l == IGNORE)
+    n_prompt = sum(1 for label in enc.labels if label == IGNORE)
     assert 0 < n_prompt < len(enc.labels)
-    assert all(l == IGNORE for l in enc.labels[:n_prompt]) and all(l != IGNORE for l in enc.labels[n_prompt:])
+    assert all(x == IGNORE for x in enc.labels[:n_prompt]) and all(x != IGNORE for x in enc.labels[n_prompt:])
     # the prompt part is exactly what the harness renders at evaluation time
     served = render(tok, cfg, EXAMPLES[1], [], budget=512).text
     assert tok.decode(enc.input_ids[:n_prompt]) == served
@@ -45,7 +54,7 @@ def test_long_inputs_are_cut_but_the_completion_kept(tiny):
 def test_seq2seq_encoding_puts_the_target_in_the_decoder():
     t5 = load("tiny:t5")
     enc = encode_example(t5.tokenizer, PromptConfig.default("summarization"), EXAMPLES[0], max_len=256, seq2seq=True)
-    assert all(l != IGNORE for l in enc.labels)
+    assert all(label != IGNORE for label in enc.labels)
     assert t5.tokenizer.decode(enc.labels, skip_special_tokens=True).strip() == EXAMPLES[0].target
 
 
