@@ -91,3 +91,34 @@ def test_llama_server_backend_batches_streams_and_captures(tmp_path, monkeypatch
     finally:
         stop_server(proc)
     assert not Path(f"/proc/{pid}").exists()  # the llama-server child went down with the gateway
+
+
+def test_kill_9_of_odyssey_serve_leaves_no_llama_server_orphan(tmp_path, monkeypatch):
+    import signal
+    import time
+
+    import httpx
+    import psutil
+
+    from odyssey.deploy.keys import create_key
+    from odyssey.project import Project
+
+    root = make_project(tmp_path / "proj", "deploy:\n  parallel: 2\n  context_length: 2048\n")
+    project = Project.load(root)
+    project.store.upsert_candidate("smol", "prompt", "packaged:smollm2-135m-instruct", {})
+    admin = create_key(project.store, "root", ["admin"]).key
+    project.store.close()
+    monkeypatch.setenv("ODYSSEY_LLAMA_SERVER", str(BINARY))
+    proc, url = start_server(root, ["--candidate", "smol", "--backend", "llama.cpp"], tmp_path / "serve.log")
+    try:
+        [full] = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {admin}"}).json()["data"]
+        child = psutil.Process(full["pid"])
+        assert child.is_running()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        deadline = time.monotonic() + 15
+        while child.is_running() and child.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE  # kill9_orphans: 0
+    finally:
+        stop_server(proc)
