@@ -278,6 +278,20 @@ class Store:
     def artifacts(self, run_id: int) -> list[dict]:
         return [_row(r) for r in self.db.execute("SELECT * FROM artifacts WHERE run_id = ? ORDER BY id", (run_id,))]
 
+    def project_artifacts(self, kind: str, limit: int | None = None) -> list[dict]:
+        """This project's artifacts of one ``kind`` (e.g. ``report-plot``), newest first."""
+        rows = self.db.execute(
+            "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE r.project_id = ? AND a.kind = ?"
+            " ORDER BY a.id DESC LIMIT ?", (self.project_id, kind, -1 if limit is None else limit))
+        return [_row(r) for r in rows]
+
+    def project_artifact(self, artifact_id: int, kind: str) -> dict | None:
+        """One artifact of this project by id, only if it is of ``kind`` (so a caller serves no other file)."""
+        row = self.db.execute(
+            "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE a.id = ? AND r.project_id = ?"
+            " AND a.kind = ?", (artifact_id, self.project_id, kind)).fetchone()
+        return _row(row)
+
 
 def _row(row: sqlite3.Row | None) -> dict | None:
     if row is None:

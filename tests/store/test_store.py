@@ -77,3 +77,27 @@ def test_sql_is_parameterized(tmp_path):
     store = Store.open(tmp_path)
     store.ensure_project("x'); DROP TABLE runs; --", tmp_path)
     assert store.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+
+
+def test_project_artifacts_by_kind_newest_first_and_only_this_projects(tmp_path):
+    # what the web UI's plot routes read (deploy/server.py) without SQL of their own
+    store = Store.open(tmp_path)
+    other = Store.open(tmp_path)
+    other.ensure_project("other", tmp_path)
+    with other.run("evaluate", {}) as run:
+        (tmp_path / "theirs.png").write_bytes(b"x")
+        theirs = run.add_artifact(tmp_path / "theirs.png", "report-plot")
+    store.ensure_project("p", tmp_path)
+    ids = []
+    with store.run("evaluate", {}) as run:
+        for name, kind in [("a.png", "report-plot"), ("r.json", "report"), ("b.png", "report-plot")]:
+            (tmp_path / name).write_bytes(b"y")
+            run.add_artifact(tmp_path / name, kind)
+        ids = [a["id"] for a in store.artifacts(run.id)]
+    plots = store.project_artifacts("report-plot")
+    assert [a["id"] for a in plots] == [ids[2], ids[0]] and plots[0]["run_id"] == run.id
+    assert [a["id"] for a in store.project_artifacts("report-plot", limit=1)] == [ids[2]]
+    assert store.project_artifact(ids[0], "report-plot")["path"].endswith("a.png")
+    assert store.project_artifact(ids[1], "report-plot") is None  # another kind
+    theirs_id = other.db.execute("SELECT id FROM artifacts WHERE path = ?", (theirs["path"],)).fetchone()[0]
+    assert store.project_artifact(theirs_id, "report-plot") is None  # another project's
