@@ -199,7 +199,9 @@ def steps_table(result):
     colors = {"cached": "dim", "ran": "green", "resumed": "yellow", "will run": "cyan", "will resume": "yellow"}
     for s in result.steps:
         detail = ", ".join(s.candidates)
-        if s.estimate:
+        if s.estimate and "error" in s.estimate:
+            detail = f"no estimate: {s.estimate['error']}"
+        elif s.estimate:
             e = s.estimate
             detail = (f"{e['method']}: {e['memory_gb']:.2f} of {e['available_gb']:.2f} GB "
                       f"{'fits' if e['fits'] else 'DOES NOT FIT'}, ~{e['hours'] * 60:.1f} min")

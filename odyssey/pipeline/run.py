@@ -103,7 +103,7 @@ def _do_step(base, plan: Plan, step: Step, selected: bool, forced: bool, outcome
     if done and not forced and _still_there(store, done):
         outcomes[step.id] = Outcome.from_dict(done["outcome"])
         ui.say(f"cached: {step.id} (inputs unchanged since {done['finished_at'][:19]}; hash {digest[:10]})")
-        return StepStatus(step.id, step.stage, parent_label(parent), "cached", f"inputs unchanged (hash {digest[:10]})",
+        return StepStatus(step.id, step.stage, parent_label(parent), "cached", f"hash {digest[:10]}",
                           done.get("wall_s"), outcomes[step.id].candidates)
     last = latest_step(store, step.id, input_hash=digest)
     resume = bool(last and last["status"] in {"interrupted", "failed"})
@@ -238,7 +238,10 @@ def estimate_step(base, plan: Plan, step: Step) -> dict | None:
     if spec.scope.constraints.memory_gb:
         hardware.memory_gb = spec.scope.constraints.memory_gb
     ref = spec.adapt.model or spec.prompt.model or base.default_model()
-    job = plan_job(ref, method, hardware, batch=batch, seq=seq, tokens=tokens, root=base.root)
+    try:
+        job = plan_job(ref, method, hardware, batch=batch, seq=seq, tokens=tokens, root=base.root)
+    except (OdysseyError, OSError, ValueError) as exc:  # e.g. a hub model offline: no estimate, no refusal
+        return {"model": ref, "method": method, "error": str(exc).splitlines()[0]}
     return {"model": ref, "method": method, "memory_gb": round(job.total_gb, 3), "available_gb": job.available_gb,
             "fits": job.fits, "hours": job.hours, "tokens": job.tokens, "tokens_per_s": round(job.tokens_per_s, 1),
             "notes": job.notes}
@@ -250,7 +253,7 @@ def refuse_what_does_not_fit(base, plan: Plan, selected: set[str]) -> None:
         if step.id not in selected or not step.trains:
             continue
         estimate = estimate_step(base, plan, step)
-        if estimate and not estimate["fits"]:
+        if estimate and estimate.get("fits") is False:
             limit = plan.spec.scope.constraints.memory_gb
             from odyssey.pipeline.plan import _problem
 

@@ -107,3 +107,26 @@ def test_kill_9_then_resume_gives_the_uninterrupted_board(tmp_path):
     assert {g["candidate"] for g in resumed["gains"]} == {g["candidate"] for g in whole["gains"]} != set()
     report = killed_root / ".odyssey" / "pipeline" / "report.md"
     assert "## What each stage bought" in report.read_text() and (report.parent / "board.png").exists()
+
+
+def test_ppo_distill_and_prune_steps(tmp_path):
+    """The other sub-stages through the table: align by PPO (preferences, reward model, PPO) and optimize by
+    distillation and pruning, from named parents, with `with:` overrides."""
+    root = _project(tmp_path / "p")
+    (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + """pipeline:
+  - {stage: prompt}
+  - {stage: finetune}
+  - {stage: align, with: {method: ppo}}
+  - {stage: optimize, parent: finetune, with: {methods: [distill, prune], measure: false}}
+  - {stage: evaluate}
+""")
+    result = _run_json(root)
+    assert [(s["step"], s["status"]) for s in result["steps"]] == [
+        ("prompt", "ran"), ("finetune", "ran"), ("align.preferences", "ran"), ("align.reward", "ran"),
+        ("align.ppo", "ran"), ("optimize.distill", "ran"), ("optimize.prune", "ran"), ("evaluate", "ran")]
+    parents = {c["name"]: c["parent"] for c in result["board"]["candidates"]}
+    made = {s["step"]: s["candidates"] for s in result["steps"]}
+    lora = made["finetune"][0]
+    assert parents[made["align.ppo"][0]] == lora
+    assert parents[made["optimize.distill"][0]] == lora and parents[made["optimize.prune"][0]] == lora
+    assert {g["stage"] for g in result["gains"]} == {"prompt", "finetune", "ppo", "distill", "prune"}
