@@ -61,6 +61,7 @@ def run_pipeline(project, *, profile: str | None = None, from_step: str | None =
     selected = select_steps(base, plan, from_step, only)
     runners = {name: (stages or {}).get(name, stage.run) for name, stage in STAGES.items()}
     mark_interrupted(base.store)
+    refuse_a_second_run(base.store)
     if dry_run:
         return PipelineResult(dry_run_statuses(base, plan, selected), True, profile,
                               wall_s=time.perf_counter() - started)
@@ -189,6 +190,18 @@ def _needs_identity(store, step: Step, needs: dict[str, Outcome], outcomes: dict
         identity["candidates"] = [(n, (store.candidate(n) or {}).get("model_ref"), (store.candidate(n) or {}).get("run_id"))
                                   for n in names]
     return identity
+
+
+def refuse_a_second_run(store) -> None:
+    """Two `odyssey run`s on one project would train into the same folders: the second is refused."""
+    import os
+
+    from odyssey.store.pipeline import running_steps
+
+    others = [r for r in running_steps(store) if r["pid"] != os.getpid()]  # mark_interrupted has cleared the dead
+    if others:
+        raise OdysseyError(f"another `odyssey run` (pid {others[0]['pid']}) is running step {others[0]['step']!r} "
+                           "in this project", hint="wait for it, or stop it; a stopped run resumes where it was")
 
 
 # ---- dry run and the memory check ---------------------------------------------------------------------

@@ -78,8 +78,17 @@ def _parent_name_or_ref(ctx: StepContext) -> str | None:
 # ---- runners: one per stage, each a thin call of the stage's entry function ----------------------------
 
 def run_scope(ctx: StepContext) -> Outcome:
-    data = ctx.project.dataset()  # loading is the check: a bad file fails here, first
-    return Outcome(extra={"data": data.fingerprint, "rows": {k: len(v) for k, v in data.splits.items()}})
+    """What `odyssey validate` checks (the spec, a sample of the data, every model reference), then the data."""
+    from odyssey.errors import SpecError
+    from odyssey.project import check_project
+
+    _, report = check_project(ctx.project.spec_path)
+    if not report.ok:
+        raise SpecError(f"{ctx.project.spec_path} has {len(report.problems)} problem(s):",
+                        problems=[str(p) for p in report.problems])
+    data = ctx.project.dataset()
+    return Outcome(extra={"data": data.fingerprint, "rows": {k: len(v) for k, v in data.splits.items()},
+                          "checked": report.notes})
 
 
 def run_prompt(ctx: StepContext) -> Outcome:

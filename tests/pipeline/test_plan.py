@@ -3,6 +3,7 @@ run, which are cached, which resume; and every bad input as an error naming odys
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -273,3 +274,27 @@ def test_memory_constraint_refuses_a_training_step(tmp_path, monkeypatch):
     text = str(info.value)
     assert f"odyssey.yaml:{_line_of(root, 'memory_gb')} scope.constraints.memory_gb" in text and "'finetune'" in text
     assert fake.calls == []  # refused before anything started
+
+
+@pytest.mark.parametrize("task", ["summarization", "classification", "qa"])
+def test_every_built_in_profile_fits_every_template(tmp_path, task):
+    from odyssey.pipeline.names import PROFILES
+    from odyssey.pipeline.plan import make_plan
+    from odyssey.scaffold import init_project
+
+    project = Project.load(init_project(tmp_path / "p", task))
+    for name in PROFILES:
+        steps = make_plan(project, name).steps
+        assert [s.stage for s in steps][:3] == ["scope", "prompt", "finetune"], name
+
+
+def test_a_second_run_at_once_is_refused(root):
+    from odyssey.store.pipeline import start_step
+
+    project = Project.load(root)
+    # a live process (this test's parent, pytest's own pid is skipped as "this run") holding a step
+    start_step(project.store, step="prompt", stage="prompt", input_hash="x", inputs={}, pipeline_run_id=None,
+               resumed=False)
+    project.store.db.execute("UPDATE pipeline_steps SET pid = ?", (os.getppid(),))  # test-only: another live pid
+    with pytest.raises(OdysseyError, match=r"another `odyssey run` \(pid \d+\) is running step 'prompt'"):
+        _run(root, FakeStages())
