@@ -375,9 +375,11 @@ def _run_logged(cmd: list[str], log, log_path: Path, title: str) -> None:
 # The converter refuses a BPE tokenizer whose pre-tokenizer it does not know (its hash list covers
 # published models, not Odyssey's tiny test tokenizers or a user's retrained one). When llama.cpp
 # will never tokenize text itself (the evaluation engine sends token ids), the pre-tokenizer is
-# irrelevant, and "default" is written instead of failing.
+# irrelevant, and "default" is written instead of failing. An export that llama.cpp will tokenize
+# text for names the real pre-tokenizer instead (read from tokenizer.json by the caller), passed in
+# ODYSSEY_GGUF_PRE_TOKENIZER; the converter's own detection still wins when it knows the hash.
 _TOLERANT_PRE = """
-import runpy, sys
+import os, runpy, sys
 script = sys.argv[1]
 sys.argv = sys.argv[1:]
 sys.path.insert(0, str(__import__("pathlib").Path(script).parent))
@@ -387,27 +389,32 @@ def tolerant(self, tokenizer):
     try:
         return known(self, tokenizer)
     except NotImplementedError:
-        return "default"
+        return os.environ.get("ODYSSEY_GGUF_PRE_TOKENIZER") or "default"
 base.TextModel.get_vocab_base_pre = tolerant
 runpy.run_path(script, run_name="__main__")
 """
 
 
-def convert_hf_to_gguf(model_dir: Path, outfile: Path, outtype: str = "f16", *, token_ids_only: bool = False) -> Path:
+def convert_hf_to_gguf(model_dir: Path, outfile: Path, outtype: str = "f16", *, token_ids_only: bool = False,
+                       pre_tokenizer: str | None = None) -> Path:
     """Convert a transformers checkpoint folder into a GGUF file with llama.cpp's converter.
 
     ``outtype`` is one of the converter's types: f32, f16, bf16, q8_0, tq1_0, tq2_0, auto.
     ``token_ids_only``: the file will only ever be given token ids (see ``_TOLERANT_PRE``).
+    ``pre_tokenizer``: llama.cpp's name for the tokenizer's pre-tokenizer (``gpt-2``, ...), written
+    when the converter does not recognize the tokenizer (see ``_TOLERANT_PRE``).
     """
     outfile = Path(outfile)
     outfile.parent.mkdir(parents=True, exist_ok=True)
     tmp = outfile.with_name(outfile.name + ".part")
-    launcher = [sys.executable, "-c", _TOLERANT_PRE] if token_ids_only else [sys.executable]
+    tolerant = token_ids_only or pre_tokenizer is not None
+    launcher = [sys.executable, "-c", _TOLERANT_PRE] if tolerant else [sys.executable]
     cmd = [*launcher, str(convert_script()), str(model_dir), "--outfile", str(tmp), "--outtype", outtype]
+    env = {**os.environ, "ODYSSEY_GGUF_PRE_TOKENIZER": pre_tokenizer or ""}
     from odyssey.ui import status
 
     with status(f"Converting {Path(model_dir).name} to GGUF ({outtype})"):
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise OdysseyError(f"convert_hf_to_gguf.py failed on {model_dir}:\n" + (proc.stderr or proc.stdout)[-2000:],
