@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
 from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]

@@ -98,7 +98,8 @@ def _validated(project, data: dict, loc: tuple, what: str):
         first = exc.errors()[0]
         field_path = ".".join(str(p) for p in first["loc"])
         raise _problem(project, loc, f"{what} makes {field_path} invalid: {first['msg']}",
-                       hint="check the override against the spec's field (`odyssey init` writes every setting)")
+                       hint="check the override against the spec's field (`odyssey init` writes every setting)"
+                       ) from None
 
 
 def _nested(dotted: str, value: dict) -> dict:

@@ -102,7 +102,8 @@ def _steps_section(result) -> list[str]:
 def _board_section(board: dict) -> list[str]:
     metric = board["primary_metric"]
     lines = ["", "## The board", "", f"Best on test by {metric}: **{board['best'] or '-'}**", "",
-             "| candidate | stage | parent | split | " + metric + " | p95 latency (ms) | gates |", "|---|---|---|---|---|---|---|"]
+             f"| candidate | stage | parent | split | {metric} | p95 latency (ms) | gates |",
+             "|---|---|---|---|---|---|---|"]
     for c in board["candidates"]:
         value, p95 = c["metrics"].get(metric), c["metrics"].get("p95_latency_ms")
         gates = {True: "pass", False: "FAIL", None: "-"}[c["passed"]]
@@ -116,7 +117,8 @@ def _gains_section(gains: list[dict]) -> list[str]:
         return ["", "## Gains", "", "No evaluate step scored candidates beside their parents."]
     lines = ["", "## What each stage bought", "", "Mean per-example gain over the parent on the test split, with a "
              "paired bootstrap 95 % interval; *real* when the interval excludes 0.", "",
-             "| stage | candidate | parent | metric | gain | 95 % interval | n | real |", "|---|---|---|---|---|---|---|---|"]
+             "| stage | candidate | parent | metric | gain | 95 % interval | n | real |",
+             "|---|---|---|---|---|---|---|---|"]
     for g in gains:
         lines.append(f"| {g['stage']} | {g['candidate']} | {g['parent']} | {g['metric']} | {g['gain']:+.4f} | "
                      f"[{g['low']:+.4f}, {g['high']:+.4f}] | {g['n']} | {'yes' if g['real'] else 'no'} |")

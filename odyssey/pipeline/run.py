@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from odyssey import ui
 from odyssey.errors import OdysseyError
-from odyssey.pipeline.plan import (Plan, Step, check_parents, input_hash, make_plan, select_steps, step_inputs)
+from odyssey.pipeline.plan import Plan, Step, check_parents, input_hash, make_plan, select_steps, step_inputs
 from odyssey.pipeline.stages import STAGES, Outcome, Parent, StepContext
 
 
@@ -97,8 +96,9 @@ def _do_step(base, plan: Plan, step: Step, selected: bool, forced: bool, outcome
     project = step_project(base, step.spec)
     parent = resolve_parent(project, step, outcomes)
     needs = consumed(step, plan, outcomes)
+    identity = _needs_identity(store, step, needs, outcomes)
     inputs = step_inputs(step, data_fingerprint=project.dataset().fingerprint,
-                         parent=parent.as_dict() if parent else None, needs=_needs_identity(store, step, needs, outcomes))
+                         parent=parent.as_dict() if parent else None, needs=identity)
     digest = input_hash(inputs)
     done = latest_step(store, step.id, status="succeeded", input_hash=digest)
     if done and not forced and _still_there(store, done):
@@ -124,9 +124,9 @@ def _do_step(base, plan: Plan, step: Step, selected: bool, forced: bool, outcome
     finish_step(store, record, "succeeded", outcome=outcome.as_dict(), wall_s=wall)
     outcomes[step.id] = outcome
     ui.say(f"done: {step.id} in {wall:.1f} s")
-    return StepStatus(step.id, step.stage, parent_label(parent), "resumed" if resume else "ran",
-                      "forced (--from/--only)" if forced and done else ("" if not last else f"last attempt {last['status']}"),
-                      wall, outcome.candidates)
+    reason = "forced (--from/--only)" if forced and done else (f"last attempt {last['status']}" if last else "")
+    return StepStatus(step.id, step.stage, parent_label(parent), "resumed" if resume else "ran", reason, wall,
+                      outcome.candidates)
 
 
 def parent_label(parent: Parent | None) -> str | None:
@@ -187,8 +187,8 @@ def _needs_identity(store, step: Step, needs: dict[str, Outcome], outcomes: dict
     identity = {stage: outcome.extra for stage, outcome in needs.items()}
     if step.stage == "evaluate":  # its inputs are every candidate the earlier steps made, as they are now
         names = dict.fromkeys(n for o in outcomes.values() for n in o.candidates)
-        identity["candidates"] = [(n, (store.candidate(n) or {}).get("model_ref"), (store.candidate(n) or {}).get("run_id"))
-                                  for n in names]
+        rows = {n: store.candidate(n) or {} for n in names}
+        identity["candidates"] = [(n, row.get("model_ref"), row.get("run_id")) for n, row in rows.items()]
     return identity
 
 

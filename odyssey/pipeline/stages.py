@@ -7,8 +7,9 @@ Entry functions are imported inside each runner (``odyssey --help`` stays fast).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # Sections every stage's inputs include: what is scored and how (the data itself is its fingerprint).
 COMMON_SECTIONS = ("scope.task", "scope.labels", "scope.metrics")
@@ -26,7 +27,7 @@ class Outcome:
         return {"candidates": self.candidates, "runs": self.runs, "extra": self.extra}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Outcome":
+    def from_dict(cls, data: dict) -> Outcome:
         return cls(list(data.get("candidates", [])), list(data.get("runs", [])), dict(data.get("extra", {})))
 
 
@@ -226,12 +227,14 @@ def _finetune_job(spec):
 def _dpo_job(spec):
     d = spec.align.dpo
     # chosen and rejected go through the policy (and the reference) together
-    return ("lora" if d.lora else "full"), 2 * d.batch_size, d.max_length, int(2 * spec.align.pairs * d.epochs * d.max_length)
+    tokens = int(2 * spec.align.pairs * d.epochs * d.max_length)
+    return ("lora" if d.lora else "full"), 2 * d.batch_size, d.max_length, tokens
 
 
 def _reward_job(spec):
     r = spec.align.reward
-    return ("lora" if r.lora else "full"), 2 * r.batch_size, r.max_length, int(2 * spec.align.pairs * r.epochs * r.max_length)
+    tokens = int(2 * spec.align.pairs * r.epochs * r.max_length)
+    return ("lora" if r.lora else "full"), 2 * r.batch_size, r.max_length, tokens
 
 
 def _ppo_job(spec):
