@@ -154,14 +154,26 @@ def resolve_parent(project, step: Step, outcomes: dict[str, Outcome]) -> Parent 
         ref = (spec.adapt.model if step.stage == "finetune" else None) or spec.prompt.model or project.default_model()
         return Parent(ref)
     if which == "best":
-        from odyssey.evaluate.board import build_board
-
-        best = build_board(project).best
+        best = best_of_earlier_steps(project, outcomes)
         return _candidate_parent(store, best) if best else Parent(project.default_model())
     if store.candidate(which) is not None:
         return _candidate_parent(store, which)
     entries = {e.name: e.ref for e in project.spec.model_entries() if e.name}
     return Parent(entries.get(which, which))
+
+
+def best_of_earlier_steps(project, outcomes: dict[str, Outcome]) -> str | None:
+    """'best' for a step: the board's rule (passing the gates first, then the primary metric on test) among
+    the candidates the earlier steps made, so that a rerun with nothing changed picks the same parent even
+    after the evaluate step has put more candidates on the board; the board's best when none is scored."""
+    from odyssey.evaluate.board import build_board
+
+    board = build_board(project)
+    made = {n for o in outcomes.values() for n in o.candidates}
+    metric = board.primary_metric
+    scored = [r for r in board.candidates if r.name in made and r.split == "test" and metric in r.metrics]
+    passing = [r for r in scored if r.passed]
+    return max(passing or scored, key=lambda r: r.metrics[metric]).name if scored else board.best
 
 
 def _candidate_parent(store, name: str) -> Parent:

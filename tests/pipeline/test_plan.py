@@ -21,9 +21,10 @@ MAKES_NO_CANDIDATE = {"scope", "preferences", "reward", "evaluate"}
 class FakeStages:
     """Runners that record the call and make a candidate named after the step, linked to its parent."""
 
-    def __init__(self, fail_once: str | None = None):
+    def __init__(self, fail_once: str | None = None, scores: dict[str, float] | None = None):
         self.calls: list[tuple[str, bool]] = []  # (step id, resume)
         self.fail_once = fail_once
+        self.scores = scores or {}  # step id -> the test score its candidate gets
 
     def runners(self) -> dict:
         return {name: self._runner(name) for name in STAGES}
@@ -40,7 +41,9 @@ class FakeStages:
             parent = store.candidate(ctx.parent.name) if ctx.parent and ctx.parent.name else None
             with store.run(stage, ctx.project.spec.as_dict()) as run:
                 name = f"{ctx.step.id}-made"
-                store.upsert_candidate(name, stage, f"./{name}", {}, parent["id"] if parent else None, run.id)
+                cid = store.upsert_candidate(name, stage, f"./{name}", {}, parent["id"] if parent else None, run.id)
+                if ctx.step.id in self.scores:
+                    run.log_metrics({"rougeL": self.scores[ctx.step.id]}, candidate_id=cid, split="test")
             return Outcome([name], [run.id])
         return run
 
@@ -299,3 +302,17 @@ def test_a_second_run_at_once_is_refused(root):
     project.store.db.execute("UPDATE pipeline_steps SET pid = ?", (os.getppid(),))  # test-only: another live pid
     with pytest.raises(OdysseyError, match=r"another `odyssey run` \(pid \d+\) is running step 'prompt'"):
         _run(root, FakeStages())
+
+
+def test_best_is_among_the_pipelines_own_candidates(root):
+    """'best' is the board's rule over what earlier steps made: a better candidate added to the board later
+    (here by hand, as the evaluate step adds zero-shot baselines) does not change a cached step's parent."""
+    fake = FakeStages(scores={"prompt": 0.2, "finetune": 0.4})
+    first = _run(root, fake)
+    assert {s.step: s.parent for s in first.steps}["optimize.quantize-int8"] == "finetune-made"
+    store = Project.load(root).store
+    with store.run("evaluate", {}) as run:
+        outsider = store.upsert_candidate("outsider", "select", "./outsider", {}, None, run.id)
+        run.log_metrics({"rougeL": 0.9}, candidate_id=outsider, split="test")
+    fake.calls.clear()
+    assert set(_status(_run(root, fake)).values()) == {"cached"} and fake.calls == []

@@ -100,8 +100,11 @@ def test_kill_9_then_resume_gives_the_uninterrupted_board(tmp_path):
         outcome = latest_step(Project.load(killed_root).store, "finetune", status="succeeded")["outcome"]
         assert outcome["extra"]["resumed_from"] is not None
 
-    whole = _run_json(_project(tmp_path / "whole"))
+    whole_root = _project(tmp_path / "whole")
+    whole = _run_json(whole_root)
     assert {s["status"] for s in whole["steps"]} == {"ran"}
+    again = _run_json(whole_root)  # nothing changed: nothing runs, the board stays
+    assert {s["status"] for s in again["steps"]} == {"cached"} and again["board"]["best"] == whole["board"]["best"]
     assert _candidates(resumed["board"]) == _candidates(whole["board"])
     assert resumed["board"]["best"] == whole["board"]["best"]
     assert {g["candidate"] for g in resumed["gains"]} == {g["candidate"] for g in whole["gains"]} != set()
