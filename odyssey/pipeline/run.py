@@ -254,14 +254,15 @@ def dry_run_statuses(base, plan: Plan, selected: set[str]) -> list[StepStatus]:
 
 
 def estimate_step(base, plan: Plan, step: Step) -> dict | None:
-    """The planner's memory and time for a training step on the scope's hardware (its memory_gb, if set)."""
+    """The planner's memory and time for a training step on the scope's hardware (constraints.hardware:
+    its ram:/vram: if given, else this machine's). Not constraints.memory_gb: that is the serving limit
+    (a gate on the candidate), and training needs more (SmolLM2-135M LoRA on 2,048-token batches: about
+    7 GB by the planner, against the template's memory_gb 4)."""
     from odyssey.select.planner import Hardware, plan as plan_job
 
     spec = step.spec
     method, batch, seq, tokens = STAGES[step.stage].estimate(spec)
     hardware = Hardware.parse(spec.scope.constraints.hardware)
-    if spec.scope.constraints.memory_gb:
-        hardware.memory_gb = spec.scope.constraints.memory_gb
     ref = spec.adapt.model or spec.prompt.model or base.default_model()
     try:
         job = plan_job(ref, method, hardware, batch=batch, seq=seq, tokens=tokens, root=base.root)
@@ -273,18 +274,18 @@ def estimate_step(base, plan: Plan, step: Step) -> dict | None:
 
 
 def refuse_what_does_not_fit(base, plan: Plan, selected: set[str]) -> None:
-    """Before anything starts: every selected training step must fit scope.constraints (memory_gb)."""
+    """Before anything starts: every selected training step must fit the scope's hardware."""
     for step in plan.steps:
         if step.id not in selected or not step.trains:
             continue
         estimate = estimate_step(base, plan, step)
         if estimate and estimate.get("fits") is False:
-            limit = plan.spec.scope.constraints.memory_gb
             from odyssey.pipeline.plan import _problem
 
-            raise _problem(base, ("scope", "constraints", "memory_gb"),
+            raise _problem(base, ("scope", "constraints", "hardware"),
                            f"step {step.id!r} ({estimate['method']} on {estimate['model']}) needs about "
-                           f"{estimate['memory_gb']:.2f} GB; {estimate['available_gb']:.2f} GB is usable"
-                           + (f" under memory_gb {limit:g}" if limit else ""),
-                           hint="raise scope.constraints.memory_gb, use a smaller model, LoRA, or shorter "
-                                "sequences; `odyssey run --dry-run` shows every step's estimate")
+                           f"{estimate['memory_gb']:.2f} GB; {estimate['available_gb']:.2f} GB is usable on "
+                           f"{plan.spec.scope.constraints.hardware!r}",
+                           plan.spec.scope.constraints.hardware,
+                           hint="use a smaller model, LoRA, shorter sequences or smaller batches, or more memory "
+                                "(e.g. hardware: 'cpu:2,ram:32gb'); `odyssey run --dry-run` shows each step's estimate")

@@ -220,8 +220,9 @@ def evaluation_pairs(ctx: StepContext) -> list[tuple[str, str]]:
 
 def _finetune_job(spec):
     a = spec.adapt
-    tokens = a.max_steps * min(a.batch_tokens, a.batch_size * a.max_seq_len) if a.max_steps else None
-    return ("full" if a.method == "full" else "lora"), a.batch_size, a.max_seq_len, tokens
+    batch = max(1, min(a.batch_size, a.batch_tokens // a.max_seq_len))  # batches hold batch_tokens tokens
+    tokens = a.max_steps * batch * a.max_seq_len if a.max_steps else None
+    return ("full" if a.method == "full" else "lora"), batch, a.max_seq_len, tokens
 
 
 def _dpo_job(spec):

@@ -265,18 +265,18 @@ def test_cli_bad_profile_is_exit_2(root):
     assert "Traceback" not in proc.stderr
 
 
-def test_memory_constraint_refuses_a_training_step(tmp_path, monkeypatch):
+def test_a_training_step_that_does_not_fit_the_hardware_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("ODYSSEY_CODE_VERSION", "test-1")
     root = tiny_project(tmp_path / "p")
-    _edit(root, "memory_gb: 4", "memory_gb: 0.01")
+    _edit(root, "hardware: cpu", "hardware: 'cpu:2,ram:0.2gb'")
     fake = FakeStages()
     dry = run_pipeline(Project.load(root), stages=fake.runners(), dry_run=True)
     estimate = next(s.estimate for s in dry.steps if s.step == "finetune")
-    assert estimate["method"] == "lora" and estimate["fits"] is False and estimate["memory_gb"] > 0.01
+    assert estimate["method"] == "lora" and estimate["fits"] is False and estimate["memory_gb"] > 0.2
     with pytest.raises(SpecError) as info:
         run_pipeline(Project.load(root), stages=fake.runners())
     text = str(info.value)
-    assert f"odyssey.yaml:{_line_of(root, 'memory_gb')} scope.constraints.memory_gb" in text and "'finetune'" in text
+    assert f"odyssey.yaml:{_line_of(root, 'hardware:')} scope.constraints.hardware" in text and "'finetune'" in text
     assert fake.calls == []  # refused before anything started
 
 
