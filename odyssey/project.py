@@ -385,6 +385,10 @@ class Project:
                 f"{spec_path} has {len(report.problems)} problem(s):",
                 problems=[str(p) for p in report.problems],
             )
+        if spec.allow_pickle:  # odyssey.models.loading reads it wherever a checkpoint is opened
+            import os
+
+            os.environ["ODYSSEY_ALLOW_PICKLE"] = "1"
         return cls(spec_path.parent, spec)
 
     @property
@@ -401,7 +405,47 @@ class Project:
 
         store = Store.open(self.state_dir)
         store.ensure_project(self.spec.name, self.root)
+        store.bind(self.spec.scope, self.default_prompt())
+        if self.spec.tracking.mlflow or self.spec.tracking.tensorboard:
+            from odyssey.tracking import install_listeners
+
+            install_listeners(store, self.spec.tracking, root=self.root, project=self.spec.name)
         return store
+
+    # ---- candidates: the one resolver (odyssey.store.candidates) ------------------------------
+    def default_prompt(self):
+        """The project's one default prompt: the task's instruction (or ``prompt.instruction``) with its
+        labels, ``prompt.system``, and ``evaluate.generation``; zero-shot. What a model reference is
+        evaluated, trained and served with until a stage keeps a better prompt."""
+        from odyssey.prompts import PromptConfig
+
+        spec = self.spec
+        return PromptConfig.default(spec.scope.task, spec.scope.labels, spec.prompt.instruction,
+                                    generation=spec.evaluate.generation.model_dump(), system=spec.prompt.system)
+
+    def candidate(self, which: str | None = "best"):
+        """A Candidate for a stored candidate's name, ``best`` (``Store.best``; with nothing scored on
+        test yet, the first model zero-shot), or a model reference: a pseudo-candidate
+        ``<model>:zero-shot`` with :meth:`default_prompt`, not stored (``store.ensure`` stores it).
+        The CLI (``--candidate``, ``--from``, ``--start``), the Python API and the server resolve here."""
+        from odyssey.models import parse_ref
+        from odyssey.store.candidates import Candidate, UnknownCandidate, zero_shot
+
+        if isinstance(which, Candidate):
+            return which
+        which = which or "best"
+        found = self.store.best() if which == "best" else self.store.candidate_obj(which)
+        if found is not None:
+            return found
+        ref = self.default_model() if which == "best" else which
+        try:
+            parsed = parse_ref(ref, self.root)
+        except OdysseyError as exc:
+            known = ", ".join(c["name"] for c in self.store.candidates()) or "none yet"
+            raise UnknownCandidate(f"no candidate named {which!r}",
+                                   hint=f"candidates: {known}; or 'best', or a model reference (packaged:..., "
+                                        f"tiny:..., a folder, a .gguf): as a model, {exc.message}") from None
+        return zero_shot(f"{parsed.slug}:zero-shot", ref, self.default_prompt())
 
     # ---- data -------------------------------------------------------------------------------
     def dataset(self):

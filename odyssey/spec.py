@@ -583,6 +583,8 @@ class DeploySpec(Strict):
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none")
     rate_limit_rpm: int = Field(600, ge=1, description="requests per minute per key (keys may set their own)")
     max_concurrency: int = Field(32, ge=1, description="requests in flight per key (keys may set their own)")
+    request_timeout_s: float = Field(600.0, gt=0, description="longest a generation may run; over it, 504 (or an "
+                                     "error event in a stream)")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
     capture: bool = Field(True, description="record every request, response and feedback in the store")
 
@@ -637,6 +639,82 @@ class PipelineStep(Strict):
         return check_stage_name(value)
 
 
+class MlflowTracking(Strict):
+    uri: str = Field(..., min_length=1, description="tracking server (http://127.0.0.1:5000), or a local sqlite:/// "
+                     "or file: store; an unreachable server stops the command at its start")
+    experiment: str | None = Field(None, description="MLflow experiment; default: the project's name")
+
+
+class TensorBoardTracking(Strict):
+    dir: str = Field(".odyssey/tensorboard", description="event files, one folder per run (relative to the project)")
+
+
+class TrackingSpec(Strict):
+    """Where runs are copied as they happen (odyssey.tracking): params, per-step metrics, artifacts, lineage."""
+
+    mlflow: MlflowTracking | None = None
+    tensorboard: bool | TensorBoardTracking = Field(False, description="true: event files in .odyssey/tensorboard")
+
+
+# What `odyssey tune` may search: a name in tune.space -> the setting under adapt: it sets.
+TUNE_PARAMS: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("learning_rate",), "epochs": ("epochs",), "max_steps": ("max_steps",),
+    "warmup_steps": ("warmup_steps",), "weight_decay": ("weight_decay",), "lora_r": ("lora", "r"),
+    "lora_alpha": ("lora", "alpha"), "lora_dropout": ("lora", "dropout"), "lora_targets": ("lora", "target_modules"),
+    "num_virtual_tokens": ("prompt_tuning", "num_virtual_tokens"),
+}
+TUNE_SCALES = ("log", "linear", "int")
+
+
+def tune_dimension(name: str, values: list) -> tuple:
+    """A tune.space entry: ``[low, high, log|linear|int]`` is a range, any other list the choices.
+    ("range", low, high, scale) or ("choices", values); a ValueError says what is wrong."""
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"tune.space.{name} needs a list: choices such as [4, 8, 16], or a range [low, high, log]")
+    if len(values) == 3 and values[2] in TUNE_SCALES:
+        low, high, scale = values
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+        if not numbers or low >= high or (scale == "log" and low <= 0):
+            raise ValueError(f"tune.space.{name}: the range {values} needs numbers low < high (and low > 0 for log)")
+        return ("range", low, high, scale)
+    return ("choices", list(values))
+
+
+class TuneSpec(Strict):
+    """``odyssey tune``: an Optuna search over fine-tuning settings (odyssey.tune)."""
+
+    trials: int = Field(20, ge=1, description="trials in the study, counting those an interrupted search finished")
+    method: Literal["full", "lora", "prompt_tuning"] | None = Field(None, description="default: adapt.method")
+    space: dict[str, list[Any]] = Field(
+        default_factory=lambda: {"learning_rate": [1e-5, 1e-2, "log"], "lora_r": [4, 8, 16]},
+        description="setting -> choices [4, 8, 16] or a range [low, high, log|linear|int]; settings: "
+        + ", ".join(TUNE_PARAMS))
+    sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="grid: every combination of choices, in turn")
+    seed: int = 0
+    prune: bool = Field(True, description="stop a trial whose validation loss is worse than the median trial's")
+    prune_startup_trials: int = Field(2, ge=0, description="trials that always run to the end before any is pruned")
+    eval_every: int | None = Field(None, ge=1, description="steps between validation-loss checks in a trial (what "
+                                   "pruning looks at); default: adapt.eval_every, else only at the end")
+    study: str | None = Field(None, description="the study's name in .odyssey/tune/optuna.db; default: "
+                              "<model>-<method>")
+
+    @field_validator("space")
+    @classmethod
+    def _known_settings(cls, value):
+        import difflib
+
+        if not value:
+            raise ValueError("the search space is empty: nothing to tune")
+        for name, values in value.items():
+            if name not in TUNE_PARAMS:
+                close = difflib.get_close_matches(name, list(TUNE_PARAMS), n=1)
+                raise ValueError(f"tune.space: {name!r} is not a setting tune can search"
+                                 + (f"; did you mean {close[0]!r}?" if close else "")
+                                 + f" (settings: {', '.join(TUNE_PARAMS)})")
+            tune_dimension(name, values)
+        return value
+
+
 class Spec(Strict):
     """The whole ``odyssey.yaml``."""
 
@@ -652,6 +730,11 @@ class Spec(Strict):
     optimize: OptimizeSpec = OptimizeSpec()
     deploy: DeploySpec = DeploySpec()
     augment: AugmentSpec = AugmentSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    tune: TuneSpec = TuneSpec()
+    allow_pickle: bool = Field(
+        False, description="load pickle checkpoints (.bin/.pt that weights_only refuses): they can run code; only "
+        "for files whose origin you trust")
     pipeline: list[PipelineStep] | None = Field(
         None, description="the steps `odyssey run` executes, in order; none: scope, prompt, finetune, align, "
         "optimize, evaluate")

@@ -142,7 +142,7 @@ def describe(ref: str, root: Path | None = None) -> ModelInfo:
     info.objective, info.suits = FAMILY_NOTES[info.family]
     info.n_params = _count_params(config)
     info.context_length = context_length(config)
-    info.memory_gb = estimate(Shape.from_config(config, info.n_params)).as_dict()
+    info.memory_gb = estimate(Shape.from_config(config, info.n_params), cpu_heap=not _has_gpu()).as_dict()
     if path is not None:
         info.card = read_model_card(path)
         info.license = info.card.get("license", info.license)
@@ -150,6 +150,13 @@ def describe(ref: str, root: Path | None = None) -> ModelInfo:
         info.card = packaged_card(parsed.value)
         info.license = info.card.get("license", info.license)
     return info
+
+
+def _has_gpu() -> bool:
+    """Training on a CPU keeps a heap term (models.memory.job_components), as `odyssey plan` does."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def packaged_card(name: str) -> dict:

@@ -78,9 +78,9 @@ def register(app: typer.Typer) -> None:
         hardware: Annotated[str, typer.Option(help="'auto' or e.g. 'cpu:2,ram:24gb', 'gpu:1,vram:24gb,tflops:312'")] = "auto",
         batch: Annotated[int, typer.Option(help="sequences per step")] = 8,
         seq: Annotated[int, typer.Option(help="tokens per sequence (prompt + output for inference)")] = 512,
-        tokens: Annotated[Optional[float], typer.Option(help="tokens to train on / generate (default: 20 per parameter)")] = None,
+        tokens: Annotated[Optional[float], typer.Option(help="tokens to train on / generate (default: a fine-tune's train split × adapt.epochs; pretraining: 20 per parameter)")] = None,
         precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | int4 (default: fp32 on CPU)")] = None,
-        lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 8,
+        lora_r: Annotated[int, typer.Option(help="LoRA rank (adapt.lora.r's default)")] = 16,
         project: ProjectOpt = Path("."),
         as_json: JsonOpt = False,
     ):
