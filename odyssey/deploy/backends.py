@@ -493,7 +493,9 @@ def make_backend(kind: str, ref: str, root: Path | None, *, parallel: int = 8, c
                  log_dir: Path | None = None) -> Backend:
     """Pick and build the backend for a model reference ('auto': llama.cpp for GGUF when available)."""
     gguf = gguf_for(ref, root) if kind in ("auto", "llama.cpp") else None
-    binary = llama_server_path(build=kind == "llama.cpp" and gguf is not None) if kind in ("auto", "llama.cpp") else None
+    binary = None
+    if kind in ("auto", "llama.cpp"):
+        binary = llama_server_path(build=kind == "llama.cpp" and gguf is not None)
     if kind == "llama.cpp":
         if gguf is None:
             raise OdysseyError(f"the llama.cpp backend needs a GGUF model; {ref} has none",

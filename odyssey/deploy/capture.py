@@ -54,8 +54,7 @@ class CaptureWriter:
         return self._queue.qsize()
 
     def _loop(self, ready: concurrent.futures.Future):
-        from odyssey.store import Store
-        from odyssey.store import deploy as sd
+        from odyssey.store import Store, deploy as sd
 
         try:
             store = Store.open(self.state_dir)

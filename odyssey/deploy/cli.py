@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
-ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of text")]
+from odyssey.cli_options import JsonOpt, ProjectOpt
+from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
 
 def register(app: typer.Typer) -> None:
@@ -22,9 +21,11 @@ def register(app: typer.Typer) -> None:
     @keys.command("create")
     def keys_create(
         name: Annotated[str, typer.Option("--name", help="who or what the key is for")],
-        scope: Annotated[Optional[list[str]], typer.Option("--scope", help="inference | feedback | admin (repeat)")] = None,
+        scope: Annotated[Optional[list[str]],
+                         typer.Option("--scope", help="inference | feedback | admin (repeat)")] = None,
         rpm: Annotated[Optional[int], typer.Option(help="requests per minute (default: deploy.rate_limit_rpm)")] = None,
-        concurrency: Annotated[Optional[int], typer.Option(help="requests in flight (default: deploy.max_concurrency)")] = None,
+        concurrency: Annotated[Optional[int],
+                               typer.Option(help="requests in flight (default: deploy.max_concurrency)")] = None,
         project: ProjectOpt = Path("."), as_json: JsonOpt = False,
     ):
         """Create an API key. It is printed once; only its sha256 is stored."""
@@ -74,7 +75,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
         project: ProjectOpt = Path("."),
-        candidate: Annotated[Optional[list[str]], typer.Option(help="candidate name or 'best' (repeat to serve several)")] = None,
+        candidate: Annotated[Optional[list[str]],
+                             typer.Option(help="candidate name or 'best' (repeat to serve several)")] = None,
         host: Annotated[Optional[str], typer.Option(help="address to listen on (default: deploy.host, 127.0.0.1: "
                                                              "this machine only; 0.0.0.0 for every interface)")] = None,
         port: Annotated[Optional[int], typer.Option(help="port (default: deploy.port; 0: any free port)")] = None,

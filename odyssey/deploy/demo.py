@@ -9,8 +9,6 @@ import time
 
 
 def demo_step(project, console, model: str, quick: bool = False):
-    import openai
-    import uvicorn
     from rich.rule import Rule
     from rich.table import Table
 
@@ -18,7 +16,11 @@ def demo_step(project, console, model: str, quick: bool = False):
     from odyssey.deploy.export import export_feedback
     from odyssey.deploy.keys import create_key
     from odyssey.deploy.serve import build_app, pick_candidates
+    from odyssey.errors import require
     from odyssey.evaluate import percentile
+
+    uvicorn = require("uvicorn", "deploy", "the demo's deploy step")
+    openai = require("openai", "deploy", "the demo's deploy step")
 
     console.print(Rule("7. deploy: odyssey keys create + odyssey serve + feedback export"))
     store = project.store
@@ -50,7 +52,8 @@ def demo_step(project, console, model: str, quick: bool = False):
                     text += "".join(c.delta.content or "" for c in chunk.choices)
                     tokens += chunk.usage.completion_tokens if chunk.usage else 0
             else:
-                resp = client.chat.completions.create(model=choice.name, messages=[{"role": "user", "content": ex.input}],
+                resp = client.chat.completions.create(model=choice.name,
+                                                      messages=[{"role": "user", "content": ex.input}],
                                                       max_tokens=max_tokens, temperature=0)
                 text, rid = resp.choices[0].message.content, resp.id
                 tokens += resp.usage.completion_tokens
@@ -63,7 +66,7 @@ def demo_step(project, console, model: str, quick: bool = False):
         ex, rid, text = rows[0]
         httpx.post(f"http://127.0.0.1:{port}/v1/feedback", headers=headers,
                    json={"request_id": rid, "correction": ex.target, "source": "demo"}).raise_for_status()
-        for ex, rid, text in rows[1:]:
+        for _, rid, _ in rows[1:]:
             httpx.post(f"http://127.0.0.1:{port}/v1/feedback", headers=headers,
                        json={"request_id": rid, "thumbs": "up", "source": "demo"}).raise_for_status()
     finally:
@@ -83,7 +86,7 @@ def demo_step(project, console, model: str, quick: bool = False):
     table = Table(title=f"served {choice.name} ({served.backend.kind}) at /v1 with key {key.prefix}…")
     for col in ("request", "answer", "latency"):
         table.add_column(col, overflow="fold")
-    for (ex, rid, text), ms in zip(rows, latencies):
+    for (_, rid, text), ms in zip(rows, latencies):
         table.add_row(rid[:18], " ".join((text or "").split())[:90], f"{ms:.0f} ms")
     console.print(table)
     console.print(f"captured {len(rows)} requests + {len(rows)} feedback items; {n_pairs} preference pair(s) -> {path}")
