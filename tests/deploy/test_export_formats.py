@@ -179,7 +179,8 @@ def render_go_template(template: str, data: dict) -> str:
 
 
 def test_go_renderer_semantics():
-    assert render_go_template("a{{ if .S }}[{{ .S }}]{{ else }}-{{ end }}b {{- .P -}} c", {"S": "x", "P": "p"}) == "a[x]bpc"
+    template = "a{{ if .S }}[{{ .S }}]{{ else }}-{{ end }}b {{- .P -}} c"
+    assert render_go_template(template, {"S": "x", "P": "p"}) == "a[x]bpc"
     assert render_go_template("{{ if .S }}[{{ .S }}]{{ else }}-{{ end }}", {"S": ""}) == "-"
 
 
@@ -269,3 +270,14 @@ def test_per_input_few_shot_is_refused_in_task_mode(evaluated, tmp_path):
         plan_export(project, "tiny-llama:2-shot", "gguf", tmp_path / "x")
     assert "--prompt-mode chat" in err.value.hint
     assert plan_export(project, "tiny-llama:2-shot", "hf", tmp_path / "x", prompt_mode="chat").cfg.shots == 2
+
+
+def test_cli_mistakes_exit_2_with_a_message_and_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    root = tiny_project(tmp_path / "proj")
+    run = subprocess.run([sys.executable, "-m", "odyssey.cli", "export", "nope", "--format", "hf", "--to",
+                          str(tmp_path / "out"), "-p", str(root)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "no candidate named 'nope'" in run.stderr + run.stdout
+    assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()

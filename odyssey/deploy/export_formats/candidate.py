@@ -112,7 +112,8 @@ def plan_export(project, candidate: str, format: str, to: Path, *, adapter: bool
     kind = (adapter_kind(folder) or "full").lower()
     _check_kind(row["name"], folder, kind, format, adapter)
     scope = project.spec.scope
-    cfg = PromptConfig.from_dict(row["config"].get("prompt") or PromptConfig.default(scope.task, scope.labels).as_dict())
+    stored = row["config"].get("prompt")
+    cfg = PromptConfig.from_dict(stored or PromptConfig.default(scope.task, scope.labels).as_dict())
     if prompt_mode == "task" and cfg.shots and cfg.selection != "fixed":
         raise OdysseyError(f"{row['name']} is a {cfg.name} candidate: its in-context examples are chosen per input, "
                            "which a chat template's fixed text cannot do",

@@ -84,7 +84,8 @@ def _body(plan, meta: dict, template) -> str:
              "## Metrics on the test split, against the gates", "", "| gate | value | passed |", "|---|---|---|"]
     for g in od["gates"]:
         value = "not measured" if g["value"] is None else f"{g['value']:.4f}"
-        lines.append(f"| `{g['gate']}` | {value} | {'yes' if g['passed'] else ('no' if g['passed'] is False else '-')} |")
+        passed = {True: "yes", False: "no"}.get(g["passed"], "-")
+        lines.append(f"| `{g['gate']}` | {value} | {passed} |")
     lines += ["", "## Lineage", ""]
     lines += [f"{i + 1}. `{c['candidate']}` ({c['stage']}{', ' + c['method'] if c['method'] else ''}): "
               f"`{c['model_ref']}`" for i, c in enumerate(od["lineage"])]

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
 from odyssey.cli_options import JsonOpt, ProjectOpt
+from odyssey.cli_support import console as _console, emit_json as _emit, load_project as _load
 
 
 def register(app: typer.Typer) -> None:

@@ -119,7 +119,8 @@ def write_gguf(plan, loaded, template: ExportTemplate, out: Path) -> tuple[Path,
     work.mkdir()
     write_hf(replace(plan, adapter=False), loaded, template, work)
     converted = out / ".converted.gguf"
-    llamacpp.convert_hf_to_gguf(work, converted, plan.precision, pre_tokenizer=pre_tokenizer_name(work / "tokenizer.json"))
+    pre = pre_tokenizer_name(work / "tokenizer.json")
+    llamacpp.convert_hf_to_gguf(work, converted, plan.precision, pre_tokenizer=pre)
     shutil.rmtree(work)
     tok = loaded.tokenizer
     final = out / (f"model-{plan.quant}.gguf" if plan.quant else f"model-{plan.precision}.gguf")
