@@ -81,33 +81,34 @@ class MergeResult:
 
 # ---- setup -------------------------------------------------------------------------------------
 
-def base_setup(project, model: str | None = None, *, write: bool = True):
+def base_setup(project, model=None, *, write: bool = True):
     """(base ref, slug, PromptConfig, parent candidate id, parent name) for fine-tuning.
 
     ``write=False`` (the other processes under DDP) reads the store but never creates the base candidate.
+    The parent comes from ``Project.candidate``, the one resolver: ``model`` (a candidate name, a
+    Candidate, or a model reference; default ``adapt.model``, else ``prompt.model``, else the first
+    model). A model reference starts from the prompt stage's candidate of that model
+    (``<slug>:prompt``) when the store has one, else from the model zero-shot with the default prompt.
     """
     from odyssey.models import parse_ref
-    from odyssey.prompts import PromptConfig
+    from dataclasses import replace
+
 
     spec, store = project.spec, project.store
-    ref = model or spec.adapt.model or spec.prompt.model or project.default_model()
+    parent = project.candidate(model or spec.adapt.model or spec.prompt.model or project.default_model())
+    ref = parent.model_ref
     slug = parse_ref(ref, project.root).slug
-    scope = spec.scope
-    generation = spec.evaluate.generation.model_dump()
-    prompt_cand = store.candidate(f"{slug}:prompt")
-    if prompt_cand and prompt_cand["config"].get("prompt"):
-        cfg = PromptConfig.from_dict(prompt_cand["config"]["prompt"])
-        # Fine-tuning teaches the task itself: train and serve zero-shot (demos would cost tokens).
-        cfg.shots, cfg.selection, cfg.generation = 0, "fixed", generation
-        return ref, slug, cfg, prompt_cand["id"], prompt_cand["name"]
-    cfg = PromptConfig.default(scope.task, scope.labels, spec.prompt.instruction, system=spec.prompt.system,
-                               generation=generation)
-    name = f"{slug}:zero-shot"
-    parent = store.candidate(name)
-    if parent is None and not write:
-        return ref, slug, cfg, None, None
-    parent_id = parent["id"] if parent else store.upsert_candidate(name, "select", ref, {"prompt": cfg.as_dict()})
-    return ref, slug, cfg, parent_id, name
+    kept_prompt = store.candidate_obj(f"{slug}:prompt") if not parent.stored else None
+    if kept_prompt is not None and kept_prompt.config.get("prompt"):
+        parent = kept_prompt
+    # Fine-tuning teaches the task itself: train and serve zero-shot (demos would cost tokens).
+    cfg = replace(parent.prompt, shots=0, selection="fixed", generation=spec.evaluate.generation.model_dump())
+    if not parent.stored:
+        stored = store.candidate_obj(parent.name)
+        if stored is None and not write:
+            return ref, slug, cfg, None, None
+        parent = stored or store.ensure(parent)
+    return ref, slug, cfg, parent.id, parent.name
 
 
 def workdir(project, slug: str, method: str) -> Path:

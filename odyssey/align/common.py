@@ -10,72 +10,55 @@ from pathlib import Path
 
 from odyssey.errors import OdysseyError
 from odyssey.prompts import DemoSelector, PromptConfig, render
+from odyssey.store.candidates import Candidate
 
 
 @dataclass
 class Start:
-    """The candidate an align run starts from (its parent)."""
+    """The candidate an align run starts from (its parent), and a note on why that one."""
 
-    name: str
-    model_ref: str
-    prompt: PromptConfig
-    id: int | None
-    stage: str
+    candidate: Candidate
     note: str = ""
+
+    name = property(lambda self: self.candidate.name)
+    model_ref = property(lambda self: self.candidate.model_ref)
+    prompt = property(lambda self: self.candidate.prompt)
+    id = property(lambda self: self.candidate.id)
+    stage = property(lambda self: self.candidate.stage)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "model_ref": self.model_ref, "id": self.id, "stage": self.stage, "note": self.note}
 
 
-def _score(store, cand: dict, metric: str) -> float | None:
-    for split in ("test", "validation"):
-        value = store.latest_metrics(cand["id"], split).get(metric)
-        if value is not None:
-            return value
-    return None
+def starting_candidate(project, name: str | Candidate | None = None) -> Start:
+    """The named candidate (a name, ``best`` or a model reference, through ``Project.candidate``); else
+    the best fine-tuned one; else the best of the others not aligned already; else the project's first
+    model with the default prompt (and a note saying so)."""
+    from odyssey.store.candidates import UnknownCandidate
 
-
-def starting_candidate(project, name: str | None = None) -> Start:
-    """The named candidate; else the best fine-tuned (stage 'adapt') one; else the best on the board;
-    else the project's first model with the default prompt (and a note saying so)."""
-    store, scope = project.store, project.spec.scope
     name = name or project.spec.align.start_from
-    default_cfg = PromptConfig.default(scope.task, scope.labels, project.spec.prompt.instruction,
-                                       generation=project.spec.evaluate.generation.model_dump(),
-                                       system=project.spec.prompt.system)
     if name:
-        row = store.candidate(name)
-        if row is None:
-            known = ", ".join(c["name"] for c in store.candidates()) or "none yet"
-            raise OdysseyError(f"no candidate named {name!r} to align", hint=f"candidates: {known}")
-        return _start(row, default_cfg)
-    cands = [c for c in store.candidates() if c["stage"] != "align"]
-    metric = scope.primary_metric
-    for pool, note in ((
-            [c for c in cands if c["stage"] == "adapt"], ""),
-            (cands, "no fine-tuned (adapt) candidate yet: starting from the best prompt/base candidate")):
-        if pool:
-            best = max(pool, key=lambda c: (_score(store, c, metric) is not None, _score(store, c, metric) or 0.0,
-                                            c["id"]))
-            start = _start(best, default_cfg)
-            start.note = note
-            return start
-    ref = project.default_model()
-    return Start(f"{ref}:zero-shot", ref, default_cfg, None, "base",
-                 "no candidate in the store yet: starting from the first model with the default prompt")
-
-
-def _start(row: dict, default_cfg: PromptConfig) -> Start:
-    prompt = row["config"].get("prompt")
-    cfg = PromptConfig.from_dict(prompt) if prompt else default_cfg
-    return Start(row["name"], row["model_ref"], cfg, row["id"], row["stage"])
+        try:
+            return Start(project.candidate(name))
+        except UnknownCandidate as exc:
+            raise OdysseyError(f"{exc.message} to align", hint=exc.hint) from None
+    # Align prefers a fine-tuned parent (alignment polishes a model that already does the task), so it
+    # asks the one rule for "best" (Store.best) among the adapt candidates first, then among all but
+    # the aligned ones (an aligned model is aligned again only when named).
+    store = project.store
+    best = store.best(stage="adapt")
+    if best is not None:
+        return Start(best)
+    best = store.best(exclude_stage="align")
+    if best is not None:
+        return Start(best, "no fine-tuned (adapt) candidate scored yet: starting from the best prompt/base candidate")
+    return Start(project.candidate(project.default_model()),
+                 "no candidate scored yet: starting from the first model with the default prompt")
 
 
 def ensure_candidate_row(project, start: Start) -> int:
     """Aligned candidates link to a parent row; a base model used as the start gets one."""
-    if start.id is None:
-        start.id = project.store.upsert_candidate(start.name, "select", start.model_ref,
-                                                  {"prompt": start.prompt.as_dict()})
+    start.candidate = project.store.ensure(start.candidate)
     return start.id
 
 

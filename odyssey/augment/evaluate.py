@@ -138,7 +138,6 @@ def evaluate_augmented(project, technique: str, dataset: str = "auto", *, model:
     """Run ``technique`` on ``dataset`` and record it as candidate ``<model>:<technique>``."""
     from odyssey.augment.llm import ChatModel
     from odyssey.models import parse_ref
-    from odyssey.prompts import PromptConfig
     from odyssey.store.augment import add_traces
 
     if dataset == "auto":
@@ -154,7 +153,6 @@ def evaluate_augmented(project, technique: str, dataset: str = "auto", *, model:
     ref = model or (model_obj.ref if model_obj is not None else project.default_model())
     slug = parse_ref(ref, project.root).slug
     name = f"{slug}:{technique}" if dataset == "project" else f"{slug}:{technique}@{dataset}"
-    scope = project.spec.scope
     settings = {"technique": technique, "dataset": dataset, "model": ref, "limit": limit,
                 "augment": opts.model_dump(mode="json"), "collection": collection}
     store = project.store
@@ -170,7 +168,7 @@ def evaluate_augmented(project, technique: str, dataset: str = "auto", *, model:
             metrics, rows, traces = _arithmetic_eval(project, chat, technique, limit, opts)
         metrics["seconds_per_question"] = (time.perf_counter() - started) / max(len(rows), 1)
         base = store.candidate(f"{slug}:zero-shot")
-        prompt_cfg = PromptConfig.default(scope.task, scope.labels, project.spec.prompt.instruction)
+        prompt_cfg = project.default_prompt()
         cand_id = store.upsert_candidate(
             name, "augment", ref,
             {"prompt": prompt_cfg.as_dict(), "augment": {"technique": technique, "dataset": dataset,

@@ -16,40 +16,29 @@ from pathlib import Path
 
 from odyssey.errors import OdysseyError, Unavailable
 from odyssey.spec import DeploySpec
+from odyssey.store.candidates import Candidate
 
 
 @dataclass
 class CandidateChoice:
     name: str
     model_ref: str
-    prompt: dict | None
+    prompt: dict | None  # the stored prompt (None: the candidate was stored without one, served raw)
+    candidate: Candidate | None = None
 
 
 def pick_candidates(project, names: list[str] | None) -> list[CandidateChoice]:
-    """Names from the store ('best' = the board's best; with no candidates yet, the first model zero-shot)."""
-    from odyssey.evaluate import candidate_setup
+    """Each name through ``Project.candidate``, the one resolver: a stored name, 'best' (``Store.best``;
+    with nothing scored yet, the first model zero-shot) or a model reference (zero-shot)."""
+    from odyssey.store.candidates import UnknownCandidate
 
-    names = list(names or [project.spec.deploy.candidate])
     chosen = []
-    for name in names:
-        if name == "best":
-            from odyssey.evaluate.board import build_board
-
-            board = build_board(project)
-            stored = project.store.candidates()
-            if board.best:
-                name = board.best
-            elif stored:
-                name = stored[-1]["name"]
-            else:
-                cand, ref, cfg, _ = candidate_setup(project, None, None)
-                chosen.append(CandidateChoice(cand, ref, cfg.as_dict()))
-                continue
-        row = project.store.candidate(name)
-        if row is None:
-            known = ", ".join(c["name"] for c in project.store.candidates()) or "none yet (run odyssey eval or prompt)"
-            raise OdysseyError(f"no candidate named {name!r} to serve", hint=f"candidates: {known}; or use 'best'")
-        chosen.append(CandidateChoice(row["name"], row["model_ref"], (row["config"] or {}).get("prompt")))
+    for name in list(names or [project.spec.deploy.candidate]):
+        try:
+            cand = project.candidate(name)
+        except UnknownCandidate as exc:
+            raise OdysseyError(f"{exc.message} to serve", hint=f"{exc.hint}; or use 'best'") from None
+        chosen.append(CandidateChoice(cand.name, cand.model_ref, cand.config.get("prompt"), cand))
     return chosen
 
 

@@ -135,34 +135,18 @@ class EvalResult:
 
 
 def candidate_setup(project, model: str | None, candidate: str | None) -> tuple[str, str, PromptConfig, int | None]:
-    """(candidate name, model ref, prompt config, parent id) for an eval request.
+    """(candidate name, model ref, prompt config, parent id) for an eval request: a thin wrapper over
+    ``Project.candidate``, the one resolver.
 
-    With neither a model nor a candidate, the board's best candidate is evaluated (and the console
-    says so): what a user just kept, not the zero-shot model. With no candidate yet, the project's
-    default model zero-shot."""
-    scope = project.spec.scope
-    if not model and not candidate and project.store.candidates():
+    ``candidate`` (a name, ``best`` or a model reference) wins over ``model`` (a model reference).
+    With neither, the best candidate (``Store.best``) is evaluated, and the console says so: what a
+    user just kept, not the zero-shot model. With none scored yet, the first model zero-shot."""
+    chosen = project.candidate(candidate or model or "best")
+    if not model and not candidate and chosen.stored:
         from odyssey import ui
-        from odyssey.evaluate.board import build_board
 
-        candidate = build_board(project).best
-        if candidate:
-            ui.say(f"evaluating the best candidate, {candidate} (name another with --candidate or --model)")
-    if candidate:
-        row = project.store.candidate(candidate)
-        if row is None:
-            known = ", ".join(c["name"] for c in project.store.candidates()) or "none yet"
-            raise OdysseyError(f"no candidate named {candidate!r}", hint=f"candidates: {known}")
-        cfg = PromptConfig.from_dict(row["config"].get("prompt") or PromptConfig.default(scope.task, scope.labels).as_dict())
-        return row["name"], row["model_ref"], cfg, row["parent_id"]
-    from odyssey.models import parse_ref
-
-    ref = model or project.default_model()
-    parsed = parse_ref(ref, project.root)
-    gen = project.spec.evaluate.generation.model_dump()
-    cfg = PromptConfig.default(scope.task, scope.labels, project.spec.prompt.instruction, generation=gen,
-                               system=project.spec.prompt.system)
-    return f"{parsed.slug}:zero-shot", ref, cfg, None
+        ui.say(f"evaluating the best candidate, {chosen.name} (name another with --candidate or --model)")
+    return chosen.name, chosen.model_ref, chosen.prompt, chosen.parent_id
 
 
 def evaluate_candidate(project, model: str | None = None, split: str = "test", *, candidate: str | None = None,

@@ -105,7 +105,5 @@ def build_board(project) -> Board:
         rows.append(CandidateRow(cand["name"], cand["stage"], cand["model_ref"], split, metrics,
                                  check_gates(scope, metrics) if metrics else [], names.get(cand["parent_id"])))
     primary = scope.primary_metric
-    scored = [r for r in rows if r.split == "test" and primary in r.metrics]
-    passing = [r for r in scored if r.passed]
-    best = max(passing or scored, key=lambda r: r.metrics[primary]).name if scored else None
-    return Board(project.spec.name, scope.task, stages, rows, primary, best)
+    best = store.best("test", primary)  # the one rule for "best" (its docstring says it)
+    return Board(project.spec.name, scope.task, stages, rows, primary, best.name if best else None)

@@ -6,58 +6,34 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from odyssey.errors import OdysseyError
 from odyssey.prompts import PromptConfig
+from odyssey.store.candidates import Candidate
 
 STAGE = "optimize"
 
 
-@dataclass
-class Parent:
-    """The candidate an optimization starts from."""
-
-    name: str
-    model_ref: str
-    prompt: PromptConfig
-    id: int | None = None
-    config: dict = field(default_factory=dict)
+# The candidate an optimization starts from: the store's Candidate (name, model_ref, prompt, id, config).
+Parent = Candidate
 
 
-def resolve_parent(project, which: str | None) -> Parent:
-    """A candidate name, ``best`` (the board's best, else the first model), or any model reference.
+def resolve_parent(project, which: str | Candidate | None) -> Candidate:
+    """A candidate name, ``best`` (``Store.best``, else the first model) or any model reference, through
+    ``Project.candidate``, the one resolver.
 
-    A plain model reference becomes the ``<model>:zero-shot`` candidate, created when missing, so
+    A plain model reference becomes the ``<model>:zero-shot`` candidate, stored when missing, so
     every optimized candidate has a parent on the board.
     """
-    from odyssey.evaluate import candidate_setup
+    from odyssey.store.candidates import UnknownCandidate
 
-    store = project.store
     which = which or project.spec.optimize.start_from
-    if which == "best":
-        from odyssey.evaluate.board import build_board
-
-        best = build_board(project).best
-        which = best or project.default_model()
-    row = store.candidate(which)
-    if row is not None:
-        name, ref, cfg, _ = candidate_setup(project, None, row["name"])
-        return Parent(name, ref, cfg, row["id"], row["config"])
-    from odyssey.models import parse_ref
-
     try:
-        parse_ref(which, project.root)
-    except OdysseyError:
-        known = ", ".join(c["name"] for c in store.candidates()) or "none yet"
-        raise OdysseyError(f"no candidate or model named {which!r}",
-                           hint=f"candidates: {known}; or give a model reference (packaged:..., a folder, a .gguf)"
-                           ) from None
-    name, ref, cfg, _ = candidate_setup(project, which, None)
-    existing = store.candidate(name)
-    cand_id = existing["id"] if existing else store.upsert_candidate(name, "select", ref, {"prompt": cfg.as_dict()})
-    return Parent(name, ref, cfg, cand_id, existing["config"] if existing else {"prompt": cfg.as_dict()})
+        found = project.candidate(which)
+    except UnknownCandidate as exc:
+        raise OdysseyError(f"no candidate or model named {which!r}", hint=exc.hint) from None
+    return project.store.ensure(found)
 
 
 def is_gguf_ref(ref: str) -> bool:

@@ -503,7 +503,6 @@ def train_split_tokens(ref: str, family: str, root: Path | None) -> int | None:
     None without a project (or its data, or the model's tokenizer)."""
     from odyssey.models import FAMILY_SEQ2SEQ, parse_ref, resolve
     from odyssey.project import SPEC_FILE, Project
-    from odyssey.prompts import PromptConfig
     from odyssey.training.sft import encode_example
 
     if root is None or not (Path(root) / SPEC_FILE).exists():
@@ -518,7 +517,7 @@ def train_split_tokens(ref: str, family: str, root: Path | None) -> int | None:
     except (OdysseyError, OSError, ValueError):  # a broken project, an offline hub tokenizer: the caller notes it
         return None
     spec = project.spec
-    cfg = PromptConfig.default(spec.scope.task, spec.scope.labels, spec.prompt.instruction, system=spec.prompt.system)
+    cfg = project.default_prompt()  # its generation settings do not change the prompt's tokens
     seq2seq = family == FAMILY_SEQ2SEQ
     sample = examples[:: max(1, len(examples) // 2000)]
     counted = 0

@@ -319,11 +319,7 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
             final = {"val_loss": result.best["value"], "val_perplexity": math.exp(min(result.best["value"], 50))}
         sample = _sample(objective, model, tokenizer, val_texts)
         n_params = sum(p.numel() for p in model.parameters())
-        from odyssey.prompts import PromptConfig
-
-        scope = project.spec.scope
-        prompt_cfg = PromptConfig.default(scope.task, scope.labels, project.spec.prompt.instruction,
-                                          generation=project.spec.evaluate.generation.model_dump())
+        prompt_cfg = project.default_prompt()
         cand_id = project.store.upsert_candidate(
             name, "select", str(model_dir), {"prompt": prompt_cfg.as_dict(), "pretrain": run_config}, parent_id, run.id)
         metrics = {"val_loss": final["val_loss"], "val_perplexity": final["val_perplexity"], "n_params": n_params,

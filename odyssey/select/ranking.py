@@ -68,7 +68,6 @@ def select_models(project, *, limit: int | None = None, split: str | None = None
     from odyssey.engines import open_engine
     from odyssey.evaluate import check_gates, gates_pass, run_harness
     from odyssey.models import describe, parse_ref
-    from odyssey.prompts import PromptConfig
     from odyssey.store.select import add_selection
 
     spec = project.spec
@@ -82,9 +81,7 @@ def select_models(project, *, limit: int | None = None, split: str | None = None
                            hint="add candidates under models:, e.g. - packaged:smollm2-135m-instruct")
     data = project.dataset()
     examples = data.split(split)[: limit or None]
-    gen = spec.evaluate.generation.model_dump()
-    cfg = PromptConfig.default(scope.task, scope.labels, spec.prompt.instruction, generation=gen,
-                               system=spec.prompt.system)
+    cfg = project.default_prompt()
     store = project.store
     config = {"models": refs, "split": split, "n": len(examples), "prompt": cfg.as_dict(), "data": data.fingerprint}
     rows: list[dict] = []

@@ -16,12 +16,13 @@ import sqlite3
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from odyssey.store import migrations
+from odyssey.store import candidates, migrations
+from odyssey.store.candidates import Candidate, UnknownCandidate
 
 DB_FILE = "odyssey.db"
 
@@ -72,6 +73,8 @@ class Store:
         self.db = db
         self.root = root
         self.project_id: int | None = None
+        self.scope = None  # the project's Scope and default PromptConfig: see bind()
+        self.default_prompt = None
 
     @classmethod
     def open(cls, root: Path) -> Store:
@@ -212,6 +215,58 @@ class Store:
     def candidates(self) -> list[dict]:
         rows = self.db.execute("SELECT * FROM candidates WHERE project_id = ? ORDER BY id", (self.project_id,))
         return [_row(r) for r in rows]
+
+    # ---- candidates as the objects stages exchange (odyssey.store.candidates) ------------------
+    def bind(self, scope, default_prompt) -> None:
+        """What ranking and reading candidates need from the project: the scope (its primary metric
+        and gates, for ``best``) and the default PromptConfig (for a candidate stored without a prompt).
+        ``Project.store`` binds them."""
+        self.scope, self.default_prompt = scope, default_prompt
+
+    def candidate_obj(self, name_or_id: str | int) -> Candidate | None:
+        """The stored candidate (by name or id) as a :class:`Candidate`, or None."""
+        row = self.candidate(name_or_id)
+        if row is None:
+            return None
+        parent = self.candidate(row["parent_id"]) if row.get("parent_id") else None
+        return candidates.from_row(row, parent["name"] if parent else None, self.default_prompt)
+
+    def resolve(self, name_or_best: str) -> Candidate:
+        """A stored candidate by name, or ``best`` (:meth:`best`); UnknownCandidate when there is none."""
+        found = self.best() if name_or_best == "best" else self.candidate_obj(name_or_best)
+        if found is not None:
+            return found
+        known = ", ".join(c["name"] for c in self.candidates()) or "none yet"
+        if name_or_best == "best":
+            raise UnknownCandidate("no candidate is scored on test yet, so none is 'best'",
+                                              hint=f"candidates: {known}; run odyssey eval on one")
+        raise UnknownCandidate(f"no candidate named {name_or_best!r}", hint=f"candidates: {known}")
+
+    def best(self, split: str = "test", metric: str | None = None, *, stage: str | None = None,
+             exclude_stage: str | None = None) -> Candidate | None:
+        """The best candidate: THE rule, which the board, ``best`` everywhere and align's start use.
+
+        Among the candidates with a value of ``metric`` (default: the scope's primary metric) on
+        ``split`` (their latest), those that pass every gate of the scope (a gate whose metric was not
+        measured does not fail), else all of them: the highest value wins. Ties go to fewer parameters
+        (the ``n_params`` metric), then to the older candidate (a newer one must score higher to take
+        its place). None when no candidate is scored. ``stage`` / ``exclude_stage`` narrow the pool.
+        """
+        scope = self.scope
+        metric = metric or (scope.primary_metric if scope is not None else None)
+        return candidates.best(self, split, metric, gates=scope.gate_list() if scope is not None else [],
+                               stage=stage, exclude_stage=exclude_stage)
+
+    def ensure(self, candidate: Candidate) -> Candidate:
+        """The stored form of ``candidate``: a pseudo-candidate (a model zero-shot) gets its row (stage
+        ``select``, its prompt) when missing, so what a stage makes from it has a parent on the board."""
+        if candidate.stored:
+            return candidate
+        existing = self.candidate(candidate.name)
+        cand_id = existing["id"] if existing else self.upsert_candidate(
+            candidate.name, candidate.stage, candidate.model_ref,
+            {"prompt": candidate.prompt.as_dict()} if candidate.prompt is not None else {})
+        return replace(candidate, id=cand_id, config=existing["config"] if existing else candidate.config)
 
     # ---- metrics, outputs, artifacts ---------------------------------------------------------
     def log_metrics(self, run_id: int, metrics: dict[str, float], *, candidate_id: int | None = None,
