@@ -217,7 +217,8 @@ def demo(
 # Each stage adds its commands in odyssey/<stage>/cli.py with a ``register(app)`` function. Those
 # modules import only typer at module level (``odyssey --help`` must stay fast); the work is
 # imported inside each command.
-STAGE_CLIS = ("select", "adapt", "align", "optimize", "deploy", "deploy.export_formats", "augment", "pipeline")
+STAGE_CLIS = ("select", "adapt", "align", "optimize", "deploy", "deploy.export_formats", "augment", "pipeline",
+              "tracking")
 
 
 def _register_stage_commands() -> None:

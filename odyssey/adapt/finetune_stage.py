@@ -308,7 +308,7 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     run_ctx = store.run("adapt", spec.as_dict(), run_config) if main else _NullRun()
     with run_ctx as run:
         log = (lambda e: run.log_metrics({f"train/{k}": v for k, v in e.items() if isinstance(v, (int, float))
-                                          and k != "step"})) if main else None
+                                          and k != "step"}, step=e.get("step"))) if main else None
         result = train(module, groups, sft_loss, tconfig, eval_fn=eval_fn, collate_fn=collator, resume=resume,
                        trainable_params=[p for p in trained.parameters() if p.requires_grad],
                        description=f"{method} fine-tuning", on_log=log)

@@ -58,8 +58,9 @@ class Run:
     store: Store
     artifacts_dir: Path
 
-    def log_metrics(self, metrics: dict[str, float], *, candidate_id: int | None = None, split: str | None = None):
-        self.store.log_metrics(self.id, metrics, candidate_id=candidate_id, split=split)
+    def log_metrics(self, metrics: dict[str, float], *, candidate_id: int | None = None, split: str | None = None,
+                    step: int | None = None):
+        self.store.log_metrics(self.id, metrics, candidate_id=candidate_id, split=split, step=step)
 
     def add_artifact(self, path: Path, kind: str) -> dict:
         return self.store.add_artifact(self.id, path, kind)
@@ -73,6 +74,10 @@ class Store:
         self.db = db
         self.root = root
         self.project_id: int | None = None
+        # Run listeners (odyssey.tracking.RunListener: MLflow, TensorBoard), installed by Project.store from
+        # the spec's tracking: section. Each is told of every run's start, metrics, artifacts, summary and end,
+        # so every stage is tracked without stage code knowing; a listener handles its own errors.
+        self.listeners: list = []
         self.scope = None  # the project's Scope and default PromptConfig: see bind()
         self.default_prompt = None
 
@@ -137,17 +142,24 @@ class Store:
                 " VALUES (?, ?, 'running', ?, ?, ?, ?)",
                 (self.project_id, stage, json.dumps(spec), json.dumps(config or {}, default=str), os.getpid(), now()),
             )
+        self._tell("run_started", cur.lastrowid, stage, spec, config or {})
         return cur.lastrowid
+
+    def _tell(self, event: str, run_id: int, *args, **kwargs) -> None:
+        for listener in self.listeners:
+            getattr(listener, event)(run_id, *args, **kwargs)
 
     def finish_run(self, run_id: int, status: str, error: str | None = None):
         with self.transaction() as db:
             db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?", (status, now(), error, run_id)
             )
+        self._tell("run_finished", run_id, status, error)
 
     def set_summary(self, run_id: int, summary: dict):
         with self.transaction() as db:
             db.execute("UPDATE runs SET summary_json = ? WHERE id = ?", (json.dumps(summary, default=str), run_id))
+        self._tell("summary_set", run_id, summary)
 
     @contextmanager
     def run(self, stage: str, spec: dict, config: dict | None = None) -> Iterator[Run]:
@@ -270,13 +282,16 @@ class Store:
 
     # ---- metrics, outputs, artifacts ---------------------------------------------------------
     def log_metrics(self, run_id: int, metrics: dict[str, float], *, candidate_id: int | None = None,
-                    split: str | None = None):
+                    split: str | None = None, step: int | None = None):
+        """``step`` (a training step) goes to the run listeners only; the store keeps the order of values."""
         stamp = now()
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO metrics (run_id, candidate_id, split, name, value, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 [(run_id, candidate_id, split, k, float(v), stamp) for k, v in metrics.items() if v is not None],
             )
+        self._tell("metrics_logged", run_id, {k: float(v) for k, v in metrics.items() if v is not None},
+                   candidate_id=candidate_id, split=split, step=step)
 
     def latest_metrics(self, candidate_id: int, split: str | None = None) -> dict[str, float]:
         """The most recent value of each metric for a candidate (on one split, or any)."""
@@ -328,6 +343,7 @@ class Store:
                 "INSERT INTO artifacts (run_id, kind, path, sha256, size, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (run_id, kind, info["path"], info["sha256"], info["size"], now()),
             )
+        self._tell("artifact_added", run_id, info)
         return info
 
     def artifacts(self, run_id: int) -> list[dict]:
