@@ -715,23 +715,6 @@ class TuneSpec(Strict):
         return value
 
 
-class MlflowTracking(Strict):
-    uri: str = Field(..., min_length=1, description="tracking server (http://127.0.0.1:5000), or a local sqlite:/// "
-                     "or file: store; an unreachable server stops the command at its start")
-    experiment: str | None = Field(None, description="MLflow experiment; default: the project's name")
-
-
-class TensorBoardTracking(Strict):
-    dir: str = Field(".odyssey/tensorboard", description="event files, one folder per run (relative to the project)")
-
-
-class TrackingSpec(Strict):
-    """Where runs are copied as they happen (odyssey.tracking): params, per-step metrics, artifacts, lineage."""
-
-    mlflow: MlflowTracking | None = None
-    tensorboard: bool | TensorBoardTracking = Field(False, description="true: event files in .odyssey/tensorboard")
-
-
 class Spec(Strict):
     """The whole ``odyssey.yaml``."""
 
