@@ -218,7 +218,7 @@ def demo(
 # modules import only typer at module level (``odyssey --help`` must stay fast); the work is
 # imported inside each command.
 STAGE_CLIS = ("select", "adapt", "align", "optimize", "deploy", "deploy.export_formats", "augment", "pipeline",
-              "tracking")
+              "tracking", "tune")
 
 
 def _register_stage_commands() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -195,8 +196,15 @@ def _save_model(model, tokenizer, method: str, base_ref: str, out: Path) -> Path
 
 def finetune(project, *, method: str | None = None, resume: bool = False, model: str | None = None,
              max_steps: int | None = None, epochs: float | None = None, evaluate: bool = True,
-             limit: int | None = None, batch_size: int | None = None, engine: str | None = None) -> FinetuneResult:
-    """Fine-tune the base model with ``method`` (default ``adapt.method``), record and evaluate the candidate."""
+             limit: int | None = None, batch_size: int | None = None, engine: str | None = None,
+             name: str | None = None, on_eval=None) -> FinetuneResult:
+    """Fine-tune the base model with ``method`` (default ``adapt.method``), record and evaluate the candidate.
+
+    ``name``: the candidate's name (default ``<model>:<method>``); its working folder follows it, so runs of
+    several names (``odyssey tune``'s trials) keep their own checkpoints. ``on_eval(step, metrics)`` is
+    called with each validation-loss evaluation during training (in the first process); what it raises
+    ends the run, failed with that error (``odyssey tune`` prunes a trial so).
+    """
     from odyssey.adapt.finetune_methods import DEFAULT_LR, apply_method, count_params, load_quantized
     from odyssey.models import FAMILY_DECODER, FAMILY_SEQ2SEQ, load
     from odyssey.models.loading import LoadedModel
@@ -280,7 +288,8 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
            f"({100 * n_trainable / max(n_total, 1):.3f}%); memory estimate {estimate:.2f} GB; "
            f"{len(items)} examples in {len(groups)} batches ({aspec.packing})")
 
-    out = workdir(project, slug, method)
+    named = project.state_dir / ADAPT_DIR / re.sub(r"[^\w.-]", "-", name) if name else None  # tiny-llama-lora-tune-3
+    out = named or workdir(project, slug, method)
     train_dir = out / "train"
     if main and not resume:
         shutil.rmtree(train_dir, ignore_errors=True)
@@ -307,8 +316,12 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
                   "prompt": cfg.as_dict(), "world_size": world_size}
     run_ctx = store.run("adapt", spec.as_dict(), run_config) if main else _NullRun()
     with run_ctx as run:
-        log = (lambda e: run.log_metrics({f"train/{k}": v for k, v in e.items() if isinstance(v, (int, float))
-                                          and k != "step"}, step=e.get("step"))) if main else None
+        def log(entry):
+            if main:
+                run.log_metrics({f"train/{k}": v for k, v in entry.items() if isinstance(v, (int, float))
+                                 and k != "step"}, step=entry.get("step"))
+            if on_eval is not None and "val_loss" in entry:
+                on_eval(entry["step"], entry)
         result = train(module, groups, sft_loss, tconfig, eval_fn=eval_fn, collate_fn=collator, resume=resume,
                        trainable_params=[p for p in trained.parameters() if p.requires_grad],
                        description=f"{method} fine-tuning", on_log=log)
@@ -326,7 +339,8 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
             if after > general_before * 1.05:
                 notes.append(f"forgetting: loss on the general set rose from {general_before:.3f} to {after:.3f}")
         summary = FinetuneResult(
-            run_id=getattr(run, "id", None), candidate=f"{slug}:{method}", model_ref="", method=method, base=ref,
+            run_id=getattr(run, "id", None), candidate=name or f"{slug}:{method}", model_ref="", method=method,
+            base=ref,
             parent=parent_name, trainable_params=n_trainable, total_params=n_total, steps=result.steps,
             tokens=result.tokens, wall_s=result.wall_s, tokens_per_s=result.tokens_per_s,
             peak_memory_gb=max(result.peak_memory_gb - (0 if _on_gpu() else rss_before), 0.0),
