@@ -163,17 +163,31 @@ def resolve_parent(project, step: Step, outcomes: dict[str, Outcome]) -> Parent 
 
 
 def best_of_earlier_steps(project, outcomes: dict[str, Outcome]) -> str | None:
-    """'best' for a step: the board's rule (passing the gates first, then the primary metric on test) among
-    the candidates the earlier steps made, so that a rerun with nothing changed picks the same parent even
-    after the evaluate step has put more candidates on the board; the board's best when none is scored."""
-    from odyssey.evaluate.board import build_board
+    """'best' for a step: the store's one rule (Store.best) over the candidates the earlier steps made, so
+    that a rerun with nothing changed picks the same parent even after the evaluate step has put more
+    candidates (zero-shot baselines) on the board; the board's best when none of them is scored yet."""
+    from odyssey.store.candidates import best
 
-    board = build_board(project)
+    store = project.store
     made = {n for o in outcomes.values() for n in o.candidates}
-    metric = board.primary_metric
-    scored = [r for r in board.candidates if r.name in made and r.split == "test" and metric in r.metrics]
-    passing = [r for r in scored if r.passed]
-    return max(passing or scored, key=lambda r: r.metrics[metric]).name if scored else board.best
+    found = best(_Pool(store, made), "test", project.spec.scope.primary_metric, gates=project.spec.scope.gate_list())
+    if found is None:
+        found = store.best()
+    return found.name if found else None
+
+
+class _Pool:
+    """The store seen through a subset of its candidates: Store.best's rule ranks only these (Store.best
+    narrows by stage, not by name)."""
+
+    def __init__(self, store, names: set[str]):
+        self._store, self._names = store, names
+
+    def candidates(self) -> list[dict]:
+        return [row for row in self._store.candidates() if row["name"] in self._names]
+
+    def __getattr__(self, name):  # latest_metrics, candidate_obj: the store's own
+        return getattr(self._store, name)
 
 
 def _candidate_parent(store, name: str) -> Parent:
