@@ -48,14 +48,17 @@ def _tune_cmd(root: Path, *extra) -> list[str]:
             "--limit", "2", *extra]
 
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+def _env() -> dict:
+    """The test session's environment (its ODYSSEY_HOME, engine, quiet output: set by a session fixture,
+    after this module is imported) for the odyssey subprocesses."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def test_tune_runs_8_trials_and_resumes_after_kill_9_without_repeating_a_finished_one(tmp_path):
     root = tmp_path / "p"
     _project(root)
-    proc = subprocess.Popen(_tune_cmd(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV,
-                            start_new_session=True)
+    log = open(tmp_path / "tune.log", "wb")  # a file, not a pipe nobody reads until the end
+    proc = subprocess.Popen(_tune_cmd(root), stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
     storage = root / ".odyssey" / "tune" / "optuna.db"
     deadline = time.monotonic() + 600
     killed_at = None
@@ -74,10 +77,11 @@ def test_tune_runs_8_trials_and_resumes_after_kill_9_without_repeating_a_finishe
                          for t in study.get_trials(deepcopy=False)}
             break
     proc.wait(timeout=60)
-    assert killed_at is not None, f"the search ended before it could be killed: {proc.stderr.read().decode()[-3000:]}"
+    log.close()
+    assert killed_at is not None, f"it ended before the kill: {(tmp_path / 'tune.log').read_text()[-3000:]}"
     [cut] = [n for n, (state, *_) in killed_at.items() if state == "RUNNING"]
 
-    again = subprocess.run(_tune_cmd(root, "--json"), capture_output=True, text=True, env=ENV, timeout=900)
+    again = subprocess.run(_tune_cmd(root, "--json"), capture_output=True, text=True, env=_env(), timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr
     result = json.loads(again.stdout)
 
@@ -153,7 +157,7 @@ def test_a_bad_search_space_is_a_spec_error_with_its_line(tmp_path, tune, words)
     tiny_project(root)
     (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + tune)
     proc = subprocess.run([sys.executable, "-m", "odyssey.cli", "tune", "--project", str(root)], capture_output=True,
-                          text=True, env=ENV, timeout=120)
+                          text=True, env=_env(), timeout=120)
     assert proc.returncode == 2 and words in proc.stderr and "tune.space" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (root / ".odyssey" / "tune").exists()
 
