@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+
 def make_console(stderr: bool = False) -> Console:
     """Rich console; wide when output is not a terminal, so logs and pipes get whole tables."""
     import sys
@@ -57,12 +58,40 @@ def gates_table(gates: list[dict]) -> Table:
     return table
 
 
-def metrics_table(metrics: dict, title: str = "metrics") -> Table:
+def metrics_table(metrics: dict, title: str = "metrics", digits: int = 4) -> Table:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        table.add_row(k, _num(v))
+        table.add_row(k, _num(v, digits))
+    return table
+
+
+def align_result_tables(result) -> list[Table]:
+    """``odyssey align ppo|dpo``: the last training steps, and the aligned candidate against its parent."""
+    tables = []
+    if result.history:
+        shown = ("reward", "kl", "entropy", "length", "loss", "rewards/accuracies")
+        keys = [k for k in shown if k in result.history[-1]]
+        steps = Table(title=f"{result.method}: training (last steps)")
+        for col in ["step", *keys]:
+            steps.add_column(col, justify="right")
+        for h in result.history[-5:]:
+            steps.add_row(str(h.get("step", "")), *[_num(h.get(k), 3) for k in keys])
+        tables.append(steps)
+    metrics = (result.evaluation or {}).get("metrics") or {}
+    if metrics:
+        tables.append(metrics_table(metrics, f"{result.candidate} vs {result.parent}", digits=3))
+    return tables
+
+
+def plain_table(title: str, columns: list[str], rows: list[list]) -> Table:
+    """A left-titled table of rows as they are (floats to 3 significant digits, None as blank)."""
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*["" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v)) for v in r])
     return table
 
 
@@ -75,7 +104,8 @@ def variants_table(result) -> Table:
         table.add_column(col, justify="right" if col != "variant" else "left")
     for v in result.variants:
         mark = "★ " if v.name == result.best.name else "  "
-        table.add_row(mark + v.name, *[_num(v.metrics.get(c)) for c in cols[1:-1]], _num(v.metrics.get("p95_latency_ms"), 0))
+        table.add_row(mark + v.name, *[_num(v.metrics.get(c)) for c in cols[1:-1]],
+                      _num(v.metrics.get("p95_latency_ms"), 0))
     return table
 
 
@@ -101,6 +131,75 @@ def board_tables(board) -> list[Table]:
                       *[_num(c.metrics.get(m), 3 if "latency" not in m else 0) for m in metric_cols],
                       PASS[c.passed])
     return [stages, cands]
+
+
+def _gb(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def selection_table(result) -> Table:
+    """``odyssey select``: the zero-shot ranking."""
+    primary = result.primary_metric
+    table = Table(title=f"zero-shot selection on {result.n_examples} {result.split} examples (ranked by {primary})")
+    for col in ("#", "candidate", "family", "params", primary, "p95 ms", "memory GB", "gates", "note"):
+        table.add_column(col, overflow="fold")
+    for r in result.ranking:
+        m = r.metrics
+        table.add_row(str(r.rank), r.name, r.family or "–", f"{(r.n_params or 0) / 1e6:.1f}M",
+                      f"{m[primary]:.4f}" if primary in m else "–",
+                      f"{m['p95_latency_ms']:.0f}" if "p95_latency_ms" in m else "–", _gb(m.get("memory_gb")),
+                      {True: "pass", False: "FAIL", None: "–"}[r.passed], r.note[:80])
+    return table
+
+
+def plan_tables(result, title: str) -> list[Table]:
+    """``odyssey plan``: memory by component, then every method on this hardware."""
+    table = Table(title=title)
+    table.add_column("component")
+    table.add_column("GB", justify="right")
+    for name, value in result.memory_gb.items():
+        table.add_row(name, _gb(value))
+    table.add_row("[bold]total[/]", f"[bold]{result.total_gb:.2f}[/]")
+    table.add_row("usable", _gb(result.available_gb))
+    methods = Table(title="every method on this hardware")
+    for col in ("method", "total GB", "fits", "tokens/s"):
+        methods.add_column(col)
+    for name, o in result.methods.items():
+        methods.add_row(name, _gb(o["total_gb"]), "yes" if o["fits"] else "[red]no[/]", f"{o['tokens_per_s']:.1f}")
+    return [table, methods]
+
+
+def curation_table(report) -> Table:
+    """``odyssey data curate``: what each rule dropped, with an example."""
+    table = Table(title=f"curation: {report.n_kept} of {report.n_input} documents kept ({report.kept_fraction:.1%})")
+    table.add_column("rule")
+    table.add_column("dropped", justify="right")
+    table.add_column("example")
+    for rule, n in report.dropped.items():
+        example = (report.examples.get(rule) or [{}])[0].get("text", "")[:70].replace("\n", " ")
+        table.add_row(rule, str(n), example)
+    return table
+
+
+def benchmark_table(result) -> Table:
+    """``odyssey benchmark``: one row per task and metric."""
+    table = Table(title=f"lm-eval: {result.model_ref}")
+    for col in ("task", "metric", "value", "stderr", "n"):
+        table.add_column(col)
+    for s in result.scores:
+        table.add_row(s["task"], s["metric"], f"{s['value']:.4f}",
+                      "–" if s.get("stderr") is None else f"{s['stderr']:.4f}", str(s.get("n_samples") or "–"))
+    return table
+
+
+def pretrain_table(result) -> Table:
+    """``odyssey pretrain``: the new candidate's size, tokens, time and validation loss."""
+    table = Table(title=f"pretrain {result.objective} ({result.size}): candidate {result.candidate}")
+    for col in ("params", "tokens seen", "wall s", "val loss", "val ppl", "report"):
+        table.add_column(col)
+    table.add_row(f"{result.n_params / 1e6:.2f}M", f"{result.tokens:,}", f"{result.wall_s:.0f}",
+                  f"{result.val_loss:.3f}", f"{result.val_perplexity:.1f}", result.report)
+    return table
 
 
 def print_tables(console: Console, *tables):

@@ -32,43 +32,159 @@ def parse_source(text: str) -> dict:
     return {"kind": kind, **({"path": arg} if kind == "file" else {"id": arg} if kind == "hf" else {})}
 
 
-def _result_tables(result) -> list:
-    from rich.table import Table
-
-    from odyssey.render import _num
-
-    tables = []
-    if result.history:
-        shown = ("reward", "kl", "entropy", "length", "loss", "rewards/accuracies")
-        keys = [k for k in shown if k in result.history[-1]]
-        t = Table(title=f"{result.method}: training (last steps)")
-        for col in ["step", *keys]:
-            t.add_column(col, justify="right")
-        for h in result.history[-5:]:
-            t.add_row(str(h.get("step", "")), *[_num(h.get(k), 3) for k in keys])
-        tables.append(t)
-    ev = result.evaluation or {}
-    metrics = ev.get("metrics") or {}
-    if metrics:
-        t = Table(title=f"{result.candidate} vs {result.parent}")
-        t.add_column("metric")
-        t.add_column("value", justify="right")
-        for k, v in metrics.items():
-            t.add_row(k, _num(v, 3))
-        tables.append(t)
-    return tables
-
-
 def _print_result(result, as_json: bool):
     if as_json:
         _emit(result.as_dict())
         return
-    from odyssey.render import print_tables
+    from odyssey.render import align_result_tables, print_tables
 
     console = _console()
-    print_tables(console, *_result_tables(result))
+    print_tables(console, *align_result_tables(result))
     console.print(f"candidate [bold]{result.candidate}[/] (parent {result.parent}) saved at {result.model_path}")
     for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+def prefs(
+    source: Annotated[Optional[list[str]], typer.Option(
+        "--source", help="reference | outputs | metric | judge | feedback | file:PATH | hf:ID (repeat; "
+                         "default: align.preferences)")] = None,
+    pairs: Annotated[Optional[int], typer.Option(help="prompts to sample pairs for (model sources)")] = None,
+    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+):
+    """Collect preference pairs {prompt, chosen, rejected, source, annotator} into the store."""
+    from odyssey.align.preferences import build_preferences
+
+    proj = _load(project)
+    sources = [parse_source(s) for s in source] if source else None
+    pset = build_preferences(proj, sources=sources, n_pairs=pairs)
+    payload = {"preference_set": pset.id, "sha256": pset.sha256, "pairs": len(pset.pairs), "sources": pset.sources,
+               "path": str(pset.path), "notes": pset.notes}
+    if as_json:
+        _emit(payload)
+        return
+    console = _console()
+    console.print(f"{len(pset.pairs)} pairs ({', '.join(f'{k}: {v}' for k, v in pset.sources.items())}), "
+                  f"set {pset.id}, sha256 {pset.sha256[:12]}, written to {pset.path}")
+    for note in pset.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def queue(pairs: Annotated[int, typer.Option(help="prompts to sample two answers for")] = 50,
+          project: ProjectOpt = Path("."), as_json: JsonOpt = False):
+    """Sample answer pairs from the current candidate for people to judge in `odyssey serve`'s compare page."""
+    from odyssey.align.preferences import queue_for_labelling
+
+    n = queue_for_labelling(_load(project), pairs)
+    if as_json:
+        _emit({"queued": n})
+    else:
+        _console().print(f"queued {n} pairs; people choose in the compare page of `odyssey serve`, then "
+                         "`odyssey align prefs --source feedback` collects their choices")
+
+
+def reward(
+    preferences: Annotated[Optional[str], typer.Option(help="preference set id, name or sha256 prefix "
+                                                       "(default: the latest)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="backbone (default: the candidate's base)")] = None,
+    resume: ResumeOpt = False, project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+):
+    """Train a reward model (Bradley-Terry) on preference pairs; pairwise accuracy and calibration."""
+    from odyssey.align.reward import train_reward_model
+
+    ref = int(preferences) if preferences and preferences.isdigit() else preferences
+    result = train_reward_model(_load(project), preference_set=ref, backbone=model, resume=resume)
+    if as_json:
+        _emit(result.as_dict())
+        return
+    console = _console()
+    m = result.metrics
+    console.print(f"reward model [bold]{result.name}[/] on {result.base_ref}: held-out pairwise accuracy "
+                  f"{m['reward_accuracy']:.3f} ({int(m['held_out_pairs'])} pairs), "
+                  f"train {m['reward_accuracy_train']:.3f}, "
+                  f"ECE {m['reward_ece']:.3f}\ncalibration plot: {result.plot}")
+
+
+def ppo_cmd(
+    reward_: Annotated[str, typer.Option("--reward", help="model (the reward model) | toxicity (detox: "
+                                         "1 - offensiveness on the provocation prompts)")] = "model",
+    algo: Annotated[str, typer.Option(help="ppo | rloo | grpo (TRL's online trainers)")] = "ppo",
+    steps: Annotated[Optional[int], typer.Option(help="PPO steps (default: align.ppo.steps)")] = None,
+    reward_model: Annotated[Optional[str], typer.Option(help="reward model name (default: the latest)")] = None,
+    start: StartOpt = None, resume: ResumeOpt = False, no_eval: NoEvalOpt = False,
+    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+):
+    """RLHF: policy (LoRA) vs frozen reference, reward, per-token KL penalty, clipped PPO updates."""
+    from odyssey.errors import OdysseyError
+
+    if reward_ not in {"model", "toxicity"}:
+        raise OdysseyError(f"--reward {reward_!r} is not known", hint="use --reward model or --reward toxicity")
+    proj = _load(project)
+    if algo == "ppo":
+        from odyssey.align.ppo import train_ppo
+
+        result = train_ppo(proj, reward=reward_, reward_model=reward_model, start=start, steps=steps, resume=resume,
+                           evaluate=not no_eval)
+    elif algo in {"rloo", "grpo"}:
+        from odyssey.align.dpo import trl_online
+
+        result = trl_online(proj, algo, reward=reward_, reward_model=reward_model, start=start, steps=steps,
+                            evaluate=not no_eval)
+    else:
+        raise OdysseyError(f"--algo {algo!r} is not known", hint="use ppo, rloo or grpo")
+    _print_result(result, as_json)
+
+
+def dpo_cmd(
+    beta: Annotated[Optional[float], typer.Option(help="DPO beta (default: align.dpo.beta)")] = None,
+    reference_free: Annotated[Optional[bool], typer.Option("--reference-free/--with-reference",
+                                                           help="drop the reference model")] = None,
+    preferences: Annotated[Optional[str], typer.Option(help="preference set (default: the latest)")] = None,
+    start: StartOpt = None, resume: ResumeOpt = False, no_eval: NoEvalOpt = False,
+    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+):
+    """Direct preference optimization (TRL) on the stored preference pairs."""
+    from odyssey.align.dpo import train_dpo
+
+    ref = int(preferences) if preferences and preferences.isdigit() else preferences
+    result = train_dpo(_load(project), preference_set=ref, start=start, resume=resume, evaluate=not no_eval,
+                       beta=beta, reference_free=reference_free)
+    _print_result(result, as_json)
+
+
+def compare(
+    candidate: Annotated[str, typer.Argument(help="an aligned candidate")],
+    parent: Annotated[Optional[str], typer.Option(help="what to compare with (default: its parent)")] = None,
+    detox: Annotated[bool, typer.Option(help="also offensiveness on the held-out provocation prompts")] = False,
+    limit: Annotated[Optional[int], typer.Option(
+        min=1, help="test examples compared (default: align.eval_limit)")] = None,
+    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+):
+    """Aligned vs parent: reward-model win-rate, task metrics and their change, KL, offensiveness."""
+    from odyssey.align.evaluation import detox_report, evaluate_aligned
+    from odyssey.errors import OdysseyError
+
+    proj = _load(project)
+    row = proj.store.candidate(candidate)
+    if row is None:
+        raise OdysseyError(f"no candidate named {candidate!r}", hint="see `odyssey status`")
+    if parent is None:
+        par = proj.store.candidate(row["parent_id"]) if row["parent_id"] else None
+        if par is None:
+            raise OdysseyError(f"{candidate} has no parent candidate", hint="name one with --parent")
+        parent = par["name"]
+    if detox:
+        report = detox_report(proj, candidate, parent)
+    else:
+        report = evaluate_aligned(proj, candidate, parent, limit=limit)
+    if as_json:
+        _emit(report)
+        return
+    from odyssey.render import metrics_table
+
+    console = _console()
+    console.print(metrics_table(report["metrics"], f"{candidate} vs {parent}", digits=3))
+    for w in report.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
 
 
@@ -76,153 +192,9 @@ def register(app: typer.Typer) -> None:
     align = typer.Typer(help="Align a candidate with preferences: preference data, reward model, PPO, DPO, detox.",
                         no_args_is_help=True)
     app.add_typer(align, name="align")
-
-    @align.command("prefs")
-    def prefs(
-        source: Annotated[Optional[list[str]], typer.Option(
-            "--source", help="reference | outputs | metric | judge | feedback | file:PATH | hf:ID (repeat; "
-                             "default: align.preferences)")] = None,
-        pairs: Annotated[Optional[int], typer.Option(help="prompts to sample pairs for (model sources)")] = None,
-        project: ProjectOpt = Path("."), as_json: JsonOpt = False,
-    ):
-        """Collect preference pairs {prompt, chosen, rejected, source, annotator} into the store."""
-        from odyssey.align.preferences import build_preferences
-
-        proj = _load(project)
-        sources = [parse_source(s) for s in source] if source else None
-        pset = build_preferences(proj, sources=sources, n_pairs=pairs)
-        payload = {"preference_set": pset.id, "sha256": pset.sha256, "pairs": len(pset.pairs), "sources": pset.sources,
-                   "path": str(pset.path), "notes": pset.notes}
-        if as_json:
-            _emit(payload)
-            return
-        console = _console()
-        console.print(f"{len(pset.pairs)} pairs ({', '.join(f'{k}: {v}' for k, v in pset.sources.items())}), "
-                      f"set {pset.id}, sha256 {pset.sha256[:12]}, written to {pset.path}")
-        for note in pset.notes:
-            console.print(f"[yellow]note:[/] {note}")
-
-    @align.command("queue")
-    def queue(pairs: Annotated[int, typer.Option(help="prompts to sample two answers for")] = 50,
-              project: ProjectOpt = Path("."), as_json: JsonOpt = False):
-        """Sample answer pairs from the current candidate for people to judge in `odyssey serve`'s compare page."""
-        from odyssey.align.preferences import queue_for_labelling
-
-        n = queue_for_labelling(_load(project), pairs)
-        if as_json:
-            _emit({"queued": n})
-        else:
-            _console().print(f"queued {n} pairs; people choose in the compare page of `odyssey serve`, then "
-                             "`odyssey align prefs --source feedback` collects their choices")
-
-    @align.command("reward")
-    def reward(
-        preferences: Annotated[Optional[str], typer.Option(help="preference set id, name or sha256 prefix "
-                                                           "(default: the latest)")] = None,
-        model: Annotated[Optional[str], typer.Option(help="backbone (default: the candidate's base)")] = None,
-        resume: ResumeOpt = False, project: ProjectOpt = Path("."), as_json: JsonOpt = False,
-    ):
-        """Train a reward model (Bradley-Terry) on preference pairs; pairwise accuracy and calibration."""
-        from odyssey.align.reward import train_reward_model
-
-        ref = int(preferences) if preferences and preferences.isdigit() else preferences
-        result = train_reward_model(_load(project), preference_set=ref, backbone=model, resume=resume)
-        if as_json:
-            _emit(result.as_dict())
-            return
-        console = _console()
-        m = result.metrics
-        console.print(f"reward model [bold]{result.name}[/] on {result.base_ref}: held-out pairwise accuracy "
-                      f"{m['reward_accuracy']:.3f} ({int(m['held_out_pairs'])} pairs), "
-                      f"train {m['reward_accuracy_train']:.3f}, "
-                      f"ECE {m['reward_ece']:.3f}\ncalibration plot: {result.plot}")
-
-    @align.command("ppo")
-    def ppo_cmd(
-        reward_: Annotated[str, typer.Option("--reward", help="model (the reward model) | toxicity (detox: "
-                                             "1 - offensiveness on the provocation prompts)")] = "model",
-        algo: Annotated[str, typer.Option(help="ppo | rloo | grpo (TRL's online trainers)")] = "ppo",
-        steps: Annotated[Optional[int], typer.Option(help="PPO steps (default: align.ppo.steps)")] = None,
-        reward_model: Annotated[Optional[str], typer.Option(help="reward model name (default: the latest)")] = None,
-        start: StartOpt = None, resume: ResumeOpt = False, no_eval: NoEvalOpt = False,
-        project: ProjectOpt = Path("."), as_json: JsonOpt = False,
-    ):
-        """RLHF: policy (LoRA) vs frozen reference, reward, per-token KL penalty, clipped PPO updates."""
-        from odyssey.errors import OdysseyError
-
-        if reward_ not in {"model", "toxicity"}:
-            raise OdysseyError(f"--reward {reward_!r} is not known", hint="use --reward model or --reward toxicity")
-        proj = _load(project)
-        if algo == "ppo":
-            from odyssey.align.ppo import train_ppo
-
-            result = train_ppo(proj, reward=reward_, reward_model=reward_model, start=start, steps=steps, resume=resume,
-                               evaluate=not no_eval)
-        elif algo in {"rloo", "grpo"}:
-            from odyssey.align.dpo import trl_online
-
-            result = trl_online(proj, algo, reward=reward_, reward_model=reward_model, start=start, steps=steps,
-                                evaluate=not no_eval)
-        else:
-            raise OdysseyError(f"--algo {algo!r} is not known", hint="use ppo, rloo or grpo")
-        _print_result(result, as_json)
-
-    @align.command("dpo")
-    def dpo_cmd(
-        beta: Annotated[Optional[float], typer.Option(help="DPO beta (default: align.dpo.beta)")] = None,
-        reference_free: Annotated[Optional[bool], typer.Option("--reference-free/--with-reference",
-                                                               help="drop the reference model")] = None,
-        preferences: Annotated[Optional[str], typer.Option(help="preference set (default: the latest)")] = None,
-        start: StartOpt = None, resume: ResumeOpt = False, no_eval: NoEvalOpt = False,
-        project: ProjectOpt = Path("."), as_json: JsonOpt = False,
-    ):
-        """Direct preference optimization (TRL) on the stored preference pairs."""
-        from odyssey.align.dpo import train_dpo
-
-        ref = int(preferences) if preferences and preferences.isdigit() else preferences
-        result = train_dpo(_load(project), preference_set=ref, start=start, resume=resume, evaluate=not no_eval,
-                           beta=beta, reference_free=reference_free)
-        _print_result(result, as_json)
-
-    @align.command("compare")
-    def compare(
-        candidate: Annotated[str, typer.Argument(help="an aligned candidate")],
-        parent: Annotated[Optional[str], typer.Option(help="what to compare with (default: its parent)")] = None,
-        detox: Annotated[bool, typer.Option(help="also offensiveness on the held-out provocation prompts")] = False,
-        limit: Annotated[Optional[int], typer.Option(
-            min=1, help="test examples compared (default: align.eval_limit)")] = None,
-        project: ProjectOpt = Path("."), as_json: JsonOpt = False,
-    ):
-        """Aligned vs parent: reward-model win-rate, task metrics and their change, KL, offensiveness."""
-        from odyssey.align.evaluation import detox_report, evaluate_aligned
-        from odyssey.errors import OdysseyError
-
-        proj = _load(project)
-        row = proj.store.candidate(candidate)
-        if row is None:
-            raise OdysseyError(f"no candidate named {candidate!r}", hint="see `odyssey status`")
-        if parent is None:
-            par = proj.store.candidate(row["parent_id"]) if row["parent_id"] else None
-            if par is None:
-                raise OdysseyError(f"{candidate} has no parent candidate", hint="name one with --parent")
-            parent = par["name"]
-        if detox:
-            report = detox_report(proj, candidate, parent)
-        else:
-            report = evaluate_aligned(proj, candidate, parent, limit=limit)
-        if as_json:
-            _emit(report)
-            return
-        from rich.table import Table
-
-        from odyssey.render import _num
-
-        table = Table(title=f"{candidate} vs {parent}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for k, v in report["metrics"].items():
-            table.add_row(k, _num(v, 3))
-        console = _console()
-        console.print(table)
-        for w in report.get("warnings", []):
-            console.print(f"[yellow]warning:[/] {w}")
+    align.command("prefs")(prefs)
+    align.command("queue")(queue)
+    align.command("reward")(reward)
+    align.command("ppo")(ppo_cmd)
+    align.command("dpo")(dpo_cmd)
+    align.command("compare")(compare)

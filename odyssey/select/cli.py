@@ -21,206 +21,167 @@ def _project(path: Path, required: bool = True):
     return Project.load(path)
 
 
-def _gb(value) -> str:
-    return "–" if value is None else f"{value:.2f}"
+def select_cmd(
+    project: ProjectOpt = Path("."),
+    limit: Annotated[Optional[int], typer.Option(min=1, help="examples per candidate (default: select.limit)")] = None,
+    split: Annotated[Optional[str], typer.Option(help="validation | test (default: select.split)")] = None,
+    model: Annotated[Optional[list[str]], typer.Option(help="candidate(s) instead of models: (repeatable)")] = None,
+    hub: Annotated[Optional[str], typer.Option(help="also search the hub for this text (online only)")] = None,
+    engine: EngineOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Zero-shot comparison of every candidate in models:, ranked against the gates; the choice is stored."""
+    from odyssey.select import select_models
+    from odyssey.select.catalog import hub_search
+
+    proj = _project(project)
+    result = select_models(proj, limit=limit, split=split, models=model, engine=engine)
+    query = hub or proj.spec.select.hub_search
+    search = hub_search(query) if query else None
+    if as_json:
+        _emit({**result.as_dict(), "hub": search.as_dict() if search else None})
+        return
+    from odyssey.render import selection_table
+
+    console = _console()
+    console.print(selection_table(result))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if search:
+        console.print(f"hub search {search.query!r}: " + (search.note or ", ".join(h.id for h in search.hits)))
+    console.print(f"chosen: [bold]{result.chosen or 'none'}[/] (recorded in run {result.run_id})")
+
+
+def plan_cmd(
+    model: Annotated[str, typer.Option(help="model reference, e.g. packaged:smollm2-135m-instruct")],
+    method: Annotated[str, typer.Option(help="inference | lora | full")] = "lora",
+    hardware: Annotated[str, typer.Option(help="'auto' or e.g. 'cpu:2,ram:24gb', 'gpu:1,vram:24gb,tflops:312'")] = "auto",
+    batch: Annotated[int, typer.Option(help="sequences per step")] = 8,
+    seq: Annotated[int, typer.Option(help="tokens per sequence (prompt + output for inference)")] = 512,
+    tokens: Annotated[Optional[float], typer.Option(help="tokens to train on / generate (default: a fine-tune's train split × adapt.epochs; pretraining: 20 per parameter)")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | int4 (default: fp32 on CPU)")] = None,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (adapt.lora.r's default)")] = 16,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+):
+    """Will it fit? Memory by component, expected tokens/s, hours for N tokens, the cheapest method that fits."""
+    from odyssey.select.planner import plan
+
+    proj = _project(project, required=False)
+    result = plan(model, method, hardware, batch=batch, seq=seq, tokens=int(tokens) if tokens else None,
+                  precision=precision, lora_r=lora_r, root=proj.root if proj else None)
+    if as_json:
+        _emit(result.as_dict())
+        return
+    from odyssey.render import plan_tables, print_tables
+
+    console = _console()
+    print_tables(console, *plan_tables(result, f"{model}: {method} ({result.precision}, batch {batch} x {seq} "
+                                               "tokens)"))
+    verdict = "[green]fits[/]" if result.fits else "[red]does not fit[/]"
+    console.print(f"{verdict}; ~{result.tokens_per_s:,.1f} tokens/s -> {result.hours:,.2f} h for "
+                  f"{result.tokens:,} tokens (compute-optimal: {result.compute_optimal_tokens:,}); "
+                  f"cheapest method that fits: {result.cheapest_fit or 'none'}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def curate_cmd(
+    corpus: Annotated[Path, typer.Argument(help="folder of .txt/.jsonl files, or one file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for clean.jsonl and the report")],
+    threshold: Annotated[Optional[float], typer.Option(help="near-duplicate Jaccard threshold")] = None,
+    min_words: Annotated[Optional[int], typer.Option(min=0, help="drop documents with fewer words")] = None,
+    no_pii: Annotated[bool, typer.Option("--no-pii", help="keep e-mails and phone numbers")] = False,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+):
+    """Exact and near-duplicate removal, quality filters, PII scrubbing; a report of what was dropped and why."""
+    from odyssey.select.curation import curate
+    from odyssey.spec import CurateSpec
+
+    proj = _project(project, required=False)
+    cfg = proj.spec.select.curate.model_copy() if proj else CurateSpec()
+    if threshold is not None:
+        cfg.near_dup_threshold = threshold
+    if min_words is not None:
+        cfg.min_words = min_words
+    if no_pii:
+        cfg.scrub_pii = False
+    report = curate(corpus, out, cfg)
+    if as_json:
+        _emit(report.as_dict())
+        return
+    from odyssey.render import curation_table
+
+    console = _console()
+    console.print(curation_table(report))
+    console.print(f"PII scrubbed: {report.pii}; clean corpus: {Path(report.out) / 'clean.jsonl'}; "
+                  f"report: {Path(report.out) / 'report.md'}")
+
+
+def benchmark_cmd(
+    tasks: Annotated[str, typer.Option(help="comma-separated: local:mini-mmlu, local:boolq-mini, local:capitals, or lm-eval task names")] = "",
+    model: Annotated[Optional[str], typer.Option(help="model reference (default: first in models:)")] = None,
+    candidate: Annotated[Optional[str], typer.Option(help="a stored candidate")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="examples per task")] = None,
+    batch_size: Annotated[int, typer.Option(help="lm-eval batch size")] = 8,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+):
+    """lm-evaluation-harness tasks against a model or candidate through Odyssey's model loader."""
+    from odyssey.select.benchmarks import run_benchmarks
+
+    proj = _project(project, required=False)
+    names = [t.strip() for t in tasks.split(",") if t.strip()] or (
+        proj.spec.select.benchmarks if proj else ["local:mini-mmlu", "local:boolq-mini"])
+    result = run_benchmarks(names, model=model, candidate=candidate, project=proj, limit=limit,
+                            batch_size=batch_size)
+    if as_json:
+        _emit(result.as_dict())
+        return
+    from odyssey.render import benchmark_table
+
+    _console().print(benchmark_table(result))
+
+
+def pretrain_cmd(
+    objective: Annotated[Optional[str], typer.Option(help="clm (decoder) | mlm (encoder) | span (encoder-decoder)")] = None,
+    size: Annotated[Optional[str], typer.Option(help="preset: tiny, mini, small, 125m, 350m, 1b")] = None,
+    corpus: Annotated[Optional[Path], typer.Option(help="text folder/file (default: the shipped corpus)")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="optimizer steps")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="continue pretraining this model instead")] = None,
+    name: Annotated[Optional[str], typer.Option(help="candidate name")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+):
+    """Pretrain from scratch (tokenizer, model from a preset, training, eval) and record a candidate."""
+    from odyssey.errors import OdysseyError
+    from odyssey.select.pretraining import pretrain
+
+    if objective is not None and objective not in OBJECTIVES:
+        raise OdysseyError(f"--objective {objective!r} is not a pretraining objective",
+                           hint=f"use one of {', '.join(OBJECTIVES)}")
+    proj = _project(project)
+    overrides = {k: v for k, v in {"objective": objective, "size": size, "corpus": str(corpus) if corpus else None,
+                                   "steps": steps, "init_from": init_from}.items() if v is not None}
+    result = pretrain(proj, name=name, resume=resume, **overrides)
+    if as_json:
+        _emit(result.as_dict())
+        return
+    from odyssey.render import pretrain_table
+
+    console = _console()
+    console.print(pretrain_table(result))
+    console.print(f"sample: {result.sample!r}")
 
 
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(help="Data for pretraining: curate a corpus (dedup, quality filters, PII).",
                            no_args_is_help=True)
     app.add_typer(data_app, name="data")
-
-    @app.command("select")
-    def select_cmd(
-        project: ProjectOpt = Path("."),
-        limit: Annotated[Optional[int], typer.Option(min=1, help="examples per candidate (default: select.limit)")] = None,
-        split: Annotated[Optional[str], typer.Option(help="validation | test (default: select.split)")] = None,
-        model: Annotated[Optional[list[str]], typer.Option(help="candidate(s) instead of models: (repeatable)")] = None,
-        hub: Annotated[Optional[str], typer.Option(help="also search the hub for this text (online only)")] = None,
-        engine: EngineOpt = None,
-        as_json: JsonOpt = False,
-    ):
-        """Zero-shot comparison of every candidate in models:, ranked against the gates; the choice is stored."""
-        from odyssey.select import select_models
-        from odyssey.select.catalog import hub_search
-
-        proj = _project(project)
-        result = select_models(proj, limit=limit, split=split, models=model, engine=engine)
-        query = hub or proj.spec.select.hub_search
-        search = hub_search(query) if query else None
-        if as_json:
-            _emit({**result.as_dict(), "hub": search.as_dict() if search else None})
-            return
-        from rich.table import Table
-
-        console = _console()
-        primary = result.primary_metric
-        table = Table(title=f"zero-shot selection on {result.n_examples} {result.split} examples (ranked by {primary})")
-        for col in ("#", "candidate", "family", "params", primary, "p95 ms", "memory GB", "gates", "note"):
-            table.add_column(col, overflow="fold")
-        for r in result.ranking:
-            m = r.metrics
-            table.add_row(str(r.rank), r.name, r.family or "–", f"{(r.n_params or 0) / 1e6:.1f}M",
-                          f"{m[primary]:.4f}" if primary in m else "–",
-                          f"{m['p95_latency_ms']:.0f}" if "p95_latency_ms" in m else "–", _gb(m.get("memory_gb")),
-                          {True: "pass", False: "FAIL", None: "–"}[r.passed], r.note[:80])
-        console.print(table)
-        for note in result.notes:
-            console.print(f"[yellow]note:[/] {note}")
-        if search:
-            console.print(f"hub search {search.query!r}: " + (search.note or ", ".join(h.id for h in search.hits)))
-        console.print(f"chosen: [bold]{result.chosen or 'none'}[/] (recorded in run {result.run_id})")
-
-    @app.command("plan")
-    def plan_cmd(
-        model: Annotated[str, typer.Option(help="model reference, e.g. packaged:smollm2-135m-instruct")],
-        method: Annotated[str, typer.Option(help="inference | lora | full")] = "lora",
-        hardware: Annotated[str, typer.Option(help="'auto' or e.g. 'cpu:2,ram:24gb', 'gpu:1,vram:24gb,tflops:312'")] = "auto",
-        batch: Annotated[int, typer.Option(help="sequences per step")] = 8,
-        seq: Annotated[int, typer.Option(help="tokens per sequence (prompt + output for inference)")] = 512,
-        tokens: Annotated[Optional[float], typer.Option(help="tokens to train on / generate (default: a fine-tune's train split × adapt.epochs; pretraining: 20 per parameter)")] = None,
-        precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | int4 (default: fp32 on CPU)")] = None,
-        lora_r: Annotated[int, typer.Option(help="LoRA rank (adapt.lora.r's default)")] = 16,
-        project: ProjectOpt = Path("."),
-        as_json: JsonOpt = False,
-    ):
-        """Will it fit? Memory by component, expected tokens/s, hours for N tokens, the cheapest method that fits."""
-        from odyssey.select.planner import plan
-
-        proj = _project(project, required=False)
-        result = plan(model, method, hardware, batch=batch, seq=seq, tokens=int(tokens) if tokens else None,
-                      precision=precision, lora_r=lora_r, root=proj.root if proj else None)
-        if as_json:
-            _emit(result.as_dict())
-            return
-        from rich.table import Table
-
-        console = _console()
-        table = Table(title=f"{model}: {method} ({result.precision}, batch {batch} x {seq} tokens)")
-        table.add_column("component")
-        table.add_column("GB", justify="right")
-        for name, value in result.memory_gb.items():
-            table.add_row(name, _gb(value))
-        table.add_row("[bold]total[/]", f"[bold]{result.total_gb:.2f}[/]")
-        table.add_row("usable", _gb(result.available_gb))
-        console.print(table)
-        methods = Table(title="every method on this hardware")
-        for col in ("method", "total GB", "fits", "tokens/s"):
-            methods.add_column(col)
-        for name, o in result.methods.items():
-            methods.add_row(name, _gb(o["total_gb"]), "yes" if o["fits"] else "[red]no[/]", f"{o['tokens_per_s']:.1f}")
-        console.print(methods)
-        verdict = "[green]fits[/]" if result.fits else "[red]does not fit[/]"
-        console.print(f"{verdict}; ~{result.tokens_per_s:,.1f} tokens/s -> {result.hours:,.2f} h for "
-                      f"{result.tokens:,} tokens (compute-optimal: {result.compute_optimal_tokens:,}); "
-                      f"cheapest method that fits: {result.cheapest_fit or 'none'}")
-        for note in result.notes:
-            console.print(f"[yellow]note:[/] {note}")
-
-    @data_app.command("curate")
-    def curate_cmd(
-        corpus: Annotated[Path, typer.Argument(help="folder of .txt/.jsonl files, or one file")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="folder for clean.jsonl and the report")],
-        threshold: Annotated[Optional[float], typer.Option(help="near-duplicate Jaccard threshold")] = None,
-        min_words: Annotated[Optional[int], typer.Option(min=0, help="drop documents with fewer words")] = None,
-        no_pii: Annotated[bool, typer.Option("--no-pii", help="keep e-mails and phone numbers")] = False,
-        project: ProjectOpt = Path("."),
-        as_json: JsonOpt = False,
-    ):
-        """Exact and near-duplicate removal, quality filters, PII scrubbing; a report of what was dropped and why."""
-        from odyssey.select.curation import curate
-        from odyssey.spec import CurateSpec
-
-        proj = _project(project, required=False)
-        cfg = proj.spec.select.curate.model_copy() if proj else CurateSpec()
-        if threshold is not None:
-            cfg.near_dup_threshold = threshold
-        if min_words is not None:
-            cfg.min_words = min_words
-        if no_pii:
-            cfg.scrub_pii = False
-        report = curate(corpus, out, cfg)
-        if as_json:
-            _emit(report.as_dict())
-            return
-        from rich.table import Table
-
-        table = Table(title=f"curation: {report.n_kept} of {report.n_input} documents kept ({report.kept_fraction:.1%})")
-        table.add_column("rule")
-        table.add_column("dropped", justify="right")
-        table.add_column("example")
-        for rule, n in report.dropped.items():
-            example = (report.examples.get(rule) or [{}])[0].get("text", "")[:70].replace("\n", " ")
-            table.add_row(rule, str(n), example)
-        console = _console()
-        console.print(table)
-        console.print(f"PII scrubbed: {report.pii}; clean corpus: {Path(report.out) / 'clean.jsonl'}; "
-                      f"report: {Path(report.out) / 'report.md'}")
-
-    @app.command("benchmark")
-    def benchmark_cmd(
-        tasks: Annotated[str, typer.Option(help="comma-separated: local:mini-mmlu, local:boolq-mini, local:capitals, or lm-eval task names")] = "",
-        model: Annotated[Optional[str], typer.Option(help="model reference (default: first in models:)")] = None,
-        candidate: Annotated[Optional[str], typer.Option(help="a stored candidate")] = None,
-        limit: Annotated[Optional[int], typer.Option(min=1, help="examples per task")] = None,
-        batch_size: Annotated[int, typer.Option(help="lm-eval batch size")] = 8,
-        project: ProjectOpt = Path("."),
-        as_json: JsonOpt = False,
-    ):
-        """lm-evaluation-harness tasks against a model or candidate through Odyssey's model loader."""
-        from odyssey.select.benchmarks import run_benchmarks
-
-        proj = _project(project, required=False)
-        names = [t.strip() for t in tasks.split(",") if t.strip()] or (
-            proj.spec.select.benchmarks if proj else ["local:mini-mmlu", "local:boolq-mini"])
-        result = run_benchmarks(names, model=model, candidate=candidate, project=proj, limit=limit,
-                                batch_size=batch_size)
-        if as_json:
-            _emit(result.as_dict())
-            return
-        from rich.table import Table
-
-        table = Table(title=f"lm-eval: {result.model_ref}")
-        for col in ("task", "metric", "value", "stderr", "n"):
-            table.add_column(col)
-        for s in result.scores:
-            table.add_row(s["task"], s["metric"], f"{s['value']:.4f}",
-                          "–" if s.get("stderr") is None else f"{s['stderr']:.4f}", str(s.get("n_samples") or "–"))
-        _console().print(table)
-
-    @app.command("pretrain")
-    def pretrain_cmd(
-        objective: Annotated[Optional[str], typer.Option(help="clm (decoder) | mlm (encoder) | span (encoder-decoder)")] = None,
-        size: Annotated[Optional[str], typer.Option(help="preset: tiny, mini, small, 125m, 350m, 1b")] = None,
-        corpus: Annotated[Optional[Path], typer.Option(help="text folder/file (default: the shipped corpus)")] = None,
-        steps: Annotated[Optional[int], typer.Option(min=1, help="optimizer steps")] = None,
-        init_from: Annotated[Optional[str], typer.Option(help="continue pretraining this model instead")] = None,
-        name: Annotated[Optional[str], typer.Option(help="candidate name")] = None,
-        resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
-        project: ProjectOpt = Path("."),
-        as_json: JsonOpt = False,
-    ):
-        """Pretrain from scratch (tokenizer, model from a preset, training, eval) and record a candidate."""
-        from odyssey.errors import OdysseyError
-        from odyssey.select.pretraining import pretrain
-
-        if objective is not None and objective not in OBJECTIVES:
-            raise OdysseyError(f"--objective {objective!r} is not a pretraining objective",
-                               hint=f"use one of {', '.join(OBJECTIVES)}")
-        proj = _project(project)
-        overrides = {k: v for k, v in {"objective": objective, "size": size, "corpus": str(corpus) if corpus else None,
-                                       "steps": steps, "init_from": init_from}.items() if v is not None}
-        result = pretrain(proj, name=name, resume=resume, **overrides)
-        if as_json:
-            _emit(result.as_dict())
-            return
-        from rich.table import Table
-
-        table = Table(title=f"pretrain {result.objective} ({result.size}): candidate {result.candidate}")
-        for col in ("params", "tokens seen", "wall s", "val loss", "val ppl", "report"):
-            table.add_column(col)
-        table.add_row(f"{result.n_params / 1e6:.2f}M", f"{result.tokens:,}", f"{result.wall_s:.0f}",
-                      f"{result.val_loss:.3f}", f"{result.val_perplexity:.1f}", result.report)
-        console = _console()
-        console.print(table)
-        console.print(f"sample: {result.sample!r}")
+    app.command("select")(select_cmd)
+    app.command("plan")(plan_cmd)
+    data_app.command("curate")(curate_cmd)
+    app.command("benchmark")(benchmark_cmd)
+    app.command("pretrain")(pretrain_cmd)
