@@ -12,9 +12,8 @@ from __future__ import annotations
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from odyssey.errors import OdysseyError, Unavailable
+from odyssey.errors import OdysseyError, Unavailable, require
 from odyssey.spec import DeploySpec
 from odyssey.store.candidates import Candidate
 
@@ -45,6 +44,7 @@ def pick_candidates(project, names: list[str] | None) -> list[CandidateChoice]:
 def build_app(project, candidates: list[str] | None = None, *, backend: str | None = None,
               settings: DeploySpec | None = None, capture: bool | None = None, on_stopped=None):
     """The gateway app for a project; backends start (and the capture writer opens) in its lifespan."""
+    require("fastapi", "deploy", "odyssey serve")  # before the server module imports it
     from odyssey.deploy.backends import make_backend
     from odyssey.deploy.capture import CaptureWriter
     from odyssey.deploy.server import Served, create_app
@@ -91,7 +91,7 @@ def build_app(project, candidates: list[str] | None = None, *, backend: str | No
         if on_stopped is not None:
             on_stopped()
 
-    project.store  # open (and migrate) the store before serving
+    _ = project.store  # open (and migrate) the store before serving
     app = create_app(project, served, settings, capture=writer, startup=startup, shutdown=shutdown)
     app.state.startup_error = None
     return app
@@ -143,9 +143,9 @@ def serve(project, candidates: list[str] | None = None, *, host: str | None = No
           backend: str | None = None, log_level: str = "warning") -> None:
     import signal
 
-    import uvicorn
-
     from odyssey.store import deploy as sd
+
+    uvicorn = require("uvicorn", "deploy", "odyssey serve")
 
     settings = project.spec.deploy
     host = settings.host if host is None else host
@@ -173,8 +173,8 @@ def serve(project, candidates: list[str] | None = None, *, host: str | None = No
         for served in app.state.gateway.models.values():
             sys.stderr.write(f"serving {served.name} ({served.model_ref}) with the {served.backend.kind} backend\n")
             if served.backend.kind == "transformers" and gguf_for(served.model_ref, project.root) is not None:
-                sys.stderr.write("  note: llama-server is not built, so this GGUF model runs in torch (slower); build it "
-                                 "once with `python -c \"from odyssey.models import llamacpp; "
+                sys.stderr.write("  note: llama-server is not built, so this GGUF model runs in torch (slower); "
+                                 "build it once with `python -c \"from odyssey.models import llamacpp; "
                                  "llamacpp.tool_path('llama-server')\"` or set ODYSSEY_LLAMA_SERVER\n")
         holder["run"] = store.start_run("deploy", project.spec.as_dict(), {
             "candidates": list(app.state.gateway.models), "host": host, "port": port,
