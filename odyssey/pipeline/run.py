@@ -163,31 +163,42 @@ def resolve_parent(project, step: Step, outcomes: dict[str, Outcome]) -> Parent 
 
 
 def best_of_earlier_steps(project, outcomes: dict[str, Outcome]) -> str | None:
-    """'best' for a step: the store's one rule (Store.best) over the candidates the earlier steps made, so
-    that a rerun with nothing changed picks the same parent even after the evaluate step has put more
-    candidates (zero-shot baselines) on the board; the board's best when none of them is scored yet."""
+    """'best' for a step: the store's one rule (Store.best) over the candidates the earlier steps made, on
+    the metrics their own runs logged. Not the latest metrics: the evaluate step re-scores candidates
+    afterwards, and a rerun with nothing changed must pick the same parent (and stay cached). The
+    store's best when the earlier steps scored nothing."""
     from odyssey.store.candidates import best
 
     store = project.store
     made = {n for o in outcomes.values() for n in o.candidates}
-    found = best(_Pool(store, made), "test", project.spec.scope.primary_metric, gates=project.spec.scope.gate_list())
+    runs = sorted({r for o in outcomes.values() for r in o.runs})
+    pool = _Pool(store, made, runs)
+    found = best(pool, "test", project.spec.scope.primary_metric, gates=project.spec.scope.gate_list())
     if found is None:
         found = store.best()
     return found.name if found else None
 
 
 class _Pool:
-    """The store seen through a subset of its candidates: Store.best's rule ranks only these (Store.best
-    narrows by stage, not by name)."""
+    """The store seen through some candidates and the metrics some runs logged, so that Store.best's rule
+    ranks only those (Store.best narrows by stage, not by name or run)."""
 
-    def __init__(self, store, names: set[str]):
-        self._store, self._names = store, names
+    def __init__(self, store, names: set[str], runs: list[int]):
+        self._store, self._names, self._runs = store, names, runs
 
     def candidates(self) -> list[dict]:
         return [row for row in self._store.candidates() if row["name"] in self._names]
 
-    def __getattr__(self, name):  # latest_metrics, candidate_obj: the store's own
-        return getattr(self._store, name)
+    def latest_metrics(self, candidate_id: int, split: str | None = None) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for run_id in self._runs:  # in run order, each run's rows in order: the later value wins
+            for m in self._store.metrics_for_run(run_id):
+                if m["candidate_id"] == candidate_id and (split is None or m["split"] == split):
+                    out[m["name"]] = m["value"]
+        return out
+
+    def candidate_obj(self, name_or_id):
+        return self._store.candidate_obj(name_or_id)
 
 
 def _candidate_parent(store, name: str) -> Parent:

@@ -305,14 +305,15 @@ def test_a_second_run_at_once_is_refused(root):
 
 
 def test_best_is_among_the_pipelines_own_candidates(root):
-    """'best' is the board's rule over what earlier steps made: a better candidate added to the board later
-    (here by hand, as the evaluate step adds zero-shot baselines) does not change a cached step's parent."""
+    """'best' is the store's rule over what earlier steps made, on their own runs' metrics: a better candidate
+    added later or a re-scored one (here by hand, as the evaluate step does) leaves a cached step's parent."""
     fake = FakeStages(scores={"prompt": 0.2, "finetune": 0.4})
     first = _run(root, fake)
     assert {s.step: s.parent for s in first.steps}["optimize.quantize-int8"] == "finetune-made"
     store = Project.load(root).store
-    with store.run("evaluate", {}) as run:
+    with store.run("evaluate", {}) as run:  # what the evaluate step does: baselines, and everyone re-scored
         outsider = store.upsert_candidate("outsider", "select", "./outsider", {}, None, run.id)
         run.log_metrics({"rougeL": 0.9}, candidate_id=outsider, split="test")
+        run.log_metrics({"rougeL": 0.95}, candidate_id=store.candidate("prompt-made")["id"], split="test")
     fake.calls.clear()
     assert set(_status(_run(root, fake)).values()) == {"cached"} and fake.calls == []
