@@ -65,7 +65,7 @@ def card_metadata(plan, template, checked: int) -> dict:
         "odyssey": {
             "candidate": row["name"], "project": project.spec.name, "format": plan.format,
             "prompt_mode": plan.prompt_mode, "method": config.get("method") or row["stage"],
-            "data_sha256": config.get("data"), "train_data_sha256": config.get("data_hash"),
+            "data_sha256": config.get("data"), "train_data_hash": config.get("data_hash"),
             "gates": [{"gate": g["gate"], "value": g["value"], "passed": g["passed"]} for g in gates],
             "lineage": chain, "base_model_ref": base, "base_license": license_,
             "settings": {k: config[k] for k in ("train", "adapt", "trainable_params", "total_params") if k in config},
@@ -90,8 +90,8 @@ def _body(plan, meta: dict, template) -> str:
     lines += [f"{i + 1}. `{c['candidate']}` ({c['stage']}{', ' + c['method'] if c['method'] else ''}): "
               f"`{c['model_ref']}`" for i, c in enumerate(od["lineage"])]
     lines += ["", "## Data", "", f"- evaluation/training data sha256 (all splits): `{od['data_sha256']}`"]
-    if od["train_data_sha256"]:
-        lines.append(f"- tokenized training data sha256: `{od['train_data_sha256']}`")
+    if od["train_data_hash"]:  # training.sft.data_hash: a sha256 prefix over the tokenized examples
+        lines.append(f"- tokenized training data hash: `{od['train_data_hash']}`")
     lines += ["", "## Prompt", ""]
     if template.task is not None:
         lines += [f"Task mode: the chat template wraps the user's message in the prompt the candidate was evaluated "
