@@ -102,7 +102,8 @@ def test_a_model_reference_is_a_zero_shot_pseudo_candidate_with_the_default_prom
     assert zero.prompt == prompt and zero.id is None and not zero.stored
     assert project.store.candidates() == []  # resolving stores nothing
     # 'best' with nothing scored yet: the project's first model, zero-shot
-    assert project.candidate("best").name == "tiny-llama:zero-shot" and project.candidate(None).model_ref == "tiny:llama"
+    assert project.candidate("best").name == "tiny-llama:zero-shot"
+    assert project.candidate(None).model_ref == "tiny:llama"
     stored = project.store.ensure(zero)
     assert stored.stored and project.store.candidate(stored.id)["name"] == "tiny-gpt2:zero-shot"
     assert project.store.ensure(project.candidate("tiny:gpt2")).id == stored.id  # kept once
