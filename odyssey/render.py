@@ -202,6 +202,28 @@ def pretrain_table(result) -> Table:
     return table
 
 
+def keys_table(rows: list[dict]) -> Table:
+    """``odyssey keys list``: names, prefixes, scopes and limits; never the keys themselves."""
+    table = Table(title="API keys")
+    for col in ("name", "prefix", "scopes", "rpm", "concurrency", "created", "last used", "revoked"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["prefix"] + "…", ",".join(r["scopes"]), str(r["rate_limit_rpm"] or "default"),
+                      str(r["max_concurrency"] or "default"), r["created_at"][:19], (r["last_used_at"] or "–")[:19],
+                      (r["revoked_at"] or "")[:19])
+    return table
+
+
+def served_table(title: str, answers: list[tuple[str, str]], latencies_ms: list[float]) -> Table:
+    """The demo's deploy step: each request id, its answer on one line, and its latency."""
+    table = Table(title=title)
+    for col in ("request", "answer", "latency"):
+        table.add_column(col, overflow="fold")
+    for (rid, text), ms in zip(answers, latencies_ms):
+        table.add_row(rid[:18], " ".join((text or "").split())[:90], f"{ms:.0f} ms")
+    return table
+
+
 def print_tables(console: Console, *tables):
     for table in tables:
         console.print(table)

@@ -10,7 +10,6 @@ import time
 
 def demo_step(project, console, model: str, quick: bool = False):
     from rich.rule import Rule
-    from rich.table import Table
 
     from odyssey.deploy.backends import free_port
     from odyssey.deploy.export import export_feedback
@@ -18,6 +17,7 @@ def demo_step(project, console, model: str, quick: bool = False):
     from odyssey.deploy.serve import build_app, pick_candidates
     from odyssey.errors import require
     from odyssey.evaluate import percentile
+    from odyssey.render import served_table
 
     uvicorn = require("uvicorn", "deploy", "the demo's deploy step")
     openai = require("openai", "deploy", "the demo's deploy step")
@@ -83,12 +83,8 @@ def demo_step(project, console, model: str, quick: bool = False):
                                "preference_pairs": n_pairs, "export": str(path)})
     store.finish_run(run_id, "succeeded")
 
-    table = Table(title=f"served {choice.name} ({served.backend.kind}) at /v1 with key {key.prefix}…")
-    for col in ("request", "answer", "latency"):
-        table.add_column(col, overflow="fold")
-    for (_, rid, text), ms in zip(rows, latencies):
-        table.add_row(rid[:18], " ".join((text or "").split())[:90], f"{ms:.0f} ms")
-    console.print(table)
+    console.print(served_table(f"served {choice.name} ({served.backend.kind}) at /v1 with key {key.prefix}…",
+                               [(rid, text) for _, rid, text in rows], latencies))
     console.print(f"captured {len(rows)} requests + {len(rows)} feedback items; {n_pairs} preference pair(s) -> {path}")
     console.print("serve it yourself: odyssey keys create --name me && odyssey serve --candidate best  "
                   "(web UI at http://127.0.0.1:8000/ui/)")
