@@ -260,9 +260,10 @@ class Store:
 
         Among the candidates with a value of ``metric`` (default: the scope's primary metric) on
         ``split`` (their latest), those that pass every gate of the scope (a gate whose metric was not
-        measured does not fail), else all of them: the highest value wins. Ties go to fewer parameters
-        (the ``n_params`` metric), then to the older candidate (a newer one must score higher to take
-        its place). None when no candidate is scored. ``stage`` / ``exclude_stage`` narrow the pool.
+        measured does not fail), else all of them: the highest value wins. A tie goes to the older
+        candidate (a newer one must score higher to take its place; not the one with fewer parameters:
+        a quantized model's counted parameters shrink while it is the same model). None when no
+        candidate is scored. ``stage`` / ``exclude_stage`` narrow the pool.
         """
         scope = self.scope
         metric = metric or (scope.primary_metric if scope is not None else None)

@@ -113,7 +113,8 @@ def best(store: Store, split: str = "test", metric: str | None = None, *, gates=
     pool = [s for s in scored if s[2]] or scored
     if not pool:
         return None
-    # Highest metric; on a tie, fewer parameters (unknown counts as more), then the older candidate (a
-    # newer one has to score higher to take the place): rows come in id order and min() keeps the first.
-    row, _, _ = min(pool, key=lambda s: (-s[1][metric], s[1].get("n_params", float("inf"))))
+    # Highest metric; on a tie, the older candidate (a newer one has to score higher to take the place):
+    # rows come in id order and max() keeps the first. Not "fewer parameters": a quantized model's loaded
+    # n_params counts its packed int8 weights as buffers, so it would win every tie with its own parent.
+    row, _, _ = max(pool, key=lambda s: s[1][metric])
     return store.candidate_obj(row["id"])
