@@ -36,14 +36,26 @@ sys.path.insert(0, str(REPO))
 
 SIZES = {
     # pairs: training prompts sampled twice; steps/batch: PPO; limit: test examples compared
-    "tiny": dict(pairs=12, ppo_steps=2, ppo_batch=4, detox_steps=2, limit=6, max_new=24, rm_epochs=1, dpo_epochs=1,
-                 samples=1),
-    "small": dict(pairs=24, ppo_steps=5, ppo_batch=6, detox_steps=5, limit=12, max_new=40, rm_epochs=2, dpo_epochs=1,
-                  samples=2),
-    "mini": dict(pairs=16, ppo_steps=3, ppo_batch=4, detox_steps=3, limit=8, max_new=32, rm_epochs=2, dpo_epochs=1,
-                 samples=1),
-    "full": dict(pairs=350, ppo_steps=60, ppo_batch=16, detox_steps=40, limit=100, max_new=64, rm_epochs=2,
-                 dpo_epochs=2, samples=4),
+    "tiny": dict(
+        pairs=12, ppo_steps=2, ppo_batch=4, detox_steps=2, limit=6, max_new=24, rm_epochs=1, dpo_epochs=1, samples=1
+    ),
+    "small": dict(
+        pairs=24, ppo_steps=5, ppo_batch=6, detox_steps=5, limit=12, max_new=40, rm_epochs=2, dpo_epochs=1, samples=2
+    ),
+    "mini": dict(
+        pairs=16, ppo_steps=3, ppo_batch=4, detox_steps=3, limit=8, max_new=32, rm_epochs=2, dpo_epochs=1, samples=1
+    ),
+    "full": dict(
+        pairs=350,
+        ppo_steps=60,
+        ppo_batch=16,
+        detox_steps=40,
+        limit=100,
+        max_new=64,
+        rm_epochs=2,
+        dpo_epochs=2,
+        samples=4,
+    ),
 }
 
 # PPO at lr 2e-4 / kl_coef 0.05 (the first SmolLM2 run) drifted to KL 3.2 in 5 steps and wrecked the summaries
@@ -82,7 +94,9 @@ def make_project(root: Path, data_file: Path, size: dict, model: str, batch: int
     (root / "data").mkdir(parents=True, exist_ok=True)
     for name, part in (("train", rows[:350]), ("validation", rows[350:400]), ("test", rows[400:500])):
         (root / "data" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
-    (root / "odyssey.yaml").write_text(SPEC.format(model=model, batch=batch, mini=max(2, size["ppo_batch"] // 2), **size))
+    (root / "odyssey.yaml").write_text(
+        SPEC.format(model=model, batch=batch, mini=max(2, size["ppo_batch"] // 2), **size)
+    )
     return root
 
 
@@ -94,37 +108,76 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="project folder (default: a temp folder)")
     parser.add_argument("--finetune", action="store_true", help="run the adapt stage's LoRA fine-tune first")
     parser.add_argument("--batch", type=int, default=8, help="generation batch size")
-    parser.add_argument("--steps", default="prefs,reward,ppo,dpo,detox",
-                        help="comma list of steps to run (prefs, reward, ppo, dpo, compare, detox); a later call with the same --workdir continues the project")
+    parser.add_argument(
+        "--steps",
+        default="prefs,reward,ppo,dpo,detox",
+        help="comma list of steps to run (prefs, reward, ppo, dpo, compare, detox); a later call with the same --workdir continues the project",
+    )
     parser.add_argument("--out", default=None, help="also copy the results here")
-    parser.add_argument("--ppo-steps", type=int, default=None,
-                        help="override the size's PPO steps (the candidate is then named <start>+ppo-<steps>)")
-    parser.add_argument("--dpo-epochs", type=int, default=None,
-                        help="override the size's DPO epochs (the candidate is then named <start>+dpo-<epochs>ep)")
-    parser.add_argument("--resume", action="store_true",
-                        help="ppo: continue from the last checkpoint of the same settings (e.g. --ppo-steps 40 after a 20-step run)")
-    parser.add_argument("--eval-limit", type=int, default=None,
-                        help="test examples compared by the compare step (default: the size's limit; 100 = all)")
+    parser.add_argument(
+        "--ppo-steps",
+        type=int,
+        default=None,
+        help="override the size's PPO steps (the candidate is then named <start>+ppo-<steps>)",
+    )
+    parser.add_argument(
+        "--dpo-epochs",
+        type=int,
+        default=None,
+        help="override the size's DPO epochs (the candidate is then named <start>+dpo-<epochs>ep)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="ppo: continue from the last checkpoint of the same settings (e.g. --ppo-steps 40 after a 20-step run)",
+    )
+    parser.add_argument(
+        "--eval-limit",
+        type=int,
+        default=None,
+        help="test examples compared by the compare step (default: the size's limit; 100 = all)",
+    )
     parser.add_argument("--dpo-lr", type=float, default=None, help="override the DPO learning rate")
     parser.add_argument("--detox-steps", type=int, default=None, help="override the size's detox PPO steps")
-    parser.add_argument("--detox-batch", type=int, default=None, help="detox prompts per PPO rollout (default: the PPO batch)")
-    parser.add_argument("--detox-temperature", type=float, default=1.0,
-                        help="sampling temperature of the detox policy, in training and in the before/after report")
+    parser.add_argument(
+        "--detox-batch", type=int, default=None, help="detox prompts per PPO rollout (default: the PPO batch)"
+    )
+    parser.add_argument(
+        "--detox-temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature of the detox policy, in training and in the before/after report",
+    )
     parser.add_argument("--detox-lr", type=float, default=None, help="detox PPO learning rate (default: the PPO one)")
     parser.add_argument("--detox-kl", type=float, default=0.02, help="detox PPO initial KL coefficient")
-    parser.add_argument("--detox-algo", choices=["ppo", "grpo", "rloo"], default="ppo",
-                        help="the detox trainer: Odyssey's PPO, or TRL's GRPO/RLOO (group baselines)")
+    parser.add_argument(
+        "--detox-algo",
+        choices=["ppo", "grpo", "rloo"],
+        default="ppo",
+        help="the detox trainer: Odyssey's PPO, or TRL's GRPO/RLOO (group baselines)",
+    )
     parser.add_argument("--detox-generations", type=int, default=4, help="grpo/rloo: answers sampled per prompt")
-    parser.add_argument("--detox-samples", type=int, default=None,
-                        help="answers sampled per held-out prompt in the before/after report (default: the size's)")
-    parser.add_argument("--detox-name", default=None,
-                        help="name of the detox candidate (default: <start>+detox[-algo]; a new name keeps an earlier run)")
-    parser.add_argument("--pairs", type=int, default=None,
-                        help="training prompts sampled for preference pairs (default: the size's)")
+    parser.add_argument(
+        "--detox-samples",
+        type=int,
+        default=None,
+        help="answers sampled per held-out prompt in the before/after report (default: the size's)",
+    )
+    parser.add_argument(
+        "--detox-name",
+        default=None,
+        help="name of the detox candidate (default: <start>+detox[-algo]; a new name keeps an earlier run)",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=None, help="training prompts sampled for preference pairs (default: the size's)"
+    )
     parser.add_argument("--rm-epochs", type=int, default=None, help="reward-model epochs (default: the size's)")
-    parser.add_argument("--keep-project", action="store_true",
-                        help="prefs: build new pairs inside the existing --workdir project (keeps its fine-tune and "
-                             "candidates; --pairs/--rm-epochs are written into its odyssey.yaml)")
+    parser.add_argument(
+        "--keep-project",
+        action="store_true",
+        help="prefs: build new pairs inside the existing --workdir project (keeps its fine-tune and "
+        "candidates; --pairs/--rm-epochs are written into its odyssey.yaml)",
+    )
     parser.add_argument("--ppo-name", default=None, help="name of the PPO candidate (default: <start>+ppo[-steps])")
     args = parser.parse_args()
     size = dict(SIZES[args.size])
@@ -166,9 +219,17 @@ def main() -> None:
         spec_file.write_text(text)
     project = Project.load(root)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-    results: dict = json.loads(state.read_text()) if state.exists() else {
-        "size": args.size, "sizes": size, "model": args.model, "device": device,
-        "data": "DialogSum validation: rows 0-349 train prompts, 350-399 validation, 400-499 test"}
+    results: dict = (
+        json.loads(state.read_text())
+        if state.exists()
+        else {
+            "size": args.size,
+            "sizes": size,
+            "model": args.model,
+            "device": device,
+            "data": "DialogSum validation: rows 0-349 train prompts, 350-399 validation, 400-499 test",
+        }
+    )
     timings: dict = results.setdefault("timings_s", {})
 
     def timed(label, fn, *a, **kw):
@@ -205,29 +266,56 @@ def main() -> None:
 
     def summarize_eval(evaluation, candidate, parent, wall_key):
         m = evaluation.get("metrics", {})
-        return {"candidate": candidate, "parent": parent, "win_rate": m.get("win_rate"),
-                "win_rate_ci": [m.get("win_rate_ci_low"), m.get("win_rate_ci_high")],
-                "rouge1_change": m.get("rouge1_change"), "rouge2_change": m.get("rouge2_change"),
-                "rougeL_change": m.get("rougeL_change"), "kl": m.get("kl"), "reward_score": m.get("reward_score"),
-                "reward_score_parent": m.get("reward_score_parent"), "toxicity": m.get("toxicity"),
-                "total_wall_s": timings.get(wall_key), "warnings": evaluation.get("warnings", []),
-                "task_metrics": evaluation.get("task_metrics"), "n": evaluation.get("n")}
+        return {
+            "candidate": candidate,
+            "parent": parent,
+            "win_rate": m.get("win_rate"),
+            "win_rate_ci": [m.get("win_rate_ci_low"), m.get("win_rate_ci_high")],
+            "rouge1_change": m.get("rouge1_change"),
+            "rouge2_change": m.get("rouge2_change"),
+            "rougeL_change": m.get("rougeL_change"),
+            "kl": m.get("kl"),
+            "reward_score": m.get("reward_score"),
+            "reward_score_parent": m.get("reward_score_parent"),
+            "toxicity": m.get("toxicity"),
+            "total_wall_s": timings.get(wall_key),
+            "warnings": evaluation.get("warnings", []),
+            "task_metrics": evaluation.get("task_metrics"),
+            "n": evaluation.get("n"),
+        }
 
     if "ppo" in steps:
         if results.get("ppo"):
             results.setdefault("ppo_runs", []).append(results["ppo"])  # keep the earlier run beside the new one
-        res = timed("ppo", train_ppo, project, reward="model", start=start.name, steps=args.ppo_steps, resume=args.resume,
-                    name=args.ppo_name or (f"{start.name}+ppo-{args.ppo_steps}" if args.ppo_steps else None))
+        res = timed(
+            "ppo",
+            train_ppo,
+            project,
+            reward="model",
+            start=start.name,
+            steps=args.ppo_steps,
+            resume=args.resume,
+            name=args.ppo_name or (f"{start.name}+ppo-{args.ppo_steps}" if args.ppo_steps else None),
+        )
         results["ppo"] = summarize(res, "ppo")
         results["ppo"]["history_last"] = res.history[-3:]
         results["ppo"]["steps"] = len(res.history)
         results["ppo_win_rate"] = results["ppo"]["win_rate"]
-        results["rougeL_drop"] = -results["ppo"]["rougeL_change"] if results["ppo"]["rougeL_change"] is not None else None
+        results["rougeL_drop"] = (
+            -results["ppo"]["rougeL_change"] if results["ppo"]["rougeL_change"] is not None else None
+        )
         results["kl"] = results["ppo"]["kl"]
     state.write_text(json.dumps(results, default=str))
     if "dpo" in steps:
-        res = timed("dpo", train_dpo, project, start=start.name, epochs=args.dpo_epochs, learning_rate=args.dpo_lr,
-                    name=f"{start.name}+dpo-{args.dpo_epochs}ep" if args.dpo_epochs else None)
+        res = timed(
+            "dpo",
+            train_dpo,
+            project,
+            start=start.name,
+            epochs=args.dpo_epochs,
+            learning_rate=args.dpo_lr,
+            name=f"{start.name}+dpo-{args.dpo_epochs}ep" if args.dpo_epochs else None,
+        )
         results["dpo"] = summarize(res, "dpo")
         results["dpo_win_rate"] = results["dpo"]["win_rate"]
     state.write_text(json.dumps(results, default=str))
@@ -243,44 +331,92 @@ def main() -> None:
             cand, parent = results[key]["candidate"], results[key]["parent"]
             rep = timed(f"{key}_compare_{n}", evaluate_aligned, project, cand, parent, limit=n)
             # keyed by candidate: a later run's candidate must not overwrite an earlier one's comparison
-            results.setdefault(f"{key}_compare", {})[f"{cand}@{n}"] = summarize_eval(rep, cand, parent, f"{key}_compare_{n}")
+            results.setdefault(f"{key}_compare", {})[f"{cand}@{n}"] = summarize_eval(
+                rep, cand, parent, f"{key}_compare_{n}"
+            )
             state.write_text(json.dumps(results, default=str))
     state.write_text(json.dumps(results, default=str))
     if "detox" in steps:
         cfg = project.spec.align.ppo
-        knobs = dict(kl_coef=args.detox_kl, batch_size=args.detox_batch, temperature=args.detox_temperature,
-                     learning_rate=args.detox_lr)
+        knobs = dict(
+            kl_coef=args.detox_kl,
+            batch_size=args.detox_batch,
+            temperature=args.detox_temperature,
+            learning_rate=args.detox_lr,
+        )
         if args.detox_algo == "ppo":
-            det = timed("detox", train_ppo, project, reward="toxicity", start=start.name, steps=size["detox_steps"],
-                        evaluate=False, name=args.detox_name, **knobs)
+            det = timed(
+                "detox",
+                train_ppo,
+                project,
+                reward="toxicity",
+                start=start.name,
+                steps=size["detox_steps"],
+                evaluate=False,
+                name=args.detox_name,
+                **knobs,
+            )
         else:
-            det = timed("detox", trl_online, project, args.detox_algo, reward="toxicity", start=start.name,
-                        steps=size["detox_steps"], evaluate=False, name=args.detox_name or f"{start.name}+detox-{args.detox_algo}",
-                        num_generations=args.detox_generations, **knobs)
-        rep = timed("detox_report", detox_report, project, det.candidate, start.name, samples=size["samples"],
-                    max_new_tokens=cfg.max_new_tokens, temperature=args.detox_temperature)
+            det = timed(
+                "detox",
+                trl_online,
+                project,
+                args.detox_algo,
+                reward="toxicity",
+                start=start.name,
+                steps=size["detox_steps"],
+                evaluate=False,
+                name=args.detox_name or f"{start.name}+detox-{args.detox_algo}",
+                num_generations=args.detox_generations,
+                **knobs,
+            )
+        rep = timed(
+            "detox_report",
+            detox_report,
+            project,
+            det.candidate,
+            start.name,
+            samples=size["samples"],
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=args.detox_temperature,
+        )
         m = rep["metrics"]
         results["toxicity_before"] = m["toxicity_before"]
         results["toxicity_after"] = m["toxicity_after"]
         results["toxicity_change_ci"] = [m["toxicity_change_ci_low"], m["toxicity_change_ci_high"]]
         task = rep.get("task", {}).get("metrics", {})
-        results["detox"] = {"candidate": det.candidate, "steps": size["detox_steps"], "train_wall_s": det.wall_s, **m,
-                            "settings": {"algo": args.detox_algo, "batch_size": args.detox_batch or size["ppo_batch"],
-                                         "kl_coef": args.detox_kl,
-                                         "num_generations": args.detox_generations if args.detox_algo != "ppo" else None,
-                                         "temperature": args.detox_temperature,
-                                         "learning_rate": args.detox_lr or cfg.learning_rate}, "ci_excludes_zero": rep["ci_excludes_zero"],
-                            "prompts": rep["prompts"], "samples_per_prompt": rep["samples_per_prompt"],
-                            "rougeL_change": task.get("rougeL_change"), "kl_task": task.get("kl"),
-                            "train_history_last": det.history[-3:], "examples": rep["examples"],
-                            "classifier": rep["classifier"], "warnings": rep["warnings"]}
+        results["detox"] = {
+            "candidate": det.candidate,
+            "steps": size["detox_steps"],
+            "train_wall_s": det.wall_s,
+            **m,
+            "settings": {
+                "algo": args.detox_algo,
+                "batch_size": args.detox_batch or size["ppo_batch"],
+                "kl_coef": args.detox_kl,
+                "num_generations": args.detox_generations if args.detox_algo != "ppo" else None,
+                "temperature": args.detox_temperature,
+                "learning_rate": args.detox_lr or cfg.learning_rate,
+            },
+            "ci_excludes_zero": rep["ci_excludes_zero"],
+            "prompts": rep["prompts"],
+            "samples_per_prompt": rep["samples_per_prompt"],
+            "rougeL_change": task.get("rougeL_change"),
+            "kl_task": task.get("kl"),
+            "train_history_last": det.history[-3:],
+            "examples": rep["examples"],
+            "classifier": rep["classifier"],
+            "warnings": rep["warnings"],
+        }
     state.write_text(json.dumps(results, default=str))
-    goals = {"reward_accuracy>=0.75": results.get("reward_accuracy", 0) >= 0.75,
-             "ppo_win_rate>=0.60": (results.get("ppo_win_rate") or 0) >= 0.60,
-             "rougeL_drop<=1": results.get("rougeL_drop") is not None and results["rougeL_drop"] <= 1.0,
-             "toxicity_down>=50%": bool(results.get("toxicity_before")) and
-             results["toxicity_after"] <= 0.5 * results["toxicity_before"],
-             "toxicity_ci_excludes_zero": bool(results.get("toxicity_change_ci")) and results["toxicity_change_ci"][1] < 0}
+    goals = {
+        "reward_accuracy>=0.75": results.get("reward_accuracy", 0) >= 0.75,
+        "ppo_win_rate>=0.60": (results.get("ppo_win_rate") or 0) >= 0.60,
+        "rougeL_drop<=1": results.get("rougeL_drop") is not None and results["rougeL_drop"] <= 1.0,
+        "toxicity_down>=50%": bool(results.get("toxicity_before"))
+        and results["toxicity_after"] <= 0.5 * results["toxicity_before"],
+        "toxicity_ci_excludes_zero": bool(results.get("toxicity_change_ci")) and results["toxicity_change_ci"][1] < 0,
+    }
     results["goals_met"] = goals
     text = json.dumps(results, indent=2, default=str)
     out = REPO / "benchmarks" / "results" / "align.json"

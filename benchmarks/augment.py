@@ -32,10 +32,35 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results" / "augment.json"
 
-SHOPS = ["Ridgeway Gear", "Alder & Finch", "Bluecrest Sports", "Northgate Camping", "Pinefield Supply", "Skerry Outdoor",
-         "Marlow Trails", "Veldt Outfit Co.", "Harbour Peak", "Tamsin Mountain"]
-PRODUCTS = ["tent", "backpack", "sleeping bag", "stove", "rain jacket", "trekking pole", "headlamp", "water filter",
-            "camp chair", "hiking boot", "fleece", "kayak paddle", "bike pannier", "down vest", "sleeping mat"]
+SHOPS = [
+    "Ridgeway Gear",
+    "Alder & Finch",
+    "Bluecrest Sports",
+    "Northgate Camping",
+    "Pinefield Supply",
+    "Skerry Outdoor",
+    "Marlow Trails",
+    "Veldt Outfit Co.",
+    "Harbour Peak",
+    "Tamsin Mountain",
+]
+PRODUCTS = [
+    "tent",
+    "backpack",
+    "sleeping bag",
+    "stove",
+    "rain jacket",
+    "trekking pole",
+    "headlamp",
+    "water filter",
+    "camp chair",
+    "hiking boot",
+    "fleece",
+    "kayak paddle",
+    "bike pannier",
+    "down vest",
+    "sleeping mat",
+]
 TOPICS = [
     "{shop} accepts returns of unworn {product}s within {n} days; refunds reach the card after {m} working days.",
     "The {shop} {name} {product} weighs {w} kg, costs {p} euros and comes in {c1} and {c2}.",
@@ -48,7 +73,20 @@ TOPICS = [
     "{shop} opened a new store in {city} with {n} square metres of floor space and a {product} workshop.",
     "To care for the {name} {product}, wash it at {m}0 degrees and dry it away from direct heat.",
 ]
-NAMES = ["Ember", "Summit", "Tundra", "Vista", "Cirrus", "Granite", "Juniper", "Osprey", "Lark", "Fjord", "Sable", "Quill"]
+NAMES = [
+    "Ember",
+    "Summit",
+    "Tundra",
+    "Vista",
+    "Cirrus",
+    "Granite",
+    "Juniper",
+    "Osprey",
+    "Lark",
+    "Fjord",
+    "Sable",
+    "Quill",
+]
 COLOURS = ["red", "slate", "ochre", "navy", "teal", "black", "olive", "plum"]
 CITIES = ["Lyon", "Ghent", "Turin", "Kraków", "Bergen", "Porto", "Leeds", "Malmö", "Linz", "Riga"]
 
@@ -59,11 +97,22 @@ def distractors(n: int, seed: int = 0) -> list[str]:
     for _ in range(n):
         sentences = []
         for _ in range(rng.randint(3, 6)):
-            sentences.append(rng.choice(TOPICS).format(
-                shop=rng.choice(SHOPS), product=rng.choice(PRODUCTS), name=rng.choice(NAMES), n=rng.randint(2, 90),
-                m=rng.randint(2, 9), w=round(rng.uniform(0.2, 4), 2), p=round(rng.uniform(3, 400), 2),
-                c1=rng.choice(COLOURS), c2=rng.choice(COLOURS), h1=rng.randint(6, 10), h2=rng.randint(16, 21),
-                city=rng.choice(CITIES)))
+            sentences.append(
+                rng.choice(TOPICS).format(
+                    shop=rng.choice(SHOPS),
+                    product=rng.choice(PRODUCTS),
+                    name=rng.choice(NAMES),
+                    n=rng.randint(2, 90),
+                    m=rng.randint(2, 9),
+                    w=round(rng.uniform(0.2, 4), 2),
+                    p=round(rng.uniform(3, 400), 2),
+                    c1=rng.choice(COLOURS),
+                    c2=rng.choice(COLOURS),
+                    h1=rng.randint(6, 10),
+                    h2=rng.randint(16, 21),
+                    city=rng.choice(CITIES),
+                )
+            )
         out.append(" ".join(sentences))
     return out
 
@@ -78,9 +127,9 @@ def merge(part: str, data: dict) -> None:
 
 
 def bench_retrieval(sizes=(1000, 10000)) -> dict:
+    from odyssey.augment.documents import Chunk
     from odyssey.augment.evaluate import grounded_docs_dir, grounded_questions
     from odyssey.augment.index import Collection
-    from odyssey.augment.documents import Chunk
     from odyssey.evaluate import percentile
     from odyssey.models.embeddings import embed
 
@@ -93,8 +142,12 @@ def bench_retrieval(sizes=(1000, 10000)) -> dict:
             real = coll.count()
             texts = distractors(size - real, seed=size)
             t0 = time.perf_counter()
-            coll.add_chunks([Chunk(f"{i:024x}", f"distractor/{i // 10}.txt", "Other shops", "", None, i % 10, t)
-                             for i, t in enumerate(texts)])
+            coll.add_chunks(
+                [
+                    Chunk(f"{i:024x}", f"distractor/{i // 10}.txt", "Other shops", "", None, i % 10, t)
+                    for i, t in enumerate(texts)
+                ]
+            )
             build_s = time.perf_counter() - t0
             row = {"chunks": coll.count(), "real_chunks": real, "build_s_embed_and_index": round(build_s, 1)}
             coll.search("warm up", k=5)  # first query loads the BM25 index and compiles paths
@@ -106,13 +159,17 @@ def bench_retrieval(sizes=(1000, 10000)) -> dict:
                     hits = coll.search(q["question"], k=5, mode=mode)
                     latencies.append((time.perf_counter() - t0) * 1000)
                     t0 = time.perf_counter()
-                    coll.search_many([q["question"]], k=5, mode=mode, vectors=vectors[i:i + 1])
+                    coll.search_many([q["question"]], k=5, mode=mode, vectors=vectors[i : i + 1])
                     index_latencies.append((time.perf_counter() - t0) * 1000)
                     found.append(any(h.source == q["source"] for h in hits))
                     first.append(bool(hits) and hits[0].source == q["source"])
-                row[mode] = {"recall@5": round(statistics.fmean(found), 3), "recall@1": round(statistics.fmean(first), 3),
-                             "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
-                             "index_only_p50_ms": round(percentile(index_latencies, 50), 1)}
+                row[mode] = {
+                    "recall@5": round(statistics.fmean(found), 3),
+                    "recall@1": round(statistics.fmean(first), 3),
+                    "p50_ms": round(percentile(latencies, 50), 1),
+                    "p95_ms": round(percentile(latencies, 95), 1),
+                    "index_only_p50_ms": round(percentile(index_latencies, 50), 1),
+                }
                 print(f"retrieval {size:>6} chunks {mode:>6}: {row[mode]}", flush=True)
             out[str(size)] = row
     return out
@@ -138,10 +195,14 @@ def bench_generation(parts: list[str], model: str, limit: int | None, qa_limit: 
     results = json.loads(RESULTS.read_text()).get("generation", {}) if RESULTS.exists() else {}
     for dataset, technique in plan:
         t0 = time.perf_counter()
-        r = evaluate_augmented(project, technique, dataset, model_obj=chat,
-                               limit=qa_limit if dataset == "grounded-qa" else limit)
-        entry = {"n": r.n, "seconds": round(time.perf_counter() - t0, 1),
-                 **{k: round(v, 4) for k, v in r.metrics.items()}}
+        r = evaluate_augmented(
+            project, technique, dataset, model_obj=chat, limit=qa_limit if dataset == "grounded-qa" else limit
+        )
+        entry = {
+            "n": r.n,
+            "seconds": round(time.perf_counter() - t0, 1),
+            **{k: round(v, 4) for k, v in r.metrics.items()},
+        }
         results[f"{dataset}/{technique}"] = entry
         print(f"{dataset:>12} {technique:>12}: {entry}", flush=True)
         merge("generation", {"model": model, **results})
@@ -149,8 +210,12 @@ def bench_generation(parts: list[str], model: str, limit: int | None, qa_limit: 
         project.spec.augment.self_consistency = 5
         t0 = time.perf_counter()
         r = evaluate_augmented(project, "cot", "arithmetic", model_obj=chat, limit=limit)
-        entry = {"n": r.n, "samples": 5, "seconds": round(time.perf_counter() - t0, 1),
-                 **{k: round(v, 4) for k, v in r.metrics.items()}}
+        entry = {
+            "n": r.n,
+            "samples": 5,
+            "seconds": round(time.perf_counter() - t0, 1),
+            **{k: round(v, 4) for k, v in r.metrics.items()},
+        }
         results["arithmetic/cot-self-consistency-5"] = entry
         print(f"arithmetic cot-sc5: {entry}", flush=True)
         merge("generation", {"model": model, **results})

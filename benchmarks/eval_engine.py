@@ -66,7 +66,7 @@ def dialogsum_project(workdir: Path, n: int, slots: int, val_n: int = 50):
     rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
-    for name, part in (("train", rows[:350]), ("validation", rows[350:400]), ("test", rows[400:400 + n])):
+    for name, part in (("train", rows[:350]), ("validation", rows[350:400]), ("test", rows[400 : 400 + n])):
         (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     (workdir / "odyssey.yaml").write_text(SPEC.format(model=MODEL, n=n, slots=slots, val_n=val_n))
     return Project.load(workdir)
@@ -81,18 +81,32 @@ def part_eval(project, results: dict) -> None:
         res = evaluate_candidate(project, MODEL, "test", engine=engine)
         wall = time.perf_counter() - t0
         rows = project.store.outputs(res.run_id)
-        runs[engine] = {"metrics": res.metrics, "wall_s": wall, "notes": res.notes, "run_id": res.run_id,
-                        "answers": {r["example_id"]: r["prediction"] for r in rows}}
-        print(f"{engine}: {res.metrics['tokens_per_s']:.1f} tok/s, rougeL {res.metrics['rougeL']:.4f}, "
-              f"copy_rate {res.metrics.get('copy_rate', 0):.2f}, wall {wall:.0f} s", flush=True)
+        runs[engine] = {
+            "metrics": res.metrics,
+            "wall_s": wall,
+            "notes": res.notes,
+            "run_id": res.run_id,
+            "answers": {r["example_id"]: r["prediction"] for r in rows},
+        }
+        print(
+            f"{engine}: {res.metrics['tokens_per_s']:.1f} tok/s, rougeL {res.metrics['rougeL']:.4f}, "
+            f"copy_rate {res.metrics.get('copy_rate', 0):.2f}, wall {wall:.0f} s",
+            flush=True,
+        )
     ref, fast = runs["transformers"], runs["llamacpp"]
     same = [k for k in ref["answers"] if ref["answers"][k] == fast["answers"].get(k)]
     results["eval"] = {
-        "model": MODEL, "rows": "dialogsum.dev.jsonl[400:500]", "n": len(ref["answers"]), "max_new_tokens": 60,
+        "model": MODEL,
+        "rows": "dialogsum.dev.jsonl[400:500]",
+        "n": len(ref["answers"]),
+        "max_new_tokens": 60,
         "transformers": {k: v for k, v in ref.items() if k != "answers"},
         "llamacpp": {k: v for k, v in fast.items() if k != "answers"},
-        "differing_examples": [{"id": k, "transformers": ref["answers"][k], "llamacpp": fast["answers"].get(k)}
-                               for k in ref["answers"] if k not in same][:5],
+        "differing_examples": [
+            {"id": k, "transformers": ref["answers"][k], "llamacpp": fast["answers"].get(k)}
+            for k in ref["answers"]
+            if k not in same
+        ][:5],
     }
     results["speedup"] = fast["metrics"]["tokens_per_s"] / ref["metrics"]["tokens_per_s"]
     results["speedup_wall"] = ref["wall_s"] / fast["wall_s"]
@@ -121,6 +135,7 @@ def _drive_bare(base_url: str, headers: dict, prompts: list[list[int]], slots: i
 
     body = {"n_predict": 60, "temperature": 0.0, "top_k": 1, "cache_prompt": True, "min_p": 0.0}
     with httpx.Client(base_url=base_url, headers=headers, timeout=3600) as client:
+
         def one(ids):
             return client.post("/completion", json={**body, "prompt": ids}).json()["tokens_predicted"]
 
@@ -138,8 +153,15 @@ def _odyssey_run(project, warm: list[int]) -> tuple[dict, object, list[list[int]
         texts, ids = _prompts(project, engine)
         engine._one(warm, {"max_new_tokens": 4})  # the same warm-up the bare server gets
         _, stats = engine.generate(texts, {"max_new_tokens": 60}, description="odyssey engine")
-        return ({"wall_s": stats["wall_s"], "new_tokens": stats["new_tokens"],
-                 "tokens_per_s": stats["new_tokens"] / stats["wall_s"]}, engine.gguf, ids)
+        return (
+            {
+                "wall_s": stats["wall_s"],
+                "new_tokens": stats["new_tokens"],
+                "tokens_per_s": stats["new_tokens"] / stats["wall_s"],
+            },
+            engine.gguf,
+            ids,
+        )
 
 
 def _bare_run(gguf, ids: list[list[int]], slots: int, warm: list[int]) -> dict:
@@ -149,15 +171,37 @@ def _bare_run(gguf, ids: list[list[int]], slots: int, warm: list[int]) -> dict:
     binary, threads = server_binary(), str(os.cpu_count())
 
     def cmd(port: int, key: str) -> list[str]:
-        return [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--api-key", key,
-                "-np", str(slots), "-c", str(slots * 4096), "-t", threads, "-tb", threads, "--cont-batching",
-                "--no-webui"]
+        return [
+            str(binary),
+            "-m",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key",
+            key,
+            "-np",
+            str(slots),
+            "-c",
+            str(slots * 4096),
+            "-t",
+            threads,
+            "-tb",
+            threads,
+            "--cont-batching",
+            "--no-webui",
+        ]
 
     with ManagedServer(cmd, name="bare llama-server") as bare:
         import httpx
 
-        httpx.post(bare.base_url + "/completion", headers=bare.headers, timeout=600,
-                   json={"prompt": warm, "n_predict": 4, "temperature": 0.0})
+        httpx.post(
+            bare.base_url + "/completion",
+            headers=bare.headers,
+            timeout=600,
+            json={"prompt": warm, "n_predict": 4, "temperature": 0.0},
+        )
         return _drive_bare(bare.base_url, bare.headers, ids, slots)
 
 
@@ -175,8 +219,14 @@ def part_bare(project, results: dict, slots: int, rounds: int = 2) -> None:
         else:
             raw = _bare_run(gguf, ids, slots, warm)
             ody, _, _ = _odyssey_run(project, warm)
-        samples.append({"order": "odyssey first" if r % 2 == 0 else "bare first", "odyssey": ody, "bare": raw,
-                        "ratio": ody["tokens_per_s"] / raw["tokens_per_s"]})
+        samples.append(
+            {
+                "order": "odyssey first" if r % 2 == 0 else "bare first",
+                "odyssey": ody,
+                "bare": raw,
+                "ratio": ody["tokens_per_s"] / raw["tokens_per_s"],
+            }
+        )
         print(f"odyssey {ody['tokens_per_s']:.1f} tok/s vs bare {raw['tokens_per_s']:.1f} tok/s", flush=True)
     results["bare"] = {"slots": slots, "samples": samples}
     results["overhead_vs_bare_server"] = 1 - sum(s["ratio"] for s in samples) / len(samples)
@@ -194,8 +244,11 @@ def part_prompt(workdir: Path, results: dict) -> None:
             init_project(root, "summarization")
         t0 = time.perf_counter()
         res = prompt_search(Project.load(root), engine=engine)
-        times[engine] = {"wall_s": time.perf_counter() - t0, "best": res.best.name,
-                         "test": {k: res.test_metrics.get(k) for k in ("rougeL", "copy_rate", "tokens_per_s")}}
+        times[engine] = {
+            "wall_s": time.perf_counter() - t0,
+            "best": res.best.name,
+            "test": {k: res.test_metrics.get(k) for k in ("rougeL", "copy_rate", "tokens_per_s")},
+        }
         print(f"prompt search ({engine}): {times[engine]['wall_s']:.0f} s, best {res.best.name}", flush=True)
     results["prompt_search"] = times
     results["prompt_search_speedup"] = times["transformers"]["wall_s"] / times["llamacpp"]["wall_s"]
@@ -214,9 +267,12 @@ def part_eval_f16(project, results: dict) -> None:
     ref = results["eval"]
     ref_rows = {r["example_id"]: r["prediction"] for r in project.store.outputs(ref["transformers"]["run_id"])}
     same = sum(1 for k, v in ref_rows.items() if rows.get(k) == v)
-    results["eval_f16"] = {"metrics": res.metrics, "identical_outputs": same / len(ref_rows),
-                           "rougeL_delta": res.metrics["rougeL"] - ref["transformers"]["metrics"]["rougeL"],
-                           "speedup": res.metrics["tokens_per_s"] / ref["transformers"]["metrics"]["tokens_per_s"]}
+    results["eval_f16"] = {
+        "metrics": res.metrics,
+        "identical_outputs": same / len(ref_rows),
+        "rougeL_delta": res.metrics["rougeL"] - ref["transformers"]["metrics"]["rougeL"],
+        "speedup": res.metrics["tokens_per_s"] / ref["transformers"]["metrics"]["tokens_per_s"],
+    }
     print(f"f16: {res.metrics['tokens_per_s']:.1f} tok/s, identical {same / len(ref_rows):.2f}", flush=True)
 
 
@@ -225,10 +281,17 @@ def part_dialogsum_prompt(project, results: dict, limit: int = 20) -> None:
 
     res = prompt_search(project, engine="llamacpp", limit=limit, test_limit=limit)
     results["dialogsum_prompt_search"] = {
-        "validation_rows": f"dialogsum.dev.jsonl[350:{350 + limit}]", "test_rows": f"[400:{400 + limit}]",
+        "validation_rows": f"dialogsum.dev.jsonl[350:{350 + limit}]",
+        "test_rows": f"[400:{400 + limit}]",
         "best": res.best.name,
-        "variants": {v.name: {"rougeL": v.metrics.get("rougeL"), "copy_rate": v.metrics.get("copy_rate"),
-                              "copies_input": v.copies_input} for v in res.variants},
+        "variants": {
+            v.name: {
+                "rougeL": v.metrics.get("rougeL"),
+                "copy_rate": v.metrics.get("copy_rate"),
+                "copies_input": v.copies_input,
+            }
+            for v in res.variants
+        },
         "best_copies_input": res.best.copies_input,
         "test": {k: res.test_metrics.get(k) for k in ("rouge1", "rougeL", "copy_rate")},
     }
@@ -263,8 +326,10 @@ def main() -> None:
         results.setdefault("part_wall_s", {})[part] = time.perf_counter() - t0
         results["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         save(results)
-    summary = {k: results.get(k) for k in ("speedup", "identical_outputs", "rougeL_delta", "overhead_vs_bare_server",
-                                           "prompt_search_speedup")}
+    summary = {
+        k: results.get(k)
+        for k in ("speedup", "identical_outputs", "rougeL_delta", "overhead_vs_bare_server", "prompt_search_speedup")
+    }
     print(json.dumps(summary, indent=1))
 
 

@@ -64,7 +64,7 @@ def make_project(workdir: Path, n_test: int):
     if not (data / "test.jsonl").exists():
         rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
         data.mkdir(parents=True, exist_ok=True)
-        for name, part in (("train", rows[:400]), ("validation", rows[384:400]), ("test", rows[400:400 + n_test])):
+        for name, part in (("train", rows[:400]), ("validation", rows[384:400]), ("test", rows[400 : 400 + n_test])):
             (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     (workdir / "odyssey.yaml").write_text(SPEC)
     from odyssey.project import Project
@@ -82,9 +82,10 @@ def hf_answers(folder: Path, inputs: list[str]) -> list[str]:
     answers = []
     with torch.inference_mode():
         for text in inputs:
-            ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)
-            new = model.generate(**ids)[0, ids["input_ids"].shape[1]:]
+            ids = tok.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+            new = model.generate(**ids)[0, ids["input_ids"].shape[1] :]
             answers.append(tok.decode(new, skip_special_tokens=True).strip())
     return answers
 
@@ -97,14 +98,33 @@ def gguf_answers(gguf: Path, inputs: list[str]) -> list[str]:
     from odyssey.models.llamacpp import tool_path
 
     binary = tool_path("llama-server", build=False)
-    server = ManagedServer(lambda port, key: [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port",
-                                              str(port), "--api-key", key, "--jinja", "-c", "4096", "-np", "1",
-                                              "--no-webui"], name="llama-server")
+    server = ManagedServer(
+        lambda port, key: [
+            str(binary),
+            "-m",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key",
+            key,
+            "--jinja",
+            "-c",
+            "4096",
+            "-np",
+            "1",
+            "--no-webui",
+        ],
+        name="llama-server",
+    )
     answers = []
     with server, httpx.Client(base_url=server.base_url, headers=server.headers, timeout=600) as client:
         for text in inputs:
-            reply = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": text}],
-                                                              "temperature": 0, "max_tokens": MAX_NEW})
+            reply = client.post(
+                "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": MAX_NEW},
+            )
             reply.raise_for_status()
             answers.append(reply.json()["choices"][0]["message"]["content"].strip())
     return answers
@@ -112,9 +132,14 @@ def gguf_answers(gguf: Path, inputs: list[str]) -> list[str]:
 
 def parity(name: str, expected: list[str], got: list[str]) -> dict:
     same = [e == g for e, g in zip(expected, got)]
-    return {f"export_parity_{name}": sum(same) / len(same), f"{name}_identical": sum(same), f"{name}_n": len(same),
-            f"{name}_differences": [{"row": i, "harness": e, "export": g}
-                                    for i, (e, g, s) in enumerate(zip(expected, got, same)) if not s][:5]}
+    return {
+        f"export_parity_{name}": sum(same) / len(same),
+        f"{name}_identical": sum(same),
+        f"{name}_n": len(same),
+        f"{name}_differences": [
+            {"row": i, "harness": e, "export": g} for i, (e, g, s) in enumerate(zip(expected, got, same)) if not s
+        ][:5],
+    }
 
 
 def main() -> None:
@@ -152,14 +177,26 @@ def main() -> None:
     t0 = time.perf_counter()
     got_gguf = gguf_answers(gguf, inputs)
     timings["gguf_generate_s"] = round(time.perf_counter() - t0, 1)
-    out = {"command": "python benchmarks/export.py " + " ".join(sys.argv[1:]),
-           "model": "packaged:smollm2-135m-instruct", "candidate": trained.candidate, "method": "lora",
-           "train_steps": trained.steps, "train_rows": "0-399", "test_rows": f"400-{399 + args.n}",
-           "max_new_tokens": MAX_NEW, "harness_engine": "transformers (f32, batched greedy)",
-           "gguf": gguf.name, "llama_server": "stock llama-server --jinja, /v1/chat/completions, temperature 0",
-           "harness_rougeL": round(result.metrics.get("rougeL", 0.0), 4), "checked_prompts": hf.checked_examples,
-           **parity("hf", expected, got_hf), **parity("gguf", expected, got_gguf), "timings_s": timings,
-           "modelfile": (ollama.path / "Modelfile").read_text(), "model_card": (hf.path / "README.md").read_text()}
+    out = {
+        "command": "python benchmarks/export.py " + " ".join(sys.argv[1:]),
+        "model": "packaged:smollm2-135m-instruct",
+        "candidate": trained.candidate,
+        "method": "lora",
+        "train_steps": trained.steps,
+        "train_rows": "0-399",
+        "test_rows": f"400-{399 + args.n}",
+        "max_new_tokens": MAX_NEW,
+        "harness_engine": "transformers (f32, batched greedy)",
+        "gguf": gguf.name,
+        "llama_server": "stock llama-server --jinja, /v1/chat/completions, temperature 0",
+        "harness_rougeL": round(result.metrics.get("rougeL", 0.0), 4),
+        "checked_prompts": hf.checked_examples,
+        **parity("hf", expected, got_hf),
+        **parity("gguf", expected, got_gguf),
+        "timings_s": timings,
+        "modelfile": (ollama.path / "Modelfile").read_text(),
+        "model_card": (hf.path / "README.md").read_text(),
+    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(out, indent=2))
     print(json.dumps({k: v for k, v in out.items() if k.startswith("export_parity") or k == "timings_s"}))

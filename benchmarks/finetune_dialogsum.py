@@ -61,8 +61,11 @@ def make_project(workdir: Path, max_seq_len: int, n_train: int = 400):
     if not (data / "test.jsonl").exists():
         rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
         data.mkdir(exist_ok=True)
-        for name, part in (("train", rows[:n_train]), ("validation", rows[n_train - 16:n_train]),
-                           ("test", rows[400:500])):
+        for name, part in (
+            ("train", rows[:n_train]),
+            ("validation", rows[n_train - 16 : n_train]),
+            ("test", rows[400:500]),
+        ):
             (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     spec = workdir / "odyssey.yaml"
     if not spec.exists():
@@ -82,11 +85,17 @@ def collect(project) -> dict:
         if not test:
             continue
         rows[cand["name"]] = {
-            "stage": cand["stage"], **{k: round(test[k], 4) for k in ("rouge1", "rouge2", "rougeL") if k in test},
-            "n_test": None, "trainable_pct": train.get("trainable_pct"), "train_wall_s": train.get("train_wall_s"),
-            "train_tokens_per_s": train.get("train_tokens_per_s"), "train_peak_memory_gb": train.get("train_peak_memory_gb"),
-            "memory_estimate_gb": train.get("memory_estimate_gb"), "val_loss": train.get("val_loss"),
-            "eval_memory_gb": test.get("memory_gb"), "eval_examples_per_s": test.get("examples_per_s"),
+            "stage": cand["stage"],
+            **{k: round(test[k], 4) for k in ("rouge1", "rouge2", "rougeL") if k in test},
+            "n_test": None,
+            "trainable_pct": train.get("trainable_pct"),
+            "train_wall_s": train.get("train_wall_s"),
+            "train_tokens_per_s": train.get("train_tokens_per_s"),
+            "train_peak_memory_gb": train.get("train_peak_memory_gb"),
+            "memory_estimate_gb": train.get("memory_estimate_gb"),
+            "val_loss": train.get("val_loss"),
+            "eval_memory_gb": test.get("memory_gb"),
+            "eval_examples_per_s": test.get("examples_per_s"),
         }
     return rows
 
@@ -98,10 +107,18 @@ def main() -> None:
     parser.add_argument("--max-seq-len", type=int, default=512)
     parser.add_argument("--n-train", type=int, default=400, help="training rows (the first N, at most 400)")
     parser.add_argument("--eval-n", type=int, default=100, help="test rows scored (the first N of the last 100)")
-    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
-                        help="also score the zero-shot base model on the test rows (after the methods)")
-    parser.add_argument("--prompt", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run the prompt stage's search (0/1/3 similar shots on validation) and score its best on test")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score the zero-shot base model on the test rows (after the methods)",
+    )
+    parser.add_argument(
+        "--prompt",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the prompt stage's search (0/1/3 similar shots on validation) and score its best on test",
+    )
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     os.environ.setdefault("ODYSSEY_QUIET", "1")
@@ -114,19 +131,37 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.exists() else {}
     results.setdefault("finetune", {})
     results["command"] = "python benchmarks/finetune_dialogsum.py " + " ".join(sys.argv[1:])
-    results.update({"model": "packaged:smollm2-135m-instruct", "train_rows": f"0-{min(args.n_train, 400) - 1}", "test_rows": "400-499",
-                    "max_seq_len": args.max_seq_len, "max_new_tokens": 60, "epochs": 1})
+    results.update(
+        {
+            "model": "packaged:smollm2-135m-instruct",
+            "train_rows": f"0-{min(args.n_train, 400) - 1}",
+            "test_rows": "400-499",
+            "max_seq_len": args.max_seq_len,
+            "max_new_tokens": 60,
+            "epochs": 1,
+        }
+    )
     for method in [m for m in args.methods.split(",") if m]:
         started = time.perf_counter()
         result = finetune(project, method=method, limit=args.eval_n)
         results["finetune"][method] = {
-            "candidate": result.candidate, "trainable_params": result.trainable_params,
-            "trainable_pct": round(result.trainable_pct, 4), "steps": result.steps, "tokens": result.tokens,
-            "train_wall_s": round(result.wall_s, 1), "tokens_per_s": round(result.tokens_per_s, 1),
-            "peak_memory_gb": round(result.peak_memory_gb, 2), "memory_estimate_gb": round(result.memory_estimate_gb, 2),
-            "val_loss": result.val_loss, "test": {k: round(v, 4) for k, v in result.metrics.get("test", {}).items()
-                                                   if k in ("rouge1", "rouge2", "rougeL", "memory_gb")},
-            "total_wall_s": round(time.perf_counter() - started, 1)}
+            "candidate": result.candidate,
+            "trainable_params": result.trainable_params,
+            "trainable_pct": round(result.trainable_pct, 4),
+            "steps": result.steps,
+            "tokens": result.tokens,
+            "train_wall_s": round(result.wall_s, 1),
+            "tokens_per_s": round(result.tokens_per_s, 1),
+            "peak_memory_gb": round(result.peak_memory_gb, 2),
+            "memory_estimate_gb": round(result.memory_estimate_gb, 2),
+            "val_loss": result.val_loss,
+            "test": {
+                k: round(v, 4)
+                for k, v in result.metrics.get("test", {}).items()
+                if k in ("rouge1", "rouge2", "rougeL", "memory_gb")
+            },
+            "total_wall_s": round(time.perf_counter() - started, 1),
+        }
         results["candidates"] = collect(project)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2, default=str))
@@ -137,11 +172,14 @@ def main() -> None:
 
         started = time.perf_counter()
         found = prompt_search(project, test_limit=args.eval_n)
-        results["best_prompt"] = {"variant": found.best.name, "shots": found.best.shots,
-                                  "selection": found.best.selection, "candidate": found.candidate,
-                                  "test": {k: round(v, 4) for k, v in found.test_metrics.items()
-                                           if k in ("rouge1", "rouge2", "rougeL")},
-                                  "wall_s": round(time.perf_counter() - started, 1)}
+        results["best_prompt"] = {
+            "variant": found.best.name,
+            "shots": found.best.shots,
+            "selection": found.best.selection,
+            "candidate": found.candidate,
+            "test": {k: round(v, 4) for k, v in found.test_metrics.items() if k in ("rouge1", "rouge2", "rougeL")},
+            "wall_s": round(time.perf_counter() - started, 1),
+        }
         out.write_text(json.dumps(results, indent=2, default=str))
         print(f"best prompt: {results['best_prompt']}", flush=True)
     if args.baseline:

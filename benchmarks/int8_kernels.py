@@ -73,17 +73,29 @@ def per_shape(torch) -> list[dict]:
             with torch.inference_mode():
                 fp32 = timed_ms(lambda: lin(x), reps=reps)
                 row = {"shape": f"{out_f}x{in_f}", "m": m, "fp32_ms": round(fp32, 4)}
-                for key, fn in (("torchao_int8_weight_only", lambda: wo(x)),
-                                ("aten_weight_int8pack_mm", lambda: torch.ops.aten._weight_int8pack_mm(x, q, scale)),
-                                ("torchao_int8_dynamic", lambda: dyn(x)),
-                                ("x86_int8_dynamic", lambda: x86(x))):
+                for key, fn in (
+                    ("torchao_int8_weight_only", lambda: wo(x)),
+                    ("aten_weight_int8pack_mm", lambda: torch.ops.aten._weight_int8pack_mm(x, q, scale)),
+                    ("torchao_int8_dynamic", lambda: dyn(x)),
+                    ("x86_int8_dynamic", lambda: x86(x)),
+                ):
                     ms = timed_ms(fn, reps=reps)
                     row[f"{key}_ms"] = round(ms, 4)
                     row[f"{key}_speedup"] = round(fp32 / ms, 3)
             rows.append(row)
-            print(f"{row['shape']:>10} m={m:<3} fp32 {fp32:8.3f} ms | " + " | ".join(
-                f"{k} {row[k + '_speedup']:.2f}x" for k in ("torchao_int8_weight_only", "aten_weight_int8pack_mm",
-                                                            "torchao_int8_dynamic", "x86_int8_dynamic")), flush=True)
+            print(
+                f"{row['shape']:>10} m={m:<3} fp32 {fp32:8.3f} ms | "
+                + " | ".join(
+                    f"{k} {row[k + '_speedup']:.2f}x"
+                    for k in (
+                        "torchao_int8_weight_only",
+                        "aten_weight_int8pack_mm",
+                        "torchao_int8_dynamic",
+                        "x86_int8_dynamic",
+                    )
+                ),
+                flush=True,
+            )
     return rows
 
 
@@ -97,11 +109,20 @@ def stack(torch, compile_mode: str | None) -> dict:
     class Blocks(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.blocks = torch.nn.ModuleList(torch.nn.ModuleDict({
-                "q": torch.nn.Linear(HIDDEN, HIDDEN, bias=False), "k": torch.nn.Linear(HIDDEN, KV, bias=False),
-                "v": torch.nn.Linear(HIDDEN, KV, bias=False), "o": torch.nn.Linear(HIDDEN, HIDDEN, bias=False),
-                "gate": torch.nn.Linear(HIDDEN, MLP, bias=False), "up": torch.nn.Linear(HIDDEN, MLP, bias=False),
-                "down": torch.nn.Linear(MLP, HIDDEN, bias=False)}) for _ in range(LAYERS))
+            self.blocks = torch.nn.ModuleList(
+                torch.nn.ModuleDict(
+                    {
+                        "q": torch.nn.Linear(HIDDEN, HIDDEN, bias=False),
+                        "k": torch.nn.Linear(HIDDEN, KV, bias=False),
+                        "v": torch.nn.Linear(HIDDEN, KV, bias=False),
+                        "o": torch.nn.Linear(HIDDEN, HIDDEN, bias=False),
+                        "gate": torch.nn.Linear(HIDDEN, MLP, bias=False),
+                        "up": torch.nn.Linear(HIDDEN, MLP, bias=False),
+                        "down": torch.nn.Linear(MLP, HIDDEN, bias=False),
+                    }
+                )
+                for _ in range(LAYERS)
+            )
             self.head = torch.nn.Linear(HIDDEN, VOCAB, bias=False)
 
         def forward(self, x):
@@ -125,8 +146,10 @@ def stack(torch, compile_mode: str | None) -> dict:
     out = {}
     with torch.inference_mode():
         ref = fp32(x)
-        for name, make in (("torchao_int8_dynamic", lambda m: quantize_(m, Int8DynamicActivationInt8WeightConfig())),
-                           ("x86_int8_dynamic", x86_int8.quantize_model)):
+        for name, make in (
+            ("torchao_int8_dynamic", lambda m: quantize_(m, Int8DynamicActivationInt8WeightConfig())),
+            ("x86_int8_dynamic", x86_int8.quantize_model),
+        ):
             if compile_mode != "default":
                 continue  # eager kernels: timed once, with the default mode's run
             model = copy.deepcopy(fp32)
@@ -149,8 +172,11 @@ def stack(torch, compile_mode: str | None) -> dict:
                 out[f"{name}_eager_speedup"] = round(out["fp32_eager_ms"] / out[f"{name}_eager_ms"], 3)
         if compile_mode:
             out["int8_compiled_speedup_vs_fp32_compiled"] = round(
-                out["fp32_compiled_ms"] / out["int8_weight_only_compiled_ms"], 3)
-            out["int8_compiled_speedup_vs_fp32_eager"] = round(out["fp32_eager_ms"] / out["int8_weight_only_compiled_ms"], 3)
+                out["fp32_compiled_ms"] / out["int8_weight_only_compiled_ms"], 3
+            )
+            out["int8_compiled_speedup_vs_fp32_eager"] = round(
+                out["fp32_eager_ms"] / out["int8_weight_only_compiled_ms"], 3
+            )
     return out
 
 
@@ -162,8 +188,9 @@ def decode_model(torch, model_ref: str, new_tokens: int = 64) -> dict:
 
     loaded = load(model_ref, dtype="float32")
     tok, model = loaded.tokenizer, loaded.model.eval()
-    ids = tok("#Person1#: Did you finish the report? #Person2#: Not yet, I need one more day.\nSummary:",
-              return_tensors="pt")
+    ids = tok(
+        "#Person1#: Did you finish the report? #Person2#: Not yet, I need one more day.\nSummary:", return_tensors="pt"
+    )
 
     def decode_ms(m) -> float:
         def generate(n: int) -> float:
@@ -188,50 +215,68 @@ def decode_model(torch, model_ref: str, new_tokens: int = 64) -> dict:
     int8, _ = x86_int8.smooth_and_check(model, x86_int8.activation_absmax(model, [dict(ids)]), 0.5, dict(ids))
     x86_int8.quantize_model(int8)
     int8_ms = decode_ms(int8)
-    return {"model": model_ref, "fp32_decode_ms_per_token": round(fp32_ms, 2), "fp32_decode_tok_s": round(1e3 / fp32_ms, 1),
-            "x86_int8_decode_ms_per_token": round(int8_ms, 2), "x86_int8_decode_tok_s": round(1e3 / int8_ms, 1),
-            "x86_int8_decode_speedup": round(fp32_ms / int8_ms, 3),
-            "fp32_product_share_profiled": round(share, 3),
-            "max_speedup_if_products_took_no_time": round(1 / (1 - share), 3)}
+    return {
+        "model": model_ref,
+        "fp32_decode_ms_per_token": round(fp32_ms, 2),
+        "fp32_decode_tok_s": round(1e3 / fp32_ms, 1),
+        "x86_int8_decode_ms_per_token": round(int8_ms, 2),
+        "x86_int8_decode_tok_s": round(1e3 / int8_ms, 1),
+        "x86_int8_decode_speedup": round(fp32_ms / int8_ms, 3),
+        "fp32_product_share_profiled": round(share, 3),
+        "max_speedup_if_products_took_no_time": round(1 / (1 - share), 3),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-autotune", action="store_true", help="also compile with mode='max-autotune'")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--model", default="packaged:smollm2-135m-instruct",
-                        help="the model decoded in part 3; 'none' skips it")
+    parser.add_argument(
+        "--model", default="packaged:smollm2-135m-instruct", help="the model decoded in part 3; 'none' skips it"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
     import torchao
 
     torch.set_num_threads(args.threads)
-    results = {"machine": f"{os.cpu_count()} CPU cores, {platform.machine()}", "threads": args.threads,
-               "torch": torch.__version__, "torchao": torchao.__version__,
-               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-               "peer": "fp32 F.linear (MKL)", "per_shape": per_shape(torch)}
+    results = {
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "torchao": torchao.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "peer": "fp32 F.linear (MKL)",
+        "per_shape": per_shape(torch),
+    }
     modes = ["default"] + (["max-autotune"] if args.max_autotune else [])
     results["stack"] = {}
     for mode in modes:
         s = stack(torch, mode)
         results["stack"][mode] = s
-        print(f"stack ({LAYERS} blocks + head, 1 token), compile mode {mode}: " + ", ".join(f"{k} {v}" for k, v in s.items()),
-              flush=True)
+        print(
+            f"stack ({LAYERS} blocks + head, 1 token), compile mode {mode}: "
+            + ", ".join(f"{k} {v}" for k, v in s.items()),
+            flush=True,
+        )
     m1 = [r for r in results["per_shape"] if r["m"] == 1]
-    results["decode_shapes_best_int8_speedup"] = max(
-        max(r[k] for k in r if k.endswith("_speedup")) for r in m1)
+    results["decode_shapes_best_int8_speedup"] = max(max(r[k] for k in r if k.endswith("_speedup")) for r in m1)
     if args.model != "none":
         c = decode_model(torch, args.model)
         results["decode"] = c
-        print(f"decode fp32 {c['fp32_decode_tok_s']} tok/s, x86 int8 {c['x86_int8_decode_tok_s']} tok/s: "
-              f"{c['x86_int8_decode_speedup']:.2f}x; the profiled products are {100 * c['fp32_product_share_profiled']:.0f} % "
-              f"of fp32 decoding (bound {c['max_speedup_if_products_took_no_time']:.2f}x)", flush=True)
+        print(
+            f"decode fp32 {c['fp32_decode_tok_s']} tok/s, x86 int8 {c['x86_int8_decode_tok_s']} tok/s: "
+            f"{c['x86_int8_decode_speedup']:.2f}x; the profiled products are {100 * c['fp32_product_share_profiled']:.0f} % "
+            f"of fp32 decoding (bound {c['max_speedup_if_products_took_no_time']:.2f}x)",
+            flush=True,
+        )
     results["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"best int8 speed-up over fp32 at one decoding token, any shape, any kernel: "
-          f"{results['decode_shapes_best_int8_speedup']:.2f}x -> {RESULTS}")
+    print(
+        f"best int8 speed-up over fp32 at one decoding token, any shape, any kernel: "
+        f"{results['decode_shapes_best_int8_speedup']:.2f}x -> {RESULTS}"
+    )
 
 
 if __name__ == "__main__":

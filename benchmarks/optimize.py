@@ -74,8 +74,9 @@ def setup(project_dir: Path, args) -> Path:
     data.mkdir(parents=True, exist_ok=True)
     for name, part in (("train", rows[:400]), ("validation", rows[400:416]), ("test", rows[400:])):
         (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
-    (project_dir / "odyssey.yaml").write_text(SPEC.format(model=MODEL, n_eval=args.n_eval, max_new=args.max_new_tokens,
-                                                          distill_steps=args.distill_steps))
+    (project_dir / "odyssey.yaml").write_text(
+        SPEC.format(model=MODEL, n_eval=args.n_eval, max_new=args.max_new_tokens, distill_steps=args.distill_steps)
+    )
     return project_dir
 
 
@@ -90,8 +91,18 @@ def save(results: dict) -> None:
 
 
 def side_by_side(m: dict, comparison: dict) -> dict:
-    keys = ("size_mb", "peak_rss_gb", "load_rss_gb", "prefill_tok_s", "decode_tok_s", "decode_tok_s_batched",
-            "p50_latency_ms", "p95_latency_ms", "n_params", "backend")
+    keys = (
+        "size_mb",
+        "peak_rss_gb",
+        "load_rss_gb",
+        "prefill_tok_s",
+        "decode_tok_s",
+        "decode_tok_s_batched",
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "n_params",
+        "backend",
+    )
     out = {}
     for who in ("parent", "candidate"):
         out[who] = {k: m[who].get(k) for k in keys}
@@ -102,9 +113,11 @@ def side_by_side(m: dict, comparison: dict) -> dict:
 
 def line(name: str, entry: dict) -> str:
     c, p, m = entry["comparison"], entry["parent"], entry["candidate"]
-    return (f"{name:<22} size {m['size_mb']:.0f} MB (×{c.get('size_ratio') or 0:.2f})  decode {m['decode_tok_s']:.1f} tok/s "
-            f"(×{c.get('decode_speedup') or 0:.2f}; paired ×{c.get('decode_speedup_paired') or 0:.2f})  p95 {m['p95_latency_ms']:.0f} ms (parent {p['p95_latency_ms']:.0f})  "
-            f"ΔROUGE-1/2/L {c.get('rouge1_change', 0):+.4f}/{c.get('rouge2_change', 0):+.4f}/{c.get('rougeL_change', 0):+.4f}")
+    return (
+        f"{name:<22} size {m['size_mb']:.0f} MB (×{c.get('size_ratio') or 0:.2f})  decode {m['decode_tok_s']:.1f} tok/s "
+        f"(×{c.get('decode_speedup') or 0:.2f}; paired ×{c.get('decode_speedup_paired') or 0:.2f})  p95 {m['p95_latency_ms']:.0f} ms (parent {p['p95_latency_ms']:.0f})  "
+        f"ΔROUGE-1/2/L {c.get('rouge1_change', 0):+.4f}/{c.get('rouge2_change', 0):+.4f}/{c.get('rougeL_change', 0):+.4f}"
+    )
 
 
 def make_teacher(project, steps: int) -> str:
@@ -122,10 +135,19 @@ def make_teacher(project, steps: int) -> str:
     with project.store.run("optimize", project.spec.as_dict(), {"action": "benchmark-teacher", "steps": steps}) as run:
         loaded = load(MODEL, dtype="float32")
         spec = project.spec.optimize.prune.model_copy(update={"recover_lora_r": 16, "recover_learning_rate": 3e-4})
-        rec = recover(loaded.model, loaded.tokenizer, project, base.prompt, steps, spec,
-                      project.state_dir / "optimize" / "bench-teacher", resume=True)
-        out = save_model(rec.pop("model"), loaded.tokenizer, run.artifacts_dir / "teacher",
-                         {"method": "lora-sft", "steps": steps})
+        rec = recover(
+            loaded.model,
+            loaded.tokenizer,
+            project,
+            base.prompt,
+            steps,
+            spec,
+            project.state_dir / "optimize" / "bench-teacher",
+            resume=True,
+        )
+        out = save_model(
+            rec.pop("model"), loaded.tokenizer, run.artifacts_dir / "teacher", {"method": "lora-sft", "steps": steps}
+        )
         config = {"prompt": base.prompt.as_dict(), "method": "lora-sft (benchmark teacher)", "training": rec}
         cand_id = project.store.upsert_candidate(name, "adapt", str(out), config, base.id, run.id)
         measure_and_record(project, run, cand_id, name, str(out), base, {"method": "lora-sft"})
@@ -170,18 +192,32 @@ def retime(project, results: dict, only: list[str]) -> None:
             continue
         parent = resolve_parent(project, names[cand["parent_id"]])
         probe = stream_gb_s()
-        paired = measure_paired(project, parent.model_ref, cand["model_ref"], parent.prompt,
-                                settings=settings_for(project), label=cand["name"])
-        sample = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "project": str(project.root),
-                  "parent": parent.name, "decode_speedup": round(paired["decode_speedup"], 4),
-                  "rounds": paired["rounds"], "stream_gb_s_before": round(probe, 1),
-                  "parent_decode_tok_s": round(statistics.median(paired["parent_decode_tok_s"]), 2),
-                  "candidate_decode_tok_s": round(statistics.median(paired["candidate_decode_tok_s"]), 2),
-                  "round_ratios": [round(r, 3) for r in paired["round_ratios"]]}
+        paired = measure_paired(
+            project,
+            parent.model_ref,
+            cand["model_ref"],
+            parent.prompt,
+            settings=settings_for(project),
+            label=cand["name"],
+        )
+        sample = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "project": str(project.root),
+            "parent": parent.name,
+            "decode_speedup": round(paired["decode_speedup"], 4),
+            "rounds": paired["rounds"],
+            "stream_gb_s_before": round(probe, 1),
+            "parent_decode_tok_s": round(statistics.median(paired["parent_decode_tok_s"]), 2),
+            "candidate_decode_tok_s": round(statistics.median(paired["candidate_decode_tok_s"]), 2),
+            "round_ratios": [round(r, 3) for r in paired["round_ratios"]],
+        }
         results.setdefault("paired_samples", {}).setdefault(cand["name"], []).append(sample)
         save(results)
-        print(f"{cand['name']:<40} paired ×{sample['decode_speedup']:.2f}  ({sample['candidate_decode_tok_s']:.1f} vs "
-              f"{sample['parent_decode_tok_s']:.1f} tok/s, {sample['rounds']} rounds)", flush=True)
+        print(
+            f"{cand['name']:<40} paired ×{sample['decode_speedup']:.2f}  ({sample['candidate_decode_tok_s']:.1f} vs "
+            f"{sample['parent_decode_tok_s']:.1f} tok/s, {sample['rounds']} rounds)",
+            flush=True,
+        )
 
 
 def summarize_paired(results: dict) -> None:
@@ -192,10 +228,14 @@ def summarize_paired(results: dict) -> None:
     speeds taken minutes apart, or a stored parent's, on a machine whose speed drifts within the hour."""
     import statistics
 
-    goals = {"int8": ("int8_decode_speedup", results.get("int8_method")),
-             "prune": ("prune_speedup", f"prune-{results.get('prune_target', 'mlp')}-25"),
-             "distill": ("distill_speedup", "distill-15-of-30" + ("-bi" if results.get("distill_student_init")
-                                                                   == "block-influence" else ""))}
+    goals = {
+        "int8": ("int8_decode_speedup", results.get("int8_method")),
+        "prune": ("prune_speedup", f"prune-{results.get('prune_target', 'mlp')}-25"),
+        "distill": (
+            "distill_speedup",
+            "distill-15-of-30" + ("-bi" if results.get("distill_student_init") == "block-influence" else ""),
+        ),
+    }
     for goal, (key, run_key) in goals.items():
         entry = results.get("runs", {}).get(run_key)
         if not entry:
@@ -204,17 +244,26 @@ def summarize_paired(results: dict) -> None:
         samples = []
         paired = (entry.get("comparison") or {}).get("paired_speed")
         if paired:
-            samples.append({"at": entry.get("measured_at"), "decode_speedup": paired["decode_speedup"],
-                            "parent_decode_tok_s": statistics.median(paired["parent_decode_tok_s"])})
+            samples.append(
+                {
+                    "at": entry.get("measured_at"),
+                    "decode_speedup": paired["decode_speedup"],
+                    "parent_decode_tok_s": statistics.median(paired["parent_decode_tok_s"]),
+                }
+            )
         samples += results.get("paired_samples", {}).get(name, []) if name else []
         if not samples:
             results[key] = entry["comparison"]["decode_speedup"]
             continue
         ratios = [s["decode_speedup"] for s in samples]
         results[f"{goal}_paired"] = {
-            "candidate": name, "n": len(ratios), "median": round(statistics.median(ratios), 4),
-            "min": round(min(ratios), 4), "max": round(max(ratios), 4),
-            "samples": [(s["at"], round(s["decode_speedup"], 3), round(s["parent_decode_tok_s"], 1)) for s in samples]}
+            "candidate": name,
+            "n": len(ratios),
+            "median": round(statistics.median(ratios), 4),
+            "min": round(min(ratios), 4),
+            "max": round(max(ratios), 4),
+            "samples": [(s["at"], round(s["decode_speedup"], 3), round(s["parent_decode_tok_s"], 1)) for s in samples],
+        }
         results[key] = results[f"{goal}_paired"]["median"]
 
 
@@ -226,10 +275,18 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=60)
     parser.add_argument("--distill-steps", type=int, default=80)
     parser.add_argument("--recover-steps", type=int, default=40)
-    parser.add_argument("--prune-target", default="mlp", choices=["mlp", "heads", "layers"],
-                        help="what the 25 %% structured pruning removes: MLP neurons, attention heads or whole layers")
-    parser.add_argument("--student-init", default="every-other", choices=["every-other", "block-influence"],
-                        help="which 15 teacher layers the distilled student keeps")
+    parser.add_argument(
+        "--prune-target",
+        default="mlp",
+        choices=["mlp", "heads", "layers"],
+        help="what the 25 %% structured pruning removes: MLP neurons, attention heads or whole layers",
+    )
+    parser.add_argument(
+        "--student-init",
+        default="every-other",
+        choices=["every-other", "block-influence"],
+        help="which 15 teacher layers the distilled student keeps",
+    )
     parser.add_argument("--project", default="/tmp/odyssey-bench-optimize")
     parser.add_argument("--retime", default="", help="with --parts retime: only these candidates (comma-separated)")
     args = parser.parse_args()
@@ -243,8 +300,15 @@ def main() -> None:
     parts = set(args.parts.split(","))
     results = load_results()
     if parts - {"retime", "summarize"}:  # a re-timing only adds samples
-        results.update({"model": MODEL, "data": "DialogSum validation: rows 0-399 train, 400-499 evaluated",
-                        "n_eval": args.n_eval, "max_new_tokens": args.max_new_tokens, "machine": f"{os.cpu_count()} CPU cores"})
+        results.update(
+            {
+                "model": MODEL,
+                "data": "DialogSum validation: rows 0-399 train, 400-499 evaluated",
+                "n_eval": args.n_eval,
+                "max_new_tokens": args.max_new_tokens,
+                "machine": f"{os.cpu_count()} CPU cores",
+            }
+        )
     results.setdefault("runs", {})
     started = time.perf_counter()
 
@@ -285,8 +349,11 @@ def main() -> None:
     if "retime" in parts:
         retime(project, results, [n for n in args.retime.split(",") if n])
 
-    int8_methods = [m for part, m in (("quant", "int8"), ("int8torchao", "int8-torchao"), ("int8wo", "int8-weight-only"))
-                    if part in parts]
+    int8_methods = [
+        m
+        for part, m in (("quant", "int8"), ("int8torchao", "int8-torchao"), ("int8wo", "int8-weight-only"))
+        if part in parts
+    ]
     for method in int8_methods:
         r = quantize(project, method, start_from=MODEL)
         record(r.method, {**side_by_side(r.measurement, r.comparison), "candidate_name": r.candidate})
@@ -312,15 +379,27 @@ def main() -> None:
         store = project.store
         t_m = latest_measurement(store, store.candidate(teacher)["id"])
         z_m = latest_measurement(store, store.candidate(resolve_name(project))["id"])
-        results["teacher"] = {"name": teacher, "steps": args.teacher_steps,
-                              "rougeL": t_m["metrics"]["rougeL"], "zero_shot_rougeL": z_m["metrics"]["rougeL"],
-                              "decode_tok_s": t_m["decode_tok_s"], "p95_latency_ms": t_m["p95_latency_ms"]}
+        results["teacher"] = {
+            "name": teacher,
+            "steps": args.teacher_steps,
+            "rougeL": t_m["metrics"]["rougeL"],
+            "zero_shot_rougeL": z_m["metrics"]["rougeL"],
+            "decode_tok_s": t_m["decode_tok_s"],
+            "p95_latency_ms": t_m["p95_latency_ms"],
+        }
         save(results)
         print(f"teacher rougeL {t_m['metrics']['rougeL']:.4f} vs zero-shot {z_m['metrics']['rougeL']:.4f}", flush=True)
 
     if "prune" in parts:
-        r = prune(project, structured=True, sparsity=0.25, target=args.prune_target, recover_steps=args.recover_steps,
-                  start_from=teacher, resume=True)
+        r = prune(
+            project,
+            structured=True,
+            sparsity=0.25,
+            target=args.prune_target,
+            recover_steps=args.recover_steps,
+            start_from=teacher,
+            resume=True,
+        )
         entry = side_by_side(r.measurement, r.comparison)
         entry["recovery"] = {k: v for k, v in (r.recovery or {}).items()}
         entry["details"] = r.details
@@ -332,8 +411,14 @@ def main() -> None:
         save(results)
 
     if "distill" in parts:
-        r = distill(project, teacher=teacher, student_layers=15, steps=args.distill_steps, resume=True,
-                    student_init=args.student_init)
+        r = distill(
+            project,
+            teacher=teacher,
+            student_layers=15,
+            steps=args.distill_steps,
+            resume=True,
+            student_init=args.student_init,
+        )
         entry = side_by_side(r.measurement, r.comparison)
         entry["training"] = r.training
         entry["kd_positions"] = project.spec.optimize.distill.positions
@@ -347,8 +432,11 @@ def main() -> None:
         save(results)
         results["distill_speedup_separate"] = entry["comparison"]["decode_speedup"]
         results["distill_gain_kept"] = entry["gain_kept"]
-        results["distill_note"] = ("gain kept = (student ROUGE-L - zero-shot) / (teacher ROUGE-L - zero-shot)"
-                                   if gain > 0 else "the teacher did not beat zero-shot: gain kept is undefined")
+        results["distill_note"] = (
+            "gain kept = (student ROUGE-L - zero-shot) / (teacher ROUGE-L - zero-shot)"
+            if gain > 0
+            else "the teacher did not beat zero-shot: gain kept is undefined"
+        )
         save(results)
 
     from odyssey.optimize import report
@@ -357,8 +445,11 @@ def main() -> None:
     results["report"] = rep.paths
     results["wall_s"] = round(time.perf_counter() - started, 1)
     save(results)
-    print(json.dumps({k: v for k, v in results.items() if k not in {"runs", "teacher", "report", "paired_samples"}},
-                     indent=2))
+    print(
+        json.dumps(
+            {k: v for k, v in results.items() if k not in {"runs", "teacher", "report", "paired_samples"}}, indent=2
+        )
+    )
 
 
 def resolve_name(project) -> str:

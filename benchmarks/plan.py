@@ -44,20 +44,27 @@ def main() -> None:
     for ref, method, batch, seq in CASES:
         case = compare(ref, method, batch, seq, steps=3, measured_probe={**measured, "runtime_gb": runtime})
         cases.append(case)
-        print(f"{ref:34s} {method:9s} b={batch} s={seq}: memory {case['predicted_peak_gb']:.3f} vs "
-              f"{case['measured_peak_gb']:.3f} GB (x{case['memory_ratio']:.2f}); tokens/s "
-              f"{case['predicted_tokens_per_s']:.1f} vs {case['measured_tokens_per_s']:.1f} (x{case['speed_ratio']:.2f})",
-              flush=True)
+        print(
+            f"{ref:34s} {method:9s} b={batch} s={seq}: memory {case['predicted_peak_gb']:.3f} vs "
+            f"{case['measured_peak_gb']:.3f} GB (x{case['memory_ratio']:.2f}); tokens/s "
+            f"{case['predicted_tokens_per_s']:.1f} vs {case['measured_tokens_per_s']:.1f} (x{case['speed_ratio']:.2f})",
+            flush=True,
+        )
     mem = [abs(c["memory_ratio"] - 1) for c in cases]
     speed = [max(c["speed_ratio"], 1 / c["speed_ratio"]) for c in cases]
     payload = {
         "machine": {"cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
-        "probe": {k: v for k, v in measured.items()}, "runtime_gb": runtime,
+        "probe": {k: v for k, v in measured.items()},
+        "runtime_gb": runtime,
         "tolerance": {"memory_relative": 0.35, "speed_factor": 3.0},
-        "summary": {"max_memory_error": round(max(mem), 3), "max_speed_factor": round(max(speed), 3),
-                    "memory_within_tolerance": all(m <= 0.35 for m in mem),
-                    "speed_within_tolerance": all(s <= 3.0 for s in speed)},
-        "cases": cases, "wall_s": round(time.perf_counter() - started, 1),
+        "summary": {
+            "max_memory_error": round(max(mem), 3),
+            "max_speed_factor": round(max(speed), 3),
+            "memory_within_tolerance": all(m <= 0.35 for m in mem),
+            "speed_within_tolerance": all(s <= 3.0 for s in speed),
+        },
+        "cases": cases,
+        "wall_s": round(time.perf_counter() - started, 1),
     }
     (ROOT / "benchmarks" / "results" / "plan.json").write_text(json.dumps(payload, indent=2))
     print(json.dumps(payload["summary"], indent=2))

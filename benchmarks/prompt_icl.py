@@ -41,10 +41,13 @@ def main() -> None:
     from odyssey.prompts import PromptConfig, render
     from odyssey.spec import Scope
 
-    scope = Scope.model_validate({"task": "summarization",
-                                  "data": {"source": str(DATA), "fields": {"input": "dialogue", "target": "summary",
-                                                                           "id": "fname"}},
-                                  "metrics": ["rouge1", "rouge2", "rougeL"]})
+    scope = Scope.model_validate(
+        {
+            "task": "summarization",
+            "data": {"source": str(DATA), "fields": {"input": "dialogue", "target": "summary", "id": "fname"}},
+            "metrics": ["rouge1", "rouge2", "rougeL"],
+        }
+    )
     rows = to_examples(read_records(DATA), scope.data, str(DATA))
     evaluated, pool = rows[: args.n], rows[100:]
     loaded = load(MODEL)
@@ -68,8 +71,11 @@ def main() -> None:
     }
     t = results["throughput"]
     t["ratio"] = round(t["batched_examples_per_s"] / t["single_examples_per_s"], 2)
-    print(f"throughput: batched {t['batched_examples_per_s']} ex/s vs single {t['single_examples_per_s']} ex/s "
-          f"-> ratio {t['ratio']}x; identical outputs {same}/{len(subset)}", flush=True)
+    print(
+        f"throughput: batched {t['batched_examples_per_s']} ex/s vs single {t['single_examples_per_s']} ex/s "
+        f"-> ratio {t['ratio']}x; identical outputs {same}/{len(subset)}",
+        flush=True,
+    )
     save(results)
 
     for shots, selection in [(0, "fixed"), (1, "similar"), (3, "similar")]:
@@ -78,10 +84,15 @@ def main() -> None:
         out = run_harness(loaded, evaluated, cfg, scope, pool=pool, batch_size=8)
         wall = time.perf_counter() - started
         scores = {k: round(out.metrics[k], 4) for k in ("rouge1", "rouge2", "rougeL")}
-        results["variants"][cfg.name] = {**scores, "wall_s": round(wall, 1), "notes": out.notes,
-                                         "examples_per_s": round(out.metrics["examples_per_s"], 3)}
-        print(f"{cfg.name:<16} " + "  ".join(f"{k}={v:.4f}" for k, v in scores.items()) + f"  ({wall:.0f} s)",
-              flush=True)
+        results["variants"][cfg.name] = {
+            **scores,
+            "wall_s": round(wall, 1),
+            "notes": out.notes,
+            "examples_per_s": round(out.metrics["examples_per_s"], 3),
+        }
+        print(
+            f"{cfg.name:<16} " + "  ".join(f"{k}={v:.4f}" for k, v in scores.items()) + f"  ({wall:.0f} s)", flush=True
+        )
         save(results)
 
 

@@ -28,8 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 def stdlib_docs(min_words: int = 40, limit: int = 2000) -> list[str]:
     seen, docs = set(), []
-    names = sorted(m.name for m in pkgutil.iter_modules() if m.module_finder and "python3" in str(getattr(m.module_finder, "path", ""))
-                   and "site-packages" not in str(getattr(m.module_finder, "path", "")))
+    names = sorted(
+        m.name
+        for m in pkgutil.iter_modules()
+        if m.module_finder
+        and "python3" in str(getattr(m.module_finder, "path", ""))
+        and "site-packages" not in str(getattr(m.module_finder, "path", ""))
+    )
     for name in names:
         if name.startswith(("_", "test", "idlelib", "tkinter", "turtle", "antigravity", "this")):
             continue
@@ -101,8 +106,15 @@ def main(n_exact: int = 100, n_near: int = 100, rate: float = 0.05, write: bool 
         corpus = Path(tmp) / "corpus"
         corpus.mkdir()
         (corpus / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-        cfg = CurateSpec(min_words=5, languages=[], max_symbol_ratio=1.0, min_alpha_ratio=0.0,
-                         max_repeated_line_ratio=1.0, max_top_ngram_ratio=1.0, **overrides)  # dedup only
+        cfg = CurateSpec(
+            min_words=5,
+            languages=[],
+            max_symbol_ratio=1.0,
+            min_alpha_ratio=0.0,
+            max_repeated_line_ratio=1.0,
+            max_top_ngram_ratio=1.0,
+            **overrides,
+        )  # dedup only
         start = time.perf_counter()
         report = curate(corpus, Path(tmp) / "clean", cfg)
         wall = time.perf_counter() - start
@@ -118,13 +130,26 @@ def main(n_exact: int = 100, n_near: int = 100, rate: float = 0.05, write: bool 
             true_removals += 1
     n_injected = len(pairs)
     result = {
-        "base_documents": len(base), "injected_exact": n_exact, "injected_near": n_near, "near_edit_rate": rate,
-        "threshold": cfg.near_dup_threshold, "num_perm": cfg.num_perm, "shingle": cfg.shingle,
-        "removed_exact": report.dropped["exact_duplicate"], "removed_near": report.dropped["near_duplicate"],
+        "base_documents": len(base),
+        "injected_exact": n_exact,
+        "injected_near": n_near,
+        "near_edit_rate": rate,
+        "threshold": cfg.near_dup_threshold,
+        "num_perm": cfg.num_perm,
+        "shingle": cfg.shingle,
+        "removed_exact": report.dropped["exact_duplicate"],
+        "removed_near": report.dropped["near_duplicate"],
         "recall": caught / n_injected,
-        "recall_near": sum(1 for c, src in pairs if c.startswith("near-") and (c in removed or report.duplicate_of.get(src) == c)) / max(n_near, 1), "precision": true_removals / max(len(removed), 1),
-        "false_removals": sorted(d for d in removed if d.startswith("base-") and d not in injected.values()
-                                 and report.duplicate_of.get(d) not in injected)[:20],
+        "recall_near": sum(
+            1 for c, src in pairs if c.startswith("near-") and (c in removed or report.duplicate_of.get(src) == c)
+        )
+        / max(n_near, 1),
+        "precision": true_removals / max(len(removed), 1),
+        "false_removals": sorted(
+            d
+            for d in removed
+            if d.startswith("base-") and d not in injected.values() and report.duplicate_of.get(d) not in injected
+        )[:20],
         "wall_s": round(wall, 2),
     }
     if write:
@@ -138,4 +163,6 @@ if __name__ == "__main__":
     main()
     for edit_rate in (0.10, 0.20):  # harder near copies: how recall falls as copies drift further
         r = main(write=False, rate=edit_rate)
-        print(f"edit rate {edit_rate}: recall {r['recall']:.3f} (near {r['recall_near']:.3f}), precision {r['precision']:.3f}")
+        print(
+            f"edit rate {edit_rate}: recall {r['recall']:.3f} (near {r['recall_near']:.3f}), precision {r['precision']:.3f}"
+        )

@@ -62,13 +62,38 @@ def main() -> None:
         started = time.perf_counter()
         result = select_models(project)
         wall = time.perf_counter() - started
-    keep = ("rouge1", "rouge2", "rougeL", "rougeLsum", "p50_latency_ms", "p95_latency_ms", "tokens_per_s",
-            "memory_gb", "mean_new_tokens")
-    payload = {"n": result.n_examples, "split": "rows 400-499 (test)", "primary_metric": result.primary_metric,
-               "chosen": result.chosen, "wall_s": round(wall, 1), "notes": result.notes,
-               "ranking": [{"rank": r.rank, "candidate": r.name, "model": r.model_ref, "family": r.family,
-                            "n_params": r.n_params, "passed": r.passed, "note": r.note,
-                            **{k: round(r.metrics[k], 4) for k in keep if k in r.metrics}} for r in result.ranking]}
+    keep = (
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "rougeLsum",
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "tokens_per_s",
+        "memory_gb",
+        "mean_new_tokens",
+    )
+    payload = {
+        "n": result.n_examples,
+        "split": "rows 400-499 (test)",
+        "primary_metric": result.primary_metric,
+        "chosen": result.chosen,
+        "wall_s": round(wall, 1),
+        "notes": result.notes,
+        "ranking": [
+            {
+                "rank": r.rank,
+                "candidate": r.name,
+                "model": r.model_ref,
+                "family": r.family,
+                "n_params": r.n_params,
+                "passed": r.passed,
+                "note": r.note,
+                **{k: round(r.metrics[k], 4) for k in keep if k in r.metrics},
+            }
+            for r in result.ranking
+        ],
+    }
     out = ROOT / "benchmarks" / "results" / "select_dialogsum.json"
     out.write_text(json.dumps(payload, indent=2))
     print(json.dumps(payload, indent=2))

@@ -31,10 +31,18 @@ def main() -> None:
     for model in MODELS:
         started = time.perf_counter()
         result = run_benchmarks(TASKS, model=model, batch_size=8, limit=args.limit)
-        payload["models"][model] = {"wall_s": round(time.perf_counter() - started, 1),
-                                    "scores": {s["task"]: {"metric": s["metric"], "value": round(s["value"], 4),
-                                                           "stderr": round(s["stderr"] or 0, 4), "n": s["n_samples"]}
-                                               for s in result.scores}}
+        payload["models"][model] = {
+            "wall_s": round(time.perf_counter() - started, 1),
+            "scores": {
+                s["task"]: {
+                    "metric": s["metric"],
+                    "value": round(s["value"], 4),
+                    "stderr": round(s["stderr"] or 0, 4),
+                    "n": s["n_samples"],
+                }
+                for s in result.scores
+            },
+        }
         print(model, json.dumps(payload["models"][model]), flush=True)
     payload["chance"] = {"mini-mmlu": 0.25, "boolq-mini": 0.5, "capitals": 0.0}
     (ROOT / "benchmarks" / "results" / "select_lmeval.json").write_text(json.dumps(payload, indent=2))

@@ -33,13 +33,28 @@ def main() -> None:
         for objective in ("clm", "mlm", "span"):
             r = pretrain(project, objective=objective, size=args.size, steps=args.steps)
             payload["objectives"][objective] = {
-                "n_params": r.n_params, "tokens": r.tokens, "steps": r.steps, "wall_s": round(r.wall_s, 1),
-                "val_loss": round(r.val_loss, 4), "val_perplexity": round(r.val_perplexity, 2),
-                "curve": [{"step": h["step"], "val_loss": round(h["val_loss"], 4), "val_perplexity": round(h["val_perplexity"], 2)}
-                          for h in r.curve if "val_loss" in h],
-                "sample": r.sample}
-            print(objective, json.dumps({k: v for k, v in payload["objectives"][objective].items() if k != "curve"}),
-                  flush=True)
+                "n_params": r.n_params,
+                "tokens": r.tokens,
+                "steps": r.steps,
+                "wall_s": round(r.wall_s, 1),
+                "val_loss": round(r.val_loss, 4),
+                "val_perplexity": round(r.val_perplexity, 2),
+                "curve": [
+                    {
+                        "step": h["step"],
+                        "val_loss": round(h["val_loss"], 4),
+                        "val_perplexity": round(h["val_perplexity"], 2),
+                    }
+                    for h in r.curve
+                    if "val_loss" in h
+                ],
+                "sample": r.sample,
+            }
+            print(
+                objective,
+                json.dumps({k: v for k, v in payload["objectives"][objective].items() if k != "curve"}),
+                flush=True,
+            )
             (ROOT / "benchmarks" / "results" / "select_pretrain.json").write_text(json.dumps(payload, indent=2))
 
 

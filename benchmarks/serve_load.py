@@ -51,8 +51,11 @@ def prompts(n: int, start: int = 0) -> list[list[dict]]:
     """``n`` chat requests from dialogue ``start`` on. Each level gets dialogues no earlier level sent:
     llama-server keeps every slot's last prompt and reuses the longest matching prefix, so a repeated
     prompt would skip its prefill and flatter whichever level came later."""
-    rows = [json.loads(line) for line in
-            (REPO / "odyssey/data/examples/summarization/dialogues.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (REPO / "odyssey/data/examples/summarization/dialogues.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     msgs = [[{"role": "user", "content": f"{INSTRUCTION}\n\nDialogue:\n{r['dialogue']}"}] for r in rows]
     return [msgs[(start + i) % len(msgs)] for i in range(n)]
 
@@ -81,8 +84,9 @@ def stop(proc: subprocess.Popen):
             proc.wait()
 
 
-async def load(url: str, headers: dict, model: str, messages: list[list[dict]], concurrency: int,
-               max_tokens: int) -> dict:
+async def load(
+    url: str, headers: dict, model: str, messages: list[list[dict]], concurrency: int, max_tokens: int
+) -> dict:
     queue: asyncio.Queue = asyncio.Queue()
     for m in messages:
         queue.put_nowait(m)
@@ -107,12 +111,20 @@ async def load(url: str, headers: dict, model: str, messages: list[list[dict]], 
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"concurrency": concurrency, "requests": len(messages), "ok": len(latencies), "errors": errors[:3],
-            "completion_tokens": sum(tokens), "wall_s": round(wall, 2),
-            "tokens_per_s": round(sum(tokens) / wall, 2),
-            "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
-            "mean_completion_tokens": round(sum(tokens) / max(len(tokens), 1), 1),
-            "mean_prompt_tokens": round(sum(prompt_tokens) / max(len(prompt_tokens), 1), 1), "_ids": ids}
+    return {
+        "concurrency": concurrency,
+        "requests": len(messages),
+        "ok": len(latencies),
+        "errors": errors[:3],
+        "completion_tokens": sum(tokens),
+        "wall_s": round(wall, 2),
+        "tokens_per_s": round(sum(tokens) / wall, 2),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p95_ms": round(percentile(latencies, 95), 1),
+        "mean_completion_tokens": round(sum(tokens) / max(len(tokens), 1), 1),
+        "mean_prompt_tokens": round(sum(prompt_tokens) / max(len(prompt_tokens), 1), 1),
+        "_ids": ids,
+    }
 
 
 def cpu_seconds(proc: subprocess.Popen) -> tuple[float, float]:
@@ -142,10 +154,12 @@ def run_levels(name, url, headers, model, levels, per_level, max_tokens, proc=No
             res["cpu_s_server"] = round(after[0] - before[0], 2)
             res["cpu_s_children"] = round(after[1] - before[1], 2)
         start += n
-        print(f"  {name:18s} c={c:<3d} {res['tokens_per_s']:7.2f} tok/s  p50 {res['p50_ms']:8.0f} ms  "
-              f"p95 {res['p95_ms']:8.0f} ms  ({res['ok']}/{res['requests']} ok, {res['completion_tokens']} tokens)"
-              + (f"  cpu {res['cpu_s_server']:.1f}+{res['cpu_s_children']:.1f} s" if "cpu_s_server" in res else ""),
-              flush=True)
+        print(
+            f"  {name:18s} c={c:<3d} {res['tokens_per_s']:7.2f} tok/s  p50 {res['p50_ms']:8.0f} ms  "
+            f"p95 {res['p95_ms']:8.0f} ms  ({res['ok']}/{res['requests']} ok, {res['completion_tokens']} tokens)"
+            + (f"  cpu {res['cpu_s_server']:.1f}+{res['cpu_s_children']:.1f} s" if "cpu_s_server" in res else ""),
+            flush=True,
+        )
         out[str(c)] = res
     return out
 
@@ -169,8 +183,10 @@ def main():
     gguf = PACKAGED["smollm2-135m-instruct"].weights_file()
     binary = llama_server_path()
     if binary is None:
-        sys.exit("llama-server is not built: python -c \"from odyssey.models import llamacpp as l; "
-                 "l.tool_path('llama-server')\" (or set ODYSSEY_LLAMA_SERVER)")
+        sys.exit(
+            'llama-server is not built: python -c "from odyssey.models import llamacpp as l; '
+            "l.tool_path('llama-server')\" (or set ODYSSEY_LLAMA_SERVER)"
+        )
     threads = os.cpu_count() or 2
     total_ctx = args.parallel * args.slot_context
     servers = args.servers.split(",")
@@ -184,15 +200,33 @@ def main():
         results: dict = {}
         if "llama-server" in servers:
             port = free_port()
-            proc = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-                                     "-np", str(args.parallel), "-c", str(total_ctx), "-t", str(threads),
-                                     "--cont-batching", "--no-webui"], stdout=open(work / "llama-server.log", "wb"),
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [
+                    str(binary),
+                    "-m",
+                    str(gguf),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "-np",
+                    str(args.parallel),
+                    "-c",
+                    str(total_ctx),
+                    "-t",
+                    str(threads),
+                    "--cont-batching",
+                    "--no-webui",
+                ],
+                stdout=open(work / "llama-server.log", "wb"),
+                stderr=subprocess.STDOUT,
+            )
             try:
                 wait_ready(f"http://127.0.0.1:{port}", proc, "/health")
                 print(f"llama-server -np {args.parallel}", flush=True)
-                results["llama-server"] = run_levels("llama-server", f"http://127.0.0.1:{port}", {}, "smollm2",
-                                                     levels, per_level, args.max_tokens, proc)
+                results["llama-server"] = run_levels(
+                    "llama-server", f"http://127.0.0.1:{port}", {}, "smollm2", levels, per_level, args.max_tokens, proc
+                )
             finally:
                 stop(proc)
 
@@ -203,9 +237,11 @@ def main():
 
             root = init_project(work / f"proj{rnd}", "summarization")
             spec = (root / "odyssey.yaml").read_text()
-            spec += (f"\ndeploy:\n  backend: llama.cpp\n  parallel: {args.parallel}\n"
-                     f"  context_length: {total_ctx}\n  prompt_mode: chat\n  max_concurrency: 256\n"
-                     "  rate_limit_rpm: 1000000\n")
+            spec += (
+                f"\ndeploy:\n  backend: llama.cpp\n  parallel: {args.parallel}\n"
+                f"  context_length: {total_ctx}\n  prompt_mode: chat\n  max_concurrency: 256\n"
+                "  rate_limit_rpm: 1000000\n"
+            )
             (root / "odyssey.yaml").write_text(spec)
             project = Project.load(root)
             key = create_key(project.store, "bench").key
@@ -214,16 +250,31 @@ def main():
             env = {**os.environ, "ODYSSEY_QUIET": "1"}
             if binary is not None:
                 env["ODYSSEY_LLAMA_SERVER"] = str(binary)
-            proc = subprocess.Popen([sys.executable, "-m", "odyssey.cli", "serve", "-p", str(root),
-                                     "--port", str(port), "--backend", "llama.cpp"],
-                                    stdout=open(work / "odyssey.log", "wb"), stderr=subprocess.STDOUT,
-                                    env=env, cwd=REPO)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "odyssey.cli",
+                    "serve",
+                    "-p",
+                    str(root),
+                    "--port",
+                    str(port),
+                    "--backend",
+                    "llama.cpp",
+                ],
+                stdout=open(work / "odyssey.log", "wb"),
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+            )
             headers = {"Authorization": f"Bearer {key}"}
             try:
                 wait_ready(f"http://127.0.0.1:{port}", proc, "/v1/models", headers=headers)
                 print(f"odyssey serve (llama.cpp backend, -np {args.parallel}, auth + capture on)", flush=True)
-                res = run_levels("odyssey", f"http://127.0.0.1:{port}", headers, None, levels, per_level,
-                                 args.max_tokens, proc)
+                res = run_levels(
+                    "odyssey", f"http://127.0.0.1:{port}", headers, None, levels, per_level, args.max_tokens, proc
+                )
                 results["odyssey"] = res
             finally:
                 stop(proc)
@@ -234,8 +285,7 @@ def main():
             answered = [i for level in res.values() for i in level["_ids"]]
             answered_total += len(answered)
             lost_total += sum(1 for i in answered if i not in captured)
-            print(f"  capture: {len(answered)} answered (after warm-up), {lost_total} without a record",
-                  flush=True)
+            print(f"  capture: {len(answered)} answered (after warm-up), {lost_total} without a record", flush=True)
 
         return results
 
@@ -248,25 +298,53 @@ def main():
 
     if "llama_cpp.server" in servers:
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
-                                 "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads)],
-                                stdout=open(work / "llama_cpp_server.log", "wb"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "4096",
+                "--n_threads",
+                str(threads),
+            ],
+            stdout=open(work / "llama_cpp_server.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_ready(f"http://127.0.0.1:{port}", proc, "/v1/models")
             print("python -m llama_cpp.server", flush=True)
-            results["llama_cpp.server"] = run_levels("llama_cpp.server", f"http://127.0.0.1:{port}", {}, "smollm2",
-                                                     levels, per_level, args.max_tokens)
+            results["llama_cpp.server"] = run_levels(
+                "llama_cpp.server", f"http://127.0.0.1:{port}", {}, "smollm2", levels, per_level, args.max_tokens
+            )
         finally:
             stop(proc)
 
     for res in results.values():
         for level in res.values():
             level.pop("_ids", None)
-    out = {"benchmark": "serve_load", "model": f"packaged:smollm2-135m-instruct ({gguf.name})",
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-           "settings": {"levels": levels, "requests": per_level, "max_tokens": args.max_tokens, "greedy": True,
-                        "parallel_slots": args.parallel, "slot_context": args.slot_context, "threads": threads},
-           "results": results, **extra}
+    out = {
+        "benchmark": "serve_load",
+        "model": f"packaged:smollm2-135m-instruct ({gguf.name})",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "settings": {
+            "levels": levels,
+            "requests": per_level,
+            "max_tokens": args.max_tokens,
+            "greedy": True,
+            "parallel_slots": args.parallel,
+            "slot_context": args.slot_context,
+            "threads": threads,
+        },
+        "results": results,
+        **extra,
+    }
     import statistics
 
     for rnd in rounds[1:]:
@@ -277,8 +355,11 @@ def main():
         out["rounds"] = rounds[1:]
     for c in levels:
         tok = {name: r[str(c)]["tokens_per_s"] for name, r in results.items()}
-        per_round = [r["odyssey"][str(c)]["tokens_per_s"] / r["llama-server"][str(c)]["tokens_per_s"]
-                     for r in rounds if "odyssey" in r and "llama-server" in r]
+        per_round = [
+            r["odyssey"][str(c)]["tokens_per_s"] / r["llama-server"][str(c)]["tokens_per_s"]
+            for r in rounds
+            if "odyssey" in r and "llama-server" in r
+        ]
         if per_round:
             out[f"ratio_vs_llama_server_c{c}"] = round(statistics.median(per_round), 3)
             out[f"ratio_vs_llama_server_c{c}_rounds"] = [round(x, 3) for x in per_round]

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from odyssey.cli_support import console as _console, emit_json as _emit_json, load_project as _load
 
 from odyssey.cli_options import EngineOpt, JsonOpt, ProjectOpt
+from odyssey.cli_support import console as _console, emit_json as _emit_json, load_project as _load
 from odyssey.errors import ExitCode, OdysseyError
 
 app = typer.Typer(
@@ -30,14 +30,25 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _global_options(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show libraries' logs, warnings and progress bars "
-                                          "on stderr (otherwise they go to .odyssey/odyssey.log)")] = False,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="what generates, for every command: auto | "
-                                                  "transformers | llamacpp | vllm | openai (default: evaluate.engine)")]
-    = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="show libraries' logs, warnings and progress bars "
+            "on stderr (otherwise they go to .odyssey/odyssey.log)",
+        ),
+    ] = False,
+    engine: Annotated[
+        Optional[str],
+        typer.Option(
+            "--engine",
+            help="what generates, for every command: auto | "
+            "transformers | llamacpp | vllm | openai (default: evaluate.engine)",
+        ),
+    ] = None,
 ):
     """Carry an LLM application through its lifecycle: scope, select, adapt, align, evaluate, optimize, deploy."""
     if engine:
@@ -89,12 +100,20 @@ def validate(project: ProjectOpt = Path("."), as_json: JsonOpt = False):
     path = project if project.suffix in {".yaml", ".yml"} else project / SPEC_FILE
     spec, report = check_project(path)
     if as_json:
-        _emit_json({"ok": report.ok, "file": str(path), "problems": [p.__dict__ for p in report.problems],
-                    "notes": report.notes})
+        _emit_json(
+            {
+                "ok": report.ok,
+                "file": str(path),
+                "problems": [p.__dict__ for p in report.problems],
+                "notes": report.notes,
+            }
+        )
     elif report.ok:
         console = _console()
-        console.print(f"[green]ok[/] {path}: {spec.scope.task}, {len(spec.models)} model(s), "
-                      f"{len(spec.scope.gate_list())} gate(s)")
+        console.print(
+            f"[green]ok[/] {path}: {spec.scope.task}, {len(spec.models)} model(s), "
+            f"{len(spec.scope.gate_list())} gate(s)"
+        )
         for note in report.notes:
             console.print(f"  {note}", markup=False, highlight=False)
     else:
@@ -106,8 +125,11 @@ def validate(project: ProjectOpt = Path("."), as_json: JsonOpt = False):
 
 
 @app.command()
-def models(project: ProjectOpt = Path("."), as_json: JsonOpt = False,
-           tiny: Annotated[bool, typer.Option(help="also list the tiny test models")] = False):
+def models(
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+    tiny: Annotated[bool, typer.Option(help="also list the tiny test models")] = False,
+):
     """Models available here: family, architecture, parameters, memory for inference and training."""
     from odyssey.models import catalog
     from odyssey.project import SPEC_FILE
@@ -142,8 +164,12 @@ def prompt(
     from odyssey.render import gates_table, metrics_table, print_tables, variants_table
 
     console = _console()
-    print_tables(console, variants_table(result), metrics_table(result.test_metrics, f"{result.candidate} on test"),
-                 gates_table(result.gates))
+    print_tables(
+        console,
+        variants_table(result),
+        metrics_table(result.test_metrics, f"{result.candidate} on test"),
+        gates_table(result.gates),
+    )
     console.print(f"report: {result.report['markdown']}")
 
 
@@ -154,8 +180,10 @@ def _shot_counts(text: str) -> list[int]:
     except ValueError:
         counts = []
     if not counts or any(not 0 <= n <= 16 for n in counts):
-        raise OdysseyError(f"--shots {text!r} is not a list of shot counts",
-                           hint="comma-separated whole numbers from 0 to 16, e.g. --shots 0,1,3")
+        raise OdysseyError(
+            f"--shots {text!r} is not a list of shot counts",
+            hint="comma-separated whole numbers from 0 to 16, e.g. --shots 0,1,3",
+        )
     return counts
 
 
@@ -174,15 +202,18 @@ def eval_(
     """Evaluate a model or candidate (default: the board's best) with the harness: metrics, gates,
     output checks, per-example outputs, report."""
     proj = _load(project)
-    result = proj.evaluate(model=model, split=split, candidate=candidate, limit=limit, batch_size=batch_size,
-                           engine=engine)
+    result = proj.evaluate(
+        model=model, split=split, candidate=candidate, limit=limit, batch_size=batch_size, engine=engine
+    )
     if as_json:
         _emit_json(result.as_dict())
     else:
         from odyssey.render import gates_table, metrics_table, print_tables
 
         console = _console()
-        print_tables(console, metrics_table(result.metrics, f"{result.candidate} on {split}"), gates_table(result.gates))
+        print_tables(
+            console, metrics_table(result.metrics, f"{result.candidate} on {split}"), gates_table(result.gates)
+        )
         for note in result.notes:
             console.print(f"[yellow]note:[/] {note}")
         console.print(f"report: {result.report['markdown']}")
@@ -217,8 +248,18 @@ def demo(
 # Each stage adds its commands in odyssey/<stage>/cli.py with a ``register(app)`` function. Those
 # modules import only typer at module level (``odyssey --help`` must stay fast); the work is
 # imported inside each command.
-STAGE_CLIS = ("select", "adapt", "align", "optimize", "deploy", "deploy.export_formats", "augment", "pipeline",
-              "tracking", "tune")
+STAGE_CLIS = (
+    "select",
+    "adapt",
+    "align",
+    "optimize",
+    "deploy",
+    "deploy.export_formats",
+    "augment",
+    "pipeline",
+    "tracking",
+    "tune",
+)
 
 
 def _register_stage_commands() -> None:

@@ -12,5 +12,9 @@ import typer
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="project folder (holds odyssey.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON object on stdout instead of tables")]
-EngineOpt = Annotated[str | None, typer.Option("--engine", help="what generates: auto | transformers | llamacpp | "
-                                               "vllm | openai (default: evaluate.engine)")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine", help="what generates: auto | transformers | llamacpp | vllm | openai (default: evaluate.engine)"
+    ),
+]

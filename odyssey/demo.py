@@ -9,7 +9,6 @@ from pathlib import Path
 
 from odyssey import ui
 
-
 DEMO_STAGES = ("select", "adapt", "align", "optimize", "deploy", "augment")
 
 
@@ -28,8 +27,15 @@ def run_demo(path: Path | None = None, *, model: str = "packaged:smollm2-135m-in
 
     from odyssey.models import catalog
     from odyssey.project import Project, check_spec_file
-    from odyssey.render import (board_tables, gates_table, make_console, metrics_table, models_table, print_tables,
-                                variants_table)
+    from odyssey.render import (
+        board_tables,
+        gates_table,
+        make_console,
+        metrics_table,
+        models_table,
+        print_tables,
+        variants_table,
+    )
     from odyssey.scaffold import init_project
 
     console = make_console()
@@ -56,8 +62,9 @@ def run_demo(path: Path | None = None, *, model: str = "packaged:smollm2-135m-in
 
     console.print(Rule("4. evaluate: odyssey eval (zero-shot baseline on test)"))
     evaluation = project.evaluate(model=model, split="test", limit=4 if quick else None)
-    print_tables(console, metrics_table(evaluation.metrics, f"{evaluation.candidate} on test"),
-                 gates_table(evaluation.gates))
+    print_tables(
+        console, metrics_table(evaluation.metrics, f"{evaluation.candidate} on test"), gates_table(evaluation.gates)
+    )
 
     # Later stages plug in here: odyssey/<stage>/demo.py defines demo_step(project, console, model, quick),
     # run in lifecycle order. Each prints its own heading.

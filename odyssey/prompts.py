@@ -24,8 +24,13 @@ DEFAULT_INSTRUCTIONS = {
     "translation": "Translate the text.",
 }
 
-INPUT_LABELS = {"summarization": ("Dialogue", "Summary"), "classification": ("Message", "Category"),
-                "qa": ("Question", "Answer"), "ner": ("Text", "Entities"), "translation": ("Text", "Translation")}
+INPUT_LABELS = {
+    "summarization": ("Dialogue", "Summary"),
+    "classification": ("Message", "Category"),
+    "qa": ("Question", "Answer"),
+    "ner": ("Text", "Entities"),
+    "translation": ("Text", "Translation"),
+}
 
 
 @dataclass
@@ -49,11 +54,11 @@ class PromptConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PromptConfig":
+    def from_dict(cls, data: dict) -> PromptConfig:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @classmethod
-    def default(cls, task: str, labels: list[str] | None = None, instruction: str | None = None, **kw) -> "PromptConfig":
+    def default(cls, task: str, labels: list[str] | None = None, instruction: str | None = None, **kw) -> PromptConfig:
         text = instruction or DEFAULT_INSTRUCTIONS[task]
         return cls(task=task, instruction=text.replace("{labels}", ", ".join(labels or [])), labels=labels, **kw)
 
@@ -138,7 +143,9 @@ class DemoSelector:
         self.pool, self.strategy, self.k, self.seed = list(pool), strategy, k, seed
         self._vectors = None
         if k > len(self.pool):
-            raise ValueError(f"{k}-shot prompts need at least {k} training examples; the train split has {len(self.pool)}")
+            raise ValueError(
+                f"{k}-shot prompts need at least {k} training examples; the train split has {len(self.pool)}"
+            )
 
     def __call__(self, ex: Example) -> list[Example]:
         if self.k == 0:

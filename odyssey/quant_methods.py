@@ -16,15 +16,15 @@ from odyssey.errors import OdysseyError
 # name -> description, one dict per backend
 AUTO = {
     "int8": "int8 weights + dynamic int8 activations with the fastest kernels this machine has: "
-            "int8-x86 on x86 CPUs, int8-torchao elsewhere",
+    "int8-x86 on x86 CPUs, int8-torchao elsewhere",
 }
 X86 = {
     "int8-x86": "PyTorch's x86 engine (FBGEMM/oneDNN, VNNI/AMX kernels): int8 per-channel weights, dynamic int8 "
-                "activations; CPU",
+    "activations; CPU",
 }
 TORCHAO = {
     "int8-torchao": "torchao: int8 weights and dynamically quantized int8 activations "
-                    "(Int8DynamicActivationInt8WeightConfig)",
+    "(Int8DynamicActivationInt8WeightConfig)",
     "int8-weight-only": "torchao: int8 weights, fp32 activations (Int8WeightOnlyConfig)",
     "int4": "torchao: int4 weight-only, grouped scales (Int4WeightOnlyConfig; CPU kernel via the 'opaque' packing)",
 }
@@ -42,8 +42,14 @@ GGUF_TYPES = {
     "q3_k_m": "llama.cpp: 3-bit k-quant, mixed",
     "q2_k": "llama.cpp: 2-bit k-quant",
 }
-ALIASES = {"gguf": "gguf:q4_k_m", "int8-dynamic": "int8", "int8wo": "int8-weight-only", "nf4": "bnb-nf4",
-           "q4_k_m": "gguf:q4_k_m", "q8_0": "gguf:q8_0"}
+ALIASES = {
+    "gguf": "gguf:q4_k_m",
+    "int8-dynamic": "int8",
+    "int8wo": "int8-weight-only",
+    "nf4": "bnb-nf4",
+    "q4_k_m": "gguf:q4_k_m",
+    "q8_0": "gguf:q8_0",
+}
 
 
 @dataclass(frozen=True)
@@ -82,5 +88,7 @@ def parse_quant_method(text: str) -> QuantMethod:
 
     known = list(all_methods())
     close = difflib.get_close_matches(name, known, n=1)
-    raise OdysseyError(f"unknown quantization method {text!r}",
-                       hint=(f"did you mean {close[0]!r}? " if close else "") + "known: " + ", ".join(known))
+    raise OdysseyError(
+        f"unknown quantization method {text!r}",
+        hint=(f"did you mean {close[0]!r}? " if close else "") + "known: " + ", ".join(known),
+    )

@@ -34,17 +34,37 @@ def _params(n) -> str:
 
 def models_table(infos) -> Table:
     table = Table(title="models", show_lines=False)
-    for col in ("model", "family", "arch", "params", "context", "fp32 GB", "bf16 GB", "int8 GB", "train full GB",
-                "train LoRA GB", "license", "note"):
+    for col in (
+        "model",
+        "family",
+        "arch",
+        "params",
+        "context",
+        "fp32 GB",
+        "bf16 GB",
+        "int8 GB",
+        "train full GB",
+        "train LoRA GB",
+        "license",
+        "note",
+    ):
         table.add_column(col, overflow="fold")
     for info in infos:
         mem = info.memory_gb or {}
         inf = mem.get("inference_gb", {})
         table.add_row(
-            info.ref if info.available else f"[dim]{info.ref}[/]", info.family or "–", info.architecture or "–",
-            _params(info.n_params), _num(info.context_length), _num(inf.get("fp32"), 2), _num(inf.get("bf16"), 2),
-            _num(inf.get("int8"), 2), _num(mem.get("train_full_gb"), 2), _num(mem.get("train_lora_gb"), 2),
-            info.license or "–", info.note,
+            info.ref if info.available else f"[dim]{info.ref}[/]",
+            info.family or "–",
+            info.architecture or "–",
+            _params(info.n_params),
+            _num(info.context_length),
+            _num(inf.get("fp32"), 2),
+            _num(inf.get("bf16"), 2),
+            _num(inf.get("int8"), 2),
+            _num(mem.get("train_full_gb"), 2),
+            _num(mem.get("train_lora_gb"), 2),
+            info.license or "–",
+            info.note,
         )
     return table
 
@@ -98,14 +118,22 @@ def plain_table(title: str, columns: list[str], rows: list[list]) -> Table:
 def variants_table(result) -> Table:
     primary = result.primary_metric
     table = Table(title=f"prompt variants on validation (best: {result.best.name})")
-    cols = ["variant", primary] + [m for m in ("rouge1", "rouge2", "rougeL", "accuracy", "f1", "exact_match")
-                                   if m != primary and m in result.best.metrics] + ["p95 ms"]
+    cols = (
+        ["variant", primary]
+        + [
+            m
+            for m in ("rouge1", "rouge2", "rougeL", "accuracy", "f1", "exact_match")
+            if m != primary and m in result.best.metrics
+        ]
+        + ["p95 ms"]
+    )
     for col in cols:
         table.add_column(col, justify="right" if col != "variant" else "left")
     for v in result.variants:
         mark = "★ " if v.name == result.best.name else "  "
-        table.add_row(mark + v.name, *[_num(v.metrics.get(c)) for c in cols[1:-1]],
-                      _num(v.metrics.get("p95_latency_ms"), 0))
+        table.add_row(
+            mark + v.name, *[_num(v.metrics.get(c)) for c in cols[1:-1]], _num(v.metrics.get("p95_latency_ms"), 0)
+        )
     return table
 
 
@@ -120,16 +148,38 @@ def board_tables(board) -> list[Table]:
     cands = Table(title=f"candidates (best on test by {board.primary_metric}: {board.best or '–'})")
     metric_cols: list[str] = []
     for c in board.candidates:
-        metric_cols += [m for m in c.metrics if m not in metric_cols and m in
-                        {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "accuracy", "f1", "exact_match",
-                         "p95_latency_ms", "memory_gb", "win_rate", "kl", "toxicity"}]  # last three: align
+        metric_cols += [
+            m
+            for m in c.metrics
+            if m not in metric_cols
+            and m
+            in {
+                "rouge1",
+                "rouge2",
+                "rougeL",
+                "rougeLsum",
+                "bleu",
+                "accuracy",
+                "f1",
+                "exact_match",
+                "p95_latency_ms",
+                "memory_gb",
+                "win_rate",
+                "kl",
+                "toxicity",
+            }
+        ]  # last three: align
     for col in ["candidate", "stage", "split", *metric_cols, "gates"]:
         cands.add_column(col, justify="left" if col in {"candidate", "stage", "split"} else "right")
     for c in board.candidates:
         star = "★ " if c.name == board.best else ""
-        cands.add_row(star + c.name, c.stage, c.split or "–",
-                      *[_num(c.metrics.get(m), 3 if "latency" not in m else 0) for m in metric_cols],
-                      PASS[c.passed])
+        cands.add_row(
+            star + c.name,
+            c.stage,
+            c.split or "–",
+            *[_num(c.metrics.get(m), 3 if "latency" not in m else 0) for m in metric_cols],
+            PASS[c.passed],
+        )
     return [stages, cands]
 
 
@@ -145,10 +195,17 @@ def selection_table(result) -> Table:
         table.add_column(col, overflow="fold")
     for r in result.ranking:
         m = r.metrics
-        table.add_row(str(r.rank), r.name, r.family or "–", f"{(r.n_params or 0) / 1e6:.1f}M",
-                      f"{m[primary]:.4f}" if primary in m else "–",
-                      f"{m['p95_latency_ms']:.0f}" if "p95_latency_ms" in m else "–", _gb(m.get("memory_gb")),
-                      {True: "pass", False: "FAIL", None: "–"}[r.passed], r.note[:80])
+        table.add_row(
+            str(r.rank),
+            r.name,
+            r.family or "–",
+            f"{(r.n_params or 0) / 1e6:.1f}M",
+            f"{m[primary]:.4f}" if primary in m else "–",
+            f"{m['p95_latency_ms']:.0f}" if "p95_latency_ms" in m else "–",
+            _gb(m.get("memory_gb")),
+            {True: "pass", False: "FAIL", None: "–"}[r.passed],
+            r.note[:80],
+        )
     return table
 
 
@@ -187,8 +244,13 @@ def benchmark_table(result) -> Table:
     for col in ("task", "metric", "value", "stderr", "n"):
         table.add_column(col)
     for s in result.scores:
-        table.add_row(s["task"], s["metric"], f"{s['value']:.4f}",
-                      "–" if s.get("stderr") is None else f"{s['stderr']:.4f}", str(s.get("n_samples") or "–"))
+        table.add_row(
+            s["task"],
+            s["metric"],
+            f"{s['value']:.4f}",
+            "–" if s.get("stderr") is None else f"{s['stderr']:.4f}",
+            str(s.get("n_samples") or "–"),
+        )
     return table
 
 
@@ -197,8 +259,14 @@ def pretrain_table(result) -> Table:
     table = Table(title=f"pretrain {result.objective} ({result.size}): candidate {result.candidate}")
     for col in ("params", "tokens seen", "wall s", "val loss", "val ppl", "report"):
         table.add_column(col)
-    table.add_row(f"{result.n_params / 1e6:.2f}M", f"{result.tokens:,}", f"{result.wall_s:.0f}",
-                  f"{result.val_loss:.3f}", f"{result.val_perplexity:.1f}", result.report)
+    table.add_row(
+        f"{result.n_params / 1e6:.2f}M",
+        f"{result.tokens:,}",
+        f"{result.wall_s:.0f}",
+        f"{result.val_loss:.3f}",
+        f"{result.val_perplexity:.1f}",
+        result.report,
+    )
     return table
 
 
@@ -208,9 +276,16 @@ def keys_table(rows: list[dict]) -> Table:
     for col in ("name", "prefix", "scopes", "rpm", "concurrency", "created", "last used", "revoked"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["prefix"] + "…", ",".join(r["scopes"]), str(r["rate_limit_rpm"] or "default"),
-                      str(r["max_concurrency"] or "default"), r["created_at"][:19], (r["last_used_at"] or "–")[:19],
-                      (r["revoked_at"] or "")[:19])
+        table.add_row(
+            r["name"],
+            r["prefix"] + "…",
+            ",".join(r["scopes"]),
+            str(r["rate_limit_rpm"] or "default"),
+            str(r["max_concurrency"] or "default"),
+            r["created_at"][:19],
+            (r["last_used_at"] or "–")[:19],
+            (r["revoked_at"] or "")[:19],
+        )
     return table
 
 

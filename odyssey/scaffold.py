@@ -30,8 +30,9 @@ EXAMPLES = {
 
 # Sections written at their defaults after the task template's own (scope, models, prompt, evaluate).
 DEFAULT_SECTIONS = ("select", "adapt", "align", "optimize", "deploy", "augment")
-DEFAULTS_BANNER = ("# ---- Every other section at its defaults. To change a setting, uncomment its line and the "
-                   "headers above it. ----")
+DEFAULTS_BANNER = (
+    "# ---- Every other section at its defaults. To change a setting, uncomment its line and the headers above it. ----"
+)
 COMMENT_COLUMN = 48
 NO_COMMENT = "see odyssey/spec.py"
 

@@ -48,7 +48,7 @@ class Gate(Strict):
     threshold: float
 
     @classmethod
-    def parse(cls, metric: str, expression: str | float | int) -> "Gate":
+    def parse(cls, metric: str, expression: str | float | int) -> Gate:
         if isinstance(expression, (int, float)) and not isinstance(expression, bool):
             # A bare number: "at least" for quality metrics, "at most" for costs.
             op = "<=" if metric in SYSTEM_METRICS and metric not in {"examples_per_s", "tokens_per_s"} else ">="
@@ -88,7 +88,7 @@ class Splits(Strict):
     test: float = 0.2
 
     @model_validator(mode="after")
-    def _sum_to_one(self) -> "Splits":
+    def _sum_to_one(self) -> Splits:
         total = self.train + self.validation + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split fractions add up to {total:g}, not 1 (train + validation + test)")
@@ -222,7 +222,8 @@ class LlamaCppEngineSpec(Strict):
 
     slots: int = Field(8, ge=1, le=256, description="parallel sequences (llama-server -np)")
     precision: Literal["f32", "f16", "bf16"] = Field(
-        "f32", description="GGUF weight type; f32 keeps greedy answers equal to the transformers reference")
+        "f32", description="GGUF weight type; f32 keeps greedy answers equal to the transformers reference"
+    )
     slot_context: int = Field(4096, ge=256, description="tokens of context per slot (prompt + answer)")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
 
@@ -243,7 +244,8 @@ class EvaluateSpec(Strict):
     generation: Generation = Generation()
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     engine: Literal["auto", "transformers", "llamacpp", "vllm", "openai"] = Field(
-        "auto", description="what generates: auto picks the fastest engine that runs the candidate exactly")
+        "auto", description="what generates: auto picks the fastest engine that runs the candidate exactly"
+    )
     llamacpp: LlamaCppEngineSpec = LlamaCppEngineSpec()
     openai: OpenAIEngineSpec = OpenAIEngineSpec()
 
@@ -253,12 +255,16 @@ class CurateSpec(Strict):
 
     min_words: int = Field(5, ge=0, description="drop documents with fewer words")
     max_words: int = Field(100_000, ge=1, description="drop documents with more words")
-    max_symbol_ratio: float = Field(0.1, ge=0, le=1, description="most '#', '...' and non-alphanumeric symbols per word")
+    max_symbol_ratio: float = Field(
+        0.1, ge=0, le=1, description="most '#', '...' and non-alphanumeric symbols per word"
+    )
     min_alpha_ratio: float = Field(0.7, ge=0, le=1, description="least share of words that contain a letter")
     max_repeated_line_ratio: float = Field(0.3, ge=0, le=1, description="most share of duplicated lines in a document")
     max_top_ngram_ratio: float = Field(0.2, ge=0, le=1, description="most share of characters in the top 2-gram")
     languages: list[str] = Field(default_factory=lambda: ["en"], description="keep these languages ([] keeps all)")
-    near_dup_threshold: float = Field(0.5, gt=0, le=1, description="MinHash Jaccard above which documents are near-dups")
+    near_dup_threshold: float = Field(
+        0.5, gt=0, le=1, description="MinHash Jaccard above which documents are near-dups"
+    )
     num_perm: int = Field(128, ge=16, le=1024)
     shingle: int = Field(3, ge=1, le=20, description="word n-gram size for MinHash shingles")
     scrub_pii: bool = True
@@ -301,15 +307,19 @@ class LoraSpec(Strict):
     alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] | None = Field(
-        None, description="module names to adapt; None: a per-architecture default (attention + MLP projections)")
+        None, description="module names to adapt; None: a per-architecture default (attention + MLP projections)"
+    )
     quantize: Literal["4bit", "8bit"] | None = Field(
-        None, description="QLoRA: load the frozen base in 4 or 8 bit (needs a CUDA GPU and bitsandbytes)")
+        None, description="QLoRA: load the frozen base in 4 or 8 bit (needs a CUDA GPU and bitsandbytes)"
+    )
 
 
 class PromptTuningSpec(Strict):
     num_virtual_tokens: int = Field(20, ge=1, le=512)
-    init_text: str | None = Field(None, description="initialize the soft prompt from this text; None: the task "
-                                                    "instruction; 'random' for random init")
+    init_text: str | None = Field(
+        None,
+        description="initialize the soft prompt from this text; None: the task instruction; 'random' for random init",
+    )
 
 
 class MixSource(Strict):
@@ -335,8 +345,10 @@ class AdaptSpec(Strict):
     batch_size: int = Field(16, ge=1, description="most examples per batch")
     grad_accum: int = Field(1, ge=1)
     packing: Literal["bucket", "pack", "pad"] = Field(
-        "bucket", description="bucket: length-grouped batches; pack: several examples per row with position ids "
-                              "(no cross-example attention); pad: plain padded batches (for comparison)")
+        "bucket",
+        description="bucket: length-grouped batches; pack: several examples per row with position ids "
+        "(no cross-example attention); pad: plain padded batches (for comparison)",
+    )
     gradient_checkpointing: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     eval_every: int | None = Field(None, ge=1, description="steps between validation-loss evaluations")
@@ -348,8 +360,11 @@ class AdaptSpec(Strict):
     lora: LoraSpec = LoraSpec()
     prompt_tuning: PromptTuningSpec = PromptTuningSpec()
     mix: list[MixSource] = Field(default_factory=list)
-    general_set: str | None = Field(None, description="held-aside general data (jsonl with input/target): its loss "
-                                                      "before and after fine-tuning shows forgetting")
+    general_set: str | None = Field(
+        None,
+        description="held-aside general data (jsonl with input/target): its loss "
+        "before and after fine-tuning shows forgetting",
+    )
     eval_splits: list[Literal["validation", "test"]] = Field(default_factory=lambda: ["validation", "test"])
 
 
@@ -364,18 +379,20 @@ class PreferenceSource(Strict):
     """Where preference pairs come from (see ``odyssey align prefs``)."""
 
     kind: Literal["file", "hf", "reference", "outputs", "metric", "judge", "feedback"] = Field(
-        ..., description="file: JSONL/JSON of prompt/chosen/rejected (HH-style chosen/rejected conversations "
+        ...,
+        description="file: JSONL/JSON of prompt/chosen/rejected (HH-style chosen/rejected conversations "
         "accepted); hf: a Hugging Face preference dataset; reference: the task's reference is chosen over a model "
         "sample; outputs: the reference is chosen over answers already stored by earlier runs on the train or "
         "validation split (no sampling); metric: two samples ranked by the task metric against the reference; judge: two samples ranked "
-        "by the judge with the rubric; feedback: pairs people made in `odyssey serve` (compare view, thumbs)")
+        "by the judge with the rubric; feedback: pairs people made in `odyssey serve` (compare view, thumbs)",
+    )
     path: str | None = Field(None, description="file for kind=file (relative to the project)")
     id: str | None = Field(None, description="dataset id for kind=hf")
     split: str = "train"
     limit: int | None = Field(None, ge=1, description="most pairs taken from this source")
 
     @model_validator(mode="after")
-    def _needs(self) -> "PreferenceSource":
+    def _needs(self) -> PreferenceSource:
         if self.kind == "file" and not self.path:
             raise ValueError("a preference source of kind 'file' needs path: <file.jsonl>")
         if self.kind == "hf" and not self.id:
@@ -414,8 +431,12 @@ class PPOSpec(Strict):
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0)
-    num_generations: int = Field(2, ge=2, description="--algo rloo/grpo: answers sampled per prompt (their group's "
-                                 "rewards are each other's baseline); batch_size must be a multiple of it")
+    num_generations: int = Field(
+        2,
+        ge=2,
+        description="--algo rloo/grpo: answers sampled per prompt (their group's "
+        "rewards are each other's baseline); batch_size must be a multiple of it",
+    )
     kl_coef: float = Field(0.05, ge=0, description="initial coefficient of the per-token KL penalty")
     adaptive_kl: bool = Field(True, description="adapt kl_coef towards target_kl (Ziegler et al. 2019)")
     target_kl: float = Field(2.0, gt=0, description="target KL per response (nats) for the adaptive controller")
@@ -445,19 +466,32 @@ class DPOSpec(Strict):
 
 
 class ToxicitySpec(Strict):
-    classifier: str = Field("profanity-check", description="'profanity-check' (offline) or a HF text-classification "
-                            "model id / folder, e.g. a hate-speech classifier")
-    label: str | None = Field(None, description="for a HF classifier: the label that means offensive (default: the "
-                              "one named like toxic/offensive/hate)")
+    classifier: str = Field(
+        "profanity-check",
+        description="'profanity-check' (offline) or a HF text-classification "
+        "model id / folder, e.g. a hate-speech classifier",
+    )
+    label: str | None = Field(
+        None,
+        description="for a HF classifier: the label that means offensive (default: the "
+        "one named like toxic/offensive/hate)",
+    )
 
 
 class AlignSpec(Strict):
     method: Literal["dpo", "ppo", "rloo", "grpo"] = "dpo"
-    start_from: str | None = Field(None, description="candidate to align; default: the best fine-tuned (adapt) "
-                                   "candidate, else the best candidate on the board, else the first model")
+    start_from: str | None = Field(
+        None,
+        description="candidate to align; default: the best fine-tuned (adapt) "
+        "candidate, else the best candidate on the board, else the first model",
+    )
     preferences: list[PreferenceSource] = Field(
-        default_factory=lambda: [PreferenceSource(kind="reference"), PreferenceSource(kind="metric"),
-                                 PreferenceSource(kind="feedback")])
+        default_factory=lambda: [
+            PreferenceSource(kind="reference"),
+            PreferenceSource(kind="metric"),
+            PreferenceSource(kind="feedback"),
+        ]
+    )
     pairs: int = Field(64, ge=2, description="pairs to make from model samples (reference/metric/judge sources)")
     judge: JudgeSpec = JudgeSpec()
     reward: RewardModelSpec = RewardModelSpec()
@@ -470,19 +504,29 @@ class AlignSpec(Strict):
 class QuantizeSpec(Strict):
     """``odyssey optimize quantize``: post-training quantization of a candidate."""
 
-    to: list[str] = Field(default_factory=lambda: ["int8", "gguf:q8_0", "gguf:q4_k_m"],
-                          description="int8 (int8 weights + dynamic int8 activations: int8-x86 on x86 CPUs, int8-torchao "
-                          "elsewhere), int8-x86, int8-torchao, int8-weight-only, "
-                          "int4 (torchao int4 weight-only), gguf:<type> (llama.cpp: q8_0, q4_k_m, q5_k_m, ...), "
-                          "bnb-int8 / bnb-nf4 (bitsandbytes, GPU only)")
+    to: list[str] = Field(
+        default_factory=lambda: ["int8", "gguf:q8_0", "gguf:q4_k_m"],
+        description="int8 (int8 weights + dynamic int8 activations: int8-x86 on x86 CPUs, int8-torchao "
+        "elsewhere), int8-x86, int8-torchao, int8-weight-only, "
+        "int4 (torchao int4 weight-only), gguf:<type> (llama.cpp: q8_0, q4_k_m, q5_k_m, ...), "
+        "bnb-int8 / bnb-nf4 (bitsandbytes, GPU only)",
+    )
     int4_group_size: int = Field(32, description="int4 weights share one scale per this many inputs (32, 64, 128)")
-    smoothing_alpha: float | None = Field(0.5, ge=0, le=1, description="int8-x86: SmoothQuant migration strength "
-                                          "(moves activation outliers into the weights); null: no smoothing")
-    calibration_examples: int = Field(32, ge=1, description="int8-x86 smoothing: train examples whose activations "
-                                      "set the per-channel scales")
+    smoothing_alpha: float | None = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="int8-x86: SmoothQuant migration strength "
+        "(moves activation outliers into the weights); null: no smoothing",
+    )
+    calibration_examples: int = Field(
+        32, ge=1, description="int8-x86 smoothing: train examples whose activations set the per-channel scales"
+    )
     gguf_fallback: Literal["llama.cpp", "q4_0", "iq4_nl", "q5_0", "q8_0"] = Field(
-        "llama.cpp", description="type for tensors whose rows do not fit a k-quant's 256-weight blocks "
-        "(e.g. SmolLM2's 576-wide rows): llama.cpp's choice (q5_0 under q4_k_m) or a 32-block type")
+        "llama.cpp",
+        description="type for tensors whose rows do not fit a k-quant's 256-weight blocks "
+        "(e.g. SmolLM2's 576-wide rows): llama.cpp's choice (q5_0 under q4_k_m) or a 32-block type",
+    )
 
     @field_validator("to")
     @classmethod
@@ -501,22 +545,33 @@ class DistillSpec(Strict):
     """``odyssey optimize distill``: a smaller student learns the teacher's token distributions."""
 
     teacher: str = Field("best", description="candidate name, 'best' (the board's best) or a model ref")
-    student: str | None = Field(None, description="a model ref sharing the teacher's tokenizer; default: the teacher "
-                                "with every other layer kept (student_layers)")
+    student: str | None = Field(
+        None,
+        description="a model ref sharing the teacher's tokenizer; default: the teacher "
+        "with every other layer kept (student_layers)",
+    )
     student_layers: int | None = Field(None, ge=1, description="layers of the derived student; default: half")
     student_init: Literal["every-other", "block-influence"] = Field(
-        "every-other", description="which teacher layers the derived student keeps: spread evenly (first and last "
-        "included), or those that change the hidden state most on train examples (ShortGPT's block influence)")
+        "every-other",
+        description="which teacher layers the derived student keeps: spread evenly (first and last "
+        "included), or those that change the hidden state most on train examples (ShortGPT's block influence)",
+    )
     temperature: float = Field(2.0, gt=0, description="softens both distributions before the KL")
     alpha: float = Field(0.5, ge=0, le=1, description="loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE")
-    positions: Literal["all", "completion"] = Field("all", description="where the KL is taken: every token (prompt "
-                                                    "included) or only the reference tokens (the CE always uses those)")
+    positions: Literal["all", "completion"] = Field(
+        "all",
+        description="where the KL is taken: every token (prompt "
+        "included) or only the reference tokens (the CE always uses those)",
+    )
     steps: int = Field(100, ge=1)
     batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
     max_length: int = Field(512, ge=32, description="longest prompt + reference in tokens (longer ones are cut)")
-    cache_teacher: bool = Field(True, description="cache the teacher's top-k logits on disk (a second epoch or a "
-                                "resumed run then needs no teacher forward pass)")
+    cache_teacher: bool = Field(
+        True,
+        description="cache the teacher's top-k logits on disk (a second epoch or a "
+        "resumed run then needs no teacher forward pass)",
+    )
     cache_top_k: int = Field(64, ge=1, le=4096, description="teacher logits kept per token when caching")
     seed: int = 0
 
@@ -524,8 +579,11 @@ class DistillSpec(Strict):
 class PruneSpec(Strict):
     """``odyssey optimize prune``: remove weights, then optionally recover with a short LoRA fine-tune."""
 
-    structured: bool = Field(True, description="remove whole MLP neurons / heads / layers (a smaller dense model); "
-                             "false: zero the smallest weights (unstructured magnitude pruning)")
+    structured: bool = Field(
+        True,
+        description="remove whole MLP neurons / heads / layers (a smaller dense model); "
+        "false: zero the smallest weights (unstructured magnitude pruning)",
+    )
     sparsity: float = Field(0.25, gt=0, lt=1, description="fraction of the targeted units (or weights) removed")
     target: Literal["mlp", "heads", "layers"] = Field("mlp", description="what structured pruning removes")
     calibration_examples: int = Field(16, ge=1, description="training examples whose activations score importance")
@@ -546,12 +604,19 @@ class MeasureSpec(Strict):
     speed_prompt_tokens: int = Field(256, ge=8, description="prompt length of the prefill/decode speed test")
     speed_new_tokens: int = Field(32, ge=4, description="tokens decoded in the speed test")
     speed_batch: int = Field(8, ge=2, description="sequences decoded together in the batched speed test")
-    paired_rounds: int = Field(5, ge=0, description="rounds of the paired decode test: parent and candidate "
-                               "loaded in one process and timed alternately, so the machine's drift hits both "
-                               "alike (0: off)")
+    paired_rounds: int = Field(
+        5,
+        ge=0,
+        description="rounds of the paired decode test: parent and candidate "
+        "loaded in one process and timed alternately, so the machine's drift hits both "
+        "alike (0: off)",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch / llama.cpp (None: all cores)")
-    isolate: bool = Field(True, description="measure each model in a fresh process, so its peak memory is its own; "
-                          "false: in this process (faster start, memory figures include what was loaded before)")
+    isolate: bool = Field(
+        True,
+        description="measure each model in a fresh process, so its peak memory is its own; "
+        "false: in this process (faster start, memory figures include what was loaded before)",
+    )
 
 
 class OptimizeSpec(Strict):
@@ -571,20 +636,24 @@ class DeploySpec(Strict):
     port: int = Field(8000, ge=1, le=65535)
     candidate: str = Field("best", description="candidate to serve: a name from `odyssey status`, or 'best'")
     backend: Literal["auto", "transformers", "llama.cpp", "vllm"] = Field(
-        "auto", description="auto: llama.cpp for GGUF models when llama-server is available, else transformers")
+        "auto", description="auto: llama.cpp for GGUF models when llama-server is available, else transformers"
+    )
     parallel: int = Field(8, ge=1, le=256, description="requests decoded together (llama-server slots / batch size)")
     context_length: int | None = Field(None, ge=128, description="total context across slots (llama-server -c)")
     prompt_mode: Literal["task", "chat"] = Field(
-        "task", description="task: a single user message is rendered through the candidate's prompt (instruction,"
-        " examples) as in evaluation; chat: messages go through the chat template unchanged")
+        "task",
+        description="task: a single user message is rendered through the candidate's prompt (instruction,"
+        " examples) as in evaluation; chat: messages go through the chat template unchanged",
+    )
     max_request_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted")
     max_prompt_tokens: int = Field(4096, ge=16, description="longest prompt accepted")
     max_tokens: int = Field(1024, ge=1, description="largest max_tokens a request may ask for")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none")
     rate_limit_rpm: int = Field(600, ge=1, description="requests per minute per key (keys may set their own)")
     max_concurrency: int = Field(32, ge=1, description="requests in flight per key (keys may set their own)")
-    request_timeout_s: float = Field(600.0, gt=0, description="longest a generation may run; over it, 504 (or an "
-                                     "error event in a stream)")
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="longest a generation may run; over it, 504 (or an error event in a stream)"
+    )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
     capture: bool = Field(True, description="record every request, response and feedback in the store")
 
@@ -602,19 +671,25 @@ class AugmentSpec(Strict):
 
     collection: str = Field("docs", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="default collection name")
     documents: str | None = Field(None, description="folder or file ingested when `odyssey rag ingest` gets no path")
-    embedder: str = Field("packaged:all-minilm-l6-v2", description="sentence-transformers model: packaged:, path or hub id")
+    embedder: str = Field(
+        "packaged:all-minilm-l6-v2", description="sentence-transformers model: packaged:, path or hub id"
+    )
     chunk_size: int = Field(120, ge=16, le=2000, description="most words per chunk")
     chunk_overlap: int = Field(24, ge=0, le=500, description="words of overlap between consecutive chunks of a section")
     top_k: int = Field(4, ge=1, le=50, description="chunks put into the prompt")
     retrieval: Literal["hybrid", "vector", "bm25"] = "hybrid"
-    min_similarity: float = Field(0.35, ge=-1, le=1, description="below this cosine similarity nothing counts as relevant")
+    min_similarity: float = Field(
+        0.35, ge=-1, le=1, description="below this cosine similarity nothing counts as relevant"
+    )
     reranker: str | None = Field(None, description="optional sentence-transformers CrossEncoder (path or hub id)")
     strategy: Literal["plain", "cot", "cot-fewshot", "pal", "react"] = "cot"
     self_consistency: int = Field(1, ge=1, le=32, description="CoT samples to vote over (1: greedy, no voting)")
     temperature: float = Field(0.7, gt=0, description="sampling temperature for self-consistency")
     max_steps: int = Field(5, ge=1, le=20, description="ReAct step limit")
     max_new_tokens: int = Field(160, ge=8, le=4096)
-    tools: list[str] = Field(default_factory=list, description="extra ReAct tools: 'module:function' or 'file.py:function'")
+    tools: list[str] = Field(
+        default_factory=list, description="extra ReAct tools: 'module:function' or 'file.py:function'"
+    )
     sandbox: SandboxSpec = SandboxSpec()
 
 
@@ -623,13 +698,22 @@ class PipelineStep(Strict):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
-    stage: str = Field(..., description="scope, prompt, finetune, align (= preferences, [reward], dpo | ppo), "
-                       "optimize (= quantize, distill, prune), evaluate; or one sub-stage")
-    parent: str | None = Field(None, description="'best', a candidate name, a model under models:, or an earlier "
-                               "step's name; none: the stage's default (the step before it, else the board's best)")
+    stage: str = Field(
+        ...,
+        description="scope, prompt, finetune, align (= preferences, [reward], dpo | ppo), "
+        "optimize (= quantize, distill, prune), evaluate; or one sub-stage",
+    )
+    parent: str | None = Field(
+        None,
+        description="'best', a candidate name, a model under models:, or an earlier "
+        "step's name; none: the stage's default (the step before it, else the board's best)",
+    )
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="step id (default: the stage)")
-    with_: dict[str, Any] = Field(default_factory=dict, alias="with",
-                                  description="overrides of the stage's spec section, e.g. {method: lora} or {to: int8}")
+    with_: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="with",
+        description="overrides of the stage's spec section, e.g. {method: lora} or {to: int8}",
+    )
 
     @field_validator("stage")
     @classmethod
@@ -640,8 +724,12 @@ class PipelineStep(Strict):
 
 
 class MlflowTracking(Strict):
-    uri: str = Field(..., min_length=1, description="tracking server (http://127.0.0.1:5000), or a local sqlite:/// "
-                     "or file: store; an unreachable server stops the command at its start")
+    uri: str = Field(
+        ...,
+        min_length=1,
+        description="tracking server (http://127.0.0.1:5000), or a local sqlite:/// "
+        "or file: store; an unreachable server stops the command at its start",
+    )
     experiment: str | None = Field(None, description="MLflow experiment; default: the project's name")
 
 
@@ -658,9 +746,15 @@ class TrackingSpec(Strict):
 
 # What `odyssey tune` may search: a name in tune.space -> the setting under adapt: it sets.
 TUNE_PARAMS: dict[str, tuple[str, ...]] = {
-    "learning_rate": ("learning_rate",), "epochs": ("epochs",), "max_steps": ("max_steps",),
-    "warmup_steps": ("warmup_steps",), "weight_decay": ("weight_decay",), "lora_r": ("lora", "r"),
-    "lora_alpha": ("lora", "alpha"), "lora_dropout": ("lora", "dropout"), "lora_targets": ("lora", "target_modules"),
+    "learning_rate": ("learning_rate",),
+    "epochs": ("epochs",),
+    "max_steps": ("max_steps",),
+    "warmup_steps": ("warmup_steps",),
+    "weight_decay": ("weight_decay",),
+    "lora_r": ("lora", "r"),
+    "lora_alpha": ("lora", "alpha"),
+    "lora_dropout": ("lora", "dropout"),
+    "lora_targets": ("lora", "target_modules"),
     "num_virtual_tokens": ("prompt_tuning", "num_virtual_tokens"),
 }
 TUNE_SCALES = ("log", "linear", "int")
@@ -688,15 +782,21 @@ class TuneSpec(Strict):
     space: dict[str, list[Any]] = Field(
         default_factory=lambda: {"learning_rate": [1e-5, 1e-2, "log"], "lora_r": [4, 8, 16]},
         description="setting -> choices [4, 8, 16] or a range [low, high, log|linear|int]; settings: "
-        + ", ".join(TUNE_PARAMS))
+        + ", ".join(TUNE_PARAMS),
+    )
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="grid: every combination of choices, in turn")
     seed: int = 0
     prune: bool = Field(True, description="stop a trial whose validation loss is worse than the median trial's")
     prune_startup_trials: int = Field(2, ge=0, description="trials that always run to the end before any is pruned")
-    eval_every: int | None = Field(None, ge=1, description="steps between validation-loss checks in a trial (what "
-                                   "pruning looks at); default: adapt.eval_every, else only at the end")
-    study: str | None = Field(None, description="the study's name in .odyssey/tune/optuna.db; default: "
-                              "<model>-<method>")
+    eval_every: int | None = Field(
+        None,
+        ge=1,
+        description="steps between validation-loss checks in a trial (what "
+        "pruning looks at); default: adapt.eval_every, else only at the end",
+    )
+    study: str | None = Field(
+        None, description="the study's name in .odyssey/tune/optuna.db; default: <model>-<method>"
+    )
 
     @field_validator("space")
     @classmethod
@@ -708,9 +808,11 @@ class TuneSpec(Strict):
         for name, values in value.items():
             if name not in TUNE_PARAMS:
                 close = difflib.get_close_matches(name, list(TUNE_PARAMS), n=1)
-                raise ValueError(f"tune.space: {name!r} is not a setting tune can search"
-                                 + (f"; did you mean {close[0]!r}?" if close else "")
-                                 + f" (settings: {', '.join(TUNE_PARAMS)})")
+                raise ValueError(
+                    f"tune.space: {name!r} is not a setting tune can search"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f" (settings: {', '.join(TUNE_PARAMS)})"
+                )
             tune_dimension(name, values)
         return value
 
@@ -733,14 +835,20 @@ class Spec(Strict):
     tracking: TrackingSpec = TrackingSpec()
     tune: TuneSpec = TuneSpec()
     allow_pickle: bool = Field(
-        False, description="load pickle checkpoints (.bin/.pt that weights_only refuses): they can run code; only "
-        "for files whose origin you trust")
+        False,
+        description="load pickle checkpoints (.bin/.pt that weights_only refuses): they can run code; only "
+        "for files whose origin you trust",
+    )
     pipeline: list[PipelineStep] | None = Field(
-        None, description="the steps `odyssey run` executes, in order; none: scope, prompt, finetune, align, "
-        "optimize, evaluate")
+        None,
+        description="the steps `odyssey run` executes, in order; none: scope, prompt, finetune, align, "
+        "optimize, evaluate",
+    )
     profiles: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="`odyssey run --profile NAME`: spec overrides by name (beside the built-in "
-        "demo, quick and full, or replacing one)")
+        default_factory=dict,
+        description="`odyssey run --profile NAME`: spec overrides by name (beside the built-in "
+        "demo, quick and full, or replacing one)",
+    )
 
     @field_validator("version")
     @classmethod

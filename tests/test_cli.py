@@ -13,17 +13,22 @@ from tests.conftest import tiny_project
 
 def odyssey(*args, cwd=None):
     env = {**os.environ, "ODYSSEY_QUIET": "1"}
-    return subprocess.run([sys.executable, "-m", "odyssey.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "odyssey.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_help_does_not_import_torch_or_transformers():
-    code = "import sys, odyssey.cli; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    code = (
+        "import sys, odyssey.cli; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     # Every command first routes library output (the --verbose callback): that imports nothing heavy either.
-    quiet = ("import sys, odyssey.cli; from odyssey.ui import configure_library_output; configure_library_output(False); "
-             "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'huggingface_hub', 'pydantic') if m in sys.modules))")
+    quiet = (
+        "import sys, odyssey.cli; from odyssey.ui import configure_library_output; configure_library_output(False); "
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'huggingface_hub', 'pydantic') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", quiet], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     result = odyssey("--help")
@@ -95,25 +100,64 @@ def _sms_project(root: Path, csv: bytes | str, *, fields="{input: text, target: 
 GOOD_CSV = "text,label\n" + "".join(f"message {i} free prize,{'spam' if i % 3 else 'ham'}\n" for i in range(24))
 
 
-@pytest.mark.parametrize("case,csv,options,expected", [
-    ("wrong input column", GOOD_CSV, {"fields": "{input: txt, target: label}"},
-     ["odyssey.yaml:", "scope.data.fields.input: column 'txt' is not in data/sms.csv", "did you mean 'text'?"]),
-    ("empty file", "", {}, ["data/sms.csv scope.data.source: the file is empty"]),
-    ("header only", "text,label\n", {}, ["data/sms.csv scope.data.source: the file has a header line but no data rows"]),
-    ("latin-1", GOOD_CSV.replace("message 3 ", "caf\xe9 3 ").encode("latin-1"), {},
-     ["data/sms.csv:5 scope.data.source: not valid utf-8 text: byte 0xe9 at byte offset", "scope.data.encoding: latin-1"]),
-    ("unknown packaged model", GOOD_CSV, {"model": "packaged:smollm3"},
-     ["models[0]: unknown packaged model 'smollm3'", "packaged models: smollm2-135m-instruct"]),
-    ("bad rows", GOOD_CSV.replace("message 2 free prize,spam", "message 2 free, prize,spam")
-     .replace("message 5 free prize,spam", "message 5 free prize spam"), {},
-     ["data/sms.csv:4 scope.data.source: 3 field(s), the header has 2", "data/sms.csv:7 scope.data.source: 1 field(s)",
-      "the rule: every row has the header's 2 fields"]),
-    ("unclosed quote", GOOD_CSV.replace("message 2 free", '"message 2 free'), {},
-     ["data/sms.csv:4 scope.data.source: a quote opened in this row is never closed"]),
-    ("tab-separated", GOOD_CSV.replace(",", "\t"), {}, ["data/sms.csv:1 scope.data.source: looks tab-separated"]),
-    ("labels not in scope.labels", GOOD_CSV.replace("message 4 free prize,spam", "message 4 free prize,scam"), {},
-     ["scope.labels: data/sms.csv has target labels not in scope.labels: 'scam'"]),
-])
+@pytest.mark.parametrize(
+    "case,csv,options,expected",
+    [
+        (
+            "wrong input column",
+            GOOD_CSV,
+            {"fields": "{input: txt, target: label}"},
+            ["odyssey.yaml:", "scope.data.fields.input: column 'txt' is not in data/sms.csv", "did you mean 'text'?"],
+        ),
+        ("empty file", "", {}, ["data/sms.csv scope.data.source: the file is empty"]),
+        (
+            "header only",
+            "text,label\n",
+            {},
+            ["data/sms.csv scope.data.source: the file has a header line but no data rows"],
+        ),
+        (
+            "latin-1",
+            GOOD_CSV.replace("message 3 ", "caf\xe9 3 ").encode("latin-1"),
+            {},
+            [
+                "data/sms.csv:5 scope.data.source: not valid utf-8 text: byte 0xe9 at byte offset",
+                "scope.data.encoding: latin-1",
+            ],
+        ),
+        (
+            "unknown packaged model",
+            GOOD_CSV,
+            {"model": "packaged:smollm3"},
+            ["models[0]: unknown packaged model 'smollm3'", "packaged models: smollm2-135m-instruct"],
+        ),
+        (
+            "bad rows",
+            GOOD_CSV.replace("message 2 free prize,spam", "message 2 free, prize,spam").replace(
+                "message 5 free prize,spam", "message 5 free prize spam"
+            ),
+            {},
+            [
+                "data/sms.csv:4 scope.data.source: 3 field(s), the header has 2",
+                "data/sms.csv:7 scope.data.source: 1 field(s)",
+                "the rule: every row has the header's 2 fields",
+            ],
+        ),
+        (
+            "unclosed quote",
+            GOOD_CSV.replace("message 2 free", '"message 2 free'),
+            {},
+            ["data/sms.csv:4 scope.data.source: a quote opened in this row is never closed"],
+        ),
+        ("tab-separated", GOOD_CSV.replace(",", "\t"), {}, ["data/sms.csv:1 scope.data.source: looks tab-separated"]),
+        (
+            "labels not in scope.labels",
+            GOOD_CSV.replace("message 4 free prize,spam", "message 4 free prize,scam"),
+            {},
+            ["scope.labels: data/sms.csv has target labels not in scope.labels: 'scam'"],
+        ),
+    ],
+)
 def test_validate_catches_what_would_fail_later(tmp_path, case, csv, options, expected):
     root = _sms_project(tmp_path / "p", csv, **options)
     result = odyssey("validate", cwd=root)
@@ -128,7 +172,9 @@ def test_validate_ok_on_a_good_csv_and_with_a_declared_encoding(tmp_path):
     assert odyssey("validate", cwd=root).returncode == 0
     latin = _sms_project(tmp_path / "q", GOOD_CSV.replace("message 3 ", "caf\xe9 3 ").encode("latin-1"))
     spec = latin / "odyssey.yaml"
-    spec.write_text(spec.read_text().replace("    source: data/sms.csv", "    source: data/sms.csv\n    encoding: latin-1"))
+    spec.write_text(
+        spec.read_text().replace("    source: data/sms.csv", "    source: data/sms.csv\n    encoding: latin-1")
+    )
     result = odyssey("validate", cwd=latin)
     assert result.returncode == 0, result.stdout
 
@@ -195,8 +241,9 @@ for _ in tqdm(range(3), desc="Loading weights"):
 def test_rag_commands_print_no_library_noise(tmp_path):
     root = tiny_project(tmp_path / "p")
     (root / "docs").mkdir()
-    (root / "docs" / "refunds.md").write_text("# Refunds\n\nThe refund window is 30 days from delivery.\n\n"
-                                              "# Shipping\n\nOrders ship within two days.\n")
+    (root / "docs" / "refunds.md").write_text(
+        "# Refunds\n\nThe refund window is 30 days from delivery.\n\n# Shipping\n\nOrders ship within two days.\n"
+    )
     ingest = odyssey("rag", "ingest", "docs", "-c", "handbook", cwd=root)
     search = odyssey("rag", "search", "refund window", "-c", "handbook", cwd=root)
     for result in (ingest, search):
@@ -206,12 +253,15 @@ def test_rag_commands_print_no_library_noise(tmp_path):
     assert (root / ".odyssey" / "odyssey.log").exists()  # where the libraries' lines went
 
 
-@pytest.mark.parametrize("args,message", [
-    (["pretrain", "--objective", "nope"], "--objective 'nope' is not a pretraining objective"),
-    (["eval", "--limit", "0"], "Invalid value for '--limit'"),
-    (["select", "--limit", "0"], "Invalid value for '--limit'"),
-    (["finetune", "--limit", "0"], "Invalid value for '--limit'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["pretrain", "--objective", "nope"], "--objective 'nope' is not a pretraining objective"),
+        (["eval", "--limit", "0"], "Invalid value for '--limit'"),
+        (["select", "--limit", "0"], "Invalid value for '--limit'"),
+        (["finetune", "--limit", "0"], "Invalid value for '--limit'"),
+    ],
+)
 def test_argument_mistakes_are_usage_errors(tmp_path, args, message):
     root = tiny_project(tmp_path / "p")
     result = odyssey(*args, cwd=root)

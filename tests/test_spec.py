@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from odyssey.errors import SpecError
@@ -48,8 +46,11 @@ def test_good_spec_loads_and_parses_gates(tmp_path):
 
 
 def test_every_problem_reported_with_line_field_value_and_hint(tmp_path):
-    bad = GOOD.replace("  task: summarization", "  task: sumarization").replace(
-        'rougeL: ">= 0.30"', 'rougeL: ">= abc"').replace("  gates:", "  metrcs: [rougeL]\n  gates:")
+    bad = (
+        GOOD.replace("  task: summarization", "  task: sumarization")
+        .replace('rougeL: ">= 0.30"', 'rougeL: ">= abc"')
+        .replace("  gates:", "  metrcs: [rougeL]\n  gates:")
+    )
     path = write_spec(tmp_path, bad)
     spec, report = check_spec_file(path)
     assert spec is None
@@ -85,8 +86,10 @@ def test_duplicate_key_and_unknown_top_level(tmp_path):
     assert report.problems[0].message == "key appears twice" and report.problems[0].line == 14
 
 
-@pytest.mark.parametrize("expr,value,expected", [(">= 0.3", 0.3, True), ("> 0.3", 0.3, False), ("<= 800", 801, False),
-                                                 ("== 1", 1.0, True), (0.25, 0.3, True)])
+@pytest.mark.parametrize(
+    "expr,value,expected",
+    [(">= 0.3", 0.3, True), ("> 0.3", 0.3, False), ("<= 800", 801, False), ("== 1", 1.0, True), (0.25, 0.3, True)],
+)
 def test_gate_semantics(expr, value, expected):
     assert Gate.parse("rougeL", expr).passes(value) is expected
 
@@ -118,14 +121,22 @@ def test_init_writes_every_section_at_the_specs_defaults(tmp_path, task):
     for name in DEFAULT_SECTIONS:
         default = Spec.model_fields[name].get_default(call_default_factory=True)
         assert type(default).model_validate(written[name]) == default, name
+
     # Every setting of every section is written, nested ones included, each with a comment of its own.
     def keys(d, prefix=""):
         for k, v in d.items():
             yield prefix + k
             if isinstance(v, dict):
                 yield from keys(v, prefix + k + ".")
-    expected = set(keys({n: Spec.model_fields[n].get_default(call_default_factory=True).model_dump(mode="json")
-                         for n in DEFAULT_SECTIONS}))
+
+    expected = set(
+        keys(
+            {
+                n: Spec.model_fields[n].get_default(call_default_factory=True).model_dump(mode="json")
+                for n in DEFAULT_SECTIONS
+            }
+        )
+    )
     assert set(keys(written)) == expected
     assert "adapt.learning_rate" in expected
     for line in block.splitlines():
@@ -164,9 +175,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 _YAMLISH = st.one_of(
     st.binary(max_size=300),
-    st.lists(st.sampled_from(list("name: scope{}[]-?&*!|>'\"#,\n\t %@`\\x0") + ["task", "data", "source", "models",
-                                                                                   "1", "null", "\n  "]),
-             max_size=60).map(lambda parts: "".join(parts).encode()),
+    st.lists(
+        st.sampled_from(
+            list("name: scope{}[]-?&*!|>'\"#,\n\t %@`\\x0") + ["task", "data", "source", "models", "1", "null", "\n  "]
+        ),
+        max_size=60,
+    ).map(lambda parts: "".join(parts).encode()),
     st.builds(lambda cut, junk: GOOD.encode()[:cut] + junk, st.integers(0, len(GOOD)), st.binary(max_size=20)),
 )
 

@@ -29,7 +29,8 @@ def lora_targets(model, requested) -> list[str] | str:
     if not found:
         raise OdysseyError(
             f"adapt.lora.target_modules {names} match no module of {model.config.model_type}",
-            hint=f"use 'all-linear' or names such as {sorted(n for n in present if n)[:12]}")
+            hint=f"use 'all-linear' or names such as {sorted(n for n in present if n)[:12]}",
+        )
     return found
 
 
@@ -42,21 +43,32 @@ def apply_method(model, method: str, aspec, *, seq2seq: bool, tokenizer_path=Non
     task_type = peft.TaskType.SEQ_2_SEQ_LM if seq2seq else peft.TaskType.CAUSAL_LM
     if method == "lora":
         lora = aspec.lora
-        config = peft.LoraConfig(task_type=task_type, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                 target_modules=lora_targets(model, lora.target_modules),
-                                 fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")
+        config = peft.LoraConfig(
+            task_type=task_type,
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora_targets(model, lora.target_modules),
+            fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",
+        )
         return peft.get_peft_model(model, config)
     if method == "prompt_tuning":
         pt = aspec.prompt_tuning
         text = instruction if pt.init_text is None else pt.init_text
         if text and text != "random":
-            config = peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=pt.num_virtual_tokens,
-                                             prompt_tuning_init=peft.PromptTuningInit.TEXT,
-                                             prompt_tuning_init_text=text,
-                                             tokenizer_name_or_path=str(tokenizer_path))
+            config = peft.PromptTuningConfig(
+                task_type=task_type,
+                num_virtual_tokens=pt.num_virtual_tokens,
+                prompt_tuning_init=peft.PromptTuningInit.TEXT,
+                prompt_tuning_init_text=text,
+                tokenizer_name_or_path=str(tokenizer_path),
+            )
         else:
-            config = peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=pt.num_virtual_tokens,
-                                             prompt_tuning_init=peft.PromptTuningInit.RANDOM)
+            config = peft.PromptTuningConfig(
+                task_type=task_type,
+                num_virtual_tokens=pt.num_virtual_tokens,
+                prompt_tuning_init=peft.PromptTuningInit.RANDOM,
+            )
         return peft.get_peft_model(model, config)
     raise OdysseyError(f"unknown fine-tuning method {method!r}", hint="use full, lora or prompt_tuning")
 
@@ -66,19 +78,26 @@ def load_quantized(path, quantize: str, seq2seq: bool):
     import torch
 
     if not torch.cuda.is_available():
-        raise OdysseyError(f"adapt.lora.quantize: {quantize} (QLoRA) needs a CUDA GPU; none is available here",
-                           hint="remove adapt.lora.quantize to train plain LoRA on this machine")
+        raise OdysseyError(
+            f"adapt.lora.quantize: {quantize} (QLoRA) needs a CUDA GPU; none is available here",
+            hint="remove adapt.lora.quantize to train plain LoRA on this machine",
+        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
-        raise MissingDependency("QLoRA needs the Python package 'bitsandbytes'",
-                                hint="pip install bitsandbytes") from exc
+        raise MissingDependency(
+            "QLoRA needs the Python package 'bitsandbytes'", hint="pip install bitsandbytes"
+        ) from exc
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, BitsAndBytesConfig
 
     if quantize == "4bit":
-        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                 bnb_4bit_compute_dtype=torch.bfloat16)
+        bnb = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     else:
         bnb = BitsAndBytesConfig(load_in_8bit=True)
     cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM

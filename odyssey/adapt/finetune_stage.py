@@ -82,6 +82,7 @@ class MergeResult:
 
 # ---- setup -------------------------------------------------------------------------------------
 
+
 def base_setup(project, model=None, *, write: bool = True):
     """(base ref, slug, PromptConfig, parent candidate id, parent name) for fine-tuning.
 
@@ -126,8 +127,10 @@ def _mix_examples(project, aspec, n_train: int, seed: int):
         path = Path(source.source)
         path = path if path.is_absolute() else project.root / path
         if not path.exists():
-            raise OdysseyError(f"adapt.mix[{i}].source: {source.source} does not exist",
-                               hint="give a .jsonl/.json/.csv/.parquet file relative to the project folder")
+            raise OdysseyError(
+                f"adapt.mix[{i}].source: {source.source} does not exist",
+                hint="give a .jsonl/.json/.csv/.parquet file relative to the project folder",
+            )
         rows = to_examples(read_records(path), DataSpec(source=str(path), fields=source.fields), str(path))
         want = max(1, round(source.weight * n_train))
         rng = random.Random(f"{seed}:{i}")
@@ -143,8 +146,10 @@ def _general_examples(project, aspec):
     path = Path(aspec.general_set)
     path = path if path.is_absolute() else project.root / path
     if not path.exists():
-        raise OdysseyError(f"adapt.general_set: {aspec.general_set} does not exist",
-                           hint="a jsonl file with 'input' and 'target' columns, relative to the project folder")
+        raise OdysseyError(
+            f"adapt.general_set: {aspec.general_set} does not exist",
+            hint="a jsonl file with 'input' and 'target' columns, relative to the project folder",
+        )
     return to_examples(read_records(path), DataSpec(source=str(path)), str(path))
 
 
@@ -161,8 +166,14 @@ def memory_estimate_gb(model, method: str, trainable: int, total: int, groups, s
     batch, seq = max(sizes, key=lambda s: s[0] * s[1])
     config = getattr(model, "config", None)
     base = total if method == "full" else total - trainable  # a PEFT model's total includes its adapter
-    parts = job_components(Shape.from_config(config, base), "full" if method == "full" else "lora", batch=batch,
-                           seq=seq, trainable=trainable, cpu_heap=not _on_gpu())
+    parts = job_components(
+        Shape.from_config(config, base),
+        "full" if method == "full" else "lora",
+        batch=batch,
+        seq=seq,
+        trainable=trainable,
+        cpu_heap=not _on_gpu(),
+    )
     return sum(parts.values())
 
 
@@ -173,8 +184,9 @@ def _groups(items, aspec, *, seq2seq: bool, seed: int):
         return pack_groups(items, max_len=aspec.max_seq_len, batch_tokens=aspec.batch_tokens)
     if aspec.packing == "pad":
         return random_groups(items, batch_size=aspec.batch_size, seed=seed)
-    return bucket_groups(items, batch_tokens=aspec.batch_tokens, batch_size=aspec.batch_size, seed=seed,
-                         seq2seq=seq2seq)
+    return bucket_groups(
+        items, batch_tokens=aspec.batch_tokens, batch_size=aspec.batch_size, seed=seed, seq2seq=seq2seq
+    )
 
 
 def _save_model(model, tokenizer, method: str, base_ref: str, out: Path) -> Path:
@@ -194,10 +206,22 @@ def _save_model(model, tokenizer, method: str, base_ref: str, out: Path) -> Path
 
 # ---- the entry point ---------------------------------------------------------------------------
 
-def finetune(project, *, method: str | None = None, resume: bool = False, model: str | None = None,
-             max_steps: int | None = None, epochs: float | None = None, evaluate: bool = True,
-             limit: int | None = None, batch_size: int | None = None, engine: str | None = None,
-             name: str | None = None, on_eval=None) -> FinetuneResult:
+
+def finetune(
+    project,
+    *,
+    method: str | None = None,
+    resume: bool = False,
+    model: str | None = None,
+    max_steps: int | None = None,
+    epochs: float | None = None,
+    evaluate: bool = True,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    engine: str | None = None,
+    name: str | None = None,
+    on_eval=None,
+) -> FinetuneResult:
     """Fine-tune the base model with ``method`` (default ``adapt.method``), record and evaluate the candidate.
 
     ``name``: the candidate's name (default ``<model>:<method>``); its working folder follows it, so runs of
@@ -213,8 +237,9 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     from odyssey.training.sft import Collator, SFTModule, data_hash, encode_example, mean_loss, sft_loss
 
     spec = project.spec
-    aspec = spec.adapt.model_copy(update={k: v for k, v in {"method": method, "max_steps": max_steps,
-                                                             "epochs": epochs}.items() if v is not None})
+    aspec = spec.adapt.model_copy(
+        update={k: v for k, v in {"method": method, "max_steps": max_steps, "epochs": epochs}.items() if v is not None}
+    )
     method = aspec.method
     if method not in {"full", "lora", "prompt_tuning"}:
         raise OdysseyError(f"unknown fine-tuning method {method!r}", hint="use --method full, lora or prompt_tuning")
@@ -224,8 +249,10 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     data = project.dataset()
     train_examples = list(data.splits.get("train", []))
     if not train_examples:
-        raise OdysseyError("fine-tuning needs training data: the train split is empty",
-                           hint="set scope.data.splits.train above 0, or give a train file in scope.data.source")
+        raise OdysseyError(
+            "fine-tuning needs training data: the train split is empty",
+            hint="set scope.data.splits.train above 0, or give a train file in scope.data.source",
+        )
     mixed = _mix_examples(project, aspec, len(train_examples), aspec.seed)
     validation = data.splits.get("validation", [])[: aspec.val_limit or None]
 
@@ -237,8 +264,10 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     with ui.status(f"loading {ref}") as update:
         loaded = load(ref, root=project.root, dtype="float32", progress=update)
     if loaded.family not in (FAMILY_DECODER, FAMILY_SEQ2SEQ):
-        raise OdysseyError(f"{ref} is an {loaded.family} model: instruction fine-tuning needs a model that generates",
-                           hint="pick a decoder-only or encoder-decoder model in adapt.model")
+        raise OdysseyError(
+            f"{ref} is an {loaded.family} model: instruction fine-tuning needs a model that generates",
+            hint="pick a decoder-only or encoder-decoder model in adapt.model",
+        )
     seq2seq = loaded.family == FAMILY_SEQ2SEQ
     tokenizer = loaded.tokenizer
     base_model = loaded.model
@@ -250,8 +279,11 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
         items = [encode(ex) for ex in train_examples]
         for source, examples in mixed:
             # a mixed-in dataset keeps its own instruction when it has one (general data is not a summary task)
-            mix_cfg = cfg if source.instruction is None else PromptConfig.from_dict(
-                {**cfg.as_dict(), "instruction": source.instruction})
+            mix_cfg = (
+                cfg
+                if source.instruction is None
+                else PromptConfig.from_dict({**cfg.as_dict(), "instruction": source.instruction})
+            )
             items += [encode(ex, mix_cfg) for ex in examples]
         val_items = [encode(ex) for ex in validation]
     notes = []
@@ -261,8 +293,10 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     digest = data_hash(items)
     if aspec.packing == "pack" and (seq2seq or method == "prompt_tuning"):
         # PEFT's soft prompts ignore position_ids (which keep packed examples apart); seq2seq has no rows to pack
-        notes.append(f"packing does not apply to {'seq2seq models' if seq2seq else 'prompt tuning'}: "
-                     "length-bucketed batches instead")
+        notes.append(
+            f"packing does not apply to {'seq2seq models' if seq2seq else 'prompt tuning'}: "
+            "length-bucketed batches instead"
+        )
         aspec = aspec.model_copy(update={"packing": "bucket"})
     groups = _groups(items, aspec, seq2seq=seq2seq, seed=aspec.seed)
     packed = aspec.packing == "pack"
@@ -270,23 +304,30 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
     eval_collator = Collator(tokenizer.pad_token_id, seq2seq=seq2seq)
     from odyssey.training.sft import bucket_groups
 
-    val_groups = bucket_groups(val_items, batch_tokens=aspec.batch_tokens, batch_size=aspec.batch_size,
-                               seq2seq=seq2seq) if val_items else []
+    val_groups = (
+        bucket_groups(val_items, batch_tokens=aspec.batch_tokens, batch_size=aspec.batch_size, seq2seq=seq2seq)
+        if val_items
+        else []
+    )
     general = None
     if aspec.general_set:
         general_items = [encode(ex) for ex in _general_examples(project, aspec)]
-        general = bucket_groups(general_items, batch_tokens=aspec.batch_tokens, batch_size=aspec.batch_size,
-                                seq2seq=seq2seq)
+        general = bucket_groups(
+            general_items, batch_tokens=aspec.batch_tokens, batch_size=aspec.batch_size, seq2seq=seq2seq
+        )
     dev = loaded.model.device
     general_before = mean_loss(base_model, general, eval_collator, dev) if general else None
 
-    trained = apply_method(base_model, method, aspec, seq2seq=seq2seq, tokenizer_path=loaded.path,
-                           instruction=cfg.instruction)
+    trained = apply_method(
+        base_model, method, aspec, seq2seq=seq2seq, tokenizer_path=loaded.path, instruction=cfg.instruction
+    )
     n_trainable, n_total = count_params(trained)
     estimate = memory_estimate_gb(base_model, method, n_trainable, n_total, groups, seq2seq)
-    ui.say(f"{method} fine-tuning of {ref} - {n_trainable:,} of {n_total:,} parameters train "
-           f"({100 * n_trainable / max(n_total, 1):.3f}%); memory estimate {estimate:.2f} GB; "
-           f"{len(items)} examples in {len(groups)} batches ({aspec.packing})")
+    ui.say(
+        f"{method} fine-tuning of {ref} - {n_trainable:,} of {n_total:,} parameters train "
+        f"({100 * n_trainable / max(n_total, 1):.3f}%); memory estimate {estimate:.2f} GB; "
+        f"{len(items)} examples in {len(groups)} batches ({aspec.packing})"
+    )
 
     named = project.state_dir / ADAPT_DIR / re.sub(r"[^\w.-]", "-", name) if name else None  # tiny-llama-lora-tune-3
     out = named or workdir(project, slug, method)
@@ -300,31 +341,64 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
         ui.say(notes[-1])
     lr = aspec.learning_rate or DEFAULT_LR[method]
     tconfig = TrainConfig(
-        output_dir=train_dir, max_steps=aspec.max_steps, epochs=aspec.epochs, learning_rate=lr,
-        lr_scheduler=aspec.lr_scheduler, warmup_steps=aspec.warmup_steps, weight_decay=aspec.weight_decay,
-        batch_size=world_size, grad_accum=aspec.grad_accum, seed=aspec.seed, precision=aspec.precision,
-        gradient_checkpointing=aspec.gradient_checkpointing, log_every=max(1, min(10, len(groups) // 4 or 1)),
-        eval_every=aspec.eval_every if val_groups else None, save_every=aspec.save_every,
-        early_stopping_patience=aspec.early_stopping_patience, keep_best=aspec.keep_best and bool(val_groups))
+        output_dir=train_dir,
+        max_steps=aspec.max_steps,
+        epochs=aspec.epochs,
+        learning_rate=lr,
+        lr_scheduler=aspec.lr_scheduler,
+        warmup_steps=aspec.warmup_steps,
+        weight_decay=aspec.weight_decay,
+        batch_size=world_size,
+        grad_accum=aspec.grad_accum,
+        seed=aspec.seed,
+        precision=aspec.precision,
+        gradient_checkpointing=aspec.gradient_checkpointing,
+        log_every=max(1, min(10, len(groups) // 4 or 1)),
+        eval_every=aspec.eval_every if val_groups else None,
+        save_every=aspec.save_every,
+        early_stopping_patience=aspec.early_stopping_patience,
+        keep_best=aspec.keep_best and bool(val_groups),
+    )
     eval_fn = (lambda m: {"val_loss": mean_loss(m.model, val_groups, eval_collator, dev)}) if val_groups else None
     module = SFTModule(trained)
     val_before = mean_loss(trained, val_groups, eval_collator, dev) if val_groups else None
 
     store = project.store if main else None
-    run_config = {"method": method, "base": ref, "data_hash": digest, "data": data.fingerprint,
-                  "n_examples": len(items), "train": tconfig.as_dict(), "adapt": aspec.model_dump(mode="json"),
-                  "prompt": cfg.as_dict(), "world_size": world_size}
+    run_config = {
+        "method": method,
+        "base": ref,
+        "data_hash": digest,
+        "data": data.fingerprint,
+        "n_examples": len(items),
+        "train": tconfig.as_dict(),
+        "adapt": aspec.model_dump(mode="json"),
+        "prompt": cfg.as_dict(),
+        "world_size": world_size,
+    }
     run_ctx = store.run("adapt", spec.as_dict(), run_config) if main else _NullRun()
     with run_ctx as run:
+
         def log(entry):
             if main:
-                run.log_metrics({f"train/{k}": v for k, v in entry.items() if isinstance(v, (int, float))
-                                 and k != "step"}, step=entry.get("step"))
+                run.log_metrics(
+                    {f"train/{k}": v for k, v in entry.items() if isinstance(v, (int, float)) and k != "step"},
+                    step=entry.get("step"),
+                )
             if on_eval is not None and "val_loss" in entry:
                 on_eval(entry["step"], entry)
-        result = train(module, groups, sft_loss, tconfig, eval_fn=eval_fn, collate_fn=collator, resume=resume,
-                       trainable_params=[p for p in trained.parameters() if p.requires_grad],
-                       description=f"{method} fine-tuning", on_log=log)
+
+        result = train(
+            module,
+            groups,
+            sft_loss,
+            tconfig,
+            eval_fn=eval_fn,
+            collate_fn=collator,
+            resume=resume,
+            trainable_params=[p for p in trained.parameters() if p.requires_grad],
+            description=f"{method} fine-tuning",
+            on_log=log,
+        )
         trained.eval()
         evals = [h["val_loss"] for h in result.history if "val_loss" in h]
         if val_groups and (not evals or (result.best and result.best["step"] != result.steps)):
@@ -334,34 +408,66 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
         forgetting = None
         if general is not None:
             after = mean_loss(trained, general, eval_collator, dev)
-            forgetting = {"general_loss_before": general_before, "general_loss_after": after,
-                          "increase": after - general_before}
+            forgetting = {
+                "general_loss_before": general_before,
+                "general_loss_after": after,
+                "increase": after - general_before,
+            }
             if after > general_before * 1.05:
                 notes.append(f"forgetting: loss on the general set rose from {general_before:.3f} to {after:.3f}")
         summary = FinetuneResult(
-            run_id=getattr(run, "id", None), candidate=name or f"{slug}:{method}", model_ref="", method=method,
+            run_id=getattr(run, "id", None),
+            candidate=name or f"{slug}:{method}",
+            model_ref="",
+            method=method,
             base=ref,
-            parent=parent_name, trainable_params=n_trainable, total_params=n_total, steps=result.steps,
-            tokens=result.tokens, wall_s=result.wall_s, tokens_per_s=result.tokens_per_s,
+            parent=parent_name,
+            trainable_params=n_trainable,
+            total_params=n_total,
+            steps=result.steps,
+            tokens=result.tokens,
+            wall_s=result.wall_s,
+            tokens_per_s=result.tokens_per_s,
             peak_memory_gb=max(result.peak_memory_gb - (0 if _on_gpu() else rss_before), 0.0),
-            memory_estimate_gb=estimate, train_loss=result.final_loss,
+            memory_estimate_gb=estimate,
+            train_loss=result.final_loss,
             val_loss={"before": val_before, "after": val_after, "best": result.best},
-            data_hash=digest, resumed_from=result.resumed_from, stopped_early=result.stopped_early,
-            forgetting=forgetting, notes=notes)
+            data_hash=digest,
+            resumed_from=result.resumed_from,
+            stopped_early=result.stopped_early,
+            forgetting=forgetting,
+            notes=notes,
+        )
         if not main:
             return summary
         model_dir = _save_model(trained, tokenizer, method, ref, out / "model")
         summary.model_ref = str(model_dir)
         train_summary = {k: v for k, v in summary.as_dict().items() if k not in {"metrics", "gates", "report"}}
-        cand_config = {"prompt": cfg.as_dict(), "method": method, "base": ref, "data_hash": digest,
-                       "data": data.fingerprint, "train": tconfig.as_dict(), "adapt": aspec.model_dump(mode="json"),
-                       "trainable_params": n_trainable, "total_params": n_total}
+        cand_config = {
+            "prompt": cfg.as_dict(),
+            "method": method,
+            "base": ref,
+            "data_hash": digest,
+            "data": data.fingerprint,
+            "train": tconfig.as_dict(),
+            "adapt": aspec.model_dump(mode="json"),
+            "trainable_params": n_trainable,
+            "total_params": n_total,
+        }
         cand_id = store.upsert_candidate(summary.candidate, "adapt", str(model_dir), cand_config, parent_id, run.id)
-        run.log_metrics({"trainable_params": n_trainable, "trainable_pct": summary.trainable_pct,
-                         "train_tokens_per_s": result.tokens_per_s, "train_wall_s": result.wall_s,
-                         "train_peak_memory_gb": summary.peak_memory_gb, "memory_estimate_gb": estimate,
-                         **({"val_loss": val_after} if val_after is not None else {})}, candidate_id=cand_id,
-                        split="train")
+        run.log_metrics(
+            {
+                "trainable_params": n_trainable,
+                "trainable_pct": summary.trainable_pct,
+                "train_tokens_per_s": result.tokens_per_s,
+                "train_wall_s": result.wall_s,
+                "train_peak_memory_gb": summary.peak_memory_gb,
+                "memory_estimate_gb": estimate,
+                **({"val_loss": val_after} if val_after is not None else {}),
+            },
+            candidate_id=cand_id,
+            split="train",
+        )
         history = out / "history.json"
         history.write_text(json.dumps(result.history, indent=1))
         run.add_artifact(history, "train-history")
@@ -370,10 +476,26 @@ def finetune(project, *, method: str | None = None, resume: bool = False, model:
             from odyssey.engines import open_engine
 
             live = LoadedModel(str(model_dir), model_dir, trained, tokenizer, loaded.family, loaded.dtype)
-            with open_engine(str(model_dir), root=project.root, evaluate=spec.evaluate, engine=engine, loaded=live,
-                             batch_size=batch_size or spec.evaluate.batch_size, log_dir=project.state_dir) as gen:
-                _evaluate(project, run, gen, cfg, cand_id, summary, limit=limit, batch_size=batch_size,
-                          splits=aspec.eval_splits)
+            with open_engine(
+                str(model_dir),
+                root=project.root,
+                evaluate=spec.evaluate,
+                engine=engine,
+                loaded=live,
+                batch_size=batch_size or spec.evaluate.batch_size,
+                log_dir=project.state_dir,
+            ) as gen:
+                _evaluate(
+                    project,
+                    run,
+                    gen,
+                    cfg,
+                    cand_id,
+                    summary,
+                    limit=limit,
+                    batch_size=batch_size,
+                    splits=aspec.eval_splits,
+                )
         run.set_summary(train_summary | {"metrics": summary.metrics})
     return summary
 
@@ -418,8 +540,14 @@ def _evaluate(project, run, loaded, cfg, cand_id, summary, *, limit, batch_size,
         examples = data.splits.get(split, [])[: limit or spec.evaluate.limit or None]
         if not examples:
             continue
-        result = run_harness(loaded, examples, cfg, spec.scope, batch_size=batch_size or spec.evaluate.batch_size,
-                             description=f"{summary.candidate} on {split}")
+        result = run_harness(
+            loaded,
+            examples,
+            cfg,
+            spec.scope,
+            batch_size=batch_size or spec.evaluate.batch_size,
+            description=f"{summary.candidate} on {split}",
+        )
         result.metrics["n_params"] = summary.total_params
         store.add_outputs(run.id, result.rows, candidate_id=cand_id, split=split)
         run.log_metrics(result.metrics, candidate_id=cand_id, split=split)
@@ -431,6 +559,7 @@ def _evaluate(project, run, loaded, cfg, cand_id, summary, *, limit, batch_size,
 
 
 # ---- merge -------------------------------------------------------------------------------------
+
 
 def merge(project, candidate: str | None = None) -> MergeResult:
     """Merge a LoRA candidate's adapter into its base weights: a plain checkpoint, recorded as a candidate."""
@@ -449,8 +578,11 @@ def merge(project, candidate: str | None = None) -> MergeResult:
             raise OdysseyError(f"no candidate named {candidate!r}", hint=f"candidates: {known}")
     method = row["config"].get("method")
     if method != "lora":
-        raise OdysseyError(f"candidate {row['name']!r} is not a LoRA adapter (method: {method or 'none'}); "
-                           "only LoRA weights fold into the base", hint="pick a candidate made with --method lora")
+        raise OdysseyError(
+            f"candidate {row['name']!r} is not a LoRA adapter (method: {method or 'none'}); "
+            "only LoRA weights fold into the base",
+            hint="pick a candidate made with --method lora",
+        )
     src = Path(row["model_ref"])
     with store.run("adapt", project.spec.as_dict(), {"merge": row["name"]}) as run:
         with ui.status(f"loading {row['name']}") as update:

@@ -62,9 +62,17 @@ def variants_from_spec(spec) -> list[tuple[int, str]]:
     return list(dict.fromkeys(out))  # keep order, drop repeats
 
 
-def prompt_search(project, *, model: str | None = None, limit: int | None = None, test_limit: int | None = None,
-                  shots: list[int] | None = None, selection: list[str] | None = None,
-                  batch_size: int | None = None, engine: str | None = None) -> PromptResult:
+def prompt_search(
+    project,
+    *,
+    model: str | None = None,
+    limit: int | None = None,
+    test_limit: int | None = None,
+    shots: list[int] | None = None,
+    selection: list[str] | None = None,
+    batch_size: int | None = None,
+    engine: str | None = None,
+) -> PromptResult:
     from odyssey.engines import open_engine
     from odyssey.evaluate import check_gates, run_harness
     from odyssey.evaluate.report import write_report
@@ -84,50 +92,104 @@ def prompt_search(project, *, model: str | None = None, limit: int | None = None
     plan = variants_from_spec(spec)
     too_many = [s for s, _ in plan if s > len(pool)]
     if too_many:
-        raise OdysseyError(f"{max(too_many)}-shot prompts need {max(too_many)} training examples; "
-                           f"the train split has {len(pool)}", hint="lower prompt.shots or add training data")
+        raise OdysseyError(
+            f"{max(too_many)}-shot prompts need {max(too_many)} training examples; the train split has {len(pool)}",
+            hint="lower prompt.shots or add training data",
+        )
     primary = scope.primary_metric
     store = project.store
-    config = {"model": ref, "variants": plan, "validation_n": len(validation), "test_n": len(test),
-              "data": data.fingerprint}
-    with store.run("prompt", spec.as_dict(), config) as run, \
-            open_engine(ref, root=project.root, evaluate=spec.evaluate, engine=engine, dtype=spec.evaluate.dtype,
-                        batch_size=batch_size or pspec.batch_size, log_dir=project.state_dir) as loaded:
+    config = {
+        "model": ref,
+        "variants": plan,
+        "validation_n": len(validation),
+        "test_n": len(test),
+        "data": data.fingerprint,
+    }
+    with (
+        store.run("prompt", spec.as_dict(), config) as run,
+        open_engine(
+            ref,
+            root=project.root,
+            evaluate=spec.evaluate,
+            engine=engine,
+            dtype=spec.evaluate.dtype,
+            batch_size=batch_size or pspec.batch_size,
+            log_dir=project.state_dir,
+        ) as loaded,
+    ):
         config["engine"] = loaded.info.as_dict()
         generation = pspec.generation.model_dump()
         variants: list[Variant] = []
         configs: dict[str, PromptConfig] = {}
         for n_shots, strategy in plan:
-            cfg = PromptConfig.default(scope.task, scope.labels, pspec.instruction, shots=n_shots, selection=strategy,
-                                       system=pspec.system, seed=pspec.seed, generation=generation)
-            result = run_harness(loaded, validation, cfg, scope, pool=pool, batch_size=batch_size or pspec.batch_size,
-                                 description=f"{cfg.name} on validation")
+            cfg = PromptConfig.default(
+                scope.task,
+                scope.labels,
+                pspec.instruction,
+                shots=n_shots,
+                selection=strategy,
+                system=pspec.system,
+                seed=pspec.seed,
+                generation=generation,
+            )
+            result = run_harness(
+                loaded,
+                validation,
+                cfg,
+                scope,
+                pool=pool,
+                batch_size=batch_size or pspec.batch_size,
+                description=f"{cfg.name} on validation",
+            )
             variants.append(Variant(cfg.name, n_shots, strategy, result.metrics, result.notes, result.warnings))
             configs[cfg.name] = cfg
-            store.add_outputs(run.id, [{**r, "example_id": f"{cfg.name}/{r['example_id']}"} for r in result.rows],
-                              split="validation")
+            store.add_outputs(
+                run.id, [{**r, "example_id": f"{cfg.name}/{r['example_id']}"} for r in result.rows], split="validation"
+            )
             run.log_metrics({f"{cfg.name}/{k}": v for k, v in result.metrics.items()}, split="validation")
-            ui.say(f"  {cfg.name:<22} {primary}={result.metrics.get(primary, 0):.4f}"
-                   + (f"  ({'; '.join(n.splitlines()[0] for n in result.notes)})" if result.notes else ""))
+            ui.say(
+                f"  {cfg.name:<22} {primary}={result.metrics.get(primary, 0):.4f}"
+                + (f"  ({'; '.join(n.splitlines()[0] for n in result.notes)})" if result.notes else "")
+            )
         best = pick_best(variants, primary)
         best_cfg = configs[best.name]
         name = f"{slug}:prompt"
-        cand_id = store.upsert_candidate(name, "prompt", ref, {"prompt": best_cfg.as_dict(), "data": data.fingerprint,
-                                                               "validation": best.metrics}, None, run.id)
+        cand_id = store.upsert_candidate(
+            name,
+            "prompt",
+            ref,
+            {"prompt": best_cfg.as_dict(), "data": data.fingerprint, "validation": best.metrics},
+            None,
+            run.id,
+        )
         run.log_metrics(best.metrics, candidate_id=cand_id, split="validation")
-        test_result = run_harness(loaded, test, best_cfg, scope, pool=pool, batch_size=batch_size or pspec.batch_size,
-                                  description=f"{best.name} on test")
+        test_result = run_harness(
+            loaded,
+            test,
+            best_cfg,
+            scope,
+            pool=pool,
+            batch_size=batch_size or pspec.batch_size,
+            description=f"{best.name} on test",
+        )
         store.add_outputs(run.id, test_result.rows, candidate_id=cand_id, split="test")
         run.log_metrics(test_result.metrics, candidate_id=cand_id, split="test")
         gates = check_gates(scope, test_result.metrics)
         skipped = [v.name for v in variants if v.copies_input and not best.copies_input]
-        test_result.notes = [f"best prompt: {best.name} (by validation {primary}"
-                             + (f"; not {', '.join(skipped)}, whose answers copy the input)" if skipped else ")")
-                             ] + test_result.notes
+        test_result.notes = [
+            f"best prompt: {best.name} (by validation {primary}"
+            + (f"; not {', '.join(skipped)}, whose answers copy the input)" if skipped else ")")
+        ] + test_result.notes
         report = write_report(project, run, name, "test", test_result, gates)
         _write_variant_table(run, variants, primary)
-        run.set_summary({"best": best.name, "variants": [asdict(v) for v in variants], "test": test_result.metrics,
-                         "engine": config["engine"]})
+        run.set_summary(
+            {
+                "best": best.name,
+                "variants": [asdict(v) for v in variants],
+                "test": test_result.metrics,
+                "engine": config["engine"],
+            }
+        )
     return PromptResult(run.id, ref, name, primary, variants, best, test_result.metrics, gates, report)
 
 

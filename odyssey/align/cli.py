@@ -24,11 +24,15 @@ def parse_source(text: str) -> dict:
 
     kind, _, arg = text.partition(":")
     if kind not in SOURCE_KINDS:
-        raise OdysseyError(f"--source {text!r}: unknown kind {kind!r}",
-                           hint=f"use one of {', '.join(SOURCE_KINDS)}; e.g. --source file:prefs.jsonl")
+        raise OdysseyError(
+            f"--source {text!r}: unknown kind {kind!r}",
+            hint=f"use one of {', '.join(SOURCE_KINDS)}; e.g. --source file:prefs.jsonl",
+        )
     if kind in {"file", "hf"} and not arg:
-        raise OdysseyError(f"--source {kind} needs a {'path' if kind == 'file' else 'dataset id'}",
-                           hint=f"e.g. --source {kind}:{'prefs.jsonl' if kind == 'file' else 'Anthropic/hh-rlhf'}")
+        raise OdysseyError(
+            f"--source {kind} needs a {'path' if kind == 'file' else 'dataset id'}",
+            hint=f"e.g. --source {kind}:{'prefs.jsonl' if kind == 'file' else 'Anthropic/hh-rlhf'}",
+        )
     return {"kind": kind, **({"path": arg} if kind == "file" else {"id": arg} if kind == "hf" else {})}
 
 
@@ -46,11 +50,17 @@ def _print_result(result, as_json: bool):
 
 
 def prefs(
-    source: Annotated[Optional[list[str]], typer.Option(
-        "--source", help="reference | outputs | metric | judge | feedback | file:PATH | hf:ID (repeat; "
-                         "default: align.preferences)")] = None,
+    source: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--source",
+            help="reference | outputs | metric | judge | feedback | file:PATH | hf:ID (repeat; "
+            "default: align.preferences)",
+        ),
+    ] = None,
     pairs: Annotated[Optional[int], typer.Option(help="prompts to sample pairs for (model sources)")] = None,
-    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
 ):
     """Collect preference pairs {prompt, chosen, rejected, source, annotator} into the store."""
     from odyssey.align.preferences import build_preferences
@@ -58,20 +68,31 @@ def prefs(
     proj = _load(project)
     sources = [parse_source(s) for s in source] if source else None
     pset = build_preferences(proj, sources=sources, n_pairs=pairs)
-    payload = {"preference_set": pset.id, "sha256": pset.sha256, "pairs": len(pset.pairs), "sources": pset.sources,
-               "path": str(pset.path), "notes": pset.notes}
+    payload = {
+        "preference_set": pset.id,
+        "sha256": pset.sha256,
+        "pairs": len(pset.pairs),
+        "sources": pset.sources,
+        "path": str(pset.path),
+        "notes": pset.notes,
+    }
     if as_json:
         _emit(payload)
         return
     console = _console()
-    console.print(f"{len(pset.pairs)} pairs ({', '.join(f'{k}: {v}' for k, v in pset.sources.items())}), "
-                  f"set {pset.id}, sha256 {pset.sha256[:12]}, written to {pset.path}")
+    console.print(
+        f"{len(pset.pairs)} pairs ({', '.join(f'{k}: {v}' for k, v in pset.sources.items())}), "
+        f"set {pset.id}, sha256 {pset.sha256[:12]}, written to {pset.path}"
+    )
     for note in pset.notes:
         console.print(f"[yellow]note:[/] {note}")
 
 
-def queue(pairs: Annotated[int, typer.Option(help="prompts to sample two answers for")] = 50,
-          project: ProjectOpt = Path("."), as_json: JsonOpt = False):
+def queue(
+    pairs: Annotated[int, typer.Option(help="prompts to sample two answers for")] = 50,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+):
     """Sample answer pairs from the current candidate for people to judge in `odyssey serve`'s compare page."""
     from odyssey.align.preferences import queue_for_labelling
 
@@ -79,15 +100,20 @@ def queue(pairs: Annotated[int, typer.Option(help="prompts to sample two answers
     if as_json:
         _emit({"queued": n})
     else:
-        _console().print(f"queued {n} pairs; people choose in the compare page of `odyssey serve`, then "
-                         "`odyssey align prefs --source feedback` collects their choices")
+        _console().print(
+            f"queued {n} pairs; people choose in the compare page of `odyssey serve`, then "
+            "`odyssey align prefs --source feedback` collects their choices"
+        )
 
 
 def reward(
-    preferences: Annotated[Optional[str], typer.Option(help="preference set id, name or sha256 prefix "
-                                                       "(default: the latest)")] = None,
+    preferences: Annotated[
+        Optional[str], typer.Option(help="preference set id, name or sha256 prefix (default: the latest)")
+    ] = None,
     model: Annotated[Optional[str], typer.Option(help="backbone (default: the candidate's base)")] = None,
-    resume: ResumeOpt = False, project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+    resume: ResumeOpt = False,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
 ):
     """Train a reward model (Bradley-Terry) on preference pairs; pairwise accuracy and calibration."""
     from odyssey.align.reward import train_reward_model
@@ -99,20 +125,29 @@ def reward(
         return
     console = _console()
     m = result.metrics
-    console.print(f"reward model [bold]{result.name}[/] on {result.base_ref}: held-out pairwise accuracy "
-                  f"{m['reward_accuracy']:.3f} ({int(m['held_out_pairs'])} pairs), "
-                  f"train {m['reward_accuracy_train']:.3f}, "
-                  f"ECE {m['reward_ece']:.3f}\ncalibration plot: {result.plot}")
+    console.print(
+        f"reward model [bold]{result.name}[/] on {result.base_ref}: held-out pairwise accuracy "
+        f"{m['reward_accuracy']:.3f} ({int(m['held_out_pairs'])} pairs), "
+        f"train {m['reward_accuracy_train']:.3f}, "
+        f"ECE {m['reward_ece']:.3f}\ncalibration plot: {result.plot}"
+    )
 
 
 def ppo_cmd(
-    reward_: Annotated[str, typer.Option("--reward", help="model (the reward model) | toxicity (detox: "
-                                         "1 - offensiveness on the provocation prompts)")] = "model",
+    reward_: Annotated[
+        str,
+        typer.Option(
+            "--reward", help="model (the reward model) | toxicity (detox: 1 - offensiveness on the provocation prompts)"
+        ),
+    ] = "model",
     algo: Annotated[str, typer.Option(help="ppo | rloo | grpo (TRL's online trainers)")] = "ppo",
     steps: Annotated[Optional[int], typer.Option(help="PPO steps (default: align.ppo.steps)")] = None,
     reward_model: Annotated[Optional[str], typer.Option(help="reward model name (default: the latest)")] = None,
-    start: StartOpt = None, resume: ResumeOpt = False, no_eval: NoEvalOpt = False,
-    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+    start: StartOpt = None,
+    resume: ResumeOpt = False,
+    no_eval: NoEvalOpt = False,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
 ):
     """RLHF: policy (LoRA) vs frozen reference, reward, per-token KL penalty, clipped PPO updates."""
     from odyssey.errors import OdysseyError
@@ -123,13 +158,21 @@ def ppo_cmd(
     if algo == "ppo":
         from odyssey.align.ppo import train_ppo
 
-        result = train_ppo(proj, reward=reward_, reward_model=reward_model, start=start, steps=steps, resume=resume,
-                           evaluate=not no_eval)
+        result = train_ppo(
+            proj,
+            reward=reward_,
+            reward_model=reward_model,
+            start=start,
+            steps=steps,
+            resume=resume,
+            evaluate=not no_eval,
+        )
     elif algo in {"rloo", "grpo"}:
         from odyssey.align.dpo import trl_online
 
-        result = trl_online(proj, algo, reward=reward_, reward_model=reward_model, start=start, steps=steps,
-                            evaluate=not no_eval)
+        result = trl_online(
+            proj, algo, reward=reward_, reward_model=reward_model, start=start, steps=steps, evaluate=not no_eval
+        )
     else:
         raise OdysseyError(f"--algo {algo!r} is not known", hint="use ppo, rloo or grpo")
     _print_result(result, as_json)
@@ -137,18 +180,29 @@ def ppo_cmd(
 
 def dpo_cmd(
     beta: Annotated[Optional[float], typer.Option(help="DPO beta (default: align.dpo.beta)")] = None,
-    reference_free: Annotated[Optional[bool], typer.Option("--reference-free/--with-reference",
-                                                           help="drop the reference model")] = None,
+    reference_free: Annotated[
+        Optional[bool], typer.Option("--reference-free/--with-reference", help="drop the reference model")
+    ] = None,
     preferences: Annotated[Optional[str], typer.Option(help="preference set (default: the latest)")] = None,
-    start: StartOpt = None, resume: ResumeOpt = False, no_eval: NoEvalOpt = False,
-    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+    start: StartOpt = None,
+    resume: ResumeOpt = False,
+    no_eval: NoEvalOpt = False,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
 ):
     """Direct preference optimization (TRL) on the stored preference pairs."""
     from odyssey.align.dpo import train_dpo
 
     ref = int(preferences) if preferences and preferences.isdigit() else preferences
-    result = train_dpo(_load(project), preference_set=ref, start=start, resume=resume, evaluate=not no_eval,
-                       beta=beta, reference_free=reference_free)
+    result = train_dpo(
+        _load(project),
+        preference_set=ref,
+        start=start,
+        resume=resume,
+        evaluate=not no_eval,
+        beta=beta,
+        reference_free=reference_free,
+    )
     _print_result(result, as_json)
 
 
@@ -156,9 +210,11 @@ def compare(
     candidate: Annotated[str, typer.Argument(help="an aligned candidate")],
     parent: Annotated[Optional[str], typer.Option(help="what to compare with (default: its parent)")] = None,
     detox: Annotated[bool, typer.Option(help="also offensiveness on the held-out provocation prompts")] = False,
-    limit: Annotated[Optional[int], typer.Option(
-        min=1, help="test examples compared (default: align.eval_limit)")] = None,
-    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+    limit: Annotated[
+        Optional[int], typer.Option(min=1, help="test examples compared (default: align.eval_limit)")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
 ):
     """Aligned vs parent: reward-model win-rate, task metrics and their change, KL, offensiveness."""
     from odyssey.align.evaluation import detox_report, evaluate_aligned
@@ -189,8 +245,9 @@ def compare(
 
 
 def register(app: typer.Typer) -> None:
-    align = typer.Typer(help="Align a candidate with preferences: preference data, reward model, PPO, DPO, detox.",
-                        no_args_is_help=True)
+    align = typer.Typer(
+        help="Align a candidate with preferences: preference data, reward model, PPO, DPO, detox.", no_args_is_help=True
+    )
     app.add_typer(align, name="align")
     align.command("prefs")(prefs)
     align.command("queue")(queue)

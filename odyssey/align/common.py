@@ -52,8 +52,10 @@ def starting_candidate(project, name: str | Candidate | None = None) -> Start:
     best = store.best(exclude_stage="align")
     if best is not None:
         return Start(best, "no fine-tuned (adapt) candidate scored yet: starting from the best prompt/base candidate")
-    return Start(project.candidate(project.default_model()),
-                 "no candidate scored yet: starting from the first model with the default prompt")
+    return Start(
+        project.candidate(project.default_model()),
+        "no candidate scored yet: starting from the first model with the default prompt",
+    )
 
 
 def ensure_candidate_row(project, start: Start) -> int:
@@ -82,8 +84,9 @@ def chat_prompt(tokenizer, text: str, system: str | None = None) -> str:
     return f"{system + chr(10) if system else ''}User: {text}\nAssistant:"
 
 
-def bootstrap_ci(before: list[float], after: list[float], *, paired: bool = True, n: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    before: list[float], after: list[float], *, paired: bool = True, n: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of mean(after) - mean(before). Paired resamples the same indices for both
     (the same prompts before and after); unpaired resamples each group on its own."""
     if not before or not after:
@@ -123,7 +126,7 @@ def distinct_ngrams(texts: list[str], n: int = 2) -> float:
     Written here because it is four lines; the libraries that have it (e.g. torchmetrics' text
     metrics or nlg-eval) would be a heavy dependency for a count. A policy that found one phrase the
     reward likes (reward hacking) answers every prompt with it, and its distinct-2 falls."""
-    grams = [tuple(words[i:i + n]) for t in texts for words in [t.lower().split()] for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for t in texts for words in [t.lower().split()] for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 

@@ -42,5 +42,7 @@ def demo_step(project, console, model: str, quick: bool = False):
         table.add_row("parent", result.parent)
     table.add_row("time", f"{time.perf_counter() - started:.0f} s")
     console.print(table)
-    console.print("[dim]full loop: odyssey align prefs && odyssey align reward && odyssey align ppo && "
-                  "odyssey align dpo && odyssey status; detox: odyssey align ppo --reward toxicity[/]")
+    console.print(
+        "[dim]full loop: odyssey align prefs && odyssey align reward && odyssey align ppo && "
+        "odyssey align dpo && odyssey status; detox: odyssey align ppo --reward toxicity[/]"
+    )

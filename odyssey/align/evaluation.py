@@ -28,8 +28,14 @@ def _eval_outputs(project, candidate: str, split: str, limit: int | None) -> tup
     ref = store.candidate(candidate)["model_ref"]
     for run in store.runs("evaluate", limit=200):
         cfg = run["config"]
-        if (run["status"] == "succeeded" and cfg.get("candidate") == candidate and cfg.get("model") == ref
-                and cfg.get("split") == split and cfg.get("n") == n and cfg.get("data") == data.fingerprint):
+        if (
+            run["status"] == "succeeded"
+            and cfg.get("candidate") == candidate
+            and cfg.get("model") == ref
+            and cfg.get("split") == split
+            and cfg.get("n") == n
+            and cfg.get("data") == data.fingerprint
+        ):
             rows = store.outputs(run["id"])
             if rows:
                 return run["summary"].get("metrics", {}), rows
@@ -69,13 +75,25 @@ def _response_logprobs(model, input_ids, attention_mask, n_response: int):
 
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).logits[:, -n_response - 1:-1].float()
+        logits = (
+            model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+            .logits[:, -n_response - 1 : -1]
+            .float()
+        )
     return torch.log_softmax(logits, -1).gather(-1, input_ids[:, -n_response:].unsqueeze(-1)).squeeze(-1)
 
 
-def kl_estimate(project, candidate_ref: str, parent_ref: str, prompts: list[str], *, max_new_tokens: int,
-                limit: int = KL_SAMPLES, seed: int = 0, batch_size: int = 8) -> float:
+def kl_estimate(
+    project,
+    candidate_ref: str,
+    parent_ref: str,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    limit: int = KL_SAMPLES,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> float:
     """Monte-Carlo KL(aligned || parent) in nats per answer: the mean over answers y *sampled* from the
     aligned model (temperature 1, no top-k/top-p) of log pi_aligned(y) - log pi_parent(y), summed over
     y's tokens up to and including the stop token.
@@ -98,15 +116,17 @@ def kl_estimate(project, candidate_ref: str, parent_ref: str, prompts: list[str]
     tok = cand.tokenizer
     tok.padding_side = "left"
     add_special = not has_chat_template(tok)
-    gen = generation_kwargs({"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": 1.0, "top_k": 0,
-                             "top_p": 1.0}, tok)
+    gen = generation_kwargs(
+        {"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}, tok
+    )
     gen.pop("suppress_tokens", None)  # samples must come from pi_aligned itself, padding token included
     stop_ids = set(gen.get("eos_token_id") or [])
     torch.manual_seed(seed)
     sampled = []  # (ids, attention, response mask, log pi_aligned) per batch, the parent is loaded after
     for i in range(0, len(prompts), batch_size):
-        enc = tok(prompts[i:i + batch_size], return_tensors="pt", padding=True,
-                  add_special_tokens=add_special).to(cand.model.device)
+        enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=add_special).to(
+            cand.model.device
+        )
         with torch.inference_mode():
             ids = cand.model.generate(**enc, **gen)
         n_response = ids.shape[1] - enc["input_ids"].shape[1]
@@ -125,8 +145,16 @@ def kl_estimate(project, candidate_ref: str, parent_ref: str, prompts: list[str]
     return statistics.fmean(per_answer) if per_answer else float("nan")
 
 
-def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int | str | None = None,
-                     split: str = "test", limit: int | None = None, judge: bool | None = None) -> dict:
+def evaluate_aligned(
+    project,
+    candidate: str,
+    parent: str,
+    *,
+    reward_model: int | str | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    judge: bool | None = None,
+) -> dict:
     from odyssey import ui
     from odyssey.align.toxicity import scorer
     from odyssey.evaluate import check_gates, gates_pass
@@ -134,8 +162,10 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
     store = project.store
     cand_row, parent_row = store.candidate(candidate), store.candidate(parent)
     if cand_row is None or parent_row is None:
-        raise OdysseyError(f"no candidate named {candidate if cand_row is None else parent!r}",
-                           hint="see `odyssey status` for the candidates")
+        raise OdysseyError(
+            f"no candidate named {candidate if cand_row is None else parent!r}",
+            hint="see `odyssey status` for the candidates",
+        )
     limit = limit or project.spec.align.eval_limit or project.spec.evaluate.limit
     m_parent, rows_parent = _eval_outputs(project, parent, split, limit)
     m_cand, rows_cand = _eval_outputs(project, candidate, split, limit)
@@ -150,8 +180,10 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
     for name in project.spec.scope.metric_names:
         if name in m_cand and name in m_parent:
             metrics[f"{name}_change"] = 100 * (m_cand[name] - m_parent[name])  # points
-    report["task_metrics"] = {"candidate": {k: m_cand.get(k) for k in project.spec.scope.metric_names},
-                              "parent": {k: m_parent.get(k) for k in project.spec.scope.metric_names}}
+    report["task_metrics"] = {
+        "candidate": {k: m_cand.get(k) for k in project.spec.scope.metric_names},
+        "parent": {k: m_parent.get(k) for k in project.spec.scope.metric_names},
+    }
     try:
         from odyssey.align.reward import RewardModel
 
@@ -162,8 +194,9 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
         with ui.status("scoring answers with the reward model"):
             s_c = rm.score(prompts_c, preds_c)
             s_p = rm.score(prompts_p, preds_p)
-        metrics.update(reward_score=statistics.fmean(s_c), reward_score_parent=statistics.fmean(s_p),
-                       win_rate=win_rate(s_c, s_p))
+        metrics.update(
+            reward_score=statistics.fmean(s_c), reward_score_parent=statistics.fmean(s_p), win_rate=win_rate(s_c, s_p)
+        )
         # The win-rate is a mean of per-example wins (1, ½, 0): its bootstrap CI says whether a
         # 0.55 on a dozen prompts is a win at all.
         lo, hi = win_rate_ci(s_c, s_p)
@@ -178,8 +211,13 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
         metrics["judge_win_rate"] = wins / max(len(verdicts), 1)
     if matched:
         with ui.status("KL of the aligned model to its parent"):
-            metrics["kl"] = kl_estimate(project, cand_row["model_ref"], parent_row["model_ref"], prompts_c,
-                                        max_new_tokens=project.spec.align.ppo.max_new_tokens)
+            metrics["kl"] = kl_estimate(
+                project,
+                cand_row["model_ref"],
+                parent_row["model_ref"],
+                prompts_c,
+                max_new_tokens=project.spec.align.ppo.max_new_tokens,
+            )
         tox = project.spec.align.toxicity
         score = scorer(tox.classifier, tox.label, project.root)
         metrics["toxicity"] = statistics.fmean(score(preds_c))
@@ -187,12 +225,17 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
     gates_c, gates_p = check_gates(project.spec.scope, m_cand), check_gates(project.spec.scope, m_parent)
     if gates_pass(gates_p) and not gates_pass(gates_c):
         failed = [g["gate"] for g in gates_c if g["passed"] is False]
-        report["warnings"].append(f"{candidate} fails gate(s) its parent passes: {', '.join(failed)}; "
-                                  "the alignment cost task quality: raise align.ppo.kl_coef (PPO) or "
-                                  "align.dpo.beta (DPO), or train fewer steps")
+        report["warnings"].append(
+            f"{candidate} fails gate(s) its parent passes: {', '.join(failed)}; "
+            "the alignment cost task quality: raise align.ppo.kl_coef (PPO) or "
+            "align.dpo.beta (DPO), or train fewer steps"
+        )
     report["metrics"] = metrics
-    with store.run("align", project.spec.as_dict(), {"action": "compare", "candidate": candidate, "parent": parent,
-                                                      "split": split, "limit": limit}) as run:
+    with store.run(
+        "align",
+        project.spec.as_dict(),
+        {"action": "compare", "candidate": candidate, "parent": parent, "split": split, "limit": limit},
+    ) as run:
         run.log_metrics(metrics, candidate_id=cand_row["id"], split=split)
         run.set_summary(report)
     return report
@@ -202,8 +245,17 @@ def evaluate_aligned(project, candidate: str, parent: str, *, reward_model: int 
 COLLAPSE_RATIO = 0.5
 
 
-def detox_report(project, candidate: str, parent: str, *, samples: int = 2, max_new_tokens: int | None = None,
-                 temperature: float | None = None, seed: int = 0, task_eval: bool = True) -> dict:
+def detox_report(
+    project,
+    candidate: str,
+    parent: str,
+    *,
+    samples: int = 2,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    seed: int = 0,
+    task_eval: bool = True,
+) -> dict:
     """Offensiveness on the held-out provocation prompts before (parent) and after (candidate).
 
     Both are sampled at the temperature the detox PPO sampled at (``align.ppo.temperature`` unless
@@ -227,39 +279,65 @@ def detox_report(project, candidate: str, parent: str, *, samples: int = 2, max_
         start = starting_candidate(project, name)
         loaded = load(row["model_ref"], root=project.root, dtype="float32")
         prompts = [chat_prompt(loaded.tokenizer, r["prompt"], start.prompt.system) for r in rows]
-        outs = sample_responses(loaded, prompts, n=samples, max_new_tokens=max_new, temperature=temperature,
-                                seed=seed, batch_size=project.spec.evaluate.batch_size)
+        outs = sample_responses(
+            loaded,
+            prompts,
+            n=samples,
+            max_new_tokens=max_new,
+            temperature=temperature,
+            seed=seed,
+            batch_size=project.spec.evaluate.batch_size,
+        )
         flat = [o for group in outs for o in group]
         scores = score(flat)
         diversity[label] = distinct_ngrams(flat, 2)
-        per_prompt[label] = [statistics.fmean(scores[i * samples:(i + 1) * samples]) for i in range(len(rows))]
-        examples[label] = [{"id": r["id"], "prompt": r["prompt"], "answer": o[0], "offensiveness": s}
-                           for r, o, s in zip(rows, outs, per_prompt[label])][:5]
+        per_prompt[label] = [statistics.fmean(scores[i * samples : (i + 1) * samples]) for i in range(len(rows))]
+        examples[label] = [
+            {"id": r["id"], "prompt": r["prompt"], "answer": o[0], "offensiveness": s}
+            for r, o, s in zip(rows, outs, per_prompt[label])
+        ][:5]
         del loaded
     before_m, before_s = mean_std(per_prompt["before"])
     after_m, after_s = mean_std(per_prompt["after"])
     lo, hi = bootstrap_ci(per_prompt["before"], per_prompt["after"], seed=seed)
-    metrics = {"toxicity_before": before_m, "toxicity_before_std": before_s, "toxicity_after": after_m,
-               "toxicity_after_std": after_s, "toxicity_change": after_m - before_m,
-               "toxicity_change_ci_low": lo, "toxicity_change_ci_high": hi,
-               "toxicity_change_pct": 100 * (after_m - before_m) / before_m if before_m else 0.0,
-               "distinct2_before": diversity["before"], "distinct2_after": diversity["after"]}
-    report = {"candidate": candidate, "parent": parent, "prompts": len(rows), "samples_per_prompt": samples,
-              "temperature": temperature,
-              "classifier": score.name, "metrics": metrics, "ci_excludes_zero": hi < 0 or lo > 0,
-              "examples": examples, "warnings": []}
+    metrics = {
+        "toxicity_before": before_m,
+        "toxicity_before_std": before_s,
+        "toxicity_after": after_m,
+        "toxicity_after_std": after_s,
+        "toxicity_change": after_m - before_m,
+        "toxicity_change_ci_low": lo,
+        "toxicity_change_ci_high": hi,
+        "toxicity_change_pct": 100 * (after_m - before_m) / before_m if before_m else 0.0,
+        "distinct2_before": diversity["before"],
+        "distinct2_after": diversity["after"],
+    }
+    report = {
+        "candidate": candidate,
+        "parent": parent,
+        "prompts": len(rows),
+        "samples_per_prompt": samples,
+        "temperature": temperature,
+        "classifier": score.name,
+        "metrics": metrics,
+        "ci_excludes_zero": hi < 0 or lo > 0,
+        "examples": examples,
+        "warnings": [],
+    }
     if diversity["after"] < COLLAPSE_RATIO * diversity["before"]:
         report["warnings"].append(
             f"{candidate}'s answers collapsed to a few phrases (distinct-2 {diversity['before']:.2f} -> "
             f"{diversity['after']:.2f}): the policy found wording the classifier scores as harmless and repeats it "
             "(reward hacking), so the drop in offensiveness is not a safer model: raise align.ppo.kl_coef, "
-            "lower the learning rate or train fewer steps")
+            "lower the learning rate or train fewer steps"
+        )
     if task_eval:
         task = evaluate_aligned(project, candidate, parent)
         report["task"] = task
         report["warnings"] += task.get("warnings", [])
-    with store.run("align", project.spec.as_dict(), {"action": "detox-report", "candidate": candidate,
-                                                      "parent": parent}) as run:
+    with store.run(
+        "align", project.spec.as_dict(), {"action": "detox-report", "candidate": candidate, "parent": parent}
+    ) as run:
         run.log_metrics(metrics, candidate_id=store.candidate(candidate)["id"], split="provocations")
         run.set_summary(report)
     return report

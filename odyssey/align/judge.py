@@ -48,18 +48,25 @@ class EndpointJudge:
         except ImportError as exc:  # pragma: no cover - openai is in the deploy extra
             from odyssey.errors import MissingDependency
 
-            raise MissingDependency("the judge needs the openai client",
-                                    hint="pip install 'llm-odyssey[deploy]'") from exc
+            raise MissingDependency(
+                "the judge needs the openai client", hint="pip install 'llm-odyssey[deploy]'"
+            ) from exc
         self.client = OpenAI(base_url=endpoint, api_key=os.environ.get(api_key_env) or "not-needed", max_retries=1)
         self.model, self.max_tokens, self.name = model, max_tokens, f"judge:{model}@{endpoint}"
 
     def __call__(self, text: str) -> str:
         try:
-            reply = self.client.chat.completions.create(model=self.model, max_tokens=self.max_tokens, temperature=0,
-                                                        messages=[{"role": "user", "content": text}])
+            reply = self.client.chat.completions.create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                temperature=0,
+                messages=[{"role": "user", "content": text}],
+            )
         except Exception as exc:
-            raise Unavailable(f"the judge endpoint failed: {type(exc).__name__}: {str(exc)[:200]}",
-                              hint="check align.judge.endpoint, align.judge.model and the API key variable") from None
+            raise Unavailable(
+                f"the judge endpoint failed: {type(exc).__name__}: {str(exc)[:200]}",
+                hint="check align.judge.endpoint, align.judge.model and the API key variable",
+            ) from None
         return reply.choices[0].message.content or ""
 
 
@@ -87,8 +94,10 @@ def make_judge(project):
     spec = project.spec.align.judge
     if spec.endpoint:
         if not spec.model:
-            raise OdysseyError("align.judge.endpoint is set but align.judge.model is not",
-                               hint="name the model the endpoint serves, e.g. model: gpt-4o-mini")
+            raise OdysseyError(
+                "align.judge.endpoint is set but align.judge.model is not",
+                hint="name the model the endpoint serves, e.g. model: gpt-4o-mini",
+            )
         return EndpointJudge(spec.endpoint, spec.model, spec.api_key_env, spec.max_tokens)
     from odyssey.models import load
 
@@ -98,8 +107,9 @@ def make_judge(project):
     return LocalJudge(loaded, ref)
 
 
-def judge_pairs(project, prompts: list[str], samples: list[list[str]], examples=None, judge=None,
-                seed: int = 0) -> list[dict]:
+def judge_pairs(
+    project, prompts: list[str], samples: list[list[str]], examples=None, judge=None, seed: int = 0
+) -> list[dict]:
     """Rank each prompt's two samples with the judge; returns pairs with the judge prompt and verdict."""
     from odyssey import ui
 
@@ -126,8 +136,16 @@ def judge_pairs(project, prompts: list[str], samples: list[list[str]], examples=
             meta = {"judge": judge.name, "judge_prompt": text, "verdict": answer, "order_swapped": swap}
             if examples is not None:
                 meta["example_id"] = examples[i].id
-            pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": "judge",
-                          "annotator": judge.name, "meta": meta})
+            pairs.append(
+                {
+                    "prompt": prompt,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "source": "judge",
+                    "annotator": judge.name,
+                    "meta": meta,
+                }
+            )
     if unclear:
         ui.say(f"the judge's answer named neither A nor B for {unclear} pair(s); they were dropped")
     return pairs

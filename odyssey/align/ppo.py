@@ -100,8 +100,9 @@ class Policy:
 
         torch.manual_seed(seed)
         self.tokenizer = loaded.tokenizer
-        config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0,
-                            target_modules="all-linear")
+        config = LoraConfig(
+            task_type="CAUSAL_LM", r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear"
+        )
         self.model = get_peft_model(loaded.model, config)
         hidden = loaded.model.config.get_text_config().hidden_size
         self.value_head = torch.nn.Linear(hidden, 1).to(loaded.model.device)
@@ -112,8 +113,15 @@ class Policy:
     def parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
 
-    def forward(self, input_ids, attention_mask, n_response: int, temperature: float, values: bool = True,
-                reference: bool = False):
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        n_response: int,
+        temperature: float,
+        values: bool = True,
+        reference: bool = False,
+    ):
         """Log-probs (and entropy, values) of the last ``n_response`` tokens given everything before them."""
         import contextlib
 
@@ -122,16 +130,21 @@ class Policy:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         ctx = self.model.disable_adapter() if reference else contextlib.nullcontext()
         with ctx:
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             output_hidden_states=values, use_cache=False)
-        logits = out.logits[:, -n_response - 1:-1].float() / temperature
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                output_hidden_states=values,
+                use_cache=False,
+            )
+        logits = out.logits[:, -n_response - 1 : -1].float() / temperature
         logp_all = torch.log_softmax(logits, -1)
         targets = input_ids[:, -n_response:]
         logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         value = None
         if values:
-            hidden = out.hidden_states[-1][:, -n_response - 1:-1].float()
+            hidden = out.hidden_states[-1][:, -n_response - 1 : -1].float()
             value = self.value_head(hidden).squeeze(-1)
         return logp, entropy, value
 
@@ -158,9 +171,17 @@ def _save_checkpoint(folder: Path, policy: Policy, optimizer, step: int, kl: Ada
     tmp = folder.with_name(folder.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
     save_file(policy.adapter_state(), str(tmp / "adapter.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "kl_coef": kl.value,
-                "torch_rng": torch.get_rng_state(), "history": json.dumps(history),
-                "py_rng": json.dumps(random.getstate())}, tmp / "state.pt")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "kl_coef": kl.value,
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(history),
+            "py_rng": json.dumps(random.getstate()),
+        },
+        tmp / "state.pt",
+    )
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -187,8 +208,12 @@ def plot_history(history: list[dict], out: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("reward", "mean reward"), ("kl", "KL to reference (nats/response)"), ("entropy", "entropy (nats/token)"),
-            ("length", "response length (tokens)")]
+    keys = [
+        ("reward", "mean reward"),
+        ("kl", "KL to reference (nats/response)"),
+        ("entropy", "entropy (nats/token)"),
+        ("length", "response length (tokens)"),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
     steps = [h["step"] for h in history]
     for ax, (key, label) in zip(axes, keys):
@@ -209,15 +234,21 @@ def reward_function(project, reward: str, reward_model=None):
 
         tox = project.spec.align.toxicity
         score = scorer(tox.classifier, tox.label, project.root)
-        return (lambda prompts, responses: [1.0 - s for s in score(responses)]), {"reward": "toxicity",
-                                                                                   "classifier": score.name}
+        return (lambda prompts, responses: [1.0 - s for s in score(responses)]), {
+            "reward": "toxicity",
+            "classifier": score.name,
+        }
     if reward == "model":
         from odyssey.align.reward import RewardModel
 
         rm, row = reward_model if isinstance(reward_model, tuple) else RewardModel.from_store(project, reward_model)
-        return rm.score, {"reward": "model", "reward_model": row["name"], "reward_model_id": row["id"],
-                          "preference_set": row.get("preference_set_id"),
-                          "preference_sha256": rm.meta.get("preference_sha256")}
+        return rm.score, {
+            "reward": "model",
+            "reward_model": row["name"],
+            "reward_model_id": row["id"],
+            "preference_set": row.get("preference_set_id"),
+            "preference_sha256": rm.meta.get("preference_sha256"),
+        }
     raise OdysseyError(f"unknown reward {reward!r}", hint="use --reward model (the trained reward model) or toxicity")
 
 
@@ -231,13 +262,23 @@ def training_prompts(project, start, loaded, reward: str, limit: int | None = No
         return [chat_prompt(loaded.tokenizer, r["prompt"], start.prompt.system) for r in rows][: limit or None]
     data = project.dataset()
     examples = data.split("train")[: limit or None]
-    return render_prompts(loaded, start.prompt, examples, data.splits.get("train"),
-                          project.spec.align.ppo.max_new_tokens)
+    return render_prompts(
+        loaded, start.prompt, examples, data.splits.get("train"), project.spec.align.ppo.max_new_tokens
+    )
 
 
-def train_ppo(project, *, reward: str = "model", reward_model: int | str | None = None, start: str | None = None,
-        steps: int | None = None, resume: bool = False, evaluate: bool = True, name: str | None = None,
-        **overrides) -> AlignResult:
+def train_ppo(
+    project,
+    *,
+    reward: str = "model",
+    reward_model: int | str | None = None,
+    start: str | None = None,
+    steps: int | None = None,
+    resume: bool = False,
+    evaluate: bool = True,
+    name: str | None = None,
+    **overrides,
+) -> AlignResult:
     """Run PPO from the starting candidate; record the aligned candidate; compare it with its parent."""
     import torch
 
@@ -263,11 +304,28 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
     policy = Policy(loaded, cfg.lora_r, cfg.lora_alpha, cfg.seed)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
     kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl if cfg.adaptive_kl else None)
-    gen_kwargs = generation_kwargs({"max_new_tokens": cfg.max_new_tokens, "do_sample": True,
-                                    "temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": 1.0}, tok)
+    gen_kwargs = generation_kwargs(
+        {
+            "max_new_tokens": cfg.max_new_tokens,
+            "do_sample": True,
+            "temperature": cfg.temperature,
+            "top_k": cfg.top_k,
+            "top_p": 1.0,
+        },
+        tok,
+    )
     stop_ids = set(gen_kwargs.get("eos_token_id") or [])
-    key_src = json.dumps([begin.model_ref, reward_info, cfg.model_dump(exclude={"steps"}), len(prompts),
-                          hashlib.sha256("\n".join(prompts).encode()).hexdigest()], sort_keys=True, default=str)
+    key_src = json.dumps(
+        [
+            begin.model_ref,
+            reward_info,
+            cfg.model_dump(exclude={"steps"}),
+            len(prompts),
+            hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
+        ],
+        sort_keys=True,
+        default=str,
+    )
     work = project.state_dir / "align" / f"ppo-{hashlib.sha256(key_src.encode()).hexdigest()[:12]}"
     ckpt = work / "checkpoint"
     random.seed(cfg.seed)
@@ -279,9 +337,14 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
     order = list(range(len(prompts)))
     random.Random(cfg.seed).shuffle(order)
     warnings: list[str] = []
-    settings = {"action": "ppo", "start": begin.as_dict(), **reward_info, "ppo": cfg.model_dump(),
-                "prompts": len(prompts),
-                "resumed_from": first}
+    settings = {
+        "action": "ppo",
+        "start": begin.as_dict(),
+        **reward_info,
+        "ppo": cfg.model_dump(),
+        "prompts": len(prompts),
+        "resumed_from": first,
+    }
     t0 = time.perf_counter()
     with project.store.run("align", project.spec.as_dict(), settings) as run:
         with ui.progress("PPO", total=cfg.steps) as bar:
@@ -289,16 +352,19 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
             for step in range(first, cfg.steps):
                 offset = step * cfg.batch_size
                 batch_prompts = [prompts[order[(offset + i) % len(order)]] for i in range(cfg.batch_size)]
-                stats = _ppo_step(policy, tok, batch_prompts, reward_fn, optimizer, kl_ctl, cfg, gen_kwargs, stop_ids,
-                                  add_special)
+                stats = _ppo_step(
+                    policy, tok, batch_prompts, reward_fn, optimizer, kl_ctl, cfg, gen_kwargs, stop_ids, add_special
+                )
                 stats["step"] = step + 1
                 history.append(stats)
                 bar.advance(1, reward=stats["reward"], kl=stats["kl"])
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                     _save_checkpoint(ckpt, policy, optimizer, step + 1, kl_ctl, history)
                 if stats["kl"] > cfg.kl_bound:
-                    warnings.append(f"stopped at step {step + 1}: KL to the reference {stats['kl']:.2f} passed "
-                                    f"align.ppo.kl_bound={cfg.kl_bound:g}; the policy may be gaming the reward")
+                    warnings.append(
+                        f"stopped at step {step + 1}: KL to the reference {stats['kl']:.2f} passed "
+                        f"align.ppo.kl_bound={cfg.kl_bound:g}; the policy may be gaming the reward"
+                    )
                     _save_checkpoint(ckpt, policy, optimizer, step + 1, kl_ctl, history)
                     break
         wall = time.perf_counter() - t0
@@ -307,26 +373,45 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
         hist_path.write_text("".join(json.dumps(h) + "\n" for h in history))
         run.add_artifact(hist_path, "history")
         if history:
-            run.add_artifact(plot_history(history, run.artifacts_dir / "ppo-curves.png",
-                                          f"PPO from {begin.name} (reward: {reward_info['reward']})"), "plot")
+            run.add_artifact(
+                plot_history(
+                    history,
+                    run.artifacts_dir / "ppo-curves.png",
+                    f"PPO from {begin.name} (reward: {reward_info['reward']})",
+                ),
+                "plot",
+            )
         policy.model.eval()
         out = save_merged(policy.model, tok, run.artifacts_dir / "model")
         method = "detox" if reward == "toxicity" else "ppo"
         cand_name = name or f"{begin.name}+{method}"
-        final = ({k: statistics.fmean(h[k] for h in history[-3:]) for k in ("reward", "kl", "entropy", "length")}
-                 if history else {})
+        final = (
+            {k: statistics.fmean(h[k] for h in history[-3:]) for k in ("reward", "kl", "entropy", "length")}
+            if history
+            else {}
+        )
         metrics = {f"train_{k}": v for k, v in final.items()}
         metrics.update(steps_done=len(history), wall_s=wall, kl_coef_final=kl_ctl.value)
-        config = {"prompt": begin.prompt.as_dict(),
-                  "align": {"method": "ppo", "parent": begin.name, **reward_info, "steps": len(history),
-                            "kl_coef": cfg.kl_coef, "adaptive_kl": cfg.adaptive_kl, "run_id": run.id,
-                            "start_note": begin.note}}
+        config = {
+            "prompt": begin.prompt.as_dict(),
+            "align": {
+                "method": "ppo",
+                "parent": begin.name,
+                **reward_info,
+                "steps": len(history),
+                "kl_coef": cfg.kl_coef,
+                "adaptive_kl": cfg.adaptive_kl,
+                "run_id": run.id,
+                "start_note": begin.note,
+            },
+        }
         cand_id = project.store.upsert_candidate(cand_name, "align", str(out), config, parent_id, run.id)
         run.log_metrics(metrics, candidate_id=cand_id)
         run.set_summary({"candidate": cand_name, "metrics": metrics, "warnings": warnings, "start_note": begin.note})
     del policy, loaded, optimizer
-    result = AlignResult(cand_name, cand_id, begin.name, "ppo", str(out), run.id, history, metrics, warnings,
-                         wall_s=wall)
+    result = AlignResult(
+        cand_name, cand_id, begin.name, "ppo", str(out), run.id, history, metrics, warnings, wall_s=wall
+    )
     if evaluate:
         from odyssey.align.evaluation import detox_report, evaluate_aligned
 
@@ -338,8 +423,18 @@ def train_ppo(project, *, reward: str = "model", reward_model: int | str | None 
     return result
 
 
-def _ppo_step(policy: Policy, tok, prompts: list[str], reward_fn, optimizer, kl_ctl: AdaptiveKL, cfg, gen_kwargs,
-              stop_ids: set, add_special: bool) -> dict:
+def _ppo_step(
+    policy: Policy,
+    tok,
+    prompts: list[str],
+    reward_fn,
+    optimizer,
+    kl_ctl: AdaptiveKL,
+    cfg,
+    gen_kwargs,
+    stop_ids: set,
+    add_special: bool,
+) -> dict:
     import torch
 
     from odyssey.align.common import response_mask
@@ -377,7 +472,7 @@ def _ppo_step(policy: Policy, tok, prompts: list[str], reward_fn, optimizer, kl_
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(n)
         for i in range(0, n, cfg.mini_batch_size):
-            idx = perm[i:i + cfg.mini_batch_size]
+            idx = perm[i : i + cfg.mini_batch_size]
             m = mask[idx]
             logp, entropy, values = policy.forward(input_ids[idx], attention[idx], T, cfg.temperature)
             ratio = torch.exp(logp - old_logp[idx])
@@ -398,8 +493,15 @@ def _ppo_step(policy: Policy, tok, prompts: list[str], reward_fn, optimizer, kl_
     kl_seq = kl_tokens.sum(-1).mean().item()
     coef = kl_ctl.value
     kl_ctl.update(kl_seq, n)
-    return {"reward": scores.mean().item(), "reward_std": scores.std().item() if n > 1 else 0.0, "kl": kl_seq,
-            "entropy": statistics.fmean(entropies), "length": mask.sum(-1).mean().item(),
-            "pg_loss": statistics.fmean(pg_losses), "vf_loss": statistics.fmean(vf_losses),
-            "clipfrac": statistics.fmean(clipfracs), "kl_coef": coef,
-            "objective": scores.mean().item() - coef * kl_seq}
+    return {
+        "reward": scores.mean().item(),
+        "reward_std": scores.std().item() if n > 1 else 0.0,
+        "kl": kl_seq,
+        "entropy": statistics.fmean(entropies),
+        "length": mask.sum(-1).mean().item(),
+        "pg_loss": statistics.fmean(pg_losses),
+        "vf_loss": statistics.fmean(vf_losses),
+        "clipfrac": statistics.fmean(clipfracs),
+        "kl_coef": coef,
+        "objective": scores.mean().item() - coef * kl_seq,
+    }

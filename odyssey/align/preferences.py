@@ -45,8 +45,9 @@ class PreferenceSet:
 
     def split(self, held_out: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
         """A deterministic split by prompt (pairs of one prompt stay on one side), so held-out accuracy is honest."""
-        prompts = sorted({p["prompt"] for p in self.pairs},
-                         key=lambda t: hashlib.sha256(f"{seed}:{t}".encode()).hexdigest())
+        prompts = sorted(
+            {p["prompt"] for p in self.pairs}, key=lambda t: hashlib.sha256(f"{seed}:{t}".encode()).hexdigest()
+        )
         n_test = max(1, round(len(prompts) * held_out)) if len(prompts) > 1 else 0
         test_prompts = set(prompts[:n_test])
         train = [p for p in self.pairs if p["prompt"] not in test_prompts]
@@ -99,9 +100,11 @@ def normalize_row(row: dict, where: str, source: str, annotator: str | None = No
     """One record of a user's file or dataset as a pair; names the record when it is not one."""
     if not isinstance(row, dict) or "chosen" not in row or "rejected" not in row:
         keys = ", ".join(sorted(row)) if isinstance(row, dict) else type(row).__name__
-        raise OdysseyError(f"{where}: a preference record needs 'chosen' and 'rejected' (found: {keys})",
-                           hint="each line: {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}; Anthropic-HH rows "
-                                "(chosen/rejected conversations) are accepted too")
+        raise OdysseyError(
+            f"{where}: a preference record needs 'chosen' and 'rejected' (found: {keys})",
+            hint='each line: {"prompt": ..., "chosen": ..., "rejected": ...}; Anthropic-HH rows '
+            "(chosen/rejected conversations) are accepted too",
+        )
     chosen, rejected, prompt = row["chosen"], row["rejected"], row.get("prompt")
     if isinstance(chosen, list) and isinstance(rejected, list):  # TRL conversational shape
         if prompt is None:
@@ -117,10 +120,17 @@ def normalize_row(row: dict, where: str, source: str, annotator: str | None = No
         if not isinstance(value, str):
             raise OdysseyError(f"{where}: '{name}' must be text, got {type(value).__name__}")
     if not chosen.strip() or not rejected.strip():
-        raise OdysseyError(f"{where}: 'chosen' and 'rejected' must both be non-empty",
-                           hint="drop the record or fill in both responses")
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": row.get("source") or source,
-            "annotator": row.get("annotator") or annotator, "meta": row.get("meta") or {}}
+        raise OdysseyError(
+            f"{where}: 'chosen' and 'rejected' must both be non-empty", hint="drop the record or fill in both responses"
+        )
+    return {
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "source": row.get("source") or source,
+        "annotator": row.get("annotator") or annotator,
+        "meta": row.get("meta") or {},
+    }
 
 
 def from_file(path: Path, limit: int | None = None) -> list[dict]:
@@ -129,8 +139,9 @@ def from_file(path: Path, limit: int | None = None) -> list[dict]:
     path = Path(path)
     rows = read_records(path)
     if not rows:
-        raise OdysseyError(f"{path}: no preference records",
-                           hint="one JSON object per line with prompt/chosen/rejected")
+        raise OdysseyError(
+            f"{path}: no preference records", hint="one JSON object per line with prompt/chosen/rejected"
+        )
     out = [normalize_row(r, f"{path}:{i}", f"file:{path.name}", "user") for i, r in enumerate(rows[: limit or None], 1)]
     return out
 
@@ -141,10 +152,11 @@ def from_hf(dataset_id: str, split: str = "train", limit: int | None = None) -> 
 
         data = datasets.load_dataset(dataset_id, split=split)
     except Exception as exc:  # offline, unknown id, no such split
-        raise Unavailable(f"could not load preference dataset {dataset_id!r} (split {split!r}): "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
-                          hint="check the id and the network; offline, export it to a JSONL file and use kind: file"
-                          ) from exc
+        raise Unavailable(
+            f"could not load preference dataset {dataset_id!r} (split {split!r}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+            hint="check the id and the network; offline, export it to a JSONL file and use kind: file",
+        ) from exc
     rows = data.select(range(min(limit, len(data)))) if limit else data
     return [normalize_row(dict(r), f"{dataset_id}[{i}]", f"hf:{dataset_id}", "dataset") for i, r in enumerate(rows)]
 
@@ -158,12 +170,28 @@ def from_feedback(store) -> list[dict]:
         who = f.get("annotator") or (f"key:{f['key_id']}" if f.get("key_id") else "user")
         meta = {"feedback_id": f["id"], "request_id": f.get("request_id"), "candidate": f.get("candidate")}
         if f["kind"] == "preference" and f.get("chosen") and f.get("rejected") and f.get("prompt") is not None:
-            pairs.append({"prompt": f["prompt"], "chosen": f["chosen"], "rejected": f["rejected"],
-                          "source": "feedback:compare", "annotator": who, "meta": meta})
+            pairs.append(
+                {
+                    "prompt": f["prompt"],
+                    "chosen": f["chosen"],
+                    "rejected": f["rejected"],
+                    "source": "feedback:compare",
+                    "annotator": who,
+                    "meta": meta,
+                }
+            )
         elif f["kind"] == "correction" and f.get("correction") and f.get("output") and f.get("prompt") is not None:
             if f["correction"].strip() != f["output"].strip():
-                pairs.append({"prompt": f["prompt"], "chosen": f["correction"], "rejected": f["output"],
-                              "source": "feedback:correction", "annotator": who, "meta": meta})
+                pairs.append(
+                    {
+                        "prompt": f["prompt"],
+                        "chosen": f["correction"],
+                        "rejected": f["output"],
+                        "source": "feedback:correction",
+                        "annotator": who,
+                        "meta": meta,
+                    }
+                )
         elif f["kind"] in {"thumbs", "rating"} and f.get("output") and f.get("prompt") is not None:
             if f["kind"] == "thumbs":
                 good = (f.get("thumbs") or 0) > 0
@@ -178,14 +206,30 @@ def from_feedback(store) -> list[dict]:
                 slot["bad"].append((f["output"], who, meta))
     for prompt, slot in by_prompt.items():
         for (good, who, meta), (bad, _, bad_meta) in zip(slot["good"], slot["bad"]):
-            pairs.append({"prompt": prompt, "chosen": good, "rejected": bad, "source": "feedback:thumbs",
-                          "annotator": who, "meta": {"chosen": meta, "rejected": bad_meta}})
+            pairs.append(
+                {
+                    "prompt": prompt,
+                    "chosen": good,
+                    "rejected": bad,
+                    "source": "feedback:thumbs",
+                    "annotator": who,
+                    "meta": {"chosen": meta, "rejected": bad_meta},
+                }
+            )
     return pairs
 
 
 # ---- pairs from model samples -----------------------------------------------------------------
-def sample_responses(loaded, prompts: list[str], *, n: int, max_new_tokens: int, temperature: float = 1.0,
-                     seed: int = 0, batch_size: int = 8) -> list[list[str]]:
+def sample_responses(
+    loaded,
+    prompts: list[str],
+    *,
+    n: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[list[str]]:
     """``n`` sampled responses per prompt (seeds seed, seed+1, ...), from an engine
     (``odyssey.engines.open_engine``) or a loaded transformers model."""
     from odyssey.evaluate import as_engine
@@ -193,8 +237,14 @@ def sample_responses(loaded, prompts: list[str], *, n: int, max_new_tokens: int,
     engine = as_engine(loaded, batch_size)
     out = [[] for _ in prompts]
     for k in range(n):
-        settings = {"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": temperature, "top_k": 0,
-                    "top_p": 1.0, "seed": seed + k}
+        settings = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": True,
+            "temperature": temperature,
+            "top_k": 0,
+            "top_p": 1.0,
+            "seed": seed + k,
+        }
         gens, _ = engine.generate(prompts, settings, batch_size=batch_size, description=f"sampling {k + 1}/{n}")
         for i, g in enumerate(gens):
             out[i].append(g.text)
@@ -206,8 +256,16 @@ def from_reference(prompts: list[str], examples, samples: list[list[str]], annot
     for prompt, ex, outs in zip(prompts, examples, samples):
         for s in outs[:1]:
             if ex.references and s.strip() and s.strip() != ex.target.strip():
-                pairs.append({"prompt": prompt, "chosen": ex.target, "rejected": s, "source": "reference",
-                              "annotator": "reference", "meta": {"example_id": ex.id, "sampled_by": annotator}})
+                pairs.append(
+                    {
+                        "prompt": prompt,
+                        "chosen": ex.target,
+                        "rejected": s,
+                        "source": "reference",
+                        "annotator": "reference",
+                        "meta": {"example_id": ex.id, "sampled_by": annotator},
+                    }
+                )
     return pairs
 
 
@@ -225,14 +283,28 @@ def from_stored_outputs(store, splits=("train", "validation"), limit: int | None
         if key in seen:
             continue
         seen.add(key)
-        pairs.append({"prompt": r["prompt"], "chosen": refs[0], "rejected": r["prediction"],
-                      "source": "reference:outputs",
-                      "annotator": "reference", "meta": {"example_id": r["example_id"], "answered_by": r["candidate"]}})
+        pairs.append(
+            {
+                "prompt": r["prompt"],
+                "chosen": refs[0],
+                "rejected": r["prediction"],
+                "source": "reference:outputs",
+                "annotator": "reference",
+                "meta": {"example_id": r["example_id"], "answered_by": r["candidate"]},
+            }
+        )
     return pairs[: limit or None]
 
 
-def from_metric(prompts: list[str], examples, samples: list[list[str]], metric: str, task: str, annotator: str,
-                min_gap: float = 0.02) -> list[dict]:
+def from_metric(
+    prompts: list[str],
+    examples,
+    samples: list[list[str]],
+    metric: str,
+    task: str,
+    annotator: str,
+    min_gap: float = 0.02,
+) -> list[dict]:
     """Chosen = the sample scoring higher on the task metric against the references."""
     from odyssey import metrics as metric_fns
 
@@ -251,21 +323,31 @@ def from_metric(prompts: list[str], examples, samples: list[list[str]], metric: 
         if abs(sa - sb) < min_gap or a.strip() == b.strip() or not a.strip() or not b.strip():
             continue
         chosen, rejected, sc, sr = (a, b, sa, sb) if sa > sb else (b, a, sb, sa)
-        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": f"metric:{metric}",
-                      "annotator": annotator, "meta": {"example_id": ex.id, "chosen_score": sc, "rejected_score": sr}})
+        pairs.append(
+            {
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "source": f"metric:{metric}",
+                "annotator": annotator,
+                "meta": {"example_id": ex.id, "chosen_score": sc, "rejected_score": sr},
+            }
+        )
     return pairs
 
 
-def build_preferences(project, *, sources: list | None = None, start=None, n_pairs: int | None = None,
-                      loaded=None, seed: int = 0) -> PreferenceSet:
+def build_preferences(
+    project, *, sources: list | None = None, start=None, n_pairs: int | None = None, loaded=None, seed: int = 0
+) -> PreferenceSet:
     """Collect pairs from every configured source, record the set in the store, write its JSONL."""
     from odyssey.align.common import render_prompts, starting_candidate
     from odyssey.spec import PreferenceSource
     from odyssey.store.align import save_preference_set
 
     spec = project.spec
-    sources = [s if isinstance(s, PreferenceSource) else PreferenceSource(**s)
-               for s in (sources or spec.align.preferences)]
+    sources = [
+        s if isinstance(s, PreferenceSource) else PreferenceSource(**s) for s in (sources or spec.align.preferences)
+    ]
     start = start or starting_candidate(project)
     n_pairs = n_pairs or spec.align.pairs
     pairs, counts, notes = [], {}, []
@@ -275,18 +357,26 @@ def build_preferences(project, *, sources: list | None = None, start=None, n_pai
         data = project.dataset()
         examples = data.split("train")[:n_pairs]
         if not any(ex.references for ex in examples) and any(s.kind in {"reference", "metric"} for s in model_sources):
-            notes.append("the train split has no references: reference/metric sources made no pairs "
-                         "(set scope.data.fields.target, or use kind judge/file/hf/feedback)")
+            notes.append(
+                "the train split has no references: reference/metric sources made no pairs "
+                "(set scope.data.fields.target, or use kind judge/file/hf/feedback)"
+            )
         opened = loaded is None
         if opened:
             from odyssey.engines import open_engine
 
-            loaded = open_engine(start.model_ref, root=project.root, evaluate=spec.evaluate,
-                                 batch_size=spec.evaluate.batch_size, log_dir=project.state_dir)
+            loaded = open_engine(
+                start.model_ref,
+                root=project.root,
+                evaluate=spec.evaluate,
+                batch_size=spec.evaluate.batch_size,
+                log_dir=project.state_dir,
+            )
         max_new = int(start.prompt.generation.get("max_new_tokens", 64))
         prompts = render_prompts(loaded, start.prompt, examples, data.splits.get("train"), max_new)
-        samples = sample_responses(loaded, prompts, n=2, max_new_tokens=max_new, seed=seed,
-                                   batch_size=spec.evaluate.batch_size)
+        samples = sample_responses(
+            loaded, prompts, n=2, max_new_tokens=max_new, seed=seed, batch_size=spec.evaluate.batch_size
+        )
         if opened:
             loaded.close()
     for src in sources:
@@ -318,19 +408,24 @@ def build_preferences(project, *, sources: list | None = None, start=None, n_pai
         counts[src.kind] = counts.get(src.kind, 0) + len(got)
         pairs += got
     if len(pairs) < 2:
-        raise OdysseyError(f"only {len(pairs)} preference pair(s) from sources {[s.kind for s in sources]}",
-                           hint="add sources under align.preferences (e.g. kind: reference, kind: file), raise "
-                                "align.pairs, or label pairs in `odyssey serve`'s compare page")
+        raise OdysseyError(
+            f"only {len(pairs)} preference pair(s) from sources {[s.kind for s in sources]}",
+            hint="add sources under align.preferences (e.g. kind: reference, kind: file), raise "
+            "align.pairs, or label pairs in `odyssey serve`'s compare page",
+        )
     pset = PreferenceSet(pairs, counts, notes)
-    with project.store.run("align", spec.as_dict(), {"action": "preferences", "sources": counts,
-                                                     "start": start.as_dict()}) as run:
+    with project.store.run(
+        "align", spec.as_dict(), {"action": "preferences", "sources": counts, "start": start.as_dict()}
+    ) as run:
         path = write_jsonl(pairs, run.artifacts_dir / "preferences.jsonl")
         run.add_artifact(path, "preferences")
-        pset.id = save_preference_set(project.store, f"prefs-{pset.sha256[:8]}", pset.sha256, pairs,
-                                      sources=counts, path=str(path), run_id=run.id)
+        pset.id = save_preference_set(
+            project.store, f"prefs-{pset.sha256[:8]}", pset.sha256, pairs, sources=counts, path=str(path), run_id=run.id
+        )
         pset.path = path
-        run.set_summary({"preference_set": pset.id, "sha256": pset.sha256, "pairs": len(pairs), "sources": counts,
-                         "notes": notes})
+        run.set_summary(
+            {"preference_set": pset.id, "sha256": pset.sha256, "pairs": len(pairs), "sources": counts, "notes": notes}
+        )
     return pset
 
 
@@ -340,10 +435,21 @@ def load_preference_set(project, ref: int | str | None = None) -> PreferenceSet:
 
     row = preference_set(project.store, ref)
     if row is None:
-        raise OdysseyError("no preference data in the store" if ref is None else f"no preference set {ref!r}",
-                           hint="run `odyssey align prefs` first (sources: align.preferences in odyssey.yaml)")
-    pairs = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"], "source": p["source"],
-              "annotator": p["annotator"], "meta": p["meta"]} for p in preference_pairs(project.store, row["id"])]
+        raise OdysseyError(
+            "no preference data in the store" if ref is None else f"no preference set {ref!r}",
+            hint="run `odyssey align prefs` first (sources: align.preferences in odyssey.yaml)",
+        )
+    pairs = [
+        {
+            "prompt": p["prompt"],
+            "chosen": p["chosen"],
+            "rejected": p["rejected"],
+            "source": p["source"],
+            "annotator": p["annotator"],
+            "meta": p["meta"],
+        }
+        for p in preference_pairs(project.store, row["id"])
+    ]
     return PreferenceSet(pairs, row["sources"], [], row["id"], Path(row["path"]) if row["path"] else None)
 
 
@@ -358,10 +464,21 @@ def queue_for_labelling(project, n: int = 50, seed: int = 0) -> int:
     data = project.dataset()
     examples = data.split("train")[:n]
     max_new = int(start.prompt.generation.get("max_new_tokens", 64))
-    with open_engine(start.model_ref, root=project.root, evaluate=project.spec.evaluate,
-                     log_dir=project.state_dir) as loaded:
+    with open_engine(
+        start.model_ref, root=project.root, evaluate=project.spec.evaluate, log_dir=project.state_dir
+    ) as loaded:
         prompts = render_prompts(loaded, start.prompt, examples, data.splits.get("train"), max_new)
         samples = sample_responses(loaded, prompts, n=2, max_new_tokens=max_new, seed=seed)
-    rows = [{"prompt": p, "a": s[0], "b": s[1], "a_label": f"{start.name}#sample1", "b_label": f"{start.name}#sample2",
-             "source": "align"} for p, s in zip(prompts, samples) if s[0].strip() != s[1].strip()]
+    rows = [
+        {
+            "prompt": p,
+            "a": s[0],
+            "b": s[1],
+            "a_label": f"{start.name}#sample1",
+            "b_label": f"{start.name}#sample2",
+            "source": "align",
+        }
+        for p, s in zip(prompts, samples)
+        if s[0].strip() != s[1].strip()
+    ]
     return enqueue_pairs(project.store, rows)

@@ -28,9 +28,16 @@ def cpu_training_args() -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
-    return {"bf16": bool(cuda and torch.cuda.is_bf16_supported()), "fp16": False, "gradient_checkpointing": False,
-            "use_cpu": not cuda, "report_to": [], "save_strategy": "no", "logging_steps": 5,
-            "dataloader_num_workers": 0}
+    return {
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "use_cpu": not cuda,
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_steps": 5,
+        "dataloader_num_workers": 0,
+    }
 
 
 class RewardModel:
@@ -64,8 +71,10 @@ class RewardModel:
 
         row = reward_model(project.store, ref)
         if row is None:
-            raise OdysseyError("no reward model in the store" if ref is None else f"no reward model {ref!r}",
-                               hint="train one with `odyssey align reward`")
+            raise OdysseyError(
+                "no reward model in the store" if ref is None else f"no reward model {ref!r}",
+                hint="train one with `odyssey align reward`",
+            )
         return cls(Path(row["path"])), row
 
     def raw(self, prompts: list[str], responses: list[str], batch_size: int = 8) -> list[float]:
@@ -75,8 +84,13 @@ class RewardModel:
         texts = [p + r + (eos if not r.endswith(eos) else "") for p, r in zip(prompts, responses)]
         out: list[float] = []
         for i in range(0, len(texts), batch_size):
-            enc = self.tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_length).to(self.device)
+            enc = self.tokenizer(
+                texts[i : i + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+            ).to(self.device)
             with torch.inference_mode():
                 out += self.model(**enc).logits[:, 0].float().tolist()
         return out
@@ -167,18 +181,20 @@ def _plain_backbone(project, ref: str, path: Path, out: Path) -> Path:
     return out
 
 
-def train_reward_model(project, *, preference_set: int | str | None = None, backbone: str | None = None,
-                       resume: bool = False, start=None) -> RewardResult:
+def train_reward_model(
+    project, *, preference_set: int | str | None = None, backbone: str | None = None, resume: bool = False, start=None
+) -> RewardResult:
     from odyssey.align.preferences import load_preference_set
 
     spec = project.spec.align.reward
     pset = load_preference_set(project, preference_set)  # first: a missing set is a quick, clear error
     train, test = pset.split(spec.held_out, spec.seed)
     if len(train) < 2 or not test:
-        raise OdysseyError(f"{len(pset.pairs)} preference pairs over too few prompts to hold some out "
-                           f"({len(train)} train, {len(test)} held out)",
-                           hint="collect more pairs (`odyssey align prefs`, align.pairs) "
-                                "or lower align.reward.held_out")
+        raise OdysseyError(
+            f"{len(pset.pairs)} preference pairs over too few prompts to hold some out "
+            f"({len(train)} train, {len(test)} held out)",
+            hint="collect more pairs (`odyssey align prefs`, align.pairs) or lower align.reward.held_out",
+        )
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -199,8 +215,15 @@ def train_reward_model(project, *, preference_set: int | str | None = None, back
     # One folder per (data, backbone): re-running with --resume continues its checkpoints.
     key = f"{pset.sha256[:10]}-{hashlib.sha256(str(base_path).encode()).hexdigest()[:8]}"
     work = project.state_dir / "align" / f"reward-{key}"
-    settings = {"action": "reward", "preference_set": pset.id, "preference_sha256": pset.sha256, "base": base_ref,
-                "train_pairs": len(train), "held_out_pairs": len(test), "spec": spec.model_dump()}
+    settings = {
+        "action": "reward",
+        "preference_set": pset.id,
+        "preference_sha256": pset.sha256,
+        "base": base_ref,
+        "train_pairs": len(train),
+        "held_out_pairs": len(test),
+        "spec": spec.model_dump(),
+    }
     with project.store.run("align", project.spec.as_dict(), settings) as run:
         base_path = _plain_backbone(project, row["model_ref"] if row else base_ref, Path(base_path), work / "backbone")
         tok = AutoTokenizer.from_pretrained(base_path)
@@ -212,17 +235,28 @@ def train_reward_model(project, *, preference_set: int | str | None = None, back
         if spec.lora:
             from peft import LoraConfig
 
-            peft_config = LoraConfig(task_type="SEQ_CLS", r=spec.lora_r, lora_alpha=2 * spec.lora_r,
-                                     target_modules="all-linear", lora_dropout=0.0)
+            peft_config = LoraConfig(
+                task_type="SEQ_CLS",
+                r=spec.lora_r,
+                lora_alpha=2 * spec.lora_r,
+                target_modules="all-linear",
+                lora_dropout=0.0,
+            )
         checkpoints = sorted((work / "trainer").glob("checkpoint-*")) if resume else []
-        args = RewardConfig(output_dir=str(work / "trainer"), per_device_train_batch_size=spec.batch_size,
-                            num_train_epochs=spec.epochs, learning_rate=spec.learning_rate, max_length=spec.max_length,
-                            seed=spec.seed, disable_tqdm=ui.quiet(), **{**cpu_training_args(),
-                                                                         "save_strategy": "steps", "save_steps": 50,
-                                                                         "save_total_limit": 1})
+        args = RewardConfig(
+            output_dir=str(work / "trainer"),
+            per_device_train_batch_size=spec.batch_size,
+            num_train_epochs=spec.epochs,
+            learning_rate=spec.learning_rate,
+            max_length=spec.max_length,
+            seed=spec.seed,
+            disable_tqdm=ui.quiet(),
+            **{**cpu_training_args(), "save_strategy": "steps", "save_steps": 50, "save_total_limit": 1},
+        )
         data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in train])
-        trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
-                                peft_config=peft_config)
+        trainer = RewardTrainer(
+            model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config
+        )
         with contextlib.redirect_stdout(sys.stderr):  # the HF Trainer prints its log dicts; keep --json clean
             trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
         model = trainer.model
@@ -241,13 +275,24 @@ def train_reward_model(project, *, preference_set: int | str | None = None, back
             te_r = rm.raw([p["prompt"] for p in test], [p["rejected"] for p in test])
         everything = tr_c + tr_r
         mean, std = statistics.fmean(everything), (statistics.pstdev(everything) or 1.0)
-        meta = {"max_length": spec.max_length, "mean": mean, "std": std, "base_ref": base_ref,
-                "preference_sha256": pset.sha256, "preference_set": pset.id}
+        meta = {
+            "max_length": spec.max_length,
+            "mean": mean,
+            "std": std,
+            "base_ref": base_ref,
+            "preference_sha256": pset.sha256,
+            "preference_set": pset.id,
+        }
         accuracy = pairwise_accuracy(te_c, te_r)
         table, ece = calibration_bins(te_c, te_r)
-        metrics = {"reward_accuracy": accuracy, "reward_accuracy_train": pairwise_accuracy(tr_c, tr_r),
-                   "reward_ece": ece, "reward_margin": statistics.fmean(c - r for c, r in zip(te_c, te_r)) / std,
-                   "train_pairs": len(train), "held_out_pairs": len(test)}
+        metrics = {
+            "reward_accuracy": accuracy,
+            "reward_accuracy_train": pairwise_accuracy(tr_c, tr_r),
+            "reward_ece": ece,
+            "reward_margin": statistics.fmean(c - r for c, r in zip(te_c, te_r)) / std,
+            "train_pairs": len(train),
+            "held_out_pairs": len(test),
+        }
         meta["metrics"] = metrics
         (out / META_FILE).write_text(json.dumps(meta, indent=2))
         plot = plot_calibration(table, accuracy, ece, run.artifacts_dir / "reward-calibration.png")

@@ -51,14 +51,18 @@ class HFClassifier(Scorer):
         if label is not None:
             matches = [i for i, n in labels.items() if n.lower() == label.lower()]
             if not matches:
-                raise OdysseyError(f"align.toxicity.label {label!r} is not a label of {ref}",
-                                   hint=f"its labels: {', '.join(labels.values())}")
+                raise OdysseyError(
+                    f"align.toxicity.label {label!r} is not a label of {ref}",
+                    hint=f"its labels: {', '.join(labels.values())}",
+                )
             self.index = matches[0]
         else:
             matches = [i for i, n in labels.items() if any(w in n.lower() for w in OFFENSIVE_WORDS)]
             if not matches:
-                raise OdysseyError(f"cannot tell which label of {ref} means offensive ({', '.join(labels.values())})",
-                                   hint="set align.toxicity.label")
+                raise OdysseyError(
+                    f"cannot tell which label of {ref} means offensive ({', '.join(labels.values())})",
+                    hint="set align.toxicity.label",
+                )
             self.index = matches[0]
         self.name = f"hf:{ref}"
 
@@ -67,7 +71,7 @@ class HFClassifier(Scorer):
 
         out = []
         for i in range(0, len(texts), 16):
-            enc = self.tokenizer(texts[i:i + 16], return_tensors="pt", padding=True, truncation=True, max_length=512)
+            enc = self.tokenizer(texts[i : i + 16], return_tensors="pt", padding=True, truncation=True, max_length=512)
             with torch.inference_mode():
                 probs = self.model(**enc).logits.float().softmax(-1)[:, self.index]
             out += [float(p) for p in probs]

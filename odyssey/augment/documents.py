@@ -19,8 +19,15 @@ from pathlib import Path
 
 from odyssey.errors import OdysseyError, require
 
-SUPPORTED = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text", ".html": "html",
-             ".htm": "html", ".pdf": "pdf"}
+SUPPORTED = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
@@ -83,7 +90,7 @@ def parse_markdown(text: str, fallback_title: str) -> tuple[str, list[Block]]:
             if level == 1 and title is None:
                 title = heading
             continue
-        body = "\n".join(lines[tok.map[0]:tok.map[1]]).strip()
+        body = "\n".join(lines[tok.map[0] : tok.map[1]]).strip()
         if body:
             blocks.append(Block(body, tuple(h for lv, h in stack if not (lv == 1 and h == title))))
     return title or fallback_title, blocks
@@ -111,8 +118,9 @@ def parse_html(text: str, fallback_title: str) -> tuple[str, list[Block]]:
             h1 = h1 or (text_ if level == 1 else None)
             continue
         if el.name == "table":
-            rows = [" | ".join(c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"]))
-                    for tr in el.find_all("tr")]
+            rows = [
+                " | ".join(c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])) for tr in el.find_all("tr")
+            ]
             body = "\n".join(r for r in rows if r.strip())
         else:
             body = " ".join(el.get_text(" ", strip=True).split())
@@ -148,8 +156,9 @@ def parse_pdf(path: Path, fallback_title: str) -> tuple[str, list[Block]]:
 def read_document(path: Path) -> Document:
     kind = SUPPORTED.get(path.suffix.lower())
     if kind is None:
-        raise OdysseyError(f"{path}: unsupported file type {path.suffix!r}",
-                           hint=f"supported: {', '.join(sorted(SUPPORTED))}")
+        raise OdysseyError(
+            f"{path}: unsupported file type {path.suffix!r}", hint=f"supported: {', '.join(sorted(SUPPORTED))}"
+        )
     fallback = path.stem.replace("-", " ").replace("_", " ")
     try:
         if kind == "pdf":
@@ -160,8 +169,10 @@ def read_document(path: Path) -> Document:
     except OdysseyError:
         raise
     except Exception as exc:  # a corrupt PDF or unreadable file is the user's file, not our bug
-        raise OdysseyError(f"{path}: could not read this {kind} file ({type(exc).__name__}: {exc})",
-                           hint="check that the file is not corrupt, or remove it from the folder") from None
+        raise OdysseyError(
+            f"{path}: could not read this {kind} file ({type(exc).__name__}: {exc})",
+            hint="check that the file is not corrupt, or remove it from the folder",
+        ) from None
     return Document(path, kind, title, blocks)
 
 
@@ -174,8 +185,9 @@ def find_files(paths: list[Path]) -> list[Path]:
             raise OdysseyError(f"{path}: no such file or folder", hint="give files or folders with .md/.txt/.html/.pdf")
         if path.is_file():
             if path.suffix.lower() not in SUPPORTED:
-                raise OdysseyError(f"{path}: unsupported file type {path.suffix!r}",
-                                   hint=f"supported: {', '.join(sorted(SUPPORTED))}")
+                raise OdysseyError(
+                    f"{path}: unsupported file type {path.suffix!r}", hint=f"supported: {', '.join(sorted(SUPPORTED))}"
+                )
             found.append(path.resolve())
             continue
         for file in sorted(path.rglob("*")):
@@ -224,8 +236,10 @@ def _tail(text: str, overlap: int) -> str:
 
 def chunk_document(doc: Document, source: str, size: int = 120, overlap: int = 24) -> list[Chunk]:
     if overlap >= size:
-        raise OdysseyError(f"chunk overlap ({overlap}) must be smaller than the chunk size ({size})",
-                           hint="e.g. augment.chunk_size: 120, augment.chunk_overlap: 24")
+        raise OdysseyError(
+            f"chunk overlap ({overlap}) must be smaller than the chunk size ({size})",
+            hint="e.g. augment.chunk_size: 120, augment.chunk_overlap: 24",
+        )
     sections: list[tuple[tuple[str, ...], int | None, list[str]]] = []
     for block in doc.blocks:
         key = (block.headings, block.page)

@@ -29,8 +29,11 @@ from odyssey.errors import OdysseyError
 
 DATA_DIR = Path(__file__).with_name("data")
 DATASETS = ("grounded-qa", "arithmetic", "project")
-TECHNIQUES = {"grounded-qa": ("plain", "rag"), "arithmetic": ("plain", "cot", "cot-fewshot", "pal", "react"),
-              "project": ("plain", "rag")}
+TECHNIQUES = {
+    "grounded-qa": ("plain", "rag"),
+    "arithmetic": ("plain", "cot", "cot-fewshot", "pal", "react"),
+    "project": ("plain", "rag"),
+}
 GROUNDED_COLLECTION = "odyssey-grounded-qa"
 
 
@@ -80,8 +83,13 @@ def grounded_collection(project):
     from odyssey.augment.index import Collection, collections_dir
 
     cfg = project.spec.augment
-    coll = Collection(collections_dir(project) / GROUNDED_COLLECTION, GROUNDED_COLLECTION, embedder=cfg.embedder,
-                      chunk_size=cfg.chunk_size, chunk_overlap=cfg.chunk_overlap)
+    coll = Collection(
+        collections_dir(project) / GROUNDED_COLLECTION,
+        GROUNDED_COLLECTION,
+        embedder=cfg.embedder,
+        chunk_size=cfg.chunk_size,
+        chunk_overlap=cfg.chunk_overlap,
+    )
     coll.ingest([grounded_docs_dir()], base=grounded_docs_dir())
     return coll
 
@@ -132,9 +140,17 @@ def score_grounded(items: list[dict], answers: list, hits: list[list] | None, k:
 
 
 # ---- the entry point --------------------------------------------------------------------------
-def evaluate_augmented(project, technique: str, dataset: str = "auto", *, model: str | None = None,
-                       collection: str | None = None, limit: int | None = None, model_obj=None,
-                       batch_size: int = 8) -> AugmentEvalResult:
+def evaluate_augmented(
+    project,
+    technique: str,
+    dataset: str = "auto",
+    *,
+    model: str | None = None,
+    collection: str | None = None,
+    limit: int | None = None,
+    model_obj=None,
+    batch_size: int = 8,
+) -> AugmentEvalResult:
     """Run ``technique`` on ``dataset`` and record it as candidate ``<model>:<technique>``."""
     from odyssey.augment.llm import ChatModel
     from odyssey.models import parse_ref
@@ -145,21 +161,30 @@ def evaluate_augmented(project, technique: str, dataset: str = "auto", *, model:
     if dataset not in DATASETS:
         raise OdysseyError(f"unknown evaluation set {dataset!r}", hint=f"use one of {', '.join(DATASETS)}")
     if technique not in TECHNIQUES[dataset]:
-        raise OdysseyError(f"technique {technique!r} does not apply to the {dataset} set",
-                           hint=f"for {dataset} use one of {', '.join(TECHNIQUES[dataset])}")
+        raise OdysseyError(
+            f"technique {technique!r} does not apply to the {dataset} set",
+            hint=f"for {dataset} use one of {', '.join(TECHNIQUES[dataset])}",
+        )
     if limit is not None and limit < 1:
         raise OdysseyError(f"--limit must be at least 1 (got {limit})")
     opts = project.spec.augment
     ref = model or (model_obj.ref if model_obj is not None else project.default_model())
     slug = parse_ref(ref, project.root).slug
     name = f"{slug}:{technique}" if dataset == "project" else f"{slug}:{technique}@{dataset}"
-    settings = {"technique": technique, "dataset": dataset, "model": ref, "limit": limit,
-                "augment": opts.model_dump(mode="json"), "collection": collection}
+    settings = {
+        "technique": technique,
+        "dataset": dataset,
+        "model": ref,
+        "limit": limit,
+        "augment": opts.model_dump(mode="json"),
+        "collection": collection,
+    }
     store = project.store
     started = time.perf_counter()
     with store.run("augment", project.spec.as_dict(), settings) as run:
-        chat = model_obj or ChatModel.load(ref, project.root, max_new_tokens=opts.max_new_tokens, batch_size=batch_size,
-                                            evaluate=project.spec.evaluate)
+        chat = model_obj or ChatModel.load(
+            ref, project.root, max_new_tokens=opts.max_new_tokens, batch_size=batch_size, evaluate=project.spec.evaluate
+        )
         rows, traces = [], []
         if dataset in {"grounded-qa", "project"}:
             metrics, rows, traces, coll_name = _qa_eval(project, chat, technique, dataset, collection, limit, opts)
@@ -170,11 +195,21 @@ def evaluate_augmented(project, technique: str, dataset: str = "auto", *, model:
         base = store.candidate(f"{slug}:zero-shot")
         prompt_cfg = project.default_prompt()
         cand_id = store.upsert_candidate(
-            name, "augment", ref,
-            {"prompt": prompt_cfg.as_dict(), "augment": {"technique": technique, "dataset": dataset,
-                                                          "collection": settings["collection"],
-                                                          "options": settings["augment"]}},
-            base["id"] if base else None, run.id)
+            name,
+            "augment",
+            ref,
+            {
+                "prompt": prompt_cfg.as_dict(),
+                "augment": {
+                    "technique": technique,
+                    "dataset": dataset,
+                    "collection": settings["collection"],
+                    "options": settings["augment"],
+                },
+            },
+            base["id"] if base else None,
+            run.id,
+        )
         split = "test" if dataset == "project" else dataset
         store.add_outputs(run.id, rows, candidate_id=cand_id, split=split)
         add_traces(store, run.id, traces, candidate_id=cand_id)
@@ -192,8 +227,10 @@ def _qa_eval(project, chat, technique, dataset, collection, limit, opts):
         coll = grounded_collection(project) if technique == "rag" else None
     else:
         examples = project.examples("test", limit)
-        items = [{"id": ex.id, "question": ex.input, "answers": list(ex.references), "answerable": True,
-                  "source": None} for ex in examples]
+        items = [
+            {"id": ex.id, "question": ex.input, "answers": list(ex.references), "answerable": True, "source": None}
+            for ex in examples
+        ]
         coll = Collection.for_project(project, collection, must_exist=True) if technique == "rag" else None
     questions = [it["question"] for it in items]
     hits = None
@@ -208,17 +245,38 @@ def _qa_eval(project, chat, technique, dataset, collection, limit, opts):
         from odyssey import metrics as metric_fns
 
         scope = project.spec.scope
-        scored = metric_fns.compute(scope.metric_names, [a.answer for a in answers], [it["answers"] for it in items],
-                                    task=scope.task, labels=scope.labels)
+        scored = metric_fns.compute(
+            scope.metric_names,
+            [a.answer for a in answers],
+            [it["answers"] for it in items],
+            task=scope.task,
+            labels=scope.labels,
+        )
         metrics, per = dict(scored.corpus), scored.per_example
     rows, traces = [], []
     for it, a, p in zip(items, answers, per):
         scores = {k: float(v) for k, v in p.items() if isinstance(v, (int, float, bool))}
-        rows.append({"example_id": it["id"], "prompt": a.prompt or it["question"], "prediction": a.answer,
-                     "references": it["answers"], "scores": scores})
-        traces.append({"example_id": it["id"], "technique": technique, "question": it["question"], "answer": a.answer,
-                       "correct": p.get("correct"), "trace": [{"citations": a.citations, "sources": a.sources,
-                                                                "refused": a.refused, "relevant": a.relevant}]})
+        rows.append(
+            {
+                "example_id": it["id"],
+                "prompt": a.prompt or it["question"],
+                "prediction": a.answer,
+                "references": it["answers"],
+                "scores": scores,
+            }
+        )
+        traces.append(
+            {
+                "example_id": it["id"],
+                "technique": technique,
+                "question": it["question"],
+                "answer": a.answer,
+                "correct": p.get("correct"),
+                "trace": [
+                    {"citations": a.citations, "sources": a.sources, "refused": a.refused, "relevant": a.relevant}
+                ],
+            }
+        )
     return metrics, rows, traces, (coll.name if coll else None)
 
 
@@ -231,15 +289,34 @@ def _arithmetic_eval(project, chat, technique, limit, opts):
     for it, r in zip(items, results):
         ok = numeric_correct(r.answer, it["answer"])
         correct.append(ok)
-        rows.append({"example_id": it["id"], "prompt": it["question"], "prediction": r.answer or "",
-                     "references": [str(it["answer"])], "scores": {"correct": float(ok)}})
-        traces.append({"example_id": it["id"], "technique": technique, "question": it["question"], "answer": r.answer,
-                       "correct": ok, "error": r.error, "trace": {"outputs": r.outputs, "steps": r.trace}})
-    metrics = {"accuracy": statistics.fmean(correct),
-               "answered_rate": statistics.fmean(r.answer is not None for r in results)}
+        rows.append(
+            {
+                "example_id": it["id"],
+                "prompt": it["question"],
+                "prediction": r.answer or "",
+                "references": [str(it["answer"])],
+                "scores": {"correct": float(ok)},
+            }
+        )
+        traces.append(
+            {
+                "example_id": it["id"],
+                "technique": technique,
+                "question": it["question"],
+                "answer": r.answer,
+                "correct": ok,
+                "error": r.error,
+                "trace": {"outputs": r.outputs, "steps": r.trace},
+            }
+        )
+    metrics = {
+        "accuracy": statistics.fmean(correct),
+        "answered_rate": statistics.fmean(r.answer is not None for r in results),
+    }
     if technique == "pal":
         metrics["program_success_rate"] = statistics.fmean(
-            bool(r.trace and r.trace[0].get("ok") and r.trace[0].get("value") is not None) for r in results)
+            bool(r.trace and r.trace[0].get("ok") and r.trace[0].get("value") is not None) for r in results
+        )
         metrics["fallback_rate"] = statistics.fmean(any("fallback" in s for s in r.trace) for r in results)
     if technique == "react":
         metrics["finish_rate"] = statistics.fmean(r.error is None for r in results)

@@ -82,24 +82,36 @@ def list_collections(project) -> list[dict]:
     out = []
     for path in sorted(root.glob("*/manifest.json")) if root.exists() else []:
         manifest = json.loads(path.read_text())
-        out.append({"name": path.parent.name, "files": len(manifest["files"]),
-                    "chunks": sum(len(f["chunks"]) for f in manifest["files"].values()),
-                    "embedder": manifest["embedder"]})
+        out.append(
+            {
+                "name": path.parent.name,
+                "files": len(manifest["files"]),
+                "chunks": sum(len(f["chunks"]) for f in manifest["files"].values()),
+                "embedder": manifest["embedder"],
+            }
+        )
     return out
 
 
 class Collection:
     def __init__(self, path: Path, name: str, *, embedder: str, chunk_size: int = 120, chunk_overlap: int = 24):
         if not NAME_RE.match(name):
-            raise OdysseyError(f"collection name {name!r} is not allowed",
-                               hint="use letters, digits, '.', '_' or '-', starting with a letter or digit")
+            raise OdysseyError(
+                f"collection name {name!r} is not allowed",
+                hint="use letters, digits, '.', '_' or '-', starting with a letter or digit",
+            )
         self.path, self.name = Path(path), name
         self.manifest_path = self.path / "manifest.json"
         if self.manifest_path.exists():
             self.manifest = json.loads(self.manifest_path.read_text())
         else:
-            self.manifest = {"name": name, "embedder": embedder, "chunk_size": chunk_size,
-                             "chunk_overlap": chunk_overlap, "files": {}}
+            self.manifest = {
+                "name": name,
+                "embedder": embedder,
+                "chunk_size": chunk_size,
+                "chunk_overlap": chunk_overlap,
+                "files": {},
+            }
         self._table = None
         self._bm25 = None
         self._bm25_ids: list[str] | None = None
@@ -110,13 +122,19 @@ class Collection:
     def for_project(cls, project, name: str | None = None, *, must_exist: bool = False) -> Collection:
         cfg = project.spec.augment
         name = name or cfg.collection
-        coll = cls(collections_dir(project) / name, name, embedder=cfg.embedder, chunk_size=cfg.chunk_size,
-                   chunk_overlap=cfg.chunk_overlap)
+        coll = cls(
+            collections_dir(project) / name,
+            name,
+            embedder=cfg.embedder,
+            chunk_size=cfg.chunk_size,
+            chunk_overlap=cfg.chunk_overlap,
+        )
         if must_exist and not coll.exists:
             known = ", ".join(c["name"] for c in list_collections(project)) or "none yet"
-            raise OdysseyError(f"no collection named {name!r} in {project.root}",
-                               hint=f"create it with `odyssey rag ingest DOCS --collection {name}` "
-                                    f"(collections: {known})")
+            raise OdysseyError(
+                f"no collection named {name!r} in {project.root}",
+                hint=f"create it with `odyssey rag ingest DOCS --collection {name}` (collections: {known})",
+            )
         return coll
 
     @property
@@ -162,8 +180,10 @@ class Collection:
         base = Path(base).resolve() if base else None
         files = find_files([Path(p) for p in paths])
         if not files:
-            raise OdysseyError(f"no .md, .txt, .html or .pdf files under {', '.join(map(str, paths))}",
-                               hint="point `odyssey rag ingest` at a folder of documents")
+            raise OdysseyError(
+                f"no .md, .txt, .html or .pdf files under {', '.join(map(str, paths))}",
+                hint="point `odyssey rag ingest` at a folder of documents",
+            )
         roots = [Path(p).resolve() for p in paths]
 
         def key(path: Path) -> str:
@@ -189,15 +209,20 @@ class Collection:
                     report.unchanged.append(name)
                     bar.advance()
                     continue
-                chunks = chunk_document(read_document(path), name, self.manifest["chunk_size"],
-                                        self.manifest["chunk_overlap"])
+                chunks = chunk_document(
+                    read_document(path), name, self.manifest["chunk_size"], self.manifest["chunk_overlap"]
+                )
                 if entry:
                     stale_ids += entry["chunks"]
                     report.updated.append(name)
                 else:
                     report.added.append(name)
-                known[name] = {"path": str(path), "sha256": digest, "chunks": [c.id for c in chunks],
-                               "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                known[name] = {
+                    "path": str(path),
+                    "sha256": digest,
+                    "chunks": [c.id for c in chunks],
+                    "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
                 new_chunks += chunks
                 bar.advance()
         self._write(new_chunks, stale_ids)
@@ -221,20 +246,31 @@ class Collection:
         if stale_ids and table is not None:
             # Chunk ids are our own hex digests, so the filter string cannot be injected into.
             for i in range(0, len(stale_ids), 500):
-                ids = ", ".join(f"'{c}'" for c in stale_ids[i:i + 500] if re.fullmatch(r"[0-9a-f]+", c))
+                ids = ", ".join(f"'{c}'" for c in stale_ids[i : i + 500] if re.fullmatch(r"[0-9a-f]+", c))
                 if ids:
                     table.delete(f"id IN ({ids})")
         if chunks:
             vectors = []
             with ui.progress(f"embedding {len(chunks)} chunks", total=len(chunks)) as bar:
                 for i in range(0, len(chunks), 256):
-                    part = chunks[i:i + 256]
+                    part = chunks[i : i + 256]
                     vectors.append(embed([c.embed_text for c in part], self.embedder, batch_size=batch_size))
                     bar.advance(len(part))
             matrix = np.concatenate(vectors).astype("float32")
-            rows = [{"id": c.id, "source": c.source, "title": c.title, "section": c.section,
-                     "page": c.page or 0, "idx": c.index, "text": c.text, "embed_text": c.embed_text,
-                     "vector": matrix[i]} for i, c in enumerate(chunks)]
+            rows = [
+                {
+                    "id": c.id,
+                    "source": c.source,
+                    "title": c.title,
+                    "section": c.section,
+                    "page": c.page or 0,
+                    "idx": c.index,
+                    "text": c.text,
+                    "embed_text": c.embed_text,
+                    "vector": matrix[i],
+                }
+                for i, c in enumerate(chunks)
+            ]
             if table is None:
                 self._table = self._db().create_table(TABLE, data=rows)
             else:
@@ -276,8 +312,16 @@ class Collection:
     def search(self, query: str, k: int = 4, **kw) -> list[Hit]:
         return self.search_many([query], k, **kw)[0]
 
-    def search_many(self, queries: list[str], k: int = 4, *, mode: str = "hybrid", candidates: int | None = None,
-                    reranker: str | None = None, vectors=None) -> list[list[Hit]]:
+    def search_many(
+        self,
+        queries: list[str],
+        k: int = 4,
+        *,
+        mode: str = "hybrid",
+        candidates: int | None = None,
+        reranker: str | None = None,
+        vectors=None,
+    ) -> list[list[Hit]]:
         """Top-k chunks per query. Hybrid: vector and BM25 rankings fused by reciprocal rank.
 
         ``vectors``: the queries' embeddings when the caller has them already (benchmarks time the
@@ -308,7 +352,7 @@ class Collection:
             rows: dict[str, dict] = {}
             vec_ranked: list[str] = []
             if mode in {"hybrid", "vector"}:
-                found = (table.search(qvecs[qi]).distance_type("cosine").select(columns).limit(n).to_list())
+                found = table.search(qvecs[qi]).distance_type("cosine").select(columns).limit(n).to_list()
                 for row in found:
                     rows[row["id"]] = row
                     vec_ranked.append(row["id"])
@@ -327,8 +371,20 @@ class Collection:
             for cid, score in sorted(fused.items(), key=lambda kv: -kv[1]):
                 row = rows[cid]
                 sim = float(np.dot(np.asarray(row["vector"], dtype="float32"), qvecs[qi]))
-                hits.append(Hit(cid, row["source"], row["title"], row["section"], row["page"] or None, row["text"],
-                                score, sim, vrank.get(cid), brank.get(cid)))
+                hits.append(
+                    Hit(
+                        cid,
+                        row["source"],
+                        row["title"],
+                        row["section"],
+                        row["page"] or None,
+                        row["text"],
+                        score,
+                        sim,
+                        vrank.get(cid),
+                        brank.get(cid),
+                    )
+                )
             if reranker and hits:
                 hits = self._rerank(reranker, query, hits)
             results.append(hits[:k])
@@ -343,8 +399,10 @@ class Collection:
             try:
                 self._reranker = (ref, st.CrossEncoder(ref, device="cpu"))
             except Exception as exc:
-                raise OdysseyError(f"could not load re-ranker {ref!r}: {type(exc).__name__}: {str(exc)[:200]}",
-                                   hint="give a local CrossEncoder folder, or unset augment.reranker") from None
+                raise OdysseyError(
+                    f"could not load re-ranker {ref!r}: {type(exc).__name__}: {str(exc)[:200]}",
+                    hint="give a local CrossEncoder folder, or unset augment.reranker",
+                ) from None
         scores = self._reranker[1].predict([(query, h.text) for h in hits], show_progress_bar=False)
         for hit, s in zip(hits, scores):
             hit.rerank_score = float(s)

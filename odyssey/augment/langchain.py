@@ -16,8 +16,14 @@ the sandbox, traces in the store) rather than LangChain's, which run one questio
 from __future__ import annotations
 
 
-def as_retriever(project_or_collection, collection: str | None = None, *, k: int | None = None,
-                 mode: str | None = None, min_similarity: float | None = None):
+def as_retriever(
+    project_or_collection,
+    collection: str | None = None,
+    *,
+    k: int | None = None,
+    mode: str | None = None,
+    min_similarity: float | None = None,
+):
     """A ``langchain_core`` retriever over a collection (needs ``pip install langchain-core``)."""
     from odyssey.augment.index import Collection
     from odyssey.errors import require
@@ -47,12 +53,26 @@ def as_retriever(project_or_collection, collection: str | None = None, *, k: int
             hits = self.collection.search(query, k=self.k, mode=self.mode)
             if self.min_similarity is not None:
                 hits = [h for h in hits if h.similarity is not None and h.similarity >= self.min_similarity]
-            return [Document(page_content=h.text, id=h.id,
-                             metadata={"source": h.source, "section": h.section, "page": h.page, "title": h.title,
-                                       "citation": h.citation, "similarity": h.similarity, "score": h.score})
-                    for h in hits]
+            return [
+                Document(
+                    page_content=h.text,
+                    id=h.id,
+                    metadata={
+                        "source": h.source,
+                        "section": h.section,
+                        "page": h.page,
+                        "title": h.title,
+                        "citation": h.citation,
+                        "similarity": h.similarity,
+                        "score": h.score,
+                    },
+                )
+                for h in hits
+            ]
 
-    return OdysseyRetriever(collection=coll, k=k or (cfg.top_k if cfg else 4),
-                            mode=mode or (cfg.retrieval if cfg else "hybrid"),
-                            min_similarity=min_similarity if min_similarity is not None else
-                            (cfg.min_similarity if cfg else None))
+    return OdysseyRetriever(
+        collection=coll,
+        k=k or (cfg.top_k if cfg else 4),
+        mode=mode or (cfg.retrieval if cfg else "hybrid"),
+        min_similarity=min_similarity if min_similarity is not None else (cfg.min_similarity if cfg else None),
+    )

@@ -31,8 +31,16 @@ class ChatModel:
     batch_size: int = 8
 
     @classmethod
-    def load(cls, ref: str, root=None, *, max_new_tokens: int = 160, batch_size: int = 8, engine: str | None = None,
-             evaluate=None) -> ChatModel:
+    def load(
+        cls,
+        ref: str,
+        root=None,
+        *,
+        max_new_tokens: int = 160,
+        batch_size: int = 8,
+        engine: str | None = None,
+        evaluate=None,
+    ) -> ChatModel:
         from odyssey.engines import open_engine
 
         gen = open_engine(ref, root=root, evaluate=evaluate, engine=engine, batch_size=batch_size)
@@ -56,16 +64,22 @@ class ChatModel:
         budget = self.budget(max_new_tokens)
         return text if len(ids) <= budget else tok.decode(ids[-budget:])
 
-    def complete(self, conversations: list[list[dict]], *, description: str = "generating",
-                 stop: list[str] | None = None,
-                 **overrides) -> list[str]:
+    def complete(
+        self,
+        conversations: list[list[dict]],
+        *,
+        description: str = "generating",
+        stop: list[str] | None = None,
+        **overrides,
+    ) -> list[str]:
         from odyssey.evaluate import as_engine
 
         if not conversations:
             return []
         settings = {**self.settings, **overrides, **({"stop": list(stop)} if stop else {})}
-        prompts = [self.fit(render_messages(self.loaded.tokenizer, c), int(settings["max_new_tokens"]))
-                   for c in conversations]
+        prompts = [
+            self.fit(render_messages(self.loaded.tokenizer, c), int(settings["max_new_tokens"])) for c in conversations
+        ]
         engine = as_engine(self.loaded, self.batch_size)
         outputs, _ = engine.generate(prompts, settings, batch_size=self.batch_size, description=description)
         return [o.text.rstrip() for o in outputs]

@@ -18,7 +18,8 @@ _REFUSAL = re.compile(
     r"(?:documents?|sources?|context|text)|(?:do(?:es)?\s+not|doesn't|don't)\s+(?:contain|mention|say|provide|include|specify)"
     r"|no information|cannot (?:find|answer|determine)|can't (?:find|answer)|unable to (?:find|answer)|i don't know"
     r"|i do not know",
-    re.I)
+    re.I,
+)
 _CITE = re.compile(r"\[(\d{1,2})\]")
 
 
@@ -43,9 +44,12 @@ class RagAnswer:
 def rag_messages(question: str, hits) -> list[dict]:
     sources = "\n\n".join(f"[{n}] ({h.citation}) {h.text}" for n, h in enumerate(hits, 1))
     return [
-        {"role": "system", "content": "Answer the question using only the numbered sources. Cite the source you used "
-                                      "like [1]. If the sources do not contain the answer, reply exactly: "
-                                      f"{NOT_FOUND}"},
+        {
+            "role": "system",
+            "content": "Answer the question using only the numbered sources. Cite the source you used "
+            "like [1]. If the sources do not contain the answer, reply exactly: "
+            f"{NOT_FOUND}",
+        },
         {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}\nAnswer in one short sentence."},
     ]
 
@@ -53,8 +57,10 @@ def rag_messages(question: str, hits) -> list[dict]:
 def closed_book_messages(question: str) -> list[dict]:
     """The no-retrieval baseline: the same question, the same permission to say it is not known."""
     return [
-        {"role": "system", "content": "Answer the question in one short sentence. "
-                                      f"If you do not know, reply exactly: {NOT_FOUND}"},
+        {
+            "role": "system",
+            "content": f"Answer the question in one short sentence. If you do not know, reply exactly: {NOT_FOUND}",
+        },
         {"role": "user", "content": question},
     ]
 
@@ -63,8 +69,9 @@ def retrieve(collection, questions: list[str], options) -> list[list]:
     return collection.search_many(questions, k=options.top_k, mode=options.retrieval, reranker=options.reranker)
 
 
-def answer(model, collection, questions: list[str], options, *, hits: list[list] | None = None,
-           max_new_tokens: int = 48) -> list[RagAnswer]:
+def answer(
+    model, collection, questions: list[str], options, *, hits: list[list] | None = None, max_new_tokens: int = 48
+) -> list[RagAnswer]:
     """Answer each question from the collection (batched generation for those with relevant sources)."""
     from odyssey.augment.llm import render_messages
 
@@ -82,13 +89,21 @@ def answer(model, collection, questions: list[str], options, *, hits: list[list]
     for (i, relevant), conv, out in zip(asked, convs, outs):
         cited = sorted({int(n) for n in _CITE.findall(out) if 1 <= int(n) <= len(relevant)})
         results[i] = RagAnswer(
-            questions[i], out.strip(), is_refusal(out), True,
-            [{"n": n, **relevant[n - 1].as_dict()} for n in cited], [h.as_dict() for h in relevant],
-            render_messages(model.loaded.tokenizer, conv))
+            questions[i],
+            out.strip(),
+            is_refusal(out),
+            True,
+            [{"n": n, **relevant[n - 1].as_dict()} for n in cited],
+            [h.as_dict() for h in relevant],
+            render_messages(model.loaded.tokenizer, conv),
+        )
     return [r for r in results if r is not None]
 
 
 def closed_book(model, questions: list[str], max_new_tokens: int = 48) -> list[RagAnswer]:
-    outs = model.complete([closed_book_messages(q) for q in questions], description="answering without documents",
-                          max_new_tokens=max_new_tokens)
+    outs = model.complete(
+        [closed_book_messages(q) for q in questions],
+        description="answering without documents",
+        max_new_tokens=max_new_tokens,
+    )
     return [RagAnswer(q, o.strip(), is_refusal(o), False) for q, o in zip(questions, outs)]

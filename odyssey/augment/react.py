@@ -88,8 +88,10 @@ def retrieve_tool(collection, k: int = 2, mode: str = "hybrid") -> Tool:
 def load_tool(spec: str, root: Path | None = None) -> Tool:
     """A user tool from ``module:function`` or ``path/to/file.py:function`` (relative to the project)."""
     if ":" not in spec:
-        raise OdysseyError(f"tool {spec!r} is not 'module:function' or 'file.py:function'",
-                           hint="e.g. augment.tools: ['tools.py:lookup_price']")
+        raise OdysseyError(
+            f"tool {spec!r} is not 'module:function' or 'file.py:function'",
+            hint="e.g. augment.tools: ['tools.py:lookup_price']",
+        )
     target, _, attr = spec.rpartition(":")
     try:
         if target.endswith(".py"):
@@ -106,8 +108,10 @@ def load_tool(spec: str, root: Path | None = None) -> Tool:
     except OdysseyError:
         raise
     except Exception as exc:
-        raise OdysseyError(f"could not import tool {spec!r}: {type(exc).__name__}: {exc}",
-                           hint="check the module path and that it imports cleanly") from None
+        raise OdysseyError(
+            f"could not import tool {spec!r}: {type(exc).__name__}: {exc}",
+            hint="check the module path and that it imports cleanly",
+        ) from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise OdysseyError(f"tool {spec!r}: {target} has no {attr!r}", hint="name a function defined there")
@@ -151,22 +155,32 @@ class Agent:
     def system_prompt(self) -> str:
         lines = [f"- {t.name}[input]: {t.description}" for t in self.tools.values()]
         lines.append("- finish[answer]: gives the final answer")
-        return ("Answer the question. Think step by step and use the tools. Tools:\n" + "\n".join(lines)
-                + "\nReply with exactly one step in this format:\nThought: <your reasoning>\nAction: <tool>[<input>]")
+        return (
+            "Answer the question. Think step by step and use the tools. Tools:\n"
+            + "\n".join(lines)
+            + "\nReply with exactly one step in this format:\nThought: <your reasoning>\nAction: <tool>[<input>]"
+        )
 
     def _examples(self) -> list[dict]:
-        ex = [{"role": "user",
-               "content": "Question: A box has 4 rows of 6 eggs. 5 eggs break. How many eggs are left?"},
-              {"role": "assistant",
-               "content": "Thought: There are 4 * 6 eggs and 5 break.\nAction: calculator[4 * 6 - 5]"},
-              {"role": "user", "content": "Observation: 19"},
-              {"role": "assistant", "content": "Thought: I know the answer.\nAction: finish[19]"}]
+        ex = [
+            {"role": "user", "content": "Question: A box has 4 rows of 6 eggs. 5 eggs break. How many eggs are left?"},
+            {
+                "role": "assistant",
+                "content": "Thought: There are 4 * 6 eggs and 5 break.\nAction: calculator[4 * 6 - 5]",
+            },
+            {"role": "user", "content": "Observation: 19"},
+            {"role": "assistant", "content": "Thought: I know the answer.\nAction: finish[19]"},
+        ]
         if "retrieve" in self.tools:
-            ex += [{"role": "user", "content": "Question: What colour is the Alpine 1 stove?"},
-                   {"role": "assistant",
-                    "content": "Thought: I should look this up.\nAction: retrieve[Alpine 1 stove colour]"},
-                   {"role": "user", "content": "Observation: [stoves.md § Alpine 1] The Alpine 1 stove is orange."},
-                   {"role": "assistant", "content": "Thought: The documents say it is orange.\nAction: finish[orange]"}]
+            ex += [
+                {"role": "user", "content": "Question: What colour is the Alpine 1 stove?"},
+                {
+                    "role": "assistant",
+                    "content": "Thought: I should look this up.\nAction: retrieve[Alpine 1 stove colour]",
+                },
+                {"role": "user", "content": "Observation: [stoves.md § Alpine 1] The Alpine 1 stove is orange."},
+                {"role": "assistant", "content": "Thought: The documents say it is orange.\nAction: finish[orange]"},
+            ]
         return ex
 
     def run(self, questions: list[str], *, numeric: bool = False) -> list[ReasonResult]:
@@ -178,8 +192,12 @@ class Agent:
             if not open_:
                 break
             stops = ["Observation", "\nQuestion:"]
-            outs = self.model.complete([convs[i] for i in open_], description=f"react step {step}",
-                                       stop=stops, max_new_tokens=self.max_new_tokens)
+            outs = self.model.complete(
+                [convs[i] for i in open_],
+                description=f"react step {step}",
+                stop=stops,
+                max_new_tokens=self.max_new_tokens,
+            )
             still_open = []
             for i, out in zip(open_, outs):
                 # Never let the model write its own observations (any model, even one ignoring stop=).
@@ -195,8 +213,10 @@ class Agent:
                     results[i].trace.append(entry)
                     continue
                 if action is None:
-                    observation = ("Invalid format. Reply with 'Thought: ...' and then 'Action: <tool>[<input>]' "
-                                   f"using one of: {', '.join([*self.tools, 'finish'])}.")
+                    observation = (
+                        "Invalid format. Reply with 'Thought: ...' and then 'Action: <tool>[<input>]' "
+                        f"using one of: {', '.join([*self.tools, 'finish'])}."
+                    )
                 elif action not in self.tools:
                     observation = f"Unknown tool {action!r}. Tools: {', '.join([*self.tools, 'finish'])}."
                 else:

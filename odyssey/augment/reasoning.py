@@ -69,8 +69,10 @@ def cot_fewshot_messages(question: str, numeric: bool = True) -> list[dict]:
     return messages
 
 
-PAL_INSTRUCTION = ("Write a Python function solution() that computes the answer to the question and returns it. "
-                   "Reply with the code only.")
+PAL_INSTRUCTION = (
+    "Write a Python function solution() that computes the answer to the question and returns it. "
+    "Reply with the code only."
+)
 
 
 def pal_messages(question: str) -> list[dict]:
@@ -84,13 +86,24 @@ def pal_messages(question: str) -> list[dict]:
 
 # ---- strategies -----------------------------------------------------------------------------
 def run_plain(model, questions: list[str], numeric: bool = True, **_) -> list[ReasonResult]:
-    outs = model.complete([plain_messages(q, numeric) for q in questions], description="plain answers",
-                          max_new_tokens=24)
+    outs = model.complete(
+        [plain_messages(q, numeric) for q in questions], description="plain answers", max_new_tokens=24
+    )
     return [ReasonResult(q, "plain", extract(o, numeric), [o]) for q, o in zip(questions, outs)]
 
 
-def run_cot(model, questions: list[str], numeric: bool = True, *, fewshot: bool = False, samples: int = 1,
-            temperature: float = 0.7, max_new_tokens: int = 160, seed: int = 0, **_) -> list[ReasonResult]:
+def run_cot(
+    model,
+    questions: list[str],
+    numeric: bool = True,
+    *,
+    fewshot: bool = False,
+    samples: int = 1,
+    temperature: float = 0.7,
+    max_new_tokens: int = 160,
+    seed: int = 0,
+    **_,
+) -> list[ReasonResult]:
     build = cot_fewshot_messages if fewshot else cot_messages
     name = "cot-fewshot" if fewshot else "cot"
     if samples <= 1:
@@ -98,19 +111,42 @@ def run_cot(model, questions: list[str], numeric: bool = True, *, fewshot: bool 
         return [ReasonResult(q, name, extract(o, numeric), [o]) for q, o in zip(questions, outs)]
     # Self-consistency: k sampled chains per question, in one batched call, then a vote.
     convs = [build(q, numeric) for q in questions for _ in range(samples)]
-    outs = model.complete(convs, description=f"{name} x{samples}", max_new_tokens=max_new_tokens, do_sample=True,
-                          temperature=temperature, top_k=0, top_p=1.0, seed=seed)
+    outs = model.complete(
+        convs,
+        description=f"{name} x{samples}",
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        seed=seed,
+    )
     results = []
     for i, q in enumerate(questions):
-        chains = outs[i * samples:(i + 1) * samples]
+        chains = outs[i * samples : (i + 1) * samples]
         answers = [extract(c, numeric) for c in chains]
-        results.append(ReasonResult(q, f"{name}-sc{samples}", vote(answers), chains,
-                                    [{"sample": j, "answer": a} for j, a in enumerate(answers)]))
+        results.append(
+            ReasonResult(
+                q,
+                f"{name}-sc{samples}",
+                vote(answers),
+                chains,
+                [{"sample": j, "answer": a} for j, a in enumerate(answers)],
+            )
+        )
     return results
 
 
-def run_pal(model, questions: list[str], numeric: bool = True, *, limits=None, fallback: str = "cot",
-            max_new_tokens: int = 160, **_) -> list[ReasonResult]:
+def run_pal(
+    model,
+    questions: list[str],
+    numeric: bool = True,
+    *,
+    limits=None,
+    fallback: str = "cot",
+    max_new_tokens: int = 160,
+    **_,
+) -> list[ReasonResult]:
     """The model writes ``solution()``; the sandbox runs it; its return value is the answer.
 
     A program that fails (syntax error, exception, blocked call, time-out) is reported in the
@@ -118,8 +154,9 @@ def run_pal(model, questions: list[str], numeric: bool = True, *, limits=None, f
     """
     from odyssey.augment.sandbox import run_python
 
-    outs = model.complete([pal_messages(q) for q in questions], description="pal programs",
-                          max_new_tokens=max_new_tokens)
+    outs = model.complete(
+        [pal_messages(q) for q in questions], description="pal programs", max_new_tokens=max_new_tokens
+    )
     results, failed = [], []
     for q, out in zip(questions, outs):
         code = extract_code(out)
@@ -129,8 +166,15 @@ def run_pal(model, questions: list[str], numeric: bool = True, *, limits=None, f
         if value is not None:
             number = parse_number(value) if numeric else None
             answer = format_number(number) if number is not None else (None if numeric else str(value))
-        step = {"program": code, "ok": run.ok, "value": value, "stdout": run.stdout, "error": run.error,
-                "timed_out": run.timed_out, "protections": run.protections}
+        step = {
+            "program": code,
+            "ok": run.ok,
+            "value": value,
+            "stdout": run.stdout,
+            "error": run.error,
+            "timed_out": run.timed_out,
+            "protections": run.protections,
+        }
         error = None if answer is not None else (run.error or "no answer")
         result = ReasonResult(q, "pal", answer, [out], [step], error)
         results.append(result)
@@ -145,8 +189,9 @@ def run_pal(model, questions: list[str], numeric: bool = True, *, limits=None, f
     return results
 
 
-def solve(model, questions: list[str], strategy: str, *, numeric: bool = True, options=None, collection=None,
-          tools=None) -> list[ReasonResult]:
+def solve(
+    model, questions: list[str], strategy: str, *, numeric: bool = True, options=None, collection=None, tools=None
+) -> list[ReasonResult]:
     """Answer every question with one strategy. ``options`` is the project's ``augment`` spec section."""
     from odyssey.augment.sandbox import SandboxLimits
     from odyssey.errors import OdysseyError
@@ -157,14 +202,25 @@ def solve(model, questions: list[str], strategy: str, *, numeric: bool = True, o
     if strategy == "plain":
         return run_plain(model, questions, numeric)
     if strategy in ("cot", "cot-fewshot"):
-        return run_cot(model, questions, numeric, fewshot=strategy == "cot-fewshot", samples=opts.self_consistency,
-                       temperature=opts.temperature, max_new_tokens=opts.max_new_tokens)
+        return run_cot(
+            model,
+            questions,
+            numeric,
+            fewshot=strategy == "cot-fewshot",
+            samples=opts.self_consistency,
+            temperature=opts.temperature,
+            max_new_tokens=opts.max_new_tokens,
+        )
     if strategy == "pal":
         return run_pal(model, questions, numeric, limits=limits, max_new_tokens=opts.max_new_tokens)
     if strategy == "react":
         from odyssey.augment.react import Agent, default_tools
 
-        agent = Agent(model, tools if tools is not None else default_tools(collection, limits, opts),
-                      max_steps=opts.max_steps, max_new_tokens=min(opts.max_new_tokens, 96))
+        agent = Agent(
+            model,
+            tools if tools is not None else default_tools(collection, limits, opts),
+            max_steps=opts.max_steps,
+            max_new_tokens=min(opts.max_new_tokens, 96),
+        )
         return agent.run(questions, numeric=numeric)
     raise OdysseyError(f"unknown strategy {strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")

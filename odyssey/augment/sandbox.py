@@ -85,9 +85,14 @@ def _preexec(limits: SandboxLimits, status_w: int):
 
         layers = []
         mb = 1024 * 1024
-        for name, value in (("RLIMIT_CPU", limits.cpu_s), ("RLIMIT_AS", limits.memory_mb * mb),
-                            ("RLIMIT_FSIZE", limits.file_mb * mb), ("RLIMIT_NOFILE", limits.open_files),
-                            ("RLIMIT_NPROC", limits.processes), ("RLIMIT_CORE", 0)):
+        for name, value in (
+            ("RLIMIT_CPU", limits.cpu_s),
+            ("RLIMIT_AS", limits.memory_mb * mb),
+            ("RLIMIT_FSIZE", limits.file_mb * mb),
+            ("RLIMIT_NOFILE", limits.open_files),
+            ("RLIMIT_NPROC", limits.processes),
+            ("RLIMIT_CORE", 0),
+        ):
             try:
                 # CPU: the soft limit sends SIGXCPU, the hard one (a second later) SIGKILL.
                 hard = value + 1 if name == "RLIMIT_CPU" else value
@@ -116,9 +121,16 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
             # sets rlimits, unshares its network and execs a fresh interpreter: it never touches lancedb.
             warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(RUNNER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=tmp, env=env, start_new_session=True, close_fds=True,
-                pass_fds=(status_w,), preexec_fn=_preexec(limits, status_w),
+                [sys.executable, "-I", "-S", str(RUNNER)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=tmp,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(status_w,),
+                preexec_fn=_preexec(limits, status_w),
             )
         os.close(status_w)
         payload = json.dumps({"code": code, "tmpdir": tmp}).encode()
@@ -138,19 +150,38 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
     duration = (time.perf_counter() - start) * 1000
     exit_signal = -proc.returncode if proc.returncode is not None and proc.returncode < 0 else None
     if timed_out:
-        return SandboxResult(False, error=f"killed: ran past the {limits.timeout_s:g} s time limit", timed_out=True,
-                             exit_signal=exit_signal, duration_ms=duration, protections=layers)
+        return SandboxResult(
+            False,
+            error=f"killed: ran past the {limits.timeout_s:g} s time limit",
+            timed_out=True,
+            exit_signal=exit_signal,
+            duration_ms=duration,
+            protections=layers,
+        )
     try:
         data = json.loads(out.decode() or "null")
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
-        reason = {signal.SIGXCPU: f"killed: used more than {limits.cpu_s} s of CPU time",
-                  signal.SIGKILL: "killed (SIGKILL: the CPU hard limit, or out of memory)",
-                  signal.SIGSEGV: "crashed (SIGSEGV)"}.get(exit_signal)
+        reason = {
+            signal.SIGXCPU: f"killed: used more than {limits.cpu_s} s of CPU time",
+            signal.SIGKILL: "killed (SIGKILL: the CPU hard limit, or out of memory)",
+            signal.SIGSEGV: "crashed (SIGSEGV)",
+        }.get(exit_signal)
         detail = err.decode(errors="replace").strip().splitlines()[-1:] if err else []
-        return SandboxResult(False, error=reason or f"the program exited with code {proc.returncode}"
-                             + (f": {detail[0]}" if detail else ""), exit_signal=exit_signal,
-                             duration_ms=duration, protections=layers)
-    return SandboxResult(bool(data.get("ok")), data.get("value"), data.get("stdout", ""), data.get("error"),
-                         exit_signal=exit_signal, duration_ms=duration, protections=layers)
+        return SandboxResult(
+            False,
+            error=reason or f"the program exited with code {proc.returncode}" + (f": {detail[0]}" if detail else ""),
+            exit_signal=exit_signal,
+            duration_ms=duration,
+            protections=layers,
+        )
+    return SandboxResult(
+        bool(data.get("ok")),
+        data.get("value"),
+        data.get("stdout", ""),
+        data.get("error"),
+        exit_signal=exit_signal,
+        duration_ms=duration,
+        protections=layers,
+    )

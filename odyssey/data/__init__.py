@@ -69,8 +69,14 @@ def example_data_dir() -> Path:
     return Path(str(resources.files("odyssey.data") / "examples"))
 
 
-_SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
-                   ".pq": "parquet"}
+_SUFFIX_FORMATS = {
+    ".jsonl": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 # Bad rows listed one by one in an error; the rest are counted.
 _MAX_LISTED = 20
 
@@ -79,8 +85,14 @@ class DataError(SpecError):
     """A data file that cannot be read as it is. ``bad_lines`` holds ``(line, what is wrong)`` for each bad
     row found, so ``odyssey validate`` can list them as file:line problems."""
 
-    def __init__(self, path: Path, message: str, *, hint: str | None = None,
-                 bad_lines: list[tuple[int | None, str]] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        message: str,
+        *,
+        hint: str | None = None,
+        bad_lines: list[tuple[int | None, str]] | None = None,
+    ):
         self.path = Path(path)
         self.bad_lines = bad_lines or []
         shown = [f"{path}:{line}: {what}" if line else f"{path}: {what}" for line, what in self.bad_lines[:_MAX_LISTED]]
@@ -116,13 +128,17 @@ def _read_text(path: Path, encoding: str, max_bytes: int | None) -> tuple[str, b
         line = raw.count(b"\n", 0, exc.start) + 1
         what = f"not valid {encoding} text: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} cannot be decoded"
         raise DataError(
-            path, f"{path}:{line}: {what} ({exc.reason})",
+            path,
+            f"{path}:{line}: {what} ({exc.reason})",
             hint=f"set the file's encoding in odyssey.yaml, e.g. scope.data.encoding: latin-1 (cp1252 for files from "
-                 f"Windows), or re-save {path.name} as UTF-8", bad_lines=[(line, what)]) from None
+            f"Windows), or re-save {path.name} as UTF-8",
+            bad_lines=[(line, what)],
+        ) from None
 
 
-def read_records(path: Path, fmt: str = "auto", encoding: str = "utf-8",
-                 max_bytes: int | None = None) -> list[dict[str, Any]]:
+def read_records(
+    path: Path, fmt: str = "auto", encoding: str = "utf-8", max_bytes: int | None = None
+) -> list[dict[str, Any]]:
     """Rows of a local file as dicts. Every bad line or row is reported with file and line number.
 
     ``max_bytes`` reads a sample: the first that many bytes, cut at a line end (``odyssey validate``).
@@ -145,15 +161,21 @@ def read_records(path: Path, fmt: str = "auto", encoding: str = "utf-8",
     if fmt == "json":
         return _require_rows(path, _read_json(path, text), "no records")
     if fmt in {"csv", "tsv"}:
-        return _require_rows(path, _read_delimited(path, text, "\t" if fmt == "tsv" else ",", truncated),
-                             "a header line but no data rows")
+        return _require_rows(
+            path,
+            _read_delimited(path, text, "\t" if fmt == "tsv" else ",", truncated),
+            "a header line but no data rows",
+        )
     raise OdysseyError(f"{path}: unsupported data format {fmt!r}")
 
 
 def _require_rows(path: Path, rows: list[dict], what_it_has: str) -> list[dict]:
     if not rows:
-        raise DataError(path, f"{path} has {what_it_has}", hint="add examples to it, or point scope.data.source "
-                                                               "at the file that holds them")
+        raise DataError(
+            path,
+            f"{path} has {what_it_has}",
+            hint="add examples to it, or point scope.data.source at the file that holds them",
+        )
     return rows
 
 
@@ -177,8 +199,12 @@ def _read_jsonl(path: Path, text: str) -> list[dict]:
         rows.append(row)
     if bad:
         first = bad[0]
-        raise DataError(path, f"{path}:{first[0]}: {first[1]}" + (f" ({len(bad)} bad lines in all)" if len(bad) > 1 else ""),
-                        hint="each line of a .jsonl file must be one JSON object", bad_lines=bad)
+        raise DataError(
+            path,
+            f"{path}:{first[0]}: {first[1]}" + (f" ({len(bad)} bad lines in all)" if len(bad) > 1 else ""),
+            hint="each line of a .jsonl file must be one JSON object",
+            bad_lines=bad,
+        )
     return rows
 
 
@@ -186,16 +212,22 @@ def _read_json(path: Path, text: str) -> list[dict]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(path, f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
-                        hint="a .json data file holds one list of objects; for one object per line use .jsonl",
-                        bad_lines=[(exc.lineno, exc.msg)]) from None
+        raise DataError(
+            path,
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
+            hint="a .json data file holds one list of objects; for one object per line use .jsonl",
+            bad_lines=[(exc.lineno, exc.msg)],
+        ) from None
     except RecursionError:
         raise DataError(path, f"{path}: JSON nested too deeply") from None
     if isinstance(data, dict) and "data" in data:
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-        raise DataError(path, f"{path}: expected a list of objects (or {{'data': [...]}})",
-                        hint="e.g. [{\"input\": \"...\", \"target\": \"...\"}]")
+        raise DataError(
+            path,
+            f"{path}: expected a list of objects (or {{'data': [...]}})",
+            hint='e.g. [{"input": "...", "target": "..."}]',
+        )
     return data
 
 
@@ -209,8 +241,11 @@ def _read_parquet(path: Path, max_bytes: int | None) -> list[dict]:
         batch = next(pq.ParquetFile(path).iter_batches(batch_size=1000), None)
         return batch.to_pylist() if batch is not None else []
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DataError(path, f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})",
-                        hint="check the file, or its extension: .parquet is read as Parquet") from None
+        raise DataError(
+            path,
+            f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})",
+            hint="check the file, or its extension: .parquet is read as Parquet",
+        ) from None
 
 
 def _read_delimited(path: Path, text: str, delimiter: str, truncated: bool) -> list[dict]:
@@ -252,11 +287,14 @@ def _read_delimited(path: Path, text: str, delimiter: str, truncated: bool) -> l
     if bad:
         name = "tab" if delimiter == "\t" else "comma"
         raise DataError(
-            path, f"{path}: {len(bad)} bad row(s), the first on line {bad[0][0]}; refusing the file rather than "
+            path,
+            f"{path}: {len(bad)} bad row(s), the first on line {bad[0][0]}; refusing the file rather than "
             f"loading shifted rows (rule: every row has the header's {len(header or [])} {name}-separated fields)",
             hint=f"the rule: every row has the header's {len(header or [])} fields and every quote closes; quote a "
-                 "field that contains the separator or a line break (\"like, this\"), double a quote inside a quoted "
-                 "field (\"\")", bad_lines=bad)
+            'field that contains the separator or a line break ("like, this"), double a quote inside a quoted '
+            'field ("")',
+            bad_lines=bad,
+        )
     return rows
 
 
@@ -272,9 +310,12 @@ def _spans_lines(first: int, last: int) -> str:
 
 def _refuse_wrong_delimiter(path: Path, header: list[str], delimiter: str) -> None:
     if delimiter == "," and len(header) == 1 and "\t" in header[0]:
-        raise DataError(path, f"{path}:1: looks tab-separated: the header line holds tabs and no commas",
-                        hint="rename it to .tsv, or set scope.data.format: tsv in odyssey.yaml",
-                        bad_lines=[(1, "looks tab-separated")])
+        raise DataError(
+            path,
+            f"{path}:1: looks tab-separated: the header line holds tabs and no commas",
+            hint="rename it to .tsv, or set scope.data.format: tsv in odyssey.yaml",
+            bad_lines=[(1, "looks tab-separated")],
+        )
 
 
 def _load_hf(dataset_id: str, config: str | None) -> dict[str, list[dict]]:
@@ -312,7 +353,9 @@ def _value(row: dict, column: str, where: str) -> Any:
 def to_examples(rows: list[dict], data: DataSpec, where: str) -> list[Example]:
     fields = data.fields
     inputs = [fields.input] if isinstance(fields.input, str) else list(fields.input)
-    targets = [] if fields.target is None else ([fields.target] if isinstance(fields.target, str) else list(fields.target))
+    targets = (
+        [] if fields.target is None else ([fields.target] if isinstance(fields.target, str) else list(fields.target))
+    )
     out = []
     for index, row in enumerate(rows):
         here = f"{where} row {index + 1}"
@@ -338,7 +381,7 @@ def split_deterministic(rows: list[Example], data: DataSpec) -> dict[str, list[E
     n = len(order)
     n_train = int(round(n * data.splits.train))
     n_val = int(round(n * data.splits.validation))
-    cuts = {"train": order[:n_train], "validation": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    cuts = {"train": order[:n_train], "validation": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
     # Keep each split in file order, so "the first 100 rows" means what it says.
     return {name: [rows[i] for i in sorted(idx)] for name, idx in cuts.items()}
 
@@ -349,8 +392,10 @@ def load_task_data(scope: Scope, root: Path) -> TaskData:
     if isinstance(source, dict):
         splits = {}
         for name, file in source.items():
-            rows = _load_hf(file[3:], data.hf_config).get(name, []) if file.startswith("hf:") else read_records(
-                root / file, data.format, data.encoding
+            rows = (
+                _load_hf(file[3:], data.hf_config).get(name, [])
+                if file.startswith("hf:")
+                else read_records(root / file, data.format, data.encoding)
             )
             splits[name] = to_examples(rows, data, file)
         return TaskData(splits, ", ".join(source.values()))

@@ -6,8 +6,12 @@ Entry points load lazily: ``odyssey --help`` imports this package to find its co
 from odyssey.lazy import lazy_exports
 
 _EXPORTS = {
-    "serve": "odyssey.deploy.serve", "build_app": "odyssey.deploy.serve", "pick_candidates": "odyssey.deploy.serve",
-    "create_key": "odyssey.deploy.keys", "list_keys": "odyssey.deploy.keys", "revoke": "odyssey.deploy.keys",
+    "serve": "odyssey.deploy.serve",
+    "build_app": "odyssey.deploy.serve",
+    "pick_candidates": "odyssey.deploy.serve",
+    "create_key": "odyssey.deploy.keys",
+    "list_keys": "odyssey.deploy.keys",
+    "revoke": "odyssey.deploy.keys",
     "export_feedback": "odyssey.deploy.export",
 }
 

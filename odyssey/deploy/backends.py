@@ -138,8 +138,10 @@ class TransformersBackend(Backend):
 
         self.loaded = load(self.ref, root=self.root, dtype=self.dtype)
         if self.loaded.family != FAMILY_DECODER:
-            raise OdysseyError(f"{self.ref} is {self.loaded.family}; the server serves decoder-only models",
-                               hint="serve a causal language model candidate")
+            raise OdysseyError(
+                f"{self.ref} is {self.loaded.family}; the server serves decoder-only models",
+                hint="serve a causal language model candidate",
+            )
         self.tokenizer = self.loaded.tokenizer
         self.tokenizer.padding_side = "left"
         self.context_length = self.loaded.context_length
@@ -158,8 +160,13 @@ class TransformersBackend(Backend):
             await asyncio.to_thread(self._thread.join, 30)
 
     def info(self) -> dict:
-        return {"backend": self.kind, "model": self.ref, "parallel": self.parallel, "batches": self.batches,
-                "max_batch_seen": self.max_batch_seen}
+        return {
+            "backend": self.kind,
+            "model": self.ref,
+            "parallel": self.parallel,
+            "batches": self.batches,
+            "max_batch_seen": self.max_batch_seen,
+        }
 
     async def stream(self, ids: list[int], params: GenParams) -> AsyncIterator[Delta]:
         job = _Job(list(ids), params, asyncio.get_running_loop(), asyncio.Queue())
@@ -236,7 +243,7 @@ class TransformersBackend(Backend):
                     j.new.append(last[row])
                     text = tok.decode(j.new, skip_special_tokens=True)
                     if not text.endswith("\ufffd"):  # hold back half a multi-byte character
-                        piece, j.sent = text[len(j.sent):], text
+                        piece, j.sent = text[len(j.sent) :], text
                         if piece:
                             j.emit(Delta(piece))
                     if len(j.new) >= j.params.max_tokens:
@@ -244,15 +251,24 @@ class TransformersBackend(Backend):
                         done[row] = True
                 return done
 
-        settings = {"max_new_tokens": max(j.params.max_tokens for j in jobs), "do_sample": not p.greedy,
-                    "temperature": p.temperature, "top_p": p.top_p, "top_k": 0}
+        settings = {
+            "max_new_tokens": max(j.params.max_tokens for j in jobs),
+            "do_sample": not p.greedy,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "top_k": 0,
+        }
         kwargs = generation_kwargs(settings, tok)
         kwargs.pop("eos_token_id", None)  # stopping is per row, in Streamer
         if p.seed is not None:
             torch.manual_seed(p.seed)
         with torch.inference_mode():
-            model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                           stopping_criteria=StoppingCriteriaList([Streamer()]), **kwargs)
+            model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                stopping_criteria=StoppingCriteriaList([Streamer()]),
+                **kwargs,
+            )
         for j in jobs:
             j.finish("length")
 
@@ -364,9 +380,12 @@ class UpstreamBackend(Backend):
         # launch() on the event loop's thread, which lives as long as the server: the parent-death
         # signal fires when the *thread* that forked the child ends.
         self.server.launch()
-        self.client = httpx.AsyncClient(base_url=self.base_url, headers=self.server.headers,
-                                        timeout=httpx.Timeout(600, connect=10),
-                                        limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self.server.headers,
+            timeout=httpx.Timeout(600, connect=10),
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.server.check_alive()  # exited while starting: Unavailable naming its log
@@ -390,12 +409,22 @@ class UpstreamBackend(Backend):
 
     def info(self) -> dict:
         """The gateway shows ``model``, ``upstream`` and ``pid`` to admin keys only."""
-        return {"backend": self.kind, "model": self.ref, "upstream": self.base_url,
-                "pid": self.proc.pid if self.proc else None}
+        return {
+            "backend": self.kind,
+            "model": self.ref,
+            "upstream": self.base_url,
+            "pid": self.proc.pid if self.proc else None,
+        }
 
     def _body(self, ids: list[int], params: GenParams, stream: bool) -> dict:
-        body = {"model": self.model_name, "prompt": ids, "max_tokens": params.max_tokens, "stream": stream,
-                "temperature": 0.0 if params.greedy else params.temperature, "top_p": params.top_p}
+        body = {
+            "model": self.model_name,
+            "prompt": ids,
+            "max_tokens": params.max_tokens,
+            "stream": stream,
+            "temperature": 0.0 if params.greedy else params.temperature,
+            "top_p": params.top_p,
+        }
         if stream:
             body["stream_options"] = {"include_usage": True}
         if params.seed is not None:
@@ -413,8 +442,12 @@ class UpstreamBackend(Backend):
         data = resp.json()
         choice = (data.get("choices") or [{}])[0]
         usage = data.get("usage") or {}
-        return Delta(choice.get("text") or "", choice.get("finish_reason") or "stop",
-                     usage.get("prompt_tokens") or len(ids), usage.get("completion_tokens"))
+        return Delta(
+            choice.get("text") or "",
+            choice.get("finish_reason") or "stop",
+            usage.get("prompt_tokens") or len(ids),
+            usage.get("completion_tokens"),
+        )
 
     async def stream(self, ids: list[int], params: GenParams) -> AsyncIterator[Delta]:
         body = self._body(ids, params, True)
@@ -446,8 +479,17 @@ class UpstreamBackend(Backend):
 class LlamaServerBackend(UpstreamBackend):
     kind = "llama.cpp"
 
-    def __init__(self, ref: str, root: Path | None, gguf: Path, binary: Path, parallel: int = 8,
-                 context_length: int | None = None, threads: int | None = None, log_path: Path | None = None):
+    def __init__(
+        self,
+        ref: str,
+        root: Path | None,
+        gguf: Path,
+        binary: Path,
+        parallel: int = 8,
+        context_length: int | None = None,
+        threads: int | None = None,
+        log_path: Path | None = None,
+    ):
         super().__init__(ref, root, log_path)
         self.gguf, self.binary, self.parallel = gguf, binary, parallel
         self.threads = threads or os.cpu_count() or 2
@@ -456,9 +498,26 @@ class LlamaServerBackend(UpstreamBackend):
         self.context_length = self.total_context // parallel
 
     def command(self) -> list[str]:
-        return [str(self.binary), "-m", str(self.gguf), "--host", "127.0.0.1", "--port", str(self.port),
-                "--api-key", self.api_key, "-np", str(self.parallel), "-c", str(self.total_context),
-                "-t", str(self.threads), "--cont-batching", "--no-webui", "--log-disable"]
+        return [
+            str(self.binary),
+            "-m",
+            str(self.gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--api-key",
+            self.api_key,
+            "-np",
+            str(self.parallel),
+            "-c",
+            str(self.total_context),
+            "-t",
+            str(self.threads),
+            "--cont-batching",
+            "--no-webui",
+            "--log-disable",
+        ]
 
     def info(self) -> dict:
         return {**super().info(), "parallel": self.parallel, "gguf": str(self.gguf)}
@@ -479,9 +538,20 @@ class VLLMBackend(UpstreamBackend):
         self.parallel = parallel
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.path), "--host",
-                "127.0.0.1", "--port", str(self.port), f"--api-key={self.api_key}",  # '=': the key may start with '-'
-                "--max-num-seqs", str(self.parallel)]
+        return [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            f"--api-key={self.api_key}",  # '=': the key may start with '-'
+            "--max-num-seqs",
+            str(self.parallel),
+        ]
 
     def _tokenizer(self):
         from transformers import AutoTokenizer
@@ -489,8 +559,15 @@ class VLLMBackend(UpstreamBackend):
         return AutoTokenizer.from_pretrained(self.path)
 
 
-def make_backend(kind: str, ref: str, root: Path | None, *, parallel: int = 8, context_length: int | None = None,
-                 log_dir: Path | None = None) -> Backend:
+def make_backend(
+    kind: str,
+    ref: str,
+    root: Path | None,
+    *,
+    parallel: int = 8,
+    context_length: int | None = None,
+    log_dir: Path | None = None,
+) -> Backend:
     """Pick and build the backend for a model reference ('auto': llama.cpp for GGUF when available)."""
     gguf = gguf_for(ref, root) if kind in ("auto", "llama.cpp") else None
     binary = None
@@ -498,14 +575,25 @@ def make_backend(kind: str, ref: str, root: Path | None, *, parallel: int = 8, c
         binary = llama_server_path(build=kind == "llama.cpp" and gguf is not None)
     if kind == "llama.cpp":
         if gguf is None:
-            raise OdysseyError(f"the llama.cpp backend needs a GGUF model; {ref} has none",
-                               hint="quantize it first (odyssey optimize), or use backend: transformers")
+            raise OdysseyError(
+                f"the llama.cpp backend needs a GGUF model; {ref} has none",
+                hint="quantize it first (odyssey optimize), or use backend: transformers",
+            )
         if binary is None:
-            raise MissingDependency("the llama.cpp backend needs the llama-server binary, which was not found",
-                                    hint="build it (odyssey.models.llamacpp) or set ODYSSEY_LLAMA_SERVER to its path")
+            raise MissingDependency(
+                "the llama.cpp backend needs the llama-server binary, which was not found",
+                hint="build it (odyssey.models.llamacpp) or set ODYSSEY_LLAMA_SERVER to its path",
+            )
     if kind == "vllm":
         return VLLMBackend(ref, root, log_path=(log_dir / "vllm.log") if log_dir else None)
     if gguf is not None and binary is not None:
-        return LlamaServerBackend(ref, root, gguf, binary, parallel, context_length,
-                                  log_path=(log_dir / "llama-server.log") if log_dir else None)
+        return LlamaServerBackend(
+            ref,
+            root,
+            gguf,
+            binary,
+            parallel,
+            context_length,
+            log_path=(log_dir / "llama-server.log") if log_dir else None,
+        )
     return TransformersBackend(ref, root, parallel)

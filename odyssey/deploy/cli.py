@@ -14,12 +14,13 @@ from odyssey.cli_support import console as _console, emit_json as _emit, load_pr
 
 def keys_create(
     name: Annotated[str, typer.Option("--name", help="who or what the key is for")],
-    scope: Annotated[Optional[list[str]],
-                     typer.Option("--scope", help="inference | feedback | admin (repeat)")] = None,
+    scope: Annotated[Optional[list[str]], typer.Option("--scope", help="inference | feedback | admin (repeat)")] = None,
     rpm: Annotated[Optional[int], typer.Option(help="requests per minute (default: deploy.rate_limit_rpm)")] = None,
-    concurrency: Annotated[Optional[int],
-                           typer.Option(help="requests in flight (default: deploy.max_concurrency)")] = None,
-    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+    concurrency: Annotated[
+        Optional[int], typer.Option(help="requests in flight (default: deploy.max_concurrency)")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
 ):
     """Create an API key. It is printed once; only its sha256 is stored."""
     from odyssey.deploy.keys import create_key
@@ -33,8 +34,11 @@ def keys_create(
     console.print(new.key, markup=False, highlight=False, soft_wrap=True)
 
 
-def keys_list(project: ProjectOpt = Path("."), as_json: JsonOpt = False,
-              all_: Annotated[bool, typer.Option("--all", help="include revoked keys")] = False):
+def keys_list(
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+    all_: Annotated[bool, typer.Option("--all", help="include revoked keys")] = False,
+):
     """List keys (name, prefix, scopes, limits, last use); never the keys themselves."""
     from odyssey.deploy.keys import list_keys
 
@@ -47,8 +51,11 @@ def keys_list(project: ProjectOpt = Path("."), as_json: JsonOpt = False,
     _console().print(keys_table(rows))
 
 
-def keys_revoke(name: Annotated[str, typer.Argument(help="key name or prefix (see odyssey keys list)")],
-                project: ProjectOpt = Path("."), as_json: JsonOpt = False):
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="key name or prefix (see odyssey keys list)")],
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+):
     """Revoke keys by name or prefix; requests with them get 401 at once."""
     from odyssey.deploy.keys import revoke
 
@@ -61,10 +68,16 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="key name or prefix (se
 
 def serve(
     project: ProjectOpt = Path("."),
-    candidate: Annotated[Optional[list[str]],
-                         typer.Option(help="candidate name or 'best' (repeat to serve several)")] = None,
-    host: Annotated[Optional[str], typer.Option(help="address to listen on (default: deploy.host, 127.0.0.1: "
-                                                         "this machine only; 0.0.0.0 for every interface)")] = None,
+    candidate: Annotated[
+        Optional[list[str]], typer.Option(help="candidate name or 'best' (repeat to serve several)")
+    ] = None,
+    host: Annotated[
+        Optional[str],
+        typer.Option(
+            help="address to listen on (default: deploy.host, 127.0.0.1: "
+            "this machine only; 0.0.0.0 for every interface)"
+        ),
+    ] = None,
     port: Annotated[Optional[int], typer.Option(help="port (default: deploy.port; 0: any free port)")] = None,
     backend: Annotated[Optional[str], typer.Option(help="auto | transformers | llama.cpp | vllm")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
@@ -82,7 +95,8 @@ def serve(
 def feedback_export(
     format: Annotated[str, typer.Option("--format", help="preference | sft")] = "preference",
     out: Annotated[Optional[Path], typer.Option(help="output JSONL file")] = None,
-    project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
 ):
     """Write captured feedback as JSONL: preference pairs for align, or prompt/completion rows for SFT."""
     from odyssey.deploy.export import export_feedback

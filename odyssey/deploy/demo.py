@@ -46,15 +46,23 @@ def demo_step(project, console, model: str, quick: bool = False):
             if i == 0:  # streamed, as the playground does
                 text, rid = "", None
                 for chunk in client.chat.completions.create(
-                        model=choice.name, messages=[{"role": "user", "content": ex.input}], max_tokens=max_tokens,
-                        temperature=0, stream=True, stream_options={"include_usage": True}):
+                    model=choice.name,
+                    messages=[{"role": "user", "content": ex.input}],
+                    max_tokens=max_tokens,
+                    temperature=0,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                ):
                     rid = chunk.id
                     text += "".join(c.delta.content or "" for c in chunk.choices)
                     tokens += chunk.usage.completion_tokens if chunk.usage else 0
             else:
-                resp = client.chat.completions.create(model=choice.name,
-                                                      messages=[{"role": "user", "content": ex.input}],
-                                                      max_tokens=max_tokens, temperature=0)
+                resp = client.chat.completions.create(
+                    model=choice.name,
+                    messages=[{"role": "user", "content": ex.input}],
+                    max_tokens=max_tokens,
+                    temperature=0,
+                )
                 text, rid = resp.choices[0].message.content, resp.id
                 tokens += resp.usage.completion_tokens
             latencies.append((time.perf_counter() - t0) * 1000)
@@ -64,27 +72,56 @@ def demo_step(project, console, model: str, quick: bool = False):
 
         headers = {"Authorization": f"Bearer {key.key}"}
         ex, rid, text = rows[0]
-        httpx.post(f"http://127.0.0.1:{port}/v1/feedback", headers=headers,
-                   json={"request_id": rid, "correction": ex.target, "source": "demo"}).raise_for_status()
+        httpx.post(
+            f"http://127.0.0.1:{port}/v1/feedback",
+            headers=headers,
+            json={"request_id": rid, "correction": ex.target, "source": "demo"},
+        ).raise_for_status()
         for _, rid, _ in rows[1:]:
-            httpx.post(f"http://127.0.0.1:{port}/v1/feedback", headers=headers,
-                       json={"request_id": rid, "thumbs": "up", "source": "demo"}).raise_for_status()
+            httpx.post(
+                f"http://127.0.0.1:{port}/v1/feedback",
+                headers=headers,
+                json={"request_id": rid, "thumbs": "up", "source": "demo"},
+            ).raise_for_status()
     finally:
         server.should_exit = True
         thread.join(60)
     path, n_pairs = export_feedback(project, "preference")
-    metrics = {"p50_latency_ms": percentile(latencies, 50), "p95_latency_ms": percentile(latencies, 95),
-               "tokens_per_s": tokens / wall}
-    cand = store.upsert_candidate(f"{choice.name}@serve", "deploy", choice.model_ref,
-                                  {"prompt": choice.prompt, "backend": served.backend.kind},
-                                  (store.candidate(choice.name) or {}).get("id"), run_id)
+    metrics = {
+        "p50_latency_ms": percentile(latencies, 50),
+        "p95_latency_ms": percentile(latencies, 95),
+        "tokens_per_s": tokens / wall,
+    }
+    cand = store.upsert_candidate(
+        f"{choice.name}@serve",
+        "deploy",
+        choice.model_ref,
+        {"prompt": choice.prompt, "backend": served.backend.kind},
+        (store.candidate(choice.name) or {}).get("id"),
+        run_id,
+    )
     store.log_metrics(run_id, metrics, candidate_id=cand, split="serve")
-    store.set_summary(run_id, {"candidate": choice.name, "backend": served.backend.kind, **metrics,
-                               "preference_pairs": n_pairs, "export": str(path)})
+    store.set_summary(
+        run_id,
+        {
+            "candidate": choice.name,
+            "backend": served.backend.kind,
+            **metrics,
+            "preference_pairs": n_pairs,
+            "export": str(path),
+        },
+    )
     store.finish_run(run_id, "succeeded")
 
-    console.print(served_table(f"served {choice.name} ({served.backend.kind}) at /v1 with key {key.prefix}…",
-                               [(rid, text) for _, rid, text in rows], latencies))
+    console.print(
+        served_table(
+            f"served {choice.name} ({served.backend.kind}) at /v1 with key {key.prefix}…",
+            [(rid, text) for _, rid, text in rows],
+            latencies,
+        )
+    )
     console.print(f"captured {len(rows)} requests + {len(rows)} feedback items; {n_pairs} preference pair(s) -> {path}")
-    console.print("serve it yourself: odyssey keys create --name me && odyssey serve --candidate best  "
-                  "(web UI at http://127.0.0.1:8000/ui/)")
+    console.print(
+        "serve it yourself: odyssey keys create --name me && odyssey serve --candidate best  "
+        "(web UI at http://127.0.0.1:8000/ui/)"
+    )

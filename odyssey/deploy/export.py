@@ -27,9 +27,13 @@ def preference_pairs(store) -> list[dict]:
     pairs = []
     thumbs: dict[str, dict[int, list[dict]]] = {}
     for f in sd.feedback(store):
-        base = {"source": f"feedback:{f['kind']}" + (f"/{f['source']}" if f["source"] else ""),
-                "annotator": f["annotator"], "candidate": f["candidate"], "feedback_id": f["id"],
-                "request_id": f["request_id"]}
+        base = {
+            "source": f"feedback:{f['kind']}" + (f"/{f['source']}" if f["source"] else ""),
+            "annotator": f["annotator"],
+            "candidate": f["candidate"],
+            "feedback_id": f["id"],
+            "request_id": f["request_id"],
+        }
         if f["kind"] == "preference" and f["chosen"] is not None and f["prompt"] is not None:
             pairs.append({"prompt": f["prompt"], "chosen": f["chosen"], "rejected": f["rejected"], **base})
         elif f["kind"] == "correction" and f["output"] is not None and f["correction"] != f["output"]:
@@ -39,9 +43,18 @@ def preference_pairs(store) -> list[dict]:
     for prompt, by_vote in thumbs.items():
         for up, down in product(by_vote.get(1, []), by_vote.get(-1, [])):
             if up["output"] != down["output"]:
-                pairs.append({"prompt": prompt, "chosen": up["output"], "rejected": down["output"],
-                              "source": "feedback:thumbs", "annotator": up["annotator"], "candidate": up["candidate"],
-                              "feedback_id": up["id"], "request_id": up["request_id"]})
+                pairs.append(
+                    {
+                        "prompt": prompt,
+                        "chosen": up["output"],
+                        "rejected": down["output"],
+                        "source": "feedback:thumbs",
+                        "annotator": up["annotator"],
+                        "candidate": up["candidate"],
+                        "feedback_id": up["id"],
+                        "request_id": up["request_id"],
+                    }
+                )
     return pairs
 
 
@@ -50,13 +63,24 @@ def sft_rows(store) -> list[dict]:
 
     rows, seen = [], set()
     for f in sd.feedback(store):
-        completion = {"correction": f["correction"], "preference": f["chosen"],
-                      "thumbs": f["output"] if f["thumbs"] == 1 else None}.get(f["kind"])
+        completion = {
+            "correction": f["correction"],
+            "preference": f["chosen"],
+            "thumbs": f["output"] if f["thumbs"] == 1 else None,
+        }.get(f["kind"])
         if completion is None or f["prompt"] is None or (f["prompt"], completion) in seen:
             continue
         seen.add((f["prompt"], completion))
-        rows.append({"prompt": f["prompt"], "completion": completion, "source": f"feedback:{f['kind']}",
-                     "annotator": f["annotator"], "candidate": f["candidate"], "feedback_id": f["id"]})
+        rows.append(
+            {
+                "prompt": f["prompt"],
+                "completion": completion,
+                "source": f"feedback:{f['kind']}",
+                "annotator": f["annotator"],
+                "candidate": f["candidate"],
+                "feedback_id": f["id"],
+            }
+        )
     return rows
 
 

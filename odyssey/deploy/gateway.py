@@ -85,8 +85,9 @@ class Served:
             budget = max(self.backend.context_length - 64, 16)
             return render(tok, cfg, example, self._selector(example), budget).text
         if has_chat_template(tok):
-            return tok.apply_chat_template([{"role": r, "content": t} for r, t in turns], tokenize=False,
-                                           add_generation_prompt=True)
+            return tok.apply_chat_template(
+                [{"role": r, "content": t} for r, t in turns], tokenize=False, add_generation_prompt=True
+            )
         return "\n\n".join(f"{r}: {t}" for r, t in turns) + "\n\nassistant:"
 
     def encode(self, text: str) -> list[int]:
@@ -167,8 +168,9 @@ class Gate:
         except Exception:  # a bug: logged with its traceback, the client gets JSON without one
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if "code" not in status:
-                await error_response(APIError(500, "internal server error (see the server log)", "server_error",
-                                              "internal_error"))(scope, receive, sending)
+                await error_response(
+                    APIError(500, "internal server error (see the server log)", "server_error", "internal_error")
+                )(scope, receive, sending)
         finally:
             self.gw.http[(route, scope.get("method", ""), status.get("code", 500))] += 1
 
@@ -194,7 +196,8 @@ class Gate:
                 ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
                 if ctype in JSON_ROUTES_TYPES:  # curl -d: the text is JSON all the same
                     scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"] + [
-                        (b"content-type", b"application/json")]
+                        (b"content-type", b"application/json")
+                    ]
                     ctype = b"application/json"
                 if ctype == b"application/json" or ctype.endswith(b"+json"):
                     self.check_text(bytes(body))
@@ -212,8 +215,11 @@ class Gate:
         await self.app(scope, replay, send)
 
     def too_large(self) -> APIError:
-        return APIError(413, f"request body is larger than the limit of {self.limit} bytes "
-                             "(deploy.max_request_bytes)", code="request_too_large")
+        return APIError(
+            413,
+            f"request body is larger than the limit of {self.limit} bytes (deploy.max_request_bytes)",
+            code="request_too_large",
+        )
 
     @staticmethod
     def check_text(body: bytes) -> None:
@@ -223,8 +229,12 @@ class Gate:
             return  # not JSON: the route's validation says so
         where = lone_surrogate(data)
         if where:
-            raise APIError(400, f"'{where}' holds a lone UTF-16 surrogate (such as \\ud800): text must be valid "
-                                "Unicode", code="invalid_unicode", param=where)
+            raise APIError(
+                400,
+                f"'{where}' holds a lone UTF-16 surrogate (such as \\ud800): text must be valid Unicode",
+                code="invalid_unicode",
+                param=where,
+            )
 
 
 # ---- the gateway -----------------------------------------------------------------------------------
@@ -249,20 +259,34 @@ class Gateway:
         header = headers.get(b"authorization", b"").decode("latin-1")
         key = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not key:
-            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>' (create one with "
-                                "`odyssey keys create --name NAME`)", "invalid_request_error", "invalid_api_key")
+            raise APIError(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>' (create one with "
+                "`odyssey keys create --name NAME`)",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
         row = verify(self.project.store, key)
         if row is None:
             raise APIError(401, "invalid or revoked API key", "invalid_request_error", "invalid_api_key")
         if scope not in row["scopes"] and "admin" not in row["scopes"]:
-            raise APIError(403, f"this key lacks the '{scope}' scope (it has: {', '.join(row['scopes'])})",
-                           "permission_error", "insufficient_scope")
+            raise APIError(
+                403,
+                f"this key lacks the '{scope}' scope (it has: {', '.join(row['scopes'])})",
+                "permission_error",
+                "insufficient_scope",
+            )
         rpm = row["rate_limit_rpm"] or self.settings.rate_limit_rpm
         wait = self.limiter.take(row["id"], rpm)
         if wait:
             self.counters["rate_limited"] += 1
-            raise APIError(429, f"rate limit of {rpm} requests per minute reached for this key; retry in {wait:.1f} s",
-                           "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": str(max(1, round(wait)))})
+            raise APIError(
+                429,
+                f"rate limit of {rpm} requests per minute reached for this key; retry in {wait:.1f} s",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
         return row
 
     @staticmethod
@@ -279,8 +303,13 @@ class Gateway:
         limit = key["max_concurrency"] or self.settings.max_concurrency
         if self.limiter.inflight[key["id"]] >= limit:
             self.counters["concurrency_limited"] += 1
-            raise APIError(429, f"this key already has {limit} requests in flight (its concurrency limit)",
-                           "rate_limit_error", "concurrency_limit_exceeded", headers={"Retry-After": "1"})
+            raise APIError(
+                429,
+                f"this key already has {limit} requests in flight (its concurrency limit)",
+                "rate_limit_error",
+                "concurrency_limit_exceeded",
+                headers={"Retry-After": "1"},
+            )
         self.limiter.inflight[key["id"]] += 1
 
     def release(self, key: dict):
@@ -292,16 +321,30 @@ class Gateway:
         for served in self.models.values():  # also accept the model reference itself
             if served.model_ref == name:
                 return served
-        raise APIError(404, f"the model {name!r} is not served here; served: {', '.join(self.models)}",
-                       "invalid_request_error", "model_not_found", "model")
+        raise APIError(
+            404,
+            f"the model {name!r} is not served here; served: {', '.join(self.models)}",
+            "invalid_request_error",
+            "model_not_found",
+            "model",
+        )
 
     def params(self, body: GenBody, max_tokens: int | None) -> GenParams:
         limit = self.settings.max_tokens
         if max_tokens is not None and max_tokens > limit:
-            raise APIError(400, f"max_tokens={max_tokens} is over this server's limit of {limit}",
-                           code="max_tokens_too_large", param="max_tokens")
-        return GenParams(max_tokens=max_tokens or min(self.settings.default_max_tokens, limit),
-                         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=list(body.stop or []))
+            raise APIError(
+                400,
+                f"max_tokens={max_tokens} is over this server's limit of {limit}",
+                code="max_tokens_too_large",
+                param="max_tokens",
+            )
+        return GenParams(
+            max_tokens=max_tokens or min(self.settings.default_max_tokens, limit),
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=body.seed,
+            stop=list(body.stop or []),
+        )
 
     async def check_input(self, served: Served, texts: list[str], param: str):
         """The request's own text against deploy.max_prompt_tokens, before any rendering (task
@@ -310,23 +353,36 @@ class Gateway:
         limit = self.settings.max_prompt_tokens
         chars = sum(len(t) for t in texts)
         if chars > limit * served.max_token_chars():
-            raise APIError(400, f"the prompt has {chars} characters, more than {limit} tokens can hold (this server's "
-                                f"max_prompt_tokens is {limit})", code="context_length_exceeded", param=param)
+            raise APIError(
+                400,
+                f"the prompt has {chars} characters, more than {limit} tokens can hold (this server's "
+                f"max_prompt_tokens is {limit})",
+                code="context_length_exceeded",
+                param=param,
+            )
         tok = served.backend.tokenizer
         n = await asyncio.to_thread(lambda: sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts))
         if n > limit:
-            raise APIError(400, f"the prompt has {n} tokens; this server accepts at most {limit} (max_prompt_tokens)",
-                           code="context_length_exceeded", param=param)
+            raise APIError(
+                400,
+                f"the prompt has {n} tokens; this server accepts at most {limit} (max_prompt_tokens)",
+                code="context_length_exceeded",
+                param=param,
+            )
 
     def check_prompt(self, served: Served, ids: list[int], params: GenParams):
         if not ids:
             raise APIError(400, "the prompt is empty", code="empty_prompt", param="prompt")
         limit = min(self.settings.max_prompt_tokens, max(served.backend.context_length - params.max_tokens, 1))
         if len(ids) > limit:
-            raise APIError(400, f"the prompt has {len(ids)} tokens; this server accepts at most {limit} "
-                                f"(max_prompt_tokens {self.settings.max_prompt_tokens}, context "
-                                f"{served.backend.context_length} minus max_tokens {params.max_tokens})",
-                           code="context_length_exceeded", param="messages")
+            raise APIError(
+                400,
+                f"the prompt has {len(ids)} tokens; this server accepts at most {limit} "
+                f"(max_prompt_tokens {self.settings.max_prompt_tokens}, context "
+                f"{served.backend.context_length} minus max_tokens {params.max_tokens})",
+                code="context_length_exceeded",
+                param="messages",
+            )
 
     async def record(self, row: dict):
         self.counters[f"requests_{row['endpoint']}_{row['status']}"] += 1
@@ -373,26 +429,46 @@ class Generation:
     """One answer in flight: the record kept of it, and its two shapes (:meth:`whole`, one JSON
     body; :meth:`events`, server-sent events). Either releases the key's slot when it ends."""
 
-    def __init__(self, gw: Gateway, body: GenBody, endpoint: str, served: Served, key: dict, ids: list[int],
-                 params: GenParams, prompt_record: Any, rendered: str):
+    def __init__(
+        self,
+        gw: Gateway,
+        body: GenBody,
+        endpoint: str,
+        served: Served,
+        key: dict,
+        ids: list[int],
+        params: GenParams,
+        prompt_record: Any,
+        rendered: str,
+    ):
         self.gw, self.body, self.endpoint, self.served, self.key = gw, body, endpoint, served, key
         self.ids, self.params, self.rendered = ids, params, rendered
         self.request_id = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
         self.t0 = time.perf_counter()
         self.timeout = gw.request_timeout
-        self.record = {"request_id": self.request_id, "key_id": key["id"], "candidate": served.name,
-                       "endpoint": endpoint,
-                       "params": {k: v for k, v in body.model_dump().items() if k not in ("messages", "prompt")},
-                       "prompt": prompt_record, "rendered_prompt": rendered}
+        self.record = {
+            "request_id": self.request_id,
+            "key_id": key["id"],
+            "candidate": served.name,
+            "endpoint": endpoint,
+            "params": {k: v for k, v in body.model_dump().items() if k not in ("messages", "prompt")},
+            "prompt": prompt_record,
+            "rendered_prompt": rendered,
+        }
         self.text, self.final = "", None  # what the non-streamed answer has so far (kept on a timeout)
 
     def finish_record(self, text: str, final: Delta | None, status: int, error: str | None = None) -> dict:
-        return {**self.record, "output": text, "status": status, "error": error,
-                "finish_reason": final.finish_reason if final else None,
-                "prompt_tokens": (final.prompt_tokens if final and final.prompt_tokens else len(self.ids)),
-                "completion_tokens": final.completion_tokens if final else None,
-                "latency_ms": (time.perf_counter() - self.t0) * 1000}
+        return {
+            **self.record,
+            "output": text,
+            "status": status,
+            "error": error,
+            "finish_reason": final.finish_reason if final else None,
+            "prompt_tokens": (final.prompt_tokens if final and final.prompt_tokens else len(self.ids)),
+            "completion_tokens": final.completion_tokens if final else None,
+            "latency_ms": (time.perf_counter() - self.t0) * 1000,
+        }
 
     def counted(self, final: Delta, text: str) -> Delta:
         if final.completion_tokens is None:
@@ -402,8 +478,11 @@ class Generation:
 
     def usage(self, final: Delta) -> dict:
         prompt_tokens = final.prompt_tokens or len(self.ids)
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": final.completion_tokens,
-                "total_tokens": prompt_tokens + final.completion_tokens}
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": final.completion_tokens,
+            "total_tokens": prompt_tokens + final.completion_tokens,
+        }
 
     def timeout_record(self, text: str) -> dict:
         return self.finish_record(text, None, 504, f"over the request time limit of {self.timeout:g} s")
@@ -444,15 +523,30 @@ class Generation:
         final = self.counted(final, text)
         await self.gw.record(self.finish_record(text, final, 200))
         if self.endpoint == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": final.finish_reason}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": final.finish_reason,
+            }
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": (self.rendered + text) if getattr(self.body, "echo", False) else text,
-                      "logprobs": None, "finish_reason": final.finish_reason}
+            choice = {
+                "index": 0,
+                "text": (self.rendered + text) if getattr(self.body, "echo", False) else text,
+                "logprobs": None,
+                "finish_reason": final.finish_reason,
+            }
             obj = "text_completion"
-        return {"id": self.request_id, "object": obj, "created": self.created, "model": self.served.name,
-                "choices": [choice], "usage": self.usage(final), "system_fingerprint": None}
+        return {
+            "id": self.request_id,
+            "object": obj,
+            "created": self.created,
+            "model": self.served.name,
+            "choices": [choice],
+            "usage": self.usage(final),
+            "system_fingerprint": None,
+        }
 
     @staticmethod
     def event(payload: dict) -> str:
@@ -466,8 +560,16 @@ class Generation:
 
     def chunk_event(self, choices: list[dict], **more) -> str:
         obj = "chat.completion.chunk" if self.endpoint == "chat" else "text_completion"
-        return self.event({"id": self.request_id, "object": obj, "created": self.created, "model": self.served.name,
-                           "choices": choices, **more})
+        return self.event(
+            {
+                "id": self.request_id,
+                "object": obj,
+                "created": self.created,
+                "model": self.served.name,
+                "choices": choices,
+                **more,
+            }
+        )
 
     async def events(self):
         """Server-sent events of chunks; an error after the first event is an error event (the
@@ -507,8 +609,17 @@ class Generation:
                 self.gw.capture.submit(request=self.finish_record(text, final, 499, "client disconnected"))
 
 
-async def run_generation(gw: Gateway, body: GenBody, endpoint: str, served: Served, key: dict, prompt_record: Any,
-                         rendered: str, params: GenParams, note: str | None = None):
+async def run_generation(
+    gw: Gateway,
+    body: GenBody,
+    endpoint: str,
+    served: Served,
+    key: dict,
+    prompt_record: Any,
+    rendered: str,
+    params: GenParams,
+    note: str | None = None,
+):
     """Tokenize, check and answer one generation request (``endpoint``: 'chat' or 'completion')."""
     ids = await asyncio.to_thread(served.encode, rendered)
     gw.check_prompt(served, ids, params)
@@ -517,5 +628,8 @@ async def run_generation(gw: Gateway, body: GenBody, endpoint: str, served: Serv
     headers = {"x-request-id": generation.request_id, **({"x-odyssey-prompt": note} if note else {})}
     if not body.stream:
         return JSONResponse(await generation.whole(), headers=headers)
-    return StreamingResponse(generation.events(), media_type="text/event-stream",
-                             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        generation.events(),
+        media_type="text/event-stream",
+        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -33,13 +33,20 @@ class NewKey:
     scopes: list[str]
 
 
-def create_key(store, name: str, scopes: list[str] | None = None, rate_limit_rpm: int | None = None,
-               max_concurrency: int | None = None) -> NewKey:
+def create_key(
+    store,
+    name: str,
+    scopes: list[str] | None = None,
+    rate_limit_rpm: int | None = None,
+    max_concurrency: int | None = None,
+) -> NewKey:
     from odyssey.store import deploy as sd
 
     if not _NAME.match(name or ""):
-        raise OdysseyError(f"key name {name!r} is not allowed",
-                           hint="use 1-64 letters, digits and _.@- (starting with a letter or digit)")
+        raise OdysseyError(
+            f"key name {name!r} is not allowed",
+            hint="use 1-64 letters, digits and _.@- (starting with a letter or digit)",
+        )
     scopes = list(scopes or ["inference", "feedback"])
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown:
@@ -48,8 +55,10 @@ def create_key(store, name: str, scopes: list[str] | None = None, rate_limit_rpm
         if value is not None and value < 1:
             raise OdysseyError(f"{label} must be at least 1 (got {value})")
     if any(k["name"] == name for k in sd.keys(store)):
-        raise OdysseyError(f"an active key named {name!r} already exists",
-                           hint=f"pick another name, or revoke the old key first (odyssey keys revoke {name})")
+        raise OdysseyError(
+            f"an active key named {name!r} already exists",
+            hint=f"pick another name, or revoke the old key first (odyssey keys revoke {name})",
+        )
     key = PREFIX + secrets.token_urlsafe(32)
     prefix = key[: len(PREFIX) + 6]
     key_id = sd.add_key(store, name, prefix, hash_key(key), scopes, rate_limit_rpm, max_concurrency)

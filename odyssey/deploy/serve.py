@@ -41,8 +41,15 @@ def pick_candidates(project, names: list[str] | None) -> list[CandidateChoice]:
     return chosen
 
 
-def build_app(project, candidates: list[str] | None = None, *, backend: str | None = None,
-              settings: DeploySpec | None = None, capture: bool | None = None, on_stopped=None):
+def build_app(
+    project,
+    candidates: list[str] | None = None,
+    *,
+    backend: str | None = None,
+    settings: DeploySpec | None = None,
+    capture: bool | None = None,
+    on_stopped=None,
+):
     """The gateway app for a project; backends start (and the capture writer opens) in its lifespan."""
     require("fastapi", "deploy", "odyssey serve")  # before the server module imports it
     from odyssey.deploy.backends import make_backend
@@ -58,8 +65,14 @@ def build_app(project, candidates: list[str] | None = None, *, backend: str | No
     served = []
     pool = None
     for choice in choices:
-        engine = make_backend(kind, choice.model_ref, project.root, parallel=settings.parallel,
-                              context_length=settings.context_length, log_dir=log_dir)
+        engine = make_backend(
+            kind,
+            choice.model_ref,
+            project.root,
+            parallel=settings.parallel,
+            context_length=settings.context_length,
+            log_dir=log_dir,
+        )
         cfg = PromptConfig.from_dict(choice.prompt) if choice.prompt else None
         if cfg is not None and cfg.shots and pool is None:
             pool = project.dataset().splits.get("train", [])
@@ -106,8 +119,10 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise OdysseyError(f"cannot listen on {host!r}: {exc.strerror}", hint="--host 127.0.0.1 (this machine only) "
-                           "or an address of this machine") from None
+        raise OdysseyError(
+            f"cannot listen on {host!r}: {exc.strerror}",
+            hint="--host 127.0.0.1 (this machine only) or an address of this machine",
+        ) from None
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
@@ -116,10 +131,11 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         taken = exc.errno in (98, 48)  # EADDRINUSE on Linux, macOS
-        raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror}" +
-                          (" (another process holds this port)" if taken else ""),
-                          hint="pass another port (--port N), or --port 0 for any free one"
-                               + (f"; `ss -ltnp 'sport = :{port}'` shows who holds it" if taken else "")) from None
+        raise Unavailable(
+            f"cannot listen on {host}:{port}: {exc.strerror}" + (" (another process holds this port)" if taken else ""),
+            hint="pass another port (--port N), or --port 0 for any free one"
+            + (f"; `ss -ltnp 'sport = :{port}'` shows who holds it" if taken else ""),
+        ) from None
     sock.set_inheritable(True)
     return sock
 
@@ -131,16 +147,27 @@ def warn_exposure(project, host: str) -> None:
         return
     keys = list_keys(project.store)
     if not keys:
-        sys.stderr.write(f"warning: listening on all interfaces ({host or '*'}) with no API keys: the docs and /health "
-                         "are reachable from other machines; every other route answers 401 until you create a key "
-                         "(odyssey keys create --name NAME). Use --host 127.0.0.1 to stay on this machine.\n")
+        sys.stderr.write(
+            f"warning: listening on all interfaces ({host or '*'}) with no API keys: the docs and /health "
+            "are reachable from other machines; every other route answers 401 until you create a key "
+            "(odyssey keys create --name NAME). Use --host 127.0.0.1 to stay on this machine.\n"
+        )
     else:
-        sys.stderr.write(f"note: listening on all interfaces ({host or '*'}): anyone who can reach this machine can "
-                         f"try keys; {len(keys)} key(s) are active. Use --host 127.0.0.1 to stay local.\n")
+        sys.stderr.write(
+            f"note: listening on all interfaces ({host or '*'}): anyone who can reach this machine can "
+            f"try keys; {len(keys)} key(s) are active. Use --host 127.0.0.1 to stay local.\n"
+        )
 
 
-def serve(project, candidates: list[str] | None = None, *, host: str | None = None, port: int | None = None,
-          backend: str | None = None, log_level: str = "warning") -> None:
+def serve(
+    project,
+    candidates: list[str] | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    backend: str | None = None,
+    log_level: str = "warning",
+) -> None:
     import signal
 
     from odyssey.store import deploy as sd
@@ -173,12 +200,21 @@ def serve(project, candidates: list[str] | None = None, *, host: str | None = No
         for served in app.state.gateway.models.values():
             sys.stderr.write(f"serving {served.name} ({served.model_ref}) with the {served.backend.kind} backend\n")
             if served.backend.kind == "transformers" and gguf_for(served.model_ref, project.root) is not None:
-                sys.stderr.write("  note: llama-server is not built, so this GGUF model runs in torch (slower); "
-                                 "build it once with `python -c \"from odyssey.models import llamacpp; "
-                                 "llamacpp.tool_path('llama-server')\"` or set ODYSSEY_LLAMA_SERVER\n")
-        holder["run"] = store.start_run("deploy", project.spec.as_dict(), {
-            "candidates": list(app.state.gateway.models), "host": host, "port": port,
-            "backend": backend or settings.backend})
+                sys.stderr.write(
+                    "  note: llama-server is not built, so this GGUF model runs in torch (slower); "
+                    'build it once with `python -c "from odyssey.models import llamacpp; '
+                    "llamacpp.tool_path('llama-server')\"` or set ODYSSEY_LLAMA_SERVER\n"
+                )
+        holder["run"] = store.start_run(
+            "deploy",
+            project.spec.as_dict(),
+            {
+                "candidates": list(app.state.gateway.models),
+                "host": host,
+                "port": port,
+                "backend": backend or settings.backend,
+            },
+        )
 
         # uvicorn handles SIGINT/SIGTERM itself (graceful drain), then restores these handlers and
         # re-raises the signal: after a clean drain that is no error, so it is recorded, not fatal
@@ -202,7 +238,9 @@ def serve(project, candidates: list[str] | None = None, *, host: str | None = No
             error = app.state.startup_error
             if isinstance(error, OdysseyError):
                 raise error
-            raise Unavailable("the server stopped before it started serving" + (f": {error}" if error else ""),
-                              hint="see the messages above")
+            raise Unavailable(
+                "the server stopped before it started serving" + (f": {error}" if error else ""),
+                hint="see the messages above",
+            )
     finally:
         sock.close()

@@ -42,16 +42,23 @@ from odyssey.spec import DeploySpec  # noqa: E402
 # Route path -> the scope its key needs. Every API route is listed (create_app checks), so a new
 # route cannot be left open by accident; /health, the docs and static files are open.
 SCOPES: dict[str, str] = {
-    "/metrics": "inference", "/v1/models": "inference", "/v1/chat/completions": "inference",
-    "/v1/completions": "inference", "/v1/embeddings": "inference", "/v1/feedback": "feedback",
-    "/ui/api/board": "inference", "/ui/api/artifacts/{artifact_id}": "inference",
-    "/ui/api/pairs/next": "feedback"}
+    "/metrics": "inference",
+    "/v1/models": "inference",
+    "/v1/chat/completions": "inference",
+    "/v1/completions": "inference",
+    "/v1/embeddings": "inference",
+    "/v1/feedback": "feedback",
+    "/ui/api/board": "inference",
+    "/ui/api/artifacts/{artifact_id}": "inference",
+    "/ui/api/pairs/next": "feedback",
+}
 OPEN_ROUTES = {"/health", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
 ROUTERS = (docs, ops, openai, feedback, ui)  # in the order of the OpenAPI document
 
 
-def create_app(project, served: list[Served], settings: DeploySpec | None = None, *, capture=None,
-               startup=None, shutdown=None) -> FastAPI:
+def create_app(
+    project, served: list[Served], settings: DeploySpec | None = None, *, capture=None, startup=None, shutdown=None
+) -> FastAPI:
     """The FastAPI app. ``startup``/``shutdown`` are async callables run in its lifespan."""
     settings = settings or project.spec.deploy
 
@@ -65,10 +72,16 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
             if shutdown is not None:
                 await shutdown()
 
-    app = FastAPI(title="Odyssey", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description=f"OpenAI-compatible API for the project {project.spec.name!r}: "
-                              f"{', '.join(s.name for s in served)}. Send `Authorization: Bearer <key>` "
-                              "(`odyssey keys create`) on every route but /health.")
+    app = FastAPI(
+        title="Odyssey",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description=f"OpenAI-compatible API for the project {project.spec.name!r}: "
+        f"{', '.join(s.name for s in served)}. Send `Authorization: Bearer <key>` "
+        "(`odyssey keys create`) on every route but /health.",
+    )
     gateway = app.state.gateway = Gateway(project, served, settings, capture)
     routes = _assemble(app, settings)
     unlisted = [r.path for r in routes if hasattr(r, "methods") and r.path not in SCOPES and r.path not in OPEN_ROUTES]
@@ -76,8 +89,12 @@ def create_app(project, served: list[Served], settings: DeploySpec | None = None
     if settings.cors_origins:  # CORS is off unless origins are listed in deploy.cors_origins
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(Gate, gateway=gateway, scopes=SCOPES, limit=settings.max_request_bytes, routes=routes)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -122,5 +139,8 @@ async def _invalid(request, exc: RequestValidationError):
 
 async def _http(request, exc: StarletteHTTPException):
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(str(exc.detail), "invalid_request_error", kind), status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return JSONResponse(
+        error_body(str(exc.detail), "invalid_request_error", kind),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )

@@ -17,8 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
         self.headers = headers or {}
@@ -29,8 +36,9 @@ def error_body(message: str, type: str, code: str | None = None, param: str | No
 
 
 def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.type, exc.code, exc.param), status_code=exc.status,
-                        headers=exc.headers)
+    return JSONResponse(
+        error_body(exc.message, exc.type, exc.code, exc.param), status_code=exc.status, headers=exc.headers
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -151,17 +159,29 @@ def ok_doc(model, description: str = "the answer", stream: bool = False) -> dict
     out = {"model": model, "description": description}
     if stream:
         out["description"] += "; with `stream: true`, server-sent events of chunks"
-        out["content"] = {"text/event-stream": {"schema": {  # one event: `data: <JSON chunk>` (or [DONE])
-            "type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
-            "required": ["data"]}}}
+        out["content"] = {
+            "text/event-stream": {
+                "schema": {  # one event: `data: <JSON chunk>` (or [DONE])
+                    "type": "object",
+                    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                    "required": ["data"],
+                }
+            }
+        }
     return {200: out}
 
 
 def error_docs(*codes: int) -> dict:
-    words = {400: "invalid request", 401: "missing, unknown or revoked API key", 403: "the key lacks the scope",
-             404: "unknown model, id or path", 413: "request body over deploy.max_request_bytes",
-             429: "the key's rate or concurrency limit", 500: "internal error (a bug)",
-             504: "the request ran past its time limit"}
+    words = {
+        400: "invalid request",
+        401: "missing, unknown or revoked API key",
+        403: "the key lacks the scope",
+        404: "unknown model, id or path",
+        413: "request body over deploy.max_request_bytes",
+        429: "the key's rate or concurrency limit",
+        500: "internal error (a bug)",
+        504: "the request ran past its time limit",
+    }
     return {c: {"model": ErrorResponse, "description": words[c]} for c in codes}
 
 

@@ -37,8 +37,10 @@ def requested_engine(engine: str | None = None, evaluate=None) -> str:
     name = engine or os.environ.get("ODYSSEY_ENGINE") or (evaluate.engine if evaluate is not None else None) or "auto"
     if name not in ENGINE_NAMES:
         close = difflib.get_close_matches(name, ENGINE_NAMES, n=1)
-        raise OdysseyError(f"unknown engine {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                           hint=f"evaluate.engine / --engine is one of: {', '.join(ENGINE_NAMES)}")
+        raise OdysseyError(
+            f"unknown engine {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+            hint=f"evaluate.engine / --engine is one of: {', '.join(ENGINE_NAMES)}",
+        )
     return name
 
 
@@ -77,9 +79,19 @@ def _say(info: EngineInfo, quiet: bool) -> None:
         ui.say(f"engine: {info.name} ({info.reason})")
 
 
-def open_engine(ref: str, *, root: Path | None = None, evaluate=None, engine: str | None = None, loaded=None,
-                dtype: str = "auto", batch_size: int = 8, model_name: str | None = None, quiet: bool = False,
-                log_dir: Path | None = None) -> Engine:
+def open_engine(
+    ref: str,
+    *,
+    root: Path | None = None,
+    evaluate=None,
+    engine: str | None = None,
+    loaded=None,
+    dtype: str = "auto",
+    batch_size: int = 8,
+    model_name: str | None = None,
+    quiet: bool = False,
+    log_dir: Path | None = None,
+) -> Engine:
     """The engine for one candidate reference, started and ready (use it as a context manager).
 
     ``loaded``: an already loaded model, reused by the transformers engine (no second load).
@@ -96,8 +108,10 @@ def open_engine(ref: str, *, root: Path | None = None, evaluate=None, engine: st
 
         check_available()
         folder, config, tok = _folder_and_config(ref, root)
-        return _announce(VLLMEngine(ref, folder, tok, _family(config), _context(config, tok),
-                                    info=EngineInfo("vllm", "asked for")), quiet)
+        return _announce(
+            VLLMEngine(ref, folder, tok, _family(config), _context(config, tok), info=EngineInfo("vllm", "asked for")),
+            quiet,
+        )
     return _openai(ref, root, evaluate, model_name, quiet)
 
 
@@ -142,16 +156,26 @@ def _llamacpp(ref, root, evaluate, info: EngineInfo, quiet: bool, log_dir: Path 
     if _family(config) != "decoder-only":
         from odyssey.engines.gguf import CannotRun
 
-        raise CannotRun(f"{ref} is {_family(config)}: the llama.cpp engine runs decoder-only models here",
-                        hint="use --engine transformers")
+        raise CannotRun(
+            f"{ref} is {_family(config)}: the llama.cpp engine runs decoder-only models here",
+            hint="use --engine transformers",
+        )
     gguf, how = gguf_for(ref, root, settings.precision)
     info.details.update(gguf=str(gguf), how=how, slots=settings.slots)
     context = min(settings.slot_context, _context(config, tok))
     _say(info, quiet)
     with ui.status(f"starting llama-server ({settings.slots} slots) on {gguf.name}"):
-        return LlamaCppEngine(ref, gguf, tok, _family(config), slots=settings.slots, slot_context=context,
-                              threads=settings.threads, info=info,
-                              log_path=(log_dir / "llama-server.log") if log_dir else None)
+        return LlamaCppEngine(
+            ref,
+            gguf,
+            tok,
+            _family(config),
+            slots=settings.slots,
+            slot_context=context,
+            threads=settings.threads,
+            info=info,
+            log_path=(log_dir / "llama-server.log") if log_dir else None,
+        )
 
 
 def _openai(ref, root, evaluate, model_name, quiet: bool):
@@ -159,14 +183,28 @@ def _openai(ref, root, evaluate, model_name, quiet: bool):
 
     spec = evaluate.openai if evaluate is not None else None
     if spec is None or not spec.base_url:
-        raise OdysseyError("the openai engine needs an endpoint, and evaluate.openai.base_url is not set",
-                           hint="set evaluate.openai.base_url in odyssey.yaml (e.g. http://127.0.0.1:8000/v1) and "
-                                "the key in the environment variable named by evaluate.openai.api_key_env")
+        raise OdysseyError(
+            "the openai engine needs an endpoint, and evaluate.openai.base_url is not set",
+            hint="set evaluate.openai.base_url in odyssey.yaml (e.g. http://127.0.0.1:8000/v1) and "
+            "the key in the environment variable named by evaluate.openai.api_key_env",
+        )
     _, config, tok = _folder_and_config(ref, root)
     info = EngineInfo("openai", f"endpoint {spec.base_url}")
-    return _announce(OpenAIEngine(ref, tok, _family(config), _context(config, tok), base_url=spec.base_url,
-                                  model=spec.model or model_name or ref, api_key_env=spec.api_key_env,
-                                  concurrency=spec.concurrency, timeout_s=spec.timeout_s, info=info), quiet)
+    return _announce(
+        OpenAIEngine(
+            ref,
+            tok,
+            _family(config),
+            _context(config, tok),
+            base_url=spec.base_url,
+            model=spec.model or model_name or ref,
+            api_key_env=spec.api_key_env,
+            concurrency=spec.concurrency,
+            timeout_s=spec.timeout_s,
+            info=info,
+        ),
+        quiet,
+    )
 
 
 def _auto(ref, root, evaluate, loaded, dtype, batch_size, quiet, log_dir):
@@ -181,15 +219,25 @@ def _auto(ref, root, evaluate, loaded, dtype, batch_size, quiet, log_dir):
         from odyssey.engines.vllm_offline import VLLMEngine
 
         folder, config, tok = _folder_and_config(ref, root)
-        return _announce(VLLMEngine(ref, folder, tok, _family(config), _context(config, tok),
-                                    info=EngineInfo("vllm", "auto: a CUDA GPU with vLLM")), quiet)
+        return _announce(
+            VLLMEngine(
+                ref,
+                folder,
+                tok,
+                _family(config),
+                _context(config, tok),
+                info=EngineInfo("vllm", "auto: a CUDA GPU with vLLM"),
+            ),
+            quiet,
+        )
     except MissingDependency:
         pass  # the common case on a CPU: no need to mention vLLM
     except OdysseyError as exc:
         reasons.append(f"vllm: {exc.message}")
     try:
-        return _llamacpp(ref, root, evaluate, EngineInfo("llamacpp", "auto: the fastest exact engine on a CPU"),
-                         quiet, log_dir)
+        return _llamacpp(
+            ref, root, evaluate, EngineInfo("llamacpp", "auto: the fastest exact engine on a CPU"), quiet, log_dir
+        )
     except OdysseyError as exc:
         reasons.append(exc.message.splitlines()[0])
     info = EngineInfo("transformers", "auto: " + "; ".join(reasons))

@@ -53,21 +53,30 @@ def check_convertible(folder: Path) -> None:
 
     kind = adapter_kind(folder)
     if kind == "PROMPT_TUNING" or (kind and kind != "LORA"):
-        raise CannotRun(f"{folder.name} is a soft-prompt ({kind.lower()}) candidate: its learned prompt vectors "
-                        "have no GGUF form, so only the transformers engine runs it",
-                        hint="use --engine transformers (auto does this by itself)")
+        raise CannotRun(
+            f"{folder.name} is a soft-prompt ({kind.lower()}) candidate: its learned prompt vectors "
+            "have no GGUF form, so only the transformers engine runs it",
+            hint="use --engine transformers (auto does this by itself)",
+        )
     if is_x86_int8(folder):
-        raise CannotRun(f"{folder.name} is an int8 candidate for PyTorch's x86 engine: it runs in its own runtime",
-                        hint="use --engine transformers; for llama.cpp, quantize to gguf:q8_0 instead")
+        raise CannotRun(
+            f"{folder.name} is an int8 candidate for PyTorch's x86 engine: it runs in its own runtime",
+            hint="use --engine transformers; for llama.cpp, quantize to gguf:q8_0 instead",
+        )
     config = folder / "config.json"
     if config.exists():
         data = json.loads(config.read_text())
         if data.get("quantization_config"):
-            raise CannotRun(f"{folder.name} holds quantized ({data['quantization_config'].get('quant_method', '?')}) "
-                            "weights that llama.cpp's converter does not read", hint="use --engine transformers")
+            raise CannotRun(
+                f"{folder.name} holds quantized ({data['quantization_config'].get('quant_method', '?')}) "
+                "weights that llama.cpp's converter does not read",
+                hint="use --engine transformers",
+            )
         if data.get("is_encoder_decoder"):
-            raise CannotRun(f"{folder.name} is an encoder-decoder model; Odyssey runs those on transformers",
-                            hint="use --engine transformers")
+            raise CannotRun(
+                f"{folder.name} is an encoder-decoder model; Odyssey runs those on transformers",
+                hint="use --engine transformers",
+            )
 
 
 def merged_folder(ref: str, folder: Path, root: Path | None) -> Path:
@@ -108,6 +117,8 @@ def gguf_for(ref: str, root: Path | None = None, precision: str = "f32") -> tupl
         try:
             llamacpp.convert_hf_to_gguf(folder, out, precision, token_ids_only=True)
         except OdysseyError as exc:
-            raise CannotRun(f"llama.cpp's converter cannot convert {ref}: {exc.message.splitlines()[0]}",
-                            hint="use --engine transformers") from None
+            raise CannotRun(
+                f"llama.cpp's converter cannot convert {ref}: {exc.message.splitlines()[0]}",
+                hint="use --engine transformers",
+            ) from None
     return out, how

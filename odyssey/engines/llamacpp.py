@@ -38,9 +38,11 @@ def server_binary() -> Path:
             return llamacpp.tool_path("llama-server", build=False)
     except OdysseyError:
         pass
-    raise MissingDependency("the llama.cpp engine needs llama-server, which is not built on this machine",
-                            hint="run `odyssey optimize tools` once (a few minutes; scripts/setup.sh does it), "
-                                 "or use --engine transformers")
+    raise MissingDependency(
+        "the llama.cpp engine needs llama-server, which is not built on this machine",
+        hint="run `odyssey optimize tools` once (a few minutes; scripts/setup.sh does it), "
+        "or use --engine transformers",
+    )
 
 
 def _child_peak_rss_gb(pid: int | None) -> float:
@@ -56,9 +58,20 @@ def _child_peak_rss_gb(pid: int | None) -> float:
 class LlamaCppEngine:
     name = "llamacpp"
 
-    def __init__(self, ref: str, gguf: Path, tokenizer, family: str, *, slots: int = 8, slot_context: int = 4096,
-                 threads: int | None = None, info: EngineInfo | None = None, n_params: int | None = None,
-                 log_path: Path | None = None):
+    def __init__(
+        self,
+        ref: str,
+        gguf: Path,
+        tokenizer,
+        family: str,
+        *,
+        slots: int = 8,
+        slot_context: int = 4096,
+        threads: int | None = None,
+        info: EngineInfo | None = None,
+        n_params: int | None = None,
+        log_path: Path | None = None,
+    ):
         self.ref, self.gguf, self.tokenizer, self.family = ref, Path(gguf), tokenizer, family
         self.slots, self.context_length = slots, slot_context
         self.threads = threads or os.cpu_count() or 2
@@ -73,14 +86,35 @@ class LlamaCppEngine:
 
         weakref.finalize(self, self.server.stop)  # an engine dropped without close() still stops its child
 
-        self.client = httpx.Client(base_url=self.server.base_url, headers=self.server.headers,
-                                   timeout=httpx.Timeout(3600, connect=10),
-                                   limits=httpx.Limits(max_connections=slots + 4))
+        self.client = httpx.Client(
+            base_url=self.server.base_url,
+            headers=self.server.headers,
+            timeout=httpx.Timeout(3600, connect=10),
+            limits=httpx.Limits(max_connections=slots + 4),
+        )
 
     def _command(self, port: int, api_key: str) -> list[str]:
-        return [str(self.binary), "-m", str(self.gguf), "--host", "127.0.0.1", "--port", str(port),
-                "--api-key", api_key, "-np", str(self.slots), "-c", str(self.slots * self.context_length),
-                "-t", str(self.threads), "-tb", str(self.threads), "--cont-batching", "--no-webui"]
+        return [
+            str(self.binary),
+            "-m",
+            str(self.gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key",
+            api_key,
+            "-np",
+            str(self.slots),
+            "-c",
+            str(self.slots * self.context_length),
+            "-t",
+            str(self.threads),
+            "-tb",
+            str(self.threads),
+            "--cont-batching",
+            "--no-webui",
+        ]
 
     @property
     def n_params(self) -> int | None:
@@ -91,14 +125,24 @@ class LlamaCppEngine:
         return self._n_params
 
     def _body(self, ids: list[int], settings: dict) -> dict:
-        body = {"prompt": ids, "n_predict": int(settings.get("max_new_tokens", 64)), "cache_prompt": True,
-                "return_tokens": True, "stream": False, "min_p": 0.0, "typical_p": 1.0,
-                "seed": int(settings.get("seed", 0))}
+        body = {
+            "prompt": ids,
+            "n_predict": int(settings.get("max_new_tokens", 64)),
+            "cache_prompt": True,
+            "return_tokens": True,
+            "stream": False,
+            "min_p": 0.0,
+            "typical_p": 1.0,
+            "seed": int(settings.get("seed", 0)),
+        }
         if settings.get("repetition_penalty", 1.0) != 1.0:  # transformers penalizes the whole sequence
             body.update(repeat_penalty=float(settings["repetition_penalty"]), repeat_last_n=self.context_length)
         if settings.get("do_sample"):
-            body.update(temperature=float(settings.get("temperature", 1.0)), top_k=int(settings.get("top_k", 50)),
-                        top_p=float(settings.get("top_p", 1.0)))
+            body.update(
+                temperature=float(settings.get("temperature", 1.0)),
+                top_k=int(settings.get("top_k", 50)),
+                top_p=float(settings.get("top_p", 1.0)),
+            )
         else:
             body.update(temperature=0.0, top_k=1)
         if stop_strings(settings):
@@ -111,14 +155,18 @@ class LlamaCppEngine:
         latency = (time.perf_counter() - t0) * 1000
         if resp.status_code != 200:
             self.server.check_alive()
-            raise OdysseyError(f"llama-server answered {resp.status_code}: {resp.text[:300]}",
-                               hint=f"see its log: {self.server.log_path}")
+            raise OdysseyError(
+                f"llama-server answered {resp.status_code}: {resp.text[:300]}",
+                hint=f"see its log: {self.server.log_path}",
+            )
         data = resp.json()
         tokens = [t for t in data.get("tokens") or [] if t not in self._special_ids]
         # The answer's ids decoded by the candidate's own tokenizer, as the transformers engine does;
         # after a stop string, llama.cpp's tokens may end inside it, and its text is the one cut there.
         stopped_on_word = data.get("stop_type") == "word"
-        decoded = data.get("content", "") if stopped_on_word else self.tokenizer.decode(tokens, skip_special_tokens=True)
+        decoded = (
+            data.get("content", "") if stopped_on_word else self.tokenizer.decode(tokens, skip_special_tokens=True)
+        )
         text, stopped = cut_at_stop(decoded, stop_strings(settings))
         stopped = stopped or stopped_on_word
         finish = "length" if data.get("stop_type") == "limit" and not stopped else "stop"
@@ -128,8 +176,9 @@ class LlamaCppEngine:
     def _special_ids(self) -> set[int]:
         return set(self.tokenizer.all_special_ids)
 
-    def generate(self, prompts: list[str], settings: dict, *, batch_size: int | None = None,
-                 description: str = "generating") -> tuple[list[Generated], dict]:
+    def generate(
+        self, prompts: list[str], settings: dict, *, batch_size: int | None = None, description: str = "generating"
+    ) -> tuple[list[Generated], dict]:
         encoded = [encode_prompt(self.tokenizer, self.family, p) for p in prompts]
         # Longest first: the long prompts start early instead of leaving one slot busy at the end.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -142,9 +191,15 @@ class LlamaCppEngine:
                 new_total += g.new_tokens
                 bar.advance(1, tok_s=new_total / max(time.perf_counter() - start, 1e-9))
         wall = time.perf_counter() - start
-        stats = {"wall_s": wall, "new_tokens": new_total, "examples": len(prompts), "engine": self.name,
-                 "peak_rss_gb": _child_peak_rss_gb(self.server.proc.pid if self.server.proc else None),
-                 "slots": self.slots, "gguf": str(self.gguf)}
+        stats = {
+            "wall_s": wall,
+            "new_tokens": new_total,
+            "examples": len(prompts),
+            "engine": self.name,
+            "peak_rss_gb": _child_peak_rss_gb(self.server.proc.pid if self.server.proc else None),
+            "slots": self.slots,
+            "gguf": str(self.gguf),
+        }
         return [r for r in results if r is not None], stats
 
     def close(self) -> None:

@@ -26,22 +26,39 @@ def check_reachable(base_url: str, api_key: str | None, timeout: float = 10) -> 
     try:
         resp = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise Unavailable(f"the openai engine's endpoint {base_url} is unreachable: {type(exc).__name__}: {exc}",
-                          hint="check evaluate.openai.base_url in odyssey.yaml and that the server is running") from None
+        raise Unavailable(
+            f"the openai engine's endpoint {base_url} is unreachable: {type(exc).__name__}: {exc}",
+            hint="check evaluate.openai.base_url in odyssey.yaml and that the server is running",
+        ) from None
     if resp.status_code in (401, 403):
-        raise OdysseyError(f"{base_url} refused the key ({resp.status_code})",
-                           hint="set the environment variable named by evaluate.openai.api_key_env to a valid key")
+        raise OdysseyError(
+            f"{base_url} refused the key ({resp.status_code})",
+            hint="set the environment variable named by evaluate.openai.api_key_env to a valid key",
+        )
     if resp.status_code >= 400:
-        raise Unavailable(f"{base_url}/models answered {resp.status_code}: {resp.text[:200]}",
-                          hint="check evaluate.openai.base_url (it usually ends in /v1)")
+        raise Unavailable(
+            f"{base_url}/models answered {resp.status_code}: {resp.text[:200]}",
+            hint="check evaluate.openai.base_url (it usually ends in /v1)",
+        )
 
 
 class OpenAIEngine:
     name = "openai"
 
-    def __init__(self, ref: str, tokenizer, family: str, context_length: int, *, base_url: str, model: str,
-                 api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8, timeout_s: float = 600,
-                 info: EngineInfo | None = None):
+    def __init__(
+        self,
+        ref: str,
+        tokenizer,
+        family: str,
+        context_length: int,
+        *,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout_s: float = 600,
+        info: EngineInfo | None = None,
+    ):
         openai = require("openai", "deploy", "the openai engine")
         api_key = os.environ.get(api_key_env) or None
         check_reachable(base_url, api_key)
@@ -55,8 +72,12 @@ class OpenAIEngine:
         return None
 
     def _one(self, prompt: str, settings: dict) -> Generated:
-        kwargs = {"model": self.model, "prompt": prompt, "max_tokens": int(settings.get("max_new_tokens", 64)),
-                  "seed": int(settings.get("seed", 0))}
+        kwargs = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": int(settings.get("max_new_tokens", 64)),
+            "seed": int(settings.get("seed", 0)),
+        }
         if settings.get("do_sample"):
             kwargs.update(temperature=float(settings.get("temperature", 1.0)), top_p=float(settings.get("top_p", 1.0)))
         else:
@@ -73,8 +94,9 @@ class OpenAIEngine:
         prompt_tokens = usage.prompt_tokens if usage else 0
         return Generated(text.strip(), latency, prompt_tokens, new, choice.finish_reason or "stop")
 
-    def generate(self, prompts: list[str], settings: dict, *, batch_size: int | None = None,
-                 description: str = "generating") -> tuple[list[Generated], dict]:
+    def generate(
+        self, prompts: list[str], settings: dict, *, batch_size: int | None = None, description: str = "generating"
+    ) -> tuple[list[Generated], dict]:
         results: list[Generated | None] = [None] * len(prompts)
         new_total, start = 0, time.perf_counter()
         with ui.progress(description, total=len(prompts)) as bar, ThreadPoolExecutor(self.concurrency) as pool:
@@ -84,8 +106,14 @@ class OpenAIEngine:
                 new_total += g.new_tokens
                 bar.advance(1, tok_s=new_total / max(time.perf_counter() - start, 1e-9))
         wall = time.perf_counter() - start
-        stats = {"wall_s": wall, "new_tokens": new_total, "examples": len(prompts), "engine": self.name,
-                 "peak_rss_gb": 0.0, "concurrency": self.concurrency}
+        stats = {
+            "wall_s": wall,
+            "new_tokens": new_total,
+            "examples": len(prompts),
+            "engine": self.name,
+            "peak_rss_gb": 0.0,
+            "concurrency": self.concurrency,
+        }
         return [r for r in results if r is not None], stats
 
     def close(self) -> None:

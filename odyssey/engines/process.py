@@ -55,8 +55,7 @@ class ManagedServer:
     string: no user input reaches a shell).
     """
 
-    def __init__(self, command: Callable[[int, str], list[str]], *, log_path: Path | None = None,
-                 name: str = "server"):
+    def __init__(self, command: Callable[[int, str], list[str]], *, log_path: Path | None = None, name: str = "server"):
         self._command = command
         self.log_path = log_path
         self.name = name
@@ -79,8 +78,9 @@ class ManagedServer:
         cmd = self._command(self.port, self.api_key)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
@@ -88,8 +88,10 @@ class ManagedServer:
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             where = f"; see its log: {self.log_path}" if self.log_path else ""
-            raise Unavailable(f"{self.name} exited with code {self.proc.returncode}{where}",
-                              hint="run the command again; if it keeps failing, the log says why")
+            raise Unavailable(
+                f"{self.name} exited with code {self.proc.returncode}{where}",
+                hint="run the command again; if it keeps failing, the log says why",
+            )
 
     def wait_healthy(self, timeout: float = 300) -> None:
         """Block until GET /health answers 200 (synchronous; async callers use a thread)."""
@@ -106,8 +108,10 @@ class ManagedServer:
                     pass
                 time.sleep(0.2)
         self.stop()
-        raise Unavailable(f"{self.name} did not become healthy within {timeout:.0f} s",
-                          hint=f"see its log: {self.log_path}" if self.log_path else None)
+        raise Unavailable(
+            f"{self.name} did not become healthy within {timeout:.0f} s",
+            hint=f"see its log: {self.log_path}" if self.log_path else None,
+        )
 
     def start(self, timeout: float = 300) -> ManagedServer:
         self.launch()

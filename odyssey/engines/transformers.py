@@ -29,13 +29,20 @@ def generation_kwargs(settings: dict, tokenizer) -> dict:
         "use_cache": True,
     }
     if kwargs["do_sample"]:
-        kwargs.update(temperature=settings.get("temperature", 1.0), top_k=settings.get("top_k", 50),
-                      top_p=settings.get("top_p", 1.0))
+        kwargs.update(
+            temperature=settings.get("temperature", 1.0),
+            top_k=settings.get("top_k", 50),
+            top_p=settings.get("top_p", 1.0),
+        )
     else:  # greedy: neutralize sampling defaults from generation_config so transformers does not warn
         kwargs.update(temperature=None, top_k=None, top_p=None)
     if settings.get("repetition_penalty", 1.0) != 1.0:
         kwargs["repetition_penalty"] = settings["repetition_penalty"]
-    stop = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
+    stop = [
+        t
+        for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+        if isinstance(t, int) and t >= 0
+    ]
     if stop:
         kwargs["eos_token_id"] = stop
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in stop:
@@ -45,8 +52,9 @@ def generation_kwargs(settings: dict, tokenizer) -> dict:
     return kwargs
 
 
-def generate(loaded: LoadedModel, prompts: list[str], settings: dict, *, batch_size: int = 8,
-             description: str = "generating") -> tuple[list[Generated], dict]:
+def generate(
+    loaded: LoadedModel, prompts: list[str], settings: dict, *, batch_size: int = 8, description: str = "generating"
+) -> tuple[list[Generated], dict]:
     """Generate for every prompt; returns the outputs and run statistics (time, tokens, memory)."""
     import torch
 
@@ -71,31 +79,40 @@ def generate(loaded: LoadedModel, prompts: list[str], settings: dict, *, batch_s
     start = time.perf_counter()
     with ui.progress(description, total=len(prompts)) as bar, torch.inference_mode():
         for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
+            idx = order[b : b + batch_size]
             for i, g in zip(idx, _generate_batch(loaded, [prompts[i] for i in idx], kwargs, add_special, stops)):
                 results[i] = Generated(g.text, g.latency_ms, lengths[i], g.new_tokens, g.finish_reason, g.token_ids)
                 new_total += g.new_tokens
             peak_rss = max(peak_rss, rss_gb())
             bar.advance(len(idx), tok_s=new_total / max(time.perf_counter() - start, 1e-9))
     wall = time.perf_counter() - start
-    stats = {"wall_s": wall, "new_tokens": new_total, "examples": len(prompts), "peak_rss_gb": peak_rss,
-             "batch_size": batch_size, "engine": "transformers"}
+    stats = {
+        "wall_s": wall,
+        "new_tokens": new_total,
+        "examples": len(prompts),
+        "peak_rss_gb": peak_rss,
+        "batch_size": batch_size,
+        "engine": "transformers",
+    }
     return [r for r in results if r is not None], stats
 
 
-def _generate_batch(loaded: LoadedModel, texts: list[str], kwargs: dict, add_special: bool,
-                    stops: list[str]) -> list[Generated]:
+def _generate_batch(
+    loaded: LoadedModel, texts: list[str], kwargs: dict, add_special: bool, stops: list[str]
+) -> list[Generated]:
     tok, model = loaded.tokenizer, loaded.model
     decoder_only = loaded.family == FAMILY_DECODER
     batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
     batch = {k: v.to(model.device) for k, v in batch.items()}
     if stops:
-        kwargs = {**kwargs, "stopping_criteria": [_StopInAnswer(tok, batch["input_ids"].shape[1] if decoder_only else 1,
-                                                                stops)]}
+        kwargs = {
+            **kwargs,
+            "stopping_criteria": [_StopInAnswer(tok, batch["input_ids"].shape[1] if decoder_only else 1, stops)],
+        }
     t0 = time.perf_counter()
     out = model.generate(**batch, **kwargs)
     elapsed_ms = (time.perf_counter() - t0) * 1000
-    new = out[:, batch["input_ids"].shape[1]:] if decoder_only else out[:, 1:]
+    new = out[:, batch["input_ids"].shape[1] :] if decoder_only else out[:, 1:]
     eos_ids = kwargs.get("eos_token_id") or []
     answers = []
     for row in range(len(texts)):
@@ -120,7 +137,7 @@ class _StopInAnswer:
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        texts = self.tokenizer.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
 
 
@@ -142,10 +159,12 @@ class TransformersEngine:
     def n_params(self) -> int:
         return self.loaded.n_params
 
-    def generate(self, prompts: list[str], settings: dict, *, batch_size: int | None = None,
-                 description: str = "generating") -> tuple[list[Generated], dict]:
-        return generate(self.loaded, prompts, settings, batch_size=batch_size or self.batch_size,
-                        description=description)
+    def generate(
+        self, prompts: list[str], settings: dict, *, batch_size: int | None = None, description: str = "generating"
+    ) -> tuple[list[Generated], dict]:
+        return generate(
+            self.loaded, prompts, settings, batch_size=batch_size or self.batch_size, description=description
+        )
 
     def close(self) -> None:
         pass

@@ -24,15 +24,18 @@ def check_available() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise MissingDependency("the vllm engine needs a CUDA GPU, and this machine has none",
-                                hint="use --engine llamacpp (CPU) or transformers")
+        raise MissingDependency(
+            "the vllm engine needs a CUDA GPU, and this machine has none",
+            hint="use --engine llamacpp (CPU) or transformers",
+        )
 
 
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, ref: str, folder: Path, tokenizer, family: str, context_length: int, *,
-                 info: EngineInfo | None = None):
+    def __init__(
+        self, ref: str, folder: Path, tokenizer, family: str, context_length: int, *, info: EngineInfo | None = None
+    ):
         check_available()
         from vllm import LLM
 
@@ -55,16 +58,20 @@ class VLLMEngine:
     def n_params(self) -> int | None:
         return None
 
-    def generate(self, prompts: list[str], settings: dict, *, batch_size: int | None = None,
-                 description: str = "generating") -> tuple[list[Generated], dict]:
+    def generate(
+        self, prompts: list[str], settings: dict, *, batch_size: int | None = None, description: str = "generating"
+    ) -> tuple[list[Generated], dict]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         sample = bool(settings.get("do_sample"))
-        params = SamplingParams(max_tokens=int(settings.get("max_new_tokens", 64)), seed=int(settings.get("seed", 0)),
-                                temperature=float(settings.get("temperature", 1.0)) if sample else 0.0,
-                                top_p=float(settings.get("top_p", 1.0)) if sample else 1.0,
-                                stop=stop_strings(settings) or None)
+        params = SamplingParams(
+            max_tokens=int(settings.get("max_new_tokens", 64)),
+            seed=int(settings.get("seed", 0)),
+            temperature=float(settings.get("temperature", 1.0)) if sample else 0.0,
+            top_p=float(settings.get("top_p", 1.0)) if sample else 1.0,
+            stop=stop_strings(settings) or None,
+        )
         ids = [TokensPrompt(prompt_token_ids=encode_prompt(self.tokenizer, self.family, p)) for p in prompts]
         start = time.perf_counter()
         with ui.status(f"{description} ({len(prompts)} prompts, vLLM)"):
@@ -74,10 +81,22 @@ class VLLMEngine:
         for prompt_ids, out in zip(ids, outputs):
             choice = out.outputs[0]
             text, _ = cut_at_stop(choice.text, stop_strings(settings))
-            results.append(Generated(text.strip(), wall * 1000, len(prompt_ids["prompt_token_ids"]),
-                                     len(choice.token_ids), "length" if choice.finish_reason == "length" else "stop"))
-        stats = {"wall_s": wall, "new_tokens": sum(g.new_tokens for g in results), "examples": len(prompts),
-                 "engine": self.name, "peak_rss_gb": 0.0}
+            results.append(
+                Generated(
+                    text.strip(),
+                    wall * 1000,
+                    len(prompt_ids["prompt_token_ids"]),
+                    len(choice.token_ids),
+                    "length" if choice.finish_reason == "length" else "stop",
+                )
+            )
+        stats = {
+            "wall_s": wall,
+            "new_tokens": sum(g.new_tokens for g in results),
+            "examples": len(prompts),
+            "engine": self.name,
+            "peak_rss_gb": 0.0,
+        }
         return results, stats
 
     def close(self) -> None:

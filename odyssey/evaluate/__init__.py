@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from odyssey.data import Example
 from odyssey.errors import OdysseyError
@@ -51,23 +50,36 @@ def as_engine(model, batch_size: int = 8):
 def _render_all(engine, examples: list[Example], cfg: PromptConfig, pool, settings: dict):
     budget = engine.context_length - int(settings["max_new_tokens"])
     if budget < 16:
-        raise OdysseyError(f"max_new_tokens={settings['max_new_tokens']} leaves no room for a prompt in "
-                           f"{engine.ref}'s {engine.context_length}-token context", hint="lower max_new_tokens")
+        raise OdysseyError(
+            f"max_new_tokens={settings['max_new_tokens']} leaves no room for a prompt in "
+            f"{engine.ref}'s {engine.context_length}-token context",
+            hint="lower max_new_tokens",
+        )
     selector = DemoSelector(pool or [], cfg.selection, cfg.shots, cfg.seed)
     rendered = [render(engine.tokenizer, cfg, ex, selector(ex), budget) for ex in examples]
     notes = []
     short = sum(1 for r in rendered if r.shots_used < cfg.shots)
     if short:
-        notes.append(f"{short} of {len(rendered)} prompts dropped in-context examples to fit the "
-                     f"{engine.context_length}-token context")
+        notes.append(
+            f"{short} of {len(rendered)} prompts dropped in-context examples to fit the "
+            f"{engine.context_length}-token context"
+        )
     cut = sum(1 for r in rendered if r.truncated_input)
     if cut:
         notes.append(f"{cut} of {len(rendered)} inputs were truncated to fit the context")
     return rendered, notes
 
 
-def run_harness(model, examples: list[Example], cfg: PromptConfig, scope: Scope, *, pool: list[Example] | None = None,
-                batch_size: int = 8, description: str = "evaluating") -> HarnessResult:
+def run_harness(
+    model,
+    examples: list[Example],
+    cfg: PromptConfig,
+    scope: Scope,
+    *,
+    pool: list[Example] | None = None,
+    batch_size: int = 8,
+    description: str = "evaluating",
+) -> HarnessResult:
     """Score one model (an engine from ``odyssey.engines.open_engine``, or a loaded transformers
     model) with one prompt configuration on ``examples``, and check what its answers look like."""
     from odyssey import metrics as metric_fns
@@ -78,19 +90,31 @@ def run_harness(model, examples: list[Example], cfg: PromptConfig, scope: Scope,
     engine = as_engine(model, batch_size)
     settings = {"max_new_tokens": 64, **cfg.generation}
     rendered, notes = _render_all(engine, examples, cfg, pool, settings)
-    outputs, stats = engine.generate([r.text for r in rendered], settings, batch_size=batch_size,
-                                     description=description)
+    outputs, stats = engine.generate(
+        [r.text for r in rendered], settings, batch_size=batch_size, description=description
+    )
     predictions = [o.text for o in outputs]
     references = [list(ex.references) for ex in examples]
     scored = metric_fns.compute(scope.metric_names, predictions, references, task=scope.task, labels=scope.labels)
     rows = [
-        {"example_id": ex.id, "prediction": o.text, "prompt": r.text, "references": list(ex.references),
-         "scores": s, "latency_ms": o.latency_ms}
+        {
+            "example_id": ex.id,
+            "prediction": o.text,
+            "prompt": r.text,
+            "references": list(ex.references),
+            "scores": s,
+            "latency_ms": o.latency_ms,
+        }
         for ex, r, o, s in zip(examples, rendered, outputs, scored.per_example)
     ]
     checks = check_outputs(rows, [ex.input for ex in examples], [o.finish_reason for o in outputs])
-    return HarnessResult({**scored.corpus, **_system_metrics(outputs, stats, len(examples)), **checks.metrics},
-                         rows, stats, notes + checks.warnings, checks.warnings)
+    return HarnessResult(
+        {**scored.corpus, **_system_metrics(outputs, stats, len(examples)), **checks.metrics},
+        rows,
+        stats,
+        notes + checks.warnings,
+        checks.warnings,
+    )
 
 
 def _system_metrics(outputs, stats: dict, n: int) -> dict[str, float]:
@@ -107,8 +131,10 @@ def _system_metrics(outputs, stats: dict, n: int) -> dict[str, float]:
 
 def check_gates(scope: Scope, metrics: dict[str, float]) -> list[dict]:
     """Each gate of the scope with the measured value and whether it passes (None: not measured)."""
-    return [{"gate": str(g), "metric": g.metric, "value": metrics.get(g.metric), "passed": g.passes(metrics.get(g.metric))}
-            for g in scope.gate_list()]
+    return [
+        {"gate": str(g), "metric": g.metric, "value": metrics.get(g.metric), "passed": g.passes(metrics.get(g.metric))}
+        for g in scope.gate_list()
+    ]
 
 
 def gates_pass(results: list[dict]) -> bool:
@@ -149,8 +175,16 @@ def candidate_setup(project, model: str | None, candidate: str | None) -> tuple[
     return chosen.name, chosen.model_ref, chosen.prompt, chosen.parent_id
 
 
-def evaluate_candidate(project, model: str | None = None, split: str = "test", *, candidate: str | None = None,
-                       limit: int | None = None, batch_size: int | None = None, engine: str | None = None) -> EvalResult:
+def evaluate_candidate(
+    project,
+    model: str | None = None,
+    split: str = "test",
+    *,
+    candidate: str | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    engine: str | None = None,
+) -> EvalResult:
     from odyssey.engines import open_engine
     from odyssey.evaluate.report import write_report
 
@@ -159,32 +193,73 @@ def evaluate_candidate(project, model: str | None = None, split: str = "test", *
     data = project.dataset()
     examples = data.split(split)[: limit or espec.limit or None]
     pool = data.splits.get("train", []) if cfg.shots else []
-    settings = {"candidate": name, "model": ref, "split": split, "n": len(examples), "prompt": cfg.as_dict(),
-                "data": data.fingerprint}
+    settings = {
+        "candidate": name,
+        "model": ref,
+        "split": split,
+        "n": len(examples),
+        "prompt": cfg.as_dict(),
+        "data": data.fingerprint,
+    }
     store = project.store
     with store.run("evaluate", project.spec.as_dict(), settings) as run:
-        with open_engine(ref, root=project.root, evaluate=espec, engine=engine, dtype=espec.dtype,
-                         batch_size=batch_size or espec.batch_size, model_name=name,
-                         log_dir=project.state_dir) as gen:
+        with open_engine(
+            ref,
+            root=project.root,
+            evaluate=espec,
+            engine=engine,
+            dtype=espec.dtype,
+            batch_size=batch_size or espec.batch_size,
+            model_name=name,
+            log_dir=project.state_dir,
+        ) as gen:
             settings["engine"] = gen.info.as_dict()
-            result = run_harness(gen, examples, cfg, scope, pool=pool, batch_size=batch_size or espec.batch_size,
-                                 description=f"{name} on {split}")
+            result = run_harness(
+                gen,
+                examples,
+                cfg,
+                scope,
+                pool=pool,
+                batch_size=batch_size or espec.batch_size,
+                description=f"{name} on {split}",
+            )
             n_params = gen.n_params
         stage = "prompt" if cfg.shots or candidate else "select"
         existing = store.candidate(name)
-        cand_id = existing["id"] if existing else store.upsert_candidate(
-            name, stage, ref, {"prompt": cfg.as_dict(), "data": data.fingerprint}, parent, run.id)
+        cand_id = (
+            existing["id"]
+            if existing
+            else store.upsert_candidate(
+                name, stage, ref, {"prompt": cfg.as_dict(), "data": data.fingerprint}, parent, run.id
+            )
+        )
         store.add_outputs(run.id, result.rows, candidate_id=cand_id, split=split)
         if n_params:
             result.metrics["n_params"] = n_params
         run.log_metrics(result.metrics, candidate_id=cand_id, split=split)
         gates = check_gates(scope, result.metrics)
         report = write_report(project, run, name, split, result, gates)
-        run.set_summary({"candidate": name, "metrics": result.metrics, "gates": gates, "notes": result.notes,
-                         "warnings": result.warnings, "engine": settings["engine"]})
+        run.set_summary(
+            {
+                "candidate": name,
+                "metrics": result.metrics,
+                "gates": gates,
+                "notes": result.notes,
+                "warnings": result.warnings,
+                "engine": settings["engine"],
+            }
+        )
     return EvalResult(run.id, name, ref, split, result.metrics, gates, report, result.notes)
 
 
-__all__ = ["EvalResult", "HarnessResult", "as_engine", "check_gates", "evaluate_candidate", "gates_pass", "percentile",
-           "run_harness",
-           "Gate"]
+__all__ = [
+    "EvalResult",
+    "HarnessResult",
+    "as_engine",
+    "check_gates",
+    "evaluate_candidate",
+    "gates_pass",
+    "percentile",
+    "run_harness",
+    "Gate",
+]

@@ -19,8 +19,14 @@ def stage_row(stage: str, runs: list[dict]) -> dict:
     good = next((r for r in runs if r["status"] == "succeeded"), None)
     latest = runs[0]
     row = good or latest
-    out = {"stage": stage, "status": row["status"], "run_id": row["id"], "finished_at": row["finished_at"],
-           "detail": "", "last_attempt": None}
+    out = {
+        "stage": stage,
+        "status": row["status"],
+        "run_id": row["id"],
+        "finished_at": row["finished_at"],
+        "detail": "",
+        "last_attempt": None,
+    }
     if latest is not row or row["status"] != "succeeded":
         note = attempt_note(latest)
         out["last_attempt"] = {"run_id": latest["id"], "status": latest["status"], "note": note}
@@ -78,7 +84,10 @@ class Board:
 
     def as_dict(self) -> dict:
         return {
-            "project": self.project, "task": self.task, "stages": self.stages, "primary_metric": self.primary_metric,
+            "project": self.project,
+            "task": self.task,
+            "stages": self.stages,
+            "primary_metric": self.primary_metric,
             "best": self.best,
             "candidates": [{**asdict(c), "passed": c.passed} for c in self.candidates],
         }
@@ -90,7 +99,9 @@ def build_board(project) -> Board:
     stages = []
     for stage in STAGES:
         if stage == "scope":
-            stages.append({"stage": "scope", "status": "succeeded", "detail": f"{scope.task}, {len(scope.gate_list())} gates"})
+            stages.append(
+                {"stage": "scope", "status": "succeeded", "detail": f"{scope.task}, {len(scope.gate_list())} gates"}
+            )
             continue
         stages.append(stage_row(stage, store.runs(stage, limit=RUNS_LOOKED_AT)))
     names = {c["id"]: c["name"] for c in store.candidates()}
@@ -102,8 +113,17 @@ def build_board(project) -> Board:
             if metrics:
                 split = s
                 break
-        rows.append(CandidateRow(cand["name"], cand["stage"], cand["model_ref"], split, metrics,
-                                 check_gates(scope, metrics) if metrics else [], names.get(cand["parent_id"])))
+        rows.append(
+            CandidateRow(
+                cand["name"],
+                cand["stage"],
+                cand["model_ref"],
+                split,
+                metrics,
+                check_gates(scope, metrics) if metrics else [],
+                names.get(cand["parent_id"]),
+            )
+        )
     primary = scope.primary_metric
     best = store.best("test", primary)  # the one rule for "best" (its docstring says it)
     return Board(project.spec.name, scope.task, stages, rows, primary, best.name if best else None)

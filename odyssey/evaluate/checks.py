@@ -50,12 +50,12 @@ def copied_share(answer: str, source: str) -> float:
 
 def repeats_phrase(answer: str, n: int = 4, times: int = REPEAT_TIMES) -> bool:
     w = words(answer)
-    grams = Counter(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
+    grams = Counter(tuple(w[i : i + n]) for i in range(len(w) - n + 1))
     return bool(grams) and max(grams.values()) >= times
 
 
 def distinct_n(answers: list[str], n: int) -> float:
-    grams = [tuple(w[i:i + n]) for a in answers for w in [words(a)] for i in range(len(w) - n + 1)]
+    grams = [tuple(w[i : i + n]) for a in answers for w in [words(a)] for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -86,8 +86,11 @@ def check_outputs(rows: list[dict], inputs: list[str], finish_reasons: list[str]
         return OutputChecks({})
     preds = [r["prediction"] for r in rows]
     flagged = {
-        "copy": [r["example_id"] for r, src in zip(rows, inputs)
-                 if len(words(r["prediction"])) >= COPY_MIN_WORDS and copied_share(r["prediction"], src) > COPY_SHARE],
+        "copy": [
+            r["example_id"]
+            for r, src in zip(rows, inputs)
+            if len(words(r["prediction"])) >= COPY_MIN_WORDS and copied_share(r["prediction"], src) > COPY_SHARE
+        ],
         "repeat": [r["example_id"] for r in rows if repeats_phrase(r["prediction"])],
         "empty": [r["example_id"] for r in rows if not r["prediction"].strip()],
         "truncated": [r["example_id"] for r, f in zip(rows, finish_reasons) if f == "length"],
@@ -107,8 +110,11 @@ def _warnings(metrics: dict, flagged: dict, rows: list[dict], n: int) -> list[st
         out.append(f"{text}; for example:\n{_examples(rows, flagged[check])}")
 
     if metrics["copy_rate"] > COPY_WARN_RATE:
-        warn("copy", f"{len(flagged['copy'])} of {n} answers copy the input (their longest run of words shared with "
-                     f"the input is over {COPY_SHARE:.0%} of the answer): scores may reward repetition, not the task")
+        warn(
+            "copy",
+            f"{len(flagged['copy'])} of {n} answers copy the input (their longest run of words shared with "
+            f"the input is over {COPY_SHARE:.0%} of the answer): scores may reward repetition, not the task",
+        )
     if metrics["repeat_rate"] > REPEAT_WARN_RATE:
         warn("repeat", f"{len(flagged['repeat'])} of {n} answers repeat one phrase {REPEAT_TIMES} times or more")
     if metrics["empty_rate"] > EMPTY_WARN_RATE:

@@ -52,11 +52,19 @@ def plot_comparison(table: dict[str, dict[str, float]], gates: list[dict], path:
             j = metric_names.index(g["metric"])
             threshold = float(g["gate"].split()[-1])
             ax.hlines(threshold, j - width / 2, j + 0.8 - width / 2, colors="crimson", linestyles="--")
-            ax.text(j + 0.8 - width / 2, threshold, f" gate {g['gate'].split(' ', 1)[1]}", color="crimson",
-                    fontsize=7, va="bottom")
+            ax.text(
+                j + 0.8 - width / 2,
+                threshold,
+                f" gate {g['gate'].split(' ', 1)[1]}",
+                color="crimson",
+                fontsize=7,
+                va="bottom",
+            )
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metric_names))], metric_names)
     ax.set_ylabel("score")
-    ax.set_ylim(0, min(1.05, max(0.1, 1.25 * max(v for row in table.values() for k, v in row.items() if k in metric_names))))
+    ax.set_ylim(
+        0, min(1.05, max(0.1, 1.25 * max(v for row in table.values() for k, v in row.items() if k in metric_names)))
+    )
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper right")
     fig.savefig(path, dpi=120)
@@ -64,9 +72,14 @@ def plot_comparison(table: dict[str, dict[str, float]], gates: list[dict], path:
     return path
 
 
-CHECK_LABELS = {"copy_rate": "answers that copy the input", "repeat_rate": "answers that repeat a phrase",
-                "empty_rate": "empty answers", "truncated_rate": "answers cut at max_new_tokens",
-                "distinct_2": "distinct 2-grams", "length_ratio": "length / reference length (words)"}
+CHECK_LABELS = {
+    "copy_rate": "answers that copy the input",
+    "repeat_rate": "answers that repeat a phrase",
+    "empty_rate": "empty answers",
+    "truncated_rate": "answers cut at max_new_tokens",
+    "distinct_2": "distinct 2-grams",
+    "length_ratio": "length / reference length (words)",
+}
 
 
 def _output_checks(result) -> list[str]:
@@ -87,14 +100,22 @@ def write_report(project, run, candidate: str, split: str, result, gates: list[d
     out.mkdir(parents=True, exist_ok=True)
     table = comparison(project, split)
     payload = {
-        "project": project.spec.name, "run_id": run.id, "candidate": candidate, "split": split,
-        "metrics": result.metrics, "gates": gates, "notes": result.notes, "stats": result.stats,
+        "project": project.spec.name,
+        "run_id": run.id,
+        "candidate": candidate,
+        "split": split,
+        "metrics": result.metrics,
+        "gates": gates,
+        "notes": result.notes,
+        "stats": result.stats,
         "comparison": table,
         "examples": result.rows[:20],
     }
     json_path = out / "report.json"
     json_path.write_text(json.dumps(payload, indent=2, default=str))
-    plot = plot_comparison(table, gates, out / "metrics.png", f"{project.spec.name}: {candidate} on {split} (run {run.id})")
+    plot = plot_comparison(
+        table, gates, out / "metrics.png", f"{project.spec.name}: {candidate} on {split} (run {run.id})"
+    )
 
     lines = [f"# {project.spec.name}: evaluation of `{candidate}` on {split}", ""]
     lines += ["## Gates", "", "| gate | value | result |", "|---|---|---|"]
@@ -107,8 +128,13 @@ def write_report(project, run, candidate: str, split: str, result, gates: list[d
     lines += [f"| {k} | {_fmt(v)} |" for k, v in result.metrics.items()]
     if len(table) > 1:
         metric_names = sorted({m for row in table.values() for m in row if m in QUALITY_METRICS})
-        lines += ["", "## All candidates on this split", "", "| candidate | " + " | ".join(metric_names) + " |",
-                  "|---|" + "---|" * len(metric_names)]
+        lines += [
+            "",
+            "## All candidates on this split",
+            "",
+            "| candidate | " + " | ".join(metric_names) + " |",
+            "|---|" + "---|" * len(metric_names),
+        ]
         lines += [f"| {n} | " + " | ".join(_fmt(row.get(m)) for m in metric_names) + " |" for n, row in table.items()]
     if plot:
         lines += ["", f"![metrics]({plot.name})"]

@@ -28,8 +28,12 @@ def _sentences(text: str) -> str:
     return "\n".join(s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s)
 
 
-def rouge(predictions: Sequence[str], references: Sequence[Sequence[str]], types: Sequence[str] = ROUGE_TYPES,
-          use_stemmer: bool = True) -> MetricResult:
+def rouge(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    types: Sequence[str] = ROUGE_TYPES,
+    use_stemmer: bool = True,
+) -> MetricResult:
     """ROUGE F-measures; with several references, each example takes its best-matching one."""
     from rouge_score import rouge_scorer
 
@@ -38,8 +42,10 @@ def rouge(predictions: Sequence[str], references: Sequence[Sequence[str]], types
     for pred, refs in zip(predictions, references, strict=True):
         refs = list(refs) or [""]
         pred_s = _sentences(pred)
-        scores = scorer.score_multi([_sentences(r) for r in refs], pred_s) if len(refs) > 1 else scorer.score(
-            _sentences(refs[0]), pred_s
+        scores = (
+            scorer.score_multi([_sentences(r) for r in refs], pred_s)
+            if len(refs) > 1
+            else scorer.score(_sentences(refs[0]), pred_s)
         )
         per_example.append({t: scores[t].fmeasure for t in types})
     n = max(len(per_example), 1)
@@ -90,7 +96,9 @@ def exact_match(predictions: Sequence[str], references: Sequence[Sequence[str]])
 
 
 def token_f1(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> MetricResult:
-    per = [{"f1": max(_token_f1(p, r) for r in (refs or [""]))} for p, refs in zip(predictions, references, strict=True)]
+    per = [
+        {"f1": max(_token_f1(p, r) for r in (refs or [""]))} for p, refs in zip(predictions, references, strict=True)
+    ]
     return MetricResult({"f1": _mean(per, "f1")}, per)
 
 
@@ -105,8 +113,9 @@ def match_label(prediction: str, labels: Sequence[str]) -> str | None:
     return found[0][1] if found else None
 
 
-def classification(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                   labels: Sequence[str]) -> MetricResult:
+def classification(
+    predictions: Sequence[str], references: Sequence[Sequence[str]], labels: Sequence[str]
+) -> MetricResult:
     """Accuracy and macro-F1 over the label set; an answer naming no label counts as wrong."""
     gold = [refs[0] if refs else "" for refs in references]
     pred = [match_label(p, labels) for p in predictions]
@@ -129,8 +138,14 @@ def _mean(rows: list[dict], key: str) -> float:
     return sum(r[key] for r in rows) / len(rows) if rows else 0.0
 
 
-def compute(names: Sequence[str], predictions: Sequence[str], references: Sequence[Sequence[str]], *,
-            task: str = "generation", labels: Sequence[str] | None = None) -> MetricResult:
+def compute(
+    names: Sequence[str],
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    *,
+    task: str = "generation",
+    labels: Sequence[str] | None = None,
+) -> MetricResult:
     """Every requested quality metric, merged into one corpus dict and one dict per example."""
     wanted = [n for n in names if n in {"bleu", "exact_match", "f1", "accuracy", *ROUGE_TYPES}]
     per: list[dict[str, float]] = [{} for _ in predictions]
@@ -148,8 +163,12 @@ def compute(names: Sequence[str], predictions: Sequence[str], references: Sequen
             raise ValueError("classification metrics need the label set (scope.labels)")
         result = classification(predictions, references, labels)
         keep = {"accuracy", "f1"} & set(wanted)
-        parts.append(MetricResult({k: v for k, v in result.corpus.items() if k in keep},
-                                  [{k: v for k, v in e.items() if k in keep} for e in result.per_example]))
+        parts.append(
+            MetricResult(
+                {k: v for k, v in result.corpus.items() if k in keep},
+                [{k: v for k, v in e.items() if k in keep} for e in result.per_example],
+            )
+        )
     elif "f1" in wanted:
         parts.append(token_f1(predictions, references))
     for part in parts:

@@ -11,12 +11,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from odyssey.errors import OdysseyError
-from odyssey.models.loading import (FAMILY_DECODER, FAMILY_ENCODER, FAMILY_SEQ2SEQ, LoadedModel, context_length,
-                                    family_of, load, resolve)
+from odyssey.models.loading import (
+    FAMILY_DECODER,
+    FAMILY_ENCODER,
+    FAMILY_SEQ2SEQ,
+    LoadedModel,
+    context_length,
+    family_of,
+    load,
+    resolve,
+)
 from odyssey.models.refs import PACKAGED, TINY_FAMILIES, ModelRef, parse_ref
 
-__all__ = ["FAMILY_DECODER", "FAMILY_ENCODER", "FAMILY_SEQ2SEQ", "LoadedModel", "ModelInfo", "PACKAGED", "ModelRef",
-           "catalog", "describe", "family_of", "load", "parse_ref", "read_model_card", "resolve"]
+__all__ = [
+    "FAMILY_DECODER",
+    "FAMILY_ENCODER",
+    "FAMILY_SEQ2SEQ",
+    "LoadedModel",
+    "ModelInfo",
+    "PACKAGED",
+    "ModelRef",
+    "catalog",
+    "describe",
+    "family_of",
+    "load",
+    "parse_ref",
+    "read_model_card",
+    "resolve",
+]
 
 # What each family's pretraining objective is, and what it suits (the seeds' three families).
 FAMILY_NOTES = {
@@ -63,11 +85,13 @@ def read_model_card(path: Path, filename: str = "README.md") -> dict:
         for key in ("license", "language", "tags", "base_model", "pipeline_tag", "datasets"):
             if key in meta:
                 card[key] = meta[key]
-        text = text[match.end():]
+        text = text[match.end() :]
     # Heading lines are dropped (a card often puts its first sentence right under its title); code,
     # images and HTML are not prose.
-    blocks = ["\n".join(l for l in p.splitlines() if not l.lstrip().startswith("#")).strip()
-              for p in re.split(r"\n\s*\n", text)]
+    blocks = [
+        "\n".join(line for line in p.splitlines() if not line.lstrip().startswith("#")).strip()
+        for p in re.split(r"\n\s*\n", text)
+    ]
     paragraphs = [p for p in blocks if p and not p.startswith(("!", "<", "```", "|"))]
     if paragraphs:
         card["summary"] = paragraphs[0][:400]

@@ -16,9 +16,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # The files that decide what a checkpoint computes (weights, architecture, tokenizer, template).
-CONTENT_PATTERNS = ("*.safetensors", "config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json",
-                    "chat_template*", "*.model", "adapter_config.json", "odyssey-adapter.json", "odyssey-*.json",
-                    "*.gguf", "vocab*", "merges.txt")
+CONTENT_PATTERNS = (
+    "*.safetensors",
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "chat_template*",
+    "*.model",
+    "adapter_config.json",
+    "odyssey-adapter.json",
+    "odyssey-*.json",
+    "*.gguf",
+    "vocab*",
+    "merges.txt",
+)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ def embedder(ref: str = DEFAULT_EMBEDDER):
 
     st = require("sentence_transformers", "packaged", "embeddings")
     if ref.startswith("packaged:"):
-        from odyssey.models.refs import parse_ref, PACKAGED
+        from odyssey.models.refs import PACKAGED, parse_ref
 
         path = PACKAGED[parse_ref(ref).value].weights_file().parent
         return st.SentenceTransformer(str(path), device="cpu")
@@ -24,5 +24,6 @@ def embedder(ref: str = DEFAULT_EMBEDDER):
 
 def embed(texts: list[str], ref: str = DEFAULT_EMBEDDER, batch_size: int = 32):
     """Unit-normalized embeddings (numpy, one row per text): cosine similarity is a dot product."""
-    return embedder(ref).encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                convert_to_numpy=True, show_progress_bar=False)
+    return embedder(ref).encode(
+        list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )

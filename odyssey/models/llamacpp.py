@@ -95,8 +95,7 @@ def amx_cmake_flags(cpuinfo: str | None = None) -> list[str]:
 def version() -> str:
     """The installed llama-cpp-python version (the tools are built from the same llama.cpp)."""
     try:
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as dist_version
+        from importlib.metadata import PackageNotFoundError, version as dist_version
 
         return dist_version(PACKAGE)
     except PackageNotFoundError as exc:
@@ -144,8 +143,10 @@ def sdist_path() -> Path:
     if override:
         path = Path(override).expanduser()
         if not path.is_file():
-            raise OdysseyError(f"ODYSSEY_LLAMACPP_SDIST={override} is not a file.",
-                               hint="Point it at a llama_cpp_python-<version>.tar.gz, or unset it to download one.")
+            raise OdysseyError(
+                f"ODYSSEY_LLAMACPP_SDIST={override} is not a file.",
+                hint="Point it at a llama_cpp_python-<version>.tar.gz, or unset it to download one.",
+            )
         return path
     ver = version()
     target_dir = root(ver) / "sdist"
@@ -157,8 +158,20 @@ def sdist_path() -> Path:
             return target
         target_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                   "--disable-pip-version-check", "--quiet", f"{PACKAGE}=={ver}", "-d", tmp]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--quiet",
+                f"{PACKAGE}=={ver}",
+                "-d",
+                tmp,
+            ]
             _say(f"Downloading the {PACKAGE} {ver} sources (llama.cpp is built from them once)...")
             from odyssey.ui import status
 
@@ -169,8 +182,10 @@ def sdist_path() -> Path:
                 raise Unavailable(
                     f"Could not download the {PACKAGE} {ver} source distribution:\n"
                     + (proc.stderr or proc.stdout).strip()[-1500:],
-                    hint=(f"Download it yourself (pip download --no-binary :all: --no-deps {PACKAGE}=={ver}) and set "
-                          "ODYSSEY_LLAMACPP_SDIST=<that .tar.gz>, or set ODYSSEY_LLAMACPP_SOURCE=<a llama.cpp checkout>."),
+                    hint=(
+                        f"Download it yourself (pip download --no-binary :all: --no-deps {PACKAGE}=={ver}) and set "
+                        "ODYSSEY_LLAMACPP_SDIST=<that .tar.gz>, or set ODYSSEY_LLAMACPP_SOURCE=<a llama.cpp checkout>."
+                    ),
                 )
             os.replace(found[0], target)
     return target
@@ -182,9 +197,11 @@ def source_dir() -> Path:
     if override:
         path = Path(override).expanduser()
         if not (path / "CMakeLists.txt").is_file() or not (path / "convert_hf_to_gguf.py").is_file():
-            raise OdysseyError(f"ODYSSEY_LLAMACPP_SOURCE={override} is not a llama.cpp source tree "
-                               "(no CMakeLists.txt / convert_hf_to_gguf.py there).",
-                               hint="Point it at a llama.cpp checkout, or unset it to use llama-cpp-python's sources.")
+            raise OdysseyError(
+                f"ODYSSEY_LLAMACPP_SOURCE={override} is not a llama.cpp source tree "
+                "(no CMakeLists.txt / convert_hf_to_gguf.py there).",
+                hint="Point it at a llama.cpp checkout, or unset it to use llama-cpp-python's sources.",
+            )
         return path
     ver = version()
     base = root(ver)
@@ -199,8 +216,10 @@ def source_dir() -> Path:
         try:
             _extract_vendor(tarball, tmp)
             if not (tmp / "CMakeLists.txt").is_file():
-                raise OdysseyError(f"{tarball} has no vendor/llama.cpp tree.",
-                                   hint="Use a llama-cpp-python source distribution (.tar.gz), not a wheel.")
+                raise OdysseyError(
+                    f"{tarball} has no vendor/llama.cpp tree.",
+                    hint="Use a llama-cpp-python source distribution (.tar.gz), not a wheel.",
+                )
             if src.exists():
                 shutil.rmtree(src)
             tmp.chmod(0o755)  # mkdtemp makes it private; the tree is a shared, read-only cache
@@ -219,9 +238,9 @@ def _extract_vendor(tarball: Path, dest: Path) -> None:
         members = []
         for member in tar.getmembers():
             inner = member.name.split("/", 1)[1] if "/" in member.name else ""
-            if not inner.startswith(marker) or "/.git" in "/" + inner[len(marker):]:
+            if not inner.startswith(marker) or "/.git" in "/" + inner[len(marker) :]:
                 continue
-            member.name = inner[len(marker):]
+            member.name = inner[len(marker) :]
             if member.name:
                 members.append(member)
         tar.extractall(dest, members=members, filter="data")
@@ -232,8 +251,10 @@ def convert_script() -> Path:
     preferring the ``gguf-py`` copy next to it so converter and format stay at one revision)."""
     script = source_dir() / "convert_hf_to_gguf.py"
     if not script.is_file():
-        raise OdysseyError(f"{script} is missing from the llama.cpp sources.",
-                           hint=f"Delete {root()} so the sources are extracted again.")
+        raise OdysseyError(
+            f"{script} is missing from the llama.cpp sources.",
+            hint=f"Delete {root()} so the sources are extracted again.",
+        )
     return script
 
 
@@ -270,7 +291,7 @@ def check_toolchain() -> dict[str, str]:
             f"Building llama.cpp's tools needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
             "not installed.",
             hint="Debian/Ubuntu: sudo apt-get install cmake build-essential; macOS: xcode-select --install && "
-                 "brew install cmake; or pip install cmake (cmake only).",
+            "brew install cmake; or pip install cmake (cmake only).",
         )
     return {"cmake": cmake, "cxx": cxx}
 
@@ -286,8 +307,10 @@ def tool_path(name: str, *, build: bool = True) -> Path:
     if path.is_file():
         return path
     if not build or os.environ.get("ODYSSEY_LLAMACPP_BUILD") == "0":
-        raise OdysseyError(f"{name} is not built yet ({path}).",
-                           hint="Run `odyssey optimize tools` once (builds llama.cpp's tools, several minutes).")
+        raise OdysseyError(
+            f"{name} is not built yet ({path}).",
+            hint="Run `odyssey optimize tools` once (builds llama.cpp's tools, several minutes).",
+        )
     build_tools()
     return path
 
@@ -308,8 +331,10 @@ def build_tools(targets: tuple[str, ...] = TOOLS, jobs: int | None = None) -> Pa
         jobs = jobs or int(os.environ.get("ODYSSEY_LLAMACPP_JOBS") or 0) or os.cpu_count() or 2
         configure = [tools["cmake"], "-S", str(src), "-B", str(build), *CMAKE_FLAGS, *amx_cmake_flags()]
         make = [tools["cmake"], "--build", str(build), "--config", "Release", "-j", str(jobs), "--target", *targets]
-        _say(f"Building llama.cpp tools ({', '.join(targets)}) from {PACKAGE} {version()} sources with {jobs} jobs; "
-             "this happens once and takes several minutes.")
+        _say(
+            f"Building llama.cpp tools ({', '.join(targets)}) from {PACKAGE} {version()} sources with {jobs} jobs; "
+            "this happens once and takes several minutes."
+        )
         start = time.time()
         with open(log_path, "w") as log:
             _run_logged(configure, log, log_path, "Configuring llama.cpp (cmake)")
@@ -339,8 +364,9 @@ def _find_binary(build: Path, target: str) -> Path:
             return candidate
     hits = [p for p in build.rglob(_exe(target)) if p.is_file() and os.access(p, os.X_OK)]
     if not hits:
-        raise OdysseyError(f"The llama.cpp build finished but {target} was not produced.",
-                           hint=f"See {build.parent / 'build.log'}.")
+        raise OdysseyError(
+            f"The llama.cpp build finished but {target} was not produced.", hint=f"See {build.parent / 'build.log'}."
+        )
     return hits[0]
 
 
@@ -363,9 +389,11 @@ def _run_logged(cmd: list[str], log, log_path: Path, title: str) -> None:
         code = proc.wait()
     log.flush()
     if code != 0:
-        raise OdysseyError(f"{title} failed (exit code {code}). Last lines:\n" + "\n".join(tail),
-                           hint=f"Full log: {log_path}. Fix the toolchain problem shown and run again; "
-                                "the build resumes where it stopped.")
+        raise OdysseyError(
+            f"{title} failed (exit code {code}). Last lines:\n" + "\n".join(tail),
+            hint=f"Full log: {log_path}. Fix the toolchain problem shown and run again; "
+            "the build resumes where it stopped.",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,8 +423,14 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
-def convert_hf_to_gguf(model_dir: Path, outfile: Path, outtype: str = "f16", *, token_ids_only: bool = False,
-                       pre_tokenizer: str | None = None) -> Path:
+def convert_hf_to_gguf(
+    model_dir: Path,
+    outfile: Path,
+    outtype: str = "f16",
+    *,
+    token_ids_only: bool = False,
+    pre_tokenizer: str | None = None,
+) -> Path:
     """Convert a transformers checkpoint folder into a GGUF file with llama.cpp's converter.
 
     ``outtype`` is one of the converter's types: f32, f16, bf16, q8_0, tq1_0, tq2_0, auto.
@@ -417,9 +451,11 @@ def convert_hf_to_gguf(model_dir: Path, outfile: Path, outtype: str = "f16", *, 
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        raise OdysseyError(f"convert_hf_to_gguf.py failed on {model_dir}:\n" + (proc.stderr or proc.stdout)[-2000:],
-                           hint="llama.cpp's converter supports the architectures listed in its source; "
-                                "merge LoRA adapters into the base model before converting.")
+        raise OdysseyError(
+            f"convert_hf_to_gguf.py failed on {model_dir}:\n" + (proc.stderr or proc.stdout)[-2000:],
+            hint="llama.cpp's converter supports the architectures listed in its source; "
+            "merge LoRA adapters into the base model before converting.",
+        )
     os.replace(tmp, outfile)
     return outfile
 
@@ -440,8 +476,11 @@ def kquant_incompatible_tensors(gguf_file: Path) -> list[str]:
 
     reader = GGUFReader(str(gguf_file))
     # ReaderTensor.shape is in ggml order: shape[0] is the row length (ne[0]).
-    return [t.name for t in reader.tensors
-            if len(t.shape) >= 2 and int(t.shape[0]) % KQUANT_BLOCK != 0 and t.name.endswith(".weight")]
+    return [
+        t.name
+        for t in reader.tensors
+        if len(t.shape) >= 2 and int(t.shape[0]) % KQUANT_BLOCK != 0 and t.name.endswith(".weight")
+    ]
 
 
 def gguf_fallback(qtype: str, fallback: str | None) -> str | None:
@@ -450,13 +489,16 @@ def gguf_fallback(qtype: str, fallback: str | None) -> str | None:
     if fallback in (None, "", "llama.cpp") or "_k" not in qtype.lower():
         return None
     if fallback not in FALLBACK_TYPES:
-        raise OdysseyError(f"Unknown GGUF fallback type {fallback!r}.",
-                           hint=f"Use llama.cpp (its own choice) or one of: {', '.join(FALLBACK_TYPES)}.")
+        raise OdysseyError(
+            f"Unknown GGUF fallback type {fallback!r}.",
+            hint=f"Use llama.cpp (its own choice) or one of: {', '.join(FALLBACK_TYPES)}.",
+        )
     return fallback
 
 
-def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int | None = None, *, engine: str = "auto",
-                  fallback: str | None = None) -> Path:
+def quantize_gguf(
+    src: Path, dst: Path, qtype: str, threads: int | None = None, *, engine: str = "auto", fallback: str | None = None
+) -> Path:
     """Re-quantize a GGUF file (normally an f16/f32 conversion).
 
     ``engine``: ``tool`` runs ``llama-quantize``; ``binding`` calls ``llama_cpp.llama_model_quantize``,
@@ -493,8 +535,10 @@ def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int | None = None, 
     overrides.unlink(missing_ok=True)
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        raise OdysseyError(f"llama-quantize failed ({qtype}) on {src}:\n" + (proc.stderr or proc.stdout)[-2000:],
-                           hint="Check that the input is a valid f16/f32 GGUF file.")
+        raise OdysseyError(
+            f"llama-quantize failed ({qtype}) on {src}:\n" + (proc.stderr or proc.stdout)[-2000:],
+            hint="Check that the input is a valid f16/f32 GGUF file.",
+        )
     os.replace(tmp, dst)
     return dst
 
@@ -513,8 +557,10 @@ def _quantize_with_binding(src: Path, dst: Path, tmp: Path, qtype: str, threads:
         code = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
     if code != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        raise OdysseyError(f"llama_model_quantize failed ({qtype}, code {code}) on {src}",
-                           hint="Check that the input is a valid f16/f32 GGUF file.")
+        raise OdysseyError(
+            f"llama_model_quantize failed ({qtype}, code {code}) on {src}",
+            hint="Check that the input is a valid f16/f32 GGUF file.",
+        )
     os.replace(tmp, dst)
     return dst
 

@@ -30,8 +30,22 @@ def family_of(config) -> str:
         return FAMILY_SEQ2SEQ
     archs = " ".join(getattr(config, "architectures", None) or [])
     model_type = getattr(config, "model_type", "")
-    if model_type in {"bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "albert", "xlm-roberta",
-                      "modernbert", "mpnet"} or "ForMaskedLM" in archs:
+    if (
+        model_type
+        in {
+            "bert",
+            "roberta",
+            "distilbert",
+            "deberta",
+            "deberta-v2",
+            "electra",
+            "albert",
+            "xlm-roberta",
+            "modernbert",
+            "mpnet",
+        }
+        or "ForMaskedLM" in archs
+    ):
         return FAMILY_ENCODER
     return FAMILY_DECODER
 
@@ -96,8 +110,10 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress=None) -> Path:
     missing, unexpected = clean.load_state_dict(quantized.state_dict(), strict=False)
     missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
     if missing or unexpected:
-        raise OdysseyError(f"converting {gguf_path.name}: weights do not match the architecture "
-                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise OdysseyError(
+            f"converting {gguf_path.name}: weights do not match the architecture "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     clean.tie_weights()
     _progress_message(progress, f"saving safetensors to {out_dir}")
     clean.save_pretrained(tmp, safe_serialization=True)
@@ -149,8 +165,11 @@ def _resolve_hub(hub_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.md",
-                                                              "*.jinja", "tokenizer*"]))
+        return Path(
+            snapshot_download(
+                hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.md", "*.jinja", "tokenizer*"]
+            )
+        )
     except Exception as exc:
         raise Unavailable(
             f"could not fetch {hub_id!r} from the Hugging Face hub: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
@@ -192,8 +211,10 @@ def load_adapter(ref: str, path: Path, *, root: Path | None = None, dtype: str =
     else:
         base_ref = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     if not base_ref:
-        raise OdysseyError(f"{path} is an adapter without a base model reference",
-                           hint=f"write {ADAPTER_META} with {{\"base\": \"<model ref>\"}} next to it")
+        raise OdysseyError(
+            f"{path} is an adapter without a base model reference",
+            hint=f'write {ADAPTER_META} with {{"base": "<model ref>"}} next to it',
+        )
     base = load(base_ref, root=root, dtype=dtype, progress=progress)
     _progress_message(progress, f"applying the adapter in {path.name}")
     model = PeftModel.from_pretrained(base.model, path).to(device())
@@ -240,14 +261,17 @@ def check_pickles(path: Path, allow_pickle: bool | None = None) -> bool:
         except pickle.UnpicklingError as exc:
             if pickle_allowed(allow_pickle):
                 return False
-            reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line or "GLOBAL" in line),
-                          str(exc).splitlines()[0][:200])
+            reason = next(
+                (line.strip() for line in str(exc).splitlines() if "Unsupported" in line or "GLOBAL" in line),
+                str(exc).splitlines()[0][:200],
+            )
             raise OdysseyError(
                 f"{f} is a pickle checkpoint that does not load with weights_only=True, so loading it could run "
                 f"code from the file ({reason})",
                 hint="convert it to safetensors where it was made (model.save_pretrained(..., safe_serialization=True)),"
-                     " or, only if you trust where it came from, allow pickle (ODYSSEY_ALLOW_PICKLE=1 / allow_pickle: "
-                     "true)") from None
+                " or, only if you trust where it came from, allow pickle (ODYSSEY_ALLOW_PICKLE=1 / allow_pickle: "
+                "true)",
+            ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
             raise OdysseyError(f"{f} is not a readable PyTorch checkpoint: {str(exc).splitlines()[0][:200]}") from None
     return True
@@ -259,8 +283,15 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load(ref: str, *, root: Path | None = None, dtype: str = "auto", progress=None,
-         head: str | None = None, allow_pickle: bool | None = None) -> LoadedModel:
+def load(
+    ref: str,
+    *,
+    root: Path | None = None,
+    dtype: str = "auto",
+    progress=None,
+    head: str | None = None,
+    allow_pickle: bool | None = None,
+) -> LoadedModel:
     """Load a model and its tokenizer by reference, choosing the class from the architecture family.
 
     ``head`` forces a class: 'causal-lm', 'seq2seq-lm', 'masked-lm' or 'sequence-classification'.
@@ -268,9 +299,14 @@ def load(ref: str, *, root: Path | None = None, dtype: str = "auto", progress=No
     :func:`check_pickles`).
     """
     import torch
-    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
-                              AutoModelForSequenceClassification, AutoTokenizer)
-
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # Odyssey shows its own status; one bar per weight file is noise

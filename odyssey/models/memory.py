@@ -147,9 +147,18 @@ def activation_bytes(shape: Shape, batch: int, seq: int, precision: str = "fp32"
     return shape.n_layers * per_layer_16bit * scale + logits
 
 
-def job_components(shape: Shape, method: str, precision: str = "fp32", *, batch: int, seq: int,
-                   trainable: int | None = None, runtime_gb: float = 0.0, attention: str = "sdpa",
-                   cpu_heap: bool = False) -> dict[str, float]:
+def job_components(
+    shape: Shape,
+    method: str,
+    precision: str = "fp32",
+    *,
+    batch: int,
+    seq: int,
+    trainable: int | None = None,
+    runtime_gb: float = 0.0,
+    attention: str = "sdpa",
+    cpu_heap: bool = False,
+) -> dict[str, float]:
     """GB of each part a job holds at its peak (the module docstring gives each rule and its source).
 
     ``method``: inference | full | lora (any method that trains ``trainable`` parameters on a frozen
@@ -165,8 +174,10 @@ def job_components(shape: Shape, method: str, precision: str = "fp32", *, batch:
         parts["activations"] = batch * seq * (shape.hidden * 4 * 4) + batch * seq * shape.vocab * 4
         return {k: v / GB for k, v in parts.items()}
     if precision in {"int8", "int4"} and method == "full":
-        raise OdysseyError(f"full fine-tuning cannot train {precision} weights",
-                           hint="use --method lora with a quantized base (QLoRA), or --precision fp32/bf16")
+        raise OdysseyError(
+            f"full fine-tuning cannot train {precision} weights",
+            hint="use --method lora with a quantized base (QLoRA), or --precision fp32/bf16",
+        )
     mixed = precision in {"fp16", "bf16"}
     if method == "full":
         trainable = shape.n_params
@@ -198,22 +209,37 @@ class MemoryEstimate:
         return asdict(self)
 
 
-def estimate(shape: Shape, *, batch: int = 8, seq: int = 512, lora_fraction: float = 0.01,
-             train_precision: str = "fp32", trainable: int | None = None, cpu_heap: bool = False) -> MemoryEstimate:
+def estimate(
+    shape: Shape,
+    *,
+    batch: int = 8,
+    seq: int = 512,
+    lora_fraction: float = 0.01,
+    train_precision: str = "fp32",
+    trainable: int | None = None,
+    cpu_heap: bool = False,
+) -> MemoryEstimate:
     """Inference memory by precision (weights and KV cache), and training memory for full fine-tuning
     and LoRA (``trainable`` parameters, else ``lora_fraction`` of them): sums of :func:`job_components`."""
     kv = kv_cache_bytes(shape, seq, batch=1, precision="fp16" if train_precision != "fp32" else "fp32")
     inference = {p: (weights_bytes(shape.n_params, p) + kv) / GB for p in ("fp32", "fp16", "bf16", "int8", "int4")}
     lora_trainable = trainable if trainable is not None else round(shape.n_params * lora_fraction)
     full = job_components(shape, "full", train_precision, batch=batch, seq=seq, cpu_heap=cpu_heap)
-    lora = job_components(shape, "lora", train_precision, batch=batch, seq=seq, trainable=lora_trainable,
-                          cpu_heap=cpu_heap)
+    lora = job_components(
+        shape, "lora", train_precision, batch=batch, seq=seq, trainable=lora_trainable, cpu_heap=cpu_heap
+    )
     return MemoryEstimate(
         inference_gb=inference,
         train_full_gb=sum(full.values()),
         train_lora_gb=sum(lora.values()),
         kv_cache_gb=kv / GB,
-        detail={"batch": batch, "seq": seq, "activations_gb": full["activations"] + full.get("heap_retained", 0.0),
-                "optimizer_gb": full["optimizer"], "lora_fraction": lora_trainable / max(shape.n_params, 1),
-                "train_precision": train_precision, "cpu_heap": cpu_heap},
+        detail={
+            "batch": batch,
+            "seq": seq,
+            "activations_gb": full["activations"] + full.get("heap_retained", 0.0),
+            "optimizer_gb": full["optimizer"],
+            "lora_fraction": lora_trainable / max(shape.n_params, 1),
+            "train_precision": train_precision,
+            "cpu_heap": cpu_heap,
+        },
     )

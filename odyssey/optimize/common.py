@@ -58,8 +58,10 @@ def hf_checkpoint(project, ref: str, work_dir: Path) -> Path:
     config = json.loads((path / "config.json").read_text())
     if config.get("quantization_config") or is_x86_int8(path):
         method = "int8-x86" if is_x86_int8(path) else config["quantization_config"].get("quant_method", "quantized")
-        raise OdysseyError(f"{ref} is already quantized ({method}); optimize its unquantized parent instead",
-                           hint="`odyssey status` shows each candidate's parent")
+        raise OdysseyError(
+            f"{ref} is already quantized ({method}); optimize its unquantized parent instead",
+            hint="`odyssey status` shows each candidate's parent",
+        )
     return path
 
 
@@ -74,13 +76,17 @@ def merge_lora(project, adapter_dir: Path, out: Path) -> Path:
     adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     kind = str(adapter_cfg.get("peft_type", "LORA")).upper()
     if kind not in {"LORA", "DORA"}:
-        raise OdysseyError(f"{adapter_dir} is a {kind} adapter: only LoRA adapters can be merged into the weights",
-                           hint="optimize the base model instead; the adapter's virtual tokens are not weights")
+        raise OdysseyError(
+            f"{adapter_dir} is a {kind} adapter: only LoRA adapters can be merged into the weights",
+            hint="optimize the base model instead; the adapter's virtual tokens are not weights",
+        )
     meta = adapter_dir / "odyssey-adapter.json"  # written by `odyssey finetune`: a portable base reference
     base_ref = json.loads(meta.read_text()).get("base") if meta.exists() else adapter_cfg.get("base_model_name_or_path")
     if not base_ref:
-        raise OdysseyError(f"{adapter_dir}/adapter_config.json names no base model (base_model_name_or_path)",
-                           hint="set it to the model the adapter was trained on")
+        raise OdysseyError(
+            f"{adapter_dir}/adapter_config.json names no base model (base_model_name_or_path)",
+            hint="set it to the model the adapter was trained on",
+        )
     loaded = load(base_ref, root=project.root, dtype="float32")
     merged = PeftModel.from_pretrained(loaded.model, str(adapter_dir)).merge_and_unload()
     tmp = out.with_name(out.name + ".partial")
@@ -110,8 +116,12 @@ def weights_size(path: Path) -> int:
 
 def record_candidate(project, run, name: str, model_ref: str, parent: Parent, method: dict) -> int:
     """Store the optimized model as a candidate linked to its parent, with the parent's prompt."""
-    config = {"prompt": parent.prompt.as_dict(), "optimize": method, "parent": parent.name,
-              "parent_model_ref": parent.model_ref}
+    config = {
+        "prompt": parent.prompt.as_dict(),
+        "optimize": method,
+        "parent": parent.name,
+        "parent_model_ref": parent.model_ref,
+    }
     return project.store.upsert_candidate(name, STAGE, str(model_ref), config, parent.id, run.id)
 
 
@@ -121,6 +131,7 @@ def candidate_name(parent: Parent, suffix: str) -> str:
 
 
 # ---- training items (pruning recovery, distillation) -------------------------------------------
+
 
 def sft_items(tokenizer, cfg: PromptConfig, examples, max_length: int) -> list[dict]:
     """Training items exactly as the adapt stage makes them (:func:`odyssey.training.sft.encode_example`:
@@ -136,8 +147,10 @@ def sft_items(tokenizer, cfg: PromptConfig, examples, max_length: int) -> list[d
         if any(label != IGNORE for label in encoded.labels):
             items.append({"input_ids": encoded.input_ids, "labels": encoded.labels})
     if not items:
-        raise OdysseyError("no training items: the train split has no examples with references",
-                           hint="check scope.data (fields.target) in odyssey.yaml")
+        raise OdysseyError(
+            "no training items: the train split has no examples with references",
+            hint="check scope.data (fields.target) in odyssey.yaml",
+        )
     return items
 
 

@@ -79,26 +79,37 @@ def check_student(teacher_dir: Path, student_layers: int | None, student_dir: Pa
     total = cfg.get("num_hidden_layers")
     if student_dir is None:
         if total is None:
-            raise OdysseyError(f"the teacher ({cfg.get('model_type')}) has no num_hidden_layers to halve",
-                               hint="pass --student with a smaller model that shares the tokenizer")
+            raise OdysseyError(
+                f"the teacher ({cfg.get('model_type')}) has no num_hidden_layers to halve",
+                hint="pass --student with a smaller model that shares the tokenizer",
+            )
         if student_layers is not None and not 1 <= student_layers < total:
-            raise OdysseyError(f"a student with {student_layers} layers is not smaller than its {total}-layer teacher",
-                               hint=f"choose --student-layers between 1 and {total - 1} (half: {max(1, total // 2)})")
+            raise OdysseyError(
+                f"a student with {student_layers} layers is not smaller than its {total}-layer teacher",
+                hint=f"choose --student-layers between 1 and {total - 1} (half: {max(1, total // 2)})",
+            )
         return
     t_params, s_params = _count_params(teacher_dir), _count_params(student_dir)
     if s_params >= t_params:
-        raise OdysseyError(f"the student has {s_params:,} parameters, the teacher {t_params:,}: a student must be "
-                           "smaller than its teacher", hint="pick a smaller --student, or drop it to halve the teacher")
+        raise OdysseyError(
+            f"the student has {s_params:,} parameters, the teacher {t_params:,}: a student must be "
+            "smaller than its teacher",
+            hint="pick a smaller --student, or drop it to halve the teacher",
+        )
     from transformers import AutoTokenizer
 
     tv = AutoTokenizer.from_pretrained(teacher_dir).get_vocab()
     sv = AutoTokenizer.from_pretrained(student_dir).get_vocab()
     if tv != sv:
-        raise OdysseyError("the student does not share the teacher's tokenizer, so their token distributions cannot be "
-                           "compared position by position", hint="use a student of the same model family")
+        raise OdysseyError(
+            "the student does not share the teacher's tokenizer, so their token distributions cannot be "
+            "compared position by position",
+            hint="use a student of the same model family",
+        )
 
 
 # ---- teacher cache -------------------------------------------------------------------------------
+
 
 def _completion_positions(labels):
     """Positions whose logits predict a reference token (the logit at t predicts token t+1)."""
@@ -115,8 +126,9 @@ def kd_positions(batch: dict, positions: str):
     return _completion_positions(batch["labels"])
 
 
-def cache_teacher(teacher, items: list[dict], collate_fn, k: int, path: Path, batch_size: int = 4,
-                  positions: str = "completion") -> dict:
+def cache_teacher(
+    teacher, items: list[dict], collate_fn, k: int, path: Path, batch_size: int = 4, positions: str = "completion"
+) -> dict:
     """Top-k teacher logits at every KL position (``kd_positions``) of every item, written as safetensors."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -129,7 +141,7 @@ def cache_teacher(teacher, items: list[dict], collate_fn, k: int, path: Path, ba
     values, indices, offsets = [], [], [0]
     with torch.inference_mode(), ui.progress("caching teacher logits", total=len(items)) as bar:
         for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
+            chunk = items[start : start + batch_size]
             batch = collate_fn(chunk)
             logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
             mask = kd_positions(batch, positions)
@@ -140,16 +152,28 @@ def cache_teacher(teacher, items: list[dict], collate_fn, k: int, path: Path, ba
                 indices.append(top.indices.to(torch.int32))
                 offsets.append(offsets[-1] + sel.shape[0])
             bar.advance(len(chunk))
-    data = {"values": torch.cat(values).contiguous(), "indices": torch.cat(indices).contiguous(),
-            "offsets": torch.tensor(offsets, dtype=torch.int64)}
+    data = {
+        "values": torch.cat(values).contiguous(),
+        "indices": torch.cat(indices).contiguous(),
+        "offsets": torch.tensor(offsets, dtype=torch.int64),
+    }
     tmp = path.with_name(path.name + ".partial")
     save_file(data, str(tmp))
     tmp.rename(path)
     return data
 
 
-def kd_loss(student_logits, labels, temperature: float, alpha: float, *, teacher_logits=None, cache=None,
-            index=None, kd_mask=None):
+def kd_loss(
+    student_logits,
+    labels,
+    temperature: float,
+    alpha: float,
+    *,
+    teacher_logits=None,
+    cache=None,
+    index=None,
+    kd_mask=None,
+):
     """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE. The CE is taken on completion
     positions; the KL there too unless ``kd_mask`` (from ``kd_positions``) names other positions."""
     import torch
@@ -172,20 +196,27 @@ def kd_loss(student_logits, labels, temperature: float, alpha: float, *, teacher
         t_vals = torch.cat(rows_v).to(s.device)
         t_idx = torch.cat(rows_i).to(s.device).long()
         if t_vals.shape[0] != s.shape[0]:
-            raise OdysseyError("the teacher cache does not match the training items (a changed prompt or data?)",
-                               hint="delete the distillation work folder (teacher-topk.safetensors) and run again")
+            raise OdysseyError(
+                "the teacher cache does not match the training items (a changed prompt or data?)",
+                hint="delete the distillation work folder (teacher-topk.safetensors) and run again",
+            )
         log_t = F.log_softmax(t_vals / temperature, dim=-1)
         kl = (log_t.exp() * (log_t - log_s.gather(-1, t_idx))).sum(-1).mean()
     else:
         log_t = F.log_softmax(teacher_logits[:, :-1][kd_mask].float() / temperature, dim=-1)
         kl = F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
     loss = alpha * temperature**2 * kl + (1 - alpha) * ce
-    return loss, {"kl": float(kl.detach()), "ce": float(ce.detach()), "tokens": int(mask.sum()),
-                  "kd_tokens": int(kd_mask.sum())}
+    return loss, {
+        "kl": float(kl.detach()),
+        "ce": float(ce.detach()),
+        "tokens": int(mask.sum()),
+        "kd_tokens": int(kd_mask.sum()),
+    }
 
 
-def student_layers_to_keep(project, model, tokenizer, prompt_cfg, total: int, k: int, how: str,
-                           max_length: int) -> tuple[list[int], dict]:
+def student_layers_to_keep(
+    project, model, tokenizer, prompt_cfg, total: int, k: int, how: str, max_length: int
+) -> tuple[list[int], dict]:
     """The teacher layers a derived student keeps: ``every-other`` (spread evenly) or ``block-influence``
     (the ``k`` layers with the highest 1 - cos(h_in, h_out) on 32 train examples: those that change
     the hidden state most, as in ShortGPT's layer pruning)."""
@@ -201,10 +232,19 @@ def student_layers_to_keep(project, model, tokenizer, prompt_cfg, total: int, k:
     return keep, {"block_influence": [round(b, 5) for b in bi]}
 
 
-def distill(project, *, teacher: str | None = None, student_layers: int | None = None, student: str | None = None,
-            steps: int | None = None, resume: bool = False, measure: bool = True,
-            name: str | None = None, measure_settings: dict | None = None,
-            student_init: str | None = None) -> DistillResult:
+def distill(
+    project,
+    *,
+    teacher: str | None = None,
+    student_layers: int | None = None,
+    student: str | None = None,
+    steps: int | None = None,
+    resume: bool = False,
+    measure: bool = True,
+    name: str | None = None,
+    measure_settings: dict | None = None,
+    student_init: str | None = None,
+) -> DistillResult:
     import torch
 
     from odyssey.models import load, parse_ref, resolve
@@ -231,8 +271,9 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         raise OdysseyError(f"unknown student init {student_init!r}", hint="use every-other or block-influence")
     parent = resolve_parent(project, teacher or spec.teacher)
     # Everything that can be refused is checked before the run starts and before any model loads.
-    teacher_dir = hf_checkpoint(project, parent.model_ref,
-                                project.state_dir / "optimize" / ("merged-" + parent.name.replace(":", "-")))
+    teacher_dir = hf_checkpoint(
+        project, parent.model_ref, project.state_dir / "optimize" / ("merged-" + parent.name.replace(":", "-"))
+    )
     student_dir = None
     if student:
         parse_ref(student, project.root)
@@ -246,10 +287,18 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
     cand = name or candidate_name(parent, suffix)
     work = project.state_dir / "optimize" / cand.replace(":", "-").replace("/", "-")
     work.mkdir(parents=True, exist_ok=True)
-    with project.store.run(STAGE, project.spec.as_dict(), {"action": "distill", "teacher": parent.name,
-                                                            "student_layers": k, "student": student,
-                                                            "student_init": student_init if k else None,
-                                                            "steps": steps}) as run:
+    with project.store.run(
+        STAGE,
+        project.spec.as_dict(),
+        {
+            "action": "distill",
+            "teacher": parent.name,
+            "student_layers": k,
+            "student": student,
+            "student_init": student_init if k else None,
+            "steps": steps,
+        },
+    ) as run:
         run.artifacts_dir.mkdir(parents=True, exist_ok=True)
 
         torch.manual_seed(spec.seed)
@@ -258,8 +307,9 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         teacher_n = t_loaded.n_params
         init_info: dict = {}
         if student_dir is None:
-            keep, init_info = student_layers_to_keep(project, t_loaded.model, tok, parent.prompt, total, k,
-                                                     student_init, spec.max_length)
+            keep, init_info = student_layers_to_keep(
+                project, t_loaded.model, tok, parent.prompt, total, k, student_init, spec.max_length
+            )
             s_model = surgery.keep_layers(t_loaded.model, keep)
         else:
             keep = None
@@ -279,10 +329,25 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         cache = None
         t_model = t_loaded.model
         if spec.cache_teacher:
-            key = hashlib.sha256(json.dumps([parent.model_ref, spec.cache_top_k, spec.max_length, spec.positions,
-                                             [it["input_ids"] for it in items]]).encode()).hexdigest()[:12]
-            cache = cache_teacher(t_model, items, collate_fn, spec.cache_top_k, work / f"teacher-top{spec.cache_top_k}-"
-                                  f"{key}.safetensors", positions=spec.positions)
+            key = hashlib.sha256(
+                json.dumps(
+                    [
+                        parent.model_ref,
+                        spec.cache_top_k,
+                        spec.max_length,
+                        spec.positions,
+                        [it["input_ids"] for it in items],
+                    ]
+                ).encode()
+            ).hexdigest()[:12]
+            cache = cache_teacher(
+                t_model,
+                items,
+                collate_fn,
+                spec.cache_top_k,
+                work / f"teacher-top{spec.cache_top_k}-{key}.safetensors",
+                positions=spec.positions,
+            )
             t_model = None
             del t_loaded  # the student trains alone: the teacher's memory is free
         else:
@@ -293,27 +358,64 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
             teacher_logits = None
             if cache is None:
                 with torch.no_grad():
-                    teacher_logits = t_model(input_ids=batch["input_ids"],
-                                             attention_mask=batch["attention_mask"]).logits
-            return kd_loss(out.logits, batch["labels"], spec.temperature, spec.alpha, teacher_logits=teacher_logits,
-                           cache=cache, index=batch.get("index"), kd_mask=kd_positions(batch, spec.positions))
+                    teacher_logits = t_model(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    ).logits
+            return kd_loss(
+                out.logits,
+                batch["labels"],
+                spec.temperature,
+                spec.alpha,
+                teacher_logits=teacher_logits,
+                cache=cache,
+                index=batch.get("index"),
+                kd_mask=kd_positions(batch, spec.positions),
+            )
 
-        config = TrainConfig(output_dir=work / "train", max_steps=steps, learning_rate=spec.learning_rate,
-                             batch_size=spec.batch_size, seed=spec.seed, save_every=max(10, steps // 4),
-                             log_every=max(1, steps // 20), warmup_steps=min(20, steps // 10))
-        trained = train(s_model, items, loss_fn, config, collate_fn=collate_fn, resume=resume,
-                        description=f"distilling into {k or 'the student'} layers")
+        config = TrainConfig(
+            output_dir=work / "train",
+            max_steps=steps,
+            learning_rate=spec.learning_rate,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            save_every=max(10, steps // 4),
+            log_every=max(1, steps // 20),
+            warmup_steps=min(20, steps // 10),
+        )
+        trained = train(
+            s_model,
+            items,
+            loss_fn,
+            config,
+            collate_fn=collate_fn,
+            resume=resume,
+            description=f"distilling into {k or 'the student'} layers",
+        )
         s_model.eval()
         n_params = sum(p.numel() for p in s_model.parameters())
-        info = {"method": "distill", "teacher": parent.name, "student": student or f"{k} of {total} teacher layers",
-                "kept_layers": keep, "student_init": student_init if keep else None, **init_info,
-                "temperature": spec.temperature, "alpha": spec.alpha, "steps": trained.steps,
-                "kd_positions": spec.positions,
-                "teacher_cache": bool(cache is not None), "cache_top_k": spec.cache_top_k if cache else None}
+        info = {
+            "method": "distill",
+            "teacher": parent.name,
+            "student": student or f"{k} of {total} teacher layers",
+            "kept_layers": keep,
+            "student_init": student_init if keep else None,
+            **init_info,
+            "temperature": spec.temperature,
+            "alpha": spec.alpha,
+            "steps": trained.steps,
+            "kd_positions": spec.positions,
+            "teacher_cache": bool(cache is not None),
+            "cache_top_k": spec.cache_top_k if cache else None,
+        }
         out = save_model(s_model, tok, run.artifacts_dir / "student", info)
-        training = {"steps": trained.steps, "final_loss": trained.final_loss, "wall_s": trained.wall_s,
-                    "tokens_per_s": trained.tokens_per_s, "resumed_from": trained.resumed_from,
-                    "history": trained.history[-5:]}
+        training = {
+            "steps": trained.steps,
+            "final_loss": trained.final_loss,
+            "wall_s": trained.wall_s,
+            "tokens_per_s": trained.tokens_per_s,
+            "resumed_from": trained.resumed_from,
+            "history": trained.history[-5:],
+        }
         record = json.dumps({**info, "training": training}, indent=2, default=str)
         (run.artifacts_dir / "distill.json").write_text(record)
         cand_id = record_candidate(project, run, cand, str(out), parent, info)
@@ -322,6 +424,7 @@ def distill(project, *, teacher: str | None = None, student_layers: int | None =
         del s_model
         if measure:
             result.measurement, result.comparison = measure_and_record(
-                project, run, cand_id, cand, str(out), parent, info, settings=measure_settings)
+                project, run, cand_id, cand, str(out), parent, info, settings=measure_settings
+            )
         run.set_summary(result.as_dict())
     return result

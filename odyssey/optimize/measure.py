@@ -47,6 +47,7 @@ def _peak_rss_gb() -> float:
 
 # ---- parent side -----------------------------------------------------------------------------
 
+
 def settings_for(project, split: str | None = None, limit: int | None = None) -> dict:
     m = project.spec.optimize.measure
     ev = project.spec.evaluate
@@ -63,17 +64,38 @@ def settings_for(project, split: str | None = None, limit: int | None = None) ->
     }
 
 
-def measure_model(project, model_ref: str, prompt_cfg, *, tokenizer_path: str | None = None,
-                  settings: dict | None = None, label: str = "") -> dict:
+def measure_model(
+    project,
+    model_ref: str,
+    prompt_cfg,
+    *,
+    tokenizer_path: str | None = None,
+    settings: dict | None = None,
+    label: str = "",
+) -> dict:
     """Measure one model in a child process; returns the measurement dict (see the module doc)."""
     settings = settings or settings_for(project)
-    request = {"kind": "model", "project": str(project.root), "model_ref": str(model_ref),
-               "prompt": prompt_cfg.as_dict(), "tokenizer_path": tokenizer_path, "settings": settings}
+    request = {
+        "kind": "model",
+        "project": str(project.root),
+        "model_ref": str(model_ref),
+        "prompt": prompt_cfg.as_dict(),
+        "tokenizer_path": tokenizer_path,
+        "settings": settings,
+    }
     return _run(project, request, f"measuring {label or model_ref}", "(size, memory, speed, quality)")
 
 
-def measure_paired(project, parent_ref: str, child_ref: str, prompt_cfg, *, tokenizer_path: str | None = None,
-                   settings: dict | None = None, label: str = "") -> dict | None:
+def measure_paired(
+    project,
+    parent_ref: str,
+    child_ref: str,
+    prompt_cfg,
+    *,
+    tokenizer_path: str | None = None,
+    settings: dict | None = None,
+    label: str = "",
+) -> dict | None:
     """Decode speed of a candidate against its parent, both loaded in one process and timed in
     alternating rounds (parent first in even rounds, candidate first in odd ones).
 
@@ -85,11 +107,21 @@ def measure_paired(project, parent_ref: str, child_ref: str, prompt_cfg, *, toke
     settings = settings or settings_for(project)
     if not settings.get("paired_rounds"):
         return None
-    request = {"kind": "paired", "project": str(project.root), "parent_ref": str(parent_ref),
-               "model_ref": str(child_ref), "prompt": prompt_cfg.as_dict(), "tokenizer_path": tokenizer_path,
-               "settings": settings}
-    return _run(project, request, f"timing {label or child_ref} against its parent",
-                f"({settings['paired_rounds']} alternating rounds)")
+    request = {
+        "kind": "paired",
+        "project": str(project.root),
+        "parent_ref": str(parent_ref),
+        "model_ref": str(child_ref),
+        "prompt": prompt_cfg.as_dict(),
+        "tokenizer_path": tokenizer_path,
+        "settings": settings,
+    }
+    return _run(
+        project,
+        request,
+        f"timing {label or child_ref} against its parent",
+        f"({settings['paired_rounds']} alternating rounds)",
+    )
 
 
 def _run(project, request: dict, what: str, detail: str) -> dict:
@@ -107,12 +139,18 @@ def _run(project, request: dict, what: str, detail: str) -> dict:
         if settings.get("threads"):
             env["OMP_NUM_THREADS"] = str(settings["threads"])
         with ui.status(f"{what} {detail}"):
-            proc = subprocess.run([sys.executable, "-m", "odyssey.optimize.measure", str(req), str(out)],
-                                  capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                [sys.executable, "-m", "odyssey.optimize.measure", str(req), str(out)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-            raise OdysseyError(f"{what} failed:\n" + "\n".join(tail),
-                               hint="run `odyssey eval --candidate NAME` on it to see the error in full")
+            raise OdysseyError(
+                f"{what} failed:\n" + "\n".join(tail),
+                hint="run `odyssey eval --candidate NAME` on it to see the error in full",
+            )
         return json.loads(out.read_text())
 
 
@@ -144,6 +182,7 @@ def compare(child: dict, parent: dict, paired: dict | None = None) -> dict:
 
 
 # ---- child side ------------------------------------------------------------------------------
+
 
 def _speed_ids(tokenize, texts: list[str], n_tokens: int) -> list[int]:
     """A real prompt from the data, tiled/cut to exactly ``n_tokens`` tokens (``tokenize``: text -> ids)."""
@@ -201,8 +240,11 @@ def _torch_speed(model, ids: list[int], new_tokens: int, batch: int) -> dict:
     run = _torch_runner(model, ids, new_tokens)
     prefill, decode = _fastest(lambda: run(1))
     _, decode_b = run(batch)
-    return {"prefill_tok_s": len(ids) / prefill, "decode_tok_s": new_tokens / decode,
-            "decode_tok_s_batched": batch * new_tokens / decode_b}
+    return {
+        "prefill_tok_s": len(ids) / prefill,
+        "decode_tok_s": new_tokens / decode,
+        "decode_tok_s_batched": batch * new_tokens / decode_b,
+    }
 
 
 def _torch_prompt_ids(loaded, cfg, examples, pool, n_tokens: int) -> list[int]:
@@ -230,7 +272,8 @@ def measure_transformers(project, request: dict) -> dict:
     settings = request["settings"]
     cfg = PromptConfig.from_dict(request["prompt"])
     loaded, load_stats = _timed_load(
-        lambda: load(request["model_ref"], root=project.root, dtype=project.spec.evaluate.dtype))
+        lambda: load(request["model_ref"], root=project.root, dtype=project.spec.evaluate.dtype)
+    )
     examples, pool = _examples(project, settings)
     ids = _torch_prompt_ids(loaded, cfg, examples, pool, settings["speed_prompt_tokens"])
     speed = _torch_speed(loaded.model, ids, settings["speed_new_tokens"], settings["speed_batch"])
@@ -238,17 +281,39 @@ def measure_transformers(project, request: dict) -> dict:
     # int8 and soft-prompt candidates on this loaded model and runs plain checkpoints where it is fastest.
     from odyssey.engines import open_engine
 
-    with open_engine(request["model_ref"], root=project.root, evaluate=project.spec.evaluate, loaded=loaded,
-                     batch_size=settings["batch_size"], log_dir=project.state_dir) as engine:
-        result = run_harness(engine, examples, cfg, project.spec.scope, pool=pool if cfg.shots else None,
-                             batch_size=settings["batch_size"], description="measuring")
+    with open_engine(
+        request["model_ref"],
+        root=project.root,
+        evaluate=project.spec.evaluate,
+        loaded=loaded,
+        batch_size=settings["batch_size"],
+        log_dir=project.state_dir,
+    ) as engine:
+        result = run_harness(
+            engine,
+            examples,
+            cfg,
+            project.spec.scope,
+            pool=pool if cfg.shots else None,
+            batch_size=settings["batch_size"],
+            description="measuring",
+        )
     quality = {k: v for k, v in result.metrics.items() if k in QUALITY_KEYS}
     return {
-        "backend": "transformers", "model_ref": request["model_ref"], "n_params": loaded.n_params,
-        "size_mb": weights_size(loaded.path) / 1e6, **load_stats, "peak_rss_gb": _peak_rss_gb(), **speed,
-        "p50_latency_ms": result.metrics["p50_latency_ms"], "p95_latency_ms": result.metrics["p95_latency_ms"],
-        "tokens_per_s": result.metrics["tokens_per_s"], "metrics": quality, "n_examples": len(examples),
-        "rows": result.rows, "notes": result.notes,
+        "backend": "transformers",
+        "model_ref": request["model_ref"],
+        "n_params": loaded.n_params,
+        "size_mb": weights_size(loaded.path) / 1e6,
+        **load_stats,
+        "peak_rss_gb": _peak_rss_gb(),
+        **speed,
+        "p50_latency_ms": result.metrics["p50_latency_ms"],
+        "p95_latency_ms": result.metrics["p95_latency_ms"],
+        "tokens_per_s": result.metrics["tokens_per_s"],
+        "metrics": quality,
+        "n_examples": len(examples),
+        "rows": result.rows,
+        "notes": result.notes,
     }
 
 
@@ -262,8 +327,9 @@ def _gguf_open(project, request: dict):
         path = project.root / path
     tokenizer = _tokenizer_for_gguf(project, request)
     threads = settings.get("threads") or os.cpu_count() or 1
-    llm = Llama(model_path=str(path), n_ctx=4096, n_batch=512, n_threads=threads, n_threads_batch=threads,
-                verbose=False, seed=0)
+    llm = Llama(
+        model_path=str(path), n_ctx=4096, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0
+    )
     return path, llm, tokenizer
 
 
@@ -331,26 +397,47 @@ def measure_gguf(project, request: dict) -> dict:
     for r in rendered:
         llm.reset()
         start = time.perf_counter()
-        out = llm.create_completion(tokens(r.text), max_tokens=max_new, temperature=0.0, top_k=1,
-                                    repeat_penalty=float(generation.get("repetition_penalty", 1.0)),
-                                    stop=["<|im_end|>"])
+        out = llm.create_completion(
+            tokens(r.text),
+            max_tokens=max_new,
+            temperature=0.0,
+            top_k=1,
+            repeat_penalty=float(generation.get("repetition_penalty", 1.0)),
+            stop=["<|im_end|>"],
+        )
         latencies.append((time.perf_counter() - start) * 1000)
         predictions.append(out["choices"][0]["text"].strip())
     references = [list(ex.references) for ex in examples]
     scope = project.spec.scope
     scored = metric_fns.compute(scope.metric_names, predictions, references, task=scope.task, labels=scope.labels)
     quality = {k: v for k, v in scored.corpus.items() if k in QUALITY_KEYS}
-    rows = [{"example_id": ex.id, "prompt": r.text, "prediction": p, "references": list(ex.references), "scores": s,
-             "latency_ms": lat}
-            for ex, r, p, s, lat in zip(examples, rendered, predictions, scored.per_example, latencies)]
+    rows = [
+        {
+            "example_id": ex.id,
+            "prompt": r.text,
+            "prediction": p,
+            "references": list(ex.references),
+            "scores": s,
+            "latency_ms": lat,
+        }
+        for ex, r, p, s, lat in zip(examples, rendered, predictions, scored.per_example, latencies)
+    ]
     return {
-        "backend": "llama.cpp", "model_ref": str(path), "n_params": _gguf_params(llm),
-        "size_mb": path.stat().st_size / 1e6, **load_stats,
+        "backend": "llama.cpp",
+        "model_ref": str(path),
+        "n_params": _gguf_params(llm),
+        "size_mb": path.stat().st_size / 1e6,
+        **load_stats,
         "peak_rss_gb": _peak_rss_gb(),
-        "prefill_tok_s": len(ids) / prefill, "decode_tok_s": settings["speed_new_tokens"] / decode,
+        "prefill_tok_s": len(ids) / prefill,
+        "decode_tok_s": settings["speed_new_tokens"] / decode,
         "decode_tok_s_batched": None,
-        "p50_latency_ms": percentile(latencies, 50), "p95_latency_ms": percentile(latencies, 95),
-        "metrics": quality, "n_examples": len(examples), "rows": rows, "notes": [],
+        "p50_latency_ms": percentile(latencies, 50),
+        "p95_latency_ms": percentile(latencies, 95),
+        "metrics": quality,
+        "n_examples": len(examples),
+        "rows": rows,
+        "notes": [],
     }
 
 
@@ -389,8 +476,9 @@ def _decode_runner(project, request: dict):
     from odyssey.prompts import PromptConfig
 
     loaded = load(request["model_ref"], root=project.root, dtype=project.spec.evaluate.dtype)
-    ids = _torch_prompt_ids(loaded, PromptConfig.from_dict(request["prompt"]), examples, pool,
-                            settings["speed_prompt_tokens"])
+    ids = _torch_prompt_ids(
+        loaded, PromptConfig.from_dict(request["prompt"]), examples, pool, settings["speed_prompt_tokens"]
+    )
     run = _torch_runner(loaded.model, ids, settings["speed_new_tokens"])
     return lambda: settings["speed_new_tokens"] / run(1)[1]
 
@@ -405,12 +493,16 @@ def paired_decode(project, request: dict) -> dict:
     for run in runners.values():  # warm-up: first-call allocations and lazy kernel selection
         run()
     for i in range(int(request["settings"]["paired_rounds"])):
-        for role in (("parent", "candidate") if i % 2 == 0 else ("candidate", "parent")):
+        for role in ("parent", "candidate") if i % 2 == 0 else ("candidate", "parent"):
             speeds[role].append(runners[role]())
     ratios = [c / p for c, p in zip(speeds["candidate"], speeds["parent"])]
-    return {"rounds": len(ratios), "decode_speedup": statistics.median(ratios),
-            "round_ratios": ratios, "parent_decode_tok_s": speeds["parent"],
-            "candidate_decode_tok_s": speeds["candidate"]}
+    return {
+        "rounds": len(ratios),
+        "decode_speedup": statistics.median(ratios),
+        "round_ratios": ratios,
+        "parent_decode_tok_s": speeds["parent"],
+        "candidate_decode_tok_s": speeds["candidate"],
+    }
 
 
 def _handle(project, request: dict) -> dict:

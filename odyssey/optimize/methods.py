@@ -34,9 +34,11 @@ def check_hardware(method: QuantMethod) -> None:
         from odyssey.models import x86_int8
 
         if not x86_int8.available():
-            raise OdysseyError(f"{method.name} needs PyTorch's x86 quantized engine, which this PyTorch build lacks "
-                               f"(engines: {', '.join(torch.backends.quantized.supported_engines)})",
-                               hint="use --to int8-torchao, or gguf:q8_0 (llama.cpp) for a fast 8-bit CPU model")
+            raise OdysseyError(
+                f"{method.name} needs PyTorch's x86 quantized engine, which this PyTorch build lacks "
+                f"(engines: {', '.join(torch.backends.quantized.supported_engines)})",
+                hint="use --to int8-torchao, or gguf:q8_0 (llama.cpp) for a fast 8-bit CPU model",
+            )
         return
     if not method.needs_gpu:
         return
@@ -59,9 +61,12 @@ def check_sparsity(value: float) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise OdysseyError(f"sparsity {value!r} is not a number",
-                           hint="use a fraction between 0 and 1, e.g. 0.25") from None
+        raise OdysseyError(
+            f"sparsity {value!r} is not a number", hint="use a fraction between 0 and 1, e.g. 0.25"
+        ) from None
     if not 0 < value < 1:
-        raise OdysseyError(f"sparsity {value:g} is outside (0, 1): it is the fraction of weights or units removed",
-                           hint="use a fraction between 0 and 1, e.g. --sparsity 0.25 removes a quarter")
+        raise OdysseyError(
+            f"sparsity {value:g} is outside (0, 1): it is the fraction of weights or units removed",
+            hint="use a fraction between 0 and 1, e.g. --sparsity 0.25 removes a quarter",
+        )
     return value

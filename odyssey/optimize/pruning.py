@@ -51,17 +51,20 @@ class PruneResult:
 
 # ---- calibration ---------------------------------------------------------------------------------
 
+
 def calibration_batches(project, tokenizer, cfg, n: int, max_length: int, batch_size: int = 4) -> list[dict]:
     from odyssey.optimize.common import collate, sft_items
 
     train = project.examples("train")[:n]
     if not train:
-        raise OdysseyError("calibration (pruning, int8 smoothing, a block-influence student) needs examples "
-                           "from the train split, which is empty",
-                           hint="check scope.data splits in odyssey.yaml")
+        raise OdysseyError(
+            "calibration (pruning, int8 smoothing, a block-influence student) needs examples "
+            "from the train split, which is empty",
+            hint="check scope.data splits in odyssey.yaml",
+        )
     items = sft_items(tokenizer, cfg, train, max_length)
     fn = collate(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    return [fn(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
+    return [fn(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
 def _mean_input_stat(model, batches, modules, per_token) -> list:
@@ -80,6 +83,7 @@ def _mean_input_stat(model, batches, modules, per_token) -> list:
             total = (values * mask).sum(dim=(0, 1))
             sums[i] = total if sums[i] is None else sums[i] + total
             counts[i] += int(masks[0].sum())
+
         return fn
 
     handles = [module.register_forward_pre_hook(hook(i)) for i, module in enumerate(modules)]
@@ -143,6 +147,7 @@ def block_influence(model, batches) -> list[float]:
 
 # ---- the methods ---------------------------------------------------------------------------------
 
+
 def structured_prune(model, target: str, sparsity: float, batches) -> tuple[object, dict]:
     from odyssey.optimize import surgery
 
@@ -164,7 +169,8 @@ def structured_prune(model, target: str, sparsity: float, batches) -> tuple[obje
             raise OdysseyError(
                 f"sparsity {sparsity:g} removes {drop} of the {group} query heads in each key/value group",
                 hint=f"heads are removed per group to keep grouped-query attention: choose a sparsity between "
-                     f"{0.5 / group:.2f} and {(group - 0.5) / group:.2f}")
+                f"{0.5 / group:.2f} and {(group - 0.5) / group:.2f}",
+            )
         scores = head_importance(model, batches)
         keep = []
         for s in scores:
@@ -180,14 +186,19 @@ def structured_prune(model, target: str, sparsity: float, batches) -> tuple[obje
         total = cfg.num_hidden_layers
         drop = int(round(sparsity * total))
         if drop < 1 or drop >= total:
-            raise OdysseyError(f"sparsity {sparsity:g} of {total} layers removes {drop}",
-                               hint=f"choose a sparsity between {0.5 / total:.2f} and {(total - 0.5) / total:.2f}")
+            raise OdysseyError(
+                f"sparsity {sparsity:g} of {total} layers removes {drop}",
+                hint=f"choose a sparsity between {0.5 / total:.2f} and {(total - 0.5) / total:.2f}",
+            )
         bi = block_influence(model, batches)
         removed = sorted(sorted(range(total), key=lambda i: bi[i])[:drop])
         keep = [i for i in range(total) if i not in removed]
         pruned = surgery.keep_layers(model, keep)
-        return pruned, {"importance": "block influence 1 - cos(h_in, h_out)", "removed_layers": removed,
-                        "block_influence": [round(b, 5) for b in bi]}
+        return pruned, {
+            "importance": "block influence 1 - cos(h_in, h_out)",
+            "removed_layers": removed,
+            "block_influence": [round(b, 5) for b in bi],
+        }
     raise OdysseyError(f"unknown structured pruning target {target!r}", hint="use mlp, heads or layers")
 
 
@@ -210,10 +221,14 @@ def magnitude_prune(model, sparsity: float) -> dict:
             sparse_bytes += nnz * (w.element_size() + 4) + (w.shape[0] + 1) * 4  # CSR: values, col idx, row ptr
     if total == 0:
         raise OdysseyError("found no linear layers inside decoder blocks to prune")
-    return {"achieved_sparsity": zeros / total, "pruned_weights": total, "dense_linear_mb": dense_bytes / 1e6,
-            "sparse_csr_linear_mb": sparse_bytes / 1e6,
-            "note": "dense tensors with zeros: no speed-up on dense kernels; CSR storage saves "
-                    f"{(1 - sparse_bytes / dense_bytes) * 100:.0f}% of the linear weights' bytes"}
+    return {
+        "achieved_sparsity": zeros / total,
+        "pruned_weights": total,
+        "dense_linear_mb": dense_bytes / 1e6,
+        "sparse_csr_linear_mb": sparse_bytes / 1e6,
+        "note": "dense tensors with zeros: no speed-up on dense kernels; CSR storage saves "
+        f"{(1 - sparse_bytes / dense_bytes) * 100:.0f}% of the linear weights' bytes",
+    }
 
 
 def recover(model, tokenizer, project, cfg, steps: int, spec, out_dir: Path, resume: bool) -> dict:
@@ -224,29 +239,63 @@ def recover(model, tokenizer, project, cfg, steps: int, spec, out_dir: Path, res
     from odyssey.training import TrainConfig, train
 
     items = sft_items(tokenizer, cfg, project.examples("train"), spec.max_length)
-    lora = LoraConfig(r=spec.recover_lora_r, lora_alpha=2 * spec.recover_lora_r, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=spec.recover_lora_r,
+        lora_alpha=2 * spec.recover_lora_r,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(model, lora)
 
     def loss_fn(m, batch):
         out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         return out.loss, {"tokens": int(batch["labels"].ne(-100).sum())}
 
-    config = TrainConfig(output_dir=out_dir, max_steps=steps, learning_rate=spec.recover_learning_rate,
-                         batch_size=spec.recover_batch_size, seed=spec.seed, save_every=max(10, steps // 4),
-                         log_every=max(1, steps // 10), warmup_steps=min(10, steps // 10))
-    result = train(peft_model, items, loss_fn, config, collate_fn=collate(tokenizer.pad_token_id or 0),
-                   resume=resume, description="pruning recovery (LoRA)")
+    config = TrainConfig(
+        output_dir=out_dir,
+        max_steps=steps,
+        learning_rate=spec.recover_learning_rate,
+        batch_size=spec.recover_batch_size,
+        seed=spec.seed,
+        save_every=max(10, steps // 4),
+        log_every=max(1, steps // 10),
+        warmup_steps=min(10, steps // 10),
+    )
+    result = train(
+        peft_model,
+        items,
+        loss_fn,
+        config,
+        collate_fn=collate(tokenizer.pad_token_id or 0),
+        resume=resume,
+        description="pruning recovery (LoRA)",
+    )
     merged = peft_model.merge_and_unload()
-    return {"model": merged, "steps": result.steps, "final_loss": result.final_loss, "wall_s": result.wall_s,
-            "tokens_per_s": result.tokens_per_s, "resumed_from": result.resumed_from,
-            "trainable_params": result.trainable_params}
+    return {
+        "model": merged,
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "wall_s": result.wall_s,
+        "tokens_per_s": result.tokens_per_s,
+        "resumed_from": result.resumed_from,
+        "trainable_params": result.trainable_params,
+    }
 
 
-def prune(project, *, structured: bool | None = None, sparsity: float | None = None, target: str | None = None,
-          recover_steps: int | None = None, start_from: str | None = None, resume: bool = False,
-          measure: bool = True, name: str | None = None, measure_settings: dict | None = None) -> PruneResult:
+def prune(
+    project,
+    *,
+    structured: bool | None = None,
+    sparsity: float | None = None,
+    target: str | None = None,
+    recover_steps: int | None = None,
+    start_from: str | None = None,
+    resume: bool = False,
+    measure: bool = True,
+    name: str | None = None,
+    measure_settings: dict | None = None,
+) -> PruneResult:
     """Prune a candidate (see the module docstring); the result is a candidate linked to its parent."""
     spec = project.spec.optimize.prune
     structured = spec.structured if structured is None else structured
@@ -274,12 +323,18 @@ def prune(project, *, structured: bool | None = None, sparsity: float | None = N
     work_base = project.state_dir / "optimize"
     src = hf_checkpoint(project, parent.model_ref, work_base / ("merged-" + parent.name.replace(":", "-")))
     method = f"structured-{target}" if structured else "magnitude"
-    suffix = (f"pruned-{target if structured else 'magnitude'}-{int(round(sparsity * 100))}"
-              + (f"-r{steps}" if steps else ""))
+    suffix = f"pruned-{target if structured else 'magnitude'}-{int(round(sparsity * 100))}" + (
+        f"-r{steps}" if steps else ""
+    )
     cand = name or candidate_name(parent, suffix)
     work = project.state_dir / "optimize" / cand.replace(":", "-").replace("/", "-")
-    settings = {"action": "prune", "method": method, "sparsity": sparsity, "recover_steps": steps,
-                "parent": parent.name}
+    settings = {
+        "action": "prune",
+        "method": method,
+        "sparsity": sparsity,
+        "recover_steps": steps,
+        "parent": parent.name,
+    }
     torch.manual_seed(spec.seed)
     with project.store.run(STAGE, project.spec.as_dict(), settings) as run:
         loaded = load(str(src), root=project.root, dtype="float32")
@@ -298,16 +353,24 @@ def prune(project, *, structured: bool | None = None, sparsity: float | None = N
             if not structured:  # LoRA merged dense deltas into the zeros: re-apply the mask
                 details["after_recovery"] = magnitude_prune(model, sparsity)
         n_params = sum(p.numel() for p in model.parameters())
-        info = {"method": method, "sparsity": sparsity, "target": target if structured else None,
-                "parent": parent.name, "recover_steps": steps, **details}
+        info = {
+            "method": method,
+            "sparsity": sparsity,
+            "target": target if structured else None,
+            "parent": parent.name,
+            "recover_steps": steps,
+            **details,
+        }
         out = save_model(model, tok, run.artifacts_dir / "model", info)
         (run.artifacts_dir / "prune.json").write_text(json.dumps({**info, "recovery": recovery}, indent=2, default=str))
         cand_id = record_candidate(project, run, cand, str(out), parent, info)
-        result = PruneResult(cand, parent.name, method, str(out), run.id, sparsity, n_params, parent_n, details,
-                             recovery)
+        result = PruneResult(
+            cand, parent.name, method, str(out), run.id, sparsity, n_params, parent_n, details, recovery
+        )
         del model, loaded
         if measure:
             result.measurement, result.comparison = measure_and_record(
-                project, run, cand_id, cand, str(out), parent, info, settings=measure_settings)
+                project, run, cand_id, cand, str(out), parent, info, settings=measure_settings
+            )
         run.set_summary(result.as_dict())
     return result

@@ -88,8 +88,10 @@ def quantize_torchao(src: Path, out: Path, method: QuantMethod, group_size: int 
     if group_size and method.name == "int4":
         width = config.get("hidden_size") or config.get("n_embd") or 0
         if width % group_size:
-            raise OdysseyError(f"int4 groups of {group_size} do not divide the model's width {width}",
-                               hint="set optimize.quantize.int4_group_size to a divisor of it (32, 64, 128)")
+            raise OdysseyError(
+                f"int4 groups of {group_size} do not divide the model's width {width}",
+                hint="set optimize.quantize.int4_group_size to a divisor of it (32, 64, 128)",
+            )
     quant = TorchAoConfig(torchao_config(method, group_size))
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, quantization_config=quant)
     tokenizer = AutoTokenizer.from_pretrained(src)
@@ -121,12 +123,18 @@ def quantize_x86(project, src: Path, out: Path, method: QuantMethod, prompt_cfg)
             stats = x86_int8.activation_absmax(model, batches)
             model, folded = x86_int8.smooth_and_check(model, stats, spec.smoothing_alpha, batches[0])
         stats = {k: v for k, v in stats.items() if k not in folded} or None  # the rest divide at run time
-    info = {"method": method.name, "backend": "x86", "source": str(src),
-            "smoothing_alpha": spec.smoothing_alpha if smoothing else None,
-            "smoothing_folded_layers": len(folded), "smoothing_runtime_layers": len(stats or {}),
-            "calibration_examples": spec.calibration_examples if smoothing else 0}
-    return x86_int8.save(model, tokenizer, out, info, act_absmax=stats, alpha=spec.smoothing_alpha or 0.5,
-                         folded=folded)
+    info = {
+        "method": method.name,
+        "backend": "x86",
+        "source": str(src),
+        "smoothing_alpha": spec.smoothing_alpha if smoothing else None,
+        "smoothing_folded_layers": len(folded),
+        "smoothing_runtime_layers": len(stats or {}),
+        "calibration_examples": spec.calibration_examples if smoothing else 0,
+    }
+    return x86_int8.save(
+        model, tokenizer, out, info, act_absmax=stats, alpha=spec.smoothing_alpha or 0.5, folded=folded
+    )
 
 
 def quantize_bnb(src: Path, out: Path, method: QuantMethod) -> Path:
@@ -139,15 +147,21 @@ def quantize_bnb(src: Path, out: Path, method: QuantMethod) -> Path:
     if method.name == "bnb-int8":
         quant = BitsAndBytesConfig(load_in_8bit=True)
     else:
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16)
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     model = AutoModelForCausalLM.from_pretrained(src, quantization_config=quant, device_map="auto")
-    return save_model(model, AutoTokenizer.from_pretrained(src), out,
-                      {"method": method.name, "backend": "bitsandbytes"})
+    return save_model(
+        model, AutoTokenizer.from_pretrained(src), out, {"method": method.name, "backend": "bitsandbytes"}
+    )
 
 
-def export_gguf(src: Path, out_dir: Path, method: QuantMethod, name: str,
-                fallback: str | None = None) -> tuple[Path, Path]:
+def export_gguf(
+    src: Path, out_dir: Path, method: QuantMethod, name: str, fallback: str | None = None
+) -> tuple[Path, Path]:
     """HF folder -> f16 GGUF (llama.cpp's converter) -> ``method.detail`` (llama-quantize). Returns both."""
     from odyssey.models import llamacpp
 
@@ -162,9 +176,16 @@ def export_gguf(src: Path, out_dir: Path, method: QuantMethod, name: str,
     return target, f16
 
 
-def quantize(project, to: str, *, start_from: str | None = None, measure: bool = True,
-             name: str | None = None, measure_settings: dict | None = None,
-             gguf_fallback: str | None = None) -> QuantizeResult:
+def quantize(
+    project,
+    to: str,
+    *,
+    start_from: str | None = None,
+    measure: bool = True,
+    name: str | None = None,
+    measure_settings: dict | None = None,
+    gguf_fallback: str | None = None,
+) -> QuantizeResult:
     """``odyssey optimize quantize``: one quantized candidate from ``start_from`` (default: the spec's).
 
     ``gguf_fallback`` overrides ``optimize.quantize.gguf_fallback`` (k-quant GGUF types only)."""
@@ -215,11 +236,15 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
             out = quantize_bnb(src, run.artifacts_dir / method.slug, method)
             ref, tokenizer_path = out, out
         else:
-            out, f16 = export_gguf(src, run.artifacts_dir, method, cand.replace(":", "-").replace("/", "-"),
-                                   fallback=fallback)
+            out, f16 = export_gguf(
+                src, run.artifacts_dir, method, cand.replace(":", "-").replace("/", "-"), fallback=fallback
+            )
             ref, tokenizer_path = out, src
-            extra = {"f16_gguf": str(f16), "f16_size_mb": f16.stat().st_size / 1e6,
-                     "size_ratio_vs_f16": out.stat().st_size / f16.stat().st_size}
+            extra = {
+                "f16_gguf": str(f16),
+                "f16_size_mb": f16.stat().st_size / 1e6,
+                "size_ratio_vs_f16": out.stat().st_size / f16.stat().st_size,
+            }
         size_mb = weights_size(ref) / 1e6
         parent_size = weights_size(src) / 1e6
         method_info = {**config, "tokenizer_path": str(tokenizer_path), "size_mb": size_mb, **extra}
@@ -227,7 +252,15 @@ def quantize(project, to: str, *, start_from: str | None = None, measure: bool =
         result = QuantizeResult(cand, parent.name, method.name, str(ref), run.id, size_mb, parent_size, extra=extra)
         if measure:
             result.measurement, result.comparison = measure_and_record(
-                project, run, cand_id, cand, str(ref), parent, method_info, tokenizer_path=str(tokenizer_path),
-                settings=measure_settings)
+                project,
+                run,
+                cand_id,
+                cand,
+                str(ref),
+                parent,
+                method_info,
+                tokenizer_path=str(tokenizer_path),
+                settings=measure_settings,
+            )
         run.set_summary(result.as_dict())
     return result

@@ -24,15 +24,20 @@ _LAYER = re.compile(r"^(model\.layers\.)(\d+)(\..*)$")
 
 def check_llama_like(model) -> None:
     names = {n for n, _ in model.named_parameters()}
-    needed = ["model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.down_proj.weight",
-              "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.o_proj.weight"]
+    needed = [
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.o_proj.weight",
+    ]
     missing = [n for n in needed if n not in names]
     if missing:
         raise OdysseyError(
             f"structural changes support Llama-style decoders (gate/up/down MLP, q/k/v/o attention); "
             f"{model.config.model_type} lacks {missing[0]}",
             hint="use unstructured pruning (--unstructured) or quantization for this architecture, or pass a "
-                 "ready-made smaller --student that shares the tokenizer")
+            "ready-made smaller --student that shares the tokenizer",
+        )
 
 
 def n_layers(model) -> int:
@@ -91,8 +96,10 @@ def keep_layers(model, keep: list[int]):
 def every_other_layer(total: int, k: int) -> list[int]:
     """``k`` layers spread evenly over ``total``, always keeping the first and the last."""
     if k >= total:
-        raise OdysseyError(f"a student with {k} layers is not smaller than its {total}-layer teacher",
-                           hint=f"choose student_layers below {total} (half: {max(1, total // 2)})")
+        raise OdysseyError(
+            f"a student with {k} layers is not smaller than its {total}-layer teacher",
+            hint=f"choose student_layers below {total} (half: {max(1, total // 2)})",
+        )
     if k == 1:
         return [total - 1]
     return sorted({round(i * (total - 1) / (k - 1)) for i in range(k)})
@@ -105,8 +112,9 @@ def slice_mlp(model, keep: list[list[int]]):
     check_llama_like(model)
     width = {len(k) for k in keep}
     if len(width) != 1:
-        raise OdysseyError("every layer must keep the same number of MLP neurons "
-                           "(config.intermediate_size is one number)")
+        raise OdysseyError(
+            "every layer must keep the same number of MLP neurons (config.intermediate_size is one number)"
+        )
     state = _state(model)
     for i, idx in enumerate(keep):
         index = torch.tensor(sorted(idx))

@@ -18,13 +18,23 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         project: ProjectOpt = Path("."),
-        profile: Annotated[Optional[str], typer.Option(help="demo | quick | full, or one under profiles: in "
-                                                       "odyssey.yaml (sizes: steps, rows, limits)")] = None,
-        from_step: Annotated[Optional[str], typer.Option("--from", help="run this step and every one after it, "
-                                                         "cached or not")] = None,
+        profile: Annotated[
+            Optional[str],
+            typer.Option(
+                help="demo | quick | full, or one under profiles: in odyssey.yaml (sizes: steps, rows, limits)"
+            ),
+        ] = None,
+        from_step: Annotated[
+            Optional[str], typer.Option("--from", help="run this step and every one after it, cached or not")
+        ] = None,
         only: Annotated[Optional[str], typer.Option(help="run only this step, cached or not")] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan: each step, cached or not, and the "
-                                              "planner's time and memory for training steps")] = False,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="print the plan: each step, cached or not, and the planner's time and memory for training steps",
+            ),
+        ] = False,
         as_json: JsonOpt = False,
     ):
         """Run the lifecycle odyssey.yaml describes (pipeline:, or scope, prompt, finetune, align, optimize,

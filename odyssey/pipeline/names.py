@@ -11,8 +11,21 @@ import difflib
 
 # Composite stages expand into the sub-stages after the arrow when the plan is made (see stages.py):
 # align -> preferences, [reward], dpo | ppo; optimize -> quantize (one step per optimize.quantize.to), ...
-STAGE_NAMES = ("scope", "prompt", "finetune", "align", "preferences", "reward", "dpo", "ppo",
-               "optimize", "quantize", "distill", "prune", "evaluate")
+STAGE_NAMES = (
+    "scope",
+    "prompt",
+    "finetune",
+    "align",
+    "preferences",
+    "reward",
+    "dpo",
+    "ppo",
+    "optimize",
+    "quantize",
+    "distill",
+    "prune",
+    "evaluate",
+)
 
 DEFAULT_PIPELINE = ("scope", "prompt", "finetune", "align", "optimize", "evaluate")
 
@@ -24,25 +37,45 @@ PROFILES: dict[str, dict] = {
     "demo": {
         "prompt": {"shots": [0, 1], "selection": ["fixed"], "limit": 6, "test_limit": 12},
         "adapt": {"max_steps": 30, "save_every": 10, "val_limit": 6, "eval_splits": ["test"], "max_seq_len": 384},
-        "align": {"pairs": 12, "eval_limit": 6, "preferences": [{"kind": "reference"}],
-                  "dpo": {"epochs": 1, "batch_size": 4}, "reward": {"epochs": 1, "batch_size": 4},
-                  "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 24}},
-        "optimize": {"quantize": {"to": ["int8"]},
-                     "measure": {"limit": 6, "paired_rounds": 2, "speed_prompt_tokens": 64, "speed_new_tokens": 8}},
+        "align": {
+            "pairs": 12,
+            "eval_limit": 6,
+            "preferences": [{"kind": "reference"}],
+            "dpo": {"epochs": 1, "batch_size": 4},
+            "reward": {"epochs": 1, "batch_size": 4},
+            "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 24},
+        },
+        "optimize": {
+            "quantize": {"to": ["int8"]},
+            "measure": {"limit": 6, "paired_rounds": 2, "speed_prompt_tokens": 64, "speed_new_tokens": 8},
+        },
         "evaluate": {"limit": 12},
     },
     # A smoke test: each stage does the least that still exercises it.
     "quick": {
         "prompt": {"shots": [0], "selection": ["fixed"], "limit": 2, "test_limit": 2},
         "adapt": {"max_steps": 2, "save_every": 1, "val_limit": 2, "eval_splits": ["test"], "max_seq_len": 256},
-        "align": {"pairs": 4, "eval_limit": 2, "preferences": [{"kind": "reference"}],
-                  "dpo": {"epochs": 1, "batch_size": 2}, "reward": {"epochs": 1, "batch_size": 2},
-                  "ppo": {"steps": 1, "batch_size": 2, "mini_batch_size": 2, "max_new_tokens": 8}},
-        "optimize": {"quantize": {"to": ["int8"]},
-                     "measure": {"limit": 2, "paired_rounds": 0, "speed_prompt_tokens": 16, "speed_new_tokens": 4,
-                                 "speed_batch": 2, "isolate": False},
-                     "distill": {"steps": 2, "batch_size": 2, "max_length": 128},
-                     "prune": {"calibration_examples": 4, "max_length": 128}},
+        "align": {
+            "pairs": 4,
+            "eval_limit": 2,
+            "preferences": [{"kind": "reference"}],
+            "dpo": {"epochs": 1, "batch_size": 2},
+            "reward": {"epochs": 1, "batch_size": 2},
+            "ppo": {"steps": 1, "batch_size": 2, "mini_batch_size": 2, "max_new_tokens": 8},
+        },
+        "optimize": {
+            "quantize": {"to": ["int8"]},
+            "measure": {
+                "limit": 2,
+                "paired_rounds": 0,
+                "speed_prompt_tokens": 16,
+                "speed_new_tokens": 4,
+                "speed_batch": 2,
+                "isolate": False,
+            },
+            "distill": {"steps": 2, "batch_size": 2, "max_length": 128},
+            "prune": {"calibration_examples": 4, "max_length": 128},
+        },
         "evaluate": {"limit": 2},
     },
     # The full-size run of issue 22: 2 epochs with early stopping, 300 preference prompts, 16 PPO prompts a step.
@@ -50,8 +83,11 @@ PROFILES: dict[str, dict] = {
         "prompt": {"limit": 50, "test_limit": None},
         "adapt": {"epochs": 2, "max_steps": None, "eval_every": 25, "early_stopping_patience": 2, "val_limit": 50},
         "align": {"pairs": 300, "eval_limit": None, "ppo": {"batch_size": 16}},
-        "optimize": {"quantize": {"to": ["int8", "gguf:q8_0", "gguf:q4_k_m"]}, "prune": {"sparsity": 0.25},
-                     "measure": {"limit": None}},
+        "optimize": {
+            "quantize": {"to": ["int8", "gguf:q8_0", "gguf:q4_k_m"]},
+            "prune": {"sparsity": 0.25},
+            "measure": {"limit": None},
+        },
         "evaluate": {"limit": None},
     },
 }
@@ -67,5 +103,8 @@ def check_stage_name(name: str) -> str:
     if name in STAGE_NAMES:
         return name
     close = close_match(name, STAGE_NAMES)
-    raise ValueError(f"unknown stage {name!r}" + (f"; did you mean {close!r}?" if close else "")
-                     + f" (stages: {', '.join(STAGE_NAMES)})")
+    raise ValueError(
+        f"unknown stage {name!r}"
+        + (f"; did you mean {close!r}?" if close else "")
+        + f" (stages: {', '.join(STAGE_NAMES)})"
+    )

@@ -49,6 +49,7 @@ class Plan:
 
 # ---- errors with file:line -------------------------------------------------------------------------
 
+
 def _problem(project, loc: tuple, message: str, value: Any = None, hint: str | None = None) -> SpecError:
     from odyssey.project import Problem, _dotted, _key_lines, _line_of
 
@@ -58,6 +59,7 @@ def _problem(project, loc: tuple, message: str, value: Any = None, hint: str | N
 
 
 # ---- profiles and overrides ------------------------------------------------------------------------
+
 
 def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
@@ -80,11 +82,12 @@ def apply_profile(project, name: str | None):
     known = profiles(project.spec)
     if name not in known:
         close = close_match(name, known)
-        raise OdysseyError(f"--profile {name!r}: no such profile",
-                           hint=(f"did you mean {close!r}? " if close else "")
-                           + f"profiles: {', '.join(known)} (add your own under profiles: in {project.spec_path.name})")
-    return _validated(project, deep_merge(project.spec.as_dict(), known[name]), ("profiles", name),
-                      f"profile {name!r}")
+        raise OdysseyError(
+            f"--profile {name!r}: no such profile",
+            hint=(f"did you mean {close!r}? " if close else "")
+            + f"profiles: {', '.join(known)} (add your own under profiles: in {project.spec_path.name})",
+        )
+    return _validated(project, deep_merge(project.spec.as_dict(), known[name]), ("profiles", name), f"profile {name!r}")
 
 
 def _validated(project, data: dict, loc: tuple, what: str):
@@ -97,9 +100,12 @@ def _validated(project, data: dict, loc: tuple, what: str):
     except ValidationError as exc:
         first = exc.errors()[0]
         field_path = ".".join(str(p) for p in first["loc"])
-        raise _problem(project, loc, f"{what} makes {field_path} invalid: {first['msg']}",
-                       hint="check the override against the spec's field (`odyssey init` writes every setting)"
-                       ) from None
+        raise _problem(
+            project,
+            loc,
+            f"{what} makes {field_path} invalid: {first['msg']}",
+            hint="check the override against the spec's field (`odyssey init` writes every setting)",
+        ) from None
 
 
 def _nested(dotted: str, value: dict) -> dict:
@@ -118,11 +124,15 @@ def section_value(spec_dict: dict, dotted: str) -> Any:
 
 # ---- building the plan -----------------------------------------------------------------------------
 
+
 def make_plan(project, profile: str | None = None) -> Plan:
     spec = apply_profile(project, profile)
     written = spec.pipeline if spec.pipeline is not None else None
-    rows = ([(i, s.stage, s.name, s.parent, dict(s.with_)) for i, s in enumerate(written)] if written is not None
-            else [(None, stage, None, None, {}) for stage in DEFAULT_PIPELINE])
+    rows = (
+        [(i, s.stage, s.name, s.parent, dict(s.with_)) for i, s in enumerate(written)]
+        if written is not None
+        else [(None, stage, None, None, {}) for stage in DEFAULT_PIPELINE]
+    )
     ids = _step_ids(project, rows)
     ordered = _ordered(project, rows, ids)
     steps: list[Step] = []
@@ -138,8 +148,12 @@ def _step_ids(project, rows) -> list[str]:
     for n, (index, stage, name, _, _) in enumerate(rows):
         step_id = name or stage
         if step_id in seen:
-            raise _problem(project, ("pipeline", index), f"two steps are called {step_id!r}",
-                           hint="give one of them a name: (e.g. name: finetune-full)")
+            raise _problem(
+                project,
+                ("pipeline", index),
+                f"two steps are called {step_id!r}",
+                hint="give one of them a name: (e.g. name: finetune-full)",
+            )
         seen[step_id] = n
         ids.append(step_id)
     return ids
@@ -155,9 +169,13 @@ def _ordered(project, rows, ids: list[str]) -> list[int]:
         if state.get(n) == "done":
             return
         if state.get(n) == "visiting":
-            cycle = " -> ".join(ids[k] for k in trail[trail.index(n):] + [n])
-            raise _problem(project, ("pipeline", rows[n][0], "parent"), f"the steps' parents form a cycle: {cycle}",
-                           hint="a step's parent must be a step that can run before it")
+            cycle = " -> ".join(ids[k] for k in trail[trail.index(n) :] + [n])
+            raise _problem(
+                project,
+                ("pipeline", rows[n][0], "parent"),
+                f"the steps' parents form a cycle: {cycle}",
+                hint="a step's parent must be a step that can run before it",
+            )
         state[n] = "visiting"
         parent = rows[n][3]
         if parent not in position and parent and parent.split(".")[0] in position:
@@ -181,12 +199,20 @@ def _expand(project, spec, step_id, index, stage, parent, with_, earlier: list[S
     overrides = {k: v for k, v in with_.items() if k not in arg_keys}
     section = COMPOSITE_SECTIONS[stage] if composite else STAGES[stage].section
     if overrides and section is None:
-        raise _problem(project, ("pipeline", index, "with"), f"the {stage} step takes no overrides",
-                       hint=f"remove with: {sorted(overrides)}")
+        raise _problem(
+            project,
+            ("pipeline", index, "with"),
+            f"the {stage} step takes no overrides",
+            hint=f"remove with: {sorted(overrides)}",
+        )
     step_spec = spec
     if overrides:
-        step_spec = _validated(project, deep_merge(spec.as_dict(), _nested(section, overrides)),
-                               ("pipeline", index, "with"), f"step {step_id!r}'s with:")
+        step_spec = _validated(
+            project,
+            deep_merge(spec.as_dict(), _nested(section, overrides)),
+            ("pipeline", index, "with"),
+            f"step {step_id!r}'s with:",
+        )
     _check_methods(project, index, args)
     parent = last_of.get(parent, parent)
     subs = expand_composite(stage, step_spec, args)
@@ -205,8 +231,13 @@ def _check_methods(project, index, args: dict) -> None:
     for method in args.get("methods") or []:
         if method not in {"quantize", "distill", "prune"}:
             close = close_match(method, ["quantize", "distill", "prune"])
-            raise _problem(project, ("pipeline", index, "with"), f"unknown optimize method {method!r}", method,
-                           (f"did you mean {close!r}? " if close else "") + "methods: quantize, distill, prune")
+            raise _problem(
+                project,
+                ("pipeline", index, "with"),
+                f"unknown optimize method {method!r}",
+                method,
+                (f"did you mean {close!r}? " if close else "") + "methods: quantize, distill, prune",
+            )
 
 
 def _default_parent(stage: str, earlier: list[Step]) -> str | None:
@@ -230,10 +261,15 @@ def check_parents(project, plan: Plan) -> None:
         known = sorted(step_ids | candidates | models | {"best"})
         close = close_match(p, known)
         loc = ("pipeline", step.index, "parent") if step.index is not None else ("pipeline",)
-        raise _problem(project, loc, f"parent {p!r} of step {step.id!r} does not exist", p,
-                       (f"did you mean {close!r}? " if close else "")
-                       + f"a parent is 'best', an earlier step ({', '.join(sorted(step_ids))}), a candidate "
-                         "(`odyssey status`) or a model under models:")
+        raise _problem(
+            project,
+            loc,
+            f"parent {p!r} of step {step.id!r} does not exist",
+            p,
+            (f"did you mean {close!r}? " if close else "")
+            + f"a parent is 'best', an earlier step ({', '.join(sorted(step_ids))}), a candidate "
+            "(`odyssey status`) or a model under models:",
+        )
 
 
 def select_steps(project, plan: Plan, from_step: str | None, only: str | None) -> set[str]:
@@ -249,22 +285,32 @@ def select_steps(project, plan: Plan, from_step: str | None, only: str | None) -
     if not matches:
         close = close_match(wanted, ids + [s.stage for s in plan.steps])
         flag = "--only" if only else "--from"
-        raise OdysseyError(f"{flag} {wanted!r}: no such step in the pipeline",
-                           hint=(f"did you mean {close!r}? " if close else "") + f"steps: {', '.join(ids)}")
+        raise OdysseyError(
+            f"{flag} {wanted!r}: no such step in the pipeline",
+            hint=(f"did you mean {close!r}? " if close else "") + f"steps: {', '.join(ids)}",
+        )
     if only:
         return {ids[i] for i in matches}
-    return set(ids[matches[0]:])
+    return set(ids[matches[0] :])
 
 
 # ---- inputs and their hash -------------------------------------------------------------------------
+
 
 def step_inputs(step: Step, *, data_fingerprint: str, parent: dict | None, needs: dict[str, dict]) -> dict:
     """What the step's result depends on: its spec sections and overrides, the data, the parent
     candidate (name, model_ref, the run that made it), what it consumes, and the code version."""
     spec_dict = step.spec.as_dict()
     sections = {name: section_value(spec_dict, name) for name in (*_common(), *STAGES[step.stage].hashed)}
-    return {"stage": step.stage, "sections": sections, "args": step.args, "data": data_fingerprint,
-            "parent": parent, "needs": needs, "code": code_version()}
+    return {
+        "stage": step.stage,
+        "sections": sections,
+        "args": step.args,
+        "data": data_fingerprint,
+        "parent": parent,
+        "needs": needs,
+        "code": code_version(),
+    }
 
 
 def _common():
@@ -295,12 +341,14 @@ def code_version() -> str:
 
 def _git_state(package: Path) -> tuple[str | None, bool]:
     try:
-        commit = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         if not commit:
             return None, False
-        status = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--", "."],
-                                capture_output=True, text=True, timeout=10).stdout
+        status = subprocess.run(
+            ["git", "-C", str(package), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
+        ).stdout
         return commit, bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         return None, False

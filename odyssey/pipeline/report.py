@@ -20,8 +20,7 @@ def finish(project, plan, result, outcomes: dict, pipeline_run) -> None:
     result.report = write_report(project, result, outcomes)
     for kind, path in result.report.items():
         pipeline_run.add_artifact(Path(path), f"pipeline-{kind}")
-    pipeline_run.set_summary({"steps": [s.__dict__ for s in result.steps], "gains": result.gains,
-                              "best": board.best})
+    pipeline_run.set_summary({"steps": [s.__dict__ for s in result.steps], "gains": result.gains, "best": board.best})
 
 
 def per_example(store, run_id: int, candidate: str, metric: str) -> dict[str, float]:
@@ -60,23 +59,36 @@ def stage_gains(project, plan, outcomes: dict) -> list[dict]:
     for child, parent in extra.get("pairs", []):
         if child not in runs or parent not in runs:
             continue
-        found = gain(per_example(project.store, runs[child], child, metric),
-                     per_example(project.store, runs[parent], parent, metric))
+        found = gain(
+            per_example(project.store, runs[child], child, metric),
+            per_example(project.store, runs[parent], parent, metric),
+        )
         if found:
-            rows.append({"stage": made_by.get(child, "?"), "candidate": child, "parent": parent, "metric": metric,
-                         **found, "real": found["low"] > 0 or found["high"] < 0})
+            rows.append(
+                {
+                    "stage": made_by.get(child, "?"),
+                    "candidate": child,
+                    "parent": parent,
+                    "metric": metric,
+                    **found,
+                    "real": found["low"] > 0 or found["high"] < 0,
+                }
+            )
     return rows
 
 
 # ---- the report -------------------------------------------------------------------------------------
 
+
 def write_report(project, result, outcomes: dict) -> dict[str, str]:
     out = project.state_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     board = result.board
-    plots = {"board": _board_plot(project, board, out / "board.png"),
-             "pareto": _pareto_plot(board, out / "quality_latency.png"),
-             "curves": _curves_plot(project, outcomes, out / "training_curves.png")}
+    plots = {
+        "board": _board_plot(project, board, out / "board.png"),
+        "pareto": _pareto_plot(board, out / "quality_latency.png"),
+        "curves": _curves_plot(project, outcomes, out / "training_curves.png"),
+    }
     lines = [f"# {project.spec.name}: `odyssey run`" + (f" --profile {result.profile}" if result.profile else ""), ""]
     lines += _steps_section(result) + _board_section(board) + _gains_section(result.gains)
     captions = {"board": "The board", "pareto": "Quality vs p95 latency", "curves": "Training curves"}
@@ -86,8 +98,11 @@ def write_report(project, result, outcomes: dict) -> dict[str, str]:
     md = out / "report.md"
     md.write_text("\n".join(lines) + "\n")
     payload = out / "report.json"
-    payload.write_text(json.dumps({"steps": [s.__dict__ for s in result.steps], "board": board,
-                                   "gains": result.gains}, indent=1, default=str))
+    payload.write_text(
+        json.dumps(
+            {"steps": [s.__dict__ for s in result.steps], "board": board, "gains": result.gains}, indent=1, default=str
+        )
+    )
     return {"markdown": str(md), "json": str(payload), **{k: str(v) for k, v in plots.items() if v}}
 
 
@@ -101,27 +116,43 @@ def _steps_section(result) -> list[str]:
 
 def _board_section(board: dict) -> list[str]:
     metric = board["primary_metric"]
-    lines = ["", "## The board", "", f"Best on test by {metric}: **{board['best'] or '-'}**", "",
-             f"| candidate | stage | parent | split | {metric} | p95 latency (ms) | gates |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## The board",
+        "",
+        f"Best on test by {metric}: **{board['best'] or '-'}**",
+        "",
+        f"| candidate | stage | parent | split | {metric} | p95 latency (ms) | gates |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in board["candidates"]:
         value, p95 = c["metrics"].get(metric), c["metrics"].get("p95_latency_ms")
         gates = {True: "pass", False: "FAIL", None: "-"}[c["passed"]]
-        lines.append(f"| {c['name']} | {c['stage']} | {c['parent'] or ''} | {c['split'] or ''} | "
-                     f"{'' if value is None else f'{value:.4f}'} | {'' if p95 is None else f'{p95:.0f}'} | {gates} |")
+        lines.append(
+            f"| {c['name']} | {c['stage']} | {c['parent'] or ''} | {c['split'] or ''} | "
+            f"{'' if value is None else f'{value:.4f}'} | {'' if p95 is None else f'{p95:.0f}'} | {gates} |"
+        )
     return lines
 
 
 def _gains_section(gains: list[dict]) -> list[str]:
     if not gains:
         return ["", "## Gains", "", "No evaluate step scored candidates beside their parents."]
-    lines = ["", "## What each stage bought", "", "Mean per-example gain over the parent on the test split, with a "
-             "paired bootstrap 95 % interval; *real* when the interval excludes 0.", "",
-             "| stage | candidate | parent | metric | gain | 95 % interval | n | real |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## What each stage bought",
+        "",
+        "Mean per-example gain over the parent on the test split, with a "
+        "paired bootstrap 95 % interval; *real* when the interval excludes 0.",
+        "",
+        "| stage | candidate | parent | metric | gain | 95 % interval | n | real |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for g in gains:
-        lines.append(f"| {g['stage']} | {g['candidate']} | {g['parent']} | {g['metric']} | {g['gain']:+.4f} | "
-                     f"[{g['low']:+.4f}, {g['high']:+.4f}] | {g['n']} | {'yes' if g['real'] else 'no'} |")
+        lines.append(
+            f"| {g['stage']} | {g['candidate']} | {g['parent']} | {g['metric']} | {g['gain']:+.4f} | "
+            f"[{g['low']:+.4f}, {g['high']:+.4f}] | {g['n']} | {'yes' if g['real'] else 'no'} |"
+        )
     return lines
 
 
@@ -144,8 +175,11 @@ def _pyplot():
 
 def _pareto_plot(board: dict, path: Path) -> Path | None:
     metric = board["primary_metric"]
-    points = [(c["name"], c["metrics"]["p95_latency_ms"], c["metrics"][metric]) for c in board["candidates"]
-              if c["split"] == "test" and metric in c["metrics"] and "p95_latency_ms" in c["metrics"]]
+    points = [
+        (c["name"], c["metrics"]["p95_latency_ms"], c["metrics"][metric])
+        for c in board["candidates"]
+        if c["split"] == "test" and metric in c["metrics"] and "p95_latency_ms" in c["metrics"]
+    ]
     if not points:
         return None
     plt = _pyplot()
@@ -192,6 +226,7 @@ def _curves_plot(project, outcomes: dict, path: Path) -> Path | None:
 
 # ---- the console ------------------------------------------------------------------------------------
 
+
 def steps_table(result):
     from rich.table import Table
 
@@ -205,8 +240,10 @@ def steps_table(result):
             detail = f"no estimate: {s.estimate['error']}"
         elif s.estimate:
             e = s.estimate
-            detail = (f"{e['method']}: {e['memory_gb']:.2f} of {e['available_gb']:.2f} GB "
-                      f"{'fits' if e['fits'] else 'DOES NOT FIT'}, ~{e['hours'] * 60:.1f} min")
+            detail = (
+                f"{e['method']}: {e['memory_gb']:.2f} of {e['available_gb']:.2f} GB "
+                f"{'fits' if e['fits'] else 'DOES NOT FIT'}, ~{e['hours'] * 60:.1f} min"
+            )
         wall = f"{s.wall_s:.1f}" if s.wall_s is not None else ""
         status = f"[{colors.get(s.status, 'white')}]{s.status}[/]" + (f" ({s.reason})" if s.reason else "")
         table.add_row(s.step, s.stage, s.parent or "", status, wall, detail)
@@ -220,8 +257,15 @@ def gains_table(gains: list[dict]):
     for col in ("stage", "candidate", "parent", "metric", "gain", "95 % interval", "n"):
         table.add_column(col)
     for g in gains:
-        table.add_row(g["stage"], g["candidate"], g["parent"], g["metric"], f"{g['gain']:+.4f}",
-                      f"[{g['low']:+.4f}, {g['high']:+.4f}]" + (" real" if g["real"] else ""), str(g["n"]))
+        table.add_row(
+            g["stage"],
+            g["candidate"],
+            g["parent"],
+            g["metric"],
+            f"{g['gain']:+.4f}",
+            f"[{g['low']:+.4f}, {g['high']:+.4f}]" + (" real" if g["real"] else ""),
+            str(g["n"]),
+        )
     return table
 
 

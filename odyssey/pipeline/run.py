@@ -47,8 +47,15 @@ def step_project(project, spec):
     return proj
 
 
-def run_pipeline(project, *, profile: str | None = None, from_step: str | None = None, only: str | None = None,
-                 dry_run: bool = False, stages: dict | None = None) -> PipelineResult:
+def run_pipeline(
+    project,
+    *,
+    profile: str | None = None,
+    from_step: str | None = None,
+    only: str | None = None,
+    dry_run: bool = False,
+    stages: dict | None = None,
+) -> PipelineResult:
     """Run the lifecycle odyssey.yaml describes (see the module docstring). ``stages`` replaces the runners
     of the mapping table by name (tests)."""
     from odyssey.store.pipeline import mark_interrupted
@@ -62,16 +69,21 @@ def run_pipeline(project, *, profile: str | None = None, from_step: str | None =
     mark_interrupted(base.store)
     refuse_a_second_run(base.store)
     if dry_run:
-        return PipelineResult(dry_run_statuses(base, plan, selected), True, profile,
-                              wall_s=time.perf_counter() - started)
+        return PipelineResult(
+            dry_run_statuses(base, plan, selected), True, profile, wall_s=time.perf_counter() - started
+        )
     refuse_what_does_not_fit(base, plan, selected)
     statuses: list[StepStatus] = []
     outcomes: dict[str, Outcome] = {}
-    with base.store.run("pipeline", plan.spec.as_dict(), {"profile": profile, "from": from_step, "only": only,
-                                                          "steps": [s.id for s in plan.steps]}) as prun:
+    with base.store.run(
+        "pipeline",
+        plan.spec.as_dict(),
+        {"profile": profile, "from": from_step, "only": only, "steps": [s.id for s in plan.steps]},
+    ) as prun:
         for step in plan.steps:
-            statuses.append(_do_step(base, plan, step, step.id in selected, bool(from_step or only), outcomes,
-                                     runners, prun.id))
+            statuses.append(
+                _do_step(base, plan, step, step.id in selected, bool(from_step or only), outcomes, runners, prun.id)
+            )
         result = PipelineResult(statuses, False, profile)
         from odyssey.pipeline.report import finish
 
@@ -80,38 +92,75 @@ def run_pipeline(project, *, profile: str | None = None, from_step: str | None =
     return result
 
 
-def _do_step(base, plan: Plan, step: Step, selected: bool, forced: bool, outcomes: dict[str, Outcome],
-             runners: dict, pipeline_run_id: int) -> StepStatus:
+def _do_step(
+    base,
+    plan: Plan,
+    step: Step,
+    selected: bool,
+    forced: bool,
+    outcomes: dict[str, Outcome],
+    runners: dict,
+    pipeline_run_id: int,
+) -> StepStatus:
     from odyssey.store.pipeline import finish_step, latest_step, start_step
 
     store = base.store
     if not selected:  # --from / --only: an unselected step's last result stands in for it
         last = latest_step(store, step.id, status="succeeded")
         if last is None:
-            raise OdysseyError(f"step {step.id!r} has never finished, and the steps after it need what it makes",
-                               hint="run `odyssey run` without --from/--only once")
+            raise OdysseyError(
+                f"step {step.id!r} has never finished, and the steps after it need what it makes",
+                hint="run `odyssey run` without --from/--only once",
+            )
         outcomes[step.id] = Outcome.from_dict(last["outcome"])
-        return StepStatus(step.id, step.stage, step.parent, "skipped", "not selected (--from/--only): its last result",
-                          candidates=outcomes[step.id].candidates)
+        return StepStatus(
+            step.id,
+            step.stage,
+            step.parent,
+            "skipped",
+            "not selected (--from/--only): its last result",
+            candidates=outcomes[step.id].candidates,
+        )
     project = step_project(base, step.spec)
     parent = resolve_parent(project, step, outcomes)
     needs = consumed(step, plan, outcomes)
     identity = _needs_identity(store, step, needs, outcomes)
-    inputs = step_inputs(step, data_fingerprint=project.dataset().fingerprint,
-                         parent=parent.as_dict() if parent else None, needs=identity)
+    inputs = step_inputs(
+        step,
+        data_fingerprint=project.dataset().fingerprint,
+        parent=parent.as_dict() if parent else None,
+        needs=identity,
+    )
     digest = input_hash(inputs)
     done = latest_step(store, step.id, status="succeeded", input_hash=digest)
     if done and not forced and _still_there(store, done):
         outcomes[step.id] = Outcome.from_dict(done["outcome"])
         ui.say(f"cached: {step.id} (inputs unchanged since {done['finished_at'][:19]}; hash {digest[:10]})")
-        return StepStatus(step.id, step.stage, parent_label(parent), "cached", f"hash {digest[:10]}",
-                          done.get("wall_s"), outcomes[step.id].candidates)
+        return StepStatus(
+            step.id,
+            step.stage,
+            parent_label(parent),
+            "cached",
+            f"hash {digest[:10]}",
+            done.get("wall_s"),
+            outcomes[step.id].candidates,
+        )
     last = latest_step(store, step.id, input_hash=digest)
     resume = bool(last and last["status"] in {"interrupted", "failed"})
-    ui.say(f"{'resuming' if resume else 'running'}: {step.id} ({step.stage}"
-           + (f", from {parent_label(parent)}" if parent else "") + ")")
-    record = start_step(store, step=step.id, stage=step.stage, input_hash=digest, inputs=inputs,
-                        pipeline_run_id=pipeline_run_id, resumed=resume)
+    ui.say(
+        f"{'resuming' if resume else 'running'}: {step.id} ({step.stage}"
+        + (f", from {parent_label(parent)}" if parent else "")
+        + ")"
+    )
+    record = start_step(
+        store,
+        step=step.id,
+        stage=step.stage,
+        input_hash=digest,
+        inputs=inputs,
+        pipeline_run_id=pipeline_run_id,
+        resumed=resume,
+    )
     t0 = time.perf_counter()
     earlier = [(s, outcomes[s.id]) for s in plan.steps if s.id in outcomes]
     ctx = StepContext(project, step, parent, resume, needs, earlier)
@@ -125,8 +174,9 @@ def _do_step(base, plan: Plan, step: Step, selected: bool, forced: bool, outcome
     outcomes[step.id] = outcome
     ui.say(f"done: {step.id} in {wall:.1f} s")
     reason = "forced (--from/--only)" if forced and done else (f"last attempt {last['status']}" if last else "")
-    return StepStatus(step.id, step.stage, parent_label(parent), "resumed" if resume else "ran", reason, wall,
-                      outcome.candidates)
+    return StepStatus(
+        step.id, step.stage, parent_label(parent), "resumed" if resume else "ran", reason, wall, outcome.candidates
+    )
 
 
 def parent_label(parent: Parent | None) -> str | None:
@@ -146,8 +196,10 @@ def resolve_parent(project, step: Step, outcomes: dict[str, Outcome]) -> Parent 
     if which in outcomes:
         made = outcomes[which].candidates
         if not made:
-            raise OdysseyError(f"step {step.id!r} starts from step {which!r}, which makes no candidate",
-                               hint="name a step that makes one (prompt, finetune, align, optimize) or 'best'")
+            raise OdysseyError(
+                f"step {step.id!r} starts from step {which!r}, which makes no candidate",
+                hint="name a step that makes one (prompt, finetune, align, optimize) or 'best'",
+            )
         return _candidate_parent(store, made[-1])
     if which == "model":
         spec = project.spec
@@ -237,11 +289,14 @@ def refuse_a_second_run(store) -> None:
 
     others = [r for r in running_steps(store) if r["pid"] != os.getpid()]  # mark_interrupted has cleared the dead
     if others:
-        raise OdysseyError(f"another `odyssey run` (pid {others[0]['pid']}) is running step {others[0]['step']!r} "
-                           "in this project", hint="wait for it, or stop it; a stopped run resumes where it was")
+        raise OdysseyError(
+            f"another `odyssey run` (pid {others[0]['pid']}) is running step {others[0]['step']!r} in this project",
+            hint="wait for it, or stop it; a stopped run resumes where it was",
+        )
 
 
 # ---- dry run and the memory check ---------------------------------------------------------------------
+
 
 def dry_run_statuses(base, plan: Plan, selected: set[str]) -> list[StepStatus]:
     """Each step: cached or not as far as can be told before anything runs, and the planner's estimate for
@@ -261,9 +316,12 @@ def dry_run_statuses(base, plan: Plan, selected: set[str]) -> list[StepStatus]:
                 parent = resolve_parent(project, step, outcomes)
             except OdysseyError:
                 parent = None
-            inputs = step_inputs(step, data_fingerprint=project.dataset().fingerprint,
-                                 parent=parent.as_dict() if parent else None,
-                                 needs=_needs_identity(base.store, step, consumed(step, plan, outcomes), outcomes))
+            inputs = step_inputs(
+                step,
+                data_fingerprint=project.dataset().fingerprint,
+                parent=parent.as_dict() if parent else None,
+                needs=_needs_identity(base.store, step, consumed(step, plan, outcomes), outcomes),
+            )
             if input_hash(inputs) == last["input_hash"] and not changed:
                 status, reason = "cached", f"inputs unchanged since {last['finished_at'][:19]}"
             else:
@@ -293,9 +351,17 @@ def estimate_step(base, plan: Plan, step: Step) -> dict | None:
         job = plan_job(ref, method, hardware, batch=batch, seq=seq, tokens=tokens, root=base.root)
     except (OdysseyError, OSError, ValueError) as exc:  # e.g. a hub model offline: no estimate, no refusal
         return {"model": ref, "method": method, "error": str(exc).splitlines()[0]}
-    return {"model": ref, "method": method, "memory_gb": round(job.total_gb, 3), "available_gb": job.available_gb,
-            "fits": job.fits, "hours": job.hours, "tokens": job.tokens, "tokens_per_s": round(job.tokens_per_s, 1),
-            "notes": job.notes}
+    return {
+        "model": ref,
+        "method": method,
+        "memory_gb": round(job.total_gb, 3),
+        "available_gb": job.available_gb,
+        "fits": job.fits,
+        "hours": job.hours,
+        "tokens": job.tokens,
+        "tokens_per_s": round(job.tokens_per_s, 1),
+        "notes": job.notes,
+    }
 
 
 def refuse_what_does_not_fit(base, plan: Plan, selected: set[str]) -> None:
@@ -307,10 +373,13 @@ def refuse_what_does_not_fit(base, plan: Plan, selected: set[str]) -> None:
         if estimate and estimate.get("fits") is False:
             from odyssey.pipeline.plan import _problem
 
-            raise _problem(base, ("scope", "constraints", "hardware"),
-                           f"step {step.id!r} ({estimate['method']} on {estimate['model']}) needs about "
-                           f"{estimate['memory_gb']:.2f} GB; {estimate['available_gb']:.2f} GB is usable on "
-                           f"{plan.spec.scope.constraints.hardware!r}",
-                           plan.spec.scope.constraints.hardware,
-                           hint="use a smaller model, LoRA, shorter sequences or smaller batches, or more memory "
-                                "(e.g. hardware: 'cpu:2,ram:32gb'); `odyssey run --dry-run` shows each step's estimate")
+            raise _problem(
+                base,
+                ("scope", "constraints", "hardware"),
+                f"step {step.id!r} ({estimate['method']} on {estimate['model']}) needs about "
+                f"{estimate['memory_gb']:.2f} GB; {estimate['available_gb']:.2f} GB is usable on "
+                f"{plan.spec.scope.constraints.hardware!r}",
+                plan.spec.scope.constraints.hardware,
+                hint="use a smaller model, LoRA, shorter sequences or smaller batches, or more memory "
+                "(e.g. hardware: 'cpu:2,ram:32gb'); `odyssey run --dry-run` shows each step's estimate",
+            )

@@ -78,6 +78,7 @@ def _parent_name_or_ref(ctx: StepContext) -> str | None:
 
 # ---- runners: one per stage, each a thin call of the stage's entry function ----------------------------
 
+
 def run_scope(ctx: StepContext) -> Outcome:
     """What `odyssey validate` checks (the spec, a sample of the data, every model reference), then the data."""
     from odyssey.errors import SpecError
@@ -85,11 +86,14 @@ def run_scope(ctx: StepContext) -> Outcome:
 
     _, report = check_project(ctx.project.spec_path)
     if not report.ok:
-        raise SpecError(f"{ctx.project.spec_path} has {len(report.problems)} problem(s):",
-                        problems=[str(p) for p in report.problems])
+        raise SpecError(
+            f"{ctx.project.spec_path} has {len(report.problems)} problem(s):",
+            problems=[str(p) for p in report.problems],
+        )
     data = ctx.project.dataset()
-    return Outcome(extra={"data": data.fingerprint, "rows": {k: len(v) for k, v in data.splits.items()},
-                          "checked": report.notes})
+    return Outcome(
+        extra={"data": data.fingerprint, "rows": {k: len(v) for k, v in data.splits.items()}, "checked": report.notes}
+    )
 
 
 def run_prompt(ctx: StepContext) -> Outcome:
@@ -117,19 +121,26 @@ def run_reward(ctx: StepContext) -> Outcome:
     from odyssey.align import train_reward_model
 
     pset = ctx.needs.get("preferences")
-    result = train_reward_model(ctx.project, preference_set=pset.extra["preference_set"] if pset else None,
-                                resume=ctx.resume, start=_start(ctx))
-    return Outcome(runs=[result.run_id] if result.run_id else [],
-                   extra={"reward_model": result.reward_model_id, "metrics": result.metrics})
+    result = train_reward_model(
+        ctx.project, preference_set=pset.extra["preference_set"] if pset else None, resume=ctx.resume, start=_start(ctx)
+    )
+    return Outcome(
+        runs=[result.run_id] if result.run_id else [],
+        extra={"reward_model": result.reward_model_id, "metrics": result.metrics},
+    )
 
 
 def run_dpo(ctx: StepContext) -> Outcome:
     from odyssey.align import train_dpo
 
     pset = ctx.needs.get("preferences")
-    result = train_dpo(ctx.project, preference_set=pset.extra["preference_set"] if pset else None,
-                       start=ctx.parent.name if ctx.parent else None, resume=ctx.resume,
-                       evaluate=bool(ctx.step.args.get("evaluate", False)))
+    result = train_dpo(
+        ctx.project,
+        preference_set=pset.extra["preference_set"] if pset else None,
+        start=ctx.parent.name if ctx.parent else None,
+        resume=ctx.resume,
+        evaluate=bool(ctx.step.args.get("evaluate", False)),
+    )
     return Outcome([result.candidate], [result.run_id])
 
 
@@ -137,33 +148,49 @@ def run_ppo(ctx: StepContext) -> Outcome:
     from odyssey.align import train_ppo
 
     reward = ctx.needs.get("reward")
-    result = train_ppo(ctx.project, reward_model=reward.extra["reward_model"] if reward else None,
-                       start=ctx.parent.name if ctx.parent else None, resume=ctx.resume,
-                       evaluate=bool(ctx.step.args.get("evaluate", False)))
+    result = train_ppo(
+        ctx.project,
+        reward_model=reward.extra["reward_model"] if reward else None,
+        start=ctx.parent.name if ctx.parent else None,
+        resume=ctx.resume,
+        evaluate=bool(ctx.step.args.get("evaluate", False)),
+    )
     return Outcome([result.candidate], [result.run_id])
 
 
 def run_quantize(ctx: StepContext) -> Outcome:
     from odyssey.optimize import quantize
 
-    result = quantize(ctx.project, ctx.step.args["to"], start_from=_parent_name_or_ref(ctx),
-                      measure=bool(ctx.step.args.get("measure", True)))
+    result = quantize(
+        ctx.project,
+        ctx.step.args["to"],
+        start_from=_parent_name_or_ref(ctx),
+        measure=bool(ctx.step.args.get("measure", True)),
+    )
     return Outcome([result.candidate], [result.run_id])
 
 
 def run_distill(ctx: StepContext) -> Outcome:
     from odyssey.optimize import distill
 
-    result = distill(ctx.project, teacher=_parent_name_or_ref(ctx), resume=ctx.resume,
-                     measure=bool(ctx.step.args.get("measure", True)))
+    result = distill(
+        ctx.project,
+        teacher=_parent_name_or_ref(ctx),
+        resume=ctx.resume,
+        measure=bool(ctx.step.args.get("measure", True)),
+    )
     return Outcome([result.candidate], [result.run_id])
 
 
 def run_prune(ctx: StepContext) -> Outcome:
     from odyssey.optimize import prune
 
-    result = prune(ctx.project, start_from=_parent_name_or_ref(ctx), resume=ctx.resume,
-                   measure=bool(ctx.step.args.get("measure", True)))
+    result = prune(
+        ctx.project,
+        start_from=_parent_name_or_ref(ctx),
+        resume=ctx.resume,
+        measure=bool(ctx.step.args.get("measure", True)),
+    )
     return Outcome([result.candidate], [result.run_id])
 
 
@@ -185,9 +212,10 @@ def run_evaluate(ctx: StepContext) -> Outcome:
             else:
                 evaluations[name] = evaluate_candidate(ctx.project, candidate=name, split="test").run_id
     resolved = [(c, _zero_shot_name(ctx, p)) for c, p in pairs]
-    return Outcome(runs=sorted(set(evaluations.values())),
-                   extra={"evaluations": {k: v for k, v in evaluations.items() if not k.startswith("model:")},
-                          "pairs": resolved})
+    return Outcome(
+        runs=sorted(set(evaluations.values())),
+        extra={"evaluations": {k: v for k, v in evaluations.items() if not k.startswith("model:")}, "pairs": resolved},
+    )
 
 
 def _zero_shot_name(ctx: StepContext, name: str) -> str:
@@ -217,6 +245,7 @@ def evaluation_pairs(ctx: StepContext) -> list[tuple[str, str]]:
 
 
 # ---- planner inputs of the training stages: (method, batch, seq, tokens) --------------------------------
+
 
 def _finetune_job(spec):
     a = spec.adapt
@@ -249,26 +278,75 @@ def _distill_job(spec):
     return "full", d.batch_size, d.max_length, d.steps * d.batch_size * d.max_length
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in [
-    Stage("scope", run_scope, None, ("scope",), default_parent=None),
-    Stage("prompt", run_prompt, "prompt", ("prompt",), default_parent="model"),
-    Stage("finetune", run_finetune, "adapt", ("adapt", "evaluate"), default_parent="model", follows=("prompt",),
-          estimate=_finetune_job),
-    Stage("preferences", run_preferences, "align",
-          ("align.preferences", "align.pairs", "align.judge", "evaluate.generation"), follows=("finetune",)),
-    Stage("reward", run_reward, "align.reward", ("align.reward",), follows=("finetune",), needs=("preferences",),
-          estimate=_reward_job),
-    Stage("dpo", run_dpo, "align.dpo", ("align.dpo",), args=("evaluate",), follows=("finetune",),
-          needs=("preferences",), estimate=_dpo_job),
-    Stage("ppo", run_ppo, "align.ppo", ("align.ppo",), args=("evaluate",), follows=("finetune",),
-          needs=("reward",), estimate=_ppo_job),
-    Stage("quantize", run_quantize, "optimize.quantize", ("optimize.quantize", "optimize.measure"),
-          args=("to", "measure")),
-    Stage("distill", run_distill, "optimize.distill", ("optimize.distill", "optimize.measure"), args=("measure",),
-          estimate=_distill_job),
-    Stage("prune", run_prune, "optimize.prune", ("optimize.prune", "optimize.measure"), args=("measure",)),
-    Stage("evaluate", run_evaluate, "evaluate", ("evaluate",), default_parent=None),
-]}
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage("scope", run_scope, None, ("scope",), default_parent=None),
+        Stage("prompt", run_prompt, "prompt", ("prompt",), default_parent="model"),
+        Stage(
+            "finetune",
+            run_finetune,
+            "adapt",
+            ("adapt", "evaluate"),
+            default_parent="model",
+            follows=("prompt",),
+            estimate=_finetune_job,
+        ),
+        Stage(
+            "preferences",
+            run_preferences,
+            "align",
+            ("align.preferences", "align.pairs", "align.judge", "evaluate.generation"),
+            follows=("finetune",),
+        ),
+        Stage(
+            "reward",
+            run_reward,
+            "align.reward",
+            ("align.reward",),
+            follows=("finetune",),
+            needs=("preferences",),
+            estimate=_reward_job,
+        ),
+        Stage(
+            "dpo",
+            run_dpo,
+            "align.dpo",
+            ("align.dpo",),
+            args=("evaluate",),
+            follows=("finetune",),
+            needs=("preferences",),
+            estimate=_dpo_job,
+        ),
+        Stage(
+            "ppo",
+            run_ppo,
+            "align.ppo",
+            ("align.ppo",),
+            args=("evaluate",),
+            follows=("finetune",),
+            needs=("reward",),
+            estimate=_ppo_job,
+        ),
+        Stage(
+            "quantize",
+            run_quantize,
+            "optimize.quantize",
+            ("optimize.quantize", "optimize.measure"),
+            args=("to", "measure"),
+        ),
+        Stage(
+            "distill",
+            run_distill,
+            "optimize.distill",
+            ("optimize.distill", "optimize.measure"),
+            args=("measure",),
+            estimate=_distill_job,
+        ),
+        Stage("prune", run_prune, "optimize.prune", ("optimize.prune", "optimize.measure"), args=("measure",)),
+        Stage("evaluate", run_evaluate, "evaluate", ("evaluate",), default_parent=None),
+    ]
+}
 
 
 def expand_composite(stage: str, spec, args: dict) -> list[tuple[str, str, dict]]:
@@ -284,8 +362,10 @@ def expand_composite(stage: str, spec, args: dict) -> list[tuple[str, str, dict]
             extra = {k: v for k, v in args.items() if k == "measure"}
             if method == "quantize":
                 targets = args.get("to") or spec.optimize.quantize.to
-                out += [(f"quantize-{t.replace(':', '-')}", "quantize", {**extra, "to": t})
-                        for t in ([targets] if isinstance(targets, str) else targets)]
+                out += [
+                    (f"quantize-{t.replace(':', '-')}", "quantize", {**extra, "to": t})
+                    for t in ([targets] if isinstance(targets, str) else targets)
+                ]
             else:
                 out.append((method, method, extra))
         return out

@@ -7,11 +7,17 @@ Entry points load lazily: ``odyssey --help`` imports this package to find its co
 from odyssey.lazy import lazy_exports
 
 _EXPORTS = {
-    "select_models": "odyssey.select.ranking", "SelectResult": "odyssey.select.ranking",
-    "plan": "odyssey.select.planner", "probe": "odyssey.select.planner", "Plan": "odyssey.select.planner",
-    "curate": "odyssey.select.curation", "CurationReport": "odyssey.select.curation",
-    "run_benchmarks": "odyssey.select.benchmarks", "pretrain": "odyssey.select.pretraining",
-    "model_cards": "odyssey.select.catalog", "hub_search": "odyssey.select.catalog",
+    "select_models": "odyssey.select.ranking",
+    "SelectResult": "odyssey.select.ranking",
+    "plan": "odyssey.select.planner",
+    "probe": "odyssey.select.planner",
+    "Plan": "odyssey.select.planner",
+    "curate": "odyssey.select.curation",
+    "CurationReport": "odyssey.select.curation",
+    "run_benchmarks": "odyssey.select.benchmarks",
+    "pretrain": "odyssey.select.pretraining",
+    "model_cards": "odyssey.select.catalog",
+    "hub_search": "odyssey.select.catalog",
 }
 
 

@@ -10,7 +10,6 @@ capitals); any other name is an lm-eval task (hub datasets: online only).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,15 +58,31 @@ def odyssey_lm(loaded, batch_size: int = 8):
     from odyssey.models import FAMILY_ENCODER, FAMILY_SEQ2SEQ
 
     if loaded.family == FAMILY_ENCODER:
-        raise OdysseyError(f"{loaded.ref} is an encoder-only model: lm-eval's tasks score text likelihood or "
-                           "generation, which needs a decoder", hint="benchmark a decoder-only or encoder-decoder model")
+        raise OdysseyError(
+            f"{loaded.ref} is an encoder-only model: lm-eval's tasks score text likelihood or "
+            "generation, which needs a decoder",
+            hint="benchmark a decoder-only or encoder-decoder model",
+        )
     backend = "seq2seq" if loaded.family == FAMILY_SEQ2SEQ else "causal"
-    return HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, backend=backend, batch_size=batch_size,
-                max_length=min(loaded.context_length, 4096))
+    return HFLM(
+        pretrained=loaded.model,
+        tokenizer=loaded.tokenizer,
+        backend=backend,
+        batch_size=batch_size,
+        max_length=min(loaded.context_length, 4096),
+    )
 
 
-def run_benchmarks(tasks: list[str], *, model: str | None = None, candidate: str | None = None, project=None,
-                   limit: int | None = None, batch_size: int = 8, loaded=None) -> BenchmarkResult:
+def run_benchmarks(
+    tasks: list[str],
+    *,
+    model: str | None = None,
+    candidate: str | None = None,
+    project=None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    loaded=None,
+) -> BenchmarkResult:
     """Run lm-eval tasks on a model; scores are recorded in the project's store when there is a project."""
     require("lm_eval", "select", "odyssey benchmark")
     import lm_eval
@@ -84,8 +99,10 @@ def run_benchmarks(tasks: list[str], *, model: str | None = None, candidate: str
             raise OdysseyError("--candidate needs a project", hint="run inside a project folder or pass -p")
         row = project.store.candidate(candidate)
         if row is None:
-            raise OdysseyError(f"no candidate named {candidate!r}",
-                               hint=f"candidates: {', '.join(c['name'] for c in project.store.candidates()) or 'none'}")
+            raise OdysseyError(
+                f"no candidate named {candidate!r}",
+                hint=f"candidates: {', '.join(c['name'] for c in project.store.candidates()) or 'none'}",
+            )
         ref = row["model_ref"]
     if ref is None and loaded is None:
         if project is None:
@@ -97,8 +114,10 @@ def run_benchmarks(tasks: list[str], *, model: str | None = None, candidate: str
         if task.startswith("local:"):
             name = task.split(":", 1)[1]
             if name not in known:
-                raise OdysseyError(f"unknown local benchmark task {name!r}",
-                                   hint=f"shipped tasks: {', '.join('local:' + k for k in sorted(known))}")
+                raise OdysseyError(
+                    f"unknown local benchmark task {name!r}",
+                    hint=f"shipped tasks: {', '.join('local:' + k for k in sorted(known))}",
+                )
             names.append(name)
         else:
             names.append(task)
@@ -114,11 +133,14 @@ def run_benchmarks(tasks: list[str], *, model: str | None = None, candidate: str
         manager = TaskManager(include_path=str(_materialize(Path(tmp))), include_defaults=hub_tasks, verbosity="ERROR")
         missing = [n for n in names if n not in manager.all_tasks]
         if missing:
-            raise OdysseyError(f"lm-eval does not know the task(s) {', '.join(missing)}",
-                               hint="check the name (lm-eval --tasks list) or use local:mini-mmlu, local:boolq-mini, local:capitals")
+            raise OdysseyError(
+                f"lm-eval does not know the task(s) {', '.join(missing)}",
+                hint="check the name (lm-eval --tasks list) or use local:mini-mmlu, local:boolq-mini, local:capitals",
+            )
         with ui.status(f"lm-eval: {', '.join(names)} on {ref}"):
-            out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit,
-                                          log_samples=False, verbosity="ERROR")
+            out = lm_eval.simple_evaluate(
+                model=lm, tasks=names, task_manager=manager, limit=limit, log_samples=False, verbosity="ERROR"
+            )
     scores = []
     n_samples = out.get("n-samples", {})
     for task, metrics in out["results"].items():
@@ -127,19 +149,30 @@ def run_benchmarks(tasks: list[str], *, model: str | None = None, candidate: str
                 continue
             metric, filt = key.split(",", 1)
             stderr = metrics.get(f"{metric}_stderr,{filt}")
-            scores.append({"task": task, "metric": metric, "filter": filt, "value": float(value),
-                           "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
-                           "n_samples": (n_samples.get(task) or {}).get("effective")})
+            scores.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "filter": filt,
+                    "value": float(value),
+                    "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                    "n_samples": (n_samples.get(task) or {}).get("effective"),
+                }
+            )
     result = BenchmarkResult(ref, scores)
     if project is not None:
         from odyssey.store.select import add_benchmark_scores
 
-        with project.store.run("select", project.spec.as_dict(), {"action": "benchmark", "model": ref,
-                                                                   "tasks": names, "limit": limit}) as run:
+        with project.store.run(
+            "select", project.spec.as_dict(), {"action": "benchmark", "model": ref, "tasks": names, "limit": limit}
+        ) as run:
             add_benchmark_scores(project.store, run.id, ref, scores)
             cand = project.store.candidate(candidate) if candidate else None
-            run.log_metrics({f"bench/{s['task']}/{s['metric']}": s["value"] for s in scores},
-                            candidate_id=cand["id"] if cand else None, split="benchmark")
+            run.log_metrics(
+                {f"bench/{s['task']}/{s['metric']}": s["value"] for s in scores},
+                candidate_id=cand["id"] if cand else None,
+                split="benchmark",
+            )
             run.set_summary({"model": ref, "scores": scores})
             result.run_id = run.id
     return result

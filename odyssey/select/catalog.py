@@ -37,18 +37,27 @@ def hub_search(query: str, limit: int = 10, task: str | None = "text-generation"
     try:
         from huggingface_hub import HfApi
 
-        models = HfApi().list_models(search=query, pipeline_tag=task, sort="downloads", limit=limit,
-                                     cardData=True)
+        models = HfApi().list_models(search=query, pipeline_tag=task, sort="downloads", limit=limit, cardData=True)
         hits = []
         for m in models:
             card = getattr(m, "card_data", None) or getattr(m, "cardData", None) or {}
             license_ = card.get("license") if isinstance(card, dict) else getattr(card, "license", None)
-            hits.append(HubHit(m.id, getattr(m, "downloads", None), getattr(m, "likes", None),
-                               getattr(m, "pipeline_tag", None), license_))
+            hits.append(
+                HubHit(
+                    m.id,
+                    getattr(m, "downloads", None),
+                    getattr(m, "likes", None),
+                    getattr(m, "pipeline_tag", None),
+                    license_,
+                )
+            )
         return HubSearch(query, hits)
     except Exception as exc:  # network errors come in many types (requests, httpx, OSError)
-        return HubSearch(query, note=f"hub search unavailable (offline?): {type(exc).__name__}: "
-                                     f"{str(exc).splitlines()[0][:160] if str(exc) else ''}")
+        return HubSearch(
+            query,
+            note=f"hub search unavailable (offline?): {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}",
+        )
 
 
 def packaged_card(name: str) -> dict:

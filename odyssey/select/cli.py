@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
 from odyssey.cli_options import EngineOpt, JsonOpt, ProjectOpt
 from odyssey.cli_support import console as _console, emit_json as _emit
 
@@ -55,11 +56,20 @@ def select_cmd(
 def plan_cmd(
     model: Annotated[str, typer.Option(help="model reference, e.g. packaged:smollm2-135m-instruct")],
     method: Annotated[str, typer.Option(help="inference | lora | full")] = "lora",
-    hardware: Annotated[str, typer.Option(help="'auto' or e.g. 'cpu:2,ram:24gb', 'gpu:1,vram:24gb,tflops:312'")] = "auto",
+    hardware: Annotated[
+        str, typer.Option(help="'auto' or e.g. 'cpu:2,ram:24gb', 'gpu:1,vram:24gb,tflops:312'")
+    ] = "auto",
     batch: Annotated[int, typer.Option(help="sequences per step")] = 8,
     seq: Annotated[int, typer.Option(help="tokens per sequence (prompt + output for inference)")] = 512,
-    tokens: Annotated[Optional[float], typer.Option(help="tokens to train on / generate (default: a fine-tune's train split × adapt.epochs; pretraining: 20 per parameter)")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | int4 (default: fp32 on CPU)")] = None,
+    tokens: Annotated[
+        Optional[float],
+        typer.Option(
+            help="tokens to train on / generate (default: a fine-tune's train split × adapt.epochs; pretraining: 20 per parameter)"
+        ),
+    ] = None,
+    precision: Annotated[
+        Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | int4 (default: fp32 on CPU)")
+    ] = None,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (adapt.lora.r's default)")] = 16,
     project: ProjectOpt = Path("."),
     as_json: JsonOpt = False,
@@ -68,20 +78,30 @@ def plan_cmd(
     from odyssey.select.planner import plan
 
     proj = _project(project, required=False)
-    result = plan(model, method, hardware, batch=batch, seq=seq, tokens=int(tokens) if tokens else None,
-                  precision=precision, lora_r=lora_r, root=proj.root if proj else None)
+    result = plan(
+        model,
+        method,
+        hardware,
+        batch=batch,
+        seq=seq,
+        tokens=int(tokens) if tokens else None,
+        precision=precision,
+        lora_r=lora_r,
+        root=proj.root if proj else None,
+    )
     if as_json:
         _emit(result.as_dict())
         return
     from odyssey.render import plan_tables, print_tables
 
     console = _console()
-    print_tables(console, *plan_tables(result, f"{model}: {method} ({result.precision}, batch {batch} x {seq} "
-                                               "tokens)"))
+    print_tables(console, *plan_tables(result, f"{model}: {method} ({result.precision}, batch {batch} x {seq} tokens)"))
     verdict = "[green]fits[/]" if result.fits else "[red]does not fit[/]"
-    console.print(f"{verdict}; ~{result.tokens_per_s:,.1f} tokens/s -> {result.hours:,.2f} h for "
-                  f"{result.tokens:,} tokens (compute-optimal: {result.compute_optimal_tokens:,}); "
-                  f"cheapest method that fits: {result.cheapest_fit or 'none'}")
+    console.print(
+        f"{verdict}; ~{result.tokens_per_s:,.1f} tokens/s -> {result.hours:,.2f} h for "
+        f"{result.tokens:,} tokens (compute-optimal: {result.compute_optimal_tokens:,}); "
+        f"cheapest method that fits: {result.cheapest_fit or 'none'}"
+    )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
 
@@ -115,12 +135,17 @@ def curate_cmd(
 
     console = _console()
     console.print(curation_table(report))
-    console.print(f"PII scrubbed: {report.pii}; clean corpus: {Path(report.out) / 'clean.jsonl'}; "
-                  f"report: {Path(report.out) / 'report.md'}")
+    console.print(
+        f"PII scrubbed: {report.pii}; clean corpus: {Path(report.out) / 'clean.jsonl'}; "
+        f"report: {Path(report.out) / 'report.md'}"
+    )
 
 
 def benchmark_cmd(
-    tasks: Annotated[str, typer.Option(help="comma-separated: local:mini-mmlu, local:boolq-mini, local:capitals, or lm-eval task names")] = "",
+    tasks: Annotated[
+        str,
+        typer.Option(help="comma-separated: local:mini-mmlu, local:boolq-mini, local:capitals, or lm-eval task names"),
+    ] = "",
     model: Annotated[Optional[str], typer.Option(help="model reference (default: first in models:)")] = None,
     candidate: Annotated[Optional[str], typer.Option(help="a stored candidate")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="examples per task")] = None,
@@ -133,9 +158,9 @@ def benchmark_cmd(
 
     proj = _project(project, required=False)
     names = [t.strip() for t in tasks.split(",") if t.strip()] or (
-        proj.spec.select.benchmarks if proj else ["local:mini-mmlu", "local:boolq-mini"])
-    result = run_benchmarks(names, model=model, candidate=candidate, project=proj, limit=limit,
-                            batch_size=batch_size)
+        proj.spec.select.benchmarks if proj else ["local:mini-mmlu", "local:boolq-mini"]
+    )
+    result = run_benchmarks(names, model=model, candidate=candidate, project=proj, limit=limit, batch_size=batch_size)
     if as_json:
         _emit(result.as_dict())
         return
@@ -145,7 +170,9 @@ def benchmark_cmd(
 
 
 def pretrain_cmd(
-    objective: Annotated[Optional[str], typer.Option(help="clm (decoder) | mlm (encoder) | span (encoder-decoder)")] = None,
+    objective: Annotated[
+        Optional[str], typer.Option(help="clm (decoder) | mlm (encoder) | span (encoder-decoder)")
+    ] = None,
     size: Annotated[Optional[str], typer.Option(help="preset: tiny, mini, small, 125m, 350m, 1b")] = None,
     corpus: Annotated[Optional[Path], typer.Option(help="text folder/file (default: the shipped corpus)")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="optimizer steps")] = None,
@@ -160,11 +187,21 @@ def pretrain_cmd(
     from odyssey.select.pretraining import pretrain
 
     if objective is not None and objective not in OBJECTIVES:
-        raise OdysseyError(f"--objective {objective!r} is not a pretraining objective",
-                           hint=f"use one of {', '.join(OBJECTIVES)}")
+        raise OdysseyError(
+            f"--objective {objective!r} is not a pretraining objective", hint=f"use one of {', '.join(OBJECTIVES)}"
+        )
     proj = _project(project)
-    overrides = {k: v for k, v in {"objective": objective, "size": size, "corpus": str(corpus) if corpus else None,
-                                   "steps": steps, "init_from": init_from}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "objective": objective,
+            "size": size,
+            "corpus": str(corpus) if corpus else None,
+            "steps": steps,
+            "init_from": init_from,
+        }.items()
+        if v is not None
+    }
     result = pretrain(proj, name=name, resume=resume, **overrides)
     if as_json:
         _emit(result.as_dict())
@@ -177,8 +214,9 @@ def pretrain_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    data_app = typer.Typer(help="Data for pretraining: curate a corpus (dedup, quality filters, PII).",
-                           no_args_is_help=True)
+    data_app = typer.Typer(
+        help="Data for pretraining: curate a corpus (dedup, quality filters, PII).", no_args_is_help=True
+    )
     app.add_typer(data_app, name="data")
     app.command("select")(select_cmd)
     app.command("plan")(plan_cmd)

@@ -32,8 +32,18 @@ PHONE = re.compile(r"(?<![\w#])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,
 SPEAKER_TAG = re.compile(r"#\w+#")
 STOP_WORDS_EN = {"the", "be", "to", "of", "and", "that", "have", "with"}
 WORD = re.compile(r"\S+")
-RULES = ("exact_duplicate", "too_short", "too_long", "symbols", "non_alpha", "repeated_lines", "repeated_ngrams",
-         "language", "perplexity", "near_duplicate")
+RULES = (
+    "exact_duplicate",
+    "too_short",
+    "too_long",
+    "symbols",
+    "non_alpha",
+    "repeated_lines",
+    "repeated_ngrams",
+    "language",
+    "perplexity",
+    "near_duplicate",
+)
 
 
 @dataclass
@@ -71,8 +81,11 @@ def read_corpus(source: Path) -> list[Document]:
     source = Path(source)
     if not source.exists():
         raise OdysseyError(f"corpus not found: {source}", hint="give a folder of .txt/.jsonl files or one such file")
-    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.suffix in {".txt", ".jsonl",
-                                                                                                   ".json", ".md"})
+    files = (
+        [source]
+        if source.is_file()
+        else sorted(p for p in source.rglob("*") if p.suffix in {".txt", ".jsonl", ".json", ".md"})
+    )
     if not files:
         raise OdysseyError(f"{source} holds no .txt, .md, .jsonl or .json files", hint="put the corpus text there")
     docs: list[Document] = []
@@ -80,12 +93,17 @@ def read_corpus(source: Path) -> list[Document]:
         rel = path.name if source.is_file() else str(path.relative_to(source))
         if path.suffix in {".jsonl", ".json"}:
             lines = path.read_text(encoding="utf-8").splitlines() if path.suffix == ".jsonl" else None
-            records = [json.loads(line) for line in lines if line.strip()] if lines is not None else \
-                json.loads(path.read_text(encoding="utf-8"))
+            records = (
+                [json.loads(line) for line in lines if line.strip()]
+                if lines is not None
+                else json.loads(path.read_text(encoding="utf-8"))
+            )
             for i, record in enumerate(records):
                 if not isinstance(record, dict) or "text" not in record:
-                    raise OdysseyError(f"{path}: record {i + 1} has no 'text' field",
-                                       hint='each line must be a JSON object like {"text": "..."}')
+                    raise OdysseyError(
+                        f"{path}: record {i + 1} has no 'text' field",
+                        hint='each line must be a JSON object like {"text": "..."}',
+                    )
                 docs.append(Document(str(record.get("id", f"{rel}:{i + 1}")), str(record["text"]), rel))
         else:
             text = path.read_text(encoding="utf-8", errors="replace")
@@ -124,7 +142,7 @@ def quality_problem(text: str, cfg) -> str | None:
     lowered = [w.lower() for w in words]
     if n >= 4:
         bigrams = Counter(zip(lowered, lowered[1:]))
-        (top, count), = bigrams.most_common(1)
+        ((top, count),) = bigrams.most_common(1)
         covered = count * (len(top[0]) + len(top[1])) / max(sum(len(w) for w in lowered), 1)
         if count > 1 and covered > cfg.max_top_ngram_ratio:
             return "repeated_ngrams"
@@ -156,7 +174,7 @@ def shingles(text: str, n: int) -> set[str]:
     words = normalize(re.sub(r"[^\w\s]", " ", text)).split()
     if len(words) < n:
         return {" ".join(words)}
-    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def _perplexities(texts: list[str], ref: str) -> list[float]:
@@ -188,8 +206,10 @@ def curate(source: str | Path, out: str | Path, cfg=None) -> CurationReport:
 
     cfg = cfg or CurateSpec()
     if (cfg.perplexity_model is None) != (cfg.max_perplexity is None):
-        raise OdysseyError("the perplexity filter needs both perplexity_model and max_perplexity",
-                           hint="set both under select.curate in odyssey.yaml, or neither")
+        raise OdysseyError(
+            "the perplexity filter needs both perplexity_model and max_perplexity",
+            hint="set both under select.curate in odyssey.yaml, or neither",
+        )
     docs = read_corpus(Path(source))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,12 +264,19 @@ def curate(source: str | Path, out: str | Path, cfg=None) -> CurationReport:
             fh.write(json.dumps({"id": doc.id, "text": text}, ensure_ascii=False) + "\n")
     tmp.replace(out / "clean.jsonl")
     report = CurationReport(
-        source=str(source), out=str(out), n_input=len(docs), n_kept=len(kept_docs),
+        source=str(source),
+        out=str(out),
+        n_input=len(docs),
+        n_kept=len(kept_docs),
         dropped={rule: len(items) for rule, items in dropped.items()},
-        examples={rule: [{"id": d.id, "text": d.text[:200]} for d in items[:3]]
-                  for rule, items in dropped.items() if items},
-        pii=dict(pii), dropped_ids={rule: [d.id for d in items] for rule, items in dropped.items() if items},
-        tokens_in=sum(len(WORD.findall(d.text)) for d in docs), tokens_kept=tokens_kept, duplicate_of=duplicate_of,
+        examples={
+            rule: [{"id": d.id, "text": d.text[:200]} for d in items[:3]] for rule, items in dropped.items() if items
+        },
+        pii=dict(pii),
+        dropped_ids={rule: [d.id for d in items] for rule, items in dropped.items() if items},
+        tokens_in=sum(len(WORD.findall(d.text)) for d in docs),
+        tokens_kept=tokens_kept,
+        duplicate_of=duplicate_of,
     )
     (out / "report.json").write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     (out / "report.md").write_text(report_markdown(report))
@@ -257,13 +284,21 @@ def curate(source: str | Path, out: str | Path, cfg=None) -> CurationReport:
 
 
 def report_markdown(report: CurationReport) -> str:
-    lines = [f"# Curation report: {report.source}", "",
-             f"{report.n_kept} of {report.n_input} documents kept ({report.kept_fraction:.1%}); "
-             f"{report.tokens_kept} of {report.tokens_in} words.", "", "| rule | dropped |", "| --- | ---: |"]
+    lines = [
+        f"# Curation report: {report.source}",
+        "",
+        f"{report.n_kept} of {report.n_input} documents kept ({report.kept_fraction:.1%}); "
+        f"{report.tokens_kept} of {report.tokens_in} words.",
+        "",
+        "| rule | dropped |",
+        "| --- | ---: |",
+    ]
     lines += [f"| {rule} | {n} |" for rule, n in report.dropped.items()]
-    lines += ["", f"PII scrubbed: {report.pii.get('email', 0)} e-mail addresses, "
-                  f"{report.pii.get('phone', 0)} phone numbers.",
-              ""]
+    lines += [
+        "",
+        f"PII scrubbed: {report.pii.get('email', 0)} e-mail addresses, {report.pii.get('phone', 0)} phone numbers.",
+        "",
+    ]
     for rule, examples in report.examples.items():
         lines.append(f"## {rule}")
         lines += [f"- `{e['id']}`: {e['text'][:160].replace(chr(10), ' ')}" for e in examples]

@@ -28,8 +28,7 @@ class CausalCollator:
 
 
 class MaskedCollator:
-    def __init__(self, mask_id: int, vocab_size: int, special_ids: set[int], probability: float = 0.15,
-                 seed: int = 0):
+    def __init__(self, mask_id: int, vocab_size: int, special_ids: set[int], probability: float = 0.15, seed: int = 0):
         self.mask_id, self.vocab_size, self.special = mask_id, vocab_size, np.array(sorted(special_ids))
         self.probability = probability
         self.rng = np.random.default_rng(seed)
@@ -62,7 +61,9 @@ def span_noise_mask(length: int, rng: np.random.Generator, density: float = 0.15
 
     def segments(total: int, parts: int) -> np.ndarray:
         # A random composition of ``total`` into ``parts`` positive pieces.
-        cuts = np.sort(rng.choice(np.arange(1, total), size=parts - 1, replace=False)) if parts > 1 else np.array([], int)
+        cuts = (
+            np.sort(rng.choice(np.arange(1, total), size=parts - 1, replace=False)) if parts > 1 else np.array([], int)
+        )
         return np.diff(np.concatenate([[0], cuts, [total]]))
 
     n_spans = min(n_spans, n_noise, n_keep)
@@ -71,14 +72,21 @@ def span_noise_mask(length: int, rng: np.random.Generator, density: float = 0.15
     pos = 0
     for keep, noise in zip(keep_lengths, noise_lengths):  # start with kept text, as T5 does
         pos += keep
-        mask[pos:pos + noise] = True
+        mask[pos : pos + noise] = True
         pos += noise
     return mask
 
 
 class SpanCollator:
-    def __init__(self, sentinel_ids: list[int], eos_id: int, pad_id: int, density: float = 0.15,
-                 mean_span: float = 3.0, seed: int = 0):
+    def __init__(
+        self,
+        sentinel_ids: list[int],
+        eos_id: int,
+        pad_id: int,
+        density: float = 0.15,
+        mean_span: float = 3.0,
+        seed: int = 0,
+    ):
         self.sentinels, self.eos, self.pad = list(sentinel_ids), eos_id, pad_id
         self.density, self.mean_span = density, mean_span
         self.rng = np.random.default_rng(seed)
@@ -114,9 +122,9 @@ class SpanCollator:
         attention = torch.zeros_like(inputs)
         labels = torch.full((len(pairs), n_out), IGNORE, dtype=torch.long)
         for row, (src, tgt) in enumerate(pairs):
-            inputs[row, :len(src)] = torch.tensor(src)
-            attention[row, :len(src)] = 1
-            labels[row, :len(tgt)] = torch.tensor(tgt)
+            inputs[row, : len(src)] = torch.tensor(src)
+            attention[row, : len(src)] = 1
+            labels[row, : len(tgt)] = torch.tensor(tgt)
         return {"input_ids": inputs, "attention_mask": attention, "labels": labels}
 
 

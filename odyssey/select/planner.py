@@ -49,6 +49,7 @@ USABLE_FRACTION = 0.9  # of RAM/VRAM a job may plan to use; the OS and other pro
 
 # ---- hardware --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Hardware:
     device: str  # cpu | cuda
@@ -99,7 +100,7 @@ class Hardware:
                 raise OdysseyError(
                     f"--hardware {text!r}: cannot read {part!r} ({exc})",
                     hint="write e.g. 'cpu:2,ram:24gb' or 'gpu:1,vram:24gb,tflops:312' "
-                         "(keys: cpu, gpu, ram, vram, tflops)",
+                    "(keys: cpu, gpu, ram, vram, tflops)",
                 ) from None
         if hw.memory_gb <= 0:
             raise OdysseyError(f"--hardware {text!r}: memory must be positive", hint="e.g. ram:16gb")
@@ -138,8 +139,10 @@ def _probe_path() -> Path:
 def _probe_key(device: str) -> str:
     import torch
 
-    return (f"v{PROBE_VERSION}|{platform.node()}|{platform.machine()}|{device}|threads={torch.get_num_threads()}"
-            f"|torch={torch.__version__}")
+    return (
+        f"v{PROBE_VERSION}|{platform.node()}|{platform.machine()}|{device}|threads={torch.get_num_threads()}"
+        f"|torch={torch.__version__}"
+    )
 
 
 def _best_time(fn, repeat: int = 3, min_s: float = 0.02) -> float:
@@ -168,8 +171,15 @@ def _tiny_llama(layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=256, max_position_embeddings=512)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+        max_position_embeddings=512,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -210,8 +220,16 @@ def _overheads(device: str) -> dict:
 
 # The calibration model: Llama-shaped like the small models people plan for, but neither SmolLM2's width
 # (576), depth (30) nor vocabulary (49,152), so the planner's check on SmolLM2 is not a check on itself.
-REFERENCE_SHAPE = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=6,
-                       num_key_value_heads=2, vocab_size=32768, max_position_embeddings=512, tie_word_embeddings=True)
+REFERENCE_SHAPE = dict(
+    hidden_size=384,
+    intermediate_size=1024,
+    num_hidden_layers=4,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    vocab_size=32768,
+    max_position_embeddings=512,
+    tie_word_embeddings=True,
+)
 
 
 def _calibration(device: str, partial: dict) -> dict:
@@ -231,11 +249,19 @@ def _calibration(device: str, partial: dict) -> dict:
     config = LlamaConfig(**REFERENCE_SHAPE)
     model = LlamaForCausalLM(config).to(device).eval()
     targets = default_targets("llama")
-    shape = ModelShape(ref="reference", n_params=sum(p.numel() for p in model.parameters()),
-                       n_layers=config.num_hidden_layers, hidden=config.hidden_size,
-                       n_heads=config.num_attention_heads, n_kv_heads=config.num_key_value_heads,
-                       vocab=config.vocab_size, context=512, tied=True, family="decoder-only",
-                       lora_params=lora_param_count(model, 8, targets))
+    shape = ModelShape(
+        ref="reference",
+        n_params=sum(p.numel() for p in model.parameters()),
+        n_layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
+        n_heads=config.num_attention_heads,
+        n_kv_heads=config.num_key_value_heads,
+        vocab=config.vocab_size,
+        context=512,
+        tied=True,
+        family="decoder-only",
+        lora_params=lora_param_count(model, 8, targets),
+    )
     hw = Hardware(device=device, cores=partial["threads"], memory_gb=1.0)
     out = {}
     new_tokens, prompt = 16, 48
@@ -244,8 +270,9 @@ def _calibration(device: str, partial: dict) -> dict:
 
         def decode():
             with torch.inference_mode():
-                model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                               pad_token_id=0)
+                model.generate(
+                    ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0
+                )
 
         measured_tps = batch * new_tokens / _best_time(decode, repeat=2)
         predicted, _ = throughput(shape, "inference", batch, prompt + new_tokens, "fp32", partial, hw)
@@ -259,8 +286,7 @@ def _calibration(device: str, partial: dict) -> dict:
             from peft import LoraConfig, get_peft_model
 
             # The modules the planner's LoRA parameter count above assumes (r 8 on each).
-            trained = get_peft_model(trained, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                         target_modules=targets))
+            trained = get_peft_model(trained, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
         optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=1e-5)
 
         def step():
@@ -308,11 +334,18 @@ def runtime_gb(refresh: bool = False) -> float:
     if not refresh and key in cache:
         return cache[key]
     # A real job also pulls in the modeling code, tokenizers and peft, and runs a forward pass once.
-    code = ("import torch, peft; from odyssey.select.planner import _tiny_llama, rss_gb; "
-            "from odyssey.models import load; "
-            "m = _tiny_llama(1); m(input_ids=torch.ones(1, 8, dtype=torch.long)); print(rss_gb())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "ODYSSEY_QUIET": "1"})
+    code = (
+        "import torch, peft; from odyssey.select.planner import _tiny_llama, rss_gb; "
+        "from odyssey.models import load; "
+        "m = _tiny_llama(1); m(input_ids=torch.ones(1, 8, dtype=torch.long)); print(rss_gb())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "ODYSSEY_QUIET": "1"},
+    )
     value = float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else rss_gb()
     _save_cache(key, value)
     return value
@@ -341,8 +374,13 @@ def probe(device: str = "cpu", refresh: bool = False) -> dict:
         vec = torch.randn(4096, 1, device=device)
         seconds = _best_time(lambda: torch.mm(big, vec))
         bandwidth = big.numel() * 4 / seconds
-        result = {"device": device, "threads": torch.get_num_threads(), "matmul_flops": flops,
-                  "matvec_bytes_per_s": bandwidth, **_overheads(device)}
+        result = {
+            "device": device,
+            "threads": torch.get_num_threads(),
+            "matmul_flops": flops,
+            "matvec_bytes_per_s": bandwidth,
+            **_overheads(device),
+        }
         result["efficiency"] = _calibration(device, result)
         result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _save_cache(key, result)
@@ -364,6 +402,7 @@ def flops_at(measured: dict, width: int) -> float:
 
 
 # ---- the plan -------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ModelShape:
@@ -387,7 +426,6 @@ class ModelShape:
     @property
     def head_dim(self) -> float:
         return self.hidden / max(self.n_heads, 1)
-
 
     def memory_shape(self) -> Shape:
         return Shape(self.n_params, self.n_layers, self.hidden, self.n_heads, self.n_kv_heads, self.vocab, self.context)
@@ -418,8 +456,19 @@ def model_shape(ref: str, root: Path | None = None, lora_r: int = 8) -> ModelSha
     shape = Shape.from_config(config, total)
     text = getattr(config, "text_config", None) or config
     tied = bool(getattr(text, "tie_word_embeddings", getattr(config, "tie_word_embeddings", True)))
-    return ModelShape(ref, total, shape.n_layers, shape.hidden, shape.n_heads, shape.n_kv_heads, shape.vocab,
-                      context_length(config), tied, family, lora)
+    return ModelShape(
+        ref,
+        total,
+        shape.n_layers,
+        shape.hidden,
+        shape.n_heads,
+        shape.n_kv_heads,
+        shape.vocab,
+        context_length(config),
+        tied,
+        family,
+        lora,
+    )
 
 
 @dataclass
@@ -450,17 +499,35 @@ class Plan:
         return asdict(self)
 
 
-def memory_components(shape: ModelShape, method: str, precision: str, batch: int, seq: int,
-                      runtime_gb: float, attention: str = "sdpa", cpu_heap: bool = False) -> dict[str, float]:
+def memory_components(
+    shape: ModelShape,
+    method: str,
+    precision: str,
+    batch: int,
+    seq: int,
+    runtime_gb: float,
+    attention: str = "sdpa",
+    cpu_heap: bool = False,
+) -> dict[str, float]:
     """GB of each part a job holds at its peak: :func:`odyssey.models.memory.job_components` with this
     model's trainable parameters and the runtime. ``cpu_heap``: training in a CPU process."""
     trainable = shape.n_params if method == "full" else shape.lora_params
-    return job_components(shape.memory_shape(), method, precision, batch=batch, seq=seq, trainable=trainable,
-                          runtime_gb=runtime_gb, attention=attention, cpu_heap=cpu_heap)
+    return job_components(
+        shape.memory_shape(),
+        method,
+        precision,
+        batch=batch,
+        seq=seq,
+        trainable=trainable,
+        runtime_gb=runtime_gb,
+        attention=attention,
+        cpu_heap=cpu_heap,
+    )
 
 
-def throughput(shape: ModelShape, method: str, batch: int, seq: int, precision: str, measured: dict,
-               hw: Hardware) -> tuple[float, float]:
+def throughput(
+    shape: ModelShape, method: str, batch: int, seq: int, precision: str, measured: dict, hw: Hardware
+) -> tuple[float, float]:
     """(tokens per second, FLOPs per token) from the probe's measurements."""
     flops = flops_at(measured, shape.hidden)
     scale = 1.0
@@ -527,9 +594,19 @@ def train_split_tokens(ref: str, family: str, root: Path | None) -> int | None:
     return round(counted * len(examples) / max(len(sample), 1) * spec.adapt.epochs) or None
 
 
-def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto", *, batch: int = 8, seq: int = 512,
-         tokens: int | None = None, precision: str | None = None, lora_r: int = 8, root: Path | None = None,
-         measured: dict | None = None) -> Plan:
+def plan(
+    ref: str,
+    method: str = "lora",
+    hardware: str | Hardware | None = "auto",
+    *,
+    batch: int = 8,
+    seq: int = 512,
+    tokens: int | None = None,
+    precision: str | None = None,
+    lora_r: int = 8,
+    root: Path | None = None,
+    measured: dict | None = None,
+) -> Plan:
     """Will ``ref`` fit for ``method`` on ``hardware``; memory by component; tokens/s; hours for ``tokens``."""
     if method not in METHODS:
         raise OdysseyError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
@@ -560,8 +637,12 @@ def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto
         parts = memory_components(shape, m, precision, batch, seq, runtime, cpu_heap=hw.device == "cpu")
         total = sum(parts.values())
         tps, _ = throughput(shape, m, batch, seq, precision, measured, hw)
-        options[m] = {"fits": total <= available, "total_gb": round(total, 4), "tokens_per_s": round(tps, 2),
-                      "memory_gb": {k: round(v, 4) for k, v in parts.items()}}
+        options[m] = {
+            "fits": total <= available,
+            "total_gb": round(total, 4),
+            "tokens_per_s": round(tps, 2),
+            "memory_gb": {k: round(v, 4) for k, v in parts.items()},
+        }
     if method not in options:
         # raises the clear error
         memory_components(shape, method, precision, batch, seq, runtime, cpu_heap=hw.device == "cpu")
@@ -570,11 +651,13 @@ def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto
     optimal = TOKENS_PER_PARAM * shape.n_params
     fitting = [m for m in ("inference", "lora", "full") if options.get(m, {}).get("fits")]
     training_fits = [m for m in ("lora", "full") if m in fitting]
-    cheapest = (training_fits[0] if method != "inference" and training_fits else (fitting[0] if fitting else None))
+    cheapest = training_fits[0] if method != "inference" and training_fits else (fitting[0] if fitting else None)
     if not chosen["fits"]:
-        notes.append(f"{method} needs {chosen['total_gb']:.2f} GB but {available:.2f} GB is usable "
-                     f"({USABLE_FRACTION:.0%} of {hw.memory_gb:g} GB)"
-                     + (f"; {cheapest} fits" if cheapest else "; nothing fits: use a smaller model or more memory"))
+        notes.append(
+            f"{method} needs {chosen['total_gb']:.2f} GB but {available:.2f} GB is usable "
+            f"({USABLE_FRACTION:.0%} of {hw.memory_gb:g} GB)"
+            + (f"; {cheapest} fits" if cheapest else "; nothing fits: use a smaller model or more memory")
+        )
     if tokens is None:
         tokens = DEFAULT_TOKENS
         if method != "inference":
@@ -585,11 +668,25 @@ def plan(ref: str, method: str = "lora", hardware: str | Hardware | None = "auto
                 tokens = counted
     tokens = int(tokens)
     return Plan(
-        model=ref, method=method, precision=precision, hardware=hw.as_dict(), batch=batch, seq=seq,
-        n_params=shape.n_params, trainable_params=0 if method == "inference" else (
-            shape.n_params if method == "full" else shape.lora_params),
-        memory_gb=chosen["memory_gb"], total_gb=chosen["total_gb"], available_gb=round(available, 3),
-        fits=bool(chosen["fits"]), tokens_per_s=tps, hours=tokens / tps / 3600 if tps > 0 else math.inf,
-        tokens=tokens, compute_optimal_tokens=optimal, flops_per_token=per_token, methods=options,
-        cheapest_fit=cheapest, notes=notes, probe={k: v for k, v in measured.items() if k != "matmul_flops"},
+        model=ref,
+        method=method,
+        precision=precision,
+        hardware=hw.as_dict(),
+        batch=batch,
+        seq=seq,
+        n_params=shape.n_params,
+        trainable_params=0 if method == "inference" else (shape.n_params if method == "full" else shape.lora_params),
+        memory_gb=chosen["memory_gb"],
+        total_gb=chosen["total_gb"],
+        available_gb=round(available, 3),
+        fits=bool(chosen["fits"]),
+        tokens_per_s=tps,
+        hours=tokens / tps / 3600 if tps > 0 else math.inf,
+        tokens=tokens,
+        compute_optimal_tokens=optimal,
+        flops_per_token=per_token,
+        methods=options,
+        cheapest_fit=cheapest,
+        notes=notes,
+        probe={k: v for k, v in measured.items() if k != "matmul_flops"},
     )

@@ -45,19 +45,44 @@ def model_config(objective: str, size: str, vocab_size: int, seq_len: int, ids: 
         raise OdysseyError(f"unknown size preset {size!r}", hint=f"use one of {', '.join(PRESETS)}")
     hidden, layers, heads, ff = PRESETS[size]
     if objective == "clm":
-        return AutoConfig.for_model("llama", hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers,
-                                    num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-                                    max_position_embeddings=max(seq_len, 512), vocab_size=vocab_size,
-                                    tie_word_embeddings=True, architectures=["LlamaForCausalLM"], **ids)
+        return AutoConfig.for_model(
+            "llama",
+            hidden_size=hidden,
+            intermediate_size=ff,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 2),
+            max_position_embeddings=max(seq_len, 512),
+            vocab_size=vocab_size,
+            tie_word_embeddings=True,
+            architectures=["LlamaForCausalLM"],
+            **ids,
+        )
     if objective == "mlm":
-        return AutoConfig.for_model("bert", hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers,
-                                    num_attention_heads=heads, max_position_embeddings=max(seq_len, 512),
-                                    vocab_size=vocab_size, architectures=["BertForMaskedLM"],
-                                    pad_token_id=ids["pad_token_id"])
-    return AutoConfig.for_model("t5", d_model=hidden, d_ff=ff, num_layers=layers, num_decoder_layers=layers,
-                                num_heads=heads, d_kv=hidden // heads, vocab_size=vocab_size,
-                                architectures=["T5ForConditionalGeneration"], decoder_start_token_id=ids["pad_token_id"],
-                                **ids)
+        return AutoConfig.for_model(
+            "bert",
+            hidden_size=hidden,
+            intermediate_size=ff,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=max(seq_len, 512),
+            vocab_size=vocab_size,
+            architectures=["BertForMaskedLM"],
+            pad_token_id=ids["pad_token_id"],
+        )
+    return AutoConfig.for_model(
+        "t5",
+        d_model=hidden,
+        d_ff=ff,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=heads,
+        d_kv=hidden // heads,
+        vocab_size=vocab_size,
+        architectures=["T5ForConditionalGeneration"],
+        decoder_start_token_id=ids["pad_token_id"],
+        **ids,
+    )
 
 
 def train_tokenizer(texts: list[str], kind: str, vocab_size: int, out: Path):
@@ -69,19 +94,31 @@ def train_tokenizer(texts: list[str], kind: str, vocab_size: int, out: Path):
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIALS,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
     else:
         tok = Tokenizer(models.Unigram())
         tok.normalizer = normalizers.NFKC()
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
-        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>",
-                                          show_progress=False)
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>", show_progress=False
+        )
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", mask_token="<mask>", additional_special_tokens=SPECIALS[5:],
-                                   model_max_length=4096)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        additional_special_tokens=SPECIALS[5:],
+        model_max_length=4096,
+    )
     fast.save_pretrained(out)
     return fast
 
@@ -93,7 +130,7 @@ def pack(texts: list[str], tokenizer, seq_len: int) -> list[list[int]]:
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
         stream.extend(ids)
         stream.append(eos)
-    return [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+    return [stream[i : i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
 
 
 @dataclass
@@ -128,8 +165,10 @@ def _collator(objective: str, tokenizer, seed: int):
         return MaskedCollator(tokenizer.mask_token_id, len(tokenizer), set(tokenizer.all_special_ids), seed=seed)
     sentinels = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(N_SENTINELS)])
     if any(s is None or s == tokenizer.unk_token_id for s in sentinels):
-        raise OdysseyError("span corruption needs sentinel tokens <extra_id_0>... in the tokenizer",
-                           hint="pretrain span models from scratch, or init_from a T5-style model")
+        raise OdysseyError(
+            "span corruption needs sentinel tokens <extra_id_0>... in the tokenizer",
+            hint="pretrain span models from scratch, or init_from a T5-style model",
+        )
     return SpanCollator(sentinels, tokenizer.eos_token_id, tokenizer.pad_token_id, seed=seed)
 
 
@@ -181,15 +220,27 @@ def _write_report(folder: Path, result: PretrainResult) -> Path:
     fig.tight_layout()
     fig.savefig(folder / "loss.png", dpi=100)
     plt.close(fig)
-    rows = [f"| {h['step']} | {h['val_loss']:.4f} | {h['val_perplexity']:.2f} |" for h in result.curve if "val_loss" in h]
-    text = "\n".join([
-        f"# Pretraining report: {result.candidate}", "",
-        f"- objective: {result.objective}; size preset: {result.size}; parameters: {result.n_params:,}",
-        f"- tokens seen: {result.tokens:,} in {result.steps} steps, {result.wall_s:.1f} s"
-        + (f" (resumed from step {result.resumed_from})" if result.resumed_from else ""),
-        f"- final validation loss {result.val_loss:.4f}, perplexity {result.val_perplexity:.2f}",
-        f"- sample: `{result.sample}`", "", "![loss](loss.png)", "",
-        "| step | validation loss | perplexity |", "| ---: | ---: | ---: |", *rows, ""])
+    rows = [
+        f"| {h['step']} | {h['val_loss']:.4f} | {h['val_perplexity']:.2f} |" for h in result.curve if "val_loss" in h
+    ]
+    text = "\n".join(
+        [
+            f"# Pretraining report: {result.candidate}",
+            "",
+            f"- objective: {result.objective}; size preset: {result.size}; parameters: {result.n_params:,}",
+            f"- tokens seen: {result.tokens:,} in {result.steps} steps, {result.wall_s:.1f} s"
+            + (f" (resumed from step {result.resumed_from})" if result.resumed_from else ""),
+            f"- final validation loss {result.val_loss:.4f}, perplexity {result.val_perplexity:.2f}",
+            f"- sample: `{result.sample}`",
+            "",
+            "![loss](loss.png)",
+            "",
+            "| step | validation loss | perplexity |",
+            "| ---: | ---: | ---: |",
+            *rows,
+            "",
+        ]
+    )
     path = folder / "report.md"
     path.write_text(text)
     (folder / "report.json").write_text(json.dumps(result.as_dict(), indent=2, default=str))
@@ -216,8 +267,10 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
         source = project.root / source
     texts = [d.text for d in read_corpus(source)]
     if len(texts) < 2:
-        raise OdysseyError(f"the corpus {source} has {len(texts)} document(s); pretraining needs more",
-                           hint="add text files, or leave select.pretrain.corpus empty for the shipped corpus")
+        raise OdysseyError(
+            f"the corpus {source} has {len(texts)} document(s); pretraining needs more",
+            hint="add text files, or leave select.pretrain.corpus empty for the shipped corpus",
+        )
     name = name or (f"pretrained-{objective}-{size}" if not settings.init_from else f"continued-{objective}")
     folder = project.state_dir / "pretrain" / name
     if folder.exists() and not resume:
@@ -237,8 +290,10 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
         model, tokenizer = loaded.model, loaded.tokenizer
         expected = {"clm": FAMILY_DECODER, "mlm": FAMILY_ENCODER}.get(objective)
         if expected and loaded.family != expected:
-            raise OdysseyError(f"{settings.init_from} is {loaded.family}; objective {objective} needs {expected}",
-                               hint="pick the objective of the model's family (clm, mlm or span)")
+            raise OdysseyError(
+                f"{settings.init_from} is {loaded.family}; objective {objective} needs {expected}",
+                hint="pick the objective of the model's family (clm, mlm or span)",
+            )
         tokenizer.save_pretrained(folder / "tokenizer")
         parent = project.store.candidate(settings.init_from)
         parent_id = parent["id"] if parent else None
@@ -250,8 +305,11 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
             tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         else:
             tokenizer = train_tokenizer(train_texts, settings.tokenizer, settings.vocab_size, tok_dir)
-        ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                   eos_token_id=tokenizer.eos_token_id)
+        ids = dict(
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         config = model_config(objective, size, len(tokenizer), settings.seq_len, ids)
         from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
@@ -264,11 +322,15 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
     # Validation on at most 64 blocks: a steady estimate of the loss without dominating a CPU run's time.
     val_blocks = pack(val_texts, tokenizer, settings.seq_len)[:64]
     if not train_blocks or not val_blocks:
-        raise OdysseyError(f"the corpus is too small for blocks of {settings.seq_len} tokens",
-                           hint="lower select.pretrain.seq_len or add text")
+        raise OdysseyError(
+            f"the corpus is too small for blocks of {settings.seq_len} tokens",
+            hint="lower select.pretrain.seq_len or add text",
+        )
     collate = _collator(objective, tokenizer, settings.seed)
     val_collate = _collator(objective, tokenizer, settings.seed + 1)
-    val_batches = [val_collate(val_blocks[i:i + settings.batch_size]) for i in range(0, len(val_blocks), settings.batch_size)]
+    val_batches = [
+        val_collate(val_blocks[i : i + settings.batch_size]) for i in range(0, len(val_blocks), settings.batch_size)
+    ]
 
     def eval_fn(m):
         from odyssey.training import to_device
@@ -284,13 +346,29 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
         loss = sum(losses) / max(sum(weights), 1)
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50))}
 
-    cfg = TrainConfig(output_dir=folder / "train", max_steps=settings.steps, learning_rate=settings.learning_rate,
-                      warmup_steps=settings.warmup_steps, batch_size=settings.batch_size, seed=settings.seed,
-                      eval_every=settings.eval_every, save_every=settings.eval_every, log_every=max(1, settings.eval_every // 5),
-                      weight_decay=0.01, lr_scheduler="cosine")
+    cfg = TrainConfig(
+        output_dir=folder / "train",
+        max_steps=settings.steps,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        eval_every=settings.eval_every,
+        save_every=settings.eval_every,
+        log_every=max(1, settings.eval_every // 5),
+        weight_decay=0.01,
+        lr_scheduler="cosine",
+    )
     spec_dict = project.spec.as_dict()
-    run_config = {**settings.model_dump(), "name": name, "corpus": str(source), "n_docs": len(texts),
-                  "train_blocks": len(train_blocks), "val_blocks": len(val_blocks), "resume": resume}
+    run_config = {
+        **settings.model_dump(),
+        "name": name,
+        "corpus": str(source),
+        "n_docs": len(texts),
+        "train_blocks": len(train_blocks),
+        "val_blocks": len(val_blocks),
+        "resume": resume,
+    }
     with project.store.run("select", spec_dict, {"action": "pretrain", **run_config}) as run:
         started = time.perf_counter()
         before = None
@@ -300,8 +378,16 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
             model.eval()
             with _torch.no_grad():
                 before = {"step": 0, **eval_fn(model)}  # where the curve starts (random init: ~ln(vocab))
-        result = train(model, train_blocks, lm_loss, cfg, eval_fn=eval_fn, collate_fn=collate, resume=resume,
-                       description=f"pretraining {objective} ({size})")
+        result = train(
+            model,
+            train_blocks,
+            lm_loss,
+            cfg,
+            eval_fn=eval_fn,
+            collate_fn=collate,
+            resume=resume,
+            description=f"pretraining {objective} ({size})",
+        )
         if before is not None:
             result.history.insert(0, before)
             (folder / "initial_eval.json").write_text(json.dumps(before))
@@ -321,14 +407,35 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
         n_params = sum(p.numel() for p in model.parameters())
         prompt_cfg = project.default_prompt()
         cand_id = project.store.upsert_candidate(
-            name, "select", str(model_dir), {"prompt": prompt_cfg.as_dict(), "pretrain": run_config}, parent_id, run.id)
-        metrics = {"val_loss": final["val_loss"], "val_perplexity": final["val_perplexity"], "n_params": n_params,
-                   "tokens": result.tokens, "train_wall_s": result.wall_s, "train_tokens_per_s": result.tokens_per_s}
+            name, "select", str(model_dir), {"prompt": prompt_cfg.as_dict(), "pretrain": run_config}, parent_id, run.id
+        )
+        metrics = {
+            "val_loss": final["val_loss"],
+            "val_perplexity": final["val_perplexity"],
+            "n_params": n_params,
+            "tokens": result.tokens,
+            "train_wall_s": result.wall_s,
+            "train_tokens_per_s": result.tokens_per_s,
+        }
         run.log_metrics(metrics, candidate_id=cand_id, split="pretrain")
         out = PretrainResult(
-            run.id, name, objective, size, str(model_dir), n_params, result.tokens, result.steps,
-            time.perf_counter() - started, final["val_loss"], final["val_perplexity"], result.history, sample, "",
-            result.resumed_from, run_config)
+            run.id,
+            name,
+            objective,
+            size,
+            str(model_dir),
+            n_params,
+            result.tokens,
+            result.steps,
+            time.perf_counter() - started,
+            final["val_loss"],
+            final["val_perplexity"],
+            result.history,
+            sample,
+            "",
+            result.resumed_from,
+            run_config,
+        )
         report = _write_report(folder, out)
         out.report = str(report)
         run.add_artifact(report, "report")

@@ -43,9 +43,15 @@ class SelectResult:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"run_id": self.run_id, "split": self.split, "n_examples": self.n_examples,
-                "primary_metric": self.primary_metric, "chosen": self.chosen, "notes": self.notes,
-                "ranking": [r.as_dict() for r in self.ranking]}
+        return {
+            "run_id": self.run_id,
+            "split": self.split,
+            "n_examples": self.n_examples,
+            "primary_metric": self.primary_metric,
+            "chosen": self.chosen,
+            "notes": self.notes,
+            "ranking": [r.as_dict() for r in self.ranking],
+        }
 
 
 def rank_key(primary: str, row: dict):
@@ -61,10 +67,16 @@ def rank_key(primary: str, row: dict):
     )
 
 
-def select_models(project, *, limit: int | None = None, split: str | None = None, models: list[str] | None = None,
-                  batch_size: int | None = None, engine: str | None = None) -> SelectResult:
+def select_models(
+    project,
+    *,
+    limit: int | None = None,
+    split: str | None = None,
+    models: list[str] | None = None,
+    batch_size: int | None = None,
+    engine: str | None = None,
+) -> SelectResult:
     """Evaluate every candidate zero-shot and record the ranking and the choice (``odyssey select``)."""
-    from odyssey import ui
     from odyssey.engines import open_engine
     from odyssey.evaluate import check_gates, gates_pass, run_harness
     from odyssey.models import describe, parse_ref
@@ -77,8 +89,10 @@ def select_models(project, *, limit: int | None = None, split: str | None = None
     limit = limit if limit is not None else settings.limit
     refs = models or [e.ref for e in spec.model_entries()]
     if not refs:
-        raise OdysseyError(f"{project.spec_path}: no models are listed to select from",
-                           hint="add candidates under models:, e.g. - packaged:smollm2-135m-instruct")
+        raise OdysseyError(
+            f"{project.spec_path}: no models are listed to select from",
+            hint="add candidates under models:, e.g. - packaged:smollm2-135m-instruct",
+        )
     data = project.dataset()
     examples = data.split(split)[: limit or None]
     cfg = project.default_prompt()
@@ -94,32 +108,60 @@ def select_models(project, *, limit: int | None = None, split: str | None = None
             except OdysseyError:
                 slug = ref
             name = f"{slug}:zero-shot"
-            row = {"name": name, "model_ref": ref, "family": info.family, "n_params": info.n_params,
-                   "context_length": info.context_length, "license": info.license, "metrics": {}, "gates": [],
-                   "passed": None, "note": ""}
+            row = {
+                "name": name,
+                "model_ref": ref,
+                "family": info.family,
+                "n_params": info.n_params,
+                "context_length": info.context_length,
+                "license": info.license,
+                "metrics": {},
+                "gates": [],
+                "passed": None,
+                "note": "",
+            }
             if not info.available:
                 row["note"] = f"not available: {info.note}"
                 rows.append(row)
                 continue
             try:
-                with open_engine(ref, root=project.root, evaluate=spec.evaluate, engine=engine,
-                                 dtype=spec.evaluate.dtype, batch_size=batch_size or settings.batch_size,
-                                 log_dir=project.state_dir) as loaded:  # one model in memory at a time
-                    result = run_harness(loaded, examples, cfg, scope, pool=[], description=f"{name} on {split}",
-                                         batch_size=batch_size or settings.batch_size)
+                with open_engine(
+                    ref,
+                    root=project.root,
+                    evaluate=spec.evaluate,
+                    engine=engine,
+                    dtype=spec.evaluate.dtype,
+                    batch_size=batch_size or settings.batch_size,
+                    log_dir=project.state_dir,
+                ) as loaded:  # one model in memory at a time
+                    result = run_harness(
+                        loaded,
+                        examples,
+                        cfg,
+                        scope,
+                        pool=[],
+                        description=f"{name} on {split}",
+                        batch_size=batch_size or settings.batch_size,
+                    )
                     n_params = loaded.n_params or info.n_params
             except OdysseyError as exc:
                 row["note"] = exc.message
                 rows.append(row)
                 continue
             result.metrics["n_params"] = n_params
-            cand_id = store.upsert_candidate(name, "select", ref, {"prompt": cfg.as_dict(), "data": data.fingerprint},
-                                             None, run.id)
+            cand_id = store.upsert_candidate(
+                name, "select", ref, {"prompt": cfg.as_dict(), "data": data.fingerprint}, None, run.id
+            )
             store.add_outputs(run.id, result.rows, candidate_id=cand_id, split=split)
             run.log_metrics(result.metrics, candidate_id=cand_id, split=split)
             gates = check_gates(scope, result.metrics)
-            row.update(metrics=result.metrics, gates=gates, passed=gates_pass(gates), n_params=n_params,
-                       note="; ".join(n.splitlines()[0] for n in result.notes))
+            row.update(
+                metrics=result.metrics,
+                gates=gates,
+                passed=gates_pass(gates),
+                n_params=n_params,
+                note="; ".join(n.splitlines()[0] for n in result.notes),
+            )
             rows.append(row)
         primary = scope.primary_metric
         rows.sort(key=lambda r: rank_key(primary, r))
@@ -131,7 +173,13 @@ def select_models(project, *, limit: int | None = None, split: str | None = None
         if not runnable:
             notes.append("no candidate could be evaluated; see the notes per model")
         add_selection(store, run.id, chosen, split, len(examples), [r.as_dict() for r in ranking])
-        run.set_summary({"chosen": chosen, "primary_metric": primary, "split": split, "n": len(examples),
-                         "ranking": [{"name": r.name, primary: r.metrics.get(primary), "passed": r.passed}
-                                     for r in ranking]})
+        run.set_summary(
+            {
+                "chosen": chosen,
+                "primary_metric": primary,
+                "split": split,
+                "n": len(examples),
+                "ranking": [{"name": r.name, primary: r.metrics.get(primary), "passed": r.passed} for r in ranking],
+            }
+        )
     return SelectResult(run.id, split, len(examples), primary, ranking, chosen, notes)

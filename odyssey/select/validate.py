@@ -30,15 +30,28 @@ def measure_here(ref: str, method: str, batch: int, seq: int, steps: int = 3, ne
     torch.manual_seed(0)
     loaded = load(ref, dtype="float32")
     model = loaded.model
-    vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") else model.config.vocab_size
+    vocab = (
+        model.config.get_text_config().vocab_size
+        if hasattr(model.config, "get_text_config")
+        else model.config.vocab_size
+    )
     if method == "inference":
         prompt = seq - new_tokens
         ids = torch.randint(5, vocab, (batch, prompt))
-        kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                      pad_token_id=loaded.tokenizer.pad_token_id)
+        kwargs = dict(
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=loaded.tokenizer.pad_token_id,
+        )
         with torch.inference_mode():
-            model.generate(ids[:, :8], max_new_tokens=2, min_new_tokens=2, do_sample=False,
-                           pad_token_id=loaded.tokenizer.pad_token_id)  # warm-up
+            model.generate(
+                ids[:, :8],
+                max_new_tokens=2,
+                min_new_tokens=2,
+                do_sample=False,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+            )  # warm-up
             start = time.perf_counter()
             model.generate(ids, **kwargs)
             wall = time.perf_counter() - start
@@ -62,15 +75,24 @@ def measure_here(ref: str, method: str, batch: int, seq: int, steps: int = 3, ne
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
     step = min(times[1:]) if len(times) > 1 else times[0]  # the first step pays one-time allocations
-    return {"peak_gb": _hwm_gb(), "tokens_per_s": batch * seq / step, "wall_s": sum(times),
-            "trainable": sum(p.numel() for p in params)}
+    return {
+        "peak_gb": _hwm_gb(),
+        "tokens_per_s": batch * seq / step,
+        "wall_s": sum(times),
+        "trainable": sum(p.numel() for p in params),
+    }
 
 
 def measure(ref: str, method: str, batch: int, seq: int, steps: int = 3, timeout: int = 900) -> dict:
     """Measure in a fresh Python process; returns {"peak_gb", "tokens_per_s", ...}."""
     env = {**os.environ, "ODYSSEY_QUIET": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run([sys.executable, "-m", "odyssey.select.validate", ref, method, str(batch), str(seq), str(steps)],
-                         capture_output=True, text=True, timeout=timeout, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "odyssey.select.validate", ref, method, str(batch), str(seq), str(steps)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"measuring {ref} {method} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -85,10 +107,15 @@ def compare(ref: str, method: str, batch: int, seq: int, steps: int = 3, measure
     predicted = plan(ref, method, "auto", batch=batch, seq=seq, measured=measured_probe)
     got = measure(ref, method, batch, seq, steps)
     return {
-        "model": ref, "method": method, "batch": batch, "seq": seq,
-        "predicted_peak_gb": round(predicted.total_gb, 4), "measured_peak_gb": round(got["peak_gb"], 4),
+        "model": ref,
+        "method": method,
+        "batch": batch,
+        "seq": seq,
+        "predicted_peak_gb": round(predicted.total_gb, 4),
+        "measured_peak_gb": round(got["peak_gb"], 4),
         "memory_ratio": round(predicted.total_gb / got["peak_gb"], 3),
-        "predicted_tokens_per_s": round(predicted.tokens_per_s, 2), "measured_tokens_per_s": round(got["tokens_per_s"], 2),
+        "predicted_tokens_per_s": round(predicted.tokens_per_s, 2),
+        "measured_tokens_per_s": round(got["tokens_per_s"], 2),
         "speed_ratio": round(predicted.tokens_per_s / got["tokens_per_s"], 3),
         "predicted_components_gb": predicted.memory_gb,
     }

@@ -58,8 +58,14 @@ class Run:
     store: Store
     artifacts_dir: Path
 
-    def log_metrics(self, metrics: dict[str, float], *, candidate_id: int | None = None, split: str | None = None,
-                    step: int | None = None):
+    def log_metrics(
+        self,
+        metrics: dict[str, float],
+        *,
+        candidate_id: int | None = None,
+        split: str | None = None,
+        step: int | None = None,
+    ):
         self.store.log_metrics(self.id, metrics, candidate_id=candidate_id, split=split, step=step)
 
     def add_artifact(self, path: Path, kind: str) -> dict:
@@ -132,8 +138,9 @@ class Store:
         rows = self.db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall()
         for row in rows:
             if row["pid"] != os.getpid() and not _pid_alive(row["pid"]):
-                self.finish_run(row["id"], "failed",
-                                error="interrupted: the process running it exited before it finished")
+                self.finish_run(
+                    row["id"], "failed", error="interrupted: the process running it exited before it finished"
+                )
 
     def start_run(self, stage: str, spec: dict, config: dict | None = None) -> int:
         with self.transaction() as db:
@@ -191,8 +198,13 @@ class Store:
 
     # ---- candidates -------------------------------------------------------------------------
     def upsert_candidate(
-        self, name: str, stage: str, model_ref: str, config: dict | None = None,
-        parent_id: int | None = None, run_id: int | None = None,
+        self,
+        name: str,
+        stage: str,
+        model_ref: str,
+        config: dict | None = None,
+        parent_id: int | None = None,
+        run_id: int | None = None,
     ) -> int:
         """Create the candidate, or update it in place when one of that name exists (its history stays)."""
         with self.transaction() as db:
@@ -210,8 +222,16 @@ class Store:
                 "INSERT INTO candidates (project_id, name, stage, model_ref, config_json, parent_id, run_id,"
                 " created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.project_id, name, stage, model_ref, json.dumps(config or {}, default=str), parent_id, run_id,
-                 now()),
+                (
+                    self.project_id,
+                    name,
+                    stage,
+                    model_ref,
+                    json.dumps(config or {}, default=str),
+                    parent_id,
+                    run_id,
+                    now(),
+                ),
             )
             return cur.lastrowid
 
@@ -250,12 +270,20 @@ class Store:
             return found
         known = ", ".join(c["name"] for c in self.candidates()) or "none yet"
         if name_or_best == "best":
-            raise UnknownCandidate("no candidate is scored on test yet, so none is 'best'",
-                                              hint=f"candidates: {known}; run odyssey eval on one")
+            raise UnknownCandidate(
+                "no candidate is scored on test yet, so none is 'best'",
+                hint=f"candidates: {known}; run odyssey eval on one",
+            )
         raise UnknownCandidate(f"no candidate named {name_or_best!r}", hint=f"candidates: {known}")
 
-    def best(self, split: str = "test", metric: str | None = None, *, stage: str | None = None,
-             exclude_stage: str | None = None) -> Candidate | None:
+    def best(
+        self,
+        split: str = "test",
+        metric: str | None = None,
+        *,
+        stage: str | None = None,
+        exclude_stage: str | None = None,
+    ) -> Candidate | None:
         """The best candidate: THE rule, which the board, ``best`` everywhere and align's start use.
 
         Among the candidates with a value of ``metric`` (default: the scope's primary metric) on
@@ -267,8 +295,14 @@ class Store:
         """
         scope = self.scope
         metric = metric or (scope.primary_metric if scope is not None else None)
-        return candidates.best(self, split, metric, gates=scope.gate_list() if scope is not None else [],
-                               stage=stage, exclude_stage=exclude_stage)
+        return candidates.best(
+            self,
+            split,
+            metric,
+            gates=scope.gate_list() if scope is not None else [],
+            stage=stage,
+            exclude_stage=exclude_stage,
+        )
 
     def ensure(self, candidate: Candidate) -> Candidate:
         """The stored form of ``candidate``: a pseudo-candidate (a model zero-shot) gets its row (stage
@@ -276,14 +310,28 @@ class Store:
         if candidate.stored:
             return candidate
         existing = self.candidate(candidate.name)
-        cand_id = existing["id"] if existing else self.upsert_candidate(
-            candidate.name, candidate.stage, candidate.model_ref,
-            {"prompt": candidate.prompt.as_dict()} if candidate.prompt is not None else {})
+        cand_id = (
+            existing["id"]
+            if existing
+            else self.upsert_candidate(
+                candidate.name,
+                candidate.stage,
+                candidate.model_ref,
+                {"prompt": candidate.prompt.as_dict()} if candidate.prompt is not None else {},
+            )
+        )
         return replace(candidate, id=cand_id, config=existing["config"] if existing else candidate.config)
 
     # ---- metrics, outputs, artifacts ---------------------------------------------------------
-    def log_metrics(self, run_id: int, metrics: dict[str, float], *, candidate_id: int | None = None,
-                    split: str | None = None, step: int | None = None):
+    def log_metrics(
+        self,
+        run_id: int,
+        metrics: dict[str, float],
+        *,
+        candidate_id: int | None = None,
+        split: str | None = None,
+        step: int | None = None,
+    ):
         """``step`` (a training step) goes to the run listeners only; the store keeps the order of values."""
         stamp = now()
         with self.transaction() as db:
@@ -291,8 +339,14 @@ class Store:
                 "INSERT INTO metrics (run_id, candidate_id, split, name, value, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 [(run_id, candidate_id, split, k, float(v), stamp) for k, v in metrics.items() if v is not None],
             )
-        self._tell("metrics_logged", run_id, {k: float(v) for k, v in metrics.items() if v is not None},
-                   candidate_id=candidate_id, split=split, step=step)
+        self._tell(
+            "metrics_logged",
+            run_id,
+            {k: float(v) for k, v in metrics.items() if v is not None},
+            candidate_id=candidate_id,
+            split=split,
+            step=step,
+        )
 
     def latest_metrics(self, candidate_id: int, split: str | None = None) -> dict[str, float]:
         """The most recent value of each metric for a candidate (on one split, or any)."""
@@ -307,13 +361,22 @@ class Store:
     def metrics_for_run(self, run_id: int) -> list[dict]:
         return [_row(r) for r in self.db.execute("SELECT * FROM metrics WHERE run_id = ? ORDER BY id", (run_id,))]
 
-    def add_outputs(self, run_id: int, rows: Iterable[dict], *, candidate_id: int | None = None,
-                    split: str | None = None) -> int:
+    def add_outputs(
+        self, run_id: int, rows: Iterable[dict], *, candidate_id: int | None = None, split: str | None = None
+    ) -> int:
         stamp = now()
         values = [
             (
-                run_id, candidate_id, split, r.get("example_id"), r["prompt"], r["prediction"],
-                json.dumps(r.get("references", [])), json.dumps(r.get("scores", {})), r.get("latency_ms"), stamp,
+                run_id,
+                candidate_id,
+                split,
+                r.get("example_id"),
+                r["prompt"],
+                r["prediction"],
+                json.dumps(r.get("references", [])),
+                json.dumps(r.get("scores", {})),
+                r.get("latency_ms"),
+                stamp,
             )
             for r in rows
         ]
@@ -354,14 +417,18 @@ class Store:
         """This project's artifacts of one ``kind`` (e.g. ``report-plot``), newest first."""
         rows = self.db.execute(
             "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE r.project_id = ? AND a.kind = ?"
-            " ORDER BY a.id DESC LIMIT ?", (self.project_id, kind, -1 if limit is None else limit))
+            " ORDER BY a.id DESC LIMIT ?",
+            (self.project_id, kind, -1 if limit is None else limit),
+        )
         return [_row(r) for r in rows]
 
     def project_artifact(self, artifact_id: int, kind: str) -> dict | None:
         """One artifact of this project by id, only if it is of ``kind`` (so a caller serves no other file)."""
         row = self.db.execute(
             "SELECT a.* FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE a.id = ? AND r.project_id = ?"
-            " AND a.kind = ?", (artifact_id, self.project_id, kind)).fetchone()
+            " AND a.kind = ?",
+            (artifact_id, self.project_id, kind),
+        ).fetchone()
         return _row(row)
 
 

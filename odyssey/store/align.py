@@ -13,10 +13,19 @@ from typing import Any
 from odyssey.store import Store, _row, now
 
 
-def save_preference_set(store: Store, name: str, sha256: str, pairs: list[dict[str, Any]], *,
-                        sources: dict | None = None, path: str | None = None, run_id: int | None = None) -> int:
-    existing = store.db.execute("SELECT id FROM preference_sets WHERE project_id = ? AND sha256 = ?",
-                                (store.project_id, sha256)).fetchone()
+def save_preference_set(
+    store: Store,
+    name: str,
+    sha256: str,
+    pairs: list[dict[str, Any]],
+    *,
+    sources: dict | None = None,
+    path: str | None = None,
+    run_id: int | None = None,
+) -> int:
+    existing = store.db.execute(
+        "SELECT id FROM preference_sets WHERE project_id = ? AND sha256 = ?", (store.project_id, sha256)
+    ).fetchone()
     if existing:
         return existing["id"]
     with store.transaction() as db:
@@ -29,8 +38,18 @@ def save_preference_set(store: Store, name: str, sha256: str, pairs: list[dict[s
         db.executemany(
             "INSERT INTO preference_pairs (set_id, prompt, chosen, rejected, source, annotator, meta_json)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(set_id, p["prompt"], p["chosen"], p["rejected"], p.get("source", "unknown"), p.get("annotator"),
-              json.dumps(p.get("meta") or {}, default=str)) for p in pairs],
+            [
+                (
+                    set_id,
+                    p["prompt"],
+                    p["chosen"],
+                    p["rejected"],
+                    p.get("source", "unknown"),
+                    p.get("annotator"),
+                    json.dumps(p.get("meta") or {}, default=str),
+                )
+                for p in pairs
+            ],
         )
     return set_id
 
@@ -43,8 +62,9 @@ def preference_set(store: Store, ref: int | str | None = None) -> dict | None:
     elif isinstance(ref, int):
         row = store.db.execute(base + " AND id = ?", (store.project_id, ref)).fetchone()
     else:
-        row = store.db.execute(base + " AND (name = ? OR sha256 LIKE ?) ORDER BY id DESC LIMIT 1",
-                               (store.project_id, ref, ref + "%")).fetchone()
+        row = store.db.execute(
+            base + " AND (name = ? OR sha256 LIKE ?) ORDER BY id DESC LIMIT 1", (store.project_id, ref, ref + "%")
+        ).fetchone()
     return _row(row) if row else None
 
 
@@ -58,14 +78,29 @@ def preference_pairs(store: Store, set_id: int) -> list[dict]:
     return [_row(r) for r in rows]
 
 
-def save_reward_model(store: Store, name: str, path: str, base_ref: str, preference_set_id: int | None,
-                      metrics: dict, run_id: int | None = None) -> int:
+def save_reward_model(
+    store: Store,
+    name: str,
+    path: str,
+    base_ref: str,
+    preference_set_id: int | None,
+    metrics: dict,
+    run_id: int | None = None,
+) -> int:
     with store.transaction() as db:
         cur = db.execute(
             "INSERT INTO reward_models (project_id, name, path, base_ref, preference_set_id, metrics_json, run_id,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (store.project_id, name, path, base_ref, preference_set_id, json.dumps(metrics, default=str), run_id,
-             now()),
+            (
+                store.project_id,
+                name,
+                path,
+                base_ref,
+                preference_set_id,
+                json.dumps(metrics, default=str),
+                run_id,
+                now(),
+            ),
         )
     return cur.lastrowid
 
@@ -94,7 +129,8 @@ def stored_outputs(store: Store, splits: tuple[str, ...]) -> list[dict]:
         "SELECT o.prompt, o.prediction, o.references_json, o.example_id, c.name AS candidate FROM outputs o"
         " LEFT JOIN candidates c ON c.id = o.candidate_id JOIN runs r ON r.id = o.run_id"
         f" WHERE r.project_id = ? AND o.split IN ({', '.join('?' * len(splits))}) ORDER BY o.id",
-        (store.project_id, *splits))
+        (store.project_id, *splits),
+    )
     return [_row(r) for r in rows]
 
 

@@ -13,9 +13,18 @@ def add_traces(store: Store, run_id: int, rows: Iterable[dict], *, candidate_id:
     """rows: dicts with technique, question, and optionally example_id, answer, correct, error, trace."""
     stamp = now()
     values = [
-        (run_id, candidate_id, r.get("example_id"), r["technique"], r["question"], r.get("answer"),
-         None if r.get("correct") is None else int(bool(r["correct"])), r.get("error"),
-         json.dumps(r.get("trace", []), default=str), stamp)
+        (
+            run_id,
+            candidate_id,
+            r.get("example_id"),
+            r["technique"],
+            r["question"],
+            r.get("answer"),
+            None if r.get("correct") is None else int(bool(r["correct"])),
+            r.get("error"),
+            json.dumps(r.get("trace", []), default=str),
+            stamp,
+        )
         for r in rows
     ]
     with store.transaction() as db:
@@ -35,5 +44,7 @@ def traces(store: Store, run_id: int) -> list[dict]:
 def latest_traces(store: Store, limit: int = 20) -> list[dict]:
     rows = store.db.execute(
         "SELECT t.* FROM augment_traces t JOIN runs r ON r.id = t.run_id WHERE r.project_id = ?"
-        " ORDER BY t.id DESC LIMIT ?", (store.project_id, limit))
+        " ORDER BY t.id DESC LIMIT ?",
+        (store.project_id, limit),
+    )
     return [_row(r) for r in rows]

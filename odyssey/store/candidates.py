@@ -82,24 +82,48 @@ def from_row(row: dict, parent_name: str | None, default_prompt: PromptConfig | 
     config = row.get("config") or {}
     stored_prompt = config.get("prompt")
     prompt = PromptConfig.from_dict(stored_prompt) if stored_prompt else default_prompt
-    return Candidate(name=row["name"], model_ref=row["model_ref"], prompt=prompt, stage=row["stage"],
-                     method=method_of(row["stage"], config, prompt), id=row["id"], parent=parent_name,
-                     parent_id=row.get("parent_id"), config=config, run_id=row.get("run_id"),
-                     created_at=row.get("created_at"))
+    return Candidate(
+        name=row["name"],
+        model_ref=row["model_ref"],
+        prompt=prompt,
+        stage=row["stage"],
+        method=method_of(row["stage"], config, prompt),
+        id=row["id"],
+        parent=parent_name,
+        parent_id=row.get("parent_id"),
+        config=config,
+        run_id=row.get("run_id"),
+        created_at=row.get("created_at"),
+    )
 
 
 def zero_shot(name: str, model_ref: str, prompt: PromptConfig) -> Candidate:
     """A model reference with the default prompt, not stored: where a stage starts when nothing was kept."""
-    return Candidate(name=name, model_ref=model_ref, prompt=prompt, stage="select", method=ZERO_SHOT,
-                     config={"prompt": prompt.as_dict()})
+    return Candidate(
+        name=name,
+        model_ref=model_ref,
+        prompt=prompt,
+        stage="select",
+        method=ZERO_SHOT,
+        config={"prompt": prompt.as_dict()},
+    )
 
 
-def best(store: Store, split: str = "test", metric: str | None = None, *, gates=None, stage: str | None = None,
-         exclude_stage: str | None = None) -> Candidate | None:
+def best(
+    store: Store,
+    split: str = "test",
+    metric: str | None = None,
+    *,
+    gates=None,
+    stage: str | None = None,
+    exclude_stage: str | None = None,
+) -> Candidate | None:
     """THE rule for "the best candidate" (see ``Store.best``, which documents it)."""
     if metric is None:
-        raise OdysseyError("Store.best needs a metric to rank by",
-                           hint="open the store through Project.store (it binds the scope), or pass metric=")
+        raise OdysseyError(
+            "Store.best needs a metric to rank by",
+            hint="open the store through Project.store (it binds the scope), or pass metric=",
+        )
     gates = list(gates or [])
     scored = []
     for row in store.candidates():

@@ -15,8 +15,15 @@ from odyssey.store import Store, _row, now
 # ---- keys -------------------------------------------------------------------------------------
 
 
-def add_key(store: Store, name: str, prefix: str, key_hash: str, scopes: list[str],
-            rate_limit_rpm: int | None = None, max_concurrency: int | None = None) -> int:
+def add_key(
+    store: Store,
+    name: str,
+    prefix: str,
+    key_hash: str,
+    scopes: list[str],
+    rate_limit_rpm: int | None = None,
+    max_concurrency: int | None = None,
+) -> int:
     with store.transaction() as db:
         cur = db.execute(
             "INSERT INTO api_keys (project_id, name, prefix, key_hash, scopes_json, rate_limit_rpm, max_concurrency,"
@@ -53,10 +60,38 @@ def touch_keys(db, key_ids: set[int], stamp: str) -> None:
 
 # ---- capture ----------------------------------------------------------------------------------
 
-REQUEST_COLUMNS = ("request_id", "key_id", "candidate", "endpoint", "params_json", "prompt_json", "rendered_prompt",
-                   "output", "status", "error", "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms")
-FEEDBACK_COLUMNS = ("request_id", "key_id", "kind", "rating", "thumbs", "prompt", "output", "correction", "chosen",
-                    "rejected", "candidate", "source", "annotator", "comment")
+REQUEST_COLUMNS = (
+    "request_id",
+    "key_id",
+    "candidate",
+    "endpoint",
+    "params_json",
+    "prompt_json",
+    "rendered_prompt",
+    "output",
+    "status",
+    "error",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+)
+FEEDBACK_COLUMNS = (
+    "request_id",
+    "key_id",
+    "kind",
+    "rating",
+    "thumbs",
+    "prompt",
+    "output",
+    "correction",
+    "chosen",
+    "rejected",
+    "candidate",
+    "source",
+    "annotator",
+    "comment",
+)
 
 
 def _request_values(project_id, r: dict, stamp: str) -> tuple:
@@ -133,8 +168,19 @@ def enqueue_pairs(store: Store, pairs: list[dict[str, Any]]) -> int:
         db.executemany(
             "INSERT INTO preference_queue (project_id, prompt, a_text, b_text, a_label, b_label, source, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(store.project_id, p["prompt"], p["a"], p["b"], p.get("a_label"), p.get("b_label"), p.get("source"), stamp)
-             for p in pairs],
+            [
+                (
+                    store.project_id,
+                    p["prompt"],
+                    p["a"],
+                    p["b"],
+                    p.get("a_label"),
+                    p.get("b_label"),
+                    p.get("source"),
+                    stamp,
+                )
+                for p in pairs
+            ],
         )
     return len(pairs)
 
@@ -148,8 +194,9 @@ def next_pair(store: Store, after_id: int = 0) -> dict | None:
 
 
 def pending_pairs(store: Store) -> int:
-    return store.db.execute("SELECT COUNT(*) FROM preference_queue WHERE project_id = ? AND status = 'pending'",
-                            (store.project_id,)).fetchone()[0]
+    return store.db.execute(
+        "SELECT COUNT(*) FROM preference_queue WHERE project_id = ? AND status = 'pending'", (store.project_id,)
+    ).fetchone()[0]
 
 
 def pair(store: Store, queue_id: int) -> dict | None:

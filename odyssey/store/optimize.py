@@ -6,13 +6,30 @@ import json
 
 from odyssey.store import Store, _row, now
 
-_COLUMNS = ("size_mb", "load_rss_gb", "peak_rss_gb", "prefill_tok_s", "decode_tok_s", "decode_tok_s_batched",
-            "p50_latency_ms", "p95_latency_ms")
+_COLUMNS = (
+    "size_mb",
+    "load_rss_gb",
+    "peak_rss_gb",
+    "prefill_tok_s",
+    "decode_tok_s",
+    "decode_tok_s_batched",
+    "p50_latency_ms",
+    "p95_latency_ms",
+)
 
 
-def add_measurement(store: Store, *, candidate_id: int | None, parent_id: int | None, run_id: int | None,
-                    model_ref: str, method: str | None, settings_key: str, measurement: dict,
-                    comparison: dict | None = None) -> int:
+def add_measurement(
+    store: Store,
+    *,
+    candidate_id: int | None,
+    parent_id: int | None,
+    run_id: int | None,
+    model_ref: str,
+    method: str | None,
+    settings_key: str,
+    measurement: dict,
+    comparison: dict | None = None,
+) -> int:
     detail = {k: v for k, v in measurement.items() if k not in _COLUMNS and k not in {"metrics", "rows"}}
     values = [measurement.get(c) for c in _COLUMNS]
     with store.transaction() as db:
@@ -21,15 +38,28 @@ def add_measurement(store: Store, *, candidate_id: int | None, parent_id: int | 
             " backend,"
             " settings_key, " + ", ".join(_COLUMNS) + ", metrics_json, comparison_json, detail_json, created_at)"
             " VALUES (" + ", ".join(["?"] * (8 + len(_COLUMNS) + 4)) + ")",
-            (store.project_id, candidate_id, parent_id, run_id, model_ref, method, measurement.get("backend"),
-             settings_key, *values, json.dumps(measurement.get("metrics", {})), json.dumps(comparison or {}),
-             json.dumps(detail, default=str), now()),
+            (
+                store.project_id,
+                candidate_id,
+                parent_id,
+                run_id,
+                model_ref,
+                method,
+                measurement.get("backend"),
+                settings_key,
+                *values,
+                json.dumps(measurement.get("metrics", {})),
+                json.dumps(comparison or {}),
+                json.dumps(detail, default=str),
+                now(),
+            ),
         )
     return cur.lastrowid
 
 
-def latest_measurement(store: Store, candidate_id: int, settings_key: str | None = None,
-                       model_ref: str | None = None) -> dict | None:
+def latest_measurement(
+    store: Store, candidate_id: int, settings_key: str | None = None, model_ref: str | None = None
+) -> dict | None:
     sql = "SELECT * FROM optimize_measurements WHERE candidate_id = ?"
     params: list = [candidate_id]
     if settings_key:
@@ -46,7 +76,9 @@ def measurements(store: Store) -> list[dict]:
     """The latest measurement of each measured candidate of the project."""
     rows = store.db.execute(
         "SELECT * FROM optimize_measurements WHERE id IN (SELECT MAX(id) FROM optimize_measurements"
-        " WHERE project_id = ? GROUP BY candidate_id) ORDER BY id", (store.project_id,))
+        " WHERE project_id = ? GROUP BY candidate_id) ORDER BY id",
+        (store.project_id,),
+    )
     return [_as_measurement(_row(r)) for r in rows]
 
 

@@ -13,28 +13,50 @@ import os
 from odyssey.store import Store, _pid_alive, _row, now
 
 
-def start_step(store: Store, *, step: str, stage: str, input_hash: str, inputs: dict,
-               pipeline_run_id: int | None, resumed: bool) -> int:
+def start_step(
+    store: Store, *, step: str, stage: str, input_hash: str, inputs: dict, pipeline_run_id: int | None, resumed: bool
+) -> int:
     with store.transaction() as db:
         cur = db.execute(
             "INSERT INTO pipeline_steps (project_id, pipeline_run_id, step, stage, input_hash, inputs_json, status,"
             " resumed, pid, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
-            (store.project_id, pipeline_run_id, step, stage, input_hash, json.dumps(inputs, default=str),
-             int(resumed), os.getpid(), now()))
+            (
+                store.project_id,
+                pipeline_run_id,
+                step,
+                stage,
+                input_hash,
+                json.dumps(inputs, default=str),
+                int(resumed),
+                os.getpid(),
+                now(),
+            ),
+        )
     return cur.lastrowid
 
 
-def finish_step(store: Store, record_id: int, status: str, *, outcome: dict | None = None,
-                wall_s: float | None = None, error: str | None = None) -> None:
+def finish_step(
+    store: Store,
+    record_id: int,
+    status: str,
+    *,
+    outcome: dict | None = None,
+    wall_s: float | None = None,
+    error: str | None = None,
+) -> None:
     with store.transaction() as db:
-        db.execute("UPDATE pipeline_steps SET status = ?, outcome_json = ?, wall_s = ?, error = ?, finished_at = ?"
-                   " WHERE id = ?", (status, json.dumps(outcome or {}, default=str), wall_s, error, now(), record_id))
+        db.execute(
+            "UPDATE pipeline_steps SET status = ?, outcome_json = ?, wall_s = ?, error = ?, finished_at = ?"
+            " WHERE id = ?",
+            (status, json.dumps(outcome or {}, default=str), wall_s, error, now(), record_id),
+        )
 
 
 def mark_interrupted(store: Store) -> int:
     """Records left 'running' by a process that no longer exists (kill -9, a crash): 'interrupted'."""
-    rows = store.db.execute("SELECT id, pid FROM pipeline_steps WHERE project_id = ? AND status = 'running'",
-                            (store.project_id,)).fetchall()
+    rows = store.db.execute(
+        "SELECT id, pid FROM pipeline_steps WHERE project_id = ? AND status = 'running'", (store.project_id,)
+    ).fetchall()
     dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not _pid_alive(r["pid"])]
     for record_id in dead:
         finish_step(store, record_id, "interrupted", error="the process running this step exited before it finished")
@@ -66,6 +88,7 @@ def step_records(store: Store, pipeline_run_id: int | None = None) -> list[dict]
 
 def running_steps(store: Store) -> list[dict]:
     """Records now marked running (what a watcher, e.g. the kill -9 test, polls)."""
-    rows = store.db.execute("SELECT * FROM pipeline_steps WHERE project_id = ? AND status = 'running' ORDER BY id",
-                            (store.project_id,))
+    rows = store.db.execute(
+        "SELECT * FROM pipeline_steps WHERE project_id = ? AND status = 'running' ORDER BY id", (store.project_id,)
+    )
     return [_row(r) for r in rows]

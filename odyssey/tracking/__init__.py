@@ -38,8 +38,9 @@ class RunListener(Protocol):
 
     def run_started(self, run_id: int, stage: str, spec: dict, config: dict) -> None: ...
 
-    def metrics_logged(self, run_id: int, metrics: dict[str, float], *, candidate_id: int | None,
-                       split: str | None, step: int | None) -> None: ...
+    def metrics_logged(
+        self, run_id: int, metrics: dict[str, float], *, candidate_id: int | None, split: str | None, step: int | None
+    ) -> None: ...
 
     def artifact_added(self, run_id: int, artifact: dict) -> None: ...
 
@@ -130,8 +131,11 @@ def candidate_lineage(store, candidate_id: int) -> dict[str, str]:
     if row is None:
         return {}
     parent = store.candidate(row["parent_id"]) if row.get("parent_id") else None
-    tags = {"odyssey.candidate": row["name"], "odyssey.candidate_stage": row["stage"],
-            "odyssey.model_ref": str(row["model_ref"])[:5000]}
+    tags = {
+        "odyssey.candidate": row["name"],
+        "odyssey.candidate_stage": row["stage"],
+        "odyssey.model_ref": str(row["model_ref"])[:5000],
+    }
     if parent is not None:
         tags["odyssey.parent"] = parent["name"]
     for key in ("method", "base", "data_hash"):
@@ -140,5 +144,14 @@ def candidate_lineage(store, candidate_id: int) -> dict[str, str]:
     return tags
 
 
-__all__ = ["RunListener", "install_listeners", "tracking_off", "safe_key", "metric_key", "flatten", "StepCounter",
-           "candidate_lineage", "OFF_ENV"]
+__all__ = [
+    "RunListener",
+    "install_listeners",
+    "tracking_off",
+    "safe_key",
+    "metric_key",
+    "flatten",
+    "StepCounter",
+    "candidate_lineage",
+    "OFF_ENV",
+]

@@ -50,9 +50,10 @@ def export_mlflow(project, uri: str | None = None, experiment: str | None = None
     configured = project.spec.tracking.mlflow
     uri = uri or (configured.uri if configured else None)
     if not uri:
-        raise OdysseyError("odyssey track export needs an MLflow tracking URI",
-                           hint="pass --uri http://127.0.0.1:5000, or set tracking: {mlflow: {uri: ...}} in "
-                                "odyssey.yaml")
+        raise OdysseyError(
+            "odyssey track export needs an MLflow tracking URI",
+            hint="pass --uri http://127.0.0.1:5000, or set tracking: {mlflow: {uri: ...}} in odyssey.yaml",
+        )
     experiment = experiment or (configured.experiment if configured else None) or project.spec.name
     target = MlflowTarget.connect(uri, experiment)
     store = project.store
@@ -104,18 +105,35 @@ def export_board(target: MlflowTarget, project) -> tuple[str, str | None]:
         return "none", None
     digest = hashlib.sha256(json.dumps(board, sort_keys=True, default=str).encode()).hexdigest()[:16]
     earlier = [r for r in target.runs_tagged("board") if r.data.tags.get("odyssey.project") == project.spec.name]
-    same = next((r for r in earlier if r.data.tags.get("odyssey.board_sha") == digest
-                 and r.data.tags.get(COMPLETE_TAG) == "true"), None)
+    same = next(
+        (
+            r
+            for r in earlier
+            if r.data.tags.get("odyssey.board_sha") == digest and r.data.tags.get(COMPLETE_TAG) == "true"
+        ),
+        None,
+    )
     if same is not None:
         return "unchanged", same.info.run_id
     for old in earlier:
         target.delete_with_children(old)
-    tags = {"odyssey.kind": "board", "odyssey.project": project.spec.name, "odyssey.board_sha": digest,
-            "odyssey.best": board["best"] or "", "odyssey.primary_metric": board["primary_metric"]}
+    tags = {
+        "odyssey.kind": "board",
+        "odyssey.project": project.spec.name,
+        "odyssey.board_sha": digest,
+        "odyssey.best": board["best"] or "",
+        "odyssey.primary_metric": board["primary_metric"],
+    }
     run = target.create_run("board", tags)
     stamp = int(time.time() * 1000)
-    target.log_metrics(run, [(safe_key(f"{c['name']}/{name}"), float(value), 0, stamp)
-                             for c in board["candidates"] for name, value in c["metrics"].items()])
+    target.log_metrics(
+        run,
+        [
+            (safe_key(f"{c['name']}/{name}"), float(value), 0, stamp)
+            for c in board["candidates"]
+            for name, value in c["metrics"].items()
+        ],
+    )
     target.log_dict(run, board, "board.json")
     with tempfile.TemporaryDirectory() as tmp:
         md = Path(tmp) / "board.md"
@@ -129,12 +147,19 @@ def export_board(target: MlflowTarget, project) -> tuple[str, str | None]:
 def board_markdown(board: dict) -> str:
     """The board as a Markdown table: candidate, stage, parent, split, primary metric, gates."""
     primary = board["primary_metric"]
-    lines = [f"# {board['project']}: {board['task']}", "", f"best: **{board['best'] or 'none yet'}** "
-             f"(by {primary} on test)", "", f"| candidate | stage | parent | split | {primary} | gates |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# {board['project']}: {board['task']}",
+        "",
+        f"best: **{board['best'] or 'none yet'}** (by {primary} on test)",
+        "",
+        f"| candidate | stage | parent | split | {primary} | gates |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in board["candidates"]:
         value = c["metrics"].get(primary)
         gates = {True: "pass", False: "fail", None: ""}[c["passed"]]
-        lines.append(f"| {c['name']} | {c['stage']} | {c['parent'] or ''} | {c['split'] or ''} | "
-                     f"{'' if value is None else f'{value:.4f}'} | {gates} |")
+        lines.append(
+            f"| {c['name']} | {c['stage']} | {c['parent'] or ''} | {c['split'] or ''} | "
+            f"{'' if value is None else f'{value:.4f}'} | {gates} |"
+        )
     return "\n".join(lines) + "\n"

@@ -52,7 +52,8 @@ def check_reachable(uri: str) -> None:
         raise Unavailable(
             f"tracking.mlflow.uri: the MLflow server at {uri} cannot be reached ({reason})",
             hint="start it (mlflow server --host 127.0.0.1 --port 5000), fix tracking.mlflow.uri in odyssey.yaml, "
-                 "or run this command untracked with ODYSSEY_TRACKING=off") from None
+            "or run this command untracked with ODYSSEY_TRACKING=off",
+        ) from None
 
 
 class MlflowTarget:
@@ -76,13 +77,16 @@ class MlflowTarget:
                 client.restore_experiment(found.experiment_id)
             experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
         except MlflowException as exc:
-            raise Unavailable(f"tracking.mlflow: MLflow at {uri} refused experiment {experiment!r}: {exc.message}",
-                              hint="check the server's URI and permissions, or tracking.mlflow.experiment") from None
+            raise Unavailable(
+                f"tracking.mlflow: MLflow at {uri} refused experiment {experiment!r}: {exc.message}",
+                hint="check the server's URI and permissions, or tracking.mlflow.experiment",
+            ) from None
         return cls(client, experiment_id, uri)
 
     # ---- writing ----------------------------------------------------------------------------------
-    def create_run(self, name: str, tags: dict[str, str], *, start_ms: int | None = None,
-                   parent: str | None = None) -> str:
+    def create_run(
+        self, name: str, tags: dict[str, str], *, start_ms: int | None = None, parent: str | None = None
+    ) -> str:
         tags = {k: str(v)[:8000] for k, v in tags.items()}
         if parent:
             tags["mlflow.parentRunId"] = parent
@@ -94,7 +98,7 @@ class MlflowTarget:
 
         items = [Param(k[:250], v[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's limit per batch
-            self.client.log_batch(run, params=items[i:i + 100])
+            self.client.log_batch(run, params=items[i : i + 100])
 
     def log_metrics(self, run: str, points: list[tuple[str, float, int, int]]) -> None:
         """``points``: (key, value, step, timestamp ms)."""
@@ -102,7 +106,7 @@ class MlflowTarget:
 
         items = [Metric(key[:250], value, timestamp, step) for key, value, step, timestamp in points]
         for i in range(0, len(items), 1000):
-            self.client.log_batch(run, metrics=items[i:i + 1000])
+            self.client.log_batch(run, metrics=items[i : i + 1000])
 
     def log_file(self, run: str, path: Path, folder: str) -> bool:
         path = Path(path)
@@ -126,16 +130,21 @@ class MlflowTarget:
         """Every live run of this experiment with ``odyssey.kind = kind`` (all pages)."""
         out, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=f"tags.`odyssey.kind` = '{kind}'",
-                                           max_results=1000, page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`odyssey.kind` = '{kind}'",
+                max_results=1000,
+                page_token=token,
+            )
             out.extend(page)
             token = page.token
             if not token:
                 return out
 
     def delete_with_children(self, run) -> None:
-        children = self.client.search_runs([self.experiment_id],
-                                           filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+        children = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+        )
         for child in children:
             self.client.delete_run(child.info.run_id)
         self.client.delete_run(run.info.run_id)
@@ -147,8 +156,13 @@ class RunCopy:
 
     def __init__(self, target: MlflowTarget, store, store_run: dict, *, project: str, root, start_ms=None):
         self.target, self.store, self.run_id = target, store, store_run["id"]
-        self.tags = {"odyssey.kind": "run", "odyssey.run_id": str(self.run_id), "odyssey.project": project,
-                     "odyssey.stage": store_run["stage"], "odyssey.root": str(root)}
+        self.tags = {
+            "odyssey.kind": "run",
+            "odyssey.run_id": str(self.run_id),
+            "odyssey.project": project,
+            "odyssey.stage": store_run["stage"],
+            "odyssey.root": str(root),
+        }
         self.mlflow_id = target.create_run(f"{store_run['stage']} #{self.run_id}", self.tags, start_ms=start_ms)
         self.children: dict[int, str] = {}
         self.steps = StepCounter()
@@ -213,16 +227,18 @@ class MlflowListener:
 
     def run_started(self, run_id, stage, spec, config):
         def start():
-            copy = RunCopy(self.target, self.store, {"id": run_id, "stage": stage}, project=self.project,
-                           root=self.root)
+            copy = RunCopy(
+                self.target, self.store, {"id": run_id, "stage": stage}, project=self.project, root=self.root
+            )
             self.copies[run_id] = copy
             copy.params(config, spec)
 
         self._guard(run_id, start, need_copy=False)
 
     def metrics_logged(self, run_id, metrics, *, candidate_id=None, split=None, step=None):
-        self._guard(run_id, lambda: self.copies[run_id].metrics(metrics, candidate_id=candidate_id, split=split,
-                                                                  step=step))
+        self._guard(
+            run_id, lambda: self.copies[run_id].metrics(metrics, candidate_id=candidate_id, split=split, step=step)
+        )
 
     def artifact_added(self, run_id, artifact):
         self._guard(run_id, lambda: self.copies[run_id].artifact(artifact))
@@ -246,6 +262,9 @@ class MlflowListener:
             from odyssey.ui import OdysseyWarning
 
             message = exc.message if isinstance(exc, OdysseyError) else f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"tracking: run {run_id} is no longer copied to MLflow at {self.target.uri} ({message}); "
-                          "the store keeps everything: `odyssey track export` copies it later", OdysseyWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"tracking: run {run_id} is no longer copied to MLflow at {self.target.uri} ({message}); "
+                "the store keeps everything: `odyssey track export` copies it later",
+                OdysseyWarning,
+                stacklevel=2,
+            )

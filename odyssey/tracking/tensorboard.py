@@ -65,12 +65,22 @@ class TensorBoardListener:
         self._guard(run_id, log)
 
     def artifact_added(self, run_id, artifact):
-        self._guard(run_id, lambda: self.writers[run_id][None].add_text(
-            f"odyssey/artifacts/{safe_key(artifact['kind'])}", f"{artifact['path']} (sha256 {artifact['sha256']})", 0))
+        self._guard(
+            run_id,
+            lambda: self.writers[run_id][None].add_text(
+                f"odyssey/artifacts/{safe_key(artifact['kind'])}",
+                f"{artifact['path']} (sha256 {artifact['sha256']})",
+                0,
+            ),
+        )
 
     def summary_set(self, run_id, summary):
-        self._guard(run_id, lambda: self.writers[run_id][None].add_text(
-            "odyssey/summary", "```\n" + json.dumps(summary, indent=1, default=str) + "\n```", 0))
+        self._guard(
+            run_id,
+            lambda: self.writers[run_id][None].add_text(
+                "odyssey/summary", "```\n" + json.dumps(summary, indent=1, default=str) + "\n```", 0
+            ),
+        )
 
     def run_finished(self, run_id, status, error):
         def close():
@@ -91,5 +101,9 @@ class TensorBoardListener:
             self.broken.add(run_id)
             from odyssey.ui import OdysseyWarning
 
-            warnings.warn(f"tracking: run {run_id} is no longer written to TensorBoard in {self.folder} "
-                          f"({type(exc).__name__}: {exc})", OdysseyWarning, stacklevel=2)
+            warnings.warn(
+                f"tracking: run {run_id} is no longer written to TensorBoard in {self.folder} "
+                f"({type(exc).__name__}: {exc})",
+                OdysseyWarning,
+                stacklevel=2,
+            )

@@ -63,5 +63,17 @@ from odyssey.training.loop import (  # noqa: F401  (re-exported)
     world,
 )
 
-__all__ = ["TrainConfig", "TrainResult", "train", "latest_checkpoint", "make_batches", "load_weights",
-           "save_weights", "unwrap", "to_device", "world", "peak_memory_gb", "rss_gb"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "latest_checkpoint",
+    "make_batches",
+    "load_weights",
+    "save_weights",
+    "unwrap",
+    "to_device",
+    "world",
+    "peak_memory_gb",
+    "rss_gb",
+]

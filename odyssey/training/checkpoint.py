@@ -34,8 +34,17 @@ STATE_PT = "trainer_state.pt"
 STATE_JSON = "trainer_state.json"
 
 # Fields that change the loss curve: resuming with a different value would not continue the same run.
-CURVE_FIELDS = ("learning_rate", "lr_scheduler", "warmup_steps", "weight_decay", "batch_size", "batch_tokens",
-                "grad_accum", "max_grad_norm", "seed")
+CURVE_FIELDS = (
+    "learning_rate",
+    "lr_scheduler",
+    "warmup_steps",
+    "weight_decay",
+    "batch_size",
+    "batch_tokens",
+    "grad_accum",
+    "max_grad_norm",
+    "seed",
+)
 
 _STEP_FOLDER = re.compile(r"step-(\d+)")  # a finished periodic checkpoint (scratch folders have a suffix)
 
@@ -94,8 +103,10 @@ def load_weights(model, path: Path) -> list[str]:
     params = dict(model.named_parameters())
     unknown = [n for n in tensors if n not in params]
     if unknown:
-        raise OdysseyError(f"checkpoint {path} has weights the model does not: {unknown[:3]}",
-                           hint="resume with the same model and method the checkpoint was made with")
+        raise OdysseyError(
+            f"checkpoint {path} has weights the model does not: {unknown[:3]}",
+            hint="resume with the same model and method the checkpoint was made with",
+        )
     with torch.no_grad():
         for name, tensor in tensors.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
@@ -112,8 +123,10 @@ def rng_state() -> tuple[dict, dict]:
         tensors["cuda"] = torch.cuda.get_rng_state_all()
     py = random.getstate()
     np_state = np.random.get_state()
-    plain = {"python": [py[0], list(py[1]), py[2]],
-             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    plain = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
     return tensors, plain
 
 
@@ -130,8 +143,9 @@ def set_rng_state(tensors: dict, plain: dict):
     np.random.set_state((state[0], np.array(state[1], dtype=np.uint32), state[2], state[3], state[4]))
 
 
-def write_checkpoint(folder: Path, kind: str, state: TrainState, model, names: list[str], config: dict,
-                     optimizer=None, scheduler=None) -> Path:
+def write_checkpoint(
+    folder: Path, kind: str, state: TrainState, model, names: list[str], config: dict, optimizer=None, scheduler=None
+) -> Path:
     """Weights + state into ``folder``, atomically. ``kind`` 'resume' also saves the optimizer,
     scheduler and RNG (everything an exact resume needs); 'best' only the weights and the state."""
     import torch
@@ -141,13 +155,18 @@ def write_checkpoint(folder: Path, kind: str, state: TrainState, model, names: l
         plain: dict = {}
         if kind == "resume":
             tensors, plain = rng_state()
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": tensors},
-                       tmp / STATE_PT)
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": tensors},
+                tmp / STATE_PT,
+            )
         values = asdict(state)
         window = values.pop("window")
-        (tmp / STATE_JSON).write_text(json.dumps({
-            **values, "rng": plain, "config": config, "window": window, "trainable": names, "kind": kind},
-            default=str))
+        (tmp / STATE_JSON).write_text(
+            json.dumps(
+                {**values, "rng": plain, "config": config, "window": window, "trainable": names, "kind": kind},
+                default=str,
+            )
+        )
     return folder
 
 
@@ -164,13 +183,21 @@ def read_checkpoint(folder: Path, config: dict, model, optimizer, scheduler) -> 
     if changed:
         raise OdysseyError(
             f"cannot resume from {folder}: " + ", ".join(f"{k} was {before[k]!r}, now {config[k]!r}" for k in changed),
-            hint="resume with the settings of the interrupted run, or start afresh without --resume")
+            hint="resume with the settings of the interrupted run, or start afresh without --resume",
+        )
     load_weights(model, folder / WEIGHTS_FILE)
     tensors = torch.load(folder / STATE_PT, weights_only=True, map_location="cpu")
     optimizer.load_state_dict(tensors["optimizer"])
     scheduler.load_state_dict(tensors["scheduler"])
     set_rng_state(tensors["rng"], saved["rng"])
     # the window holds the losses since the last log line, so the next line averages the same values
-    return TrainState(step=saved["step"], epoch=saved["epoch"], position=saved["position"], tokens=saved["tokens"],
-                      history=saved["history"], best=saved["best"], bad_evals=saved.get("bad_evals", 0),
-                      window=saved.get("window", {}))
+    return TrainState(
+        step=saved["step"],
+        epoch=saved["epoch"],
+        position=saved["position"],
+        tokens=saved["tokens"],
+        history=saved["history"],
+        best=saved["best"],
+        bad_evals=saved.get("bad_evals", 0),
+        window=saved.get("window", {}),
+    )

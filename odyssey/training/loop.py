@@ -75,8 +75,10 @@ class TrainConfig:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise OdysseyError(f"training setting {name}={getattr(self, name)!r} is invalid: expected {expected}",
-                                   hint=f"fix {name} in the stage's section of odyssey.yaml")
+                raise OdysseyError(
+                    f"training setting {name}={getattr(self, name)!r} is invalid: expected {expected}",
+                    hint=f"fix {name} in the stage's section of odyssey.yaml",
+                )
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -125,6 +127,7 @@ class TrainResult:
 
 # ---- helpers -----------------------------------------------------------------------------------
 
+
 def world() -> tuple[int, int]:
     """(rank, world size) from the launcher's environment (torchrun / accelerate launch)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -151,19 +154,22 @@ def _default_length(item) -> int:
     try:
         return len(item["input_ids"])
     except (TypeError, KeyError) as exc:
-        raise OdysseyError("batch_tokens needs the length of each training item",
-                           hint="pass length_fn=... to train(), or items with an 'input_ids' list") from exc
+        raise OdysseyError(
+            "batch_tokens needs the length of each training item",
+            hint="pass length_fn=... to train(), or items with an 'input_ids' list",
+        ) from exc
 
 
-def make_batches(n_items: int, config: TrainConfig, epoch: int,
-                 lengths: Sequence[int] | None = None) -> list[list[int]]:
+def make_batches(
+    n_items: int, config: TrainConfig, epoch: int, lengths: Sequence[int] | None = None
+) -> list[list[int]]:
     """The batches (lists of item indices) of one epoch: a seeded shuffle, cut by count or token budget."""
     import torch
 
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     order = torch.randperm(n_items, generator=generator).tolist()
     if config.batch_tokens is None:
-        return [order[i:i + config.batch_size] for i in range(0, n_items, config.batch_size)]
+        return [order[i : i + config.batch_size] for i in range(0, n_items, config.batch_size)]
     batches, current, used = [], [], 0
     for index in order:
         length = lengths[index]
@@ -220,8 +226,10 @@ def _param_groups(model, trainable_params, weight_decay: float) -> list[dict]:
     else:
         params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise OdysseyError("nothing to train: no parameter requires a gradient",
-                           hint="check the fine-tuning method, or pass trainable_params=")
+        raise OdysseyError(
+            "nothing to train: no parameter requires a gradient",
+            hint="check the fine-tuning method, or pass trainable_params=",
+        )
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}]
@@ -262,10 +270,21 @@ def _accelerator(precision: str):
 
 # ---- the loop ----------------------------------------------------------------------------------
 
-def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *, eval_fn: Callable | None = None,
-          collate_fn: Callable | None = None, resume: bool = False, trainable_params=None,
-          description: str = "training", on_log: Callable[[dict], Any] | None = None,
-          length_fn: Callable[[Any], int] | None = None) -> TrainResult:
+
+def train(
+    model,
+    train_data: Sequence,
+    loss_fn: Callable,
+    config: TrainConfig,
+    *,
+    eval_fn: Callable | None = None,
+    collate_fn: Callable | None = None,
+    resume: bool = False,
+    trainable_params=None,
+    description: str = "training",
+    on_log: Callable[[dict], Any] | None = None,
+    length_fn: Callable[[Any], int] | None = None,
+) -> TrainResult:
     """Train ``model`` on ``train_data`` by minimizing ``loss_fn``; see :mod:`odyssey.training`."""
     from torch.utils.data import default_collate
 
@@ -273,8 +292,9 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
 
     config = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     if len(train_data) == 0:
-        raise OdysseyError("no training data: the training set is empty",
-                           hint="check the train split of scope.data in odyssey.yaml")
+        raise OdysseyError(
+            "no training data: the training set is empty", hint="check the train split of scope.data in odyssey.yaml"
+        )
     accelerator, _ = _accelerator(config.precision)
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
@@ -291,8 +311,22 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
     n_total = sum(p.numel() for p in model.parameters())
     optimizer, scheduler = _optimizer(groups, config, total_steps)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
-    loop = _Loop(accelerator, wrapped, optimizer, scheduler, groups, names, config, total_steps,
-                 train_data, lengths, loss_fn, collate_fn or default_collate, eval_fn, on_log)
+    loop = _Loop(
+        accelerator,
+        wrapped,
+        optimizer,
+        scheduler,
+        groups,
+        names,
+        config,
+        total_steps,
+        train_data,
+        lengths,
+        loss_fn,
+        collate_fn or default_collate,
+        eval_fn,
+        on_log,
+    )
     resumed_from = None
     if checkpoint is not None:  # after prepare(): the RNG is restored last, as it was saved
         loop.state = read_checkpoint(checkpoint, config.as_dict(), loop.inner, optimizer, scheduler)
@@ -306,9 +340,19 @@ def train(model, train_data: Sequence, loss_fn: Callable, config: TrainConfig, *
     wall = time.perf_counter() - start
     loop.load_best()
     state = loop.state
-    return TrainResult(steps=state.step, tokens=state.tokens, wall_s=wall, history=state.history, best=state.best,
-                       final_path=final, peak_memory_gb=peak_memory_gb(memory.peak), stopped_early=loop.stopped_early,
-                       resumed_from=resumed_from, trainable_params=n_trainable, total_params=n_total)
+    return TrainResult(
+        steps=state.step,
+        tokens=state.tokens,
+        wall_s=wall,
+        history=state.history,
+        best=state.best,
+        final_path=final,
+        peak_memory_gb=peak_memory_gb(memory.peak),
+        stopped_early=loop.stopped_early,
+        resumed_from=resumed_from,
+        trainable_params=n_trainable,
+        total_params=n_total,
+    )
 
 
 def _lengths(train_data: Sequence, config: TrainConfig, length_fn) -> list[int] | None:
@@ -341,8 +385,9 @@ def _optimizer(groups: list[dict], config: TrainConfig, total_steps: int):
         optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, betas=tuple(config.adam_betas))
     else:
         optimizer = torch.optim.SGD(groups, lr=config.learning_rate)
-    scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
-                              num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps
+    )
     return optimizer, scheduler
 
 
@@ -350,8 +395,23 @@ class _Loop:
     """The steps of one run: micro-batches, accumulation, the optimizer step, logging, evaluation
     and checkpoints. ``state`` (a :class:`TrainState`) is what a checkpoint saves besides tensors."""
 
-    def __init__(self, accelerator, wrapped, optimizer, scheduler, groups: list[dict], names: list[str],
-                 config: TrainConfig, total_steps: int, train_data, lengths, loss_fn, collate_fn, eval_fn, on_log):
+    def __init__(
+        self,
+        accelerator,
+        wrapped,
+        optimizer,
+        scheduler,
+        groups: list[dict],
+        names: list[str],
+        config: TrainConfig,
+        total_steps: int,
+        train_data,
+        lengths,
+        loss_fn,
+        collate_fn,
+        eval_fn,
+        on_log,
+    ):
         self.accelerator, self.wrapped, self.optimizer, self.scheduler = accelerator, wrapped, optimizer, scheduler
         self.inner = accelerator.unwrap_model(wrapped)
         self.groups, self.config, self.total_steps = groups, config, total_steps
@@ -397,7 +457,7 @@ class _Loop:
         import torch
 
         accelerator, state = self.accelerator, self.state
-        mine = indices[self.rank::self.world_size] if self.world_size > 1 else indices
+        mine = indices[self.rank :: self.world_size] if self.world_size > 1 else indices
         batch = to_device(self.collate_fn([self.train_data[i] for i in mine]), accelerator.device)
         context = accelerator.no_sync(self.wrapped) if (self.world_size > 1 and not syncing) else _null()
         with context, accelerator.autocast():
@@ -416,8 +476,11 @@ class _Loop:
 
     def optimizer_step(self) -> None:
         if self.config.max_grad_norm:
-            self.grad_norm = float(self.accelerator.clip_grad_norm_(
-                [p for g in self.groups for p in g["params"]], self.config.max_grad_norm))
+            self.grad_norm = float(
+                self.accelerator.clip_grad_norm_(
+                    [p for g in self.groups for p in g["params"]], self.config.max_grad_norm
+                )
+            )
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -429,8 +492,12 @@ class _Loop:
         import torch
 
         state, accelerator = self.state, self.accelerator
-        entry = {"step": state.step, "epoch": round(state.epoch + state.position / n_batches, 4),
-                 "lr": self.scheduler.get_last_lr()[0], "tokens": state.tokens}
+        entry = {
+            "step": state.step,
+            "epoch": round(state.epoch + state.position / n_batches, 4),
+            "lr": self.scheduler.get_last_lr()[0],
+            "tokens": state.tokens,
+        }
         window = state.window
         if self.world_size > 1:
             mean = torch.tensor(sum(window["loss"]) / len(window["loss"]), device=accelerator.device)
@@ -474,8 +541,12 @@ class _Loop:
         best = state.best
         if best is None or (value > best["value"] if config.greater_is_better else value < best["value"]):
             state.bad_evals = 0
-            state.best = {"step": state.step, "metric": config.metric_for_best, "value": value,
-                          "path": str(self.out / BEST) if config.keep_best else None}
+            state.best = {
+                "step": state.step,
+                "metric": config.metric_for_best,
+                "value": value,
+                "path": str(self.out / BEST) if config.keep_best else None,
+            }
             if config.keep_best:
                 self.write(self.out / BEST, "best")
                 self.accelerator.wait_for_everyone()
@@ -486,14 +557,18 @@ class _Loop:
     def final_evaluation(self) -> None:
         """An evaluation at the last step, unless the last history line already is one."""
         history, step = self.state.history, self.state.step
-        if self.eval_fn is not None and step > 0 and not (history and history[-1].get("step") == step
-                                                          and self.config.metric_for_best in history[-1]):
+        if (
+            self.eval_fn is not None
+            and step > 0
+            and not (history and history[-1].get("step") == step and self.config.metric_for_best in history[-1])
+        ):
             self.log({"step": step, **self.evaluate()})
 
     def write(self, folder: Path, kind: str) -> None:
         if self.main:  # one process writes; the others wait for it where it matters
-            write_checkpoint(folder, kind, self.state, self.inner, self.names, self.config.as_dict(),
-                             self.optimizer, self.scheduler)
+            write_checkpoint(
+                folder, kind, self.state, self.inner, self.names, self.config.as_dict(), self.optimizer, self.scheduler
+            )
 
     def save_periodic(self) -> Path:
         folder = self.out / CHECKPOINTS / f"step-{self.state.step}"
@@ -506,8 +581,12 @@ class _Loop:
     def load_best(self) -> None:
         """Leave the model with the best weights (when they are not the last ones), in eval mode."""
         best, config = self.state.best, self.config
-        if (best is not None and config.keep_best and (self.out / BEST / WEIGHTS_FILE).exists()
-                and best["step"] != self.state.step):
+        if (
+            best is not None
+            and config.keep_best
+            and (self.out / BEST / WEIGHTS_FILE).exists()
+            and best["step"] != self.state.step
+        ):
             load_weights(self.inner, self.out / BEST / WEIGHTS_FILE)
         self.inner.eval()
 

@@ -50,7 +50,7 @@ def completion_text(tokenizer, prompt: str, messages: list[dict], target: str) -
     if getattr(tokenizer, "chat_template", None):
         full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": target}], tokenize=False)
         if full.startswith(prompt):
-            return full[len(prompt):]
+            return full[len(prompt) :]
         # Templates that rewrite earlier turns: fall back to the answer and the end-of-sequence token.
     return " " + target + (tokenizer.eos_token or "")
 
@@ -99,12 +99,14 @@ def data_hash(encoded: list[Encoded]) -> str:
 
 # ---- batching ----------------------------------------------------------------------------------
 
+
 def _tokens(item: Encoded, seq2seq: bool) -> int:
     return len(item.input_ids) + (len(item.labels) if seq2seq else 0)
 
 
-def bucket_groups(items: list[Encoded], *, batch_tokens: int, batch_size: int, seed: int = 0,
-                  seq2seq: bool = False) -> list[list[Encoded]]:
+def bucket_groups(
+    items: list[Encoded], *, batch_tokens: int, batch_size: int, seed: int = 0, seq2seq: bool = False
+) -> list[list[Encoded]]:
     """Length-sorted groups whose padded size (rows x longest) stays within ``batch_tokens``."""
     rng = random.Random(seed)
     order = sorted(range(len(items)), key=lambda i: (_tokens(items[i], seq2seq), rng.random()))
@@ -126,7 +128,7 @@ def random_groups(items: list[Encoded], *, batch_size: int, seed: int = 0) -> li
     """Plain random batches of ``batch_size`` (the ``pad`` recipe)."""
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
-    return [[items[i] for i in order[j:j + batch_size]] for j in range(0, len(order), batch_size)]
+    return [[items[i] for i in order[j : j + batch_size]] for j in range(0, len(order), batch_size)]
 
 
 def pack_groups(items: list[Encoded], *, max_len: int, batch_tokens: int) -> list[list[list[Encoded]]]:
@@ -146,7 +148,7 @@ def pack_groups(items: list[Encoded], *, max_len: int, batch_tokens: int) -> lis
             rows[best].append(item)
             room[best] -= n
     per_group = max(1, batch_tokens // max_len)
-    return [rows[i:i + per_group] for i in range(0, len(rows), per_group)]
+    return [rows[i : i + per_group] for i in range(0, len(rows), per_group)]
 
 
 class Collator:
@@ -165,8 +167,9 @@ class Collator:
             return {
                 "num_tokens": sum(len(e.input_ids) + len(e.labels) for e in group),
                 "input_ids": torch.tensor([e.input_ids + [self.pad_id] * (enc - len(e.input_ids)) for e in group]),
-                "attention_mask": torch.tensor([[1] * len(e.input_ids) + [0] * (enc - len(e.input_ids))
-                                                for e in group]),
+                "attention_mask": torch.tensor(
+                    [[1] * len(e.input_ids) + [0] * (enc - len(e.input_ids)) for e in group]
+                ),
                 "labels": torch.tensor([e.labels + [IGNORE] * (dec - len(e.labels)) for e in group]),
             }
         width = max(len(e.input_ids) for e in group)
@@ -194,11 +197,16 @@ class Collator:
             ids.append(r_ids + [self.pad_id] * fill)
             labels.append(r_labels + [IGNORE] * fill)
             positions.append(r_pos + list(range(fill)))
-        return {"num_tokens": sum(len(e.input_ids) for row in rows for e in row), "input_ids": torch.tensor(ids),
-                "labels": torch.tensor(labels), "position_ids": torch.tensor(positions)}
+        return {
+            "num_tokens": sum(len(e.input_ids) for row in rows for e in row),
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "position_ids": torch.tensor(positions),
+        }
 
 
 # ---- the loss ----------------------------------------------------------------------------------
+
 
 def _causal_parts(model):
     """(body, head, softcap) of a decoder-only LM (under a PEFT wrapper too), or None when unsure."""

@@ -21,8 +21,14 @@ def trials_table(result):
     for t in result.trials:
         mark = " *" if t.number == result.best_trial else ""
         settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-        table.add_row(f"{t.number}{mark}", t.state.lower(), settings, "" if t.value is None else f"{t.value:.4f}",
-                      "" if t.test_value is None else f"{t.test_value:.4f}", t.candidate or "")
+        table.add_row(
+            f"{t.number}{mark}",
+            t.state.lower(),
+            settings,
+            "" if t.value is None else f"{t.value:.4f}",
+            "" if t.test_value is None else f"{t.test_value:.4f}",
+            t.candidate or "",
+        )
     return table
 
 
@@ -30,16 +36,21 @@ def register(app: typer.Typer) -> None:
     @app.command("tune")
     def tune(
         project: ProjectOpt = Path("."),
-        trials: Annotated[Optional[int], typer.Option(min=1, help="the study's size, counting trials an earlier, "
-                                                                  "interrupted search finished (default: tune.trials)")]
-        = None,
-        method: Annotated[Optional[str], typer.Option(help="full | lora | prompt_tuning (default: tune.method, "
-                                                           "else adapt.method)")] = None,
-        model: Annotated[Optional[str], typer.Option(help="base model (default: adapt.model / the prompt model)")]
-        = None,
+        trials: Annotated[
+            Optional[int],
+            typer.Option(
+                min=1,
+                help="the study's size, counting trials an earlier, interrupted search finished (default: tune.trials)",
+            ),
+        ] = None,
+        method: Annotated[
+            Optional[str], typer.Option(help="full | lora | prompt_tuning (default: tune.method, else adapt.method)")
+        ] = None,
+        model: Annotated[
+            Optional[str], typer.Option(help="base model (default: adapt.model / the prompt model)")
+        ] = None,
         max_steps: Annotated[Optional[int], typer.Option(min=1, help="optimizer steps per trial")] = None,
-        limit: Annotated[Optional[int], typer.Option(min=1, help="evaluate each trial on the first N examples")]
-        = None,
+        limit: Annotated[Optional[int], typer.Option(min=1, help="evaluate each trial on the first N examples")] = None,
         engine: EngineOpt = None,
         as_json: JsonOpt = False,
     ):
@@ -52,8 +63,9 @@ def register(app: typer.Typer) -> None:
             from odyssey.errors import OdysseyError
 
             raise OdysseyError(f"--method {method!r} is not a fine-tuning method", hint="full, lora or prompt_tuning")
-        result = run_tune(_load(project), trials=trials, method=method, model=model, max_steps=max_steps,
-                          limit=limit, engine=engine)
+        result = run_tune(
+            _load(project), trials=trials, method=method, model=model, max_steps=max_steps, limit=limit, engine=engine
+        )
         if as_json:
             _emit(result.as_dict())
             return
@@ -61,5 +73,8 @@ def register(app: typer.Typer) -> None:
         console.print(trials_table(result))
         for note in result.notes:
             console.print(f"note: {note}", markup=False, highlight=False)
-        console.print(f"best trial: {result.best_trial} ({result.best_candidate}); the board's best: "
-                      f"{result.board_best}", markup=False, highlight=False)
+        console.print(
+            f"best trial: {result.best_trial} ({result.best_candidate}); the board's best: {result.board_best}",
+            markup=False,
+            highlight=False,
+        )

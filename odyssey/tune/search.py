@@ -27,8 +27,13 @@ from odyssey.spec import TUNE_PARAMS, AdaptSpec, tune_dimension
 STUDY_DIR = "tune"
 STORAGE_FILE = "optuna.db"
 # Settings that only mean something for one method: searching them for another is a mistake.
-METHOD_ONLY = {"lora_r": "lora", "lora_alpha": "lora", "lora_dropout": "lora", "lora_targets": "lora",
-               "num_virtual_tokens": "prompt_tuning"}
+METHOD_ONLY = {
+    "lora_r": "lora",
+    "lora_alpha": "lora",
+    "lora_dropout": "lora",
+    "lora_targets": "lora",
+    "num_virtual_tokens": "prompt_tuning",
+}
 LIST_SEPARATOR = ","  # Optuna's choices are scalars: a list of LoRA targets is one string while it searches
 
 
@@ -65,16 +70,21 @@ class TuneResult:
 
 # ---- the search space ------------------------------------------------------------------------------
 
+
 def search_space(space: dict[str, list], method: str, adapt: AdaptSpec) -> dict[str, tuple]:
     """``tune.space`` checked against the method and the adapt settings, before any work."""
     if not space:
-        raise OdysseyError("tune.space: the search space is empty: nothing to tune",
-                           hint="add settings, e.g. tune: {space: {learning_rate: [1e-5, 1e-3, log], lora_r: [4, 8]}}")
+        raise OdysseyError(
+            "tune.space: the search space is empty: nothing to tune",
+            hint="add settings, e.g. tune: {space: {learning_rate: [1e-5, 1e-3, log], lora_r: [4, 8]}}",
+        )
     wrong = [name for name in space if METHOD_ONLY.get(name, method) != method]
     if wrong:
-        raise OdysseyError(f"tune.space: {', '.join(wrong)} only apply to {METHOD_ONLY[wrong[0]]} fine-tuning, and "
-                           f"this search fine-tunes with {method}",
-                           hint=f"drop them from tune.space, or set tune.method: {METHOD_ONLY[wrong[0]]}")
+        raise OdysseyError(
+            f"tune.space: {', '.join(wrong)} only apply to {METHOD_ONLY[wrong[0]]} fine-tuning, and "
+            f"this search fine-tunes with {method}",
+            hint=f"drop them from tune.space, or set tune.method: {METHOD_ONLY[wrong[0]]}",
+        )
     dims = {}
     for name, values in space.items():
         try:
@@ -82,7 +92,7 @@ def search_space(space: dict[str, list], method: str, adapt: AdaptSpec) -> dict[
         except ValueError as exc:
             raise OdysseyError(str(exc), hint="choices [4, 8, 16], or a range [low, high, log|linear|int]") from None
         kind, *rest = dims[name]
-        for value in (rest[:2] if kind == "range" else rest[0]):
+        for value in rest[:2] if kind == "range" else rest[0]:
             adapt_for(adapt, {name: int(value) if kind == "range" and rest[2] == "int" else value})
     return dims
 
@@ -103,8 +113,10 @@ def adapt_for(adapt: AdaptSpec, params: dict[str, Any]) -> AdaptSpec:
         return AdaptSpec.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise OdysseyError(f"tune.space.{next(iter(params))}: {params} is not a valid adapt setting: {first['msg']}",
-                           hint="fix the choices or range in tune.space") from None
+        raise OdysseyError(
+            f"tune.space.{next(iter(params))}: {params} is not a valid adapt setting: {first['msg']}",
+            hint="fix the choices or range in tune.space",
+        ) from None
 
 
 def suggest(trial, dims: dict[str, tuple]) -> dict[str, Any]:
@@ -113,8 +125,11 @@ def suggest(trial, dims: dict[str, tuple]) -> dict[str, Any]:
     for name, (kind, *rest) in dims.items():
         if kind == "range":
             low, high, scale = rest
-            params[name] = (trial.suggest_int(name, int(low), int(high)) if scale == "int"
-                            else trial.suggest_float(name, float(low), float(high), log=scale == "log"))
+            params[name] = (
+                trial.suggest_int(name, int(low), int(high))
+                if scale == "int"
+                else trial.suggest_float(name, float(low), float(high), log=scale == "log")
+            )
             continue
         choices = [LIST_SEPARATOR.join(c) if isinstance(c, list) else c for c in rest[0]]
         picked = trial.suggest_categorical(name, choices)
@@ -123,6 +138,7 @@ def suggest(trial, dims: dict[str, tuple]) -> dict[str, Any]:
 
 
 # ---- the study -------------------------------------------------------------------------------------
+
 
 def _slug(project, model: str | None) -> str:
     from odyssey.models import parse_ref
@@ -142,19 +158,25 @@ def open_study(project, name: str, tspec, dims: dict[str, tuple]):
     if tspec.sampler == "grid":
         ranges = [n for n, d in dims.items() if d[0] == "range"]
         if ranges:
-            raise OdysseyError(f"tune.sampler: grid needs choices, and {', '.join(ranges)} is a range",
-                               hint="give choices, e.g. learning_rate: [1e-4, 3e-4, 1e-3], or sampler: tpe")
+            raise OdysseyError(
+                f"tune.sampler: grid needs choices, and {', '.join(ranges)} is a range",
+                hint="give choices, e.g. learning_rate: [1e-4, 3e-4, 1e-3], or sampler: tpe",
+            )
         grid = {n: [LIST_SEPARATOR.join(c) if isinstance(c, list) else c for c in d[1]] for n, d in dims.items()}
         sampler = optuna.samplers.GridSampler(grid, seed=tspec.seed)
     elif tspec.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=tspec.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=tspec.seed)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=tspec.prune_startup_trials, n_warmup_steps=0)
-              if tspec.prune else optuna.pruners.NopPruner())
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=tspec.prune_startup_trials, n_warmup_steps=0)
+        if tspec.prune
+        else optuna.pruners.NopPruner()
+    )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is ours to print
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction="maximize", load_if_exists=True)
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
+    )
     return study, storage
 
 
@@ -193,23 +215,36 @@ def _alive(pid: int | None) -> bool:
 
 # ---- the entry point ---------------------------------------------------------------------------------
 
-def tune(project, *, trials: int | None = None, method: str | None = None, model: str | None = None,
-         max_steps: int | None = None, limit: int | None = None, engine: str | None = None) -> TuneResult:
+
+def tune(
+    project,
+    *,
+    trials: int | None = None,
+    method: str | None = None,
+    model: str | None = None,
+    max_steps: int | None = None,
+    limit: int | None = None,
+    engine: str | None = None,
+) -> TuneResult:
     """Run (or resume) the study until it has ``trials`` finished trials (default ``tune.trials``)."""
     spec, tspec = project.spec, project.spec.tune
     method = method or tspec.method or spec.adapt.method
     dims = search_space(tspec.space, method, spec.adapt)
     if not project.dataset().splits.get("validation"):
-        raise OdysseyError("odyssey tune scores each trial on validation, and the validation split is empty",
-                           hint="set scope.data.splits.validation above 0, or give a validation file")
+        raise OdysseyError(
+            "odyssey tune scores each trial on validation, and the validation split is empty",
+            hint="set scope.data.splits.validation above 0, or give a validation file",
+        )
     slug = _slug(project, model)
     name = tspec.study or f"{slug}-{method}"
     study, storage = open_study(project, name, tspec, dims)
     result = TuneResult(name, storage, spec.scope.primary_metric, method)
     retired = retire_dead_trials(study)
     if retired:
-        result.notes.append(f"trial(s) {', '.join(map(str, retired))} were cut off by an interrupted search: marked "
-                            "failed, their settings tried again")
+        result.notes.append(
+            f"trial(s) {', '.join(map(str, retired))} were cut off by an interrupted search: marked "
+            "failed, their settings tried again"
+        )
     target = trials or tspec.trials
     if tspec.sampler == "grid":
         size = 1
@@ -221,13 +256,16 @@ def tune(project, *, trials: int | None = None, method: str | None = None, model
     from odyssey import ui
 
     while finished(study) < target:
-        number = run_trial(project, study, dims, slug=slug, method=method, model=model, max_steps=max_steps,
-                           limit=limit, engine=engine)
+        number = run_trial(
+            project, study, dims, slug=slug, method=method, model=model, max_steps=max_steps, limit=limit, engine=engine
+        )
         result.ran.append(number)
         done = study.trials[number]
-        ui.say(f"trial {number}: {done.state.name.lower()}"
-               + (f", {result.metric} on validation {done.value:.4f}" if done.value is not None else "")
-               + f" ({finished(study)} of {target})")
+        ui.say(
+            f"trial {number}: {done.state.name.lower()}"
+            + (f", {result.metric} on validation {done.value:.4f}" if done.value is not None else "")
+            + f" ({finished(study)} of {target})"
+        )
     return _summary(project, study, result)
 
 
@@ -254,12 +292,22 @@ def run_trial(project, study, dims, *, slug, method, model, max_steps, limit, en
         # Optuna compares intermediate values in the study's direction (maximize), so the loss goes in negated.
         trial.report(-float(entry["val_loss"]), step)
         if trial.should_prune():
-            raise TrialPruned(f"odyssey tune pruned trial {trial.number} at step {step}: validation loss "
-                              f"{entry['val_loss']:.4f} is worse than the median of earlier trials there")
+            raise TrialPruned(
+                f"odyssey tune pruned trial {trial.number} at step {step}: validation loss "
+                f"{entry['val_loss']:.4f} is worse than the median of earlier trials there"
+            )
 
     try:
-        outcome = finetune(trial_project, method=method, model=model, max_steps=max_steps, limit=limit, engine=engine,
-                           name=candidate, on_eval=on_eval)
+        outcome = finetune(
+            trial_project,
+            method=method,
+            model=model,
+            max_steps=max_steps,
+            limit=limit,
+            engine=engine,
+            name=candidate,
+            on_eval=on_eval,
+        )
     except TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
         return trial.number
@@ -274,8 +322,10 @@ def run_trial(project, study, dims, *, slug, method, model, max_steps, limit, en
     trial.set_user_attr("run_id", outcome.run_id)
     if value is None:
         study.tell(trial, state=TrialState.FAIL)
-        raise OdysseyError(f"trial {trial.number}: {candidate} has no {spec.scope.primary_metric} on validation",
-                           hint="check scope.metrics and that the validation split has rows")
+        raise OdysseyError(
+            f"trial {trial.number}: {candidate} has no {spec.scope.primary_metric} on validation",
+            hint="check scope.metrics and that the validation split has rows",
+        )
     study.tell(trial, float(value))
     return trial.number
 

@@ -82,13 +82,13 @@ def project_finetune(project, **kw):
 
 
 def test_full_finetune_with_packing_uses_the_prompt_candidates_prompt_and_learns(tmp_path):
-    project = _project(tmp_path / "p", extra="adapt:\n  method: full\n  learning_rate: 0.003\n  val_limit: 4\n"
-                                             "  packing: pack\n")
+    project = _project(
+        tmp_path / "p", extra="adapt:\n  method: full\n  learning_rate: 0.003\n  val_limit: 4\n  packing: pack\n"
+    )
     # a prompt-stage candidate with its own instruction: fine-tuning must train on that prompt
     from odyssey.prompts import PromptConfig
 
-    cfg = PromptConfig.default("summarization", instruction="Write a very short summary.", shots=3,
-                               selection="similar")
+    cfg = PromptConfig.default("summarization", instruction="Write a very short summary.", shots=3, selection="similar")
     project.store.upsert_candidate("tiny-llama:prompt", "prompt", "tiny:llama", {"prompt": cfg.as_dict()})
     result = project_finetune(project, max_steps=6, evaluate=False)
     assert result.trainable_params == result.total_params
@@ -105,8 +105,9 @@ def test_full_finetune_with_packing_uses_the_prompt_candidates_prompt_and_learns
 
 @pytest.mark.parametrize("model", ["tiny:llama", "tiny:t5"])
 def test_prompt_tuning_trains_only_the_soft_prompt(tmp_path, model):
-    project = _project(tmp_path / "p", model,
-                       extra="adapt:\n  method: prompt_tuning\n  prompt_tuning: {num_virtual_tokens: 6}\n")
+    project = _project(
+        tmp_path / "p", model, extra="adapt:\n  method: prompt_tuning\n  prompt_tuning: {num_virtual_tokens: 6}\n"
+    )
     result = project_finetune(project, max_steps=3, limit=1)
     assert "test" in result.metrics
     reloaded = load(project.store.candidate(result.candidate)["model_ref"])
@@ -143,8 +144,10 @@ def test_resume_continues_the_interrupted_finetune(tmp_path):
 def test_mixing_and_the_forgetting_check(tmp_path):
     root = tmp_path / "p"
     general = [{"input": f"What is {i} plus {i}?", "target": f"{2 * i}"} for i in range(6)]
-    extra = "adapt:\n  method: full\n  learning_rate: 0.003\n" \
-            "  mix: [{source: general.jsonl, weight: 0.5, instruction: Answer the sum.}]\n  general_set: general.jsonl\n"
+    extra = (
+        "adapt:\n  method: full\n  learning_rate: 0.003\n"
+        "  mix: [{source: general.jsonl, weight: 0.5, instruction: Answer the sum.}]\n  general_set: general.jsonl\n"
+    )
     project = _project(root, extra=extra)
     (root / "general.jsonl").write_text("\n".join(json.dumps(r) for r in general))
     result = project_finetune(project, max_steps=2, evaluate=False)
@@ -172,8 +175,13 @@ def test_cli_user_errors(tmp_path):
     root = tmp_path / "p"
     _project(root, extra="adapt:\n  method: lora\n")
     env = {**os.environ, "ODYSSEY_QUIET": "1"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "odyssey.cli", *a], env=env, capture_output=True,  # noqa
-                                    text=True, timeout=600)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "odyssey.cli", *a],
+        env=env,
+        capture_output=True,  # noqa
+        text=True,
+        timeout=600,
+    )
     bad = run("finetune", "--method", "qlora", "-p", str(root))
     assert bad.returncode == 2 and "full, lora, prompt_tuning" in bad.stderr and "Traceback" not in bad.stderr
     no_lora = run("finetune", "merge", "-p", str(root))
@@ -185,8 +193,24 @@ def test_cli_finetune_json(tmp_path):
     root = tmp_path / "p"
     _project(root, extra="adapt:\n  method: lora\n")
     env = {**os.environ, "ODYSSEY_QUIET": "1"}
-    ok = subprocess.run([sys.executable, "-m", "odyssey.cli", "finetune", "-p", str(root), "--max-steps", "2",
-                         "--no-evaluate", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "odyssey.cli",
+            "finetune",
+            "-p",
+            str(root),
+            "--max-steps",
+            "2",
+            "--no-evaluate",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ok.returncode == 0, ok.stderr
     payload = json.loads(ok.stdout)
     assert payload["candidate"] == "tiny-llama:lora" and payload["steps"] == 2 and payload["trainable_pct"] > 0
@@ -195,7 +219,9 @@ def test_cli_finetune_json(tmp_path):
 def test_bad_adapt_settings_name_the_field(tmp_path):
     root = tmp_path / "p"
     tiny_project(root)
-    (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + "adapt:\n  method: lora\n  lora: {rank: 8}\n")
+    (root / "odyssey.yaml").write_text(
+        (root / "odyssey.yaml").read_text() + "adapt:\n  method: lora\n  lora: {rank: 8}\n"
+    )
     from odyssey.errors import SpecError
 
     with pytest.raises(SpecError, match="rank"):
@@ -205,8 +231,9 @@ def test_bad_adapt_settings_name_the_field(tmp_path):
 @pytest.mark.slow
 def test_lora_on_the_packaged_smollm2(tmp_path):
     """The real model: LoRA r16 on the 7 projections of 30 blocks, the fast completion-only loss, a few steps."""
-    project = _project(tmp_path / "p", "packaged:smollm2-135m-instruct",
-                       extra="adapt:\n  method: lora\n  save_every: 2\n")
+    project = _project(
+        tmp_path / "p", "packaged:smollm2-135m-instruct", extra="adapt:\n  method: lora\n  save_every: 2\n"
+    )
     result = project_finetune(project, max_steps=2, evaluate=False)
     # r x (in + out) per projection: q, o 576->576; k, v 576->192; gate, up 576->1536; down 1536->576
     per_block = 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))

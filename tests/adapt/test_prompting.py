@@ -6,10 +6,12 @@ from odyssey.project import Project
 from odyssey.prompts import DemoSelector, PromptConfig, render
 from tests.conftest import tiny_project
 
-POOL = [Example("a", "#Person1#: I need a taxi to the airport.", ("#Person1# books a taxi.",)),
-        Example("b", "#Person1#: The soup is cold. #Person2#: Sorry, I will heat it.", ("A cold soup.",)),
-        Example("c", "#Person1#: Can I get a cab to the station?", ("#Person1# wants a cab.",)),
-        Example("d", "#Person1#: Your rent is due Friday.", ("Rent is due.",))]
+POOL = [
+    Example("a", "#Person1#: I need a taxi to the airport.", ("#Person1# books a taxi.",)),
+    Example("b", "#Person1#: The soup is cold. #Person2#: Sorry, I will heat it.", ("A cold soup.",)),
+    Example("c", "#Person1#: Can I get a cab to the station?", ("#Person1# wants a cab.",)),
+    Example("d", "#Person1#: Your rent is due Friday.", ("Rent is due.",)),
+]
 
 
 def test_selection_strategies():

@@ -11,7 +11,7 @@ def sequence_logprobs(loaded, prompts: list[str], responses: list[str], batch_si
     add_special = not has_chat_template(tok)
     out = []
     for i in range(0, len(prompts), batch_size):
-        for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size]):
+        for p, r in zip(prompts[i : i + batch_size], responses[i : i + batch_size]):
             p_ids = tok(p, add_special_tokens=add_special)["input_ids"]
             r_ids = tok(r, add_special_tokens=False)["input_ids"]
             if not r_ids:
@@ -19,7 +19,7 @@ def sequence_logprobs(loaded, prompts: list[str], responses: list[str], batch_si
                 continue
             ids = torch.tensor([p_ids + r_ids], device=model.device)
             with torch.inference_mode():
-                logits = model(input_ids=ids).logits[0, len(p_ids) - 1:-1].float()
-            logp = torch.log_softmax(logits, -1).gather(-1, ids[0, len(p_ids):].unsqueeze(-1)).sum()
+                logits = model(input_ids=ids).logits[0, len(p_ids) - 1 : -1].float()
+            logp = torch.log_softmax(logits, -1).gather(-1, ids[0, len(p_ids) :].unsqueeze(-1)).sum()
             out.append(float(logp))
     return out

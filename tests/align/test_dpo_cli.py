@@ -12,8 +12,14 @@ from tests.conftest import tiny_project
 def _prefs_project(tmp_path, extra: str = ""):
     root = tiny_project(tmp_path / "p")
     topics = ["the bus", "lunch", "the report", "a meeting", "the weather", "a movie", "the bill", "my keys"]
-    rows = [{"prompt": f"<s>user\nTell me about {t}.</s>\n<s>assistant\n", "chosen": f"Happy to help with {t}.",
-             "rejected": f"Shut up, {t} is crap."} for t in topics]
+    rows = [
+        {
+            "prompt": f"<s>user\nTell me about {t}.</s>\n<s>assistant\n",
+            "chosen": f"Happy to help with {t}.",
+            "rejected": f"Shut up, {t} is crap.",
+        }
+        for t in topics
+    ]
     (root / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + extra)
     return Project.load(root), rows
@@ -32,8 +38,12 @@ def _lora_candidate(project, adapter: Path) -> Path:
     peft.save_pretrained(adapter)
     base.tokenizer.save_pretrained(adapter)
     (adapter / "odyssey-adapter.json").write_text(json.dumps({"base": "tiny:llama", "method": "lora"}))
-    project.store.upsert_candidate("tiny:lora", "adapt", str(adapter), {"prompt": {
-        "task": "summarization", "instruction": "Summarize the dialogue."}})
+    project.store.upsert_candidate(
+        "tiny:lora",
+        "adapt",
+        str(adapter),
+        {"prompt": {"task": "summarization", "instruction": "Summarize the dialogue."}},
+    )
     return adapter
 
 
@@ -64,8 +74,9 @@ def test_dpo_raises_chosen_over_rejected_and_links_the_candidate(tmp_path, refer
 
 def test_cli_errors_are_clear(tmp_path):
     root = tiny_project(tmp_path / "p")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "odyssey.cli", *a, "-p", str(root)],
-                                    capture_output=True, text=True)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "odyssey.cli", *a, "-p", str(root)], capture_output=True, text=True
+    )
     out = run("align", "reward")
     assert out.returncode == 2 and "no preference data" in out.stderr and "odyssey align prefs" in out.stderr
     out = run("align", "prefs", "--source", "file")
@@ -80,14 +91,20 @@ def test_cli_errors_are_clear(tmp_path):
 def test_lifecycle_prefs_reward_ppo_dpo_status(tmp_path):
     """The user's path on a tiny model: pairs from references and the metric, reward model, PPO, DPO, board."""
     root = tiny_project(tmp_path / "p")
-    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}",
-                                                       "generation: {max_new_tokens: 8}")
-    spec += ("align:\n  pairs: 10\n  preferences: [{kind: reference}, {kind: metric}]\n"
-             "  ppo: {steps: 2, batch_size: 2, mini_batch_size: 2, ppo_epochs: 1, max_new_tokens: 8}\n"
-             "  dpo: {epochs: 1, batch_size: 4}\n  eval_limit: 3\n")
+    spec = (
+        (root / "odyssey.yaml")
+        .read_text()
+        .replace("generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 8}")
+    )
+    spec += (
+        "align:\n  pairs: 10\n  preferences: [{kind: reference}, {kind: metric}]\n"
+        "  ppo: {steps: 2, batch_size: 2, mini_batch_size: 2, ppo_epochs: 1, max_new_tokens: 8}\n"
+        "  dpo: {epochs: 1, batch_size: 4}\n  eval_limit: 3\n"
+    )
     (root / "odyssey.yaml").write_text(spec)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "odyssey.cli", *a, "-p", str(root), "--json"],
-                                    capture_output=True, text=True)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "odyssey.cli", *a, "-p", str(root), "--json"], capture_output=True, text=True
+    )
     out = run("align", "prefs")
     assert out.returncode == 0, out.stderr
     prefs = json.loads(out.stdout)

@@ -13,6 +13,7 @@ from tests.conftest import tiny_project
 
 class _Judge(BaseHTTPRequestHandler):
     """Answers 'A' or 'B': whichever response does not contain the word 'rude' (a rubric a test can check)."""
+
     seen: list = []
 
     def do_POST(self):
@@ -21,10 +22,16 @@ class _Judge(BaseHTTPRequestHandler):
         _Judge.seen.append((self.path, body["model"], text))
         a = text.split("Response A:")[1].split("Response B:")[0]
         answer = "B" if "rude" in a else "A"
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": f"Response {answer}"},
-                              "finish_reason": "stop"}],
-                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        reply = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": f"Response {answer}"}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -14,7 +14,7 @@ def test_gae_matches_hand_computation():
     values = torch.tensor([[0.5, 0.4, 0.3, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.5)
-    d2 = 1.0 - 0.3                # last response token: no next value
+    d2 = 1.0 - 0.3  # last response token: no next value
     d1 = 0.0 + 0.3 - 0.4
     d0 = 0.0 + 0.4 - 0.5
     a2, a1 = d2, d1 + 0.5 * d2
@@ -29,9 +29,9 @@ def test_whiten_and_adaptive_kl():
     w = whiten(x, m)
     assert w[0, 3] == 0 and (w * m).sum().abs() < 1e-5
     ctl = AdaptiveKL(0.1, target=1.0, horizon=100)
-    assert ctl.update(kl=5.0, n_steps=10) > 0.1      # KL above target: penalize more
+    assert ctl.update(kl=5.0, n_steps=10) > 0.1  # KL above target: penalize more
     ctl2 = AdaptiveKL(0.1, target=1.0, horizon=100)
-    assert ctl2.update(kl=0.1, n_steps=10) < 0.1     # below target: penalize less
+    assert ctl2.update(kl=0.1, n_steps=10) < 0.1  # below target: penalize less
     fixed = AdaptiveKL(0.1, target=None)
     assert fixed.update(kl=50.0, n_steps=10) == 0.1
 
@@ -42,8 +42,16 @@ def test_ppo_step_moves_probability_towards_rewarded_answers():
     loaded = load("tiny:llama", dtype="float32")
     tok = loaded.tokenizer
     tok.padding_side = "left"
-    cfg = PPOSpec(batch_size=4, mini_batch_size=4, ppo_epochs=4, learning_rate=3e-3, max_new_tokens=6, kl_coef=0.0,
-                  adaptive_kl=False, top_k=0)
+    cfg = PPOSpec(
+        batch_size=4,
+        mini_batch_size=4,
+        ppo_epochs=4,
+        learning_rate=3e-3,
+        max_new_tokens=6,
+        kl_coef=0.0,
+        adaptive_kl=False,
+        top_k=0,
+    )
     policy = Policy(loaded, cfg.lora_r, cfg.lora_alpha, seed=0)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
     gen = generation_kwargs({"max_new_tokens": 6, "do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}, tok)
@@ -55,8 +63,18 @@ def test_ppo_step_moves_probability_towards_rewarded_answers():
 
     prompts = ["<s>user\nHello there</s>\n<s>assistant\n"] * 2 + ["<s>user\nSummarize this</s>\n<s>assistant\n"] * 2
     torch.manual_seed(0)
-    stats = _ppo_step(policy, tok, prompts, reward_fn, opt, AdaptiveKL(0.0, None), cfg, gen,
-                      set(gen["eos_token_id"]), add_special=False)
+    stats = _ppo_step(
+        policy,
+        tok,
+        prompts,
+        reward_fn,
+        opt,
+        AdaptiveKL(0.0, None),
+        cfg,
+        gen,
+        set(gen["eos_token_id"]),
+        add_special=False,
+    )
     assert stats["kl"] == pytest.approx(0.0, abs=1e-5)
     assert stats["reward"] == pytest.approx(0.0) and stats["length"] > 0
 
@@ -77,8 +95,12 @@ def test_ppo_run_resumes_and_records_a_linked_candidate(tmp_path):
     from tests.conftest import tiny_project
 
     root = tiny_project(tmp_path / "p")
-    (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + (
-        "align:\n  ppo: {batch_size: 2, mini_batch_size: 2, ppo_epochs: 1, max_new_tokens: 6, checkpoint_every: 1}\n"))
+    (root / "odyssey.yaml").write_text(
+        (root / "odyssey.yaml").read_text()
+        + (
+            "align:\n  ppo: {batch_size: 2, mini_batch_size: 2, ppo_epochs: 1, max_new_tokens: 6, checkpoint_every: 1}\n"
+        )
+    )
     project = Project.load(root)
     first = train_ppo(project, reward="toxicity", steps=2, evaluate=False)
     assert [h["step"] for h in first.history] == [1, 2]
@@ -94,8 +116,9 @@ def test_ppo_run_resumes_and_records_a_linked_candidate(tmp_path):
     # before/after offensiveness on the held-out provocations, sampled at the given temperature
     from odyssey.align.evaluation import detox_report
 
-    same = detox_report(project, again.parent, again.parent, samples=1, max_new_tokens=6, temperature=0.7,
-                        task_eval=False)
+    same = detox_report(
+        project, again.parent, again.parent, samples=1, max_new_tokens=6, temperature=0.7, task_eval=False
+    )
     assert same["temperature"] == 0.7 and same["prompts"] == 30
     m = same["metrics"]  # the same model, the same seeds: the same samples, no change, a zero-width interval
     assert m["toxicity_change"] == 0 and m["toxicity_change_ci_low"] == m["toxicity_change_ci_high"] == 0

@@ -21,8 +21,10 @@ def test_hh_style_rows_split_at_the_last_assistant_turn():
 
 
 def test_conversational_rows_become_text():
-    row = {"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
-           "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go away."}]}
+    row = {
+        "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+        "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go away."}],
+    }
     pair = normalize_row(row, "x:1", "hf:demo")
     assert pair["prompt"].startswith("user: Hi")
     assert (pair["chosen"], pair["rejected"]) == ("Hello!", "Go away.")
@@ -30,8 +32,12 @@ def test_conversational_rows_become_text():
 
 def test_bad_records_name_the_file_and_line(tmp_path):
     path = tmp_path / "prefs.jsonl"
-    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n"
-                    + json.dumps({"prompt": "p", "chosen": "a"}) + "\n")
+    path.write_text(
+        json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"})
+        + "\n"
+        + json.dumps({"prompt": "p", "chosen": "a"})
+        + "\n"
+    )
     with pytest.raises(OdysseyError, match=r"prefs.jsonl:2: a preference record needs 'chosen' and 'rejected'"):
         from_file(path)
     path.write_text(json.dumps({"prompt": "p", "chosen": " ", "rejected": "b"}) + "\n")
@@ -40,8 +46,10 @@ def test_bad_records_name_the_file_and_line(tmp_path):
 
 
 def test_jsonl_round_trip_keeps_provenance_and_hash(tmp_path):
-    pairs = [{"prompt": f"p{i}", "chosen": "good", "rejected": "bad", "source": "file:x", "annotator": "ann"}
-             for i in range(3)]
+    pairs = [
+        {"prompt": f"p{i}", "chosen": "good", "rejected": "bad", "source": "file:x", "annotator": "ann"}
+        for i in range(3)
+    ]
     path = write_jsonl(pairs, tmp_path / "out.jsonl")
     back = from_file(path)
     assert [(p["prompt"], p["source"], p["annotator"]) for p in back] == [(f"p{i}", "file:x", "ann") for i in range(3)]
@@ -59,10 +67,14 @@ def test_held_out_split_is_by_prompt_and_deterministic():
 
 
 def test_metric_pairs_choose_the_sample_closer_to_the_reference():
-    ex = [Example("1", "dialogue", ("Tom buys a red bike for his son.",)),
-          Example("2", "dialogue", ("Amy and Bob plan a trip to Paris.",))]
-    samples = [["Tom buys a red bike for his son today.", "The weather is nice."],
-               ["Same text.", "Same text."]]  # identical samples make no pair
+    ex = [
+        Example("1", "dialogue", ("Tom buys a red bike for his son.",)),
+        Example("2", "dialogue", ("Amy and Bob plan a trip to Paris.",)),
+    ]
+    samples = [
+        ["Tom buys a red bike for his son today.", "The weather is nice."],
+        ["Same text.", "Same text."],
+    ]  # identical samples make no pair
     pairs = from_metric(["P1", "P2"], ex, samples, "rougeL", "summarization", "cand")
     assert len(pairs) == 1
     assert pairs[0]["chosen"].startswith("Tom buys") and pairs[0]["rejected"] == "The weather is nice."
@@ -81,16 +93,22 @@ def test_file_and_feedback_sources_are_stored_with_provenance(tmp_path):
     from odyssey.store.align import preference_sets
 
     root = tiny_project(tmp_path / "p")
-    (root / "prefs.jsonl").write_text("".join(
-        json.dumps({"prompt": f"Q{i}", "chosen": "polite answer", "rejected": "rude answer", "annotator": "alice"})
-        + "\n"
-        for i in range(4)))
+    (root / "prefs.jsonl").write_text(
+        "".join(
+            json.dumps({"prompt": f"Q{i}", "chosen": "polite answer", "rejected": "rude answer", "annotator": "alice"})
+            + "\n"
+            for i in range(4)
+        )
+    )
     project = Project.load(root)
     store = project.store
     from odyssey.store.deploy import write_batch
 
-    write_batch(store, [], [{"kind": "correction", "prompt": "Qc", "output": "wrong", "correction": "right",
-                             "annotator": "bob"}])
+    write_batch(
+        store,
+        [],
+        [{"kind": "correction", "prompt": "Qc", "output": "wrong", "correction": "right", "annotator": "bob"}],
+    )
     pset = build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}, {"kind": "feedback"}])
     assert pset.sources["file"] == 4
     assert all(p["annotator"] == "alice" and p["source"] == "file:prefs.jsonl" for p in pset.pairs[:4])
@@ -119,12 +137,22 @@ def test_outputs_source_uses_stored_train_and_validation_answers_only(tmp_path):
     project = Project.load(tiny_project(tmp_path / "p"))
     store = project.store
     with store.run("prompt", {}, {}) as run:
-        rows = lambda split: [{"example_id": f"{split}{i}", "prompt": f"P-{split}-{i}", "prediction": f"model {i}",
-                               "references": [f"reference {i}"]} for i in range(3)]
+        rows = lambda split: [
+            {
+                "example_id": f"{split}{i}",
+                "prompt": f"P-{split}-{i}",
+                "prediction": f"model {i}",
+                "references": [f"reference {i}"],
+            }
+            for i in range(3)
+        ]
         store.add_outputs(run.id, rows("validation"), split="validation")
         store.add_outputs(run.id, rows("test"), split="test")
-        store.add_outputs(run.id, [{"example_id": "v9", "prompt": "P-same", "prediction": "ref",
-                                    "references": ["ref"]}], split="validation")
+        store.add_outputs(
+            run.id,
+            [{"example_id": "v9", "prompt": "P-same", "prediction": "ref", "references": ["ref"]}],
+            split="validation",
+        )
     pairs = from_stored_outputs(store)
     assert [p["prompt"] for p in pairs] == ["P-validation-0", "P-validation-1", "P-validation-2"]
     assert all(p["chosen"].startswith("reference") and p["rejected"].startswith("model") for p in pairs)
@@ -136,8 +164,11 @@ def test_queue_for_labelling_fills_the_compare_page_queue(tmp_path):
     from odyssey.store.deploy import next_pair
 
     root = tiny_project(tmp_path / "p")
-    (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text().replace(
-        "generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 6}"))
+    (root / "odyssey.yaml").write_text(
+        (root / "odyssey.yaml")
+        .read_text()
+        .replace("generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 6}")
+    )
     project = Project.load(root)
     n = queue_for_labelling(project, 3)
     assert 1 <= n <= 3

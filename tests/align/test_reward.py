@@ -25,14 +25,37 @@ def test_reward_model_learns_a_preference_and_is_recorded(tmp_path):
     from odyssey.store.align import reward_model
 
     root = tiny_project(tmp_path / "p")
-    topics = ["the bus", "lunch", "the report", "a meeting", "the weather", "a movie", "the bill", "my keys",
-              "the train", "dinner", "the party", "a book", "the exam", "the garden", "a gift", "the car"]
-    rows = [{"prompt": f"Tell me about {t}.\n", "chosen": f"Thank you, happy to help with {t}.",
-             "rejected": f"Shut up, stupid idiot, {t} is crap."} for t in topics]
+    topics = [
+        "the bus",
+        "lunch",
+        "the report",
+        "a meeting",
+        "the weather",
+        "a movie",
+        "the bill",
+        "my keys",
+        "the train",
+        "dinner",
+        "the party",
+        "a book",
+        "the exam",
+        "the garden",
+        "a gift",
+        "the car",
+    ]
+    rows = [
+        {
+            "prompt": f"Tell me about {t}.\n",
+            "chosen": f"Thank you, happy to help with {t}.",
+            "rejected": f"Shut up, stupid idiot, {t} is crap.",
+        }
+        for t in topics
+    ]
     (root / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = (root / "odyssey.yaml").read_text()
     (root / "odyssey.yaml").write_text(
-        spec + "align:\n  reward: {epochs: 4, learning_rate: 0.003, batch_size: 4, held_out: 0.25}\n")
+        spec + "align:\n  reward: {epochs: 4, learning_rate: 0.003, batch_size: 4, held_out: 0.25}\n"
+    )
     project = Project.load(root)
     build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
     result = train_reward_model(project)
@@ -42,10 +65,12 @@ def test_reward_model_learns_a_preference_and_is_recorded(tmp_path):
     row = reward_model(project.store)
     assert row["name"] == result.name and row["preference_set_id"] == result.preference_set
     rm = RewardModel(result.path)
-    scores = rm.score(["Tell me about a new topic.\n"] * 2,
-                      ["Thank you, happy to help with it.", "Shut up, stupid idiot."])
+    scores = rm.score(
+        ["Tell me about a new topic.\n"] * 2, ["Thank you, happy to help with it.", "Shut up, stupid idiot."]
+    )
     assert scores[0] > scores[1]
     # Normalized over the training responses: mean about 0, spread about 1.
-    train_scores = rm.score([r["prompt"] for r in rows] * 2,
-                            [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+    train_scores = rm.score(
+        [r["prompt"] for r in rows] * 2, [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
+    )
     assert abs(sum(train_scores) / len(train_scores)) < 0.5

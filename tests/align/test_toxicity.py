@@ -67,7 +67,7 @@ def test_win_rate_ci_separates_a_dozen_prompts_from_a_hundred():
 def test_bootstrap_rejects_mismatched_input():
     with pytest.raises(ValueError):
         bootstrap_ci([0.1, 0.2], [0.1])
-    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(2**0.5))
 
 
 def test_transformer_classifier_hook(tmp_path):
@@ -80,8 +80,9 @@ def test_transformer_classifier_hook(tmp_path):
     from odyssey.models import resolve
 
     tok_dir = resolve("tiny:bert")
-    config = AutoConfig.from_pretrained(tok_dir, num_labels=2, id2label={0: "neutral", 1: "offensive"},
-                                        label2id={"neutral": 0, "offensive": 1})
+    config = AutoConfig.from_pretrained(
+        tok_dir, num_labels=2, id2label={0: "neutral", 1: "offensive"}, label2id={"neutral": 0, "offensive": 1}
+    )
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_config(config)
     out = tmp_path / "clf"

@@ -54,8 +54,9 @@ def test_ingest_search_ask_and_reingest(project):
     on = api.ask(proj, "How many days of annual leave do staff get?")
     assert on.relevant and on.sources[0]["source"] == "docs/staff-handbook.md"
     assert "[1] (docs/staff-handbook.md" in on.prompt
-    assert list_collections(proj) == [{"name": "handbook", "files": 6, "chunks": report["total_chunks"],
-                                       "embedder": "packaged:all-minilm-l6-v2"}]
+    assert list_collections(proj) == [
+        {"name": "handbook", "files": 6, "chunks": report["total_chunks"], "embedder": "packaged:all-minilm-l6-v2"}
+    ]
 
 
 def test_user_mistakes_get_a_message_and_a_hint(project):

@@ -14,8 +14,10 @@ def _pdf(path, pages):
         stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET"
         objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
         content = len(objects)
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content} 0 R "
-                       "/Resources << /Font << /F1 3 0 R >> >> >>")
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content} 0 R "
+            "/Resources << /Font << /F1 3 0 R >> >> >>"
+        )
         kids.append(f"{len(objects)} 0 R")
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
     out, offsets = b"%PDF-1.4\n", []
@@ -31,8 +33,10 @@ def _pdf(path, pages):
 
 def test_markdown_sections_follow_headings(tmp_path):
     md = tmp_path / "guide.md"
-    md.write_text("# Guide\n\nIntro text.\n\n## Setup\n\nStep one.\n\n```\n# not a heading\n```\n\n"
-                  "### Details\n\nDeep.\n\n## Care\n\nWash it.\n")
+    md.write_text(
+        "# Guide\n\nIntro text.\n\n## Setup\n\nStep one.\n\n```\n# not a heading\n```\n\n"
+        "### Details\n\nDeep.\n\n## Care\n\nWash it.\n"
+    )
     doc = read_document(md)
     assert doc.title == "Guide" and doc.kind == "markdown"
     by_text = {b.text: b.headings for b in doc.blocks}
@@ -45,10 +49,12 @@ def test_markdown_sections_follow_headings(tmp_path):
 
 def test_html_drops_scripts_and_navigation(tmp_path):
     page = tmp_path / "p.html"
-    page.write_text("<html><head><title>T</title><script>var secret=1;</script></head><body><nav>Home Shop</nav>"
-                    "<h1>Shipping</h1><p>Ships in 3 days.</p><h2>Express</h2><ul><li>Next day</li></ul>"
-                    "<table><tr><th>Zone</th><th>Price</th></tr><tr><td>EU</td><td>5</td></tr></table>"
-                    "<footer>Copyright</footer></body></html>")
+    page.write_text(
+        "<html><head><title>T</title><script>var secret=1;</script></head><body><nav>Home Shop</nav>"
+        "<h1>Shipping</h1><p>Ships in 3 days.</p><h2>Express</h2><ul><li>Next day</li></ul>"
+        "<table><tr><th>Zone</th><th>Price</th></tr><tr><td>EU</td><td>5</td></tr></table>"
+        "<footer>Copyright</footer></body></html>"
+    )
     doc = read_document(page)
     texts = [b.text for b in doc.blocks]
     assert doc.title == "Shipping"
@@ -62,8 +68,10 @@ def test_pdf_pages_become_metadata(tmp_path):
     _pdf(pdf, ["The stove burns for 90 minutes.", "Clean the jet every season."])
     doc = read_document(pdf)
     chunks = chunk_document(doc, "manual.pdf")
-    assert [(c.page, c.text) for c in chunks] == [(1, "The stove burns for 90 minutes."),
-                                                  (2, "Clean the jet every season.")]
+    assert [(c.page, c.text) for c in chunks] == [
+        (1, "The stove burns for 90 minutes."),
+        (2, "Clean the jet every season."),
+    ]
     assert chunks[1].citation == "manual.pdf p.2"
 
 

@@ -53,8 +53,9 @@ def test_reingest_touches_only_changed_files_and_propagates_deletions(tmp_path):
     assert again.added == again.updated == again.removed == [] and len(again.unchanged) == 3
     assert again.chunks_added == 0 and again.total_chunks == 3
 
-    (docs / "a.md").write_text("# Stoves\n\nThe Alpine stove now boils a litre in 3 minutes.\n\n"
-                               "## Fuel\n\nIt burns gas.\n")
+    (docs / "a.md").write_text(
+        "# Stoves\n\nThe Alpine stove now boils a litre in 3 minutes.\n\n## Fuel\n\nIt burns gas.\n"
+    )
     (docs / "b.txt").unlink()
     changed = coll.ingest([docs], base=tmp_path)
     assert changed.updated == ["docs/a.md"] and changed.removed == ["docs/b.txt"]

@@ -16,15 +16,18 @@ from odyssey.augment.sandbox import SandboxLimits
 from odyssey.errors import OdysseyError
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("3 boxes of 12 is 36, minus 5 is 31. The answer is 31.", "31"),
-    ("So she pays 2 + 3 = 5 euros... The answer is: 1,200", "1200"),
-    ("The answer is €12.50 in total", "12.5"),
-    ("First 7 then 8, finally 15", "15"),
-    ("It drops to −4 degrees", "-4"),
-    ("no digits here", None),
-    ("The answer is 2.0", "2"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("3 boxes of 12 is 36, minus 5 is 31. The answer is 31.", "31"),
+        ("So she pays 2 + 3 = 5 euros... The answer is: 1,200", "1200"),
+        ("The answer is €12.50 in total", "12.5"),
+        ("First 7 then 8, finally 15", "15"),
+        ("It drops to −4 degrees", "-4"),
+        ("no digits here", None),
+        ("The answer is 2.0", "2"),
+    ],
+)
 def test_extract_number(text, expected):
     assert extract_number(text) == expected
 
@@ -51,13 +54,16 @@ def test_refusals_and_scoring():
     assert len(few) == 8 and sum(not q["answerable"] for q in few) == 2
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Thought: I need 4*6.\nAction: calculator[4 * 6]", ("I need 4*6.", "calculator", "4 * 6")),
-    ("Thought: done\nAction: finish[Graz]", ("done", "finish", "Graz")),
-    ("Thought: look\nAction: retrieve: refund window\nmore", ("look", "retrieve", "refund window")),
-    ("Action: Calculator(2+2)", ("", "calculator", "2+2")),
-    ("I think it is 5", ("I think it is 5", None, None)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Thought: I need 4*6.\nAction: calculator[4 * 6]", ("I need 4*6.", "calculator", "4 * 6")),
+        ("Thought: done\nAction: finish[Graz]", ("done", "finish", "Graz")),
+        ("Thought: look\nAction: retrieve: refund window\nmore", ("look", "retrieve", "refund window")),
+        ("Action: Calculator(2+2)", ("", "calculator", "2+2")),
+        ("I think it is 5", ("I think it is 5", None, None)),
+    ],
+)
 def test_parse_step(text, expected):
     assert parse_step(text) == expected
 
@@ -82,17 +88,23 @@ class Scripted:
 
 def test_react_loop_uses_real_tools_and_keeps_the_trace(tmp_path):
     tools_file = tmp_path / "tools.py"
-    tools_file.write_text('def price(item):\n    """looks up a price in euros"""\n'
-                          '    return {"tent": 349}.get(item.strip(), "unknown")\n')
+    tools_file.write_text(
+        'def price(item):\n    """looks up a price in euros"""\n    return {"tent": 349}.get(item.strip(), "unknown")\n'
+    )
     price = load_tool("tools.py:price", tmp_path)
     assert price.name == "price" and price.description == "looks up a price in euros"
     questions = ["How much are two tents?", "What is 7 * 6?", "Loop forever?"]
-    model = Scripted([
-        ["Thought: find the price\nAction: price[tent]", "Thought: double it\nAction: calculator[349 * 2]",
-         "Thought: I know it\nAction: finish[698]"],
-        ["Thought: compute\nAction: calculator[7 * 6]\nObservation: 41 (made up)", "Action: finish[42]"],
-        ["I am not sure", "Thought: hmm\nAction: teleport[now]", "Thought: try\nAction: calculator[import os]"],
-    ])
+    model = Scripted(
+        [
+            [
+                "Thought: find the price\nAction: price[tent]",
+                "Thought: double it\nAction: calculator[349 * 2]",
+                "Thought: I know it\nAction: finish[698]",
+            ],
+            ["Thought: compute\nAction: calculator[7 * 6]\nObservation: 41 (made up)", "Action: finish[42]"],
+            ["I am not sure", "Thought: hmm\nAction: teleport[now]", "Thought: try\nAction: calculator[import os]"],
+        ]
+    )
     model.questions = questions
     agent = Agent(model, [calculator_tool(SandboxLimits(timeout_s=20)), price], max_steps=3)
     results = agent.run(questions, numeric=True)

@@ -31,9 +31,12 @@ def test_writes_only_inside_its_temp_dir(tmp_path):
     result = run_python(code, FAST)
     assert not result.ok and "not allowed" in result.error
     assert not target.exists()
-    for attempt in (f"import os\nos.remove({str(tmp_path)!r})", f"import os\nos.mkdir({str(tmp_path / 'd')!r})",
-                    f"import os\nos.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)",
-                    f"import shutil\nshutil.rmtree({str(tmp_path)!r})"):
+    for attempt in (
+        f"import os\nos.remove({str(tmp_path)!r})",
+        f"import os\nos.mkdir({str(tmp_path / 'd')!r})",
+        f"import os\nos.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)",
+        f"import shutil\nshutil.rmtree({str(tmp_path)!r})",
+    ):
         blocked = run_python(attempt, FAST)
         assert not blocked.ok and "not allowed" in blocked.error, attempt
     assert tmp_path.exists() and not (tmp_path / "d").exists() and not target.exists()
@@ -59,10 +62,12 @@ def test_network_is_blocked_and_nothing_reaches_a_real_listener():
     thread = threading.Thread(target=accept)
     thread.start()
     try:
-        raw = run_python(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}))\n"
-                         "answer = 'connected'", FAST)
-        http = run_python("import urllib.request\n"
-                          f"answer = urllib.request.urlopen('http://127.0.0.1:{port}/').read()", FAST)
+        raw = run_python(
+            f"import socket\ns = socket.create_connection(('127.0.0.1', {port}))\nanswer = 'connected'", FAST
+        )
+        http = run_python(
+            f"import urllib.request\nanswer = urllib.request.urlopen('http://127.0.0.1:{port}/').read()", FAST
+        )
     finally:
         thread.join()
         server.close()
@@ -74,10 +79,12 @@ def test_network_is_blocked_and_nothing_reaches_a_real_listener():
 def test_fork_bomb_subprocess_and_native_code_are_blocked():
     bomb = run_python("import os\nwhile True:\n    os.fork()", FAST)
     assert not bomb.ok and "os.fork" in bomb.error
-    for code, event in (("import subprocess\nsubprocess.run(['true'])", "subprocess.Popen"),
-                        ("import os\nos.system('true')", "os.system"),
-                        ("import multiprocessing\nmultiprocessing.Process(target=print).start()", "os.fork"),
-                        ("import ctypes", "ctypes.dlopen")):
+    for code, event in (
+        ("import subprocess\nsubprocess.run(['true'])", "subprocess.Popen"),
+        ("import os\nos.system('true')", "os.system"),
+        ("import multiprocessing\nmultiprocessing.Process(target=print).start()", "os.fork"),
+        ("import ctypes", "ctypes.dlopen"),
+    ):
         result = run_python(code, FAST)
         assert not result.ok and event in result.error, (code, result.error)
 

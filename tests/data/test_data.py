@@ -2,15 +2,19 @@ import json
 
 import pytest
 
-from odyssey.data import Example, example_data_dir, load_task_data, read_records
+from odyssey.data import example_data_dir, load_task_data, read_records
 from odyssey.errors import OdysseyError, Unavailable
 from odyssey.spec import Scope
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 
 def scope(source, **fields):
-    return Scope.model_validate({"task": "summarization", "data": {"source": source, "fields": fields or
-                                                                   {"input": "dialogue", "target": "summary"}}})
+    return Scope.model_validate(
+        {
+            "task": "summarization",
+            "data": {"source": source, "fields": fields or {"input": "dialogue", "target": "summary"}},
+        }
+    )
 
 
 def test_formats_agree(tmp_path):
@@ -34,16 +38,27 @@ def test_splits_deterministic_and_disjoint(tmp_path):
     assert one.splits == two.splits
     ids = [e.id for s in one.splits.values() for e in s]
     assert len(ids) == len(set(ids)) == 50
-    other = Scope.model_validate({"task": "summarization", "data": {"source": "a.jsonl", "seed": 1,
-                                  "fields": {"input": "dialogue", "target": "summary"}}})
+    other = Scope.model_validate(
+        {
+            "task": "summarization",
+            "data": {"source": "a.jsonl", "seed": 1, "fields": {"input": "dialogue", "target": "summary"}},
+        }
+    )
     assert load_task_data(other, tmp_path).fingerprint != one.fingerprint
 
 
 def test_several_references_like_dialogsum_test(tmp_path):
     row = {"dialogue": "d", "summary1": "a", "summary2": "b", "summary3": ""}
     (tmp_path / "t.jsonl").write_text(json.dumps(row))
-    s = Scope.model_validate({"task": "summarization", "data": {"source": {"test": "t.jsonl"},
-                              "fields": {"input": "dialogue", "target": ["summary1", "summary2", "summary3"]}}})
+    s = Scope.model_validate(
+        {
+            "task": "summarization",
+            "data": {
+                "source": {"test": "t.jsonl"},
+                "fields": {"input": "dialogue", "target": ["summary1", "summary2", "summary3"]},
+            },
+        }
+    )
     ex = load_task_data(s, tmp_path).split("test")[0]
     assert ex.references == ("a", "b") and ex.target == "a"
 
@@ -74,8 +89,15 @@ def test_shipped_examples_are_enough_for_the_demo():
 
 @needs_shared_data
 def test_dialogsum_loads_with_first_rows_in_order():
-    s = Scope.model_validate({"task": "summarization", "data": {"source": {"validation": str(SHARED_DATA / "dialogsum" / "dialogsum.dev.jsonl")},
-                              "fields": {"input": "dialogue", "target": "summary", "id": "fname"}}})
+    s = Scope.model_validate(
+        {
+            "task": "summarization",
+            "data": {
+                "source": {"validation": str(SHARED_DATA / "dialogsum" / "dialogsum.dev.jsonl")},
+                "fields": {"input": "dialogue", "target": "summary", "id": "fname"},
+            },
+        }
+    )
     rows = load_task_data(s, SHARED_DATA).split("validation")
     assert len(rows) == 500 and rows[0].id.startswith("dev_")
 
@@ -86,8 +108,13 @@ from odyssey.data import DataError  # noqa: E402
 
 
 def _csv_scope(source, **data):
-    return Scope.model_validate({"task": "classification", "labels": ["ham", "spam"],
-                                 "data": {"source": source, "fields": {"input": "text", "target": "label"}, **data}})
+    return Scope.model_validate(
+        {
+            "task": "classification",
+            "labels": ["ham", "spam"],
+            "data": {"source": source, "fields": {"input": "text", "target": "label"}, **data},
+        }
+    )
 
 
 def test_csv_rows_with_the_wrong_number_of_fields_are_refused_with_their_lines(tmp_path):
@@ -116,8 +143,10 @@ def test_csv_unclosed_quote_is_reported_where_it_opens(tmp_path):
 
 def test_quoted_commas_and_line_breaks_are_fine(tmp_path):
     (tmp_path / "a.csv").write_text('text,label\n"hi, you",ham\n"two\nlines",spam\n\n')
-    assert read_records(tmp_path / "a.csv") == [{"text": "hi, you", "label": "ham"},
-                                                {"text": "two\nlines", "label": "spam"}]
+    assert read_records(tmp_path / "a.csv") == [
+        {"text": "hi, you", "label": "ham"},
+        {"text": "two\nlines", "label": "spam"},
+    ]
 
 
 def test_tsv_named_csv_says_it_looks_tab_separated_and_tsv_reads(tmp_path):
@@ -155,9 +184,15 @@ def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
     assert read_records(tmp_path / "a.csv") == [{"text": "hi", "label": "ham"}]
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("empty.csv", "", "is empty"), ("blank.jsonl", "\n\n", "is empty"),
-    ("header.csv", "text,label\n", "has a header line but no data rows"), ("none.json", "[]", "has no records")])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("empty.csv", "", "is empty"),
+        ("blank.jsonl", "\n\n", "is empty"),
+        ("header.csv", "text,label\n", "has a header line but no data rows"),
+        ("none.json", "[]", "has no records"),
+    ],
+)
 def test_files_without_rows_are_errors(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match=message):
@@ -168,7 +203,7 @@ def test_json_file_errors_are_clear(tmp_path):
     (tmp_path / "a.json").write_text('[{"text": "x"},\n {oops}]')
     with pytest.raises(DataError, match=r"a.json:2: not valid JSON"):
         read_records(tmp_path / "a.json")
-    (tmp_path / "b.json").write_text('[1, 2]')
+    (tmp_path / "b.json").write_text("[1, 2]")
     with pytest.raises(DataError, match="expected a list of objects"):
         read_records(tmp_path / "b.json")
 
@@ -177,8 +212,31 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 _ROWISH = st.one_of(
     st.binary(max_size=200),
-    st.lists(st.sampled_from(['"', ",", "\t", "\n", "\r", "text", "label", "ham", "{", "}", "[", "]", ":", "\\",
-                              "\x00", "\xe9", "null", "1"]), max_size=60).map(lambda p: "".join(p).encode("utf-8")),
+    st.lists(
+        st.sampled_from(
+            [
+                '"',
+                ",",
+                "\t",
+                "\n",
+                "\r",
+                "text",
+                "label",
+                "ham",
+                "{",
+                "}",
+                "[",
+                "]",
+                ":",
+                "\\",
+                "\x00",
+                "\xe9",
+                "null",
+                "1",
+            ]
+        ),
+        max_size=60,
+    ).map(lambda p: "".join(p).encode("utf-8")),
     st.builds(lambda head, junk: b"text,label\n" + head + junk, st.binary(max_size=30), st.binary(max_size=30)),
 )
 

@@ -61,13 +61,15 @@ def make_project(root: Path, deploy_yaml: str = "") -> Path:
     return root
 
 
-def start_server(root: Path, args: list[str], log: Path, timeout: float = 240,
-                 port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    root: Path, args: list[str], log: Path, timeout: float = 240, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
     env = {**os.environ, "ODYSSEY_QUIET": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "odyssey.cli", "serve", "-p", str(root), "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                            start_new_session=True)  # its own group: a hung server is killed with its children
+    proc = subprocess.Popen(
+        cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+    )  # its own group: a hung server is killed with its children
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,8 +101,10 @@ def server(tmp_path_factory, _odyssey_home):
     from odyssey.deploy.keys import create_key
     from odyssey.project import Project
 
-    root = make_project(tmp_path_factory.mktemp("deploy") / "proj",
-                        "deploy:\n  max_tokens: 64\n  default_max_tokens: 16\n  max_request_bytes: 20000\n")
+    root = make_project(
+        tmp_path_factory.mktemp("deploy") / "proj",
+        "deploy:\n  max_tokens: 64\n  default_max_tokens: 16\n  max_request_bytes: 20000\n",
+    )
     store = Project.load(root).store
     keys = {
         "alice": create_key(store, "alice").key,

@@ -55,8 +55,13 @@ def main(argv: list[str]) -> None:
             if self.path != "/v1/completions":
                 return self.reply(404, {"error": "not found"})
             n = min(int(body.get("max_tokens") or 4), 4)
-            self.reply(200, {"choices": [{"text": " ok" * n, "finish_reason": "length"}],
-                             "usage": {"prompt_tokens": len(body.get("prompt") or []), "completion_tokens": n}})
+            self.reply(
+                200,
+                {
+                    "choices": [{"text": " ok" * n, "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": len(body.get("prompt") or []), "completion_tokens": n},
+                },
+            )
 
     ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
 

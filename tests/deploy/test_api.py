@@ -32,8 +32,11 @@ def test_models_lists_both_candidates(server):
 
 def test_chat_completion_is_captured_with_everything(server):
     resp = client(server).chat.completions.create(
-        model="tiny-a", messages=[{"role": "user", "content": "A: hi. B: hello, how are you?"}], max_tokens=6,
-        temperature=0)
+        model="tiny-a",
+        messages=[{"role": "user", "content": "A: hi. B: hello, how are you?"}],
+        max_tokens=6,
+        temperature=0,
+    )
     choice = resp.choices[0]
     assert resp.object == "chat.completion" and choice.message.role == "assistant"
     assert choice.finish_reason in ("stop", "length")
@@ -53,8 +56,9 @@ def test_greedy_is_deterministic_and_stream_matches(server):
     msgs = [{"role": "user", "content": "Summarize: the cat sat on the mat."}]
     full = c.chat.completions.create(model="tiny-a", messages=msgs, max_tokens=8, temperature=0)
     pieces, finish, usage = [], None, None
-    for chunk in c.chat.completions.create(model="tiny-a", messages=msgs, max_tokens=8, temperature=0, stream=True,
-                                           stream_options={"include_usage": True}):
+    for chunk in c.chat.completions.create(
+        model="tiny-a", messages=msgs, max_tokens=8, temperature=0, stream=True, stream_options={"include_usage": True}
+    ):
         if chunk.usage:
             usage = chunk.usage
         for ch in chunk.choices:
@@ -74,8 +78,9 @@ def test_completions_endpoint_raw_prompt(server):
 
 
 def test_embeddings_with_packaged_minilm(server):
-    resp = client(server).embeddings.create(model="all-minilm-l6-v2",
-                                            input=["a cat on a mat", "a kitten on a rug", "tax law reform"])
+    resp = client(server).embeddings.create(
+        model="all-minilm-l6-v2", input=["a cat on a mat", "a kitten on a rug", "tax law reform"]
+    )
     vectors = np.array([d.embedding for d in resp.data])
     assert vectors.shape == (3, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
@@ -87,8 +92,9 @@ def test_concurrent_requests_are_batched(server):
     c = client(server)
 
     def ask(i):
-        return c.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": f"dialogue {i}"}],
-                                         max_tokens=16, temperature=0)
+        return c.chat.completions.create(
+            model="tiny-a", messages=[{"role": "user", "content": f"dialogue {i}"}], max_tokens=16, temperature=0
+        )
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(ask, range(8)))
@@ -100,7 +106,11 @@ def test_concurrent_requests_are_batched(server):
 def test_stop_strings_cut_the_output(server):
     c = client(server)
     msgs = [{"role": "user", "content": "Summarize: a long talk about many things."}]
-    full = c.chat.completions.create(model="tiny-a", messages=msgs, max_tokens=20, temperature=0).choices[0].message.content
+    full = (
+        c.chat.completions.create(model="tiny-a", messages=msgs, max_tokens=20, temperature=0)
+        .choices[0]
+        .message.content
+    )
     assert len(full) > 4
     stop = full[3:5]
     cut = c.chat.completions.create(model="tiny-a", messages=msgs, max_tokens=20, temperature=0, stop=[stop])
@@ -127,20 +137,26 @@ def test_missing_bad_and_revoked_keys_are_401(server):
 
 
 def test_scope_is_enforced(server):
-    r = httpx.post(server.url + "/v1/chat/completions", headers=server.headers("reader"),
-                   json={"messages": [{"role": "user", "content": "hi"}]})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers=server.headers("reader"),
+        json={"messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 403 and error_of(r)["code"] == "insufficient_scope"
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-    ({"messages": [{"role": "user", "content": "x"}], "temperature": 5}, "temperature"),
-    ({"messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
-    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 65}, "max_tokens"),
-    ({"messages": [{"role": "user", "content": "x"}], "model": "gpt-4"}, "model"),
-    ({}, "messages"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": 5}, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 65}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "x"}], "model": "gpt-4"}, "model"),
+        ({}, "messages"),
+    ],
+)
 def test_bad_requests_are_4xx_naming_the_field(server, body, param):
     r = httpx.post(server.url + "/v1/chat/completions", headers=server.headers(), json=body)
     err = error_of(r)
@@ -149,8 +165,11 @@ def test_bad_requests_are_4xx_naming_the_field(server, body, param):
 
 
 def test_invalid_json_and_oversized_bodies(server):
-    r = httpx.post(server.url + "/v1/chat/completions", headers={**server.headers(), "Content-Type": "application/json"},
-                   content=b"{not json")
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={**server.headers(), "Content-Type": "application/json"},
+        content=b"{not json",
+    )
     assert r.status_code == 400 and "JSON" in error_of(r)["message"]
     big = {"messages": [{"role": "user", "content": "x" * 30000}]}  # the fixture sets max_request_bytes 20000
     r = httpx.post(server.url + "/v1/chat/completions", headers=server.headers(), json=big)
@@ -172,12 +191,17 @@ def test_rate_limit_per_key(server):
 
 
 def test_concurrency_limit_per_key(server):
-    body = {"model": "tiny-a", "messages": [{"role": "user", "content": "long answer please"}], "max_tokens": 64,
-            "temperature": 0}
+    body = {
+        "model": "tiny-a",
+        "messages": [{"role": "user", "content": "long answer please"}],
+        "max_tokens": 64,
+        "temperature": 0,
+    }
 
     def go(_):
-        return httpx.post(server.url + "/v1/chat/completions", headers=server.headers("narrow"), json=body,
-                          timeout=120).status_code
+        return httpx.post(
+            server.url + "/v1/chat/completions", headers=server.headers("narrow"), json=body, timeout=120
+        ).status_code
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         codes = list(pool.map(go, range(4)))
@@ -185,14 +209,17 @@ def test_concurrency_limit_per_key(server):
 
 
 def test_cors_is_off_by_default(server):
-    r = httpx.options(server.url + "/v1/models", headers={"Origin": "https://evil.example",
-                                                          "Access-Control-Request-Method": "GET"})
+    r = httpx.options(
+        server.url + "/v1/models", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    )
     assert "access-control-allow-origin" not in r.headers
 
 
 def test_openapi_spec_and_metrics(server):
     spec = httpx.get(server.url + "/openapi.json").json()
-    assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/feedback", "/health"} <= set(spec["paths"])
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/feedback", "/health"} <= set(
+        spec["paths"]
+    )
     assert httpx.get(server.url + "/metrics").status_code == 401
     text = httpx.get(server.url + "/metrics", headers=server.headers()).text
     assert "odyssey_requests_chat_200_total" in text and "odyssey_capture_written_total" in text
@@ -205,8 +232,9 @@ def test_feedback_kinds_and_export(server, tmp_path):
     from odyssey.deploy.export import export_feedback
 
     c = client(server)
-    ask = lambda t: c.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "same question"}],
-                                             max_tokens=6, temperature=t, seed=1)
+    ask = lambda t: c.chat.completions.create(
+        model="tiny-a", messages=[{"role": "user", "content": "same question"}], max_tokens=6, temperature=t, seed=1
+    )
     good, bad = ask(0), ask(1.5)
     post = lambda body, who="alice": httpx.post(server.url + "/v1/feedback", headers=server.headers(who), json=body)
     assert post({"request_id": good.id, "thumbs": "up"}).json()["kind"] == "thumbs"
@@ -234,7 +262,9 @@ def test_feedback_kinds_and_export(server, tmp_path):
     assert any(r["annotator"] == "bob" and r["chosen"] == "yes" for r in rows)
     path, n = export_feedback(project, "sft", tmp_path / "sft.jsonl")
     sft = [json.loads(line) for line in path.read_text().splitlines()]
-    assert {"prompt": "same question", "completion": "A better summary."}.items() <= sft[[r["completion"] for r in sft].index("A better summary.")].items()
+    assert {"prompt": "same question", "completion": "A better summary."}.items() <= sft[
+        [r["completion"] for r in sft].index("A better summary.")
+    ].items()
     project.store.close()
 
 
@@ -242,8 +272,13 @@ def test_preference_queue_roundtrip(server):
     from odyssey.store import deploy as sd
 
     project = server.project()
-    sd.enqueue_pairs(project.store, [{"prompt": "q1", "a": "A1", "b": "B1", "source": "align"},
-                                     {"prompt": "q2", "a": "A2", "b": "B2", "source": "align"}])
+    sd.enqueue_pairs(
+        project.store,
+        [
+            {"prompt": "q1", "a": "A1", "b": "B1", "source": "align"},
+            {"prompt": "q2", "a": "A2", "b": "B2", "source": "align"},
+        ],
+    )
     h = server.headers()
     first = httpx.get(server.url + "/ui/api/pairs/next", headers=h).json()
     assert first["pending"] >= 2

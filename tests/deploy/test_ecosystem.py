@@ -10,8 +10,14 @@ langchain_openai = pytest.importorskip("langchain_openai", reason="pip install l
 def test_langchain_chat_openai_invoke_and_stream(server):
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    llm = langchain_openai.ChatOpenAI(base_url=server.url + "/v1", api_key=server.keys["alice"], model="tiny-b",
-                                      temperature=0, max_tokens=8, max_retries=0)
+    llm = langchain_openai.ChatOpenAI(
+        base_url=server.url + "/v1",
+        api_key=server.keys["alice"],
+        model="tiny-b",
+        temperature=0,
+        max_tokens=8,
+        max_retries=0,
+    )
     msgs = [SystemMessage("Be brief."), HumanMessage("Summarize: A asks B about lunch; B says noon.")]
     answer = llm.invoke(msgs)
     assert isinstance(answer.content, str) and answer.usage_metadata["output_tokens"] <= 8

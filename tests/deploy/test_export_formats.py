@@ -31,9 +31,20 @@ def evaluated(tmp_path_factory):
     scope = project.spec.scope
     cfg = PromptConfig.default(scope.task, scope.labels, generation={"max_new_tokens": MAX_NEW})
     base_id = project.store.upsert_candidate("tiny-llama:zero-shot", "select", "tiny:llama", {"prompt": cfg.as_dict()})
-    project.store.upsert_candidate(NAME, "adapt", str(lora), {
-        "prompt": cfg.as_dict(), "method": "lora", "base": "tiny:llama", "data": project.dataset().fingerprint,
-        "data_hash": "ab" * 32, "train": {"learning_rate": 2e-4, "max_steps": 30}}, base_id)
+    project.store.upsert_candidate(
+        NAME,
+        "adapt",
+        str(lora),
+        {
+            "prompt": cfg.as_dict(),
+            "method": "lora",
+            "base": "tiny:llama",
+            "data": project.dataset().fingerprint,
+            "data_hash": "ab" * 32,
+            "train": {"learning_rate": 2e-4, "max_steps": 30},
+        },
+        base_id,
+    )
     result = evaluate_candidate(project, candidate=NAME, split="test", engine="transformers")
     rows = project.store.outputs(result.run_id)
     inputs = {ex.id: ex.input for ex in project.dataset().split("test")}
@@ -52,16 +63,18 @@ def test_hf_export_loads_in_plain_transformers_and_answers_as_evaluated(evaluate
     result = export_candidate(project, NAME, "hf", out)
     assert result.checked_examples == len(project.dataset().split("test"))
     assert {"config.json", "model.safetensors", "generation_config.json", "README.md", "tokenizer.json"} <= set(
-        result.files)
+        result.files
+    )
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.generation_config.max_new_tokens == MAX_NEW and model.generation_config.do_sample is False
     assert tok.eos_token_id in model.generation_config.eos_token_id
     got = []
     for text, _ in answers:
-        ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
-        new = model.generate(**ids)[0, ids["input_ids"].shape[1]:]
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        new = model.generate(**ids)[0, ids["input_ids"].shape[1] :]
         got.append(tok.decode(new, skip_special_tokens=True).strip())
     assert got == [a for _, a in answers]
 
@@ -96,10 +109,11 @@ def test_adapter_export_loads_with_peft(evaluated):
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(resolve("tiny:llama")), out)
     tok = AutoTokenizer.from_pretrained(out)
     text, expected = answers[0]
-    ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     settings = GenerationConfig.from_pretrained(out)  # the adapter folder's, not the base's
-    new = model.generate(**ids, generation_config=settings)[0, ids["input_ids"].shape[1]:]
+    new = model.generate(**ids, generation_config=settings)[0, ids["input_ids"].shape[1] :]
     assert tok.decode(new, skip_special_tokens=True).strip() == expected
 
 
@@ -119,20 +133,49 @@ def test_gguf_served_by_stock_llama_server_answers_as_evaluated(evaluated):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tmp / "hf")
-    fields = gguf_fields(gguf, "tokenizer.chat_template", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-                         "tokenizer.ggml.pre", "tokenizer.ggml.add_bos_token")
-    assert fields == {"tokenizer.chat_template": tok.chat_template, "tokenizer.ggml.eos_token_id": tok.eos_token_id,
-                      "tokenizer.ggml.eot_token_id": tok.eos_token_id, "tokenizer.ggml.pre": "gpt-2",
-                      "tokenizer.ggml.add_bos_token": False}
+    fields = gguf_fields(
+        gguf,
+        "tokenizer.chat_template",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.add_bos_token",
+    )
+    assert fields == {
+        "tokenizer.chat_template": tok.chat_template,
+        "tokenizer.ggml.eos_token_id": tok.eos_token_id,
+        "tokenizer.ggml.eot_token_id": tok.eos_token_id,
+        "tokenizer.ggml.pre": "gpt-2",
+        "tokenizer.ggml.add_bos_token": False,
+    }
     binary = tool_path("llama-server", build=False)
-    server = ManagedServer(lambda port, key: [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-                                              "--api-key", key, "--jinja", "-c", "2048", "-np", "1", "--no-webui"],
-                           name="llama-server")
+    server = ManagedServer(
+        lambda port, key: [
+            str(binary),
+            "-m",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key",
+            key,
+            "--jinja",
+            "-c",
+            "2048",
+            "-np",
+            "1",
+            "--no-webui",
+        ],
+        name="llama-server",
+    )
     with server, httpx.Client(base_url=server.base_url, headers=server.headers, timeout=120) as client:
         got = []
         for text, _ in answers:
-            reply = client.post("/v1/chat/completions", json={
-                "messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": MAX_NEW})
+            reply = client.post(
+                "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": MAX_NEW},
+            )
             assert reply.status_code == 200, reply.text
             got.append(reply.json()["choices"][0]["message"]["content"].strip())
     assert got == [a for _, a in answers]
@@ -148,7 +191,7 @@ def render_go_template(template: str, data: dict) -> str:
     (empty string false), with {{- and -}} trimming the neighbouring whitespace."""
     parts, pos = [], 0
     for m in _ACTION.finditer(template):
-        parts.append(("text", template[pos:m.start()]))
+        parts.append(("text", template[pos : m.start()]))
         parts.append(("action", m.group(2), bool(m.group(1)), bool(m.group(3))))
         pos = m.end()
     parts.append(("text", template[pos:]))
@@ -205,7 +248,8 @@ def test_modelfile_template_reproduces_the_harness_prompt(evaluated):
     with_system = PromptConfig.from_dict({**cfg.as_dict(), "system": "Be brief."})
     ex = project.dataset().split("test")[0]
     assert render_go_template(template, {"Prompt": ex.input, "System": "Be brief."}) == render_text(
-        tok, with_system, ex, [])
+        tok, with_system, ex, []
+    )
 
 
 # ---- refused before any work ---------------------------------------------------------------------
@@ -277,7 +321,23 @@ def test_cli_mistakes_exit_2_with_a_message_and_no_traceback(tmp_path):
     import sys
 
     root = tiny_project(tmp_path / "proj")
-    run = subprocess.run([sys.executable, "-m", "odyssey.cli", "export", "nope", "--format", "hf", "--to",
-                          str(tmp_path / "out"), "-p", str(root)], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "odyssey.cli",
+            "export",
+            "nope",
+            "--format",
+            "hf",
+            "--to",
+            str(tmp_path / "out"),
+            "-p",
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and "no candidate named 'nope'" in run.stderr + run.stdout
     assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()

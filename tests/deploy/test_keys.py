@@ -25,7 +25,8 @@ def test_key_is_hashed_at_rest_and_verifies(project):
     new = create_key(project.store, "alice", ["inference"], rate_limit_rpm=5)
     assert new.key.startswith("ody-") and len(new.key) >= 40
     db_bytes = (project.state_dir / "odyssey.db").read_bytes() + b"".join(
-        p.read_bytes() for p in project.state_dir.glob("odyssey.db-wal"))
+        p.read_bytes() for p in project.state_dir.glob("odyssey.db-wal")
+    )
     assert new.key.encode() not in db_bytes and hash_key(new.key).encode() in db_bytes
     row = verify(project.store, new.key)
     assert row["name"] == "alice" and row["scopes"] == ["inference"] and row["rate_limit_rpm"] == 5
@@ -80,10 +81,15 @@ def test_keys_cli(project):
 def test_feedback_export_cli_and_bad_format(project, tmp_path):
     from odyssey.store import deploy as sd
 
-    sd.write_batch(project.store, [], [{"kind": "preference", "prompt": "p", "chosen": "c", "rejected": "r",
-                                        "annotator": "ann", "source": "test"}])
+    sd.write_batch(
+        project.store,
+        [],
+        [{"kind": "preference", "prompt": "p", "chosen": "c", "rejected": "r", "annotator": "ann", "source": "test"}],
+    )
     runner = CliRunner()
-    out = runner.invoke(app, ["feedback", "export", "-p", str(project.root), "--out", str(tmp_path / "x.jsonl"), "--json"])
+    out = runner.invoke(
+        app, ["feedback", "export", "-p", str(project.root), "--out", str(tmp_path / "x.jsonl"), "--json"]
+    )
     assert json.loads(out.stdout)["rows"] == 1
     row = json.loads((tmp_path / "x.jsonl").read_text())
     assert (row["prompt"], row["chosen"], row["rejected"], row["annotator"]) == ("p", "c", "r", "ann")

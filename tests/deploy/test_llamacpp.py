@@ -42,8 +42,9 @@ def test_llama_server_backend_batches_streams_and_captures(tmp_path, monkeypatch
 
     root = make_project(tmp_path / "proj", "deploy:\n  parallel: 4\n  context_length: 4096\n")
     project = Project.load(root)
-    project.store.upsert_candidate("smol", "prompt", "packaged:smollm2-135m-instruct",
-                                   {"prompt": PromptConfig.default("summarization").as_dict()})
+    project.store.upsert_candidate(
+        "smol", "prompt", "packaged:smollm2-135m-instruct", {"prompt": PromptConfig.default("summarization").as_dict()}
+    )
     key = create_key(project.store, "t").key
     admin = create_key(project.store, "t-admin", ["admin"]).key
     project.store.close()
@@ -53,14 +54,17 @@ def test_llama_server_backend_batches_streams_and_captures(tmp_path, monkeypatch
         client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
         [model] = client.models.list().data
         assert model.model_extra["backend"] == "llama.cpp" and model.model_extra["parallel"] == 4
-        dialogue = ("#Person1#: Did you book the flight to Boston?\n#Person2#: Yes, it leaves Friday at nine. "
-                    "I also reserved a hotel near the harbor.")
+        dialogue = (
+            "#Person1#: Did you book the flight to Boston?\n#Person2#: Yes, it leaves Friday at nine. "
+            "I also reserved a hotel near the harbor."
+        )
         msgs = [{"role": "user", "content": dialogue}]
         full = client.chat.completions.create(model="smol", messages=msgs, max_tokens=32, temperature=0)
         text = full.choices[0].message.content
         assert len(text.split()) >= 3 and full.usage.completion_tokens <= 32
-        chunks = list(client.chat.completions.create(model="smol", messages=msgs, max_tokens=32, temperature=0,
-                                                     stream=True))
+        chunks = list(
+            client.chat.completions.create(model="smol", messages=msgs, max_tokens=32, temperature=0, stream=True)
+        )
         streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         # Not asserted equal to `text`: llama-server reuses the prompt's KV cache from the first request,
         # computed in another batch shape, and greedy decoding can then pick a different near-tie token.
@@ -68,8 +72,9 @@ def test_llama_server_backend_batches_streams_and_captures(tmp_path, monkeypatch
         stream_id = chunks[0].id
 
         def ask(i):
-            return client.chat.completions.create(model="smol", messages=[{"role": "user", "content": f"{dialogue} ({i})"}],
-                                                  max_tokens=16, temperature=0)
+            return client.chat.completions.create(
+                model="smol", messages=[{"role": "user", "content": f"{dialogue} ({i})"}], max_tokens=16, temperature=0
+            )
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(ask, range(4)))

@@ -42,9 +42,12 @@ def test_lm_eval_local_chat_completions(server, tmp_path, monkeypatch):
     out = simple_evaluate(
         model="local-chat-completions",
         model_args=f"model=tiny-b,base_url={server.url}/v1/chat/completions,num_concurrent=2,max_retries=1,"
-                   "tokenized_requests=False",
-        tasks=["odyssey_echo"], task_manager=TaskManager(include_path=str(tmp_path)), apply_chat_template=True,
-        limit=3)
+        "tokenized_requests=False",
+        tasks=["odyssey_echo"],
+        task_manager=TaskManager(include_path=str(tmp_path)),
+        apply_chat_template=True,
+        limit=3,
+    )
     score = out["results"]["odyssey_echo"]["exact_match,none"]
     assert 0.0 <= score <= 1.0
     assert len(out["samples"]["odyssey_echo"]) == 3 if "samples" in out else True

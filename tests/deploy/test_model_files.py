@@ -131,8 +131,10 @@ def test_a_template_error_is_a_400_not_a_500(tmp_path):
     from tests.deploy.conftest import make_project
 
     tok = build_tokenizer(tmp_path / "tok")
-    tok.chat_template = ("{% for m in messages %}{% if m.role == 'system' %}"
-                         "{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}")
+    tok.chat_template = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}{{ m.content }}{% endfor %}"
+    )
 
     class TemplateOnly(Backend):
         kind = "fake"
@@ -142,8 +144,11 @@ def test_a_template_error_is_a_400_not_a_500(tmp_path):
     key = create_key(project.store, "k").key
     app = create_app(project, [Served("m", "tiny:llama", TemplateOnly(), mode="chat")], project.spec.deploy)
     with TestClient(app, raise_server_exceptions=False) as client:
-        r = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                        json={"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
+        r = client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
+        )
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["code"] == "chat_template_error" and "System role not supported" in err["message"]

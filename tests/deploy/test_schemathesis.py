@@ -24,9 +24,11 @@ HERE = Path(__file__).parent
 # Every conformance check, plus our own. Not positive_data_acceptance / negative_data_rejection:
 # some rules are beyond a JSON schema (a feedback item must say what kind it is, a prompt must fit
 # max_prompt_tokens in *tokens*, the body must fit max_request_bytes before any maxLength applies).
-CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
-          "response_schema_conformance,unsupported_method,missing_required_header,allow_header_conformance,"
-          "ignored_auth,no_stack_trace")
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
+    "response_schema_conformance,unsupported_method,missing_required_header,allow_header_conformance,"
+    "ignored_auth,no_stack_trace"
+)
 
 pytestmark = pytest.mark.skipif(CLI is None, reason="pip install schemathesis")
 
@@ -37,10 +39,13 @@ def fuzzed(tmp_path_factory, _odyssey_home):
     from odyssey.deploy.keys import create_key
     from odyssey.project import Project
 
-    root = make_project(tmp_path_factory.mktemp("fuzz") / "proj",
-                        "deploy:\n  max_tokens: 32\n  default_max_tokens: 8\n  max_request_bytes: 20000\n")
-    key = create_key(Project.load(root).store, "fuzz", ["inference", "feedback"], rate_limit_rpm=1_000_000,
-                     max_concurrency=64).key
+    root = make_project(
+        tmp_path_factory.mktemp("fuzz") / "proj",
+        "deploy:\n  max_tokens: 32\n  default_max_tokens: 8\n  max_request_bytes: 20000\n",
+    )
+    key = create_key(
+        Project.load(root).store, "fuzz", ["inference", "feedback"], rate_limit_rpm=1_000_000, max_concurrency=64
+    ).key
     proc, url = start_server(root, ["--candidate", "tiny-a"], root / "serve.log")
     yield url, key
     stop_server(proc)
@@ -48,8 +53,21 @@ def fuzzed(tmp_path_factory, _odyssey_home):
 
 def fuzz(url: str, header: str) -> str:
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "st_hooks", "PYTHONPATH": str(HERE)}
-    cmd = [CLI, "run", url + "/openapi.json", "--checks", CHECKS, "-H", header, "--max-examples", "10",
-           "--request-timeout", "60", "--generation-deterministic", "--no-color"]
+    cmd = [
+        CLI,
+        "run",
+        url + "/openapi.json",
+        "--checks",
+        CHECKS,
+        "-H",
+        header,
+        "--max-examples",
+        "10",
+        "--request-timeout",
+        "60",
+        "--generation-deterministic",
+        "--no-color",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=HERE)
     report = out.stdout + out.stderr
     assert out.returncode == 0, report[-6000:]
@@ -71,8 +89,13 @@ def test_fuzz_every_operation(fuzzed, who):
 def test_undeclared_methods_are_405_with_allow(fuzzed):
     url, key = fuzzed
     h = {"Authorization": f"Bearer {key}"}
-    for method, path in (("DELETE", "/v1/models"), ("PUT", "/v1/chat/completions"), ("PATCH", "/health"),
-                         ("GET", "/v1/chat/completions"), ("DELETE", "/metrics")):
+    for method, path in (
+        ("DELETE", "/v1/models"),
+        ("PUT", "/v1/chat/completions"),
+        ("PATCH", "/health"),
+        ("GET", "/v1/chat/completions"),
+        ("DELETE", "/metrics"),
+    ):
         for headers in (h, {}):
             r = httpx.request(method, url + path, headers=headers)
             assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", (method, path)

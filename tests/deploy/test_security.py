@@ -46,10 +46,16 @@ def raw(url: str, target: str, method: str = "GET", body: bytes | None = None, h
 
 SURROGATE_CASES = [
     ("/v1/chat/completions", '{"messages":[{"role":"user","content":"hi \\ud800"}]}', "messages.0.content"),
-    ("/v1/chat/completions", '{"messages":[{"role":"system","content":"\\udfff"},{"role":"user","content":"x"}]}',
-     "messages.0.content"),
-    ("/v1/chat/completions", '{"messages":[{"role":"user","content":[{"type":"text","text":"\\ud800"}]}]}',
-     "messages.0.content.0.text"),
+    (
+        "/v1/chat/completions",
+        '{"messages":[{"role":"system","content":"\\udfff"},{"role":"user","content":"x"}]}',
+        "messages.0.content",
+    ),
+    (
+        "/v1/chat/completions",
+        '{"messages":[{"role":"user","content":[{"type":"text","text":"\\ud800"}]}]}',
+        "messages.0.content.0.text",
+    ),
     ("/v1/chat/completions", '{"messages":[{"role":"user","content":"x"}],"stop":["\\ud800"]}', "stop.0"),
     ("/v1/completions", '{"prompt":"\\ud800abc","max_tokens":2}', "prompt"),
     ("/v1/completions", '{"prompt":"abc","stop":"\\udc00"}', "stop"),
@@ -80,18 +86,25 @@ def test_lone_surrogate_is_a_400_in_openai_shape_and_keeps_the_connection(server
 def test_raw_surrogate_bytes_and_valid_pairs(server):
     # CESU-style bytes of a lone surrogate (ED A0 80): not UTF-8; json decodes them with surrogatepass
     body = b'{"prompt":"a\xed\xa0\x80b","max_tokens":2}'
-    r = httpx.post(server.url + "/v1/completions", content=body,
-                   headers={**server.headers(), "Content-Type": "application/json"})
+    r = httpx.post(
+        server.url + "/v1/completions", content=body, headers={**server.headers(), "Content-Type": "application/json"}
+    )
     assert r.status_code == 400 and error_of(r)["code"] in ("invalid_unicode", "invalid_value")
     # an escaped surrogate *pair* is a real character (what json.dumps writes for an emoji): accepted
-    r = httpx.post(server.url + "/v1/completions", content=b'{"prompt":"smile \\ud83d\\ude00","max_tokens":2}',
-                   headers={**server.headers(), "Content-Type": "application/json"})
+    r = httpx.post(
+        server.url + "/v1/completions",
+        content=b'{"prompt":"smile \\ud83d\\ude00","max_tokens":2}',
+        headers={**server.headers(), "Content-Type": "application/json"},
+    )
     assert r.status_code == 200, r.text
 
 
 def test_metrics_count_every_status_class_with_help_and_type(server):
-    httpx.post(server.url + "/v1/completions", content=b'{"prompt":"\\ud800"}',
-               headers={**server.headers(), "Content-Type": "application/json"})
+    httpx.post(
+        server.url + "/v1/completions",
+        content=b'{"prompt":"\\ud800"}',
+        headers={**server.headers(), "Content-Type": "application/json"},
+    )
     httpx.get(server.url + "/v1/models")  # 401
     httpx.get(server.url + "/v1/models", headers=server.headers())  # 200
     text = httpx.get(server.url + "/metrics", headers=server.headers()).text
@@ -118,12 +131,24 @@ def test_every_data_route_needs_a_valid_unrevoked_key(server, tmp_path):
     project.store.add_artifact(run, png, "report-plot")
     art = project.store.artifacts(run)[-1]
     project.store.close()
-    routes = [("GET", f"/ui/api/artifacts/{art['id']}"), ("GET", "/ui/api/board"), ("GET", "/ui/api/pairs/next"),
-              ("GET", "/metrics"), ("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
-              ("POST", "/v1/completions"), ("POST", "/v1/embeddings"), ("POST", "/v1/feedback")]
+    routes = [
+        ("GET", f"/ui/api/artifacts/{art['id']}"),
+        ("GET", "/ui/api/board"),
+        ("GET", "/ui/api/pairs/next"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/feedback"),
+    ]
     for method, path in routes:
-        for headers in ({}, {"Authorization": "Bearer ody-not-a-key"}, server.headers("revoked"),
-                        {"Authorization": "Basic YTpi"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer ody-not-a-key"},
+            server.headers("revoked"),
+            {"Authorization": "Basic YTpi"},
+        ):
             r = httpx.request(method, server.url + path, headers=headers)
             assert r.status_code == 401, (method, path, headers, r.text)
             assert error_of(r)["code"] == "invalid_api_key"
@@ -132,13 +157,16 @@ def test_every_data_route_needs_a_valid_unrevoked_key(server, tmp_path):
     assert httpx.get(server.url + "/health").status_code == 200  # the one open data route
 
 
-@pytest.mark.parametrize("body,ctype", [
-    (b"{not json", "application/json"),
-    (b'{"messages": "wrong"}', "application/json"),
-    (b'{"messages":[{"role":"wizard"}], "temperature": 99}', "application/json"),
-    (b"x" * 30000, "application/json"),  # over the body limit too
-    (b'{"messages":[{"role":"user","content":"\\ud800"}]}', "application/json"),
-])
+@pytest.mark.parametrize(
+    "body,ctype",
+    [
+        (b"{not json", "application/json"),
+        (b'{"messages": "wrong"}', "application/json"),
+        (b'{"messages":[{"role":"wizard"}], "temperature": 99}', "application/json"),
+        (b"x" * 30000, "application/json"),  # over the body limit too
+        (b'{"messages":[{"role":"user","content":"\\ud800"}]}', "application/json"),
+    ],
+)
 def test_no_key_is_401_before_any_body_validation(server, body, ctype):
     r = httpx.post(server.url + "/v1/chat/completions", content=body, headers={"Content-Type": ctype})
     err = error_of(r)
@@ -155,8 +183,11 @@ def test_chunked_oversized_body_is_413(server):
             yield b"x" * 1000
         yield b'"}]}'
 
-    r = httpx.post(server.url + "/v1/chat/completions", content=chunks(),
-                   headers={**server.headers(), "Content-Type": "application/json"})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        content=chunks(),
+        headers={**server.headers(), "Content-Type": "application/json"},
+    )
     assert r.status_code == 413 and error_of(r)["code"] == "request_too_large"
     r = httpx.post(server.url + "/v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 401  # no key: not even the size is discussed
@@ -167,14 +198,29 @@ def test_readme_curl_example_runs_as_written(server):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     body = '{"messages":[{"role":"user","content":"#Person1#: hello there"}],"stream":true,"max_tokens":4}'
-    out = subprocess.run(["curl", "-sS", "-H", f"Authorization: Bearer {server.keys['alice']}",
-                          server.url + "/v1/chat/completions", "-d", body], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-H",
+            f"Authorization: Bearer {server.keys['alice']}",
+            server.url + "/v1/chat/completions",
+            "-d",
+            body,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     events = [line for line in out.stdout.splitlines() if line.startswith("data:")]
     assert events and events[-1] == "data: [DONE]", out.stdout[:500]
     # the same without streaming, with the form type curl -d really sends
-    r = httpx.post(server.url + "/v1/chat/completions", content=body.replace("true", "false").encode(),
-                   headers={**server.headers(), "Content-Type": "application/x-www-form-urlencoded"})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        content=body.replace("true", "false").encode(),
+        headers={**server.headers(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200 and r.json()["object"] == "chat.completion"
 
 
@@ -184,11 +230,17 @@ def test_readme_curl_example_runs_as_written(server):
 def test_every_task_mode_turn_goes_through_the_candidate_prompt(server):
     from odyssey.store import deploy as sd
 
-    msgs = [{"role": "user", "content": "#Person1#: first dialogue"},
-            {"role": "assistant", "content": "a summary"},
-            {"role": "user", "content": "#Person1#: the second dialogue, later in the same chat"}]
-    r = httpx.post(server.url + "/v1/chat/completions", headers=server.headers(), timeout=60,
-                   json={"model": "tiny-a", "messages": msgs, "max_tokens": 4, "temperature": 0})
+    msgs = [
+        {"role": "user", "content": "#Person1#: first dialogue"},
+        {"role": "assistant", "content": "a summary"},
+        {"role": "user", "content": "#Person1#: the second dialogue, later in the same chat"},
+    ]
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers=server.headers(),
+        timeout=60,
+        json={"model": "tiny-a", "messages": msgs, "max_tokens": 4, "temperature": 0},
+    )
     assert r.status_code == 200, r.text
     assert "single-turn" in r.headers["x-odyssey-prompt"]
     project = server.project()
@@ -203,9 +255,12 @@ def test_every_task_mode_turn_goes_through_the_candidate_prompt(server):
 def test_a_denormal_temperature_is_greedy_not_a_500(server):
     """Found by the stateful fuzzer: temperature 2.2e-311 made logits / temperature inf (a NaN 500)."""
     for temperature in (2.225073858507e-311, 5e-324, 1e-9):
-        r = httpx.post(server.url + "/v1/chat/completions", headers=server.headers(), timeout=60,
-                       json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
-                             "temperature": temperature})
+        r = httpx.post(
+            server.url + "/v1/chat/completions",
+            headers=server.headers(),
+            timeout=60,
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": temperature},
+        )
         assert r.status_code == 200, r.text
 
 
@@ -227,11 +282,22 @@ def test_models_hide_backend_locations_from_ordinary_keys(server):
 
 # ---- static files cannot escape their folder -----------------------------------------------------------
 
-ESCAPES = ["/ui/../../../../../../etc/passwd", "/ui/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
-           "/ui/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/ui/%2e%2e%2f%2e%2e%2fserver.py",
-           "/ui/..%2fserver.py", "/ui/..%5cserver.py", "/ui//etc/passwd", "/ui/%2fetc%2fpasswd",
-           "/ui/%00", "/ui/index.html%00.png", "/docs/assets/..%2f..%2fserver.py", "/docs/assets/%2e%2e/app.js",
-           "/ui/....//....//etc/passwd", "/ui/%252e%252e/%252e%252e/etc/passwd"]
+ESCAPES = [
+    "/ui/../../../../../../etc/passwd",
+    "/ui/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "/ui/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/ui/%2e%2e%2f%2e%2e%2fserver.py",
+    "/ui/..%2fserver.py",
+    "/ui/..%5cserver.py",
+    "/ui//etc/passwd",
+    "/ui/%2fetc%2fpasswd",
+    "/ui/%00",
+    "/ui/index.html%00.png",
+    "/docs/assets/..%2f..%2fserver.py",
+    "/docs/assets/%2e%2e/app.js",
+    "/ui/....//....//etc/passwd",
+    "/ui/%252e%252e/%252e%252e/etc/passwd",
+]
 
 
 @pytest.mark.parametrize("target", ESCAPES)
@@ -284,8 +350,9 @@ def limited(tmp_path_factory, _odyssey_home):
     from odyssey.deploy.keys import create_key
     from odyssey.project import Project
 
-    root = make_project(tmp_path_factory.mktemp("limits") / "proj",
-                        "deploy:\n  max_prompt_tokens: 64\n  max_request_bytes: 2000000\n")
+    root = make_project(
+        tmp_path_factory.mktemp("limits") / "proj", "deploy:\n  max_prompt_tokens: 64\n  max_request_bytes: 2000000\n"
+    )
     key = create_key(Project.load(root).store, "k").key
     log = root / "serve.log"
     proc, url = start_server(root, ["--candidate", "tiny-a"], log)
@@ -297,28 +364,39 @@ def test_huge_prompt_is_refused_cheaply_and_exactly(limited):
     url, h = limited["url"], limited["headers"]
     huge = "word " * 60_000  # 300k characters, under the 2 MB body limit
     t0 = time.perf_counter()
-    for path, body, param in (("/v1/chat/completions", {"messages": [{"role": "user", "content": huge}]}, "messages"),
-                              ("/v1/completions", {"prompt": huge}, "prompt")):
+    for path, body, param in (
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": huge}]}, "messages"),
+        ("/v1/completions", {"prompt": huge}, "prompt"),
+    ):
         r = httpx.post(url + path, headers=h, json=body, timeout=60)
         err = error_of(r)
         assert r.status_code == 400 and err["code"] == "context_length_exceeded" and err["param"] == param
         assert "characters" in err["message"] and "64" in err["message"]
     assert time.perf_counter() - t0 < 10
     # just over the limit in tokens, far under any characters bound: counted exactly
-    r = httpx.post(url + "/v1/chat/completions", headers=h, timeout=60,
-                   json={"messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(80))}]})
+    r = httpx.post(
+        url + "/v1/chat/completions",
+        headers=h,
+        timeout=60,
+        json={"messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(80))}]},
+    )
     err = error_of(r)
     assert r.status_code == 400 and err["code"] == "context_length_exceeded" and "tokens" in err["message"]
-    ok = httpx.post(url + "/v1/chat/completions", headers=h, timeout=60,
-                    json={"messages": [{"role": "user", "content": "short"}], "max_tokens": 2})
+    ok = httpx.post(
+        url + "/v1/chat/completions",
+        headers=h,
+        timeout=60,
+        json={"messages": [{"role": "user", "content": "short"}], "max_tokens": 2},
+    )
     assert ok.status_code == 200, ok.text
 
 
 def test_n_and_max_tokens_are_bounded_and_documented(limited):
     url, h = limited["url"], limited["headers"]
     for extra, param in (({"n": 2}, "n"), ({"max_tokens": 10**9}, "max_tokens"), ({"max_tokens": 0}, "max_tokens")):
-        r = httpx.post(url + "/v1/chat/completions", headers=h,
-                       json={"messages": [{"role": "user", "content": "x"}], **extra})
+        r = httpx.post(
+            url + "/v1/chat/completions", headers=h, json={"messages": [{"role": "user", "content": "x"}], **extra}
+        )
         assert r.status_code == 400 and error_of(r)["param"] == param
     spec = httpx.get(url + "/openapi.json").json()["components"]["schemas"]["ChatBody"]["properties"]
     assert spec["n"]["maximum"] == 1 and spec["max_tokens"]["anyOf"][0]["maximum"] == 1024
@@ -328,8 +406,11 @@ def test_default_bind_is_loopback(limited):
     import psutil
 
     port = urlparse(limited["url"]).port
-    conns = [c for c in psutil.Process(limited["proc"].pid).net_connections("tcp")
-             if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    conns = [
+        c
+        for c in psutil.Process(limited["proc"].pid).net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
     assert conns and all(c.laddr.ip == "127.0.0.1" for c in conns)
 
 
@@ -337,8 +418,25 @@ def test_port_in_use_exits_5_before_starting_anything(limited, tmp_path):
     port = urlparse(limited["url"]).port  # held by the running server
     env = {**os.environ, "ODYSSEY_QUIET": "1"}
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "odyssey.cli", "serve", "-p", str(limited["root"]), "--port", str(port),
-                          "--candidate", "tiny-a"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "odyssey.cli",
+            "serve",
+            "-p",
+            str(limited["root"]),
+            "--port",
+            str(port),
+            "--candidate",
+            "tiny-a",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 5, out.stderr[-2000:]
     text = out.stdout + out.stderr
     assert "serving" not in text and "odyssey serve: http" not in text and "Traceback" not in text
@@ -374,8 +472,12 @@ def test_sigterm_after_a_clean_drain_exits_0(tmp_path):
     root = make_project(tmp_path / "proj")
     key = create_key(Project.load(root).store, "k").key
     proc, url = start_server(root, ["--candidate", "tiny-a"], tmp_path / "serve.log")
-    r = httpx.post(url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
-                   json={"prompt": "hello", "max_tokens": 2}, timeout=60)
+    r = httpx.post(
+        url + "/v1/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"prompt": "hello", "max_tokens": 2},
+        timeout=60,
+    )
     assert r.status_code == 200
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, (tmp_path / "serve.log").read_text()[-2000:]
@@ -431,7 +533,7 @@ def fake_llama(tmp_path, monkeypatch):
     build_tokenizer(model)
     (model / "model.gguf").write_bytes(b"GGUF" + b"\0" * 60)
     wrapper = tmp_path / "llama-server"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).with_name('fake_llama_server.py')} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {Path(__file__).with_name("fake_llama_server.py")} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("ODYSSEY_LLAMA_SERVER", str(wrapper))
     return model
@@ -474,8 +576,12 @@ def test_managed_child_needs_its_own_key_and_dies_with_a_killed_parent(tmp_path,
         # a local process that finds the child's port cannot use it without the child's own key
         bypass = httpx.post(upstream + "/v1/completions", json={"prompt": [1, 2], "max_tokens": 2}, timeout=10)
         assert bypass.status_code == 401
-        guessed = httpx.post(upstream + "/v1/completions", json={"prompt": [1, 2]}, timeout=10,
-                             headers={"Authorization": f"Bearer {key}"})
+        guessed = httpx.post(
+            upstream + "/v1/completions",
+            json={"prompt": [1, 2]},
+            timeout=10,
+            headers={"Authorization": f"Bearer {key}"},
+        )
         assert guessed.status_code == 401
         assert child.pid in [c.pid for c in children_of(proc.pid)]
         os.kill(proc.pid, signal.SIGKILL)  # kill -9 of odyssey serve: no drain, no cleanup code runs
@@ -489,8 +595,9 @@ def test_managed_child_needs_its_own_key_and_dies_with_a_killed_parent(tmp_path,
         # the answered request survived the kill -9, the store is intact, and a restart on the
         # same port and store works at once
         port = urlparse(url).port
-        proc, url = start_server(root, ["--candidate", "gg", "--backend", "llama.cpp"], tmp_path / "serve2.log",
-                                 port=port)
+        proc, url = start_server(
+            root, ["--candidate", "gg", "--backend", "llama.cpp"], tmp_path / "serve2.log", port=port
+        )
         project = Project.load(root)
         from odyssey.store import deploy as sd
 

@@ -5,7 +5,6 @@ queue is flushed)."""
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import signal
 import threading
 import time
@@ -34,8 +33,13 @@ def test_sigterm_under_load_loses_no_record(tmp_path):
         n = 0
         with httpx.Client(timeout=60) as http:
             while not stop_sending.is_set():
-                body = {"model": "tiny-a", "messages": [{"role": "user", "content": f"client {i} turn {n}"}],
-                        "max_tokens": 24, "temperature": 0, "stream": bool(i % 2)}
+                body = {
+                    "model": "tiny-a",
+                    "messages": [{"role": "user", "content": f"client {i} turn {n}"}],
+                    "max_tokens": 24,
+                    "temperature": 0,
+                    "stream": bool(i % 2),
+                }
                 try:
                     if body["stream"]:
                         with http.stream("POST", url + "/v1/chat/completions", headers=headers, json=body) as r:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
+)
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 SHOTS = Path(os.environ.get("ODYSSEY_SCREENSHOTS", "")) if os.environ.get("ODYSSEY_SCREENSHOTS") else None
@@ -25,9 +26,17 @@ SHOTS = Path(os.environ.get("ODYSSEY_SCREENSHOTS", "")) if os.environ.get("ODYSS
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         yield b
         b.close()
 
@@ -127,8 +136,13 @@ def test_compare_queue_labels_pairs_from_the_store(page, server):
     from odyssey.store import deploy as sd
 
     project = server.project()
-    sd.enqueue_pairs(project.store, [{"prompt": "ui-q1", "a": "first A", "b": "first B", "source": "align-test"},
-                                     {"prompt": "ui-q2", "a": "second A", "b": "second B", "source": "align-test"}])
+    sd.enqueue_pairs(
+        project.store,
+        [
+            {"prompt": "ui-q1", "a": "first A", "b": "first B", "source": "align-test"},
+            {"prompt": "ui-q2", "a": "second A", "b": "second B", "source": "align-test"},
+        ],
+    )
     page.goto(server.url + "/ui/compare.html#queue")
     for _ in range(10):  # earlier tests may have left pairs: decide until ours are done
         page.wait_for_selector("#choose-a:not([disabled])", timeout=30_000)
@@ -142,7 +156,9 @@ def test_compare_queue_labels_pairs_from_the_store(page, server):
     assert [(r["status"], r["choice"]) for r in mine] == [("done", "a"), ("done", "a")]
     prefs = [f for f in sd.feedback(project.store, "preference") if f["prompt"] in ("ui-q1", "ui-q2")]
     assert [(f["chosen"], f["rejected"], f["source"]) for f in prefs] == [
-        ("first A", "first B", "compare-queue"), ("second A", "second B", "compare-queue")]
+        ("first A", "first B", "compare-queue"),
+        ("second A", "second B", "compare-queue"),
+    ]
     project.store.close()
 
 
@@ -162,16 +178,32 @@ def evaluated(server, tmp_path_factory):
     store.upsert_candidate(ft, "adapt", str(server.root / ".odyssey" / "runs" / "run-7" / "checkpoints" / "merged"), {})
 
     def metrics(q: float, n_params: float) -> dict:
-        return {"rouge1": q + 0.0612345, "rouge2": q * 0.41234, "rougeL": q + 0.0123456, "rougeLsum": q + 0.0234567,
-                "p50_latency_ms": 1834.56789, "p95_latency_ms": 2976.54321, "examples_per_s": 0.4521987,
-                "tokens_per_s": 27.3456789, "memory_gb": 1.3456789, "mean_new_tokens": 41.25, "n_params": n_params}
+        return {
+            "rouge1": q + 0.0612345,
+            "rouge2": q * 0.41234,
+            "rougeL": q + 0.0123456,
+            "rougeLsum": q + 0.0234567,
+            "p50_latency_ms": 1834.56789,
+            "p95_latency_ms": 2976.54321,
+            "examples_per_s": 0.4521987,
+            "tokens_per_s": 27.3456789,
+            "memory_gb": 1.3456789,
+            "mean_new_tokens": 41.25,
+            "n_params": n_params,
+        }
 
-    evaluations = [(zs, "test", metrics(0.2312345, 134515008.0)), ("tiny-a", "validation", metrics(0.1, 1032192.0)),
-                   (ft, "test", metrics(0.3156789, 134515008.0)), ("tiny-b", "test", metrics(0.0512345, 2459328.0))]
+    evaluations = [
+        (zs, "test", metrics(0.2312345, 134515008.0)),
+        ("tiny-a", "validation", metrics(0.1, 1032192.0)),
+        (ft, "test", metrics(0.3156789, 134515008.0)),
+        ("tiny-b", "test", metrics(0.0512345, 2459328.0)),
+    ]
     plots = tmp_path_factory.mktemp("plots")
     for i, (name, split, values) in enumerate(evaluations):
         cand = store.candidate(name)
-        with store.run("evaluate", project.spec.as_dict(), {"candidate": name, "model": cand["model_ref"], "split": split}) as run:
+        with store.run(
+            "evaluate", project.spec.as_dict(), {"candidate": name, "model": cand["model_ref"], "split": split}
+        ) as run:
             run.log_metrics(values, candidate_id=cand["id"], split=split)
             table = {n: m for n, s, m in evaluations[: i + 1] if s == split}
             plot = plot_comparison(table, [], plots / f"metrics-{i}.png", f"{project.spec.name}: candidates on {split}")
@@ -188,7 +220,7 @@ def test_dashboard_shows_the_board(page, server, evaluated, tmp_path):
     assert {"tiny-a", "tiny-b", evaluated["zero_shot"]} <= {n.replace(" ★", "") for n in names}
     stages = page.eval_on_selector_all("#stages tbody tr td:first-child", "tds => tds.map(t => t.textContent)")
     assert stages[:3] == ["scope", "select", "prompt"] and "deploy" in stages
-    assert page.inner_text("#stages tbody") .count("running") >= 1  # this server's deploy run
+    assert page.inner_text("#stages tbody").count("running") >= 1  # this server's deploy run
     check_screenshot(page, tmp_path / "dashboard.png")
 
 
@@ -272,8 +304,10 @@ def test_every_page_fits_the_window(browser, server, evaluated, width, tmp_path)
         pages["dashboard"] = page_width(page)
         if width != 1280:
             check_screenshot(page, tmp_path / f"dashboard{suffix}.png")
-        table = page.evaluate("(() => { const t = document.getElementById('candidates');"
-                              " return [t.closest('.card').getBoundingClientRect().right, window.innerWidth]; })()")
+        table = page.evaluate(
+            "(() => { const t = document.getElementById('candidates');"
+            " return [t.closest('.card').getBoundingClientRect().right, window.innerWidth]; })()"
+        )
         assert table[0] <= table[1]  # the table stays inside its card, the card inside the window
         assert {name: w for name, w in pages.items() if w[0] > w[1]} == {}, pages
     finally:
@@ -314,8 +348,12 @@ def test_compare_defaults_b_to_another_candidate(browser, server):
         for ids in (["m-one", "m-two", "m-three"], ["m-one"]):
             body = json.dumps({"object": "list", "data": [{"id": i, "object": "model"} for i in ids]})
             page.unroute("**/v1/models")
-            page.route("**/v1/models", lambda route, _request, body=body: route.fulfill(
-                status=200, content_type="application/json", body=body))
+            page.route(
+                "**/v1/models",
+                lambda route, _request, body=body: route.fulfill(
+                    status=200, content_type="application/json", body=body
+                ),
+            )
             page.goto(server.url + "/ui/compare.html")
             page.wait_for_function("document.querySelectorAll('#model-b option').length > 0")
             a, b = page.input_value("#model-a"), page.input_value("#model-b")

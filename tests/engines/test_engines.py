@@ -25,11 +25,18 @@ def _llama_server_built() -> bool:
         return False
 
 
-needs_llama_server = pytest.mark.skipif(not _llama_server_built(), reason="llama-server is not built "
-                                        "(scripts/setup.sh builds it; or `odyssey optimize tools`)")
+needs_llama_server = pytest.mark.skipif(
+    not _llama_server_built(),
+    reason="llama-server is not built (scripts/setup.sh builds it; or `odyssey optimize tools`)",
+)
 
-PROMPTS = ["#Person1#: Hi, how are you? #Person2#: Fine, thanks.", "Summarize: the cat sat on the mat.",
-           "#Person1#: Where is the station?", "Once upon a time", "The meeting moved to Friday because"]
+PROMPTS = [
+    "#Person1#: Hi, how are you? #Person2#: Fine, thanks.",
+    "Summarize: the cat sat on the mat.",
+    "#Person1#: Where is the station?",
+    "Once upon a time",
+    "The meeting moved to Friday because",
+]
 
 
 def _render(engine, texts):
@@ -183,11 +190,10 @@ def test_unreachable_openai_endpoint_fails_before_any_work(monkeypatch):
 def test_openai_engine_against_odyssey_serve_gives_the_reference_answers(tmp_path):
     """`odyssey serve` (transformers backend, greedy) started here; the openai engine sends the
     rendered prompts to its /v1/completions, and the answers equal the local reference's."""
+    from odyssey.deploy.keys import create_key
     from odyssey.project import Project
     from odyssey.spec import EvaluateSpec
     from tests.deploy.conftest import make_project, start_server, stop_server
-
-    from odyssey.deploy.keys import create_key
 
     root = make_project(tmp_path / "proj")
     store = Project.load(root).store
@@ -196,8 +202,15 @@ def test_openai_engine_against_odyssey_serve_gives_the_reference_answers(tmp_pat
     proc, url = start_server(root, ["--candidate", "tiny-a", "--backend", "transformers"], tmp_path / "serve.log")
     try:
         os.environ["ODYSSEY_TEST_ENGINE_KEY"] = key
-        spec = EvaluateSpec(engine="openai", openai={"base_url": url + "/v1", "api_key_env": "ODYSSEY_TEST_ENGINE_KEY",
-                                                     "model": "tiny-a", "concurrency": 2})
+        spec = EvaluateSpec(
+            engine="openai",
+            openai={
+                "base_url": url + "/v1",
+                "api_key_env": "ODYSSEY_TEST_ENGINE_KEY",
+                "model": "tiny-a",
+                "concurrency": 2,
+            },
+        )
         settings = {"max_new_tokens": 10}
         with open_engine("tiny:llama", engine="transformers", quiet=True) as ref:
             prompts = _render(ref, PROMPTS[:3])

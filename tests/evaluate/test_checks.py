@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from odyssey.evaluate.checks import check_outputs, copied_share, distinct_n, repeats_phrase
 
-DIALOGUE = ("#Person1#: Hi, Mr. Smith. I'm Doctor Hawkins. Why are you here today? #Person2#: I found it would be "
-            "a good idea to get a check-up. #Person1#: Yes, well, you haven't had one for 5 years.")
+DIALOGUE = (
+    "#Person1#: Hi, Mr. Smith. I'm Doctor Hawkins. Why are you here today? #Person2#: I found it would be "
+    "a good idea to get a check-up. #Person1#: Yes, well, you haven't had one for 5 years."
+)
 
 
 def _rows(predictions, reference="Mr. Smith gets a check-up from Doctor Hawkins."):
@@ -28,8 +30,9 @@ def test_an_answer_that_repeats_the_dialogue_is_a_copy_and_a_summary_is_not():
 
 
 def test_short_label_answers_found_in_the_input_are_not_copies():
-    checks = check_outputs(_rows(["billing", "technical"], "billing"), ["my billing is wrong", "technical issue"],
-                           ["stop", "stop"])
+    checks = check_outputs(
+        _rows(["billing", "technical"], "billing"), ["my billing is wrong", "technical issue"], ["stop", "stop"]
+    )
     assert checks.metrics["copy_rate"] == 0 and not checks.warnings
 
 

@@ -18,8 +18,12 @@ SCOPE = Scope.model_validate({"task": "summarization", "data": {"source": "x"}, 
 @pytest.mark.parametrize("ref", ["tiny:llama", "tiny:t5"])
 def test_batched_generation_equals_one_at_a_time(ref):
     loaded = load(ref)
-    prompts = ["#Person1#: Hi.", "#Person1#: Where is the station? #Person2#: Two blocks north, by the bank.",
-               "Short", "#Person2#: I would like to return this jacket, it is too small for me."]
+    prompts = [
+        "#Person1#: Hi.",
+        "#Person1#: Where is the station? #Person2#: Two blocks north, by the bank.",
+        "Short",
+        "#Person2#: I would like to return this jacket, it is too small for me.",
+    ]
     settings = {"max_new_tokens": 12}
     batched, stats = generate(loaded, prompts, settings, batch_size=4)
     single = [generate(loaded, [p], settings, batch_size=1)[0][0] for p in prompts]
@@ -65,8 +69,9 @@ def test_percentile_matches_numpy():
 def test_gates_report_pass_fail_and_unmeasured():
     results = {g["metric"]: g for g in check_gates(SCOPE, {"rougeL": 0.2})}
     assert results["rougeL"]["passed"] is False
-    scope = Scope.model_validate({"task": "summarization", "data": {"source": "x"},
-                                  "gates": {"rougeL": ">= 0.1", "p95_latency_ms": "<= 5"}})
+    scope = Scope.model_validate(
+        {"task": "summarization", "data": {"source": "x"}, "gates": {"rougeL": ">= 0.1", "p95_latency_ms": "<= 5"}}
+    )
     results = {g["metric"]: g for g in check_gates(scope, {"rougeL": 0.2})}
     assert results["rougeL"]["passed"] is True and results["p95_latency_ms"]["passed"] is None
 

@@ -1,7 +1,7 @@
 import random
 
 import pytest
-from rouge_score import rouge_scorer, scoring
+from rouge_score import rouge_scorer
 
 from odyssey import metrics
 
@@ -39,15 +39,20 @@ def test_bleu_matches_sacrebleu_and_padding_is_neutral():
     preds = ["the cat is on the mat", "there is a dog"]
     refs = [["the cat is on the mat"], ["a dog is there", "there is a dog here"]]
     ours = metrics.bleu(preds, refs).corpus["bleu"]
-    direct = sacrebleu.corpus_bleu(preds, [["the cat is on the mat", "a dog is there"],
-                                           ["the cat is on the mat", "there is a dog here"]]).score / 100
+    direct = (
+        sacrebleu.corpus_bleu(
+            preds, [["the cat is on the mat", "a dog is there"], ["the cat is on the mat", "there is a dog here"]]
+        ).score
+        / 100
+    )
     assert ours == pytest.approx(direct)
     assert 0 < ours <= 1 + 1e-9
 
 
 def test_exact_match_and_f1_follow_squad():
-    result = metrics.compute(["exact_match", "f1"], ["The Eiffel Tower!", "blue house"],
-                             [["eiffel tower"], ["the red house"]], task="qa")
+    result = metrics.compute(
+        ["exact_match", "f1"], ["The Eiffel Tower!", "blue house"], [["eiffel tower"], ["the red house"]], task="qa"
+    )
     assert result.per_example[0] == {"exact_match": 1.0, "f1": 1.0}
     assert result.per_example[1]["exact_match"] == 0.0
     assert result.per_example[1]["f1"] == pytest.approx(0.5)  # 'house' of 2 pred / 2 ref tokens

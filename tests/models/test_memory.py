@@ -38,8 +38,7 @@ def test_peak_rss_of_a_spawned_child_excludes_the_parents_peak():
         ballast[i] = 1
     parent_peak = peak_rss_gb()
     code = "from odyssey.models.memory import peak_rss_gb; print(peak_rss_gb())"
-    child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                      check=True).stdout)
+    child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     del ballast
     assert parent_peak >= 0.6
     # The child imports only the stdlib and this module: tens of MB, whatever the parent holds.
@@ -47,9 +46,17 @@ def test_peak_rss_of_a_spawned_child_excludes_the_parents_peak():
 
 
 # ---- one estimate: `odyssey plan`, `odyssey models` and `odyssey finetune` agree on the same job ----------
-PROBE = {"device": "cpu", "threads": 2, "matmul_flops": {"64": 1e10, "2048": 1e10}, "matvec_bytes_per_s": 1e10,
-         "runtime_gb": 0.5, "decode_fixed_s": 0.0, "decode_per_layer_s": 0.0, "train_fixed_s": 0.0,
-         "train_per_layer_s": 0.0}
+PROBE = {
+    "device": "cpu",
+    "threads": 2,
+    "matmul_flops": {"64": 1e10, "2048": 1e10},
+    "matvec_bytes_per_s": 1e10,
+    "runtime_gb": 0.5,
+    "decode_fixed_s": 0.0,
+    "decode_per_layer_s": 0.0,
+    "train_fixed_s": 0.0,
+    "train_per_layer_s": 0.0,
+}
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
@@ -68,8 +75,9 @@ def test_plan_models_and_finetune_report_the_same_memory_for_the_same_job(method
 
     config = load("tiny:llama").model.config
     trainable = shape.n_params if method == "full" else shape.lora_params
-    models = estimate(Shape.from_config(config, shape.n_params), batch=batch, seq=seq, trainable=trainable,
-                      cpu_heap=True)
+    models = estimate(
+        Shape.from_config(config, shape.n_params), batch=batch, seq=seq, trainable=trainable, cpu_heap=True
+    )
     models_gb = models.train_full_gb if method == "full" else models.train_lora_gb
 
     # finetune's largest batch: 4 examples of 64 tokens; a PEFT model's total counts its adapter

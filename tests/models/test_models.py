@@ -1,15 +1,29 @@
 import pytest
 
 from odyssey.errors import OdysseyError
-from odyssey.models import (FAMILY_DECODER, FAMILY_ENCODER, FAMILY_SEQ2SEQ, catalog, describe, load, parse_ref,
-                            read_model_card)
+from odyssey.models import (
+    FAMILY_DECODER,
+    FAMILY_ENCODER,
+    FAMILY_SEQ2SEQ,
+    catalog,
+    describe,
+    load,
+    parse_ref,
+    read_model_card,
+)
 from odyssey.models.memory import GB, Shape, estimate
 
 
-@pytest.mark.parametrize("ref,family,head", [
-    ("tiny:llama", FAMILY_DECODER, "LlamaForCausalLM"), ("tiny:gpt2", FAMILY_DECODER, "GPT2LMHeadModel"),
-    ("tiny:bert", FAMILY_ENCODER, "BertForMaskedLM"), ("tiny:t5", FAMILY_SEQ2SEQ, "T5ForConditionalGeneration"),
-    ("tiny:bart", FAMILY_SEQ2SEQ, "BartForConditionalGeneration")])
+@pytest.mark.parametrize(
+    "ref,family,head",
+    [
+        ("tiny:llama", FAMILY_DECODER, "LlamaForCausalLM"),
+        ("tiny:gpt2", FAMILY_DECODER, "GPT2LMHeadModel"),
+        ("tiny:bert", FAMILY_ENCODER, "BertForMaskedLM"),
+        ("tiny:t5", FAMILY_SEQ2SEQ, "T5ForConditionalGeneration"),
+        ("tiny:bart", FAMILY_SEQ2SEQ, "BartForConditionalGeneration"),
+    ],
+)
 def test_every_family_loads_through_the_resolver(ref, family, head):
     loaded = load(ref)
     assert loaded.family == family
@@ -64,7 +78,9 @@ def test_catalog_lists_packaged_and_tiny_with_notes():
 
 
 def test_model_card_is_read(tmp_path):
-    (tmp_path / "README.md").write_text("---\nlicense: apache-2.0\ntags: [chat]\n---\n# Title\n\nA small helpful model.\n")
+    (tmp_path / "README.md").write_text(
+        "---\nlicense: apache-2.0\ntags: [chat]\n---\n# Title\n\nA small helpful model.\n"
+    )
     card = read_model_card(tmp_path)
     assert card == {"license": "apache-2.0", "tags": ["chat"], "summary": "A small helpful model."}
 
@@ -80,6 +96,7 @@ def test_packaged_smollm2_converts_once_and_describes():
     assert not hasattr(loaded.model.config, "quantization_config")
     assert (loaded.path / "model.safetensors").exists()
     assert loaded.tokenizer.chat_template
-    text = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
-                                                add_generation_prompt=True)
+    text = loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert "<|im_start|>assistant" in text

@@ -11,8 +11,15 @@ from tests.conftest import tiny_project
 
 pytestmark = pytest.mark.slow
 MODEL = "packaged:smollm2-135m-instruct"
-SMALL = {"split": "test", "limit": 2, "batch_size": 2, "speed_prompt_tokens": 32, "speed_new_tokens": 4,
-         "speed_batch": 2, "threads": None}
+SMALL = {
+    "split": "test",
+    "limit": 2,
+    "batch_size": 2,
+    "speed_prompt_tokens": 32,
+    "speed_new_tokens": 4,
+    "speed_batch": 2,
+    "threads": None,
+}
 
 
 @pytest.fixture
@@ -20,8 +27,11 @@ def project(tmp_path):
     from odyssey.project import Project
 
     root = tiny_project(tmp_path / "p", model=MODEL)
-    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}",
-                                                       "generation: {max_new_tokens: 8}")
+    spec = (
+        (root / "odyssey.yaml")
+        .read_text()
+        .replace("generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 8}")
+    )
     (root / "odyssey.yaml").write_text(spec)
     return Project.load(root)
 
@@ -60,8 +70,12 @@ def test_gguf_export_of_a_merged_lora_candidate(project, tmp_path):
     peft.save_pretrained(adapter)
     base.tokenizer.save_pretrained(adapter)
     (adapter / "odyssey-adapter.json").write_text(json.dumps({"base": MODEL, "method": "lora"}))
-    parent = project.store.upsert_candidate("smollm2:lora", "adapt", str(adapter), {"prompt": {
-        "task": "summarization", "instruction": "Summarize the dialogue."}})
+    parent = project.store.upsert_candidate(
+        "smollm2:lora",
+        "adapt",
+        str(adapter),
+        {"prompt": {"task": "summarization", "instruction": "Summarize the dialogue."}},
+    )
     assert parent
 
     q4 = quantize(project, "gguf:q4_k_m", start_from="smollm2:lora", measure=False)

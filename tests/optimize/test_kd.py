@@ -51,8 +51,11 @@ def test_full_top_k_cache_equals_full_kl_and_temperature_scaling():
 
 def test_cache_mismatch_is_a_clear_error():
     student, teacher, labels = _batch()
-    cache = {"values": torch.zeros(2, 3), "indices": torch.zeros(2, 3, dtype=torch.int32),
-             "offsets": torch.tensor([0, 1, 2])}
+    cache = {
+        "values": torch.zeros(2, 3),
+        "indices": torch.zeros(2, 3, dtype=torch.int32),
+        "offsets": torch.tensor([0, 1, 2]),
+    }
     from odyssey.errors import OdysseyError
 
     with pytest.raises(OdysseyError, match="teacher cache"):
@@ -65,8 +68,10 @@ def test_cache_teacher_writes_top_k_per_completion_token(tmp_path):
             logits = torch.nn.functional.one_hot(input_ids % 7, 7).float() * 5
             return type("Out", (), {"logits": logits})()
 
-    items = [{"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]},
-             {"input_ids": [5, 6, 1], "labels": [-100, 6, 1]}]
+    items = [
+        {"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]},
+        {"input_ids": [5, 6, 1], "labels": [-100, 6, 1]},
+    ]
     data = cache_teacher(Teacher(), items, collate(0), 2, tmp_path / "cache.safetensors", batch_size=2)
     assert data["offsets"].tolist() == [0, 2, 4]
     assert data["values"].shape == (4, 2)
@@ -102,8 +107,10 @@ def test_cache_teacher_over_all_positions(tmp_path):
         def forward(self, input_ids, attention_mask):
             return type("Out", (), {"logits": torch.nn.functional.one_hot(input_ids % 7, 7).float()})()
 
-    items = [{"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]},
-             {"input_ids": [5, 6, 1], "labels": [-100, 6, 1]}]
+    items = [
+        {"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]},
+        {"input_ids": [5, 6, 1], "labels": [-100, 6, 1]},
+    ]
     data = cache_teacher(Teacher(), items, collate(0), 2, tmp_path / "all.safetensors", batch_size=2, positions="all")
     assert data["offsets"].tolist() == [0, 3, 5]  # 3 + 2 positions predict a real next token
     assert data["indices"][:, 0].tolist() == [1, 2, 3, 5, 6]

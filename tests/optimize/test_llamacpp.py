@@ -12,8 +12,10 @@ import pytest
 from odyssey.errors import OdysseyError
 from odyssey.models import llamacpp
 
-needs_cmake = pytest.mark.skipif(not (shutil.which("cmake") and (shutil.which("c++") or shutil.which("g++"))),
-                                 reason="cmake and a C++ compiler are needed")
+needs_cmake = pytest.mark.skipif(
+    not (shutil.which("cmake") and (shutil.which("c++") or shutil.which("g++"))),
+    reason="cmake and a C++ compiler are needed",
+)
 
 FAKE_CMAKE = """cmake_minimum_required(VERSION 3.14)
 project(fake CXX)
@@ -43,13 +45,16 @@ def isolated(tmp_path, monkeypatch):
 
 def test_sources_come_from_the_sdists_vendor_tree_only(isolated, monkeypatch):
     top = "llama_cpp_python-9.9.9"
-    sdist = _sdist(isolated / "s.tar.gz", {
-        f"{top}/vendor/llama.cpp/CMakeLists.txt": FAKE_CMAKE,
-        f"{top}/vendor/llama.cpp/convert_hf_to_gguf.py": "print('convert')\n",
-        f"{top}/vendor/llama.cpp/gguf-py/gguf/__init__.py": "",
-        f"{top}/.git/modules/vendor/llama.cpp/HEAD": "ref\n",  # must not leak into the tree
-        f"{top}/llama_cpp/__init__.py": "",
-    })
+    sdist = _sdist(
+        isolated / "s.tar.gz",
+        {
+            f"{top}/vendor/llama.cpp/CMakeLists.txt": FAKE_CMAKE,
+            f"{top}/vendor/llama.cpp/convert_hf_to_gguf.py": "print('convert')\n",
+            f"{top}/vendor/llama.cpp/gguf-py/gguf/__init__.py": "",
+            f"{top}/.git/modules/vendor/llama.cpp/HEAD": "ref\n",  # must not leak into the tree
+            f"{top}/llama_cpp/__init__.py": "",
+        },
+    )
     monkeypatch.setenv("ODYSSEY_LLAMACPP_SDIST", str(sdist))
     src = llamacpp.source_dir()
     assert (src / "CMakeLists.txt").read_text() == FAKE_CMAKE

@@ -8,18 +8,21 @@ from odyssey.errors import OdysseyError, SpecError
 from odyssey.optimize.methods import check_hardware, check_sparsity, parse_quant_method
 
 
-@pytest.mark.parametrize("text,name,backend,detail", [
-    ("int8", "int8", "auto", "int8"),
-    ("INT8", "int8", "auto", "int8"),
-    ("int8-x86", "int8-x86", "x86", "int8-x86"),
-    ("int8-torchao", "int8-torchao", "torchao", "int8-torchao"),
-    ("int8wo", "int8-weight-only", "torchao", "int8-weight-only"),
-    ("int4", "int4", "torchao", "int4"),
-    ("gguf:q4_k_m", "gguf:q4_k_m", "gguf", "q4_k_m"),
-    ("q8_0", "gguf:q8_0", "gguf", "q8_0"),
-    ("gguf", "gguf:q4_k_m", "gguf", "q4_k_m"),
-    ("bnb-nf4", "bnb-nf4", "bitsandbytes", "bnb-nf4"),
-])
+@pytest.mark.parametrize(
+    "text,name,backend,detail",
+    [
+        ("int8", "int8", "auto", "int8"),
+        ("INT8", "int8", "auto", "int8"),
+        ("int8-x86", "int8-x86", "x86", "int8-x86"),
+        ("int8-torchao", "int8-torchao", "torchao", "int8-torchao"),
+        ("int8wo", "int8-weight-only", "torchao", "int8-weight-only"),
+        ("int4", "int4", "torchao", "int4"),
+        ("gguf:q4_k_m", "gguf:q4_k_m", "gguf", "q4_k_m"),
+        ("q8_0", "gguf:q8_0", "gguf", "q8_0"),
+        ("gguf", "gguf:q4_k_m", "gguf", "q4_k_m"),
+        ("bnb-nf4", "bnb-nf4", "bitsandbytes", "bnb-nf4"),
+    ],
+)
 def test_parse_quant_method(text, name, backend, detail):
     method = parse_quant_method(text)
     assert (method.name, method.backend, method.detail) == (name, backend, detail)

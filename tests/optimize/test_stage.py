@@ -30,8 +30,11 @@ def project(tmp_path):
     from odyssey.project import Project
 
     root = tiny_project(tmp_path / "p")
-    spec = (root / "odyssey.yaml").read_text().replace("generation: {max_new_tokens: 60}",
-                                                       "generation: {max_new_tokens: 6}")
+    spec = (
+        (root / "odyssey.yaml")
+        .read_text()
+        .replace("generation: {max_new_tokens: 60}", "generation: {max_new_tokens: 6}")
+    )
     (root / "odyssey.yaml").write_text(spec + OPTIMIZE)
     return Project.load(root)
 
@@ -174,8 +177,9 @@ def test_measure_record_and_report(project):
     # the paired decode test: both models timed in alternating rounds, the median round ratio reported
     paired = q.comparison["paired_speed"]
     assert paired["rounds"] == 3 and len(paired["parent_decode_tok_s"]) == len(paired["candidate_decode_tok_s"]) == 3
-    assert paired["round_ratios"] == pytest.approx([c / b for c, b in zip(paired["candidate_decode_tok_s"],
-                                                                            paired["parent_decode_tok_s"])])
+    assert paired["round_ratios"] == pytest.approx(
+        [c / b for c, b in zip(paired["candidate_decode_tok_s"], paired["parent_decode_tok_s"])]
+    )
     assert q.comparison["decode_speedup_paired"] == sorted(paired["round_ratios"])[1] > 0
 
     p = prune(project, sparsity=0.25, target="mlp")
@@ -238,8 +242,9 @@ def test_prune_with_lora_recovery(project):
 
 def odyssey(*args):
     env = {**os.environ, "ODYSSEY_QUIET": "1"}
-    return subprocess.run([sys.executable, "-m", "odyssey.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "odyssey.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_cli_errors_and_report(project):

@@ -73,7 +73,7 @@ def test_slice_heads_equals_masking_the_removed_heads(tiny):
         for i, kept in enumerate(keep):
             for h in range(model.config.num_attention_heads):
                 if h not in kept:
-                    masked.model.layers[i].self_attn.o_proj.weight[:, h * hd:(h + 1) * hd] = 0
+                    masked.model.layers[i].self_attn.o_proj.weight[:, h * hd : (h + 1) * hd] = 0
     assert torch.allclose(_logits(small), _logits(masked), atol=1e-5)
 
 

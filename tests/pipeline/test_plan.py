@@ -45,6 +45,7 @@ class FakeStages:
                 if ctx.step.id in self.scores:
                     run.log_metrics({"rougeL": self.scores[ctx.step.id]}, candidate_id=cid, split="test")
             return Outcome([name], [run.id])
+
         return run
 
 
@@ -77,8 +78,17 @@ def _append(root, text: str):
     (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + text)
 
 
-STEPS = ["scope", "prompt", "finetune", "align.preferences", "align.dpo", "optimize.quantize-int8",
-         "optimize.quantize-gguf-q8_0", "optimize.quantize-gguf-q4_k_m", "evaluate"]
+STEPS = [
+    "scope",
+    "prompt",
+    "finetune",
+    "align.preferences",
+    "align.dpo",
+    "optimize.quantize-int8",
+    "optimize.quantize-gguf-q8_0",
+    "optimize.quantize-gguf-q4_k_m",
+    "evaluate",
+]
 
 
 def test_default_pipeline_then_everything_is_cached(root):
@@ -144,9 +154,11 @@ def test_a_killed_step_is_resumed(root):
         _run(root, fake)
     digest = latest_step(Project.load(root).store, "finetune")["input_hash"]
     # what a killed run leaves: a 'running' record with these inputs, written by a process now gone
-    code = ("import sys; from odyssey.project import Project; from odyssey.store.pipeline import start_step; "
-            "start_step(Project.load(sys.argv[1]).store, step='finetune', stage='finetune', input_hash=sys.argv[2], "
-            "inputs={}, pipeline_run_id=None, resumed=False)")
+    code = (
+        "import sys; from odyssey.project import Project; from odyssey.store.pipeline import start_step; "
+        "start_step(Project.load(sys.argv[1]).store, step='finetune', stage='finetune', input_hash=sys.argv[2], "
+        "inputs={}, pipeline_run_id=None, resumed=False)"
+    )
     subprocess.run([sys.executable, "-c", code, str(root), digest], check=True, timeout=120)
     assert latest_step(Project.load(root).store, "finetune")["status"] == "running"
     fake.calls.clear()
@@ -195,16 +207,23 @@ def test_profiles_override_sizes(root):
 
 
 def test_pipeline_steps_with_parents_and_overrides(root):
-    _append(root, """pipeline:
+    _append(
+        root,
+        """pipeline:
   - {stage: prompt}
   - {stage: finetune, name: ft-full, parent: prompt, with: {method: full}}
   - {stage: quantize, parent: ft-full, with: {to: int8, measure: false}}
   - {stage: evaluate}
-""")
+""",
+    )
     fake = FakeStages()
     result = _run(root, fake)
     assert [(s.step, s.parent) for s in result.steps] == [
-        ("prompt", "tiny:llama"), ("ft-full", "prompt-made"), ("quantize", "ft-full-made"), ("evaluate", None)]
+        ("prompt", "tiny:llama"),
+        ("ft-full", "prompt-made"),
+        ("quantize", "ft-full-made"),
+        ("evaluate", None),
+    ]
     from odyssey.pipeline.plan import make_plan
 
     plan = make_plan(Project.load(root))
@@ -212,6 +231,7 @@ def test_pipeline_steps_with_parents_and_overrides(root):
 
 
 # ---- bad input: file, line, field -------------------------------------------------------------------
+
 
 def _error(root, pipeline: str, **options) -> str:
     _append(root, pipeline)
@@ -259,8 +279,12 @@ def test_two_steps_with_one_name(root):
 
 
 def test_cli_bad_profile_is_exit_2(root):
-    proc = subprocess.run([sys.executable, "-m", "odyssey.cli", "run", "-p", str(root), "--profile", "nope"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "odyssey.cli", "run", "-p", str(root), "--profile", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--profile 'nope': no such profile" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -297,8 +321,9 @@ def test_a_second_run_at_once_is_refused(root):
 
     project = Project.load(root)
     # a live process (this test's parent, pytest's own pid is skipped as "this run") holding a step
-    start_step(project.store, step="prompt", stage="prompt", input_hash="x", inputs={}, pipeline_run_id=None,
-               resumed=False)
+    start_step(
+        project.store, step="prompt", stage="prompt", input_hash="x", inputs={}, pipeline_run_id=None, resumed=False
+    )
     project.store.db.execute("UPDATE pipeline_steps SET pid = ?", (os.getppid(),))  # test-only: another live pid
     with pytest.raises(OdysseyError, match=r"another `odyssey run` \(pid \d+\) is running step 'prompt'"):
         _run(root, FakeStages())

@@ -44,7 +44,7 @@ def _command(root: Path, *extra: str) -> list[str]:
 def _run_json(root: Path) -> dict:
     proc = subprocess.run(_command(root, "--json"), capture_output=True, text=True, env=_env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout[proc.stdout.index("{"):])
+    return json.loads(proc.stdout[proc.stdout.index("{") :])
 
 
 def _mid_stage(root: Path) -> bool:
@@ -55,8 +55,11 @@ def _mid_stage(root: Path) -> bool:
     state = root / ".odyssey"
     if (state / "align").exists():
         return True
-    return any(latest_checkpoint(d / "train") for d in (state / "adapt").glob("*") if d.is_dir()) \
-        if (state / "adapt").exists() else False
+    return (
+        any(latest_checkpoint(d / "train") for d in (state / "adapt").glob("*") if d.is_dir())
+        if (state / "adapt").exists()
+        else False
+    )
 
 
 def _kill_mid_stage(root: Path) -> None:
@@ -90,10 +93,17 @@ def test_kill_9_then_resume_gives_the_uninterrupted_board(tmp_path):
     status = {s["step"]: s["status"] for s in resumed["steps"]}
     assert all(status[step] == "cached" for step in finished), status
     assert status[killed] == "resumed", status
-    later = [s["step"] for s in resumed["steps"]][[s["step"] for s in resumed["steps"]].index(killed) + 1:]
+    later = [s["step"] for s in resumed["steps"]][[s["step"] for s in resumed["steps"]].index(killed) + 1 :]
     assert later and all(status[step] == "ran" for step in later), status
-    assert set(status) == {"scope", "prompt", "finetune", "align.preferences", "align.dpo",
-                           "optimize.quantize-int8", "evaluate"}
+    assert set(status) == {
+        "scope",
+        "prompt",
+        "finetune",
+        "align.preferences",
+        "align.dpo",
+        "optimize.quantize-int8",
+        "evaluate",
+    }
     if killed == "finetune":  # killed after a checkpoint: the fine-tune went on from it
         from odyssey.store.pipeline import latest_step
 
@@ -116,17 +126,27 @@ def test_ppo_distill_and_prune_steps(tmp_path):
     """The other sub-stages through the table: align by PPO (preferences, reward model, PPO) and optimize by
     distillation and pruning, from named parents, with `with:` overrides."""
     root = _project(tmp_path / "p")
-    (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + """pipeline:
+    (root / "odyssey.yaml").write_text(
+        (root / "odyssey.yaml").read_text()
+        + """pipeline:
   - {stage: prompt}
   - {stage: finetune}
   - {stage: align, with: {method: ppo}}
   - {stage: optimize, parent: finetune, with: {methods: [distill, prune], measure: false}}
   - {stage: evaluate}
-""")
+"""
+    )
     result = _run_json(root)
     assert [(s["step"], s["status"]) for s in result["steps"]] == [
-        ("prompt", "ran"), ("finetune", "ran"), ("align.preferences", "ran"), ("align.reward", "ran"),
-        ("align.ppo", "ran"), ("optimize.distill", "ran"), ("optimize.prune", "ran"), ("evaluate", "ran")]
+        ("prompt", "ran"),
+        ("finetune", "ran"),
+        ("align.preferences", "ran"),
+        ("align.reward", "ran"),
+        ("align.ppo", "ran"),
+        ("optimize.distill", "ran"),
+        ("optimize.prune", "ran"),
+        ("evaluate", "ran"),
+    ]
     parents = {c["name"]: c["parent"] for c in result["board"]["candidates"]}
     made = {s["step"]: s["candidates"] for s in result["steps"]}
     lora = made["finetune"][0]

@@ -33,8 +33,12 @@ def _hand_accuracy(loaded, n: int) -> float:
     tok, model = loaded.tokenizer, loaded.model
     right = 0
     for r in rows:
-        context = ("The following are multiple choice questions with answers.\n\n" + f"Question: {r['question']}\n"
-                   + "".join(f"{letter}. {c}\n" for letter, c in zip("ABCD", r["choices"])) + "Answer:")
+        context = (
+            "The following are multiple choice questions with answers.\n\n"
+            + f"Question: {r['question']}\n"
+            + "".join(f"{letter}. {c}\n" for letter, c in zip("ABCD", r["choices"]))
+            + "Answer:"
+        )
         scores = []
         for letter in " A", " B", " C", " D":
             whole = tok(context + letter, add_special_tokens=False)["input_ids"]
@@ -42,7 +46,7 @@ def _hand_accuracy(loaded, n: int) -> float:
             ids = torch.tensor([whole])
             with torch.no_grad():
                 logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
-            targets = ids[0, len(ctx):]
+            targets = ids[0, len(ctx) :]
             scores.append(float(logp[len(ctx) - 1 + torch.arange(len(targets)), targets].sum()))
         right += int(max(range(4), key=lambda i: scores[i]) == r["answer"])
     return right / len(rows)
@@ -87,8 +91,10 @@ def test_capitals_scores_a_right_answer_as_right(tmp_path):
 
     from odyssey.select.benchmarks import TASKS_DIR, _materialize
 
-    capitals = {json.loads(line)["country"]: json.loads(line)["capital"]
-                for line in (TASKS_DIR / "capitals.jsonl").read_text().splitlines()}
+    capitals = {
+        json.loads(line)["country"]: json.loads(line)["capital"]
+        for line in (TASKS_DIR / "capitals.jsonl").read_text().splitlines()
+    }
 
     class Oracle(LM):  # right on even questions (as " PARIS. It is..."), wrong ("Atlantis") on odd ones
         def generate_until(self, requests):
@@ -106,6 +112,7 @@ def test_capitals_scores_a_right_answer_as_right(tmp_path):
 
     with tempfile.TemporaryDirectory() as tmp:
         manager = TaskManager(include_path=str(_materialize(Path(tmp))), include_defaults=False, verbosity="ERROR")
-        out = lm_eval.simple_evaluate(model=Oracle(), tasks=["capitals"], task_manager=manager, limit=10,
-                                      verbosity="ERROR")
+        out = lm_eval.simple_evaluate(
+            model=Oracle(), tasks=["capitals"], task_manager=manager, limit=10, verbosity="ERROR"
+        )
     assert out["results"]["capitals"]["exact_match,strip"] == pytest.approx(0.5)

@@ -50,14 +50,17 @@ def test_exact_and_near_duplicates_removed(tmp_path):
     assert "| near_duplicate | 2 |" in md
 
 
-@pytest.mark.parametrize("text,rule", [
-    ("too few words here", "too_short"),
-    ("# ### ## # the and of to be " + "# " * 20, "symbols"),
-    ("12 34 56 78 90 11 22 33 the and", "non_alpha"),
-    ("buy now\nbuy now\nbuy now\nbuy now\nthe best deal and offer", "repeated_lines"),
-    ("la casa es muy bonita y grande con un jardin", "language"),
-    ("the cat and the cat and the cat and the cat and the cat and the cat", "repeated_ngrams"),
-])
+@pytest.mark.parametrize(
+    "text,rule",
+    [
+        ("too few words here", "too_short"),
+        ("# ### ## # the and of to be " + "# " * 20, "symbols"),
+        ("12 34 56 78 90 11 22 33 the and", "non_alpha"),
+        ("buy now\nbuy now\nbuy now\nbuy now\nthe best deal and offer", "repeated_lines"),
+        ("la casa es muy bonita y grande con un jardin", "language"),
+        ("the cat and the cat and the cat and the cat and the cat and the cat", "repeated_ngrams"),
+    ],
+)
 def test_quality_rules(text, rule):
     assert quality_problem(text, CurateSpec()) == rule
 
@@ -87,8 +90,10 @@ def test_cli_data_curate(tmp_path):
     from odyssey.cli import app
 
     write_corpus(tmp_path / "corpus", BASE + [BASE[0]])
-    result = CliRunner().invoke(app, ["data", "curate", str(tmp_path / "corpus"), "--out", str(tmp_path / "clean"),
-                                      "-p", str(tmp_path), "--json"])
+    result = CliRunner().invoke(
+        app,
+        ["data", "curate", str(tmp_path / "corpus"), "--out", str(tmp_path / "clean"), "-p", str(tmp_path), "--json"],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["n_kept"] == 6 and payload["dropped"]["exact_duplicate"] == 1

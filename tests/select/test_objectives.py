@@ -73,7 +73,7 @@ def test_span_corruption_round_trip():
         rebuilt.extend(spans[token] if token in sentinels else [token])
     assert rebuilt == original
     used = [t for t in source if t in sentinels]
-    assert used == sentinels[:len(used)] and len(used) >= 2  # in order, one per span
+    assert used == sentinels[: len(used)] and len(used) >= 2  # in order, one per span
     batch = collator([original, original[:40]])
     assert batch["attention_mask"][1].sum() < batch["attention_mask"][0].sum()
     assert (batch["labels"] == IGNORE).any()  # the shorter target is padded with IGNORE

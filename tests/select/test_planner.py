@@ -10,9 +10,17 @@ from odyssey.errors import OdysseyError
 from odyssey.select.planner import GB, Hardware, memory_components, model_shape, plan, throughput
 
 # A fixed "machine" so the arithmetic is checked exactly, independent of this CPU.
-PROBE = {"device": "cpu", "threads": 2, "matmul_flops": {"64": 1e10, "2048": 1e10}, "matvec_bytes_per_s": 1e10,
-         "runtime_gb": 0.5, "decode_fixed_s": 0.0, "decode_per_layer_s": 0.0, "train_fixed_s": 0.0,
-         "train_per_layer_s": 0.0}
+PROBE = {
+    "device": "cpu",
+    "threads": 2,
+    "matmul_flops": {"64": 1e10, "2048": 1e10},
+    "matvec_bytes_per_s": 1e10,
+    "runtime_gb": 0.5,
+    "decode_fixed_s": 0.0,
+    "decode_per_layer_s": 0.0,
+    "train_fixed_s": 0.0,
+    "train_per_layer_s": 0.0,
+}
 
 
 def test_hardware_parse():
@@ -76,8 +84,13 @@ def test_calibration_factors_scale_their_mode_only():
     shape = model_shape("tiny:llama")
     hw = Hardware.parse("cpu:2,ram:8gb")
     calibrated = {**PROBE, "efficiency": {"full": 0.5, "lora": 0.25, "decode_1": 0.8, "decode_8": 0.2}}
-    for method, batch, factor in [("full", 4, 0.5), ("lora", 4, 0.25), ("inference", 1, 0.8), ("inference", 8, 0.2),
-                                  ("inference", 32, 0.2)]:
+    for method, batch, factor in [
+        ("full", 4, 0.5),
+        ("lora", 4, 0.25),
+        ("inference", 1, 0.8),
+        ("inference", 8, 0.2),
+        ("inference", 32, 0.2),
+    ]:
         plain, _ = throughput(shape, method, batch, 128, "fp32", PROBE, hw)
         scaled, _ = throughput(shape, method, batch, 128, "fp32", calibrated, hw)
         assert scaled == pytest.approx(plain * factor), (method, batch)
@@ -87,8 +100,9 @@ def test_calibration_factors_scale_their_mode_only():
     assert mid / plain_mid == pytest.approx(0.8 * (0.2 / 0.8) ** (1 / 3))
     # Planning for declared GPU hardware from this CPU does not carry this CPU's calibration over.
     gpu = Hardware.parse("gpu:1,vram:80gb,tflops:312")
-    assert (throughput(shape, "full", 4, 128, "fp32", calibrated, gpu)
-            == throughput(shape, "full", 4, 128, "fp32", PROBE, gpu))
+    assert throughput(shape, "full", 4, 128, "fp32", calibrated, gpu) == throughput(
+        shape, "full", 4, 128, "fp32", PROBE, gpu
+    )
 
 
 @pytest.mark.slow  # times a 4-layer reference model: ~15 s
@@ -129,13 +143,21 @@ def test_cli_plan_json(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("odyssey.select.planner.probe", lambda device="cpu", refresh=False: PROBE)
-    result = CliRunner().invoke(app, ["plan", "--model", "tiny:llama", "--method", "lora", "--hardware",
-                                      "cpu:2,ram:24gb", "--json"])
+    result = CliRunner().invoke(
+        app, ["plan", "--model", "tiny:llama", "--method", "lora", "--hardware", "cpu:2,ram:24gb", "--json"]
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["fits"] is True and isinstance(payload["fits"], bool)
-    assert set(payload["memory_gb"]) == {"runtime", "weights", "adapter", "gradients", "optimizer", "activations",
-                                         "heap_retained"}  # adapter: LoRA's own weights (odyssey.models.memory)
+    assert set(payload["memory_gb"]) == {
+        "runtime",
+        "weights",
+        "adapter",
+        "gradients",
+        "optimizer",
+        "activations",
+        "heap_retained",
+    }  # adapter: LoRA's own weights (odyssey.models.memory)
     # On a CPU the C heap keeps about one freed copy of the activations through the backward pass.
     assert payload["memory_gb"]["heap_retained"] == payload["memory_gb"]["activations"]
     assert payload["methods"]["full"]["total_gb"] > payload["methods"]["lora"]["total_gb"]
@@ -146,8 +168,14 @@ def test_probe_is_cached(monkeypatch, tmp_path):
 
     monkeypatch.setenv("ODYSSEY_HOME", str(tmp_path))
     calls = []
-    monkeypatch.setattr(planner, "_overheads", lambda device: calls.append(1) or {
-        "decode_fixed_s": 0.0, "decode_per_layer_s": 0.0, "train_fixed_s": 0.0, "train_per_layer_s": 0.0})
+    monkeypatch.setattr(
+        planner,
+        "_overheads",
+        lambda device: (
+            calls.append(1)
+            or {"decode_fixed_s": 0.0, "decode_per_layer_s": 0.0, "train_fixed_s": 0.0, "train_per_layer_s": 0.0}
+        ),
+    )
     monkeypatch.setattr(planner, "PROBE_WIDTHS", (64, 128))
     monkeypatch.setattr(planner, "_calibration", lambda device, partial: calls.append(2) or {"full": 0.5})
     first = planner.probe()

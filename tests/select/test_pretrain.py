@@ -6,8 +6,15 @@ import pytest
 
 from tests.conftest import tiny_project
 
-SMALL = {"steps": 8, "seq_len": 32, "batch_size": 4, "eval_every": 4, "vocab_size": 512, "warmup_steps": 0,
-         "learning_rate": 3e-3}
+SMALL = {
+    "steps": 8,
+    "seq_len": 32,
+    "batch_size": 4,
+    "eval_every": 4,
+    "vocab_size": 512,
+    "warmup_steps": 0,
+    "learning_rate": 3e-3,
+}
 
 
 def _project(tmp_path):
@@ -24,10 +31,14 @@ def _project(tmp_path):
     return Project.load(root)
 
 
-@pytest.mark.parametrize("objective,family", [
-    ("clm", "decoder-only"),
-    pytest.param("mlm", "encoder-only", marks=pytest.mark.slow),
-    pytest.param("span", "encoder-decoder", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "objective,family",
+    [
+        ("clm", "decoder-only"),
+        pytest.param("mlm", "encoder-only", marks=pytest.mark.slow),
+        pytest.param("span", "encoder-decoder", marks=pytest.mark.slow),
+    ],
+)
 def test_pretrain_objective(tmp_path, objective, family):
     from odyssey.models import load
     from odyssey.select import pretrain
@@ -37,7 +48,7 @@ def test_pretrain_objective(tmp_path, objective, family):
     assert result.steps == 8 and result.tokens > 0
     vals = [h["val_loss"] for h in result.curve if "val_loss" in h]
     assert len(vals) == 3 and vals[-1] < vals[0]  # before training, step 4, step 8
-    assert result.val_perplexity == pytest.approx(2.718281828 ** result.val_loss, rel=1e-6)
+    assert result.val_perplexity == pytest.approx(2.718281828**result.val_loss, rel=1e-6)
     loaded = load(result.model_path)
     assert loaded.family == family and loaded.n_params == result.n_params
     cand = project.store.candidate(result.candidate)

@@ -20,11 +20,17 @@ def project(tmp_path):
     return Project.load(tiny_project(tmp_path / "p"))
 
 
-def _scored(project, name: str, metrics: dict, *, stage: str = "prompt", split: str = "test", config=None,
-            parent_id=None) -> int:
+def _scored(
+    project, name: str, metrics: dict, *, stage: str = "prompt", split: str = "test", config=None, parent_id=None
+) -> int:
     store = project.store
-    cand = store.upsert_candidate(name, stage, "tiny:llama", config if config is not None else {
-        "prompt": project.default_prompt().as_dict()}, parent_id)
+    cand = store.upsert_candidate(
+        name,
+        stage,
+        "tiny:llama",
+        config if config is not None else {"prompt": project.default_prompt().as_dict()},
+        parent_id,
+    )
     with store.run("evaluate", {}) as run:
         run.log_metrics(metrics, candidate_id=cand, split=split)
     return cand
@@ -71,9 +77,14 @@ def test_resolve_best_and_names(project):
     with pytest.raises(UnknownCandidate, match="none is 'best'"):
         project.store.resolve("best")
     parent = _scored(project, "base", {"rougeL": 0.31, **FAST})
-    _scored(project, "child", {"rougeL": 0.32, **FAST}, stage="adapt",
-            config={"method": "lora", "prompt": {"task": "summarization", "instruction": "Sum it up."}},
-            parent_id=parent)
+    _scored(
+        project,
+        "child",
+        {"rougeL": 0.32, **FAST},
+        stage="adapt",
+        config={"method": "lora", "prompt": {"task": "summarization", "instruction": "Sum it up."}},
+        parent_id=parent,
+    )
     best = project.store.resolve("best")
     assert best == project.store.resolve("child") == project.candidate("best") == project.candidate("child")
     assert (best.stage, best.method, best.parent, best.parent_id) == ("adapt", "lora", "base", parent)
@@ -96,8 +107,12 @@ def test_a_model_reference_is_a_zero_shot_pseudo_candidate_with_the_default_prom
     assert prompt.generation == spec.evaluate.generation.model_dump() and prompt.generation["max_new_tokens"] == 60
     assert prompt.system == spec.prompt.system and "Summarize" in prompt.instruction
     zero = project.candidate("tiny:gpt2")
-    assert (zero.name, zero.model_ref, zero.stage, zero.method) == ("tiny-gpt2:zero-shot", "tiny:gpt2", "select",
-                                                                    "zero-shot")
+    assert (zero.name, zero.model_ref, zero.stage, zero.method) == (
+        "tiny-gpt2:zero-shot",
+        "tiny:gpt2",
+        "select",
+        "zero-shot",
+    )
     assert zero.prompt == prompt and zero.id is None and not zero.stored
     assert project.store.candidates() == []  # resolving stores nothing
     # 'best' with nothing scored yet: the project's first model, zero-shot

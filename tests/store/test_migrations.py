@@ -12,8 +12,14 @@ from odyssey.store import DB_FILE, Store, migrations
 
 # The file order the migrations ran in before they were put in sequence: databases written then
 # hold these names, applied in this order.
-LEGACY_ORDER = ["m001_initial", "m050_deploy_keys_capture_feedback", "m030_align_preferences",
-                "m010_select_tables", "m060_augment_traces", "m040_optimize_measurements"]
+LEGACY_ORDER = [
+    "m001_initial",
+    "m050_deploy_keys_capture_feedback",
+    "m030_align_preferences",
+    "m010_select_tables",
+    "m060_augment_traces",
+    "m040_optimize_measurements",
+]
 
 
 def _connect(path) -> sqlite3.Connection:

@@ -35,8 +35,12 @@ def test_run_lifecycle_metrics_outputs_artifacts(tmp_path):
         cid = store.upsert_candidate("c1", "select", "tiny:llama", {"prompt": {}}, run_id=run.id)
         run.log_metrics({"rougeL": 0.25, "bleu": 0.1}, candidate_id=cid, split="test")
         run.log_metrics({"rougeL": 0.31}, candidate_id=cid, split="test")
-        store.add_outputs(run.id, [{"prompt": "p", "prediction": "y", "references": ["a", "b"], "scores": {"r": 1}}],
-                          candidate_id=cid, split="test")
+        store.add_outputs(
+            run.id,
+            [{"prompt": "p", "prediction": "y", "references": ["a", "b"], "scores": {"r": 1}}],
+            candidate_id=cid,
+            split="test",
+        )
         f = tmp_path / "report.json"
         f.write_text("{}")
         info = run.add_artifact(f, "report")

@@ -32,11 +32,26 @@ def mlflow_server(tmp_path_factory):
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(
-        [str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"})
+        [
+            str(mlflow_cli),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"},
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_S

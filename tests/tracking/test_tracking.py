@@ -15,8 +15,10 @@ import pytest
 from odyssey.project import Project
 from tests.conftest import REPO, tiny_project
 
-ADAPT = ("adapt:\n  method: lora\n  learning_rate: 0.01\n  eval_every: 1\n  max_seq_len: 96\n  batch_tokens: 384\n"
-         "  val_limit: 4\n")
+ADAPT = (
+    "adapt:\n  method: lora\n  learning_rate: 0.01\n  eval_every: 1\n  max_seq_len: 96\n  batch_tokens: 384\n"
+    "  val_limit: 4\n"
+)
 
 
 def _project(root: Path, tracking: str = "") -> Project:
@@ -45,8 +47,9 @@ def _runs(client, experiment: str, filter_string: str):
 
 
 def test_a_finetune_is_tracked_live_to_mlflow_and_tensorboard(tmp_path, mlflow_server):
-    project = _project(tmp_path / "p", f"tracking:\n  mlflow: {{uri: '{mlflow_server}', experiment: live}}\n"
-                                       "  tensorboard: true\n")
+    project = _project(
+        tmp_path / "p", f"tracking:\n  mlflow: {{uri: '{mlflow_server}', experiment: live}}\n  tensorboard: true\n"
+    )
     result = _finetune(project)
     store = project.store
     cand = store.candidate("tiny-llama:lora")
@@ -72,7 +75,8 @@ def test_a_finetune_is_tracked_live_to_mlflow_and_tensorboard(tmp_path, mlflow_s
     assert {"odyssey/spec.json", "odyssey/summary.json", "odyssey/train-history"} <= files
     [copied] = client.list_artifacts(run.info.run_id, "odyssey/train-history")
     assert copied.path.endswith("history.json") and copied.file_size == len(
-        (project.state_dir / "adapt" / "tiny-llama-lora" / "history.json").read_bytes())
+        (project.state_dir / "adapt" / "tiny-llama-lora" / "history.json").read_bytes()
+    )
     # lineage: the run names its candidate and parent; the candidate's child run carries its metrics
     assert run.data.tags["odyssey.candidate"] == "tiny-llama:lora"
     assert run.data.tags["odyssey.parent"] == "tiny-llama:zero-shot"
@@ -119,11 +123,15 @@ def test_track_export_copies_the_stores_runs_once_with_lineage_and_the_board(tmp
     assert adapt.data.params["method"] == "lora"
     # the store keeps no steps: a copied metric's steps are its values' order (one val_loss per step here)
     assert [m.step for m in client.get_metric_history(adapt.info.run_id, "train/val_loss")] == [0, 1]
-    child = next(r for r in _runs(client, "exported", "tags.`odyssey.kind` = 'candidate'")
-                 if r.data.tags["mlflow.parentRunId"] == adapt.info.run_id)
+    child = next(
+        r
+        for r in _runs(client, "exported", "tags.`odyssey.kind` = 'candidate'")
+        if r.data.tags["mlflow.parentRunId"] == adapt.info.run_id
+    )
     cand = store.candidate("tiny-llama:lora")
-    assert child.data.metrics["validation/rougeL"] == pytest.approx(store.latest_metrics(cand["id"],
-                                                                                      "validation")["rougeL"])
+    assert child.data.metrics["validation/rougeL"] == pytest.approx(
+        store.latest_metrics(cand["id"], "validation")["rougeL"]
+    )
     [board] = _runs(client, "exported", "tags.`odyssey.kind` = 'board'")
     assert board.data.tags["odyssey.best"] == project.status().best
     assert {a.path for a in client.list_artifacts(board.info.run_id)} >= {"board.json", "board.md"}
@@ -140,8 +148,14 @@ def test_track_export_copies_the_stores_runs_once_with_lineage_and_the_board(tmp
 
 
 def _cli(args, cwd: Path, env=None, code: int = 0) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "odyssey.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "odyssey.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        timeout=600,
+    )
     assert proc.returncode == code, proc.stdout + proc.stderr
     return json.loads(proc.stdout) if "--json" in args and code == 0 else {"stderr": proc.stderr}
 

@@ -37,14 +37,31 @@ def main():
             print("READY", flush=True)  # the test kills this process with SIGKILL now
             time.sleep(600)
 
-    config = TrainConfig(output_dir=out, max_steps=steps, batch_size=4, learning_rate=3e-3, log_every=1,
-                         save_every=3, lr_scheduler="cosine", warmup_steps=2, seed=7)
+    config = TrainConfig(
+        output_dir=out,
+        max_steps=steps,
+        batch_size=4,
+        learning_rate=3e-3,
+        log_every=1,
+        save_every=3,
+        lr_scheduler="cosine",
+        warmup_steps=2,
+        seed=7,
+    )
     result = train(model, data, loss_fn, config, resume=resume, on_log=on_log)
     if int(os.environ.get("RANK", 0)) == 0:
         checksum = float(sum(p.detach().double().abs().sum() for p in model.parameters()))
-        (out / "result.json").write_text(json.dumps({
-            "losses": [h["loss"] for h in result.history if "loss" in h], "steps": result.steps,
-            "tokens": result.tokens, "checksum": checksum, "resumed_from": result.resumed_from}))
+        (out / "result.json").write_text(
+            json.dumps(
+                {
+                    "losses": [h["loss"] for h in result.history if "loss" in h],
+                    "steps": result.steps,
+                    "tokens": result.tokens,
+                    "checksum": checksum,
+                    "resumed_from": result.resumed_from,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,20 @@ def _model(seed=0):
 def test_training_reduces_the_loss_and_checkpoints_with_safetensors(tmp_path):
     data = _regression()
     model = _model()
-    result = train(model, data, _loss, TrainConfig(output_dir=tmp_path, epochs=5, batch_size=8, learning_rate=0.05,
-                                                   log_every=1, save_every=10, lr_scheduler="constant"))
+    result = train(
+        model,
+        data,
+        _loss,
+        TrainConfig(
+            output_dir=tmp_path,
+            epochs=5,
+            batch_size=8,
+            learning_rate=0.05,
+            log_every=1,
+            save_every=10,
+            lr_scheduler="constant",
+        ),
+    )
     losses = [h["loss"] for h in result.history]
     assert result.steps == 40 and len(losses) == 40  # 64 items / 8 per batch x 5 epochs
     assert losses[-1] < 0.1 * losses[0]
@@ -50,14 +62,38 @@ def test_training_reduces_the_loss_and_checkpoints_with_safetensors(tmp_path):
 def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
     data = _regression(32)
     big, small = _model(), _model()
-    train(big, data, _loss, TrainConfig(output_dir=tmp_path / "a", epochs=2, batch_size=8, learning_rate=0.05,
-                                        max_grad_norm=None, save_every=None))
-    train(small, data[:], _loss, TrainConfig(output_dir=tmp_path / "b", epochs=2, batch_size=4, grad_accum=2,
-                                             learning_rate=0.05, max_grad_norm=None, save_every=None))
+    train(
+        big,
+        data,
+        _loss,
+        TrainConfig(
+            output_dir=tmp_path / "a", epochs=2, batch_size=8, learning_rate=0.05, max_grad_norm=None, save_every=None
+        ),
+    )
+    train(
+        small,
+        data[:],
+        _loss,
+        TrainConfig(
+            output_dir=tmp_path / "b",
+            epochs=2,
+            batch_size=4,
+            grad_accum=2,
+            learning_rate=0.05,
+            max_grad_norm=None,
+            save_every=None,
+        ),
+    )
     # not the same batches (shuffles of 4 vs 8), so compare against a run that differs for sure
     other = _model()
-    train(other, data, _loss, TrainConfig(output_dir=tmp_path / "c", epochs=2, batch_size=4, learning_rate=0.05,
-                                          max_grad_norm=None, save_every=None))
+    train(
+        other,
+        data,
+        _loss,
+        TrainConfig(
+            output_dir=tmp_path / "c", epochs=2, batch_size=4, learning_rate=0.05, max_grad_norm=None, save_every=None
+        ),
+    )
     # grad_accum=2 x 4 takes as many optimizer steps as batch 8 and ends near it; batch 4 alone takes twice as many
     assert torch.allclose(big.weight, small.weight, atol=0.15)
     steps_small = json.loads((latest_checkpoint(tmp_path / "b") / "trainer_state.json").read_text())["step"]
@@ -69,8 +105,9 @@ def test_accumulated_gradients_match_one_big_batch_exactly(tmp_path):
     """One step of 2 x 4 accumulated equals one step on the same 8 items at once."""
     data = _regression(8)
     one, two = _model(), _model()
-    cfg = dict(max_steps=1, learning_rate=0.1, max_grad_norm=None, save_every=None, optimizer="sgd",
-               lr_scheduler="constant")
+    cfg = dict(
+        max_steps=1, learning_rate=0.1, max_grad_norm=None, save_every=None, optimizer="sgd", lr_scheduler="constant"
+    )
     train(one, data, _loss, TrainConfig(output_dir=tmp_path / "a", batch_size=8, **cfg))
     train(two, data, _loss, TrainConfig(output_dir=tmp_path / "b", batch_size=4, grad_accum=2, **cfg))
     assert torch.allclose(one.weight, two.weight, atol=1e-6)
@@ -98,9 +135,21 @@ def test_early_stopping_keeps_and_restores_the_best_weights(tmp_path):
         # a validation metric that is best at the second evaluation and worse after
         return {"val_loss": [3.0, 1.0, 2.0, 2.5, 2.7, 2.9][len(calls) - 1]}
 
-    result = train(model, data, _loss, TrainConfig(output_dir=tmp_path, max_steps=40, batch_size=4, eval_every=2,
-                                                   early_stopping_patience=2, learning_rate=0.05, save_every=None),
-                   eval_fn=eval_fn)
+    result = train(
+        model,
+        data,
+        _loss,
+        TrainConfig(
+            output_dir=tmp_path,
+            max_steps=40,
+            batch_size=4,
+            eval_every=2,
+            early_stopping_patience=2,
+            learning_rate=0.05,
+            save_every=None,
+        ),
+        eval_fn=eval_fn,
+    )
     assert result.stopped_early
     assert result.steps == 8  # evals at 2, 4 (best), 6, 8 -> two without improvement
     assert result.best["step"] == 4 and result.best["value"] == 1.0
@@ -113,8 +162,12 @@ def test_frozen_parameters_are_not_trained_or_saved(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
     model[0].requires_grad_(False)
     before = model[0].weight.detach().clone()
-    result = train(model, _regression(16), lambda m, b: (torch.nn.functional.mse_loss(m(b["x"]), b["y"]), {}),
-                   TrainConfig(output_dir=tmp_path, max_steps=3, batch_size=4, learning_rate=0.1))
+    result = train(
+        model,
+        _regression(16),
+        lambda m, b: (torch.nn.functional.mse_loss(m(b["x"]), b["y"]), {}),
+        TrainConfig(output_dir=tmp_path, max_steps=3, batch_size=4, learning_rate=0.1),
+    )
     assert torch.equal(model[0].weight, before)
     assert result.trainable_params == 5 and result.total_params == 25
     from safetensors.torch import load_file
@@ -126,8 +179,13 @@ def test_resume_with_changed_settings_is_a_clear_error(tmp_path):
     data = _regression(16)
     train(_model(), data, _loss, TrainConfig(output_dir=tmp_path, max_steps=2, batch_size=4))
     with pytest.raises(OdysseyError, match="learning_rate was 0.0002, now 0.1"):
-        train(_model(), data, _loss, TrainConfig(output_dir=tmp_path, max_steps=4, batch_size=4, learning_rate=0.1),
-              resume=True)
+        train(
+            _model(),
+            data,
+            _loss,
+            TrainConfig(output_dir=tmp_path, max_steps=4, batch_size=4, learning_rate=0.1),
+            resume=True,
+        )
     # same settings and more steps: continues from step 2
     result = train(_model(), data, _loss, TrainConfig(output_dir=tmp_path, max_steps=4, batch_size=4), resume=True)
     assert result.resumed_from == 2 and result.steps == 4

@@ -23,8 +23,9 @@ def _env():
 
 
 def _run(out: Path, *args: str):
-    subprocess.run([sys.executable, str(JOB), str(out), *args], check=True, env=_env(), timeout=300,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(JOB), str(out), *args], check=True, env=_env(), timeout=300, stdout=subprocess.DEVNULL
+    )
     return json.loads((out / "result.json").read_text())
 
 
@@ -32,8 +33,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_curve(tmp_path):
     straight = _run(tmp_path / "straight")
 
     interrupted = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, str(JOB), str(interrupted), "--hang-at", "5"], env=_env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(JOB), str(interrupted), "--hang-at", "5"], env=_env(), stdout=subprocess.PIPE, text=True
+    )
     try:
         for line in proc.stdout:
             if "READY" in line:
@@ -65,9 +67,14 @@ def test_multi_process_ddp_matches_single_process(tmp_path):
         pytest.skip("torchrun not installed next to this python")
     env = _env()
     env.setdefault("MASTER_ADDR", "127.0.0.1")
-    subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29571", str(JOB),
-                    str(tmp_path / "ddp")], check=True, env=env, timeout=300, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29571", str(JOB), str(tmp_path / "ddp")],
+        check=True,
+        env=env,
+        timeout=300,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ddp = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert ddp["steps"] == single["steps"]
     assert ddp["tokens"] == single["tokens"]  # tokens summed over both processes

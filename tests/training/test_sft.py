@@ -21,8 +21,14 @@ from odyssey.training.sft import (
     random_groups,
 )
 
-EXAMPLES = [Example(str(i), "#Person1#: " + "can you help me with the report " * (1 + i % 4) + "#Person2#: Sure.",
-                    (f"#Person2# helps #Person1# with report {i}.",)) for i in range(10)]
+EXAMPLES = [
+    Example(
+        str(i),
+        "#Person1#: " + "can you help me with the report " * (1 + i % 4) + "#Person2#: Sure.",
+        (f"#Person2# helps #Person1# with report {i}.",),
+    )
+    for i in range(10)
+]
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +94,15 @@ def test_packing_has_no_cross_example_attention(tiny):
     assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
     with torch.no_grad():
         # use_cache=False as in training: with a KV cache transformers does not look for packed sequences
-        together = tiny.model(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
-                              use_cache=False).logits[0]
+        together = tiny.model(
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
+        ).logits[0]
         leaky = tiny.model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits[0]
         assert not torch.allclose(together, leaky, atol=1e-3)  # the check below can fail
         start = 0
         for item in items:
             alone = tiny.model(input_ids=torch.tensor([item.input_ids])).logits[0]
-            piece = together[start:start + len(item.input_ids)]
+            piece = together[start : start + len(item.input_ids)]
             assert torch.allclose(piece, alone, atol=1e-4), "a packed example saw its neighbours"
             start += len(item.input_ids)
     # and the packed loss equals the loss over the same examples padded
@@ -131,9 +138,13 @@ def test_sft_module_trains_through_the_shared_loop(tiny, tmp_path):
     cfg = PromptConfig.default("summarization")
     items = [encode_example(load("tiny:llama").tokenizer, cfg, ex, max_len=256) for ex in EXAMPLES]
     groups = bucket_groups(items, batch_tokens=512, batch_size=4)
-    result = train(SFTModule(model), groups * 3, sft_loss, TrainConfig(output_dir=tmp_path, epochs=1,
-                                                                       learning_rate=3e-3, batch_size=1, log_every=1),
-                   collate_fn=Collator(0))
+    result = train(
+        SFTModule(model),
+        groups * 3,
+        sft_loss,
+        TrainConfig(output_dir=tmp_path, epochs=1, learning_rate=3e-3, batch_size=1, log_every=1),
+        collate_fn=Collator(0),
+    )
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0] - 0.3
     assert result.tokens == 3 * sum(len(e.input_ids) for e in items)  # real tokens, no pads

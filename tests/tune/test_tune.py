@@ -20,9 +20,11 @@ from tests.conftest import REPO, tiny_project
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: pip install 'llm-odyssey[tune]'")
 
 ADAPT = "adapt:\n  method: lora\n  max_seq_len: 96\n  batch_tokens: 384\n  val_limit: 4\n  save_every: 1\n"
-TUNE = ("tune:\n  trials: 8\n  eval_every: 1\n  prune_startup_trials: 2\n  space:\n"
-        "    learning_rate: [1.0e-4, 1.0e-1, log]\n    lora_r: [2, 4, 8]\n"
-        "    lora_targets: [[q_proj, v_proj], all-linear]\n")
+TUNE = (
+    "tune:\n  trials: 8\n  eval_every: 1\n  prune_startup_trials: 2\n  space:\n"
+    "    learning_rate: [1.0e-4, 1.0e-1, log]\n    lora_r: [2, 4, 8]\n"
+    "    lora_targets: [[q_proj, v_proj], all-linear]\n"
+)
 
 
 def _project(root: Path, tune: str = TUNE) -> Project:
@@ -44,8 +46,21 @@ def _states(study) -> dict[str, int]:
 
 
 def _tune_cmd(root: Path, *extra) -> list[str]:
-    return [sys.executable, "-m", "odyssey.cli", "tune", "--project", str(root), "--trials", "8", "--max-steps", "2",
-            "--limit", "2", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "odyssey.cli",
+        "tune",
+        "--project",
+        str(root),
+        "--trials",
+        "8",
+        "--max-steps",
+        "2",
+        "--limit",
+        "2",
+        *extra,
+    ]
 
 
 def _env() -> dict:
@@ -73,8 +88,10 @@ def test_tune_runs_8_trials_and_resumes_after_kill_9_without_repeating_a_finishe
         states = _states(study)
         if states.get("COMPLETE", 0) + states.get("PRUNED", 0) >= 3 and states.get("RUNNING"):
             os.killpg(proc.pid, signal.SIGKILL)
-            killed_at = {t.number: (t.state.name, t.value, dict(t.params), t.user_attrs.get("run_id"))
-                         for t in study.get_trials(deepcopy=False)}
+            killed_at = {
+                t.number: (t.state.name, t.value, dict(t.params), t.user_attrs.get("run_id"))
+                for t in study.get_trials(deepcopy=False)
+            }
             break
     proc.wait(timeout=60)
     log.close()
@@ -127,16 +144,17 @@ def test_tune_runs_8_trials_and_resumes_after_kill_9_without_repeating_a_finishe
 def test_a_trial_worse_than_the_median_is_pruned_at_its_first_validation_loss(tmp_path):
     from odyssey.tune.search import finished, open_study, run_trial, search_space
 
-    project = _project(tmp_path / "p", "tune:\n  eval_every: 1\n  prune_startup_trials: 1\n  space:\n"
-                                       "    learning_rate: [1.0e-3, 100.0]\n")
+    project = _project(
+        tmp_path / "p",
+        "tune:\n  eval_every: 1\n  prune_startup_trials: 1\n  space:\n    learning_rate: [1.0e-3, 100.0]\n",
+    )
     tspec = project.spec.tune
     dims = search_space(tspec.space, "lora", project.spec.adapt)
     study, _ = open_study(project, "prune", tspec, dims)
     study.enqueue_trial({"learning_rate": 1.0e-3})
     study.enqueue_trial({"learning_rate": 100.0})  # blows the validation loss up at the first step
     for _ in range(2):
-        run_trial(project, study, dims, slug="tiny-llama", method="lora", model=None, max_steps=3, limit=2,
-                  engine=None)
+        run_trial(project, study, dims, slug="tiny-llama", method="lora", model=None, max_steps=3, limit=2, engine=None)
     first, second = study.get_trials(deepcopy=False)
     assert first.state.name == "COMPLETE" and second.state.name == "PRUNED" and finished(study) == 2
     assert list(second.intermediate_values) == [1]  # stopped at step 1 of 3
@@ -147,17 +165,25 @@ def test_a_trial_worse_than_the_median_is_pruned_at_its_first_validation_loss(tm
     assert len(failed) == 1 and "pruned trial 1 at step 1" in failed[0]["error"]
 
 
-@pytest.mark.parametrize(("tune", "words"), [
-    ("tune:\n  space: {}\n", "odyssey.yaml:"),
-    ("tune:\n  space:\n    lora_rank: [4, 8]\n", "did you mean 'lora_r'"),
-    ("tune:\n  space:\n    learning_rate: [1.0e-3, 1.0e-5, log]\n", "low < high"),
-])
+@pytest.mark.parametrize(
+    ("tune", "words"),
+    [
+        ("tune:\n  space: {}\n", "odyssey.yaml:"),
+        ("tune:\n  space:\n    lora_rank: [4, 8]\n", "did you mean 'lora_r'"),
+        ("tune:\n  space:\n    learning_rate: [1.0e-3, 1.0e-5, log]\n", "low < high"),
+    ],
+)
 def test_a_bad_search_space_is_a_spec_error_with_its_line(tmp_path, tune, words):
     root = tmp_path / "p"
     tiny_project(root)
     (root / "odyssey.yaml").write_text((root / "odyssey.yaml").read_text() + tune)
-    proc = subprocess.run([sys.executable, "-m", "odyssey.cli", "tune", "--project", str(root)], capture_output=True,
-                          text=True, env=_env(), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "odyssey.cli", "tune", "--project", str(root)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert proc.returncode == 2 and words in proc.stderr and "tune.space" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (root / ".odyssey" / "tune").exists()
 

@@ -78,8 +78,18 @@ def resolve_candidate(project, name: str) -> dict:
     return project.store.candidate(project.store.resolve(name).name)
 
 
-def plan_export(project, candidate: str, format: str, to: Path, *, adapter: bool = False, quant: str | None = None,
-                precision: str = "f32", prompt_mode: str = "task", force: bool = False) -> ExportPlan:
+def plan_export(
+    project,
+    candidate: str,
+    format: str,
+    to: Path,
+    *,
+    adapter: bool = False,
+    quant: str | None = None,
+    precision: str = "f32",
+    prompt_mode: str = "task",
+    force: bool = False,
+) -> ExportPlan:
     """Every check that needs no weights: a mistake is an error here, before anything is loaded."""
     from odyssey.models import llamacpp, parse_ref
     from odyssey.models.checkpoint import adapter_kind
@@ -97,17 +107,23 @@ def plan_export(project, candidate: str, format: str, to: Path, *, adapter: bool
     if quant is not None and quant.lower() not in llamacpp.QUANT_TYPES:
         raise OdysseyError(f"unknown GGUF quantization {quant!r}", hint=f"--quant {' | '.join(llamacpp.QUANT_TYPES)}")
     if adapter and format != "hf":
-        raise OdysseyError("--adapter writes a PEFT adapter folder, which only the hf format holds",
-                           hint="use --format hf --adapter, or drop --adapter (GGUF gets the merged weights)")
+        raise OdysseyError(
+            "--adapter writes a PEFT adapter folder, which only the hf format holds",
+            hint="use --format hf --adapter, or drop --adapter (GGUF gets the merged weights)",
+        )
     to = Path(to)
     if to.exists() and (not to.is_dir() or any(to.iterdir())) and not force:
-        raise OdysseyError(f"--to {to} already exists and is not an empty folder",
-                           hint="choose a new folder, or add --force to replace it")
+        raise OdysseyError(
+            f"--to {to} already exists and is not an empty folder",
+            hint="choose a new folder, or add --force to replace it",
+        )
     row = resolve_candidate(project, candidate)
     ref = row["model_ref"]
     if parse_ref(ref, project.root).kind == "gguf" or str(ref).endswith(".gguf"):
-        raise OdysseyError(f"{row['name']} is already a GGUF file ({ref}): its weights have no safetensors form",
-                           hint="export its parent instead, with --format gguf --quant TYPE")
+        raise OdysseyError(
+            f"{row['name']} is already a GGUF file ({ref}): its weights have no safetensors form",
+            hint="export its parent instead, with --format gguf --quant TYPE",
+        )
     folder = resolve(ref, project.root)
     kind = (adapter_kind(folder) or "full").lower()
     _check_kind(row["name"], folder, kind, format, adapter)
@@ -115,12 +131,15 @@ def plan_export(project, candidate: str, format: str, to: Path, *, adapter: bool
     stored = row["config"].get("prompt")
     cfg = PromptConfig.from_dict(stored or PromptConfig.default(scope.task, scope.labels).as_dict())
     if prompt_mode == "task" and cfg.shots and cfg.selection != "fixed":
-        raise OdysseyError(f"{row['name']} is a {cfg.name} candidate: its in-context examples are chosen per input, "
-                           "which a chat template's fixed text cannot do",
-                           hint="export with --prompt-mode chat and render prompts yourself, or export a "
-                                "fixed-selection or fine-tuned candidate")
-    return ExportPlan(project, row, format, to, folder, kind, cfg, prompt_mode, adapter,
-                      quant.lower() if quant else None, precision)
+        raise OdysseyError(
+            f"{row['name']} is a {cfg.name} candidate: its in-context examples are chosen per input, "
+            "which a chat template's fixed text cannot do",
+            hint="export with --prompt-mode chat and render prompts yourself, or export a "
+            "fixed-selection or fine-tuned candidate",
+        )
+    return ExportPlan(
+        project, row, format, to, folder, kind, cfg, prompt_mode, adapter, quant.lower() if quant else None, precision
+    )
 
 
 def _check_kind(name: str, folder: Path, kind: str, format: str, adapter: bool) -> None:
@@ -131,26 +150,48 @@ def _check_kind(name: str, folder: Path, kind: str, format: str, adapter: bool) 
             check_convertible(folder)
         except CannotRun as exc:
             reason = exc.message.split(", so ")[0].split(": it runs")[0]
-            raise OdysseyError(f"cannot export {name} as {format}: {reason}",
-                               hint="use --format hf" + (" --adapter" if kind == "prompt_tuning" else "")) from None
+            raise OdysseyError(
+                f"cannot export {name} as {format}: {reason}",
+                hint="use --format hf" + (" --adapter" if kind == "prompt_tuning" else ""),
+            ) from None
     elif kind not in ("lora", "full") and not adapter:
-        raise OdysseyError(f"{name} is a soft-prompt ({kind}) candidate: its prompt vectors cannot be merged into "
-                           "the weights", hint="use --format hf --adapter (PeftModel.from_pretrained loads it)")
+        raise OdysseyError(
+            f"{name} is a soft-prompt ({kind}) candidate: its prompt vectors cannot be merged into the weights",
+            hint="use --format hf --adapter (PeftModel.from_pretrained loads it)",
+        )
     elif adapter and kind == "full":
         raise OdysseyError(f"{name} is a full checkpoint, not an adapter", hint="drop --adapter")
 
 
-def export_candidate(project, candidate: str, format: str, to: Path, *, adapter: bool = False,
-                     quant: str | None = None, precision: str = "f32", prompt_mode: str = "task",
-                     force: bool = False) -> ExportResult:
+def export_candidate(
+    project,
+    candidate: str,
+    format: str,
+    to: Path,
+    *,
+    adapter: bool = False,
+    quant: str | None = None,
+    precision: str = "f32",
+    prompt_mode: str = "task",
+    force: bool = False,
+) -> ExportResult:
     """Export one candidate (see the module docstring); returns where and what was written."""
     from odyssey import ui
     from odyssey.deploy.export_formats import card, files
     from odyssey.models import load
     from odyssey.models.checkpoint import atomic_dir
 
-    plan = plan_export(project, candidate, format, to, adapter=adapter, quant=quant, precision=precision,
-                       prompt_mode=prompt_mode, force=force)
+    plan = plan_export(
+        project,
+        candidate,
+        format,
+        to,
+        adapter=adapter,
+        quant=quant,
+        precision=precision,
+        prompt_mode=prompt_mode,
+        force=force,
+    )
     with ui.status(f"loading {plan.name}"):
         loaded = load(plan.row["model_ref"], root=project.root, dtype="float32")
     template, checked = files.chat_template(plan, loaded.tokenizer)
@@ -164,9 +205,21 @@ def export_candidate(project, candidate: str, format: str, to: Path, *, adapter:
             if format == "ollama":
                 files.write_modelfile(plan, loaded.tokenizer, template, gguf, tmp)
         card.write_card(plan, loaded.tokenizer, template, checked, tmp)
-        (tmp / "odyssey-export.json").write_text(json.dumps(
-            {"candidate": plan.name, "format": format, "adapter": adapter, "quant": plan.quant,
-             "precision": plan.precision if format != "hf" else "f32", "prompt_mode": prompt_mode,
-             "prompt": plan.cfg.as_dict(), "settings": plan.settings, "checked_examples": checked}, indent=2))
+        (tmp / "odyssey-export.json").write_text(
+            json.dumps(
+                {
+                    "candidate": plan.name,
+                    "format": format,
+                    "adapter": adapter,
+                    "quant": plan.quant,
+                    "precision": plan.precision if format != "hf" else "f32",
+                    "prompt_mode": prompt_mode,
+                    "prompt": plan.cfg.as_dict(),
+                    "settings": plan.settings,
+                    "checked_examples": checked,
+                },
+                indent=2,
+            )
+        )
         written = sorted(p.name for p in tmp.iterdir())
     return ExportResult(plan.name, format, plan.to, written, prompt_mode, checked, notes)

@@ -18,24 +18,45 @@ def register(app: typer.Typer) -> None:
         candidate: Annotated[str, typer.Argument(help="candidate name (odyssey board lists them) or 'best'")],
         format: Annotated[str, typer.Option("--format", help="hf | gguf | ollama")],
         to: Annotated[Path, typer.Option("--to", help="folder to write (new or empty; --force replaces it)")],
-        adapter: Annotated[bool, typer.Option("--adapter", help="hf: the PEFT adapter folder instead of merged "
-                                                                "weights")] = False,
-        quant: Annotated[Optional[str], typer.Option("--quant", help="gguf/ollama: quantize (q8_0, q4_k_m, ...); "
-                                                                     "answers then differ from the evaluated ones")]
-        = None,
-        precision: Annotated[str, typer.Option("--precision", help="gguf/ollama: f32 (answers as evaluated) | f16 | "
-                                                                   "bf16")] = "f32",
-        prompt_mode: Annotated[str, typer.Option("--prompt-mode", help="task: the chat template is the evaluated "
-                                                 "prompt around the user's message | chat: the model's own")] = "task",
+        adapter: Annotated[
+            bool, typer.Option("--adapter", help="hf: the PEFT adapter folder instead of merged weights")
+        ] = False,
+        quant: Annotated[
+            Optional[str],
+            typer.Option(
+                "--quant", help="gguf/ollama: quantize (q8_0, q4_k_m, ...); answers then differ from the evaluated ones"
+            ),
+        ] = None,
+        precision: Annotated[
+            str, typer.Option("--precision", help="gguf/ollama: f32 (answers as evaluated) | f16 | bf16")
+        ] = "f32",
+        prompt_mode: Annotated[
+            str,
+            typer.Option(
+                "--prompt-mode",
+                help="task: the chat template is the evaluated "
+                "prompt around the user's message | chat: the model's own",
+            ),
+        ] = "task",
         force: Annotated[bool, typer.Option("--force", help="replace a non-empty --to folder")] = False,
-        project: ProjectOpt = Path("."), as_json: JsonOpt = False,
+        project: ProjectOpt = Path("."),
+        as_json: JsonOpt = False,
     ):
         """Export a candidate: a Hugging Face folder (merged or adapter), a GGUF file, or an Ollama Modelfile
         and GGUF, with its chat template, stop tokens and a model card, answering as it was evaluated."""
         from odyssey.deploy.export_formats import export_candidate
 
-        result = export_candidate(_load(project), candidate, format, to, adapter=adapter, quant=quant,
-                                  precision=precision, prompt_mode=prompt_mode, force=force)
+        result = export_candidate(
+            _load(project),
+            candidate,
+            format,
+            to,
+            adapter=adapter,
+            quant=quant,
+            precision=precision,
+            prompt_mode=prompt_mode,
+            force=force,
+        )
         if as_json:
             _emit(result.as_dict())
             return

@@ -42,8 +42,10 @@ def chat_template(plan, tokenizer) -> tuple[ExportTemplate, int]:
     checked = 0
     for ex in examples:  # per example, as the harness picks demos per example (fixed: the same unless ex is one)
         checked += check_against_harness(template, tokenizer, plan.cfg, selector(ex), [ex])
-    note = (f"Odyssey task-mode template for candidate {plan.name}: the last user message is the input, rendered "
-            "as in evaluation; system messages replace the candidate's system prompt")
+    note = (
+        f"Odyssey task-mode template for candidate {plan.name}: the last user message is the input, rendered "
+        "as in evaluation; system messages replace the candidate's system prompt"
+    )
     jinja = template.to_jinja(note)
     _check_jinja(tokenizer, jinja, template, examples)
     return ExportTemplate(jinja, template), checked
@@ -52,11 +54,14 @@ def chat_template(plan, tokenizer) -> tuple[ExportTemplate, int]:
 def _check_jinja(tokenizer, jinja: str, template, examples) -> None:
     """transformers' own apply_chat_template on the exported Jinja gives the template's text."""
     for ex in examples[:3] or []:
-        got = tokenizer.apply_chat_template([{"role": "user", "content": ex.input}], chat_template=jinja,
-                                            tokenize=False, add_generation_prompt=True)
+        got = tokenizer.apply_chat_template(
+            [{"role": "user", "content": ex.input}], chat_template=jinja, tokenize=False, add_generation_prompt=True
+        )
         if got != template.render(ex.input):
-            raise OdysseyError("the exported Jinja template renders differently from the evaluated prompt "
-                               f"(example {ex.id})", hint="export with --prompt-mode chat; please report this")
+            raise OdysseyError(
+                f"the exported Jinja template renders differently from the evaluated prompt (example {ex.id})",
+                hint="export with --prompt-mode chat; please report this",
+            )
 
 
 def generation_config(plan, tokenizer):
@@ -168,8 +173,9 @@ def rewrite_metadata(src: Path, dst: Path, updates: dict) -> Path:
     for key, value in pending.items():
         writer.add_key_value(key, value, kinds[type(value)])
     for tensor in reader.tensors:
-        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
-                               tensor.tensor_type)
+        writer.add_tensor_info(
+            tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -188,14 +194,25 @@ def gguf_fields(path: Path, *keys: str) -> dict:
 
 
 def check_metadata(path: Path, chat_template: str | None, eos: int | None, eot: int | None) -> None:
-    got = gguf_fields(path, "tokenizer.chat_template", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-                      "tokenizer.ggml.add_bos_token")
-    want = {"tokenizer.chat_template": chat_template, "tokenizer.ggml.eos_token_id": eos,
-            "tokenizer.ggml.eot_token_id": eot, "tokenizer.ggml.add_bos_token": False}
+    got = gguf_fields(
+        path,
+        "tokenizer.chat_template",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.add_bos_token",
+    )
+    want = {
+        "tokenizer.chat_template": chat_template,
+        "tokenizer.ggml.eos_token_id": eos,
+        "tokenizer.ggml.eot_token_id": eot,
+        "tokenizer.ggml.add_bos_token": False,
+    }
     wrong = {k: (got[k], v) for k, v in want.items() if v is not None and got[k] != v}
     if wrong:
-        raise OdysseyError(f"the GGUF file's metadata is not what was written: {wrong}",
-                           hint="this is a bug in the export; please report it with the llama.cpp version")
+        raise OdysseyError(
+            f"the GGUF file's metadata is not what was written: {wrong}",
+            hint="this is a bug in the export; please report it with the llama.cpp version",
+        )
 
 
 def stop_texts(tokenizer) -> list[str]:
@@ -207,24 +224,34 @@ def stop_texts(tokenizer) -> list[str]:
 def write_modelfile(plan, tokenizer, template: ExportTemplate, gguf: Path, out: Path) -> Path:
     """An Ollama Modelfile that prompts, stops and samples as the harness did."""
     if template.task is None:
-        raise OdysseyError("an Ollama Modelfile needs a Go TEMPLATE; Odyssey writes one for the evaluated prompt",
-                           hint="use --prompt-mode task for --format ollama")
+        raise OdysseyError(
+            "an Ollama Modelfile needs a Go TEMPLATE; Odyssey writes one for the evaluated prompt",
+            hint="use --prompt-mode task for --format ollama",
+        )
     settings = plan.settings
-    lines = [f"# Ollama Modelfile for Odyssey candidate {plan.name} (odyssey export --format ollama).",
-             "# TEMPLATE is the prompt the candidate was evaluated with, around the user's message.",
-             f"FROM ./{gguf.name}", f'TEMPLATE """{template.task.to_go()}"""']
+    lines = [
+        f"# Ollama Modelfile for Odyssey candidate {plan.name} (odyssey export --format ollama).",
+        "# TEMPLATE is the prompt the candidate was evaluated with, around the user's message.",
+        f"FROM ./{gguf.name}",
+        f'TEMPLATE """{template.task.to_go()}"""',
+    ]
     if plan.cfg.system:
         if '"""' in plan.cfg.system:
-            raise OdysseyError('the system prompt contains """, which a Modelfile SYSTEM cannot hold',
-                               hint="change prompt.system")
+            raise OdysseyError(
+                'the system prompt contains """, which a Modelfile SYSTEM cannot hold', hint="change prompt.system"
+            )
         lines.append(f'SYSTEM """{plan.cfg.system}"""')
-    stops = stop_texts(tokenizer) + list([settings["stop"]] if isinstance(settings.get("stop"), str)
-                                         else settings.get("stop") or [])
+    stops = stop_texts(tokenizer) + list(
+        [settings["stop"]] if isinstance(settings.get("stop"), str) else settings.get("stop") or []
+    )
     lines += [f"PARAMETER stop {json.dumps(s)}" for s in stops]
     lines.append(f"PARAMETER num_predict {int(settings['max_new_tokens'])}")
     if settings.get("do_sample"):
-        lines += [f"PARAMETER temperature {settings.get('temperature', 1.0)}",
-                  f"PARAMETER top_k {settings.get('top_k', 50)}", f"PARAMETER top_p {settings.get('top_p', 1.0)}"]
+        lines += [
+            f"PARAMETER temperature {settings.get('temperature', 1.0)}",
+            f"PARAMETER top_k {settings.get('top_k', 50)}",
+            f"PARAMETER top_p {settings.get('top_p', 1.0)}",
+        ]
     else:  # greedy, as evaluated; Ollama's default repeat_penalty (1.1) would change greedy answers
         lines += ["PARAMETER temperature 0", "PARAMETER top_k 1"]
     lines.append(f"PARAMETER repeat_penalty {settings.get('repetition_penalty', 1.0)}")

@@ -42,8 +42,13 @@ class TaskTemplate:
     def to_jinja(self, note: str) -> str:
         """A Jinja chat template (transformers' sandbox and llama.cpp's engine both run it)."""
         lit = _jinja_literal
-        with_system = "" if self.system_prefix is None else (
-            f"{{%- else -%}}{{{{ {lit(self.system_prefix)} }}}}{{{{ ns.system }}}}{{{{ {lit(self.system_infix)} }}}}\n")
+        with_system = (
+            ""
+            if self.system_prefix is None
+            else (
+                f"{{%- else -%}}{{{{ {lit(self.system_prefix)} }}}}{{{{ ns.system }}}}{{{{ {lit(self.system_infix)} }}}}\n"
+            )
+        )
         return (
             "{#- " + note.replace("#}", "# }") + " -#}\n"
             "{%- set ns = namespace(system=none, user='') -%}\n"
@@ -64,13 +69,17 @@ class TaskTemplate:
         """An Ollama TEMPLATE: ``.System`` (the Modelfile's SYSTEM or the request's) and ``.Prompt``."""
         for part in (self.prefix, self.system_prefix or "", self.system_infix, self.suffix):
             if "{{" in part or '"""' in part:
-                raise OdysseyError("the candidate's prompt contains '{{' or '\"\"\"', which an Ollama Modelfile "
-                                   "TEMPLATE cannot hold literally", hint="export --format gguf and write the "
-                                                                          "Modelfile yourself")
+                raise OdysseyError(
+                    "the candidate's prompt contains '{{' or '\"\"\"', which an Ollama Modelfile "
+                    "TEMPLATE cannot hold literally",
+                    hint="export --format gguf and write the Modelfile yourself",
+                )
         if self.system_prefix is None:
             return f"{self.prefix}{{{{ .Prompt }}}}{self.suffix}"
-        return (f"{{{{ if .System }}}}{self.system_prefix}{{{{ .System }}}}{self.system_infix}"
-                f"{{{{ else }}}}{self.prefix}{{{{ end }}}}{{{{ .Prompt }}}}{self.suffix}")
+        return (
+            f"{{{{ if .System }}}}{self.system_prefix}{{{{ .System }}}}{self.system_infix}"
+            f"{{{{ else }}}}{self.prefix}{{{{ end }}}}{{{{ .Prompt }}}}{self.suffix}"
+        )
 
 
 _JINJA_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
@@ -81,16 +90,21 @@ def _jinja_literal(text: str) -> str:
     read (\\\\ \\' \\n \\t \\r); other control characters have no portable spelling."""
     bad = sorted({hex(ord(c)) for c in text if ord(c) < 32 and c not in "\n\t\r"})
     if bad:
-        raise OdysseyError(f"the candidate's prompt holds control characters ({', '.join(bad)}) that a chat "
-                           "template cannot spell portably", hint="remove them from prompt.instruction/system")
+        raise OdysseyError(
+            f"the candidate's prompt holds control characters ({', '.join(bad)}) that a chat "
+            "template cannot spell portably",
+            hint="remove them from prompt.instruction/system",
+        )
     return "'" + "".join(_JINJA_ESCAPES.get(c, c) for c in text) + "'"
 
 
 def _cut(text: str, mark: str, what: str) -> tuple[str, str]:
     if text.count(mark) != 1:
-        raise OdysseyError(f"the model's chat template does not pass the {what} through unchanged, so the "
-                           "evaluated prompt cannot be rebuilt around a user's message",
-                           hint="export with --prompt-mode chat (the model's own chat template)")
+        raise OdysseyError(
+            f"the model's chat template does not pass the {what} through unchanged, so the "
+            "evaluated prompt cannot be rebuilt around a user's message",
+            hint="export with --prompt-mode chat (the model's own chat template)",
+        )
     before, after = text.split(mark)
     return before, after
 
@@ -106,8 +120,10 @@ def task_template(tokenizer, cfg, demos: list[Example]) -> TaskTemplate:
         system_text = render_text(tokenizer, with_system, marked, demos)
     except Exception as exc:  # jinja2.TemplateError: "System role not supported" (Gemma) and the like
         if cfg.system:
-            raise OdysseyError(f"the model's chat template refuses a system message: {exc}",
-                               hint="remove prompt.system, or export with --prompt-mode chat") from None
+            raise OdysseyError(
+                f"the model's chat template refuses a system message: {exc}",
+                hint="remove prompt.system, or export with --prompt-mode chat",
+            ) from None
         system_text = None
     if system_text is None:
         system_prefix, system_infix, system_suffix = None, "", suffix
@@ -115,8 +131,10 @@ def task_template(tokenizer, cfg, demos: list[Example]) -> TaskTemplate:
         system_prefix, rest = _cut(system_text, SYSTEM_MARK, "system prompt")
         system_infix, system_suffix = _cut(rest, INPUT_MARK, "input")
     if system_suffix != suffix:
-        raise OdysseyError("the model's chat template ends the prompt differently with a system message",
-                           hint="export with --prompt-mode chat (the model's own chat template)")
+        raise OdysseyError(
+            "the model's chat template ends the prompt differently with a system message",
+            hint="export with --prompt-mode chat (the model's own chat template)",
+        )
     if not has_chat_template(tokenizer):
         # The harness tokenizes template-less prompts with the tokenizer's special tokens (BOS); a chat
         # template is applied without them, so the BOS becomes part of the template's text.
@@ -128,21 +146,27 @@ def task_template(tokenizer, cfg, demos: list[Example]) -> TaskTemplate:
     return TaskTemplate(prefix, system_prefix, system_infix, suffix)
 
 
-def check_against_harness(template: TaskTemplate, tokenizer, cfg, demos: list[Example],
-                          examples: list[Example]) -> int:
+def check_against_harness(template: TaskTemplate, tokenizer, cfg, demos: list[Example], examples: list[Example]) -> int:
     """The template's text equals the harness's for each example (raises on the first that differs);
     returns how many were checked."""
     from odyssey.prompts import has_chat_template, render_text
 
-    bos = "" if has_chat_template(tokenizer) or not template.prefix.startswith(tokenizer.bos_token or "\0") \
+    bos = (
+        ""
+        if has_chat_template(tokenizer) or not template.prefix.startswith(tokenizer.bos_token or "\0")
         else tokenizer.bos_token
+    )
     for ex in examples:
         if ex.context:
-            raise OdysseyError(f"example {ex.id} has a context: a task-mode export takes the user's message as "
-                               "the input alone, so a context-and-question prompt cannot be rebuilt from it",
-                               hint="export with --prompt-mode chat and send the rendered prompt yourself")
+            raise OdysseyError(
+                f"example {ex.id} has a context: a task-mode export takes the user's message as "
+                "the input alone, so a context-and-question prompt cannot be rebuilt from it",
+                hint="export with --prompt-mode chat and send the rendered prompt yourself",
+            )
         expected = bos + render_text(tokenizer, cfg, ex, demos)
         if template.render(ex.input) != expected:
-            raise OdysseyError(f"the exported template renders example {ex.id} differently from the harness",
-                               hint="export with --prompt-mode chat (the model's own chat template)")
+            raise OdysseyError(
+                f"the exported template renders example {ex.id} differently from the harness",
+                hint="export with --prompt-mode chat (the model's own chat template)",
+            )
     return len(examples)

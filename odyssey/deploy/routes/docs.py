@@ -17,12 +17,15 @@ router = APIRouter()
 async def docs():
     from fastapi.openapi.docs import get_swagger_ui_html
 
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="Odyssey API",
-                               swagger_js_url="/docs/assets/swagger-ui-bundle.js",
-                               swagger_css_url="/docs/assets/swagger-ui.css",
-                               swagger_favicon_url="/docs/assets/favicon-32x32.png",
-                               oauth2_redirect_url=None,
-                               swagger_ui_parameters={"validatorUrl": None})  # no call to swagger.io
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="Odyssey API",
+        swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs/assets/swagger-ui.css",
+        swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        oauth2_redirect_url=None,
+        swagger_ui_parameters={"validatorUrl": None},
+    )  # no call to swagger.io
 
 
 def openapi_document(app, scopes: dict[str, str], max_tokens: int) -> dict:
@@ -35,7 +38,10 @@ def openapi_document(app, scopes: dict[str, str], max_tokens: int) -> dict:
 
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     doc.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = {
-        "type": "http", "scheme": "bearer", "description": "an Odyssey key: `odyssey keys create --name NAME`"}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an Odyssey key: `odyssey keys create --name NAME`",
+    }
     for path, ops in doc.get("paths", {}).items():
         for op in ops.values():
             op.get("responses", {}).pop("422", None)
@@ -58,7 +64,14 @@ def _link_feedback(doc: dict) -> None:
     feedback_op = doc["paths"]["/v1/feedback"]["post"]["operationId"]
     for path in ("/v1/chat/completions", "/v1/completions"):
         doc["paths"][path]["post"]["responses"]["200"]["links"] = {
-            "ThumbsUp": {"operationId": feedback_op, "description": "thumbs up on this answer",
-                         "requestBody": {"request_id": "$response.body#/id", "thumbs": "up"}},
-            "Correction": {"operationId": feedback_op, "description": "a better answer for this one",
-                           "requestBody": {"request_id": "$response.body#/id", "correction": "a better answer"}}}
+            "ThumbsUp": {
+                "operationId": feedback_op,
+                "description": "thumbs up on this answer",
+                "requestBody": {"request_id": "$response.body#/id", "thumbs": "up"},
+            },
+            "Correction": {
+                "operationId": feedback_op,
+                "description": "a better answer for this one",
+                "requestBody": {"request_id": "$response.body#/id", "correction": "a better answer"},
+            },
+        }

@@ -36,8 +36,14 @@ async def list_models(request: Request):
     data = []
     for s in gw.models.values():
         info = s.backend.info()
-        entry = {"id": s.name, "object": "model", "created": int(gw.started), "owned_by": gw.project.spec.name,
-                 "prompt_mode": s.mode, "turns": s.turns()}
+        entry = {
+            "id": s.name,
+            "object": "model",
+            "created": int(gw.started),
+            "owned_by": gw.project.spec.name,
+            "prompt_mode": s.mode,
+            "turns": s.turns(),
+        }
         if admin:
             entry.update(model_ref=s.model_ref, **info)
         else:
@@ -62,7 +68,8 @@ async def chat_completions(body: ChatBody, request: Request):
     if single:
         users = sum(m["role"] == "user" for m in messages)
         note = "task: the last user turn alone, through the candidate's prompt" + (
-            f" ({users - 1} earlier turn(s) not sent: this candidate is single-turn)" if users > 1 else "")
+            f" ({users - 1} earlier turn(s) not sent: this candidate is single-turn)" if users > 1 else ""
+        )
     return await run_generation(gw, body, "chat", served, key, messages, rendered, params, note)
 
 
@@ -76,8 +83,12 @@ async def _render_chat(served, body: ChatBody) -> str:
             raise
         # the model's own chat template refused these messages (e.g. "System role not supported"),
         # or the sandbox stopped it: the client's input, so a 400 naming the reason
-        raise APIError(400, f"the model's chat template refused these messages: {str(exc)[:300]}",
-                       code="chat_template_error", param="messages") from None
+        raise APIError(
+            400,
+            f"the model's chat template refused these messages: {str(exc)[:300]}",
+            code="chat_template_error",
+            param="messages",
+        ) from None
 
 
 @router.post("/v1/completions", responses={**GEN_ERRORS, **ok_doc(TextCompletionOut, stream=True)})
@@ -97,22 +108,42 @@ async def embeddings(body: EmbeddingBody, request: Request):
     gw = Gateway.of(request)
     key = gw.key(request)
     if body.model not in (None, "all-minilm-l6-v2", DEFAULT_EMBEDDER, "text-embedding-ada-002"):
-        raise APIError(404, f"embedding model {body.model!r} is not served; use 'all-minilm-l6-v2'",
-                       code="model_not_found", param="model")
+        raise APIError(
+            404,
+            f"embedding model {body.model!r} is not served; use 'all-minilm-l6-v2'",
+            code="model_not_found",
+            param="model",
+        )
     gw.acquire(key)
     try:
         vectors = await asyncio.to_thread(embed, body.input)
     finally:
         gw.release(key)
     tokens = sum(len(t.split()) for t in body.input)
-    await gw.record({"request_id": "emb-" + secrets.token_hex(12), "key_id": key["id"],
-                     "candidate": "all-minilm-l6-v2", "endpoint": "embeddings", "params": {"n": len(body.input)},
-                     "prompt": body.input, "output": None, "status": 200, "prompt_tokens": tokens,
-                     "completion_tokens": 0, "latency_ms": None})
-    return {"object": "list", "model": "all-minilm-l6-v2",
-            "data": [{"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
-                     for i, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    await gw.record(
+        {
+            "request_id": "emb-" + secrets.token_hex(12),
+            "key_id": key["id"],
+            "candidate": "all-minilm-l6-v2",
+            "endpoint": "embeddings",
+            "params": {"n": len(body.input)},
+            "prompt": body.input,
+            "output": None,
+            "status": 200,
+            "prompt_tokens": tokens,
+            "completion_tokens": 0,
+            "latency_ms": None,
+        }
+    )
+    return {
+        "object": "list",
+        "model": "all-minilm-l6-v2",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _encode_vector(vector, encoding: str):

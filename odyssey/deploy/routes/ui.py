@@ -42,14 +42,27 @@ def report_plots(store, limit: int = 4) -> list[dict]:
         config = (store.get_run(artifact["run_id"]) or {}).get("config") or {}
         candidate, split = config.get("candidate"), config.get("split")
         title = (f"evaluation of {candidate}" + (f" on {split}" if split else "")) if candidate else None
-        plots.append({"id": artifact["id"], "run_id": artifact["run_id"], "url": f"/ui/api/artifacts/{artifact['id']}",
-                      "candidate": candidate, "split": split, "title": title})
+        plots.append(
+            {
+                "id": artifact["id"],
+                "run_id": artifact["run_id"],
+                "url": f"/ui/api/artifacts/{artifact['id']}",
+                "candidate": candidate,
+                "split": split,
+                "title": title,
+            }
+        )
     return plots
 
 
-@router.get("/ui/api/artifacts/{artifact_id}", response_model=None,
-            responses={**error_docs(400, 401, 403, 404, 413, 429, 500),
-                       200: {"content": {"image/png": {}}, "description": "the plot (PNG)"}})
+@router.get(
+    "/ui/api/artifacts/{artifact_id}",
+    response_model=None,
+    responses={
+        **error_docs(400, 401, 403, 404, 413, 429, 500),
+        200: {"content": {"image/png": {}}, "description": "the plot (PNG)"},
+    },
+)
 async def artifact(request: Request, artifact_id: int = PathParam(..., ge=1, le=2**62)):
     """A report plot by id (the key is checked by Gate, like every data call of the UI).
     Only files the store recorded as report plots are served: no path comes from the request."""
