@@ -226,14 +226,18 @@ from tqdm.auto import tqdm
 for _ in tqdm(range(3), desc="Loading weights"):
     pass
 """
-    quiet = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, timeout=300)
+    # A fresh environment: an earlier in-process CLI test may have set the quiet switches in os.environ.
+    from odyssey.ui import QUIET_LIBRARY_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_LIBRARY_ENV}
+    quiet = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, timeout=300, env=env)
     assert quiet.returncode == 0, quiet.stderr
     assert "odyssey tells the user" in quiet.stderr
     for noise in ("a library UserWarning", "bm25s info line", "transformers says", "Loading weights"):
         assert noise not in quiet.stderr
     logged = log.read_text()
     assert "a library UserWarning" in logged and "bm25s info line" in logged and "transformers says" in logged
-    verbose = subprocess.run([sys.executable, "-c", code, "1"], capture_output=True, text=True, timeout=300)
+    verbose = subprocess.run([sys.executable, "-c", code, "1"], capture_output=True, text=True, timeout=300, env=env)
     for noise in ("a library UserWarning", "bm25s info line", "transformers says", "Loading weights"):
         assert noise in verbose.stderr
 

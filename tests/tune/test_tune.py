@@ -138,7 +138,9 @@ def test_tune_runs_8_trials_and_resumes_after_kill_9_without_repeating_a_finishe
     scored = {c.name: c.metrics["rougeL"] for c in board.candidates if c.split == "test"}
     assert board.best == result["board_best"] and scored[board.best] == max(scored.values())
     best = max(complete, key=lambda t: t.value)
-    assert result["best_trial"] == best.number and result["best_candidate"] == f"tiny-llama:lora-tune-{best.number}"
+    # tiny random models often tie on validation: the best trial is one with the top value
+    assert trials[result["best_trial"]].value == best.value
+    assert result["best_candidate"] == f"tiny-llama:lora-tune-{result['best_trial']}"
 
 
 def test_a_trial_worse_than_the_median_is_pruned_at_its_first_validation_loss(tmp_path):
