@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install (if needed) and run the test suite. With no arguments: every test not marked slow (the
-# default suite, ~8 min on 2 cores). Arguments go to pytest instead: `-m slow` runs the slow ones
+# default suite, ~12.5 min on 2 cores). Arguments go to pytest instead: `-m slow` runs the slow ones
 # (packaged SmolLM2, llama.cpp, SIGTERM under load ...), `tests` with no -m runs everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
