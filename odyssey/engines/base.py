@@ -89,3 +89,23 @@ def sample_n(engine: Engine, prompts: list[str], settings: dict, n: int, **kwarg
         for i, g in enumerate(answers):
             out[i].append(g)
     return out
+
+
+def run_requests(one, items: list, settings: dict, *, workers: int, description: str, order: list[int] | None = None):
+    """``one(item, settings)`` for every item on a pool of ``workers`` threads (one request per slot of
+    a server engine), with a progress bar; returns the answers in the items' order, the new-token
+    total and the wall time."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from odyssey import ui
+
+    results: list[Generated | None] = [None] * len(items)
+    new_total, start = 0, time.perf_counter()
+    with ui.progress(description, total=len(items)) as bar, ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(one, items[i], settings): i for i in (order or range(len(items)))}
+        for future in as_completed(futures):
+            results[futures[future]] = g = future.result()
+            new_total += g.new_tokens
+            bar.advance(1, tok_s=new_total / max(time.perf_counter() - start, 1e-9))
+    return [r for r in results if r is not None], new_total, time.perf_counter() - start

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from odyssey import ui
-from odyssey.engines.base import EngineInfo, Generated, cut_at_stop, encode_prompt, stop_strings
+from odyssey.engines.base import EngineInfo, Generated, cut_at_stop, encode_prompt, run_requests, stop_strings
 from odyssey.engines.process import ManagedServer
 from odyssey.errors import MissingDependency, OdysseyError
 
@@ -182,15 +180,9 @@ class LlamaCppEngine:
         encoded = [encode_prompt(self.tokenizer, self.family, p) for p in prompts]
         # Longest first: the long prompts start early instead of leaving one slot busy at the end.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        results: list[Generated | None] = [None] * len(prompts)
-        new_total, start = 0, time.perf_counter()
-        with ui.progress(description, total=len(prompts)) as bar, ThreadPoolExecutor(self.slots) as pool:
-            futures = {pool.submit(self._one, encoded[i], settings): i for i in order}
-            for future in as_completed(futures):
-                results[futures[future]] = g = future.result()
-                new_total += g.new_tokens
-                bar.advance(1, tok_s=new_total / max(time.perf_counter() - start, 1e-9))
-        wall = time.perf_counter() - start
+        answers, new_total, wall = run_requests(
+            self._one, encoded, settings, workers=self.slots, description=description, order=order
+        )
         stats = {
             "wall_s": wall,
             "new_tokens": new_total,
@@ -200,7 +192,7 @@ class LlamaCppEngine:
             "slots": self.slots,
             "gguf": str(self.gguf),
         }
-        return [r for r in results if r is not None], stats
+        return answers, stats
 
     def close(self) -> None:
         self.client.close()

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from odyssey import ui
-from odyssey.engines.base import EngineInfo, Generated, cut_at_stop, stop_strings
+from odyssey.engines.base import EngineInfo, Generated, cut_at_stop, run_requests, stop_strings
 from odyssey.errors import OdysseyError, Unavailable, require
 
 
@@ -97,15 +95,9 @@ class OpenAIEngine:
     def generate(
         self, prompts: list[str], settings: dict, *, batch_size: int | None = None, description: str = "generating"
     ) -> tuple[list[Generated], dict]:
-        results: list[Generated | None] = [None] * len(prompts)
-        new_total, start = 0, time.perf_counter()
-        with ui.progress(description, total=len(prompts)) as bar, ThreadPoolExecutor(self.concurrency) as pool:
-            futures = {pool.submit(self._one, p, settings): i for i, p in enumerate(prompts)}
-            for future in as_completed(futures):
-                results[futures[future]] = g = future.result()
-                new_total += g.new_tokens
-                bar.advance(1, tok_s=new_total / max(time.perf_counter() - start, 1e-9))
-        wall = time.perf_counter() - start
+        answers, new_total, wall = run_requests(
+            self._one, prompts, settings, workers=self.concurrency, description=description
+        )
         stats = {
             "wall_s": wall,
             "new_tokens": new_total,
@@ -114,7 +106,7 @@ class OpenAIEngine:
             "peak_rss_gb": 0.0,
             "concurrency": self.concurrency,
         }
-        return [r for r in results if r is not None], stats
+        return answers, stats
 
     def close(self) -> None:
         self.client.close()
