@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "odyssey"
 STAGES = {"select", "adapt", "align", "optimize", "deploy", "augment"}
-ABOVE_STAGES = {"pipeline", "cli", "demo"}  # run the stages: `odyssey run`, the CLI, `odyssey demo`
+ABOVE_STAGES = {"pipeline", "tune", "cli", "demo"}  # run the stages: `odyssey run`, `odyssey tune`, the CLI, the demo
 FOUNDATION = {
     "spec",
     "project",
@@ -33,6 +33,7 @@ FOUNDATION = {
     "ui",
     "prompts",
     "quant_methods",
+    "tracking",
 }
 
 # (importer, imported) pairs allowed to break the rules below, each with its reason. Keep it short.
