@@ -165,33 +165,13 @@ def _odyssey_run(project, warm: list[int]) -> tuple[dict, object, list[list[int]
 
 
 def _bare_run(gguf, ids: list[list[int]], slots: int, warm: list[int]) -> dict:
-    from odyssey.engines.llamacpp import server_binary
+    from odyssey.engines.llamacpp import server_binary, server_command
     from odyssey.engines.process import ManagedServer
 
-    binary, threads = server_binary(), str(os.cpu_count())
+    binary, threads = server_binary(), os.cpu_count()
 
     def cmd(port: int, key: str) -> list[str]:
-        return [
-            str(binary),
-            "-m",
-            str(gguf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--api-key",
-            key,
-            "-np",
-            str(slots),
-            "-c",
-            str(slots * 4096),
-            "-t",
-            threads,
-            "-tb",
-            threads,
-            "--cont-batching",
-            "--no-webui",
-        ]
+        return server_command(binary, gguf, port, key, slots=slots, context=slots * 4096, threads=threads)
 
     with ManagedServer(cmd, name="bare llama-server") as bare:
         import httpx

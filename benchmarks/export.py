@@ -94,28 +94,13 @@ def gguf_answers(gguf: Path, inputs: list[str]) -> list[str]:
     """Stock llama-server with --jinja: the GGUF's own chat template, EOS/EOT tokens; greedy."""
     import httpx
 
+    from odyssey.engines.llamacpp import server_command
     from odyssey.engines.process import ManagedServer
     from odyssey.models.llamacpp import tool_path
 
     binary = tool_path("llama-server", build=False)
     server = ManagedServer(
-        lambda port, key: [
-            str(binary),
-            "-m",
-            str(gguf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--api-key",
-            key,
-            "--jinja",
-            "-c",
-            "4096",
-            "-np",
-            "1",
-            "--no-webui",
-        ],
+        lambda port, key: server_command(binary, gguf, port, key, context=4096, extra=("--jinja",)),
         name="llama-server",
     )
     answers = []

@@ -498,26 +498,18 @@ class LlamaServerBackend(UpstreamBackend):
         self.context_length = self.total_context // parallel
 
     def command(self) -> list[str]:
-        return [
-            str(self.binary),
-            "-m",
-            str(self.gguf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--api-key",
+        from odyssey.engines.llamacpp import server_command
+
+        return server_command(
+            self.binary,
+            self.gguf,
+            self.port,
             self.api_key,
-            "-np",
-            str(self.parallel),
-            "-c",
-            str(self.total_context),
-            "-t",
-            str(self.threads),
-            "--cont-batching",
-            "--no-webui",
-            "--log-disable",
-        ]
+            slots=self.parallel,
+            context=self.total_context,
+            threads=self.threads,
+            extra=("--log-disable",),
+        )
 
     def info(self) -> dict:
         return {**super().info(), "parallel": self.parallel, "gguf": str(self.gguf)}

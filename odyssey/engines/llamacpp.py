@@ -22,6 +22,27 @@ from odyssey.engines.process import ManagedServer
 from odyssey.errors import MissingDependency, OdysseyError
 
 
+def server_command(
+    binary: Path,
+    gguf: Path,
+    port: int,
+    api_key: str,
+    *,
+    slots: int = 1,
+    context: int = 4096,
+    threads: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """llama-server's argument list, the one place it is written: loopback only, its own key, ``slots``
+    parallel sequences sharing ``context`` tokens (``-c`` is split across the slots), ``threads`` for
+    decoding and prompts alike (llama.cpp's default: all cores), no web UI."""
+    cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key]
+    cmd += ["-np", str(slots), "-c", str(context)]
+    if threads:
+        cmd += ["-t", str(threads), "-tb", str(threads)]
+    return [*cmd, "--cont-batching", "--no-webui", *extra]
+
+
 def server_binary() -> Path:
     """The llama-server that ``scripts/setup.sh`` built (never built here, in the middle of a command)."""
     env = os.environ.get("ODYSSEY_LLAMA_SERVER")
@@ -92,27 +113,15 @@ class LlamaCppEngine:
         )
 
     def _command(self, port: int, api_key: str) -> list[str]:
-        return [
-            str(self.binary),
-            "-m",
-            str(self.gguf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--api-key",
+        return server_command(
+            self.binary,
+            self.gguf,
+            port,
             api_key,
-            "-np",
-            str(self.slots),
-            "-c",
-            str(self.slots * self.context_length),
-            "-t",
-            str(self.threads),
-            "-tb",
-            str(self.threads),
-            "--cont-batching",
-            "--no-webui",
-        ]
+            slots=self.slots,
+            context=self.slots * self.context_length,
+            threads=self.threads,
+        )
 
     @property
     def n_params(self) -> int | None:

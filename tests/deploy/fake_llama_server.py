@@ -19,6 +19,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("-np", type=int, default=1)
     ap.add_argument("-c", type=int)
     ap.add_argument("-t", type=int)
+    ap.add_argument("-tb", type=int)
     # llama.cpp takes the word after a flag as its value even when it starts with '-' (a random
     # key may): join them so argparse does too
     joined, i = [], 0

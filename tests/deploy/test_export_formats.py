@@ -123,6 +123,7 @@ def test_gguf_served_by_stock_llama_server_answers_as_evaluated(evaluated):
 
     from odyssey.deploy.export_formats import export_candidate
     from odyssey.deploy.export_formats.files import gguf_fields
+    from odyssey.engines.llamacpp import server_command
     from odyssey.engines.process import ManagedServer
     from odyssey.models.llamacpp import tool_path
 
@@ -150,23 +151,7 @@ def test_gguf_served_by_stock_llama_server_answers_as_evaluated(evaluated):
     }
     binary = tool_path("llama-server", build=False)
     server = ManagedServer(
-        lambda port, key: [
-            str(binary),
-            "-m",
-            str(gguf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--api-key",
-            key,
-            "--jinja",
-            "-c",
-            "2048",
-            "-np",
-            "1",
-            "--no-webui",
-        ],
+        lambda port, key: server_command(binary, gguf, port, key, context=2048, extra=("--jinja",)),
         name="llama-server",
     )
     with server, httpx.Client(base_url=server.base_url, headers=server.headers, timeout=120) as client:
