@@ -42,6 +42,21 @@ def project_dir(tmp_path):
     return init_project(tmp_path / "proj", "summarization")
 
 
+# A fixed "machine" for the planner (odyssey.select.planner's probe format): the arithmetic is checked
+# exactly, independent of this CPU, and no test waits for the real probe.
+FIXED_PROBE = {
+    "device": "cpu",
+    "threads": 2,
+    "matmul_flops": {"64": 1e10, "2048": 1e10},
+    "matvec_bytes_per_s": 1e10,
+    "runtime_gb": 0.5,
+    "decode_fixed_s": 0.0,
+    "decode_per_layer_s": 0.0,
+    "train_fixed_s": 0.0,
+    "train_per_layer_s": 0.0,
+}
+
+
 def write_spec(root: Path, text: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "odyssey.yaml"

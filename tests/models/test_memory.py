@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.conftest import FIXED_PROBE as PROBE
+
 CHILD = """
 from odyssey.models.memory import rss_gb, trim_heap
 blocks = [bytes(64 * 1024) for _ in range(2000)]   # 125 MiB in 64 KiB malloc'd blocks (below the mmap threshold)
@@ -46,17 +48,6 @@ def test_peak_rss_of_a_spawned_child_excludes_the_parents_peak():
 
 
 # ---- one estimate: `odyssey plan`, `odyssey models` and `odyssey finetune` agree on the same job ----------
-PROBE = {
-    "device": "cpu",
-    "threads": 2,
-    "matmul_flops": {"64": 1e10, "2048": 1e10},
-    "matvec_bytes_per_s": 1e10,
-    "runtime_gb": 0.5,
-    "decode_fixed_s": 0.0,
-    "decode_per_layer_s": 0.0,
-    "train_fixed_s": 0.0,
-    "train_per_layer_s": 0.0,
-}
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])

@@ -4,17 +4,7 @@ not the probe (tests/select/test_planner.py does), so the session's home gets a 
 
 import pytest
 
-STUB_PROBE = {
-    "device": "cpu",
-    "threads": 2,
-    "matmul_flops": {"64": 1e10, "2048": 1e10},
-    "matvec_bytes_per_s": 1e10,
-    "runtime_gb": 0.5,
-    "decode_fixed_s": 0.0,
-    "decode_per_layer_s": 0.0,
-    "train_fixed_s": 0.0,
-    "train_per_layer_s": 0.0,
-}
+from tests.conftest import FIXED_PROBE as STUB_PROBE
 
 
 @pytest.fixture(autouse=True, scope="session")

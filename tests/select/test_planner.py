@@ -8,19 +8,7 @@ import pytest
 
 from odyssey.errors import OdysseyError
 from odyssey.select.planner import GB, Hardware, memory_components, model_shape, plan, throughput
-
-# A fixed "machine" so the arithmetic is checked exactly, independent of this CPU.
-PROBE = {
-    "device": "cpu",
-    "threads": 2,
-    "matmul_flops": {"64": 1e10, "2048": 1e10},
-    "matvec_bytes_per_s": 1e10,
-    "runtime_gb": 0.5,
-    "decode_fixed_s": 0.0,
-    "decode_per_layer_s": 0.0,
-    "train_fixed_s": 0.0,
-    "train_per_layer_s": 0.0,
-}
+from tests.conftest import FIXED_PROBE as PROBE
 
 
 def test_hardware_parse():
