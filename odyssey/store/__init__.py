@@ -39,7 +39,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -137,7 +137,7 @@ class Store:
     def _fail_orphaned_runs(self):
         rows = self.db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall()
         for row in rows:
-            if row["pid"] != os.getpid() and not _pid_alive(row["pid"]):
+            if row["pid"] != os.getpid() and not pid_alive(row["pid"]):
                 self.finish_run(
                     row["id"], "failed", error="interrupted: the process running it exited before it finished"
                 )

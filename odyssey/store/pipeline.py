@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from odyssey.store import Store, _pid_alive, _row, now
+from odyssey.store import Store, _row, now, pid_alive
 
 
 def start_step(
@@ -57,7 +57,7 @@ def mark_interrupted(store: Store) -> int:
     rows = store.db.execute(
         "SELECT id, pid FROM pipeline_steps WHERE project_id = ? AND status = 'running'", (store.project_id,)
     ).fetchall()
-    dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not _pid_alive(r["pid"])]
+    dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not pid_alive(r["pid"])]
     for record_id in dead:
         finish_step(store, record_id, "interrupted", error="the process running this step exited before it finished")
     return len(dead)

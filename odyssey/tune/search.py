@@ -23,6 +23,7 @@ from typing import Any
 
 from odyssey.errors import OdysseyError, require
 from odyssey.spec import TUNE_PARAMS, AdaptSpec, tune_dimension
+from odyssey.store import pid_alive
 
 STUDY_DIR = "tune"
 STORAGE_FILE = "optuna.db"
@@ -187,7 +188,7 @@ def retire_dead_trials(study) -> list[int]:
 
     retired = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _alive(trial.user_attrs.get("pid")):
+        if pid_alive(trial.user_attrs.get("pid")):
             continue
         study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
@@ -199,18 +200,6 @@ def finished(study) -> int:
     from optuna.trial import TrialState
 
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---- the entry point ---------------------------------------------------------------------------------
