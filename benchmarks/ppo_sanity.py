@@ -33,7 +33,7 @@ def main() -> None:
     from odyssey.align.common import chat_prompt
     from odyssey.align.ppo import AdaptiveKL, Policy, _ppo_step
     from odyssey.align.toxicity import provocations
-    from odyssey.evaluate.generation import generation_kwargs
+    from odyssey.engines.transformers import generation_kwargs
     from odyssey.models import load
     from odyssey.spec import PPOSpec
 

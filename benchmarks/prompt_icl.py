@@ -35,8 +35,8 @@ def main() -> None:
         sys.exit(f"{DATA} not found: this benchmark needs the shared DialogSum file")
 
     from odyssey.data import read_records, to_examples
+    from odyssey.engines.transformers import generate
     from odyssey.evaluate import run_harness
-    from odyssey.evaluate.generation import generate
     from odyssey.models import load
     from odyssey.prompts import PromptConfig, render
     from odyssey.spec import Scope

@@ -105,7 +105,7 @@ def kl_estimate(
     import torch
 
     from odyssey.align.common import response_mask
-    from odyssey.evaluate.generation import generation_kwargs
+    from odyssey.engines.transformers import generation_kwargs
     from odyssey.models import load
     from odyssey.prompts import has_chat_template
 

@@ -284,7 +284,7 @@ def train_ppo(
 
     from odyssey import ui
     from odyssey.align.common import ensure_candidate_row, load_trainable_start, save_merged, starting_candidate
-    from odyssey.evaluate.generation import generation_kwargs
+    from odyssey.engines.transformers import generation_kwargs
     from odyssey.prompts import has_chat_template
 
     cfg = project.spec.align.ppo.model_copy(update={k: v for k, v in overrides.items() if v is not None})

@@ -213,7 +213,7 @@ class TransformersBackend(Backend):
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        from odyssey.evaluate.generation import generation_kwargs
+        from odyssey.engines.transformers import generation_kwargs
 
         tok, model = self.tokenizer, self.loaded.model
         self.batches += 1

@@ -92,6 +92,7 @@ class LlamaCppEngine:
         log_path: Path | None = None,
     ):
         self.ref, self.gguf, self.tokenizer, self.family = ref, Path(gguf), tokenizer, family
+        self.special_ids = set(tokenizer.all_special_ids)  # dropped from every answer before decoding
         self.slots, self.context_length = slots, slot_context
         self.threads = threads or os.cpu_count() or 2
         self.info = info or EngineInfo("llamacpp", "asked for")
@@ -167,7 +168,7 @@ class LlamaCppEngine:
                 hint=f"see its log: {self.server.log_path}",
             )
         data = resp.json()
-        tokens = [t for t in data.get("tokens") or [] if t not in self._special_ids]
+        tokens = [t for t in data.get("tokens") or [] if t not in self.special_ids]
         # The answer's ids decoded by the candidate's own tokenizer, as the transformers engine does;
         # after a stop string, llama.cpp's tokens may end inside it, and its text is the one cut there.
         stopped_on_word = data.get("stop_type") == "word"
@@ -178,10 +179,6 @@ class LlamaCppEngine:
         stopped = stopped or stopped_on_word
         finish = "length" if data.get("stop_type") == "limit" and not stopped else "stop"
         return Generated(text.strip(), latency, len(ids), len(tokens), finish, tokens)
-
-    @property
-    def _special_ids(self) -> set[int]:
-        return set(self.tokenizer.all_special_ids)
 
     def generate(
         self, prompts: list[str], settings: dict, *, batch_size: int | None = None, description: str = "generating"

@@ -34,7 +34,7 @@ QUALITY_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match"
 
 
 def _rss_gb() -> float:
-    from odyssey.evaluate.generation import rss_gb
+    from odyssey.models.memory import rss_gb
 
     return rss_gb()
 

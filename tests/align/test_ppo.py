@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from odyssey.align.ppo import AdaptiveKL, Policy, _ppo_step, gae, whiten
-from odyssey.evaluate.generation import generation_kwargs
+from odyssey.engines.transformers import generation_kwargs
 from odyssey.models import load
 from odyssey.spec import PPOSpec
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from odyssey.data import Example
+from odyssey.engines.transformers import generate
 from odyssey.evaluate import check_gates, percentile, run_harness
-from odyssey.evaluate.generation import generate
 from odyssey.models import load
 from odyssey.project import Project
 from odyssey.prompts import PromptConfig
