@@ -419,6 +419,13 @@ class RewardModelSpec(Strict):
     batch_size: int = Field(8, ge=1)
     max_length: int = Field(768, ge=16)
     held_out: float = Field(0.2, gt=0, lt=1, description="fraction of pairs kept out for pairwise accuracy")
+    eval_every: int | None = Field(
+        None, ge=1, description="steps between held-out losses (early stopping, best weights kept); none: at the end"
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after this many held-out losses without improvement"
+    )
+    save_every: int = Field(50, ge=1, description="steps between checkpoints (what --resume continues from)")
     seed: int = 0
 
 
@@ -452,17 +459,67 @@ class PPOSpec(Strict):
     seed: int = 0
 
 
-class DPOSpec(Strict):
-    beta: float = Field(0.1, gt=0)
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
-    reference_free: bool = Field(False, description="drop the reference model's log-probs (a reference-free DPO)")
+class PreferenceTrainingSpec(Strict):
+    """Training settings of the offline preference methods (DPO, KTO, ORPO, SimPO) on the one loop."""
+
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     batch_size: int = Field(4, ge=1)
     max_length: int = Field(768, ge=16)
     lora: bool = True
     lora_r: int = Field(16, ge=1)
+    held_out: float = Field(
+        0.0, ge=0, lt=1, description="fraction of the pairs (by prompt) kept out for a validation loss; 0: none"
+    )
+    eval_every: int | None = Field(
+        None, ge=1, description="steps between validation losses (needs held_out); none: at the end only"
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after this many validation losses without improvement (needs held_out)"
+    )
+    save_every: int = Field(25, ge=1, description="steps between checkpoints (what --resume continues from)")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _eval_needs_held_out(self):
+        if (self.eval_every or self.early_stopping_patience) and not self.held_out:
+            raise ValueError(
+                "eval_every and early_stopping_patience need held-out pairs to evaluate on: set held_out, e.g. 0.1"
+            )
+        return self
+
+
+class DPOSpec(PreferenceTrainingSpec):
+    beta: float = Field(0.1, gt=0)
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="loss_type robust: the assumed fraction of flipped labels (cDPO)"
+    )
+    reference_free: bool = Field(False, description="drop the reference model's log-probs (a reference-free DPO)")
+
+
+class KTOSpec(PreferenceTrainingSpec):
+    beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference model")
+    desirable_weight: float = Field(1.0, gt=0, description="weight of the desirable answers' loss")
+    undesirable_weight: float = Field(1.0, gt=0, description="weight of the undesirable answers' loss")
+    data: Literal["pairs", "feedback", "both"] = Field(
+        "pairs",
+        description="pairs: each preference pair split into a desirable and an undesirable answer; feedback: "
+        "thumbs up/down and ratings people gave in `odyssey serve`; both",
+    )
+
+
+class ORPOSpec(PreferenceTrainingSpec):
+    beta: float = Field(0.1, gt=0, description="weight of the odds-ratio term beside the NLL (the paper's lambda)")
+    nll_on_prompt: bool = Field(
+        False,
+        description="NLL over the prompt's tokens too (TRL's and the ORPO authors' choice); off: the answer only",
+    )
+
+
+class SimPOSpec(PreferenceTrainingSpec):
+    beta: float = Field(2.0, gt=0, description="scale of the length-normalized reward")
+    gamma: float = Field(1.0, ge=0, description="target reward margin (the paper keeps gamma / beta near 0.5)")
 
 
 class ToxicitySpec(Strict):
@@ -479,7 +536,11 @@ class ToxicitySpec(Strict):
 
 
 class AlignSpec(Strict):
-    method: Literal["dpo", "ppo", "rloo", "grpo"] = "dpo"
+    method: Literal["dpo", "kto", "orpo", "simpo", "ppo", "rloo", "grpo"] = Field(
+        "dpo",
+        description="how `odyssey run` aligns: dpo, kto, orpo or simpo on the preference pairs; ppo, rloo or grpo "
+        "online with the reward model",
+    )
     start_from: str | None = Field(
         None,
         description="candidate to align; default: the best fine-tuned (adapt) "
@@ -497,6 +558,9 @@ class AlignSpec(Strict):
     reward: RewardModelSpec = RewardModelSpec()
     ppo: PPOSpec = PPOSpec()
     dpo: DPOSpec = DPOSpec()
+    kto: KTOSpec = KTOSpec()
+    orpo: ORPOSpec = ORPOSpec()
+    simpo: SimPOSpec = SimPOSpec()
     toxicity: ToxicitySpec = ToxicitySpec()
     eval_limit: int | None = Field(None, ge=1, description="test examples for the aligned-vs-parent comparison")
 

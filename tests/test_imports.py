@@ -219,10 +219,10 @@ def _curate(tmp_path):
     curate(tmp_path, tmp_path / "out")
 
 
-def _dpo(tmp_path):
-    from odyssey.align.dpo import _reference_free_trainer
+def _trl_online(tmp_path):
+    from odyssey.align.dpo import _trl
 
-    _reference_free_trainer()
+    _trl("rloo alignment")
 
 
 def _bm25(tmp_path):
@@ -241,7 +241,7 @@ def _markdown(tmp_path):
     ("module", "extra", "call"),
     [
         ("datasketch", "select", _curate),
-        ("trl", "align", _dpo),
+        ("trl", "align", _trl_online),
         ("bm25s", "augment", _bm25),
         ("markdown_it", "augment", _markdown),
     ],

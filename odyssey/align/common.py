@@ -5,12 +5,32 @@ from __future__ import annotations
 
 import random
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from odyssey.errors import OdysseyError
 from odyssey.prompts import DemoSelector, PromptConfig, render
 from odyssey.store.candidates import Candidate
+
+
+@dataclass
+class AlignResult:
+    """What an align run made: the new candidate, its parent, the training history and the comparison."""
+
+    candidate: str
+    candidate_id: int
+    parent: str
+    method: str
+    model_path: str
+    run_id: int
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    evaluation: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -171,3 +191,20 @@ def quiet_libraries():
 
         datasets.disable_progress_bars()
         hf_logging.set_verbosity_error()
+
+
+def trl_cpu_args() -> dict:
+    """TRL 1.x configs default to bf16 and gradient checkpointing; CPUs here have no bf16 units."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "use_cpu": not cuda,
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_steps": 5,
+        "dataloader_num_workers": 0,
+    }

@@ -1,38 +1,213 @@
-"""DPO (TRL's ``DPOTrainer``) on the stored preference pairs, and TRL's online RLOO / GRPO trainers
-with the reward model (or the offensiveness score) as their reward function (``--algo rloo|grpo``).
+"""Offline preference optimization on the one training loop: DPO, KTO, ORPO and SimPO on the stored
+preference pairs (KTO also on people's thumbs up/down), and TRL's online RLOO / GRPO with the reward
+model (or the offensiveness score) as their reward function (``--algo rloo|grpo``).
 
-DPO needs no reward model and no sampling: it raises the policy's log-probability ratio (to the
-frozen reference) of chosen over rejected answers, loss -log sigmoid(beta * (ratio_c - ratio_r)).
-With LoRA (the default) the reference is the same network with the adapter switched off. The
-reference-free variant sets the reference log-probs to zero (so the loss compares the policy's own
-log-probs), through TRL's precomputed-reference path.
+Each offline method is a loss of :mod:`odyssey.training.preference` on :func:`odyssey.training.train`,
+so all of them get the loop's checkpoints, exact resume (``--resume``), progress bar, validation loss
+and early stopping (``held_out``, ``eval_every``, ``early_stopping_patience``):
+
+- ``dpo``: raises the policy's log-probability ratio to the frozen reference of chosen over rejected
+  answers. With LoRA (the default) the reference is the same network with the adapter switched off;
+  its log-probs are computed once before training and cached beside the checkpoints, so training runs
+  one model. ``reference_free`` sets them to zero (the loss then compares the policy's own log-probs);
+- ``kto``: desirable / undesirable answers one at a time, against the reference and a KL baseline;
+- ``orpo``: SFT on the chosen answer plus an odds-ratio term, no reference;
+- ``simpo``: length-normalized log-probs as the reward with a target margin, no reference.
+
+Every method records a candidate ``<parent>+<method>`` (a merged checkpoint) with its settings, and
+``odyssey align compare`` ranks them on the same test rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import shutil
 import sys
 import time
 
 from odyssey.align.common import quiet_libraries
 from odyssey.errors import OdysseyError, require
 
-
-def _reference_free_trainer():
-    trl = require("trl", "align", "DPO")
-
-    class ReferenceFreeDPOTrainer(trl.DPOTrainer):
-        """TRL reads precomputed reference log-probs from the dataset; zeros make the loss reference-free."""
-
-        def _precompute_ref_logps(self, dataset, name, batch_size):
-            zeros = [0.0] * len(dataset)
-            return dataset.add_column("ref_chosen_logps", zeros).add_column("ref_rejected_logps", zeros)
-
-    return ReferenceFreeDPOTrainer
+OFFLINE_METHODS = ("dpo", "kto", "orpo", "simpo")
 
 
-def train_dpo(
+def method_settings(project, method: str, overrides: dict):
+    """The method's spec section (``align.<method>``) with the call's overrides, validated."""
+    from pydantic import ValidationError
+
+    if method not in OFFLINE_METHODS:
+        raise OdysseyError(
+            f"unknown preference method {method!r}",
+            hint=f"use one of {', '.join(OFFLINE_METHODS)} (ppo, rloo and grpo: `odyssey align ppo --algo ...`)",
+        )
+    section = getattr(project.spec.align, method)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return type(section).model_validate({**section.model_dump(), **given})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise OdysseyError(
+            f"align.{method} settings {given} are invalid: {problems}",
+            hint=f"the settings of align.{method} are: {', '.join(type(section).model_fields)}",
+        ) from None
+
+
+def _loss_fn(method: str, cfg):
+    from odyssey.training.preference import DPOLoss, KTOLoss, ORPOLoss, SimPOLoss
+
+    if method == "dpo":
+        return DPOLoss(cfg.beta, cfg.loss_type, cfg.label_smoothing)
+    if method == "kto":
+        return KTOLoss(cfg.beta, cfg.desirable_weight, cfg.undesirable_weight)
+    if method == "orpo":
+        return ORPOLoss(cfg.beta, cfg.nll_on_prompt)
+    return SimPOLoss(cfg.beta, cfg.gamma)
+
+
+def _needs_reference(method: str, cfg) -> bool:
+    return method == "kto" or (method == "dpo" and not cfg.reference_free)
+
+
+def _split(rows: list[dict], held_out: float, seed: int) -> tuple[list[dict], list[dict]]:
+    from odyssey.align.preferences import PreferenceSet
+
+    return PreferenceSet(rows).split(held_out, seed) if held_out else (rows, [])
+
+
+def _data(project, method: str, cfg, preference_set) -> tuple[list[dict], list[dict], dict]:
+    """(training rows, held-out rows, what they are): pairs, or for KTO judged answers."""
+    from odyssey.align.preferences import load_preference_set
+
+    info: dict = {}
+    use_pairs = method != "kto" or cfg.data in {"pairs", "both"}
+    pairs = ([], [])
+    if use_pairs:
+        pset = load_preference_set(project, preference_set)
+        info.update(preference_set=pset.id, preference_sha256=pset.sha256, pairs=len(pset.pairs))
+        pairs = _split(pset.pairs, cfg.held_out, cfg.seed)
+    if method != "kto":
+        return pairs[0], pairs[1], info
+    from odyssey.align import unpaired
+
+    train, held = unpaired.from_pairs(pairs[0]), unpaired.from_pairs(pairs[1])
+    if cfg.data in {"feedback", "both"}:
+        judged = unpaired.feedback_examples(project.store)
+        info["feedback_answers"] = len(judged)
+        more = _split(judged, cfg.held_out, cfg.seed)
+        train, held = train + more[0], held + more[1]
+    unpaired.check_balance(train, f"align.kto.data: {cfg.data}")
+    return train, held, info
+
+
+def _fingerprint(rows: list[dict]) -> str:
+    keys = ("prompt", "chosen", "rejected", "completion", "desirable")
+    text = json.dumps([[r.get(k) for k in keys] for r in rows], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _encode(tok, method: str, cfg, rows: list[dict]):
+    """(items, collator, how many rows were dropped because their prompt fills max_length)."""
+    from odyssey.training import preference as pref
+
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if method == "kto":
+        items, dropped = pref.encode_unpaired(tok, rows, cfg.max_length, kl_group=cfg.batch_size)
+        return items, pref.UnpairedCollator(pad_id), dropped
+    items, dropped = pref.encode_pairs(tok, rows, cfg.max_length)
+    return items, pref.PairCollator(pad_id, lm_labels=method == "orpo" and cfg.nll_on_prompt), dropped
+
+
+def _policy(model, cfg):
+    """The model to train: a fresh LoRA adapter on the (merged) start, or every weight."""
+    if not cfg.lora:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0, target_modules="all-linear"
+    )
+    return get_peft_model(model, lora)
+
+
+def _cached_reference(model, groups: list[list], collator, path) -> None:
+    """Reference log-probs for every item: read from ``path`` when it holds them for these very items
+    (a resumed run needs no second pass), else computed once with the frozen model and written there."""
+    from odyssey.models.checkpoint import atomic_file
+    from odyssey.training.preference import reference_logps
+
+    items = [item for group in groups for item in group]
+    fields = ("ref_chosen", "ref_rejected") if hasattr(items[0], "ref_chosen") else ("ref", "ref_kl")
+    ids = [[v for k, v in vars(item).items() if k not in fields] for item in items]
+    key = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            for item, values in zip(items, cached["values"]):
+                for name, value in zip(fields, values):
+                    setattr(item, name, value)
+            return
+    reference_logps(model, groups, collator)
+    values = [[getattr(item, name) for name in fields] for item in items]
+    atomic_file(path, lambda tmp: tmp.write_text(json.dumps({"key": key, "values": values})))
+
+
+def _eval_fn(loss_fn, groups: list[list], collator):
+    """Validation: the loss and its metrics on the held-out groups, averaged (``val_loss``, ``val_*``)."""
+    if not groups:
+        return None
+    from odyssey.training import to_device
+
+    def evaluate(module):
+        device = next(module.parameters()).device
+        sums: dict[str, list[float]] = {}
+        for group in groups:
+            loss, metrics = loss_fn(module, to_device(collator([group]), device))
+            sums.setdefault("val_loss", []).append(float(loss))
+            for key, value in metrics.items():
+                if key != "tokens":
+                    sums.setdefault(f"val_{key}", []).append(float(value))
+        return {k: sum(v) / len(v) for k, v in sums.items()}
+
+    return evaluate
+
+
+def _train_config(work, cfg):
+    from odyssey.training import TrainConfig
+
+    # TRL's defaults for these trainers (linear decay, no warm-up), so the move kept the recipe.
+    return TrainConfig(
+        output_dir=work / "train",
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        batch_size=1,  # one item is one length-bucketed group of cfg.batch_size pairs
+        lr_scheduler="linear",
+        seed=cfg.seed,
+        log_every=1,
+        save_every=cfg.save_every,
+        eval_every=cfg.eval_every,
+        early_stopping_patience=cfg.early_stopping_patience,
+    )
+
+
+def _summary_metrics(history: list[dict], wall: float) -> dict[str, float]:
+    last = next((h for h in reversed(history) if "loss" in h), {})
+    val = next((h for h in reversed(history) if "val_loss" in h), {})
+    metrics = {
+        "train_loss": last.get("loss"),
+        "train_reward_accuracy": last.get("rewards/accuracies"),
+        "train_reward_margin": last.get("rewards/margins"),
+        "val_loss": val.get("val_loss"),
+        "val_reward_accuracy": val.get("val_rewards/accuracies"),
+        "wall_s": wall,
+    }
+    return {k: float(v) for k, v in metrics.items() if v is not None}
+
+
+def train_preference(
     project,
+    method: str = "dpo",
     *,
     preference_set: int | str | None = None,
     start: str | None = None,
@@ -42,111 +217,143 @@ def train_dpo(
     reward_model: int | str | None = None,
     **overrides,
 ):
-    import hashlib
+    """Align the start candidate with one offline preference method on the one loop; returns an ``AlignResult``."""
+    from odyssey.align.common import ensure_candidate_row, load_trainable_start, starting_candidate
 
-    from datasets import Dataset
-
-    trl = require("trl", "align", "DPO")
-    DPOConfig, DPOTrainer = trl.DPOConfig, trl.DPOTrainer
-    from odyssey.align.common import ensure_candidate_row, load_trainable_start, save_merged, starting_candidate
-    from odyssey.align.ppo import AlignResult
-    from odyssey.align.preferences import load_preference_set
-    from odyssey.align.reward import cpu_training_args
-
+    cfg = method_settings(project, method, overrides)
+    if method == "kto" and cfg.batch_size < 2:
+        raise OdysseyError(
+            "align.kto.batch_size=1: KTO's KL baseline pairs each prompt with another answer of its batch",
+            hint="set align.kto.batch_size to 2 or more",
+        )
     quiet_libraries()
-    cfg = project.spec.align.dpo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     begin = starting_candidate(project, start)
     parent_id = ensure_candidate_row(project, begin)
-    pset = load_preference_set(project, preference_set)
+    train_rows, held_rows, info = _data(project, method, cfg, preference_set)
     loaded = load_trainable_start(project, begin)
-    tok = loaded.tokenizer
-    key = hashlib.sha256(f"{begin.model_ref}|{pset.sha256}|{cfg.model_dump_json()}".encode()).hexdigest()[:12]
-    work = project.state_dir / "align" / f"dpo-{key}"
-    checkpoints = (
-        sorted((work / "trainer").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if resume else []
-    )
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            task_type="CAUSAL_LM",
-            r=cfg.lora_r,
-            lora_alpha=2 * cfg.lora_r,
-            lora_dropout=0.0,
-            target_modules="all-linear",
+    items, collator, dropped = _encode(loaded.tokenizer, method, cfg, train_rows)
+    held_items, _, _ = _encode(loaded.tokenizer, method, cfg, held_rows)
+    if not items:
+        raise OdysseyError(
+            f"every one of {len(train_rows)} training examples has a prompt of {cfg.max_length} tokens or more",
+            hint=f"raise align.{method}.max_length",
         )
-    from odyssey import ui
-
-    args = DPOConfig(
-        output_dir=str(work / "trainer"),
-        beta=cfg.beta,
-        loss_type=[cfg.loss_type],
-        per_device_train_batch_size=cfg.batch_size,
-        num_train_epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        max_length=cfg.max_length,
-        seed=cfg.seed,
-        precompute_ref_log_probs=cfg.reference_free,
-        disable_tqdm=ui.quiet(),
-        **{**cpu_training_args(), "save_strategy": "steps", "save_steps": 25, "save_total_limit": 1},
-    )
-    data = Dataset.from_list(
-        [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pset.pairs]
-    )
-    trainer_cls = _reference_free_trainer() if cfg.reference_free else DPOTrainer
-    settings = {
-        "action": "dpo",
-        "start": begin.as_dict(),
-        "preference_set": pset.id,
-        "preference_sha256": pset.sha256,
-        "pairs": len(pset.pairs),
-        "dpo": cfg.model_dump(),
-    }
-    t0 = time.perf_counter()
+    data_sha = _fingerprint(train_rows + held_rows)
+    key = hashlib.sha256(f"{method}|{begin.model_ref}|{data_sha}|{cfg.model_dump_json()}".encode()).hexdigest()[:12]
+    work = project.state_dir / "align" / f"{method}-{key}"
+    if not resume:
+        shutil.rmtree(work / "train", ignore_errors=True)  # a fresh run never continues an old one's checkpoints
+    info.update(examples=len(items), held_out_examples=len(held_items), dropped=dropped, data_sha256=data_sha)
+    settings = {"action": method, "start": begin.as_dict(), **info, method: cfg.model_dump()}
     with project.store.run("align", project.spec.as_dict(), settings) as run:
-        trainer = trainer_cls(
-            model=loaded.model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config
-        )
-        with contextlib.redirect_stdout(sys.stderr):  # the HF Trainer prints its log dicts; keep --json clean
-            trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
-        history = [h for h in trainer.state.log_history if "loss" in h]
-        wall = time.perf_counter() - t0
-        out = save_merged(trainer.model, tok, run.artifacts_dir / "model")
-        cand_name = name or f"{begin.name}+dpo"
-        last = history[-1] if history else {}
-        metrics = {
-            "train_loss": last.get("loss"),
-            "train_reward_accuracy": last.get("rewards/accuracies"),
-            "train_reward_margin": last.get("rewards/margins"),
-            "wall_s": wall,
-        }
-        metrics = {k: float(v) for k, v in metrics.items() if v is not None}
-        config = {
-            "prompt": begin.prompt.as_dict(),
-            "align": {
-                "method": "dpo",
-                "parent": begin.name,
-                "beta": cfg.beta,
-                "loss_type": cfg.loss_type,
-                "reference_free": cfg.reference_free,
-                "preference_set": pset.id,
-                "preference_sha256": pset.sha256,
-                "run_id": run.id,
-                "start_note": begin.note,
-            },
-        }
-        cand_id = project.store.upsert_candidate(cand_name, "align", str(out), config, parent_id, run.id)
-        run.log_metrics(metrics, candidate_id=cand_id)
-        run.set_summary({"candidate": cand_name, "metrics": metrics, "history": history, "start_note": begin.note})
-    del trainer, loaded
-    result = AlignResult(cand_name, cand_id, begin.name, "dpo", str(out), run.id, history, metrics, wall_s=wall)
+        fitted = _fit(loaded, method, cfg, items, held_items, collator, work, run, resume)
+        aligned = _record(project, method, cfg, begin, parent_id, run, loaded, fitted, info, name)
+    del fitted, loaded  # the comparison loads the candidates it compares
     if evaluate:
         from odyssey.align.evaluation import evaluate_aligned
 
-        result.evaluation = evaluate_aligned(project, cand_name, begin.name, reward_model=reward_model)
-        result.warnings += result.evaluation.get("warnings", [])
-    return result
+        aligned.evaluation = evaluate_aligned(project, aligned.candidate, begin.name, reward_model=reward_model)
+        aligned.warnings += aligned.evaluation.get("warnings", [])
+    return aligned
+
+
+def _fit(loaded, method, cfg, items, held_items, collator, work, run, resume):
+    """Reference log-probs (once, cached), then the loop; returns (model, TrainResult, wall seconds)."""
+    from odyssey.training import train
+    from odyssey.training.preference import PreferenceModule, preference_groups
+
+    model = _policy(loaded.model, cfg)
+    groups = preference_groups(items, cfg.batch_size, cfg.seed)
+    held = preference_groups(held_items, cfg.batch_size, cfg.seed)
+    if _needs_reference(method, cfg):
+        _cached_reference(model, groups + held, collator, work / "reference.json")
+    loss_fn = _loss_fn(method, cfg)
+
+    def log(entry):
+        run.log_metrics({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=entry.get("step"))
+
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # keep --json output clean of anything a library prints
+        result = train(
+            PreferenceModule(model),
+            groups,
+            loss_fn,
+            _train_config(work, cfg),
+            eval_fn=_eval_fn(loss_fn, held, collator),
+            collate_fn=collator,
+            resume=resume,
+            description=method,
+            on_log=log,
+        )
+    return model, result, time.perf_counter() - t0
+
+
+def _record(project, method, cfg, begin, parent_id, run, loaded, fitted, info, name):
+    """Save the merged model as candidate ``<parent>+<method>`` and log its metrics and history."""
+    from odyssey.align.common import AlignResult, save_merged
+
+    model, result, wall = fitted
+    out = save_merged(model, loaded.tokenizer, run.artifacts_dir / "model")
+    cand_name = name or f"{begin.name}+{method}"
+    metrics = _summary_metrics(result.history, wall)
+    config = {
+        "prompt": begin.prompt.as_dict(),
+        "align": {
+            "method": method,
+            "parent": begin.name,
+            **cfg.model_dump(),
+            **{k: info[k] for k in ("preference_set", "preference_sha256", "data_sha256") if k in info},
+            "run_id": run.id,
+            "start_note": begin.note,
+        },
+    }
+    cand_id = project.store.upsert_candidate(cand_name, "align", str(out), config, parent_id, run.id)
+    run.log_metrics(metrics, candidate_id=cand_id)
+    run.set_summary(
+        {
+            "candidate": cand_name,
+            "metrics": metrics,
+            "history": result.history,
+            "steps": result.steps,
+            "resumed_from": result.resumed_from,
+            "stopped_early": result.stopped_early,
+            "start_note": begin.note,
+            **info,
+        }
+    )
+    aligned = AlignResult(
+        cand_name, cand_id, begin.name, method, str(out), run.id, result.history, metrics, wall_s=wall
+    )
+    if info.get("dropped"):
+        aligned.warnings.append(
+            f"{info['dropped']} training example(s) dropped: their prompt alone fills align.{method}.max_length"
+        )
+    return aligned
+
+
+def train_dpo(project, **kwargs):
+    """DPO on the stored preference pairs (``align.dpo``); see :func:`train_preference`."""
+    return train_preference(project, "dpo", **kwargs)
+
+
+def train_kto(project, **kwargs):
+    """KTO on judged answers (``align.kto``: pairs split in two, or people's thumbs); see :func:`train_preference`."""
+    return train_preference(project, "kto", **kwargs)
+
+
+def train_orpo(project, **kwargs):
+    """ORPO on the stored preference pairs (``align.orpo``); see :func:`train_preference`."""
+    return train_preference(project, "orpo", **kwargs)
+
+
+def train_simpo(project, **kwargs):
+    """SimPO on the stored preference pairs (``align.simpo``); see :func:`train_preference`."""
+    return train_preference(project, "simpo", **kwargs)
+
+
+def _trl(what: str):
+    """TRL, or the install hint naming the align extra."""
+    return require("trl", "align", what)
 
 
 def trl_online(
@@ -162,17 +369,27 @@ def trl_online(
     **overrides,
 ):
     """TRL's RLOO or GRPO trainer: several samples per prompt, advantages from the group's rewards,
-    KL to the reference with coefficient beta (align.ppo.kl_coef)."""
+    KL to the reference with coefficient beta (align.ppo.kl_coef).
+
+    These stay on TRL's trainers: they generate their training data online (sampling, a reward call per
+    answer, vLLM when present), which is a recipe rather than a loss on fixed batches; TRL's own
+    checkpoints apply and there is no resume here (the loop's exact resume covers the offline methods)."""
     from datasets import Dataset
 
-    from odyssey.align.common import ensure_candidate_row, load_trainable_start, save_merged, starting_candidate
-    from odyssey.align.ppo import AlignResult, reward_function, training_prompts
-    from odyssey.align.reward import cpu_training_args
+    from odyssey.align.common import (
+        AlignResult,
+        ensure_candidate_row,
+        load_trainable_start,
+        save_merged,
+        starting_candidate,
+        trl_cpu_args,
+    )
+    from odyssey.align.ppo import reward_function, training_prompts
 
     if algo not in {"rloo", "grpo"}:
         raise OdysseyError(f"unknown algorithm {algo!r}", hint="use ppo, rloo or grpo")
     quiet_libraries()
-    trl = require("trl", "align", f"{algo} alignment")
+    trl = _trl(f"{algo} alignment")
 
     cfg = project.spec.align.ppo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     group = cfg.num_generations
@@ -212,7 +429,7 @@ def trl_online(
         beta=cfg.kl_coef,
         seed=cfg.seed,
         disable_tqdm=ui.quiet(),
-        **cpu_training_args(),
+        **trl_cpu_args(),
     )
     data = Dataset.from_list([{"prompt": p} for p in prompts])
     t0 = time.perf_counter()

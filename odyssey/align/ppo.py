@@ -27,28 +27,10 @@ import json
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from odyssey.align.common import AlignResult
 from odyssey.errors import OdysseyError
-
-
-@dataclass
-class AlignResult:
-    candidate: str
-    candidate_id: int
-    parent: str
-    method: str
-    model_path: str
-    run_id: int
-    history: list[dict] = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    evaluation: dict = field(default_factory=dict)
-    wall_s: float = 0.0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class AdaptiveKL:

@@ -1,5 +1,7 @@
 """The reward model: a sequence-classification head (one scalar) on a small backbone, trained with the
-Bradley-Terry pairwise loss -log sigmoid(r(chosen) - r(rejected)) by TRL's ``RewardTrainer``.
+Bradley-Terry pairwise loss -log sigmoid(r(chosen) - r(rejected)) (:func:`odyssey.training.preference.reward_loss`)
+on the one loop: its checkpoints, exact resume, progress bar, and with ``eval_every`` the held-out loss
+with early stopping and the best weights kept.
 
 Reported: pairwise accuracy on held-out pairs (held out by prompt), a calibration plot (predicted
 P(A preferred) = sigmoid(r_A - r_B) against how often A was preferred) with its expected calibration
@@ -9,35 +11,34 @@ responses, stored beside the weights, so a reward of 0 means "typical for this p
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
+import shutil
 import statistics
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from odyssey.errors import OdysseyError, require
+from odyssey.errors import OdysseyError
 
 META_FILE = "odyssey-reward.json"
 
 
-def cpu_training_args() -> dict:
-    """TRL 1.x configs default to bf16 and gradient checkpointing; CPUs here have no bf16 units."""
-    import torch
+def scored_text(tokenizer, prompt: str, response: str) -> str:
+    """What the reward model reads: the prompt, the answer and the end-of-sequence token (training and scoring)."""
+    eos = tokenizer.eos_token or ""
+    return prompt + response + (eos if not response.endswith(eos) else "")
 
-    cuda = torch.cuda.is_available()
-    return {
-        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
-        "fp16": False,
-        "gradient_checkpointing": False,
-        "use_cpu": not cuda,
-        "report_to": [],
-        "save_strategy": "no",
-        "logging_steps": 5,
-        "dataloader_num_workers": 0,
-    }
+
+def encode_scored(tokenizer, prompt: str, response: str, max_length: int) -> list[int]:
+    """:func:`scored_text` as ids, a long prompt cut at its start (``truncation_side`` left): the answer stays."""
+    side, tokenizer.truncation_side = tokenizer.truncation_side, "left"
+    try:
+        return list(
+            tokenizer(scored_text(tokenizer, prompt, response), truncation=True, max_length=max_length)["input_ids"]
+        )
+    finally:
+        tokenizer.truncation_side = side
 
 
 class RewardModel:
@@ -80,8 +81,7 @@ class RewardModel:
     def raw(self, prompts: list[str], responses: list[str], batch_size: int = 8) -> list[float]:
         import torch
 
-        eos = self.tokenizer.eos_token or ""
-        texts = [p + r + (eos if not r.endswith(eos) else "") for p, r in zip(prompts, responses)]
+        texts = [scored_text(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
         out: list[float] = []
         for i in range(0, len(texts), batch_size):
             enc = self.tokenizer(
@@ -181,6 +181,120 @@ def _plain_backbone(project, ref: str, path: Path, out: Path) -> Path:
     return out
 
 
+def _classifier(base_path: Path, spec):
+    """(model, tokenizer): a one-score classification head on the backbone, through LoRA when asked."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    torch.manual_seed(spec.seed)  # the head's initialization
+    model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    if spec.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            task_type="SEQ_CLS",
+            r=spec.lora_r,
+            lora_alpha=2 * spec.lora_r,
+            target_modules="all-linear",
+            lora_dropout=0.0,
+        )
+        model = get_peft_model(model, lora)  # SEQ_CLS keeps the new head trainable (modules_to_save)
+    return model, tok
+
+
+def _reward_groups(tok, pairs: list[dict], spec) -> list[list]:
+    from odyssey.training.preference import RewardPair, preference_groups
+
+    items = [
+        RewardPair(
+            encode_scored(tok, p["prompt"], p["chosen"], spec.max_length),
+            encode_scored(tok, p["prompt"], p["rejected"], spec.max_length),
+        )
+        for p in pairs
+    ]
+    return preference_groups(items, spec.batch_size, spec.seed)
+
+
+def _held_out_fn(groups: list[list], collator):
+    """The Bradley-Terry loss and accuracy on the held-out pairs (``val_loss``, ``val_accuracy``)."""
+    from odyssey.training import to_device
+    from odyssey.training.preference import reward_loss
+
+    def evaluate(model):
+        device = next(model.parameters()).device
+        losses, accuracies = [], []
+        for group in groups:
+            loss, metrics = reward_loss(model, to_device(collator([group]), device))
+            losses.append(float(loss))
+            accuracies.append(metrics["accuracy"])
+        return {"val_loss": sum(losses) / len(losses), "val_accuracy": sum(accuracies) / len(accuracies)}
+
+    return evaluate
+
+
+def _fit_reward(model, tok, train: list[dict], test: list[dict], spec, work: Path, run, resume: bool):
+    """The classifier trained on the loop (TRL's RewardTrainer defaults: linear decay, no warm-up)."""
+    from odyssey.training import TrainConfig, train as train_loop
+    from odyssey.training.preference import RewardCollator, reward_loss
+
+    collator = RewardCollator(tok.pad_token_id)
+    # Held-out pairs steer training only when asked (eval_every / early stopping): they are also what the
+    # reported accuracy is measured on, which selecting weights on them would flatter.
+    steer = bool(spec.eval_every or spec.early_stopping_patience)
+    config = TrainConfig(
+        output_dir=work / "train",
+        epochs=spec.epochs,
+        learning_rate=spec.learning_rate,
+        batch_size=1,  # one item is one length-bucketed group of spec.batch_size pairs
+        lr_scheduler="linear",
+        seed=spec.seed,
+        log_every=1,
+        save_every=spec.save_every,
+        eval_every=spec.eval_every,
+        early_stopping_patience=spec.early_stopping_patience,
+    )
+
+    def log(entry):
+        run.log_metrics({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=entry.get("step"))
+
+    return train_loop(
+        model,
+        _reward_groups(tok, train, spec),
+        reward_loss,
+        config,
+        eval_fn=_held_out_fn(_reward_groups(tok, test, spec), collator) if steer else None,
+        collate_fn=collator,
+        resume=resume,
+        description="reward model",
+        on_log=log,
+    )
+
+
+def _save_reward_model(model, tok, out: Path, max_length: int) -> RewardModel:
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    (out / META_FILE).write_text(json.dumps({"max_length": max_length}))
+    return RewardModel(out)
+
+
+def _score_pairs(rm: RewardModel, train: list[dict], test: list[dict]):
+    from odyssey import ui
+
+    with ui.status("scoring pairs with the reward model"):
+        return [
+            rm.raw([p["prompt"] for p in rows], [p[side] for p in rows])
+            for rows in (train, test)
+            for side in ("chosen", "rejected")
+        ]
+
+
 def train_reward_model(
     project, *, preference_set: int | str | None = None, backbone: str | None = None, resume: bool = False, start=None
 ) -> RewardResult:
@@ -195,26 +309,20 @@ def train_reward_model(
             f"({len(train)} train, {len(test)} held out)",
             hint="collect more pairs (`odyssey align prefs`, align.pairs) or lower align.reward.held_out",
         )
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from odyssey import ui
     from odyssey.align.common import quiet_libraries, starting_candidate
     from odyssey.models import resolve
     from odyssey.store.align import save_reward_model
-
-    trl = require("trl", "align", "the reward model")
-    RewardConfig, RewardTrainer = trl.RewardConfig, trl.RewardTrainer
 
     quiet_libraries()
     start = start or starting_candidate(project)
     base_ref = backbone or spec.model or start.model_ref
     row = project.store.candidate(base_ref)
     base_path = resolve(row["model_ref"] if row else base_ref, project.root)
-    # One folder per (data, backbone): re-running with --resume continues its checkpoints.
-    key = f"{pset.sha256[:10]}-{hashlib.sha256(str(base_path).encode()).hexdigest()[:8]}"
+    # One folder per (data, backbone, settings): re-running with --resume continues its checkpoints.
+    key = hashlib.sha256(f"{pset.sha256}|{base_path}|{spec.model_dump_json()}".encode()).hexdigest()[:10]
     work = project.state_dir / "align" / f"reward-{key}"
+    if not resume:
+        shutil.rmtree(work / "train", ignore_errors=True)  # a fresh run never continues an old one's checkpoints
     settings = {
         "action": "reward",
         "preference_set": pset.id,
@@ -226,63 +334,12 @@ def train_reward_model(
     }
     with project.store.run("align", project.spec.as_dict(), settings) as run:
         base_path = _plain_backbone(project, row["model_ref"] if row else base_ref, Path(base_path), work / "backbone")
-        tok = AutoTokenizer.from_pretrained(base_path)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
-        model.config.pad_token_id = tok.pad_token_id
-        peft_config = None
-        if spec.lora:
-            from peft import LoraConfig
-
-            peft_config = LoraConfig(
-                task_type="SEQ_CLS",
-                r=spec.lora_r,
-                lora_alpha=2 * spec.lora_r,
-                target_modules="all-linear",
-                lora_dropout=0.0,
-            )
-        checkpoints = sorted((work / "trainer").glob("checkpoint-*")) if resume else []
-        args = RewardConfig(
-            output_dir=str(work / "trainer"),
-            per_device_train_batch_size=spec.batch_size,
-            num_train_epochs=spec.epochs,
-            learning_rate=spec.learning_rate,
-            max_length=spec.max_length,
-            seed=spec.seed,
-            disable_tqdm=ui.quiet(),
-            **{**cpu_training_args(), "save_strategy": "steps", "save_steps": 50, "save_total_limit": 1},
-        )
-        data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in train])
-        trainer = RewardTrainer(
-            model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config
-        )
-        with contextlib.redirect_stdout(sys.stderr):  # the HF Trainer prints its log dicts; keep --json clean
-            trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
-        model = trainer.model
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
-        out = run.artifacts_dir / "reward-model"
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out, safe_serialization=True)
-        tok.save_pretrained(out)
-        (out / META_FILE).write_text(json.dumps({"max_length": spec.max_length}))
-        rm = RewardModel(out)
-        with ui.status("scoring pairs with the reward model"):
-            tr_c = rm.raw([p["prompt"] for p in train], [p["chosen"] for p in train])
-            tr_r = rm.raw([p["prompt"] for p in train], [p["rejected"] for p in train])
-            te_c = rm.raw([p["prompt"] for p in test], [p["chosen"] for p in test])
-            te_r = rm.raw([p["prompt"] for p in test], [p["rejected"] for p in test])
+        model, tok = _classifier(base_path, spec)
+        result = _fit_reward(model, tok, train, test, spec, work, run, resume)
+        rm = _save_reward_model(model, tok, run.artifacts_dir / "reward-model", spec.max_length)
+        tr_c, tr_r, te_c, te_r = _score_pairs(rm, train, test)
         everything = tr_c + tr_r
         mean, std = statistics.fmean(everything), (statistics.pstdev(everything) or 1.0)
-        meta = {
-            "max_length": spec.max_length,
-            "mean": mean,
-            "std": std,
-            "base_ref": base_ref,
-            "preference_sha256": pset.sha256,
-            "preference_set": pset.id,
-        }
         accuracy = pairwise_accuracy(te_c, te_r)
         table, ece = calibration_bins(te_c, te_r)
         metrics = {
@@ -293,13 +350,30 @@ def train_reward_model(
             "train_pairs": len(train),
             "held_out_pairs": len(test),
         }
-        meta["metrics"] = metrics
-        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+        meta = {
+            "max_length": spec.max_length,
+            "mean": mean,
+            "std": std,
+            "base_ref": base_ref,
+            "preference_sha256": pset.sha256,
+            "preference_set": pset.id,
+            "metrics": metrics,
+        }
+        (rm.path / META_FILE).write_text(json.dumps(meta, indent=2))
         plot = plot_calibration(table, accuracy, ece, run.artifacts_dir / "reward-calibration.png")
         run.add_artifact(plot, "plot")
-        run.add_artifact(out / META_FILE, "reward-model")
+        run.add_artifact(rm.path / META_FILE, "reward-model")
         run.log_metrics(metrics)
         name = f"rm-{pset.sha256[:8]}-run{run.id}"
-        rm_id = save_reward_model(project.store, name, str(out), base_ref, pset.id, metrics, run.id)
-        run.set_summary({"reward_model": name, "metrics": metrics, "calibration": table})
-    return RewardResult(rm_id, name, str(out), base_ref, pset.id, pset.sha256, metrics, table, str(plot), run.id)
+        rm_id = save_reward_model(project.store, name, str(rm.path), base_ref, pset.id, metrics, run.id)
+        run.set_summary(
+            {
+                "reward_model": name,
+                "metrics": metrics,
+                "calibration": table,
+                "history": result.history,
+                "steps": result.steps,
+                "resumed_from": result.resumed_from,
+            }
+        )
+    return RewardResult(rm_id, name, str(rm.path), base_ref, pset.id, pset.sha256, metrics, table, str(plot), run.id)

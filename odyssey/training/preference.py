@@ -16,8 +16,8 @@ What is here, top to bottom:
   (``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``, ``rewards/margins``, ``logps/*``):
 
   - :class:`DPOLoss`: -log sigmoid(beta * (ratio_chosen - ratio_rejected)), ratio = log pi - log pi_ref
-    (Rafailov et al. 2023, eq. 7); ``ipo`` (Azar et al. 2023, eq. 17, per-token normalized as TRL does)
-    and ``hinge`` too;
+    (Rafailov et al. 2023, eq. 7); ``ipo`` (Azar et al. 2023, eq. 17, per-token normalized as TRL does),
+    ``hinge`` (SLiC) and ``robust`` (cDPO, with label smoothing) too;
   - :class:`SimPOLoss`: -log sigmoid(beta * (avg_chosen - avg_rejected) - gamma) on length-normalized
     log-probs, no reference (Meng et al. 2024, eq. 6);
   - :class:`ORPOLoss`: NLL of the chosen answer - lambda * log sigmoid(log odds_chosen - log odds_rejected),
@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -317,11 +318,12 @@ class DPOLoss:
     """DPO and its pairwise relatives on the cached reference log-probs (all zero: reference-free)."""
 
     beta: float = 0.1
-    loss_type: str = "sigmoid"  # sigmoid | ipo | hinge
+    loss_type: str = "sigmoid"  # sigmoid | ipo | hinge | robust
+    label_smoothing: float = 0.0  # robust: the assumed fraction of flipped labels
 
     def __post_init__(self):
-        if self.loss_type not in {"sigmoid", "ipo", "hinge"}:
-            raise ValueError(f"unknown DPO loss_type {self.loss_type!r}: use sigmoid, ipo or hinge")
+        if self.loss_type not in {"sigmoid", "ipo", "hinge", "robust"}:
+            raise ValueError(f"unknown DPO loss_type {self.loss_type!r}: use sigmoid, ipo, hinge or robust")
 
     def __call__(self, module, batch):
         sums, counts, _ = _forward(module, batch)
@@ -333,6 +335,9 @@ class DPOLoss:
             losses = (chosen / n_c - rejected / n_r - 1 / (2 * self.beta)) ** 2
         elif self.loss_type == "hinge":
             losses = torch.relu(1 - self.beta * (chosen - rejected))
+        elif self.loss_type == "robust":  # Chowdhury et al. 2024, eq. 7: unbiased under flipped labels
+            eps, z = self.label_smoothing, self.beta * (chosen - rejected)
+            losses = (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
         else:
             losses = -F.logsigmoid(self.beta * (chosen - rejected))
         logp_c, logp_r = sums.chunk(2)
@@ -428,8 +433,19 @@ class KTOLoss:
 # ---- the reward model --------------------------------------------------------------------------
 
 
+class RewardPair(NamedTuple):
+    """A pair as the reward model reads it: prompt + chosen answer and prompt + rejected answer, as ids."""
+
+    chosen: list[int]
+    rejected: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.chosen) + len(self.rejected)
+
+
 class RewardCollator:
-    """Groups of (chosen ids, rejected ids) -> the chosen rows, then the rejected rows, right-padded."""
+    """Groups of :class:`RewardPair` -> the chosen rows, then the rejected rows, right-padded."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id

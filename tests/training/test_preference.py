@@ -62,10 +62,10 @@ def tiny():
 
 
 def _args(config_cls, tmp_path, **kwargs):
-    from odyssey.align.reward import cpu_training_args
+    from odyssey.align.common import trl_cpu_args
 
     return config_cls(
-        output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, max_length=128, **kwargs, **cpu_training_args()
+        output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, max_length=128, **kwargs, **trl_cpu_args()
     )
 
 
@@ -133,18 +133,18 @@ def test_tokenized_pairs_are_trls(tiny, tmp_path):
     assert torch.equal(theirs["input_ids"][:, :width][real], ours["input_ids"][real])
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge", "robust"])
 def test_dpo_matches_trl(tiny, tmp_path, loss_type):
     ref, policy, tok = tiny
-    args = _args(trl.DPOConfig, tmp_path, beta=0.2, loss_type=[loss_type])
+    smoothing = 0.1 if loss_type == "robust" else 0.0
+    args = _args(trl.DPOConfig, tmp_path, beta=0.2, loss_type=[loss_type], label_smoothing=smoothing)
     trainer = trl.DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=_dataset(ROWS), processing_class=tok)
     batch = _trl_batch(trainer, range(4))
     trainer.model.train()
     theirs_loss = trainer.compute_loss(trainer.model, batch)
     theirs = {k: v[-1] for k, v in trainer._metrics["train"].items()}
-    loss, ours = DPOLoss(beta=0.2, loss_type=loss_type)(
-        PreferenceModule(policy), _ours_from_completion_mask(batch, ref)
-    )
+    loss_fn = DPOLoss(beta=0.2, loss_type=loss_type, label_smoothing=smoothing)
+    loss, ours = loss_fn(PreferenceModule(policy), _ours_from_completion_mask(batch, ref))
     assert float(loss) == pytest.approx(float(theirs_loss), abs=ATOL)
     _close(ours, theirs, PAIR_KEYS)
     assert abs(float(loss) - math.log(2)) > 1e-3 or loss_type != "sigmoid"  # not the trivial value
