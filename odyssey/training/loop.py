@@ -59,6 +59,8 @@ class TrainConfig:
     keep_best: bool = True  # save the best weights to output_dir/best and load them at the end
     optimizer: str = "adamw"  # adamw | sgd
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    optimizer_impl: str = "auto"  # auto (fused where torch has it) | fused | foreach | for-loop
+    fast_dropout: bool = True  # nn.Dropout -> training.speed.FastDropout for the run (same mask law, cheaper on CPU)
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -72,6 +74,11 @@ class TrainConfig:
             ("log_every", self.log_every >= 1, "at least 1"),
             ("precision", self.precision in {"auto", "fp32", "bf16", "fp16"}, "auto, fp32, bf16 or fp16"),
             ("optimizer", self.optimizer in {"adamw", "sgd"}, "adamw or sgd"),
+            (
+                "optimizer_impl",
+                self.optimizer_impl in {"auto", "fused", "foreach", "for-loop"},
+                "auto, fused, foreach or for-loop",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -105,6 +112,7 @@ class TrainResult:
     resumed_from: int | None = None  # the step a resumed run continued from
     trainable_params: int = 0
     total_params: int = 0
+    settings: dict = field(default_factory=dict)  # how it ran: precision, attention, optimizer, threads...
 
     @property
     def tokens_per_s(self) -> float:
@@ -288,6 +296,7 @@ def train(
     """Train ``model`` on ``train_data`` by minimizing ``loss_fn``; see :mod:`odyssey.training`."""
     from torch.utils.data import default_collate
 
+    from odyssey.training import speed
     from odyssey.ui import progress
 
     config = config if isinstance(config, TrainConfig) else TrainConfig(**config)
@@ -295,7 +304,7 @@ def train(
         raise OdysseyError(
             "no training data: the training set is empty", hint="check the train split of scope.data in odyssey.yaml"
         )
-    accelerator, _ = _accelerator(config.precision)
+    accelerator, mixed = _accelerator(config.precision)
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     lengths = _lengths(train_data, config, length_fn)
@@ -309,7 +318,11 @@ def train(
     names = _trainable_names(model, groups)  # counted before prepare(), which may wrap or shard them
     n_trainable = sum(p.numel() for g in groups for p in g["params"])
     n_total = sum(p.numel() for p in model.parameters())
-    optimizer, scheduler = _optimizer(groups, config, total_steps)
+    optimizer, scheduler, impl = _optimizer(groups, config, total_steps)
+    swapped = speed.swap_dropout(model) if config.fast_dropout else []
+    settings = _settings(model, accelerator, mixed, impl, swapped, config)
+    if accelerator.is_main_process:
+        speed.state(settings)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     loop = _Loop(
         accelerator,
@@ -333,12 +346,15 @@ def train(
         resumed_from = loop.state.step
 
     start = time.perf_counter()
-    with progress(description, total=total_steps) as bar, _PeakRSS() as memory:
-        loop.run(bar)
-    loop.final_evaluation()
-    final = loop.save_periodic()
-    wall = time.perf_counter() - start
-    loop.load_best()
+    try:
+        with progress(description, total=total_steps) as bar, _PeakRSS() as memory:
+            loop.run(bar)
+        loop.final_evaluation()
+        final = loop.save_periodic()
+        wall = time.perf_counter() - start
+        loop.load_best()
+    finally:
+        speed.restore(swapped)
     state = loop.state
     return TrainResult(
         steps=state.step,
@@ -352,7 +368,26 @@ def train(
         resumed_from=resumed_from,
         trainable_params=n_trainable,
         total_params=n_total,
+        settings=settings,
     )
+
+
+def _settings(model, accelerator, mixed: str, impl: str, swapped: list, config: TrainConfig) -> dict:
+    """What the hardware chose, for the run's log and result (see :mod:`odyssey.training.speed`)."""
+    import torch
+
+    from odyssey.training import speed
+
+    return {
+        "device": str(accelerator.device),
+        "precision": {"no": "fp32"}.get(mixed, mixed),
+        "attention": speed.attention_of(model),
+        "optimizer": f"{config.optimizer} ({impl})",
+        "threads": torch.get_num_threads(),
+        "fast_dropout": len(swapped),
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "batching": f"{config.batch_tokens} tokens" if config.batch_tokens else f"{config.batch_size} items",
+    }
 
 
 def _lengths(train_data: Sequence, config: TrainConfig, length_fn) -> list[int] | None:
@@ -381,14 +416,17 @@ def _optimizer(groups: list[dict], config: TrainConfig, total_steps: int):
     import torch
     from transformers import get_scheduler
 
+    from odyssey.training import speed
+
+    kwargs, impl = speed.optimizer_kwargs([p for g in groups for p in g["params"]], config.optimizer_impl)
     if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, betas=tuple(config.adam_betas))
+        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, betas=tuple(config.adam_betas), **kwargs)
     else:
-        optimizer = torch.optim.SGD(groups, lr=config.learning_rate)
+        optimizer = torch.optim.SGD(groups, lr=config.learning_rate, **kwargs)
     scheduler = get_scheduler(
         config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps
     )
-    return optimizer, scheduler
+    return optimizer, scheduler, impl
 
 
 class _Loop:
