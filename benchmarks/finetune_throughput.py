@@ -1,6 +1,11 @@
-"""LoRA fine-tuning throughput: HF Trainer + PEFT (padded) vs TRL SFTTrainer vs Odyssey, same everything.
+"""Fine-tuning throughput against the machine's ceiling: HF Trainer + PEFT (padded) vs TRL SFTTrainer vs
+Odyssey LoRA and Odyssey full fine-tuning, same everything.
 
-    flock /tmp/odyssey-heavy.lock .venv/bin/python benchmarks/finetune_throughput.py [--n-train 48] [--n-val 24]
+    flock /tmp/odyssey-heavy.lock .venv/bin/python benchmarks/finetune_throughput.py   # 400 rows, ~70 min here
+
+The ceiling: fp32 GEMM FLOP/s measured in the same run (before and after; the lower is used). A LoRA token
+costs ~4*N FLOPs (forward 2N, backward through the activations 2N), a full fine-tuning token ~6*N, with
+N the model's parameter count, so ``ceiling_fraction = tokens/s * k*N / FLOP/s``.
 
 Same model (SmolLM2-135M-Instruct), same examples (the first N rows of ../shared/data/dialogsum, rendered
 by odyssey.prompts with the chat template and tokenized ONCE, so all three train on identical token ids
@@ -13,7 +18,13 @@ in one process one after the other:
 (b) TRL ``SFTTrainer`` with its fastest CPU settings we found: ``padding_free=True`` (no pad tokens,
     position ids) and completion-only loss, and, as a second TRL entry, padded batches; the faster one is (b);
 (c) Odyssey (``odyssey.training.train`` + ``odyssey.training.sft``): length-bucketed batches under a token
-    budget and logits only on completion tokens.
+    budget and logits only on completion tokens, with the settings the loop picks for the hardware
+    (``odyssey.training.speed``);
+(d) Odyssey full fine-tuning on the same loop (lr ``FULL_LR``: 3e-4 is a LoRA rate, too high for every weight).
+
+``--ablations`` first times each of the loop's speed choices on the same fixed batches (one warm-up
+step, then ``--ablation-steps``), one change at a time against the chosen settings, so each change's
+effect is in the JSON (``ablations``), kept ones and reverted ones alike.
 
 tokens/s counts the real (non-pad) tokens of the epoch, the same number for all three, over the wall time
 of the training call. Each model's validation loss (mean completion-token cross-entropy on rows 400+) is
@@ -39,16 +50,34 @@ LORA = {
     "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 LR, SEED, BATCH = 3e-4, 0, 8
+FULL_LR = 3e-5
+BATCH_TOKENS = BATCH * 256  # Odyssey's token budget per batch: the same ~2,000 tokens as 8 rows of ~256
 
 
-def fresh_lora_model(path):
+def fresh_model(path, attn: str = "sdpa"):
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, **LORA))
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
+
+
+def fresh_lora_model(path, attn: str = "sdpa"):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    return get_peft_model(fresh_model(path, attn), LoraConfig(task_type=TaskType.CAUSAL_LM, **LORA))
+
+
+def gemm_flops(width: int = 2048, repeats: int = 8) -> float:
+    """Sustained fp32 matrix-multiply FLOP/s on this machine now (all of torch's threads)."""
+    import torch
+
+    a, b = torch.randn(width, width), torch.randn(width, width)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * width**3 * repeats / (time.perf_counter() - start)
 
 
 def val_loss(model, val_items, pad_id) -> float:
@@ -147,16 +176,16 @@ def run_trl(path, items, pad_id, workdir, padding_free: bool) -> dict:
     return {"wall_s": wall, "steps": out.global_step, "train_loss": out.training_loss, "model": trainer.model}
 
 
-def run_odyssey(path, items, pad_id, workdir) -> dict:
+def run_odyssey(path, items, pad_id, workdir, full: bool = False) -> dict:
     from odyssey.training import TrainConfig, train
     from odyssey.training.sft import Collator, SFTModule, bucket_groups, sft_loss
 
-    model = fresh_lora_model(path)
-    groups = bucket_groups(items, batch_tokens=BATCH * 256, batch_size=16, seed=SEED)
+    model = fresh_model(path) if full else fresh_lora_model(path)
+    groups = bucket_groups(items, batch_tokens=BATCH_TOKENS, batch_size=16, seed=SEED)
     config = TrainConfig(
-        output_dir=workdir / "odyssey",
+        output_dir=workdir / ("odyssey-full" if full else "odyssey"),
         epochs=1,
-        learning_rate=LR,
+        learning_rate=FULL_LR if full else LR,
         lr_scheduler="cosine",
         batch_size=1,
         max_grad_norm=1.0,
@@ -181,16 +210,96 @@ def run_odyssey(path, items, pad_id, workdir) -> dict:
         "train_loss": result.final_loss,
         "model": model,
         "loop_tokens": result.tokens,
+        "settings": result.settings,
     }
+
+
+# ---- ablations: one change at a time, on the same fixed batches ----------------------------------
+
+ABLATIONS = {
+    # name: (mode, what differs from the loop's choice, kept?)
+    "lora_chosen": ("lora", {}, "the loop's settings: SDPA, FastDropout, fused AdamW, completion-only logits"),
+    "lora_peft_dropout": ("lora", {"fast_dropout": False}, "kept FastDropout"),
+    "lora_eager_attention": ("lora", {"attn": "eager"}, "kept SDPA"),
+    "lora_full_logits": ("lora", {"full_logits": True}, "kept completion-only logits"),
+    "lora_for_loop_adamw": ("lora", {"optimizer_impl": "for-loop"}, "kept fused AdamW"),
+    "lora_compiled_layers": ("lora", {"compile": True}, "reverted: torch.compile of each decoder layer"),
+    "full_chosen": ("full", {}, "the loop's settings for full fine-tuning"),
+    "full_for_loop_adamw": ("full", {"optimizer_impl": "for-loop"}, "kept fused AdamW"),
+}
+
+
+def time_steps(path, batches, pad_id, mode: str, change: dict) -> dict:
+    """Per-step wall time of the loop's step (loss, backward, clip, optimizer) with one setting changed."""
+    import torch
+
+    from odyssey.training import speed
+    from odyssey.training.sft import Collator, completion_loss
+
+    attn = change.get("attn", "sdpa")
+    model = fresh_lora_model(path, attn) if mode == "lora" else fresh_model(path, attn)
+    model.train()
+    swapped = speed.swap_dropout(model) if change.get("fast_dropout", True) else []
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs, _ = speed.optimizer_kwargs(params, change.get("optimizer_impl", "auto"))
+    optimizer = torch.optim.AdamW(params, lr=LR if mode == "lora" else FULL_LR, **kwargs)
+    if change.get("compile"):
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        for layer in inner.model.layers:
+            layer.compile(dynamic=True)
+    collate = Collator(pad_id)
+
+    def step(group) -> float:
+        batch = collate([group])
+        batch.pop("num_tokens")
+        start = time.perf_counter()
+        if change.get("full_logits"):
+            loss = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+        else:
+            loss, _ = completion_loss(model, **batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    warmup = step(batches[0])
+    times = [step(group) for group in batches[1:]]
+    tokens = sum(len(e.input_ids) for group in batches[1:] for e in group)
+    speed.restore(swapped)
+    return {"warmup_s": warmup, "step_s": times, "tokens": tokens, "tokens_per_s": tokens / sum(times)}
+
+
+def run_ablations(path, items, pad_id, n_steps: int) -> dict:
+    from odyssey.training.sft import bucket_groups
+
+    groups = bucket_groups(items, batch_tokens=BATCH_TOKENS, batch_size=16, seed=SEED)
+    # fixed batches spread over the length range (short-and-many to long-and-few rows)
+    batches = [groups[round(i * (len(groups) - 1) / n_steps)] for i in range(n_steps + 1)]
+    out = {"batches": [[len(g), max(len(e.input_ids) for e in g)] for g in batches]}
+    for name, (mode, change, note) in ABLATIONS.items():
+        try:
+            out[name] = {"change": change, "note": note, **time_steps(path, batches, pad_id, mode, change)}
+        except Exception as exc:
+            out[name] = {"change": change, "note": note, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        print(f"ablation {name:>22}: {out[name].get('tokens_per_s', float('nan')):7.1f} tok/s", flush=True)
+    for mode in ("lora", "full"):
+        base = out[f"{mode}_chosen"].get("tokens_per_s")
+        for name in ABLATIONS:
+            if name.startswith(mode) and base and "tokens_per_s" in out[name]:
+                out[name]["speed_vs_chosen"] = out[name]["tokens_per_s"] / base
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n-train", type=int, default=48)
-    parser.add_argument("--n-val", type=int, default=24)
+    parser.add_argument("--n-train", type=int, default=400)
+    parser.add_argument("--n-val", type=int, default=100)
     parser.add_argument("--max-seq-len", type=int, default=512)
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
-    parser.add_argument("--only", default="hf,trl_padding_free,trl_padded,odyssey")
+    parser.add_argument("--only", default="hf,trl_padding_free,odyssey,odyssey_full")
+    parser.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--ablation-steps", type=int, default=4)
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     os.environ.setdefault("ODYSSEY_QUIET", "1")
@@ -240,11 +349,24 @@ def main() -> None:
         "command": "python benchmarks/finetune_throughput.py " + " ".join(sys.argv[1:]),
         "runs": {},
     }
+    results["gemm_flops_before"] = gemm_flops()
+    print(f"fp32 GEMM now: {results['gemm_flops_before'] / 1e9:.0f} GFLOP/s", flush=True)
+    from transformers import AutoConfig
+
+    with torch.device("meta"):
+        from transformers import AutoModelForCausalLM
+
+        meta = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    n_params = sum(p.numel() for p in meta.parameters())  # tied embeddings counted once
+    results["n_params"] = n_params
+    if args.ablations:
+        results["ablations"] = run_ablations(path, items, pad_id, args.ablation_steps)
     runners = {
         "hf": lambda w: run_hf_trainer(path, items, pad_id, w),
         "trl_padding_free": lambda w: run_trl(path, items, pad_id, w, padding_free=True),
         "trl_padded": lambda w: run_trl(path, items, pad_id, w, padding_free=False),
         "odyssey": lambda w: run_odyssey(path, items, pad_id, w),
+        "odyssey_full": lambda w: run_odyssey(path, items, pad_id, w, full=True),
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
@@ -265,7 +387,17 @@ def main() -> None:
             )
             del model
     runs = results["runs"]
+    results["gemm_flops_after"] = gemm_flops()
+    ceiling = min(results["gemm_flops_before"], results["gemm_flops_after"])
+    results["gemm_flops"] = ceiling
     ok = {k: v for k, v in runs.items() if "tokens_per_s" in v}
+    for name, run in ok.items():
+        run["ceiling_fraction"] = run["tokens_per_s"] * (6 if name == "odyssey_full" else 4) * n_params / ceiling
+    if "odyssey" in ok:
+        results["ceiling_fraction_lora"] = ok["odyssey"]["ceiling_fraction"]
+    if "odyssey_full" in ok:
+        results["ceiling_fraction_full"] = ok["odyssey_full"]["ceiling_fraction"]
+        results["val_loss_odyssey_full"] = ok["odyssey_full"]["val_loss"]
     if "odyssey" in ok and "hf" in ok:
         results["ratio"] = ok["odyssey"]["tokens_per_s"] / ok["hf"]["tokens_per_s"]
         results["val_loss_hf"] = ok["hf"]["val_loss"]
@@ -277,9 +409,11 @@ def main() -> None:
         results["val_loss_trl"] = ok[fastest]["val_loss"]
     if "odyssey" in ok:
         results["val_loss_odyssey"] = ok["odyssey"]["val_loss"]
-    for key in ("ratio", "ratio_vs_trl"):
+    goals = {"ceiling_fraction_lora": 0.6, "ceiling_fraction_full": 0.5, "ratio": 4.0, "ratio_vs_trl": 2.5}
+    results["goals"] = goals
+    for key, goal in goals.items():
         if key in results:
-            print(f"{key}: {results[key]:.2f}x")
+            print(f"{key}: {results[key]:.2f} (goal {goal})")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
