@@ -215,80 +215,128 @@ def run_odyssey(path, items, pad_id, workdir, full: bool = False) -> dict:
 
 
 # ---- ablations: one change at a time, on the same fixed batches ----------------------------------
+# On this shared 2-core VM a step's time drifts by +-20 % from minute to minute, so each change is timed
+# *interleaved* with the loop's own choice on the same model and the same batch, back to back, and the
+# median of the paired ratios is reported. torch.compile cannot be switched per step: it is timed as a
+# separate model on the same batches.
 
-ABLATIONS = {
-    # name: (mode, what differs from the loop's choice, kept?)
-    "lora_chosen": ("lora", {}, "the loop's settings: SDPA, FastDropout, fused AdamW, completion-only logits"),
-    "lora_peft_dropout": ("lora", {"fast_dropout": False}, "kept FastDropout"),
-    "lora_eager_attention": ("lora", {"attn": "eager"}, "kept SDPA"),
-    "lora_full_logits": ("lora", {"full_logits": True}, "kept completion-only logits"),
-    "lora_for_loop_adamw": ("lora", {"optimizer_impl": "for-loop"}, "kept fused AdamW"),
-    "lora_compiled_layers": ("lora", {"compile": True}, "reverted: torch.compile of each decoder layer"),
-    "full_chosen": ("full", {}, "the loop's settings for full fine-tuning"),
-    "full_for_loop_adamw": ("full", {"optimizer_impl": "for-loop"}, "kept fused AdamW"),
+VARIANTS = {
+    # name: (mode, change, note)
+    "peft_dropout": ("lora", "fast_dropout_off", "kept FastDropout (nn.Dropout draws one MT19937 number per element)"),
+    "eager_attention": ("lora", "eager", "kept SDPA (eager materializes the attention scores)"),
+    "full_logits": ("lora", "full_logits", "kept completion-only logits (the LM head on every position otherwise)"),
+    "for_loop_adamw": ("lora", "for_loop", "kept fused AdamW"),
+    "full_for_loop_adamw": ("full", "for_loop", "kept fused AdamW"),
 }
 
 
-def time_steps(path, batches, pad_id, mode: str, change: dict) -> dict:
-    """Per-step wall time of the loop's step (loss, backward, clip, optimizer) with one setting changed."""
-    import torch
+class Stepper:
+    """One model and its optimizers; ``step(batch, change)`` times one training step with ``change`` applied."""
 
-    from odyssey.training import speed
-    from odyssey.training.sft import Collator, completion_loss
+    def __init__(self, path, pad_id, mode: str, compiled: bool = False):
+        import torch
 
-    attn = change.get("attn", "sdpa")
-    model = fresh_lora_model(path, attn) if mode == "lora" else fresh_model(path, attn)
-    model.train()
-    swapped = speed.swap_dropout(model) if change.get("fast_dropout", True) else []
-    params = [p for p in model.parameters() if p.requires_grad]
-    kwargs, _ = speed.optimizer_kwargs(params, change.get("optimizer_impl", "auto"))
-    optimizer = torch.optim.AdamW(params, lr=LR if mode == "lora" else FULL_LR, **kwargs)
-    if change.get("compile"):
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        for layer in inner.model.layers:
-            layer.compile(dynamic=True)
-    collate = Collator(pad_id)
+        from odyssey.training import speed
+        from odyssey.training.sft import Collator
 
-    def step(group) -> float:
-        batch = collate([group])
+        self.model = fresh_lora_model(path) if mode == "lora" else fresh_model(path)
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        lr = LR if mode == "lora" else FULL_LR
+        self.optimizers = {
+            impl: torch.optim.AdamW(self.params, lr=lr, **speed.optimizer_kwargs(self.params, impl)[0])
+            for impl in ("fused", "for-loop")
+        }
+        self.swapped = speed.swap_dropout(self.model)
+        if compiled:
+            inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            for layer in inner.model.layers:
+                layer.compile(dynamic=True)
+        self.collate = Collator(pad_id)
+
+    def step(self, group, change: str | None = None) -> float:
+        import torch
+
+        from odyssey.training import speed
+        from odyssey.training.sft import completion_loss
+
+        batch = self.collate([group])
         batch.pop("num_tokens")
+        if change == "fast_dropout_off":
+            speed.restore(self.swapped)
+        if change == "eager":
+            self.model.set_attn_implementation("eager")
         start = time.perf_counter()
-        if change.get("full_logits"):
-            loss = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+        if change == "full_logits":
+            loss = self.model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
         else:
-            loss, _ = completion_loss(model, **batch)
+            loss, _ = completion_loss(self.model, **batch)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        optimizer = self.optimizers["for-loop" if change == "for_loop" else "fused"]
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        if change == "fast_dropout_off":
+            self.swapped = speed.swap_dropout(self.model)
+        if change == "eager":
+            self.model.set_attn_implementation("sdpa")
+        return wall
 
-    warmup = step(batches[0])
-    times = [step(group) for group in batches[1:]]
-    tokens = sum(len(e.input_ids) for group in batches[1:] for e in group)
-    speed.restore(swapped)
-    return {"warmup_s": warmup, "step_s": times, "tokens": tokens, "tokens_per_s": tokens / sum(times)}
 
+def run_ablations(path, items, pad_id, n_steps: int, rounds: int = 2) -> dict:
+    import statistics
 
-def run_ablations(path, items, pad_id, n_steps: int) -> dict:
     from odyssey.training.sft import bucket_groups
 
     groups = bucket_groups(items, batch_tokens=BATCH_TOKENS, batch_size=16, seed=SEED)
-    # fixed batches spread over the length range (short-and-many to long-and-few rows)
-    batches = [groups[round(i * (len(groups) - 1) / n_steps)] for i in range(n_steps + 1)]
-    out = {"batches": [[len(g), max(len(e.input_ids) for e in g)] for g in batches]}
-    for name, (mode, change, note) in ABLATIONS.items():
-        try:
-            out[name] = {"change": change, "note": note, **time_steps(path, batches, pad_id, mode, change)}
-        except Exception as exc:
-            out[name] = {"change": change, "note": note, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        print(f"ablation {name:>22}: {out[name].get('tokens_per_s', float('nan')):7.1f} tok/s", flush=True)
+    # fixed batches spread over the length range (short rows, many; long rows, few)
+    batches = [groups[round(i * (len(groups) - 1) / max(n_steps - 1, 1))] for i in range(n_steps)]
+    tokens = [sum(len(e.input_ids) for e in g) for g in batches]
+    out: dict = {"batches": [[len(g), max(len(e.input_ids) for e in g)] for g in batches], "rounds": rounds}
     for mode in ("lora", "full"):
-        base = out[f"{mode}_chosen"].get("tokens_per_s")
-        for name in ABLATIONS:
-            if name.startswith(mode) and base and "tokens_per_s" in out[name]:
-                out[name]["speed_vs_chosen"] = out[name]["tokens_per_s"] / base
+        stepper = Stepper(path, pad_id, mode)
+        stepper.step(batches[0])  # warm-up
+        names = [n for n, v in VARIANTS.items() if v[0] == mode]
+        paired = {n: [] for n in names}
+        chosen = []
+        for _ in range(rounds):
+            for group, n_tok in zip(batches, tokens):
+                base = stepper.step(group)
+                chosen.append(n_tok / base)
+                for name in names:
+                    paired[name].append(base / stepper.step(group, VARIANTS[name][1]))
+        out[f"{mode}_chosen"] = {"tokens_per_s_median": statistics.median(chosen), "tokens_per_s": chosen}
+        for name in names:
+            out[name] = {
+                "note": VARIANTS[name][2],
+                "speed_vs_chosen_median": statistics.median(paired[name]),
+                "speed_vs_chosen": paired[name],
+            }
+            print(f"ablation {name:>20}: {statistics.median(paired[name]):.3f}x the chosen step", flush=True)
+        del stepper
+    out["compiled_layers"] = compiled_ablation(path, pad_id, batches, tokens, out["lora_chosen"])
     return out
+
+
+def compiled_ablation(path, pad_id, batches, tokens, chosen) -> dict:
+    """torch.compile(dynamic=True) of each decoder layer: its compile time and its steady-state step."""
+    import statistics
+
+    try:
+        stepper = Stepper(path, pad_id, "lora", compiled=True)
+        first = stepper.step(batches[0])
+        rates = [n / stepper.step(g) for g, n in zip(batches, tokens)]
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    result = {
+        "note": "reverted: torch.compile of each decoder layer (not in the loop)",
+        "first_step_s": first,
+        "tokens_per_s_median": statistics.median(rates),
+        "speed_vs_chosen_median": statistics.median(rates) / chosen["tokens_per_s_median"],
+    }
+    print(f"ablation compiled_layers: {result['speed_vs_chosen_median']:.3f}x, first step {first:.0f} s", flush=True)
+    return result
 
 
 def main() -> None:
@@ -300,6 +348,7 @@ def main() -> None:
     parser.add_argument("--only", default="hf,trl_padding_free,odyssey,odyssey_full")
     parser.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--ablation-steps", type=int, default=4)
+    parser.add_argument("--merge", action="store_true", help="update an existing --out with this run's figures")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     os.environ.setdefault("ODYSSEY_QUIET", "1")
@@ -369,7 +418,7 @@ def main() -> None:
         "odyssey_full": lambda w: run_odyssey(path, items, pad_id, w, full=True),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.only.split(","):
+        for name in [n for n in args.only.split(",") if n]:
             try:
                 out = runners[name](Path(tmp))
             except Exception as exc:  # a configuration one library rejects is reported, not fatal
@@ -415,6 +464,11 @@ def main() -> None:
         if key in results:
             print(f"{key}: {results[key]:.2f} (goal {goal})")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and Path(args.out).exists():  # e.g. --only '' --merge: new ablations, the runs kept
+        previous = json.loads(Path(args.out).read_text())
+        if not results["runs"]:
+            results = {**previous, "ablations": results.get("ablations", previous.get("ablations"))}
+            results["ablations_command"] = "python benchmarks/finetune_throughput.py " + " ".join(sys.argv[1:])
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
 
