@@ -115,9 +115,24 @@ def _count_params(config) -> int:
 
 
 def _gguf_config(gguf: Path):
+    """The config a GGUF file's metadata describes. Reading it parses the whole header, the tokenizer's
+    tens of thousands of strings included (about 12 s for each packaged model on two cores), so it is kept
+    as a config.json in the model cache, keyed by the file's path, size and modification time."""
+    import hashlib
+
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    from odyssey.models.checkpoint import atomic_file
+    from odyssey.paths import model_cache
+
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+    cached = model_cache() / "gguf-configs" / key
+    if (cached / "config.json").is_file():
+        return AutoConfig.from_pretrained(cached)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    atomic_file(cached / "config.json", lambda tmp: tmp.write_text(config.to_json_string()))
+    return config
 
 
 def describe(ref: str, root: Path | None = None) -> ModelInfo:

@@ -77,6 +77,51 @@ def test_catalog_lists_packaged_and_tiny_with_notes():
     assert "packaged:smollm2-135m-instruct" in infos
 
 
+def _metadata_only_gguf(path):
+    """A GGUF file with a 2-layer Llama's metadata and a 300-token vocabulary, no tensors: enough for a config."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(256)
+    writer.add_embedding_length(64)
+    writer.add_block_count(2)
+    writer.add_feed_forward_length(128)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(300)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([f"t{i}" for i in range(300)])
+    writer.add_token_types([1] * 300)
+    writer.add_token_merges([])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_gguf_config_is_read_once_then_from_the_model_cache(tmp_path, monkeypatch):
+    """`odyssey models` parsed each packaged GGUF's whole header on every call (~12 s each on two cores)."""
+    import json
+    import os
+
+    monkeypatch.setenv("ODYSSEY_MODEL_CACHE", str(tmp_path / "cache"))
+    gguf_file = _metadata_only_gguf(tmp_path / "m.gguf")
+    first = describe(str(gguf_file))
+    assert first.available and first.architecture == "llama" and first.context_length == 256
+    (cached,) = (tmp_path / "cache" / "gguf-configs").glob("*/config.json")
+    assert json.loads(cached.read_text())["num_hidden_layers"] == 2
+    assert describe(str(gguf_file)).as_dict() == first.as_dict()
+    # The second read came from the cache: a (hand-edited) cached config is what describe sees.
+    cached.write_text(cached.read_text().replace('"num_hidden_layers": 2', '"num_hidden_layers": 3'))
+    assert describe(str(gguf_file)).n_params > first.n_params
+    # A changed file is a new key: read from the file again.
+    stat = gguf_file.stat()
+    os.utime(gguf_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert describe(str(gguf_file)).as_dict() == first.as_dict()
+
+
 def test_model_card_is_read(tmp_path):
     (tmp_path / "README.md").write_text(
         "---\nlicense: apache-2.0\ntags: [chat]\n---\n# Title\n\nA small helpful model.\n"
