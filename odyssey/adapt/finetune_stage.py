@@ -30,6 +30,7 @@ from pathlib import Path
 
 from odyssey import ui
 from odyssey.errors import OdysseyError
+from odyssey.paths import check_name
 
 ADAPT_DIR = "adapt"
 
@@ -236,6 +237,8 @@ def finetune(
     from odyssey.training import TrainConfig, train, world
     from odyssey.training.sft import Collator, SFTModule, data_hash, encode_example, mean_loss, sft_loss
 
+    if name is not None:
+        check_name(name, "candidate name")  # before any work: it names the working folder
     spec = project.spec
     aspec = spec.adapt.model_copy(
         update={k: v for k, v in {"method": method, "max_steps": max_steps, "epochs": epochs}.items() if v is not None}

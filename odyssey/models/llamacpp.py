@@ -243,7 +243,14 @@ def _extract_vendor(tarball: Path, dest: Path) -> None:
             member.name = inner[len(marker) :]
             if member.name:
                 members.append(member)
-        tar.extractall(dest, members=members, filter="data")
+        try:  # the "data" filter refuses members and links that leave dest, device files and setuid bits
+            tar.extractall(dest, members=members, filter="data")
+        except tarfile.FilterError as exc:
+            raise OdysseyError(
+                f"{tarball} holds a member that would be written outside the source folder: {exc}",
+                hint="the tarball is damaged or not a llama-cpp-python sdist; delete it (or unset "
+                "ODYSSEY_LLAMACPP_SDIST) so a clean one is downloaded",
+            ) from None
 
 
 def convert_script() -> Path:

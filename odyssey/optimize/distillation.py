@@ -245,6 +245,10 @@ def distill(
     measure_settings: dict | None = None,
     student_init: str | None = None,
 ) -> DistillResult:
+    from odyssey.paths import check_name
+
+    if name is not None:
+        check_name(name, "candidate name")  # before any work: it names the working folder
     import torch
 
     from odyssey.models import load, parse_ref, resolve

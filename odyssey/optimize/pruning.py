@@ -297,6 +297,10 @@ def prune(
     measure_settings: dict | None = None,
 ) -> PruneResult:
     """Prune a candidate (see the module docstring); the result is a candidate linked to its parent."""
+    from odyssey.paths import check_name
+
+    if name is not None:
+        check_name(name, "candidate name")  # before any work: it names the working folder
     spec = project.spec.optimize.prune
     structured = spec.structured if structured is None else structured
     sparsity = check_sparsity(spec.sparsity if sparsity is None else sparsity)  # before any work

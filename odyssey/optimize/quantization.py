@@ -189,6 +189,10 @@ def quantize(
     """``odyssey optimize quantize``: one quantized candidate from ``start_from`` (default: the spec's).
 
     ``gguf_fallback`` overrides ``optimize.quantize.gguf_fallback`` (k-quant GGUF types only)."""
+    from odyssey.paths import check_name
+
+    if name is not None:
+        check_name(name, "candidate name")  # before any work: the GGUF files are named after it
     from odyssey.optimize.common import (
         STAGE,
         candidate_name,

@@ -252,11 +252,14 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
     import torch
 
     from odyssey.models import FAMILY_DECODER, FAMILY_ENCODER, load
+    from odyssey.paths import check_name, inside
     from odyssey.select.corpus_gen import corpus_dir
     from odyssey.select.curation import read_corpus
     from odyssey.select.objectives import lm_loss
     from odyssey.training import TrainConfig, train
 
+    if name is not None:
+        check_name(name, "candidate name")  # before any work: it names a folder that a fresh run replaces
     settings = project.spec.select.pretrain.model_copy(update=overrides)
     settings = type(settings).model_validate(settings.model_dump())  # overrides are validated like the spec
     objective, size = settings.objective, settings.size
@@ -272,7 +275,7 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
             hint="add text files, or leave select.pretrain.corpus empty for the shipped corpus",
         )
     name = name or (f"pretrained-{objective}-{size}" if not settings.init_from else f"continued-{objective}")
-    folder = project.state_dir / "pretrain" / name
+    folder = inside(project.state_dir / "pretrain", name, "candidate name")
     if folder.exists() and not resume:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from odyssey.errors import OdysseyError
 FORMATS = ("hf", "gguf", "ollama")
 PROMPT_MODES = ("task", "chat")
 PRECISIONS = ("f32", "f16", "bf16")
+EXPORT_RECORD = "odyssey-export.json"  # written last into every export: what --force may replace
 
 
 @dataclass
@@ -112,11 +113,17 @@ def plan_export(
             hint="use --format hf --adapter, or drop --adapter (GGUF gets the merged weights)",
         )
     to = Path(to)
-    if to.exists() and (not to.is_dir() or any(to.iterdir())) and not force:
-        raise OdysseyError(
-            f"--to {to} already exists and is not an empty folder",
-            hint="choose a new folder, or add --force to replace it",
-        )
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        if not force:
+            raise OdysseyError(
+                f"--to {to} already exists and is not an empty folder",
+                hint="choose a new folder, or add --force to replace an earlier export",
+            )
+        if not (to / EXPORT_RECORD).is_file():  # --to ~ --force must not delete a home folder
+            raise OdysseyError(
+                f"--to {to} is not an earlier export (it has no {EXPORT_RECORD}): --force replaces only exports",
+                hint="choose a new or empty folder",
+            )
     row = resolve_candidate(project, candidate)
     ref = row["model_ref"]
     if parse_ref(ref, project.root).kind == "gguf" or str(ref).endswith(".gguf"):
@@ -205,7 +212,7 @@ def export_candidate(
             if format == "ollama":
                 files.write_modelfile(plan, loaded.tokenizer, template, gguf, tmp)
         card.write_card(plan, loaded.tokenizer, template, checked, tmp)
-        (tmp / "odyssey-export.json").write_text(
+        (tmp / EXPORT_RECORD).write_text(
             json.dumps(
                 {
                     "candidate": plan.name,

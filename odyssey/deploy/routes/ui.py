@@ -65,11 +65,15 @@ def report_plots(store, limit: int = 4) -> list[dict]:
 )
 async def artifact(request: Request, artifact_id: int = PathParam(..., ge=1, le=2**62)):
     """A report plot by id (the key is checked by Gate, like every data call of the UI).
-    Only files the store recorded as report plots are served: no path comes from the request."""
-    row = Gateway.of(request).project.store.project_artifact(artifact_id, PLOT)
-    if row is None or not Path(row["path"]).exists():
+    Only files the store recorded as report plots are served: no path comes from the request, and a
+    recorded path (symlinks resolved) must lie in the store's artifacts folder, where ``add_artifact``
+    copies every file, so a tampered row or a link planted there serves nothing else."""
+    store = Gateway.of(request).project.store
+    row = store.project_artifact(artifact_id, PLOT)
+    path = Path(row["path"]).resolve() if row is not None else None
+    if path is None or not path.is_file() or not path.is_relative_to(store.artifacts_root.resolve()):
         raise APIError(404, f"no plot with id {artifact_id}", code="not_found")
-    return FileResponse(row["path"], media_type="image/png")
+    return FileResponse(path, media_type="image/png")
 
 
 @router.get("/ui/api/pairs/next", responses={**KEYED_ERRORS, **ok_doc(PairOut, "the next pending pair")})
