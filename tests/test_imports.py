@@ -34,6 +34,7 @@ FOUNDATION = {
     "prompts",
     "quant_methods",
     "tracking",
+    "urls",
 }
 
 # (importer, imported) pairs allowed to break the rules below, each with its reason. Keep it short.

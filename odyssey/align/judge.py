@@ -43,15 +43,11 @@ def parse_verdict(text: str) -> str | None:
 
 class EndpointJudge:
     def __init__(self, endpoint: str, model: str, api_key_env: str = "OPENAI_API_KEY", max_tokens: int = 8):
-        try:
-            from openai import OpenAI
-        except ImportError as exc:  # pragma: no cover - openai is in the deploy extra
-            from odyssey.errors import MissingDependency
+        from odyssey.engines.openai_compat import client
 
-            raise MissingDependency(
-                "the judge needs the openai client", hint="pip install 'llm-odyssey[deploy]'"
-            ) from exc
-        self.client = OpenAI(base_url=endpoint, api_key=os.environ.get(api_key_env) or "not-needed", max_retries=1)
+        self.client = client(
+            endpoint, "align.judge.endpoint", os.environ.get(api_key_env) or "not-needed", max_retries=1
+        )
         self.model, self.max_tokens, self.name = model, max_tokens, f"judge:{model}@{endpoint}"
 
     def __call__(self, text: str) -> str:

@@ -25,6 +25,10 @@ def ingest(project, paths: list[str | Path] | None = None, *, collection: str | 
                 hint="give a folder (`odyssey rag ingest docs/`) or set augment.documents in odyssey.yaml",
             )
         paths = [cfg.documents]
+    from odyssey.urls import refuse_url
+
+    for p in paths:
+        refuse_url(str(p), "augment.documents" if p == cfg.documents else "ingest", "odyssey rag ingest")
     # Relative paths are the project's (as in odyssey.yaml), whatever the caller's working directory.
     resolved = [p if p.is_absolute() else project.root / p for p in map(Path, paths)]
     coll = Collection.for_project(project, collection)

@@ -35,7 +35,10 @@ def rag_ingest(
 ):
     """Chunk, embed and index documents; re-running touches only changed files, deletions propagate."""
     from odyssey.augment.api import ingest
+    from odyssey.urls import refuse_url
 
+    for p in paths or []:  # before resolve(), which would make a URL a path under the shell's folder
+        refuse_url(str(p), "odyssey rag ingest", "odyssey rag ingest")
     # Paths typed on the command line are relative to the shell's directory; the API reads
     # relative paths (augment.documents, Python callers) against the project folder.
     given = [p.resolve() for p in paths] if paths else None

@@ -14,12 +14,24 @@ import time
 
 from odyssey.engines.base import EngineInfo, Generated, cut_at_stop, run_requests, stop_strings
 from odyssey.errors import OdysseyError, Unavailable, require
+from odyssey.urls import check_url
+
+
+def client(base_url: str, where: str, api_key: str | None, **kwargs):
+    """The official ``openai`` client for a configured endpoint (``where`` names its odyssey.yaml field):
+    http(s) only, and following no redirect, so the endpoint cannot send the requests and the key on to
+    another host (the client follows them by default); a redirect answers as an error instead."""
+    openai = require("openai", "deploy", "an OpenAI-compatible endpoint")
+    check_url(base_url, where)
+    http_client = openai.DefaultHttpxClient(follow_redirects=False)
+    return openai.OpenAI(base_url=base_url, api_key=api_key or "none", http_client=http_client, **kwargs)
 
 
 def check_reachable(base_url: str, api_key: str | None, timeout: float = 10) -> None:
-    """Fail before any work starts when the endpoint does not answer ``GET /models``."""
+    """Fail before any work starts when the endpoint does not answer ``GET /models`` (redirects not followed)."""
     import httpx
 
+    check_url(base_url, "evaluate.openai.base_url")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         resp = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout)
@@ -33,10 +45,11 @@ def check_reachable(base_url: str, api_key: str | None, timeout: float = 10) -> 
             f"{base_url} refused the key ({resp.status_code})",
             hint="set the environment variable named by evaluate.openai.api_key_env to a valid key",
         )
-    if resp.status_code >= 400:
+    if resp.status_code >= 300:
+        moved = f" (a redirect to {resp.headers.get('location')}, which is not followed)" if resp.is_redirect else ""
         raise Unavailable(
-            f"{base_url}/models answered {resp.status_code}: {resp.text[:200]}",
-            hint="check evaluate.openai.base_url (it usually ends in /v1)",
+            f"{base_url}/models answered {resp.status_code}{moved}: {resp.text[:200]}",
+            hint="check evaluate.openai.base_url (it usually ends in /v1); name the final URL itself",
         )
 
 
@@ -57,12 +70,12 @@ class OpenAIEngine:
         timeout_s: float = 600,
         info: EngineInfo | None = None,
     ):
-        openai = require("openai", "deploy", "the openai engine")
+        require("openai", "deploy", "the openai engine")
         api_key = os.environ.get(api_key_env) or None
         check_reachable(base_url, api_key)
         self.ref, self.tokenizer, self.family, self.context_length = ref, tokenizer, family, context_length
         self.model, self.concurrency = model, concurrency
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout_s, max_retries=2)
+        self.client = client(base_url, "evaluate.openai.base_url", api_key, timeout=timeout_s, max_retries=2)
         self.info = info or EngineInfo("openai", f"endpoint {base_url}")
 
     @property

@@ -23,6 +23,8 @@ from odyssey.tracking import StepCounter, candidate_lineage, flatten, metric_key
 HEALTH_TIMEOUT_S = 5.0
 MAX_ARTIFACT_BYTES = 256 << 20  # bigger files (a model's weights) stay in the store; the run names them
 COMPLETE_TAG = "odyssey.complete"
+# MLflow's tracking stores (a path without a scheme is a local store too); databricks URIs have no '//'.
+TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql")
 
 
 def _client_environment() -> None:
@@ -36,14 +38,23 @@ def _client_environment() -> None:
 
 
 def check_reachable(uri: str) -> None:
-    """An http(s) tracking URI must answer MLflow's /health within seconds: Unavailable otherwise."""
+    """A tracking URI with a scheme must use one of MLflow's stores (never gopher://, ftp://, ...), and an
+    http(s) one must answer MLflow's /health within seconds: Unavailable otherwise."""
+    from odyssey.urls import check_url, looks_like_url
+
+    if looks_like_url(uri):
+        check_url(uri, "tracking.mlflow.uri", schemes=TRACKING_SCHEMES)
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
     import urllib.request
 
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None  # the 3xx comes back as an HTTPError: the probe goes nowhere the spec did not name
+
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S):
+        with urllib.request.build_opener(NoRedirects).open(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S):
             return
     except urllib.error.HTTPError:
         return  # something answers (a proxy without /health, auth): the MLflow calls say what is wrong
