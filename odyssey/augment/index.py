@@ -225,17 +225,32 @@ class Collection:
                 }
                 new_chunks += chunks
                 bar.advance()
-        self._write(new_chunks, stale_ids)
+        self._write(new_chunks, stale_ids + self._unrecorded(known))
         report.chunks_added, report.chunks_removed = len(new_chunks), len(stale_ids)
         report.total_chunks = self.count()
         report.seconds = time.perf_counter() - started
         return report
+
+    def _unrecorded(self, files: dict) -> list[str]:
+        """Rows that no manifest entry names: a run killed before its manifest was written added them, for
+        files that may be gone now (rows for files still there are replaced by their re-reading)."""
+        table = self.table()
+        if table is None:
+            return []
+        recorded = {c for entry in files.values() for c in entry["chunks"]}
+        return [i for i in table.to_arrow().select(["id"]).to_pydict()["id"] if i not in recorded]
 
     def add_chunks(self, chunks, batch_size: int = 64) -> None:
         """Add already-made chunks (benchmarks build large synthetic collections this way)."""
         self._write(list(chunks), [], batch_size=batch_size)
 
     def _write(self, chunks, stale_ids: list[str], batch_size: int = 64) -> None:
+        """Table, then BM25 index, then manifest: the manifest is the mark of a finished ingestion.
+
+        A ``kill -9`` at any point leaves the manifest of the last finished run, so the next run re-reads
+        every file that was under way; deleting the new chunks' ids before adding them (ids are digests of
+        source, position and text) keeps that rerun from adding them twice. LanceDB commits each delete and
+        add whole, and the BM25 folder is replaced atomically, so no reader meets half of either."""
         import numpy as np
 
         from odyssey import ui
@@ -243,10 +258,11 @@ class Collection:
 
         self.path.mkdir(parents=True, exist_ok=True)
         table = self.table()
-        if stale_ids and table is not None:
+        doomed = stale_ids + [c.id for c in chunks]
+        if doomed and table is not None:
             # Chunk ids are our own hex digests, so the filter string cannot be injected into.
-            for i in range(0, len(stale_ids), 500):
-                ids = ", ".join(f"'{c}'" for c in stale_ids[i : i + 500] if re.fullmatch(r"[0-9a-f]+", c))
+            for i in range(0, len(doomed), 500):
+                ids = ", ".join(f"'{c}'" for c in doomed[i : i + 500] if re.fullmatch(r"[0-9a-f]+", c))
                 if ids:
                     table.delete(f"id IN ({ids})")
         if chunks:
@@ -275,11 +291,11 @@ class Collection:
                 self._table = self._db().create_table(TABLE, data=rows)
             else:
                 table.add(rows)
+        self._rebuild_bm25()
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.manifest, indent=1))
         tmp.replace(self.manifest_path)  # atomic: a crash leaves the old or the new manifest
-        self._rebuild_bm25()
 
     def _rebuild_bm25(self) -> None:
         bm25s = _bm25s()
@@ -290,12 +306,14 @@ class Collection:
             self._bm25, self._bm25_ids = None, []
             (folder / "ids.json").unlink(missing_ok=True)
             return
+        from odyssey.models.checkpoint import atomic_dir
+
         data = table.to_arrow().select(["id", "embed_text"]).to_pydict()
         retriever = bm25s.BM25()
         retriever.index(bm25s.tokenize(data["embed_text"], stopwords="en", show_progress=False), show_progress=False)
-        folder.mkdir(parents=True, exist_ok=True)
-        retriever.save(str(folder))
-        (folder / "ids.json").write_text(json.dumps(data["id"]))
+        with atomic_dir(folder) as tmp:  # the index and its ids.json are replaced together or not at all
+            retriever.save(str(tmp))
+            (tmp / "ids.json").write_text(json.dumps(data["id"]))
         self._bm25, self._bm25_ids = retriever, data["id"]
 
     def _load_bm25(self):

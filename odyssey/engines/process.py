@@ -38,13 +38,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:  # runs in the child after fork, before exec
+def die_with_parent() -> None:
+    """``preexec_fn`` for a child that must not outlive a killed Odyssey (a converter, a quantizer):
+    the kernel sends it SIGKILL when its parent dies (Linux; elsewhere nothing)."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except OSError:
             pass
+
+
+def _die_with_parent() -> None:  # runs in the child after fork, before exec
+    die_with_parent()
     os.setsid()
 
 

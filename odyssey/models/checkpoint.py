@@ -2,11 +2,12 @@
 
 Atomic writes: everything is written into ``<out>.partial-<pid>`` and renamed into place with one
 ``os.replace``, so a crash or ``kill -9`` never leaves a half-written folder that a later run
-would take for a finished one.
+would take for a finished one; the next write of the same folder removes what a dead writer left.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
     """Yield a scratch folder that becomes ``out_dir`` only if the block finishes."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_partials(out_dir)
     tmp = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -48,6 +50,16 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_dead_partials(out_dir: Path) -> None:
+    """Scratch folders of ``out_dir`` whose writer is gone (killed mid-write); a live writer's stays."""
+    from odyssey.store import pid_alive
+
+    for stale in out_dir.parent.glob(f"{glob.escape(out_dir.name)}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def atomic_file(path: Path, write: Callable[[Path], None]) -> Path:

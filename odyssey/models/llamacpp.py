@@ -452,10 +452,11 @@ def convert_hf_to_gguf(
     launcher = [sys.executable, "-c", _TOLERANT_PRE] if tolerant else [sys.executable]
     cmd = [*launcher, str(convert_script()), str(model_dir), "--outfile", str(tmp), "--outtype", outtype]
     env = {**os.environ, "ODYSSEY_GGUF_PRE_TOKENIZER": pre_tokenizer or ""}
+    from odyssey.engines.process import die_with_parent
     from odyssey.ui import status
 
-    with status(f"Converting {Path(model_dir).name} to GGUF ({outtype})"):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    with status(f"Converting {Path(model_dir).name} to GGUF ({outtype})"):  # a kill -9 of Odyssey ends it too
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=die_with_parent)
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise OdysseyError(
@@ -535,10 +536,11 @@ def quantize_gguf(
         if names:
             cmd += ["--tensor-type-file", str(overrides)]
     cmd += [str(src), str(tmp), qtype.upper(), str(threads or os.cpu_count() or 1)]
+    from odyssey.engines.process import die_with_parent
     from odyssey.ui import status
 
     with status(f"llama-quantize {Path(src).name} -> {qtype}" + (f" (fallback {fallback})" if fallback else "")):
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_parent)
     overrides.unlink(missing_ok=True)
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
