@@ -386,7 +386,7 @@ def _settings(model, accelerator, mixed: str, impl: str, swapped: list, config: 
         "threads": torch.get_num_threads(),
         "fast_dropout": len(swapped),
         "gradient_checkpointing": config.gradient_checkpointing,
-        "batching": f"{config.batch_tokens} tokens" if config.batch_tokens else f"{config.batch_size} items",
+        "batch": f"<= {config.batch_tokens} tokens" if config.batch_tokens else f"{config.batch_size} items",
     }
 
 

@@ -25,6 +25,11 @@ def main():
     hang_at = int(sys.argv[sys.argv.index("--hang-at") + 1]) if "--hang-at" in sys.argv else None
     steps = int(os.environ.get("JOB_STEPS", "9"))
     model = load("tiny:llama").model
+    if os.environ.get("JOB_LORA"):  # LoRA with dropout: the loop's FastDropout draws from the resumed RNG
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(0)  # LoRA's A matrices are drawn here, before train() seeds anything
+        model = get_peft_model(model, LoraConfig(r=4, lora_dropout=0.3, target_modules=["q_proj", "v_proj"]))
     generator = torch.Generator().manual_seed(1)
     data = [{"input_ids": torch.randint(5, 1000, (24,), generator=generator)} for _ in range(32)]
 

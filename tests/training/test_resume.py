@@ -14,27 +14,34 @@ import pytest
 JOB = Path(__file__).with_name("_job.py")
 
 
-def _env():
+def _env(lora: bool = False):
     env = dict(os.environ)
+    env.pop("JOB_LORA", None)
+    if lora:
+        env["JOB_LORA"] = "1"
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
     return env
 
 
-def _run(out: Path, *args: str):
+def _run(out: Path, *args: str, lora: bool = False):
     subprocess.run(
-        [sys.executable, str(JOB), str(out), *args], check=True, env=_env(), timeout=300, stdout=subprocess.DEVNULL
+        [sys.executable, str(JOB), str(out), *args], check=True, env=_env(lora), timeout=300, stdout=subprocess.DEVNULL
     )
     return json.loads((out / "result.json").read_text())
 
 
-def test_kill_9_then_resume_gives_the_uninterrupted_loss_curve(tmp_path):
-    straight = _run(tmp_path / "straight")
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora-with-dropout"])
+def test_kill_9_then_resume_gives_the_uninterrupted_loss_curve(tmp_path, lora):
+    straight = _run(tmp_path / "straight", lora=lora)
 
     interrupted = tmp_path / "interrupted"
     proc = subprocess.Popen(
-        [sys.executable, str(JOB), str(interrupted), "--hang-at", "5"], env=_env(), stdout=subprocess.PIPE, text=True
+        [sys.executable, str(JOB), str(interrupted), "--hang-at", "5"],
+        env=_env(lora),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         for line in proc.stdout:
@@ -47,7 +54,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_curve(tmp_path):
     assert not (interrupted / "result.json").exists()
     assert sorted(p.name for p in (interrupted / "checkpoints").iterdir()) == ["step-3"]
 
-    resumed = _run(interrupted, "--resume")
+    resumed = _run(interrupted, "--resume", lora=lora)
     assert resumed["resumed_from"] == 3
     assert resumed["steps"] == straight["steps"] == 9
     assert resumed["tokens"] == straight["tokens"]
