@@ -1,4 +1,4 @@
-"""CLI for the align stage: ``odyssey align prefs | queue | reward | ppo | dpo | compare``.
+"""CLI for the align stage: ``odyssey align prefs | queue | reward | ppo | dpo | kto | orpo | simpo | compare``.
 Imports only typer and the standard library at module level (``odyssey --help`` must stay fast)."""
 
 from __future__ import annotations
@@ -190,13 +190,12 @@ def dpo_cmd(
     project: ProjectOpt = Path("."),
     as_json: JsonOpt = False,
 ):
-    """Direct preference optimization (TRL) on the stored preference pairs."""
+    """Direct preference optimization on the stored preference pairs (align.dpo)."""
     from odyssey.align.dpo import train_dpo
 
-    ref = int(preferences) if preferences and preferences.isdigit() else preferences
     result = train_dpo(
         _load(project),
-        preference_set=ref,
+        preference_set=_set_ref(preferences),
         start=start,
         resume=resume,
         evaluate=not no_eval,
@@ -206,8 +205,78 @@ def dpo_cmd(
     _print_result(result, as_json)
 
 
+def _set_ref(preferences: str | None):
+    return int(preferences) if preferences and preferences.isdigit() else preferences
+
+
+PreferencesOpt = Annotated[Optional[str], typer.Option(help="preference set (default: the latest)")]
+# Module level: the CLI's annotations are strings (postponed), resolved in this module's namespace.
+MethodBetaOpt = Annotated[Optional[float], typer.Option(help="the method's beta (default: align.<method>.beta)")]
+
+
+def kto_cmd(
+    beta: Annotated[Optional[float], typer.Option(help="KTO beta (default: align.kto.beta)")] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            help="pairs (split in two) | feedback (thumbs from odyssey serve) | both (default: align.kto.data)"
+        ),
+    ] = None,
+    preferences: PreferencesOpt = None,
+    start: StartOpt = None,
+    resume: ResumeOpt = False,
+    no_eval: NoEvalOpt = False,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+):
+    """KTO: desirable and undesirable answers one at a time, against the reference (align.kto)."""
+    from odyssey.align.dpo import train_kto
+
+    result = train_kto(
+        _load(project),
+        preference_set=_set_ref(preferences),
+        start=start,
+        resume=resume,
+        evaluate=not no_eval,
+        beta=beta,
+        data=data,
+    )
+    _print_result(result, as_json)
+
+
+def _reference_free_cmd(method: str, what: str):
+    """``odyssey align orpo|simpo``: the same options, the method's own spec section."""
+
+    def command(
+        beta: MethodBetaOpt = None,
+        preferences: PreferencesOpt = None,
+        start: StartOpt = None,
+        resume: ResumeOpt = False,
+        no_eval: NoEvalOpt = False,
+        project: ProjectOpt = Path("."),
+        as_json: JsonOpt = False,
+    ):
+        from odyssey.align.dpo import train_preference
+
+        result = train_preference(
+            _load(project),
+            method,
+            preference_set=_set_ref(preferences),
+            start=start,
+            resume=resume,
+            evaluate=not no_eval,
+            beta=beta,
+        )
+        _print_result(result, as_json)
+
+    command.__doc__ = f"{what} on the stored preference pairs, no reference model (align.{method})."
+    return command
+
+
 def compare(
-    candidate: Annotated[str, typer.Argument(help="an aligned candidate")],
+    candidate: Annotated[
+        Optional[str], typer.Argument(help="an aligned candidate (none: rank every method against DPO)")
+    ] = None,
     parent: Annotated[Optional[str], typer.Option(help="what to compare with (default: its parent)")] = None,
     detox: Annotated[bool, typer.Option(help="also offensiveness on the held-out provocation prompts")] = False,
     limit: Annotated[
@@ -216,11 +285,15 @@ def compare(
     project: ProjectOpt = Path("."),
     as_json: JsonOpt = False,
 ):
-    """Aligned vs parent: reward-model win-rate, task metrics and their change, KL, offensiveness."""
+    """Aligned vs parent: reward-model win-rate, task metrics and their change, KL, offensiveness.
+    Without a candidate: every method's newest candidate ranked against DPO's on the same test rows."""
     from odyssey.align.evaluation import detox_report, evaluate_aligned
     from odyssey.errors import OdysseyError
 
     proj = _load(project)
+    if candidate is None:
+        _rank(proj, parent, limit, as_json)
+        return
     row = proj.store.candidate(candidate)
     if row is None:
         raise OdysseyError(f"no candidate named {candidate!r}", hint="see `odyssey status`")
@@ -244,9 +317,39 @@ def compare(
         console.print(f"[yellow]warning:[/] {w}")
 
 
+def _rank(proj, parent: str | None, limit: int | None, as_json: bool) -> None:
+    from odyssey.align.evaluation import rank_methods
+    from odyssey.render import plain_table
+
+    report = rank_methods(proj, parent=parent, limit=limit)
+    if as_json:
+        _emit(report)
+        return
+    columns = ["rank", "method", "candidate", "win vs DPO", "95% CI", "metric win vs DPO", "win vs parent", "KL"]
+    rows = [
+        [
+            r["rank"],
+            r["method"],
+            r["candidate"],
+            r.get("win_rate_vs_dpo"),
+            "" if r.get("win_rate_vs_dpo_ci") is None else "{:.2f}-{:.2f}".format(*r["win_rate_vs_dpo_ci"]),
+            r["metric_win_rate_vs_dpo"],
+            r["win_rate"],
+            r["kl"],
+        ]
+        for r in report["methods"]
+    ]
+    console = _console()
+    title = f"methods against DPO on {report['n']} {report['split']} rows (parent {report['parent']})"
+    console.print(plain_table(title, columns, rows))
+    for w in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
+
+
 def register(app: typer.Typer) -> None:
     align = typer.Typer(
-        help="Align a candidate with preferences: preference data, reward model, PPO, DPO, detox.", no_args_is_help=True
+        help="Align a candidate with preferences: preference data, reward model, PPO, DPO, KTO, ORPO, SimPO, detox.",
+        no_args_is_help=True,
     )
     app.add_typer(align, name="align")
     align.command("prefs")(prefs)
@@ -254,4 +357,7 @@ def register(app: typer.Typer) -> None:
     align.command("reward")(reward)
     align.command("ppo")(ppo_cmd)
     align.command("dpo")(dpo_cmd)
+    align.command("kto")(kto_cmd)
+    align.command("orpo")(_reference_free_cmd("orpo", "ORPO: SFT and an odds-ratio preference term in one loss"))
+    align.command("simpo")(_reference_free_cmd("simpo", "SimPO: length-normalized log-probs as the reward, a margin"))
     align.command("compare")(compare)

@@ -123,7 +123,10 @@ def _policy(model, cfg):
     """The model to train: a fresh LoRA adapter on the (merged) start, or every weight."""
     if not cfg.lora:
         return model
+    import torch
     from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(cfg.seed)  # the adapter's initialization: the same settings give the same run
 
     lora = LoraConfig(
         task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0, target_modules="all-linear"

@@ -341,3 +341,123 @@ def detox_report(
         run.log_metrics(metrics, candidate_id=store.candidate(candidate)["id"], split="provocations")
         run.set_summary(report)
     return report
+
+
+# ---- methods against DPO ---------------------------------------------------------------------------
+
+# The aligned methods `odyssey align compare` ranks (each candidate records its method in config.align.method).
+RANKED_METHODS = ("dpo", "kto", "orpo", "simpo", "ppo", "rloo", "grpo")
+
+
+def latest_by_method(store, parent_id: int | None = None) -> dict[str, dict]:
+    """The newest aligned candidate of each method (children of ``parent_id`` when given)."""
+    found: dict[str, dict] = {}
+    for row in store.candidates():  # in creation order: a later candidate of a method replaces an earlier one
+        method = (row["config"].get("align") or {}).get("method")
+        if row["stage"] == "align" and method in RANKED_METHODS and parent_id in (None, row["parent_id"]):
+            found[method] = row
+    return found
+
+
+def _same_rows(project, names: list[str], split: str, limit: int | None) -> dict[str, dict[str, dict]]:
+    """Each candidate's stored answers, keyed by example id, on the rows every one of them answered."""
+    outputs = {n: {r["example_id"]: r for r in _eval_outputs(project, n, split, limit)[1]} for n in names}
+    shared = set.intersection(*(set(o) for o in outputs.values())) if outputs else set()
+    return {n: {i: o[i] for i in sorted(shared)} for n, o in outputs.items()}
+
+
+def _head_to_head(rows: dict[str, dict[str, dict]], baseline: str, primary: str, reward_model) -> dict[str, dict]:
+    """Per candidate: how often its answer beats the baseline's on the same input, by the reward model
+    (with a bootstrap 95 % interval) and by the task's primary metric (per-example scores)."""
+    out = {}
+    scores = {}
+    if reward_model is not None:
+        for name, by_id in rows.items():
+            scores[name] = reward_model.score(
+                [r["prompt"] for r in by_id.values()], [r["prediction"] for r in by_id.values()]
+            )
+    base = list(rows[baseline].values())
+    for name, by_id in rows.items():
+        mine = list(by_id.values())
+        entry = {
+            "metric_win_rate_vs_dpo": win_rate(
+                [r["scores"].get(primary, 0.0) for r in mine], [r["scores"].get(primary, 0.0) for r in base]
+            )
+        }
+        if scores:
+            lo, hi = win_rate_ci(scores[name], scores[baseline])
+            entry.update(win_rate_vs_dpo=win_rate(scores[name], scores[baseline]), win_rate_vs_dpo_ci=[lo, hi])
+        out[name] = entry
+    return out
+
+
+def rank_methods(
+    project, *, parent: str | None = None, split: str = "test", limit: int | None = None, reward_model=None
+) -> dict:
+    """Every aligned method's newest candidate (from the same parent as DPO's) against DPO on the same test rows.
+
+    Each is compared with the parent as ``evaluate_aligned`` does (reward-model win-rate with its interval,
+    task-metric change, KL), then head to head with DPO: the reward model's win-rate of its answer over
+    DPO's on each row (with a bootstrap 95 % interval) and the per-row primary-metric win-rate. Ranked by
+    the reward-model win-rate over DPO, or by the primary metric when there is no reward model."""
+    from odyssey.align.reward import RewardModel
+
+    store = project.store
+    dpo = latest_by_method(store).get("dpo")
+    parent_row = store.candidate(parent) if parent else (store.candidate(dpo["parent_id"]) if dpo else None)
+    if parent_row is None:
+        raise OdysseyError(
+            "no DPO candidate to rank the methods against" if not parent else f"no candidate named {parent!r}",
+            hint="train DPO first (`odyssey align dpo`), then the others (`odyssey align kto|orpo|simpo`)",
+        )
+    found = latest_by_method(store, parent_row["id"])
+    if "dpo" not in found:
+        raise OdysseyError(
+            f"no DPO candidate from {parent_row['name']}", hint=f"run `odyssey align dpo --start {parent_row['name']}`"
+        )
+    limit = limit or project.spec.align.eval_limit or project.spec.evaluate.limit
+    primary = project.spec.scope.primary_metric
+    reports = {
+        m: evaluate_aligned(project, r["name"], parent_row["name"], reward_model=reward_model, split=split, limit=limit)
+        for m, r in found.items()
+    }
+    try:
+        rm, rm_row = RewardModel.from_store(project, reward_model)
+    except OdysseyError:
+        rm = rm_row = None
+    names = {m: r["name"] for m, r in found.items()}
+    rows = _same_rows(project, list(names.values()), split, limit)
+    duel = _head_to_head(rows, names["dpo"], primary, rm)
+    table = [_ranked_row(m, names[m], reports[m]["metrics"], duel[names[m]], primary) for m in found]
+    key = "win_rate_vs_dpo" if rm is not None else "metric_win_rate_vs_dpo"
+    table.sort(key=lambda r: -(r.get(key) if r.get(key) is not None else -1.0))
+    for i, row in enumerate(table, 1):
+        row["rank"] = i
+    report = {
+        "parent": parent_row["name"],
+        "split": split,
+        "n": len(next(iter(rows.values()))) if rows else 0,
+        "baseline": names["dpo"],
+        "ranked_by": key,
+        "reward_model": rm_row["name"] if rm_row else None,
+        "methods": table,
+        "warnings": [w for r in reports.values() for w in r.get("warnings", [])],
+    }
+    with store.run(
+        "align", project.spec.as_dict(), {"action": "rank", "parent": parent_row["name"], "limit": limit}
+    ) as run:
+        run.set_summary(report)
+    return report
+
+
+def _ranked_row(method: str, name: str, metrics: dict, duel: dict, primary: str) -> dict:
+    return {
+        "method": method,
+        "candidate": name,
+        **duel,
+        "win_rate": metrics.get("win_rate"),
+        "win_rate_ci": [metrics.get("win_rate_ci_low"), metrics.get("win_rate_ci_high")],
+        f"{primary}_change": metrics.get(f"{primary}_change"),
+        "rougeL_change": metrics.get("rougeL_change"),
+        "kl": metrics.get("kl"),
+    }

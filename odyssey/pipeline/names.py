@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 
 # Composite stages expand into the sub-stages after the arrow when the plan is made (see stages.py):
-# align -> preferences, [reward], dpo | ppo; optimize -> quantize (one step per optimize.quantize.to), ...
+# align -> preferences, [reward], dpo | kto | orpo | simpo | ppo (align.method); optimize -> quantize (one step per optimize.quantize.to), ...
 STAGE_NAMES = (
     "scope",
     "prompt",
@@ -19,6 +19,9 @@ STAGE_NAMES = (
     "preferences",
     "reward",
     "dpo",
+    "kto",
+    "orpo",
+    "simpo",
     "ppo",
     "optimize",
     "quantize",
@@ -31,7 +34,7 @@ DEFAULT_PIPELINE = ("scope", "prompt", "finetune", "align", "optimize", "evaluat
 
 # --profile NAME: spec overrides, deep-merged over odyssey.yaml (a spec's own ``profiles:`` adds to these
 # or replaces one by name). Sizes only: steps, rows, limits; never what is trained or how it is scored.
-# align.dpo/reward keep their max_length (768): TRL drops every pair whose prompt alone fills it.
+# align.dpo/kto/orpo/simpo/reward keep their max_length (768): a pair whose prompt alone fills it is dropped.
 PROFILES: dict[str, dict] = {
     # A few minutes on two CPU cores with the packaged 135M model: every stage, small sizes.
     "demo": {
@@ -42,6 +45,9 @@ PROFILES: dict[str, dict] = {
             "eval_limit": 6,
             "preferences": [{"kind": "reference"}],
             "dpo": {"epochs": 1, "batch_size": 4},
+            "kto": {"epochs": 1, "batch_size": 4},
+            "orpo": {"epochs": 1, "batch_size": 4},
+            "simpo": {"epochs": 1, "batch_size": 4},
             "reward": {"epochs": 1, "batch_size": 4},
             "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 24},
         },
@@ -60,6 +66,9 @@ PROFILES: dict[str, dict] = {
             "eval_limit": 2,
             "preferences": [{"kind": "reference"}],
             "dpo": {"epochs": 1, "batch_size": 2},
+            "kto": {"epochs": 1, "batch_size": 2},
+            "orpo": {"epochs": 1, "batch_size": 2},
+            "simpo": {"epochs": 1, "batch_size": 2},
             "reward": {"epochs": 1, "batch_size": 2},
             "ppo": {"steps": 1, "batch_size": 2, "mini_batch_size": 2, "max_new_tokens": 8},
         },

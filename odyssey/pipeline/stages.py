@@ -130,18 +130,24 @@ def run_reward(ctx: StepContext) -> Outcome:
     )
 
 
-def run_dpo(ctx: StepContext) -> Outcome:
-    from odyssey.align import train_dpo
+def _preference_runner(method: str) -> Callable[[StepContext], Outcome]:
+    """The runner of an offline preference method (dpo, kto, orpo, simpo) on the step's preference pairs."""
 
-    pset = ctx.needs.get("preferences")
-    result = train_dpo(
-        ctx.project,
-        preference_set=pset.extra["preference_set"] if pset else None,
-        start=ctx.parent.name if ctx.parent else None,
-        resume=ctx.resume,
-        evaluate=bool(ctx.step.args.get("evaluate", False)),
-    )
-    return Outcome([result.candidate], [result.run_id])
+    def run(ctx: StepContext) -> Outcome:
+        from odyssey.align import train_preference
+
+        pset = ctx.needs.get("preferences")
+        result = train_preference(
+            ctx.project,
+            method,
+            preference_set=pset.extra["preference_set"] if pset else None,
+            start=ctx.parent.name if ctx.parent else None,
+            resume=ctx.resume,
+            evaluate=bool(ctx.step.args.get("evaluate", False)),
+        )
+        return Outcome([result.candidate], [result.run_id])
+
+    return run
 
 
 def run_ppo(ctx: StepContext) -> Outcome:
@@ -254,11 +260,14 @@ def _finetune_job(spec):
     return ("full" if a.method == "full" else "lora"), batch, a.max_seq_len, tokens
 
 
-def _dpo_job(spec):
-    d = spec.align.dpo
-    # chosen and rejected go through the policy (and the reference) together
-    tokens = int(2 * spec.align.pairs * d.epochs * d.max_length)
-    return ("lora" if d.lora else "full"), 2 * d.batch_size, d.max_length, tokens
+def _preference_job(method: str):
+    def estimate(spec):
+        d = getattr(spec.align, method)
+        # two rows per item go through the policy together: chosen and rejected (KTO: the answer and its KL row)
+        tokens = int(2 * spec.align.pairs * d.epochs * d.max_length)
+        return ("lora" if d.lora else "full"), 2 * d.batch_size, d.max_length, tokens
+
+    return estimate
 
 
 def _reward_job(spec):
@@ -308,15 +317,18 @@ STAGES: dict[str, Stage] = {
             needs=("preferences",),
             estimate=_reward_job,
         ),
-        Stage(
-            "dpo",
-            run_dpo,
-            "align.dpo",
-            ("align.dpo",),
-            args=("evaluate",),
-            follows=("finetune",),
-            needs=("preferences",),
-            estimate=_dpo_job,
+        *(
+            Stage(
+                method,
+                _preference_runner(method),
+                f"align.{method}",
+                (f"align.{method}",),
+                args=("evaluate",),
+                follows=("finetune",),
+                needs=("preferences",),
+                estimate=_preference_job(method),
+            )
+            for method in ("dpo", "kto", "orpo", "simpo")
         ),
         Stage(
             "ppo",
@@ -353,8 +365,13 @@ def expand_composite(stage: str, spec, args: dict) -> list[tuple[str, str, dict]
     """A composite stage's sub-steps as (suffix, stage, args): align by ``align.method``, optimize by the
     ``methods`` argument (default: quantize, one step per ``optimize.quantize.to``). Others: themselves."""
     if stage == "align":
-        if spec.align.method == "ppo":
+        method = spec.align.method
+        if method == "ppo":
             return [("preferences", "preferences", {}), ("reward", "reward", {}), ("ppo", "ppo", dict(args))]
+        if method == "kto" and spec.align.kto.data == "feedback":
+            return [("kto", "kto", dict(args))]  # people's thumbs: no pairs to build
+        if method in {"kto", "orpo", "simpo"}:
+            return [("preferences", "preferences", {}), (method, method, dict(args))]
         return [("preferences", "preferences", {}), ("dpo", "dpo", dict(args))]
     if stage == "optimize":
         out = []
