@@ -321,6 +321,9 @@ def finetune(
     dev = loaded.model.device
     general_before = mean_loss(base_model, general, eval_collator, dev) if general else None
 
+    import torch
+
+    torch.manual_seed(aspec.seed)  # LoRA's A matrices and random soft prompts are drawn here: same seed, same run
     trained = apply_method(
         base_model, method, aspec, seq2seq=seq2seq, tokenizer_path=loaded.path, instruction=cfg.instruction
     )
