@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install (if needed) and run the test suite. With no arguments: every test not marked slow (the
-# default suite, ~12.5 min on 2 cores). Arguments go to pytest instead: `-m slow` runs the slow ones
-# (packaged SmolLM2, llama.cpp, SIGTERM under load ...), `tests` with no -m runs everything.
+# default suite, ~12.5 min on 2 cores), plus the one marked readme: tests/test_readme.py runs every
+# command in README.md (about 2.5 min), so the README cannot drift from the code. Arguments go to
+# pytest instead: `-m slow` runs the slow ones (packaged SmolLM2, llama.cpp, SIGTERM under load ...),
+# `-m "not slow"` leaves the README run out, `tests` with no -m runs everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
@@ -17,6 +19,6 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
   fi
 fi
 if [ "$#" -eq 0 ]; then
-  set -- -m "not slow"
+  set -- -m "not slow or readme"
 fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
