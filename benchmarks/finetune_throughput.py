@@ -22,6 +22,9 @@ in one process one after the other:
     (``odyssey.training.speed``);
 (d) Odyssey full fine-tuning on the same loop (lr ``FULL_LR``: 3e-4 is a LoRA rate, too high for every weight).
 
+``--profile`` adds torch.profiler's op shares of a LoRA and a full step. ``--only '' --ablations --merge``
+re-times the ablations alone into an existing JSON.
+
 ``--ablations`` first times each of the loop's speed choices on the same fixed batches (one warm-up
 step, then ``--ablation-steps``), one change at a time against the chosen settings, so each change's
 effect is in the JSON (``ablations``), kept ones and reverted ones alike.
@@ -319,6 +322,25 @@ def run_ablations(path, items, pad_id, n_steps: int, rounds: int = 2) -> dict:
     return out
 
 
+def profile_step(path, items, pad_id, mode: str = "lora", n_steps: int = 3) -> dict:
+    """torch.profiler over ``n_steps`` chosen steps (after a warm-up): each op's share of the self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from odyssey.training.sft import bucket_groups
+
+    groups = bucket_groups(items, batch_tokens=BATCH_TOKENS, batch_size=16, seed=SEED)
+    batches = [groups[round(i * (len(groups) - 1) / max(n_steps - 1, 1))] for i in range(n_steps)]
+    stepper = Stepper(path, pad_id, mode)
+    stepper.step(batches[0])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        wall = sum(stepper.step(g) for g in batches)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    top = {e.key: round(e.self_cpu_time_total / total, 4) for e in events[:15]}
+    print(f"profile {mode}: " + ", ".join(f"{k} {v:.1%}" for k, v in list(top.items())[:6]), flush=True)
+    return {"steps": n_steps, "wall_s": wall, "self_cpu_share": top}
+
+
 def compiled_ablation(path, pad_id, batches, tokens, chosen) -> dict:
     """torch.compile(dynamic=True) of each decoder layer: its compile time and its steady-state step."""
     import statistics
@@ -348,6 +370,7 @@ def main() -> None:
     parser.add_argument("--only", default="hf,trl_padding_free,odyssey,odyssey_full")
     parser.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--ablation-steps", type=int, default=4)
+    parser.add_argument("--profile", action="store_true", help="torch.profiler of LoRA and full steps")
     parser.add_argument("--merge", action="store_true", help="update an existing --out with this run's figures")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
@@ -410,6 +433,8 @@ def main() -> None:
     results["n_params"] = n_params
     if args.ablations:
         results["ablations"] = run_ablations(path, items, pad_id, args.ablation_steps)
+    if args.profile:
+        results["profile"] = {mode: profile_step(path, items, pad_id, mode) for mode in ("lora", "full")}
     runners = {
         "hf": lambda w: run_hf_trainer(path, items, pad_id, w),
         "trl_padding_free": lambda w: run_trl(path, items, pad_id, w, padding_free=True),
@@ -467,8 +492,8 @@ def main() -> None:
     if args.merge and Path(args.out).exists():  # e.g. --only '' --merge: new ablations, the runs kept
         previous = json.loads(Path(args.out).read_text())
         if not results["runs"]:
-            results = {**previous, "ablations": results.get("ablations", previous.get("ablations"))}
-            results["ablations_command"] = "python benchmarks/finetune_throughput.py " + " ".join(sys.argv[1:])
+            fresh = {k: results[k] for k in ("ablations", "profile") if k in results}
+            results = {**previous, **fresh, f"{'_'.join(fresh)}_command": results["command"]}
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
 
