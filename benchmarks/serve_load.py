@@ -74,6 +74,26 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 600
     raise RuntimeError(f"{url} not ready in {timeout} s")
 
 
+def serve_project(folder: Path, slots: int, context: int, key_name: str) -> tuple[Path, str]:
+    """An example project whose ``odyssey serve`` runs llama.cpp with ``slots`` slots and no limit a load
+    test would hit; returns its root and a fresh API key."""
+    from odyssey.deploy.keys import create_key
+    from odyssey.project import Project
+    from odyssey.scaffold import init_project
+
+    root = init_project(folder, "summarization")
+    spec = (root / "odyssey.yaml").read_text()
+    spec += (
+        f"\ndeploy:\n  backend: llama.cpp\n  parallel: {slots}\n  context_length: {context}\n"
+        "  prompt_mode: chat\n  max_concurrency: 256\n  rate_limit_rpm: 1000000\n"
+    )
+    (root / "odyssey.yaml").write_text(spec)
+    project = Project.load(root)
+    key = create_key(project.store, key_name).key
+    project.store.close()
+    return root, key
+
+
 def stop(proc: subprocess.Popen):
     if proc.poll() is None:
         proc.terminate()
@@ -231,21 +251,9 @@ def main():
                 stop(proc)
 
         if "odyssey" in servers:
-            from odyssey.deploy.keys import create_key
             from odyssey.project import Project
-            from odyssey.scaffold import init_project
 
-            root = init_project(work / f"proj{rnd}", "summarization")
-            spec = (root / "odyssey.yaml").read_text()
-            spec += (
-                f"\ndeploy:\n  backend: llama.cpp\n  parallel: {args.parallel}\n"
-                f"  context_length: {total_ctx}\n  prompt_mode: chat\n  max_concurrency: 256\n"
-                "  rate_limit_rpm: 1000000\n"
-            )
-            (root / "odyssey.yaml").write_text(spec)
-            project = Project.load(root)
-            key = create_key(project.store, "bench").key
-            project.store.close()
+            root, key = serve_project(work / f"proj{rnd}", args.parallel, total_ctx, "bench")
             port = free_port()
             env = {**os.environ, "ODYSSEY_QUIET": "1"}
             if binary is not None:

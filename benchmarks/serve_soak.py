@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from serve_load import stop, wait_ready  # noqa: E402
+from serve_load import serve_project, stop, wait_ready  # noqa: E402
 
 from odyssey.deploy.backends import free_port  # noqa: E402
 from odyssey.evaluate import percentile  # noqa: E402
@@ -204,24 +204,6 @@ def bare_llama_server(args, gguf, binary, work) -> dict:
     return summarize(tally, wall)
 
 
-def make_project(work: Path, slots: int):
-    from odyssey.deploy.keys import create_key
-    from odyssey.project import Project
-    from odyssey.scaffold import init_project
-
-    root = init_project(work / "proj", "summarization")
-    spec = (root / "odyssey.yaml").read_text()
-    spec += (
-        f"\ndeploy:\n  backend: llama.cpp\n  parallel: {slots}\n  context_length: {slots * 512}\n"
-        "  prompt_mode: chat\n  max_concurrency: 256\n  rate_limit_rpm: 1000000\n"
-    )
-    (root / "odyssey.yaml").write_text(spec)
-    project = Project.load(root)
-    key = create_key(project.store, "soak").key
-    project.store.close()
-    return root, key
-
-
 def start_serve(root: Path, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "ODYSSEY_QUIET": "1"}
     cmd = [sys.executable, "-m", "odyssey.cli", "serve", "-p", str(root), "--port", str(port), "--backend", "llama.cpp"]
@@ -339,7 +321,7 @@ def main():
     print(f"bare llama-server, {args.bare_requests} chat requests @{args.concurrency}", flush=True)
     out["bare_llama_server"] = bare_llama_server(args, gguf, binary, work)
     print(json.dumps(out["bare_llama_server"]), flush=True)
-    root, key = make_project(work, args.slots)
+    root, key = serve_project(work / "proj", args.slots, args.slots * 512, "soak")
     print(f"odyssey serve, {args.requests} mixed requests @{args.concurrency}", flush=True)
     out["odyssey"] = soak(args, root, key, work)
     print(json.dumps(out["odyssey"]), flush=True)

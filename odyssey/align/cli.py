@@ -178,12 +178,15 @@ def ppo_cmd(
     _print_result(result, as_json)
 
 
+PreferencesOpt = Annotated[Optional[str], typer.Option(help="preference set (default: the latest)")]
+
+
 def dpo_cmd(
     beta: Annotated[Optional[float], typer.Option(help="DPO beta (default: align.dpo.beta)")] = None,
     reference_free: Annotated[
         Optional[bool], typer.Option("--reference-free/--with-reference", help="drop the reference model")
     ] = None,
-    preferences: Annotated[Optional[str], typer.Option(help="preference set (default: the latest)")] = None,
+    preferences: PreferencesOpt = None,
     start: StartOpt = None,
     resume: ResumeOpt = False,
     no_eval: NoEvalOpt = False,
@@ -209,7 +212,6 @@ def _set_ref(preferences: str | None):
     return int(preferences) if preferences and preferences.isdigit() else preferences
 
 
-PreferencesOpt = Annotated[Optional[str], typer.Option(help="preference set (default: the latest)")]
 # Module level: the CLI's annotations are strings (postponed), resolved in this module's namespace.
 MethodBetaOpt = Annotated[Optional[float], typer.Option(help="the method's beta (default: align.<method>.beta)")]
 

@@ -208,3 +208,22 @@ def trl_cpu_args() -> dict:
         "logging_steps": 5,
         "dataloader_num_workers": 0,
     }
+
+
+def preference_train_config(work: Path, cfg):
+    """The loop's settings for a preference run (DPO, KTO, ORPO, SimPO, the reward model) from its spec
+    section: TRL's defaults for these trainers (linear decay, no warm-up), so the move kept the recipe."""
+    from odyssey.training import TrainConfig
+
+    return TrainConfig(
+        output_dir=work / "train",
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        batch_size=1,  # one item is one length-bucketed group of cfg.batch_size pairs
+        lr_scheduler="linear",
+        seed=cfg.seed,
+        log_every=1,
+        save_every=cfg.save_every,
+        eval_every=cfg.eval_every,
+        early_stopping_patience=cfg.early_stopping_patience,
+    )

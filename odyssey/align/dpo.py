@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 
-from odyssey.align.common import quiet_libraries
+from odyssey.align.common import preference_train_config, quiet_libraries
 from odyssey.errors import OdysseyError, require
 
 OFFLINE_METHODS = ("dpo", "kto", "orpo", "simpo")
@@ -176,24 +176,6 @@ def _eval_fn(loss_fn, groups: list[list], collator):
     return evaluate
 
 
-def _train_config(work, cfg):
-    from odyssey.training import TrainConfig
-
-    # TRL's defaults for these trainers (linear decay, no warm-up), so the move kept the recipe.
-    return TrainConfig(
-        output_dir=work / "train",
-        epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        batch_size=1,  # one item is one length-bucketed group of cfg.batch_size pairs
-        lr_scheduler="linear",
-        seed=cfg.seed,
-        log_every=1,
-        save_every=cfg.save_every,
-        eval_every=cfg.eval_every,
-        early_stopping_patience=cfg.early_stopping_patience,
-    )
-
-
 def _summary_metrics(history: list[dict], wall: float) -> dict[str, float]:
     last = next((h for h in reversed(history) if "loss" in h), {})
     val = next((h for h in reversed(history) if "val_loss" in h), {})
@@ -281,7 +263,7 @@ def _fit(loaded, method, cfg, items, held_items, collator, work, run, resume):
             PreferenceModule(model),
             groups,
             loss_fn,
-            _train_config(work, cfg),
+            preference_train_config(work, cfg),
             eval_fn=_eval_fn(loss_fn, held, collator),
             collate_fn=collator,
             resume=resume,

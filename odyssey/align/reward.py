@@ -238,25 +238,15 @@ def _held_out_fn(groups: list[list], collator):
 
 def _fit_reward(model, tok, train: list[dict], test: list[dict], spec, work: Path, run, resume: bool):
     """The classifier trained on the loop (TRL's RewardTrainer defaults: linear decay, no warm-up)."""
-    from odyssey.training import TrainConfig, train as train_loop
+    from odyssey.align.common import preference_train_config
+    from odyssey.training import train as train_loop
     from odyssey.training.preference import RewardCollator, reward_loss
 
     collator = RewardCollator(tok.pad_token_id)
     # Held-out pairs steer training only when asked (eval_every / early stopping): they are also what the
     # reported accuracy is measured on, which selecting weights on them would flatter.
     steer = bool(spec.eval_every or spec.early_stopping_patience)
-    config = TrainConfig(
-        output_dir=work / "train",
-        epochs=spec.epochs,
-        learning_rate=spec.learning_rate,
-        batch_size=1,  # one item is one length-bucketed group of spec.batch_size pairs
-        lr_scheduler="linear",
-        seed=spec.seed,
-        log_every=1,
-        save_every=spec.save_every,
-        eval_every=spec.eval_every,
-        early_stopping_patience=spec.early_stopping_patience,
-    )
+    config = preference_train_config(work, spec)
 
     def log(entry):
         run.log_metrics({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=entry.get("step"))
