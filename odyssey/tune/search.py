@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from odyssey.errors import OdysseyError, require
@@ -155,7 +156,7 @@ def open_study(project, name: str, tspec, dims: dict[str, tuple]):
     optuna = require("optuna", "tune", "odyssey tune")
     folder = project.state_dir / STUDY_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{folder / STORAGE_FILE}"
+    storage = _storage(optuna, folder / STORAGE_FILE)
     if tspec.sampler == "grid":
         ranges = [n for n, d in dims.items() if d[0] == "range"]
         if ranges:
@@ -179,6 +180,23 @@ def open_study(project, name: str, tspec, dims: dict[str, tuple]):
         study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
     )
     return study, storage
+
+
+def _storage(optuna, path: Path) -> str:
+    """The study's SQLite URL, its schema created whole: Optuna writes tables and the alembic version in
+    several steps, and a kill -9 between them leaves a file the next run cannot open (UNIQUE constraint
+    failed: alembic_version). So a new storage is built in a temp file and renamed into place."""
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        optuna.storages.RDBStorage(f"sqlite:///{tmp}").engine.dispose()
+        try:
+            os.link(tmp, path)  # not os.replace: a second odyssey tune may have made it (and used it) meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return f"sqlite:///{path}"
 
 
 def retire_dead_trials(study) -> list[int]:
