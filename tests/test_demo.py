@@ -25,7 +25,8 @@ def test_quick_demo_runs_the_lifecycle_and_ends_with_the_board(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "status: the board" in result.stdout and "smollm2-135m-instruct:prompt" in result.stdout
+    assert "odyssey run --profile quick" in result.stdout and "what the lifecycle bought" in result.stdout
+    assert "smollm2-135m-instruct:prompt" in result.stdout and "time per part:" in result.stdout
     board = json.loads(
         subprocess.run(
             [sys.executable, "-m", "odyssey.cli", "status", "--json", "-p", str(tmp_path / "demo")],
@@ -35,9 +36,12 @@ def test_quick_demo_runs_the_lifecycle_and_ends_with_the_board(tmp_path):
         ).stdout
     )
     names = {c["name"]: c for c in board["candidates"]}
-    assert {"smollm2-135m-instruct:prompt", "smollm2-135m-instruct:zero-shot"} <= set(names)
+    assert {"smollm2-135m-instruct:prompt", "smollm2-135m-instruct:zero-shot", "smollm2-135m-instruct:lora"} <= set(
+        names
+    )
     zero = names["smollm2-135m-instruct:zero-shot"]["metrics"]
     # A real instruction-tuned model summarizes: far above what a random model scores (~0.0).
     assert zero["rouge1"] > 0.15 and zero["mean_new_tokens"] > 5
     stages = {s["stage"]: s["status"] for s in board["stages"]}
-    assert stages["prompt"] == stages["evaluate"] == "succeeded"
+    assert stages["prompt"] == stages["adapt"] == stages["align"] == stages["evaluate"] == "succeeded"
+    assert stages["optimize"] == stages["deploy"] == stages["augment"] == "succeeded"

@@ -75,6 +75,7 @@ def prompt_search(
 ) -> PromptResult:
     from odyssey.engines import open_engine
     from odyssey.evaluate import check_gates, run_harness
+    from odyssey.evaluate.checks import headline
     from odyssey.evaluate.report import write_report
     from odyssey.models import parse_ref
 
@@ -149,7 +150,7 @@ def prompt_search(
             run.log_metrics({f"{cfg.name}/{k}": v for k, v in result.metrics.items()}, split="validation")
             ui.say(
                 f"  {cfg.name:<22} {primary}={result.metrics.get(primary, 0):.4f}"
-                + (f"  ({'; '.join(n.splitlines()[0] for n in result.notes)})" if result.notes else "")
+                + (f"  ({'; '.join(headline(n) for n in result.notes)})" if result.notes else "")
             )
         best = pick_best(variants, primary)
         best_cfg = configs[best.name]

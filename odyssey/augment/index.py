@@ -370,7 +370,9 @@ class Collection:
             rows: dict[str, dict] = {}
             vec_ranked: list[str] = []
             if mode in {"hybrid", "vector"}:
-                found = table.search(qvecs[qi]).distance_type("cosine").select(columns).limit(n).to_list()
+                # _distance named: without it, lance logs a deprecation warning to the terminal on every query
+                nearest = table.search(qvecs[qi]).distance_type("cosine").select([*columns, "_distance"])
+                found = nearest.limit(n).to_list()
                 for row in found:
                     rows[row["id"]] = row
                     vec_ranked.append(row["id"])

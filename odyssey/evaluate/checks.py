@@ -103,11 +103,19 @@ def check_outputs(rows: list[dict], inputs: list[str], finish_reasons: list[str]
     return OutputChecks(metrics, _warnings(metrics, flagged, rows, n), flagged)
 
 
+EXAMPLES_MARK = "; for example:"
+
+
+def headline(note: str) -> str:
+    """A note's one-line form, for a table cell or a progress line: its first line, without the examples."""
+    return note.splitlines()[0].removesuffix(EXAMPLES_MARK) if note else note
+
+
 def _warnings(metrics: dict, flagged: dict, rows: list[dict], n: int) -> list[str]:
     out = []
 
     def warn(check: str, text: str):
-        out.append(f"{text}; for example:\n{_examples(rows, flagged[check])}")
+        out.append(f"{text}{EXAMPLES_MARK}\n{_examples(rows, flagged[check])}")
 
     if metrics["copy_rate"] > COPY_WARN_RATE:
         warn(

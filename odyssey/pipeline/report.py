@@ -16,7 +16,7 @@ def finish(project, plan, result, outcomes: dict, pipeline_run) -> None:
 
     board = build_board(project)
     result.board = board.as_dict()
-    result.gains = stage_gains(project, plan, outcomes)
+    result.gains = stage_gains(project, plan, outcomes, best=board.best)
     result.report = write_report(project, result, outcomes)
     for kind, path in result.report.items():
         pipeline_run.add_artifact(Path(path), f"pipeline-{kind}")
@@ -47,16 +47,23 @@ def gain(child: dict[str, float], parent: dict[str, float], seed: int = 0) -> di
     return {"gain": statistics.fmean(after) - statistics.fmean(before), "low": low, "high": high, "n": len(common)}
 
 
-def stage_gains(project, plan, outcomes: dict) -> list[dict]:
-    """One row per candidate the latest evaluate step scored beside its parent."""
+def stage_gains(project, plan, outcomes: dict, best: str | None = None) -> list[dict]:
+    """One row per candidate the latest evaluate step scored beside its parent, and a last row for the
+    whole run: the best candidate over its model zero-shot (what the lifecycle bought, in one number)."""
     evaluate = [s for s in plan.steps if s.stage == "evaluate" and s.id in outcomes]
     if not evaluate:
         return []
     extra = outcomes[evaluate[-1].id].extra
     runs, metric = extra.get("evaluations", {}), project.spec.scope.primary_metric
     made_by = {n: s.stage for s in plan.steps if s.id in outcomes for n in outcomes[s.id].candidates}
+    pairs = [(made_by.get(c, "?"), c, p) for c, p in extra.get("pairs", [])]
+    zero_shots = [n for n in runs if n.endswith(":zero-shot")]
+    if best in runs and zero_shots and best not in zero_shots:
+        base = next((z for z in zero_shots if best.startswith(z.removesuffix("zero-shot"))), zero_shots[0])
+        if (best, base) not in {(c, p) for _, c, p in pairs}:
+            pairs.append(("whole run", best, base))
     rows = []
-    for child, parent in extra.get("pairs", []):
+    for stage, child, parent in pairs:
         if child not in runs or parent not in runs:
             continue
         found = gain(
@@ -64,16 +71,8 @@ def stage_gains(project, plan, outcomes: dict) -> list[dict]:
             per_example(project.store, runs[parent], parent, metric),
         )
         if found:
-            rows.append(
-                {
-                    "stage": made_by.get(child, "?"),
-                    "candidate": child,
-                    "parent": parent,
-                    "metric": metric,
-                    **found,
-                    "real": found["low"] > 0 or found["high"] < 0,
-                }
-            )
+            real = found["low"] > 0 or found["high"] < 0
+            rows.append({"stage": stage, "candidate": child, "parent": parent, "metric": metric, **found, "real": real})
     return rows
 
 

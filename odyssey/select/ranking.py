@@ -79,6 +79,7 @@ def select_models(
     """Evaluate every candidate zero-shot and record the ranking and the choice (``odyssey select``)."""
     from odyssey.engines import open_engine
     from odyssey.evaluate import check_gates, gates_pass, run_harness
+    from odyssey.evaluate.checks import headline
     from odyssey.models import describe, parse_ref
     from odyssey.store.select import add_selection
 
@@ -160,7 +161,7 @@ def select_models(
                 gates=gates,
                 passed=gates_pass(gates),
                 n_params=n_params,
-                note="; ".join(n.splitlines()[0] for n in result.notes),
+                note="; ".join(headline(n) for n in result.notes),
             )
             rows.append(row)
         primary = scope.primary_metric

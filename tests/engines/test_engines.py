@@ -45,6 +45,22 @@ def _render(engine, texts):
     return list(texts)
 
 
+def test_transformers_memory_is_the_candidates_not_the_process():
+    """peak_rss_gb counts the model's weights plus what generating added, not what the process held
+    before (a pipeline's process has trained other models: an int8 candidate once read 6.4 GB)."""
+    from odyssey.engines.transformers import weight_gb
+    from odyssey.models.memory import rss_gb
+
+    ballast = b"\x01" * (512 * 1024**2)  # memory this process holds (and has touched) for other reasons
+    with open_engine("tiny:llama", engine="transformers", quiet=True) as ref:
+        _, stats = ref.generate(PROMPTS, {"max_new_tokens": 8})
+        weights = weight_gb(ref.loaded.model)
+        n_params = ref.n_params
+    assert weights * 1024**3 == pytest.approx(4 * n_params, rel=0.05)  # fp32: 4 bytes a parameter
+    assert weights <= stats["peak_rss_gb"] < weights + 0.25 < rss_gb() - 0.5
+    del ballast
+
+
 @needs_llama_server
 def test_llamacpp_greedy_tokens_equal_transformers_on_a_tiny_model():
     settings = {"max_new_tokens": 16}

@@ -3,7 +3,7 @@ refusal to keep a copying variant; `odyssey eval` with no arguments evaluates th
 
 from __future__ import annotations
 
-from odyssey.evaluate.checks import check_outputs, copied_share, distinct_n, repeats_phrase
+from odyssey.evaluate.checks import check_outputs, copied_share, distinct_n, headline, repeats_phrase
 
 DIALOGUE = (
     "#Person1#: Hi, Mr. Smith. I'm Doctor Hawkins. Why are you here today? #Person2#: I found it would be "
@@ -27,6 +27,8 @@ def test_an_answer_that_repeats_the_dialogue_is_a_copy_and_a_summary_is_not():
     warning = next(w for w in checks.warnings if "copy the input" in w)
     assert warning.startswith("2 of 3 answers copy the input")
     assert "[0] #Person1#: Hi, Mr. Smith" in warning and "[1]" in warning  # two examples shown
+    # the one-line form (the prompt search's progress line, the ranking's note) ends at the claim
+    assert headline(warning).endswith("not the task") and "example" not in headline(warning)
 
 
 def test_short_label_answers_found_in_the_input_are_not_copies():

@@ -152,4 +152,10 @@ def test_ppo_distill_and_prune_steps(tmp_path):
     lora = made["finetune"][0]
     assert parents[made["align.ppo"][0]] == lora
     assert parents[made["optimize.distill"][0]] == lora and parents[made["optimize.prune"][0]] == lora
-    assert {g["stage"] for g in result["gains"]} == {"prompt", "finetune", "ppo", "distill", "prune"}
+    gains = {g["stage"]: g for g in result["gains"]}
+    assert set(gains) - {"whole run"} == {"prompt", "finetune", "ppo", "distill", "prune"}
+    best = result["board"]["best"]
+    if best not in (made["prompt"][0], gains["prompt"]["parent"]):  # else the prompt row is already that gain
+        whole = gains["whole run"]  # the best candidate over its model zero-shot, on the same test rows
+        assert whole["candidate"] == best and whole["parent"] == gains["prompt"]["parent"]
+        assert whole["n"] == gains["prompt"]["n"] and whole["low"] <= whole["gain"] <= whole["high"]
