@@ -142,6 +142,11 @@ def configure_library_output(verbose: bool = False, log_file=None):
     return _configured["log_file"]
 
 
+def verbose() -> bool:
+    """Whether library output is shown (``--verbose``); False before configure_library_output ran."""
+    return bool(_configured.get("verbose"))
+
+
 def default_log_file():
     from odyssey.paths import home
 

@@ -428,7 +428,13 @@ def trl_online(
             processing_class=loaded.tokenizer,
             peft_config=peft_config,
         )
-        with contextlib.redirect_stdout(sys.stderr):  # the HF Trainer prints its log dicts; keep --json clean
+        # TRL's own tqdm bar and log dicts (ProgressCallback) go; Odyssey's bar shows the step and reward
+        from transformers import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        with ui.progress(algo, total=n_steps) as bar, contextlib.redirect_stdout(sys.stderr):
+            trainer.add_callback(_bar_callback(bar))
             trainer.train()
         history = [h for h in trainer.state.log_history if "reward" in h]
         wall = time.perf_counter() - t0
@@ -454,3 +460,19 @@ def trl_online(
         )
         result.warnings += result.evaluation.get("warnings", [])
     return result
+
+
+def _bar_callback(bar):
+    """A TrainerCallback moving Odyssey's progress bar a step at a time, with the latest reward and KL."""
+    from transformers import TrainerCallback
+
+    class BarCallback(TrainerCallback):
+        fields: dict = {}
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.fields = {k: round(float(logs[k]), 4) for k in ("reward", "kl") if logs and k in logs}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            bar.advance(1, **self.fields)
+
+    return BarCallback()

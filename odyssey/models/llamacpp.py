@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import os
 import re
 import shutil
@@ -405,6 +406,17 @@ def _run_logged(cmd: list[str], log, log_path: Path, title: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Using the tools
+
+
+def pre_tokenizer_name(tokenizer_json: Path) -> str | None:
+    """llama.cpp's name for a tokenizer.json pre-tokenizer it may not recognize by hash: GPT-2's byte-level
+    regex split is 'gpt-2' (Odyssey's tiny models; the packaged SmolLM2's tokenizer as rebuilt here)."""
+    if not tokenizer_json.exists():
+        return None
+    pre = json.loads(tokenizer_json.read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    return None
 
 
 # The converter refuses a BPE tokenizer whose pre-tokenizer it does not know (its hash list covers

@@ -168,7 +168,8 @@ def export_gguf(
     out_dir.mkdir(parents=True, exist_ok=True)
     f16 = out_dir / f"{name}.f16.gguf"
     if not f16.exists():
-        llamacpp.convert_hf_to_gguf(src, f16, "f16")
+        pre = llamacpp.pre_tokenizer_name(src / "tokenizer.json")  # one llama.cpp's hash list may not know
+        llamacpp.convert_hf_to_gguf(src, f16, "f16", pre_tokenizer=pre)
     if method.detail == "f16":
         return f16, f16
     target = out_dir / f"{name}.{method.detail}.gguf"

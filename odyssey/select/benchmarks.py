@@ -10,10 +10,12 @@ capitals); any other name is an lm-eval task (hub datasets: online only).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from odyssey import ui
 from odyssey.errors import OdysseyError, require
 
 TASKS_DIR = Path(__file__).parent / "data" / "tasks"
@@ -64,13 +66,41 @@ def odyssey_lm(loaded, batch_size: int = 8):
             hint="benchmark a decoder-only or encoder-decoder model",
         )
     backend = "seq2seq" if loaded.family == FAMILY_SEQ2SEQ else "causal"
-    return HFLM(
+
+    class QuietHFLM(HFLM):
+        """HFLM without its tqdm bars: it passes ``disable=`` itself, so TQDM_DISABLE cannot reach them, and
+        they would print over Odyssey's status line (ui.verbose() keeps them)."""
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return super().generate_until(requests, disable_tqdm=disable_tqdm or not ui.verbose())
+
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not ui.verbose())
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or not ui.verbose())
+
+    return QuietHFLM(
         pretrained=loaded.model,
         tokenizer=loaded.tokenizer,
         backend=backend,
         batch_size=batch_size,
         max_length=min(loaded.context_length, 4096),
     )
+
+
+@contextlib.contextmanager
+def _no_git_probe():
+    """lm-eval records its caller's commit with ``git describe`` in the current folder; outside a repository
+    git prints "fatal: not a git repository" on the terminal. The commit is not what Odyssey records."""
+    import lm_eval.evaluator
+
+    original = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = original
 
 
 def run_benchmarks(
@@ -88,7 +118,6 @@ def run_benchmarks(
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from odyssey import ui
     from odyssey.models import load
 
     if not tasks:
@@ -137,7 +166,7 @@ def run_benchmarks(
                 f"lm-eval does not know the task(s) {', '.join(missing)}",
                 hint="check the name (lm-eval --tasks list) or use local:mini-mmlu, local:boolq-mini, local:capitals",
             )
-        with ui.status(f"lm-eval: {', '.join(names)} on {ref}"):
+        with ui.status(f"lm-eval: {', '.join(names)} on {ref}"), _no_git_probe():
             out = lm_eval.simple_evaluate(
                 model=lm, tasks=names, task_manager=manager, limit=limit, log_samples=False, verbosity="ERROR"
             )

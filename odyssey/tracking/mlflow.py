@@ -81,7 +81,13 @@ class MlflowTarget:
 
         _client_environment()
         check_reachable(uri)
-        client = MlflowClient(tracking_uri=uri)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+        except MlflowException as exc:  # a URI MLflow will not store to, e.g. its retired ./mlruns file store
+            raise OdysseyError(
+                f"tracking.mlflow.uri: MLflow cannot track to {uri!r}: {exc.message.split('. ')[0]}",
+                hint="use a tracking server (http://127.0.0.1:5000) or a database (sqlite:///mlflow.db)",
+            ) from None
         try:
             found = client.get_experiment_by_name(experiment)
             if found is not None and found.lifecycle_stage == "deleted":

@@ -133,11 +133,14 @@ def test_lifecycle_prefs_reward_ppo_dpo_status(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
-def test_trl_online_trainers_record_a_candidate(tmp_path, algo):
+def test_trl_online_trainers_record_a_candidate(tmp_path, algo, capfd):
     from odyssey.align.dpo import trl_online
 
     project, _ = _prefs_project(tmp_path, "align:\n  ppo: {batch_size: 2, max_new_tokens: 6}\n")
+    capfd.readouterr()
     result = trl_online(project, algo, reward="toxicity", steps=1, evaluate=False)
+    printed = capfd.readouterr()
+    assert "{'" not in printed.out + printed.err  # TRL's log dicts stay off the terminal: Odyssey's bar shows them
     cand = project.store.candidate(result.candidate)
     assert cand["stage"] == "align" and cand["config"]["align"]["method"] == algo
     assert cand["config"]["align"]["reward"] == "toxicity" and result.candidate.endswith(f"+{algo}")

@@ -52,7 +52,7 @@ def _hand_accuracy(loaded, n: int) -> float:
     return right / len(rows)
 
 
-def test_benchmark_tiny_model_matches_hand_count(tmp_path):
+def test_benchmark_tiny_model_matches_hand_count(tmp_path, capfd, monkeypatch):
     from odyssey.models import load
     from odyssey.project import Project
     from odyssey.select import run_benchmarks
@@ -60,7 +60,12 @@ def test_benchmark_tiny_model_matches_hand_count(tmp_path):
 
     project = Project.load(tiny_project(tmp_path / "proj"))
     loaded = load("tiny:gpt2")
+    monkeypatch.chdir(tmp_path)  # outside a git repository, as a user's project usually is
+    capfd.readouterr()
     result = run_benchmarks(["local:mini-mmlu", "local:capitals"], loaded=loaded, project=project, limit=8)
+    printed = capfd.readouterr()
+    # lm-eval's own tqdm bars and its `git describe` probe stay off the terminal
+    assert "Running" not in printed.err and "fatal:" not in printed.err, printed.err
     acc = result.score("mini-mmlu", "acc")
     assert acc == pytest.approx(_hand_accuracy(loaded, 8))
     assert result.score("capitals", "exact_match") == 0.0  # a random model names no capital

@@ -174,6 +174,13 @@ def test_an_unreachable_tracking_server_stops_the_command_at_its_start(tmp_path)
     assert board["project"] == project.spec.name
 
 
+def test_a_file_store_uri_is_a_user_error_with_the_database_hint(tmp_path):
+    project = _project(tmp_path / "f", "")
+    out = _cli(["track", "export", "--uri", "./mlruns"], project.root, code=2)
+    assert "tracking.mlflow.uri: MLflow cannot track to './mlruns'" in out["stderr"]
+    assert "sqlite:///mlflow.db" in out["stderr"] and "Traceback" not in out["stderr"]
+
+
 def test_a_missing_tracking_package_names_the_extra(tmp_path, monkeypatch):
     from odyssey.errors import MissingDependency
 

@@ -99,17 +99,6 @@ def write_hf(plan, loaded, template: ExportTemplate, out: Path) -> None:
     generation_config(plan, tokenizer).save_pretrained(out)
 
 
-def pre_tokenizer_name(tokenizer_json: Path) -> str | None:
-    """llama.cpp's name for a tokenizer.json pre-tokenizer it may not recognize by hash: GPT-2's byte-level
-    regex split is 'gpt-2' (Odyssey's tiny models; the packaged SmolLM2's tokenizer as rebuilt here)."""
-    if not tokenizer_json.exists():
-        return None
-    pre = json.loads(tokenizer_json.read_text(encoding="utf-8")).get("pre_tokenizer") or {}
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt-2"
-    return None
-
-
 def end_of_turn_id(tokenizer) -> int | None:
     """The token that ends an assistant turn: ChatML's <|im_end|> when the vocabulary has it, else EOS."""
     vocab = tokenizer.get_vocab()
@@ -124,7 +113,7 @@ def write_gguf(plan, loaded, template: ExportTemplate, out: Path) -> tuple[Path,
     work.mkdir()
     write_hf(replace(plan, adapter=False), loaded, template, work)
     converted = out / ".converted.gguf"
-    pre = pre_tokenizer_name(work / "tokenizer.json")
+    pre = llamacpp.pre_tokenizer_name(work / "tokenizer.json")
     llamacpp.convert_hf_to_gguf(work, converted, plan.precision, pre_tokenizer=pre)
     shutil.rmtree(work)
     tok = loaded.tokenizer
