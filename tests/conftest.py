@@ -77,3 +77,32 @@ def tiny_project(root: Path, model: str = "tiny:llama", task: str = "summarizati
 
 
 needs_shared_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data not present")
+
+
+def kill_9_at_ready(command: list[str], env: dict, timeout: float = 600) -> str:
+    """Run ``command`` until it prints a line starting with READY, then SIGKILL it: no clean-up handlers
+    run, as after a crash or an OOM kill. Returns that line; a child that ends first fails the test with
+    the tail of its stderr (kept in a file, so a chatty child cannot block on a full pipe)."""
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+        deadline, line = time.monotonic() + timeout, ""
+        try:
+            for line in proc.stdout:
+                if line.startswith("READY") or time.monotonic() > deadline:
+                    break
+            if line.startswith("READY"):
+                os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None and not line.startswith("READY"):
+                proc.kill()
+            proc.wait(timeout=60)
+        errors.seek(0)
+        tail = errors.read().decode(errors="replace")[-3000:]
+    assert line.startswith("READY"), f"{command[1:3]} ended without READY:\n{tail}"
+    assert proc.returncode == -signal.SIGKILL
+    return line

@@ -45,6 +45,7 @@ class Served:
     prompt: Any = None  # odyssey.prompts.PromptConfig or None
     pool: list = field(default_factory=list)
     mode: str = "task"
+    aliases: tuple = ()  # other names a request may give it: 'best' when it was served as the best
     _selector: Any = None
 
     _max_token_chars: int | None = None
@@ -318,8 +319,8 @@ class Gateway:
     def model(self, name: str | None) -> Served:
         if not name or name in self.models:
             return self.models[name or self.default]
-        for served in self.models.values():  # also accept the model reference itself
-            if served.model_ref == name:
+        for served in self.models.values():  # also accept the model reference itself, or 'best'
+            if served.model_ref == name or name in served.aliases:
                 return served
         raise APIError(
             404,

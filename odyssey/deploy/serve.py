@@ -64,7 +64,8 @@ def build_app(
     log_dir.mkdir(parents=True, exist_ok=True)
     served = []
     pool = None
-    for choice in choices:
+    requested = list(candidates or [project.spec.deploy.candidate])
+    for asked, choice in zip(requested, choices):
         engine = make_backend(
             kind,
             choice.model_ref,
@@ -76,7 +77,8 @@ def build_app(
         cfg = PromptConfig.from_dict(choice.prompt) if choice.prompt else None
         if cfg is not None and cfg.shots and pool is None:
             pool = project.dataset().splits.get("train", [])
-        served.append(Served(choice.name, choice.model_ref, engine, cfg, pool or [], settings.prompt_mode))
+        aliases = ("best",) if asked == "best" else ()
+        served.append(Served(choice.name, choice.model_ref, engine, cfg, pool or [], settings.prompt_mode, aliases))
     use_capture = settings.capture if capture is None else capture
     writer = CaptureWriter(project.state_dir, project.spec.name, project.root) if use_capture else None
 

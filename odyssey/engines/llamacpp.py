@@ -21,6 +21,11 @@ from odyssey.engines.base import EngineInfo, Generated, cut_at_stop, encode_prom
 from odyssey.engines.process import ManagedServer
 from odyssey.errors import MissingDependency, OdysseyError
 
+# llama-server keeps finished prompts' KV state in RAM for reuse, up to 8 GiB by default (--cache-ram):
+# over 10,000 requests odyssey serve + its child grew 626 MB -> 6.5 GB, which reads as a leak on a 4 GB budget.
+# 256 MiB still holds many copies of a shared system prompt, which is what the reuse is for.
+PROMPT_CACHE_MB = 256
+
 
 def server_command(
     binary: Path,
@@ -31,13 +36,14 @@ def server_command(
     slots: int = 1,
     context: int = 4096,
     threads: int | None = None,
+    cache_ram_mb: int = PROMPT_CACHE_MB,
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """llama-server's argument list, the one place it is written: loopback only, its own key, ``slots``
     parallel sequences sharing ``context`` tokens (``-c`` is split across the slots), ``threads`` for
-    decoding and prompts alike (llama.cpp's default: all cores), no web UI."""
+    decoding and prompts alike (llama.cpp's default: all cores), a bounded prompt cache, no web UI."""
     cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key]
-    cmd += ["-np", str(slots), "-c", str(context)]
+    cmd += ["-np", str(slots), "-c", str(context), "--cache-ram", str(cache_ram_mb)]
     if threads:
         cmd += ["-t", str(threads), "-tb", str(threads)]
     return [*cmd, "--cont-batching", "--no-webui", *extra]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from odyssey.errors import OdysseyError
 from odyssey.project import Project
 from tests.align.test_dpo_cli import _prefs_project
-from tests.conftest import tiny_project
+from tests.conftest import kill_9_at_ready, tiny_project
 
 JOB = Path(__file__).with_name("_align_job.py")
 FAST = "{epochs: 3, learning_rate: 0.005, batch_size: 4}"
@@ -141,20 +140,8 @@ def _run(root: Path, method: str, *args: str) -> dict:
 
 
 def _killed_at(root: Path, method: str, step: int) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(JOB), str(root), method, "--hang-at", str(step)],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        for line in proc.stdout:
-            if "READY" in line:
-                break
-        os.kill(proc.pid, signal.SIGKILL)  # no clean-up handlers run, as after a crash or an OOM kill
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL and not (root / "result.json").exists()
+    kill_9_at_ready([sys.executable, str(JOB), str(root), method, "--hang-at", str(step)], _env())
+    assert not (root / "result.json").exists()
 
 
 @pytest.mark.parametrize(

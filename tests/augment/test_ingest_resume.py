@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 
 from odyssey.augment.index import Collection
 from odyssey.project import Project
-from tests.conftest import tiny_project
+from tests.conftest import kill_9_at_ready, tiny_project
 
 JOB = Path(__file__).with_name("_ingest_job.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -42,18 +41,8 @@ def _env() -> dict:
 
 
 def _kill_at_added(root: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(JOB), str(root), "--hang-at", "added"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("READY"), proc.stderr.read()[-3000:]
-    os.kill(proc.pid, signal.SIGKILL)  # no clean-up handlers run, as after a crash or an OOM kill
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL and int(line.split()[1]) > 0  # rows were in the table
+    line = kill_9_at_ready([sys.executable, str(JOB), str(root), "--hang-at", "added"], _env())
+    assert int(line.split()[1]) > 0  # rows were in the table
 
 
 def _cli_ingest(root: Path) -> dict:

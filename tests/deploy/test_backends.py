@@ -33,6 +33,7 @@ def test_llama_server_command_is_an_argument_list(tmp_path, monkeypatch):
     assert isinstance(backend, LlamaServerBackend)
     cmd = backend.command()
     assert cmd[0] == str(fake) and cmd[cmd.index("-np") + 1] == "6" and cmd[cmd.index("-c") + 1] == "6144"
+    assert cmd[cmd.index("--cache-ram") + 1] == "256"  # llama.cpp's own default (8 GiB) grew it to 6.3 GB
     assert backend.context_length == 1024  # llama-server splits -c across its slots
     monkeypatch.setenv("ODYSSEY_LLAMA_SERVER", str(tmp_path / "missing"))
     with pytest.raises(MissingDependency, match="llama-server"):

@@ -68,7 +68,15 @@ def _with_url(part: dict, url: str) -> dict:
 
 @pytest.mark.parametrize(
     "model",
-    ["../../etc/passwd", "/etc/passwd", "tiny-a/../../../etc/passwd", "..%2f..%2fetc", "hf:evil/repo", "tiny-a\x00"],
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "tiny-a/../../../etc/passwd",
+        "..%2f..%2fetc",
+        "hf:evil/repo",
+        "tiny-a\x00",
+        "best",
+    ],
 )
 def test_a_model_name_is_looked_up_never_opened(server, model):
     """`model` only selects among the served candidates (or their references): a path or hub id loads nothing."""

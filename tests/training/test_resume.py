@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import kill_9_at_ready
 
 JOB = Path(__file__).with_name("_job.py")
 
@@ -37,20 +38,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_loss_curve(tmp_path, lora):
     straight = _run(tmp_path / "straight", lora=lora)
 
     interrupted = tmp_path / "interrupted"
-    proc = subprocess.Popen(
-        [sys.executable, str(JOB), str(interrupted), "--hang-at", "5"],
-        env=_env(lora),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        for line in proc.stdout:
-            if "READY" in line:
-                break
-        os.kill(proc.pid, signal.SIGKILL)  # no clean-up handlers run, as after a crash or OOM kill
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill_9_at_ready([sys.executable, str(JOB), str(interrupted), "--hang-at", "5"], _env(lora))
     assert not (interrupted / "result.json").exists()
     assert sorted(p.name for p in (interrupted / "checkpoints").iterdir()) == ["step-3"]
 
