@@ -24,6 +24,7 @@ class CandidateChoice:
     model_ref: str
     prompt: dict | None  # the stored prompt (None: the candidate was stored without one, served raw)
     candidate: Candidate | None = None
+    asked: str | None = None  # the name it was asked by ('best', a candidate, a model reference)
 
 
 def pick_candidates(project, names: list[str] | None) -> list[CandidateChoice]:
@@ -37,7 +38,7 @@ def pick_candidates(project, names: list[str] | None) -> list[CandidateChoice]:
             cand = project.candidate(name)
         except UnknownCandidate as exc:
             raise OdysseyError(f"{exc.message} to serve", hint=f"{exc.hint}; or use 'best'") from None
-        chosen.append(CandidateChoice(cand.name, cand.model_ref, cand.config.get("prompt"), cand))
+        chosen.append(CandidateChoice(cand.name, cand.model_ref, cand.config.get("prompt"), cand, name))
     return chosen
 
 
@@ -64,8 +65,7 @@ def build_app(
     log_dir.mkdir(parents=True, exist_ok=True)
     served = []
     pool = None
-    requested = list(candidates or [project.spec.deploy.candidate])
-    for asked, choice in zip(requested, choices):
+    for choice in choices:
         engine = make_backend(
             kind,
             choice.model_ref,
@@ -77,7 +77,7 @@ def build_app(
         cfg = PromptConfig.from_dict(choice.prompt) if choice.prompt else None
         if cfg is not None and cfg.shots and pool is None:
             pool = project.dataset().splits.get("train", [])
-        aliases = ("best",) if asked == "best" else ()
+        aliases = ("best",) if choice.asked == "best" else ()
         served.append(Served(choice.name, choice.model_ref, engine, cfg, pool or [], settings.prompt_mode, aliases))
     use_capture = settings.capture if capture is None else capture
     writer = CaptureWriter(project.state_dir, project.spec.name, project.root) if use_capture else None

@@ -185,7 +185,7 @@ def open_study(project, name: str, tspec, dims: dict[str, tuple]):
 def _storage(optuna, path: Path) -> str:
     """The study's SQLite URL, its schema created whole: Optuna writes tables and the alembic version in
     several steps, and a kill -9 between them leaves a file the next run cannot open (UNIQUE constraint
-    failed: alembic_version). So a new storage is built in a temp file and renamed into place."""
+    failed: alembic_version). So a new storage is built in a temp file and hard-linked into place."""
     if not path.exists():
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
