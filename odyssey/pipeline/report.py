@@ -59,7 +59,7 @@ def stage_gains(project, plan, outcomes: dict, best: str | None = None) -> list[
     pairs = [(made_by.get(c, "?"), c, p) for c, p in extra.get("pairs", [])]
     zero_shots = [n for n in runs if n.endswith(":zero-shot")]
     if best in runs and zero_shots and best not in zero_shots:
-        base = next((z for z in zero_shots if best.startswith(z.removesuffix("zero-shot"))), zero_shots[0])
+        base = _zero_shot_of(project.store, best, zero_shots)
         if (best, base) not in {(c, p) for _, c, p in pairs}:
             pairs.append(("whole run", best, base))
     rows = []
@@ -74,6 +74,15 @@ def stage_gains(project, plan, outcomes: dict, best: str | None = None) -> list[
             real = found["low"] > 0 or found["high"] < 0
             rows.append({"stage": stage, "candidate": child, "parent": parent, "metric": metric, **found, "real": real})
     return rows
+
+
+def _zero_shot_of(store, best: str, zero_shots: list[str]) -> str:
+    """The zero-shot the best candidate descends from (its stored lineage), else the one whose model prefix
+    it shares (a candidate recorded without a parent), else the first."""
+    for name in store.lineage(best):
+        if name in zero_shots:
+            return name
+    return next((z for z in zero_shots if best.startswith(z.removesuffix("zero-shot"))), zero_shots[0])
 
 
 # ---- the report -------------------------------------------------------------------------------------

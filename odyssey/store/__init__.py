@@ -263,6 +263,16 @@ class Store:
         parent = self.candidate(row["parent_id"]) if row.get("parent_id") else None
         return candidates.from_row(row, parent["name"] if parent else None, self.default_prompt)
 
+    def lineage(self, name_or_id: str | int) -> list[str]:
+        """The candidate's name, then its parent's, and so on back to the root (a cycle in the stored rows
+        ends the walk rather than looping)."""
+        names: list[str] = []
+        row = self.candidate(name_or_id)
+        while row is not None and row["name"] not in names:
+            names.append(row["name"])
+            row = self.candidate(row["parent_id"]) if row.get("parent_id") else None
+        return names
+
     def resolve(self, name_or_best: str) -> Candidate:
         """A stored candidate by name, or ``best`` (:meth:`best`); UnknownCandidate when there is none."""
         found = self.best() if name_or_best == "best" else self.candidate_obj(name_or_best)
