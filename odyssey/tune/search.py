@@ -186,6 +186,7 @@ def _storage(optuna, path: Path) -> str:
     """The study's SQLite URL, its schema created whole: Optuna writes tables and the alembic version in
     several steps, and a kill -9 between them leaves a file the next run cannot open (UNIQUE constraint
     failed: alembic_version). So a new storage is built in a temp file and hard-linked into place."""
+    _sweep_dead_temp_files(path)
     if not path.exists():
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
@@ -197,6 +198,15 @@ def _storage(optuna, path: Path) -> str:
         finally:
             tmp.unlink()
     return f"sqlite:///{path}"
+
+
+def _sweep_dead_temp_files(path: Path) -> None:
+    """Temp storages left by a process killed while it built one (``.optuna.db.<pid>.tmp``): removed once
+    that pid is gone; a live one is another ``odyssey tune`` still building its own."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name.removeprefix(f".{path.name}.").removesuffix(".tmp")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 def retire_dead_trials(study) -> list[int]:

@@ -215,3 +215,23 @@ def test_a_missing_optuna_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(MissingDependency) as caught:
         tune(project, trials=1)
     assert "llm-odyssey[tune]" in caught.value.hint
+
+
+def test_a_temp_storage_left_by_a_killed_tune_is_swept_and_a_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    import optuna
+
+    from odyssey.tune.search import _storage
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".optuna.db.{dead.pid}.tmp"
+    live = tmp_path / f".optuna.db.{os.getppid()}.tmp"
+    stale.write_text("half-made")
+    live.write_text("being built")
+    url = _storage(optuna, tmp_path / "optuna.db")
+    assert url == f"sqlite:///{tmp_path / 'optuna.db'}" and (tmp_path / "optuna.db").stat().st_size > 0
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "optuna.db"]
