@@ -26,6 +26,9 @@ sections for KTO, ORPO and SimPO at the same training settings as DPO. Steps, al
    nats per answer) and head to head with DPO on the same rows.
 
 Writes benchmarks/results/align_methods.json (or --out).
+
+Resumable: with ``--workdir DIR --resume`` a run cut off midway keeps DIR and skips every step its journal
+(DIR/align_methods.journal.json, written after each step) records as finished; the interrupted step starts over.
 """
 
 from __future__ import annotations
@@ -74,6 +77,40 @@ def _project(root: Path, args) -> None:
     (root / "odyssey.yaml").write_text(spec.replace(dpo_line, "".join(f"  {m}: {{{common}}}\n" for m in METHODS)))
 
 
+class Journal:
+    """The finished steps of one run and what each returned, rewritten after every step (temp file, then
+    os.replace, so a kill mid-write leaves the previous journal)."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.path = path
+        saved = json.loads(path.read_text()) if resume and path.exists() else {}
+        self.steps: dict = saved.get("steps", {})
+        self.timings: dict[str, float] = saved.get("timings_s", {})
+        if self.steps:
+            print(f"[align-methods] resuming {path.parent}: done {', '.join(self.steps)}", flush=True)
+
+    def done(self, step: str) -> bool:
+        return step in self.steps
+
+    def record(self, step: str, result: dict) -> None:
+        self.steps[step] = result
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"steps": self.steps, "timings_s": self.timings}, indent=2, default=str))
+        os.replace(tmp, self.path)
+
+
+def _trained(project, res) -> dict:
+    return {
+        "candidate": res.candidate,
+        "train_wall_s": res.wall_s,
+        "steps": len([h for h in res.history if "loss" in h]),
+        "train_metrics": res.metrics,
+        "history_first": res.history[:1],
+        "history_last": res.history[-1:],
+        "settings": project.store.candidate(res.candidate)["config"]["align"],
+    }
+
+
 def _parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=350, help="training prompts that preference pairs are made from")
@@ -81,6 +118,7 @@ def _parse(argv=None):
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"))
     parser.add_argument("--workdir", default=None, help="project folder (default: a temp folder)")
+    parser.add_argument("--resume", action="store_true", help="keep --workdir and skip the steps it finished")
     parser.add_argument("--finetune", action="store_true", help="run the adapt stage's LoRA fine-tune first")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of every preference method")
     parser.add_argument("--lr", type=float, default=5e-5, help="learning rate of every preference method")
@@ -110,10 +148,12 @@ def main(argv=None) -> None:
     from odyssey.project import Project
 
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="align-methods-"))
-    shutil.rmtree(root, ignore_errors=True)
-    _project(root, args)
+    journal = Journal(root / "align_methods.journal.json", resume=args.resume and args.workdir is not None)
+    if not journal.steps:
+        shutil.rmtree(root, ignore_errors=True)
+        _project(root, args)
     project = Project.load(root)
-    timings: dict[str, float] = {}
+    timings = journal.timings
 
     def timed(label, fn, *a, **kw):
         t0 = time.perf_counter()
@@ -122,26 +162,25 @@ def main(argv=None) -> None:
         print(f"[align-methods] {label}: {timings[label]} s", flush=True)
         return out
 
-    if args.finetune:
+    if args.finetune and not journal.done("finetune"):
         from odyssey.adapt import finetune
 
         timed("finetune", finetune, project, method="lora", evaluate=True)
+        journal.record("finetune", {})
     start = starting_candidate(project)
     ensure_candidate_row(project, start)
-    pset = timed("preferences", build_preferences, project, start=start)
-    rm = timed("reward_model", train_reward_model, project, start=start)
+    if not journal.done("preferences"):
+        pset = timed("preferences", build_preferences, project, start=start)
+        journal.record("preferences", {"pairs": len(pset.pairs), "sources": pset.sources, "sha256": pset.sha256})
+    if not journal.done("reward_model"):
+        rm = timed("reward_model", train_reward_model, project, start=start)
+        journal.record("reward_model", {"name": rm.name, **rm.metrics})
     trained = {}
     for method in methods:
-        res = timed(method, train_preference, project, method, start=start.name, evaluate=False)
-        trained[method] = {
-            "candidate": res.candidate,
-            "train_wall_s": res.wall_s,
-            "steps": len([h for h in res.history if "loss" in h]),
-            "train_metrics": res.metrics,
-            "history_first": res.history[:1],
-            "history_last": res.history[-1:],
-            "settings": project.store.candidate(res.candidate)["config"]["align"],
-        }
+        if not journal.done(method):
+            res = timed(method, train_preference, project, method, start=start.name, evaluate=False)
+            journal.record(method, _trained(project, res))
+        trained[method] = journal.steps[method]
     ranking = timed("compare", rank_methods, project, parent=start.name, limit=args.eval_rows)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     results = {
@@ -151,8 +190,8 @@ def main(argv=None) -> None:
         "rows": args.rows,
         "eval_rows": ranking["n"],
         "start": start.as_dict(),
-        "preferences": {"pairs": len(pset.pairs), "sources": pset.sources, "sha256": pset.sha256},
-        "reward_model": {"name": rm.name, **rm.metrics},
+        "preferences": journal.steps["preferences"],
+        "reward_model": journal.steps["reward_model"],
         "methods": {
             r["method"]: {
                 **trained.get(r["method"], {}),
