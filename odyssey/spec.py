@@ -769,8 +769,9 @@ class PipelineStep(Strict):
     )
     parent: str | None = Field(
         None,
-        description="'best', a candidate name, a model under models:, or an earlier "
-        "step's name; none: the stage's default (the step before it, else the board's best)",
+        description="'best', 'best:STAGE' (the best of the earlier steps of that stage), a candidate "
+        "name, a model under models:, or an earlier step's name; none: the stage's default (the step "
+        "before it, else the board's best)",
     )
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="step id (default: the stage)")
     with_: dict[str, Any] = Field(

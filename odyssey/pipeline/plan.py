@@ -254,8 +254,13 @@ def check_parents(project, plan: Plan) -> None:
     step_ids = {s.id for s in plan.steps}
     candidates = {c["name"] for c in project.store.candidates()}
     models = {e.ref for e in plan.spec.model_entries()} | {e.name for e in plan.spec.model_entries() if e.name}
+    earlier_stages: set[str] = set()
     for step in plan.steps:
         p = step.parent
+        if p is not None and p.startswith("best:"):
+            _check_best_of_stage(project, step, p.removeprefix("best:"), earlier_stages)
+            p = None
+        earlier_stages.add(step.stage)
         if p is None or p in step_ids or p in {"best", "model"} or p in candidates or p in models:
             continue
         known = sorted(step_ids | candidates | models | {"best"})
@@ -267,9 +272,25 @@ def check_parents(project, plan: Plan) -> None:
             f"parent {p!r} of step {step.id!r} does not exist",
             p,
             (f"did you mean {close!r}? " if close else "")
-            + f"a parent is 'best', an earlier step ({', '.join(sorted(step_ids))}), a candidate "
+            + f"a parent is 'best', 'best:STAGE', an earlier step ({', '.join(sorted(step_ids))}), a candidate "
             "(`odyssey status`) or a model under models:",
         )
+
+
+def _check_best_of_stage(project, step: Step, stage: str, earlier_stages: set[str]) -> None:
+    """``best:STAGE`` needs a step of that stage before this one."""
+    if stage in earlier_stages:
+        return
+    loc = ("pipeline", step.index, "parent") if step.index is not None else ("pipeline",)
+    close = close_match(stage, sorted(earlier_stages))
+    raise _problem(
+        project,
+        loc,
+        f"parent 'best:{stage}' of step {step.id!r}: no {stage} step runs before it",
+        f"best:{stage}",
+        (f"did you mean 'best:{close}'? " if close else "")
+        + f"the stages of the steps before it: {', '.join(sorted(earlier_stages)) or 'none'}",
+    )
 
 
 def select_steps(project, plan: Plan, from_step: str | None, only: str | None) -> set[str]:

@@ -122,7 +122,7 @@ def _do_step(
             candidates=outcomes[step.id].candidates,
         )
     project = step_project(base, step.spec)
-    parent = resolve_parent(project, step, outcomes)
+    parent = resolve_parent(project, step, outcomes, plan)
     needs = consumed(step, plan, outcomes)
     identity = _needs_identity(store, step, needs, outcomes)
     inputs = step_inputs(
@@ -188,11 +188,26 @@ def _still_there(store, record: dict) -> bool:
     return all(store.candidate(name) is not None for name in record["outcome"].get("candidates", []))
 
 
-def resolve_parent(project, step: Step, outcomes: dict[str, Outcome]) -> Parent | None:
-    """The step's parent now: an earlier step's candidate, the board's best, a stored candidate or a model."""
+def resolve_parent(project, step: Step, outcomes: dict[str, Outcome], plan: Plan | None = None) -> Parent | None:
+    """The step's parent now: an earlier step's candidate, the best of the earlier steps (of one stage, for
+    ``best:STAGE``), a stored candidate or a model."""
     store, which = project.store, step.parent
     if which is None:
         return None
+    if which.startswith("best:") and plan is not None:
+        stage = which.removeprefix("best:")
+        of_stage = {s.id for s in plan.steps if s.stage == stage}
+        earlier = {k: o for k, o in outcomes.items() if k in of_stage and o.candidates}
+        # none scored (evaluation off): the latest candidate those steps made
+        best = best_of_earlier_steps(project, earlier, fallback=False) or next(
+            (o.candidates[-1] for o in reversed(earlier.values())), None
+        )
+        if best is None:
+            raise OdysseyError(
+                f"step {step.id!r} starts from the best {stage} candidate, and no earlier {stage} step made one",
+                hint=f"run the {stage} steps first (`odyssey run --from {stage}`)",
+            )
+        return _candidate_parent(store, best)
     if which in outcomes:
         made = outcomes[which].candidates
         if not made:
@@ -214,11 +229,11 @@ def resolve_parent(project, step: Step, outcomes: dict[str, Outcome]) -> Parent 
     return Parent(entries.get(which, which))
 
 
-def best_of_earlier_steps(project, outcomes: dict[str, Outcome]) -> str | None:
+def best_of_earlier_steps(project, outcomes: dict[str, Outcome], fallback: bool = True) -> str | None:
     """'best' for a step: the store's one rule (Store.best) over the candidates the earlier steps made, on
     the metrics their own runs logged. Not the latest metrics: the evaluate step re-scores candidates
     afterwards, and a rerun with nothing changed must pick the same parent (and stay cached). The
-    store's best when the earlier steps scored nothing."""
+    store's best when the earlier steps scored nothing (unless ``fallback`` is false)."""
     from odyssey.store.candidates import best
 
     store = project.store
@@ -226,7 +241,7 @@ def best_of_earlier_steps(project, outcomes: dict[str, Outcome]) -> str | None:
     runs = sorted({r for o in outcomes.values() for r in o.runs})
     pool = _Pool(store, made, runs)
     found = best(pool, "test", project.spec.scope.primary_metric, gates=project.spec.scope.gate_list())
-    if found is None:
+    if found is None and fallback:
         found = store.best()
     return found.name if found else None
 
@@ -313,7 +328,7 @@ def dry_run_statuses(base, plan: Plan, selected: set[str]) -> list[StepStatus]:
         elif last is not None:
             project = step_project(base, step.spec)
             try:
-                parent = resolve_parent(project, step, outcomes)
+                parent = resolve_parent(project, step, outcomes, plan)
             except OdysseyError:
                 parent = None
             inputs = step_inputs(

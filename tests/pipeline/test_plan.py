@@ -230,6 +230,32 @@ def test_pipeline_steps_with_parents_and_overrides(root):
     assert plan.steps[1].spec.adapt.method == "full" and plan.steps[2].args == {"to": "int8", "measure": False}
 
 
+def test_best_of_a_stage_is_the_parent_among_that_stages_steps_only(root):
+    """``best:finetune`` picks the best fine-tune even when a later, better-scoring step (DPO) ran before it."""
+    _append(
+        root,
+        """pipeline:
+  - {stage: finetune, name: lora, with: {method: lora}}
+  - {stage: finetune, name: full, with: {method: full}}
+  - {stage: dpo, parent: best:finetune}
+  - {stage: quantize, parent: best:finetune, with: {to: int8, measure: false}}
+  - {stage: prune, parent: best}
+""",
+    )
+    fake = FakeStages(scores={"lora": 0.30, "full": 0.35, "dpo": 0.50})
+    result = _run(root, fake)
+    parents = {s.step: s.parent for s in result.steps}
+    assert parents["dpo"] == "full-made"  # the better of the two fine-tunes
+    assert parents["quantize"] == "full-made"  # not DPO's, though it scores higher
+    assert parents["prune"] == "dpo-made"  # plain 'best' is over every earlier step
+
+
+def test_best_of_a_stage_with_no_step_of_it_before(root):
+    text = _error(root, "pipeline:\n  - {stage: prompt}\n  - {stage: quantize, parent: best:finetune}\n")
+    assert f"odyssey.yaml:{_line_of(root, 'best:finetune')} pipeline[1].parent" in text
+    assert "no finetune step runs before it" in text and "prompt" in text
+
+
 # ---- bad input: file, line, field -------------------------------------------------------------------
 
 
