@@ -67,7 +67,8 @@ def _project(root: Path, args) -> None:
     # for its loss (beta, SimPO's gamma): only the loss differs.
     lr = f"{args.lr:.10f}".rstrip("0")  # YAML reads 5e-05 (no dot) as text
     common = (
-        f"epochs: {args.epochs}, learning_rate: {lr}, batch_size: {args.train_batch}, max_length: 640, "
+        f"epochs: {args.epochs}, learning_rate: {lr}, batch_size: {args.train_batch}, grad_accum: {args.grad_accum}, "
+        "max_length: 640, "
         f"held_out: {args.held_out}"
     )
     spec = (root / "odyssey.yaml").read_text()
@@ -123,6 +124,12 @@ def _parse(argv=None):
     parser.add_argument("--epochs", type=int, default=1, help="epochs of every preference method")
     parser.add_argument("--lr", type=float, default=5e-5, help="learning rate of every preference method")
     parser.add_argument("--train-batch", type=int, default=8, help="pairs per step (KTO: answers per step)")
+    parser.add_argument(
+        "--grad-accum",
+        type=int,
+        default=2,
+        help="micro-batches per step (8 pairs of 640 tokens in one pass were OOM-killed on 24 GB; 2 fit)",
+    )
     parser.add_argument("--held-out", type=float, default=0.0, help="pairs kept out for a validation loss")
     parser.add_argument("--rm-epochs", type=int, default=2, help="reward-model epochs")
     parser.add_argument("--max-new", type=int, default=64, help="most tokens of a generated summary")

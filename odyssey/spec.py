@@ -410,7 +410,26 @@ class JudgeSpec(Strict):
     max_tokens: int = Field(8, ge=1)
 
 
-class RewardModelSpec(Strict):
+class MicroBatched(Strict):
+    """``grad_accum``: a step's ``batch_size`` pairs go through the model in this many micro-batches, the
+    gradients summed before the one optimizer step: the same step in about 1/grad_accum of the activation
+    memory (8 pairs of 640 tokens on DPO: 31 GB by the planner, OOM-killed on 24 GB)."""
+
+    grad_accum: int = Field(
+        1, ge=1, description="micro-batches per step (batch_size / grad_accum pairs each): less memory, the same step"
+    )
+
+    @model_validator(mode="after")
+    def _batch_splits_evenly(self):
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size {self.batch_size} does not split into grad_accum={self.grad_accum} equal micro-batches: "
+                "make batch_size a multiple of grad_accum"
+            )
+        return self
+
+
+class RewardModelSpec(MicroBatched):
     model: str | None = Field(None, description="backbone; default: the starting candidate's own base model")
     lora: bool = False
     lora_r: int = Field(16, ge=1)
@@ -459,7 +478,7 @@ class PPOSpec(Strict):
     seed: int = 0
 
 
-class PreferenceTrainingSpec(Strict):
+class PreferenceTrainingSpec(MicroBatched):
     """Training settings of the offline preference methods (DPO, KTO, ORPO, SimPO) on the one loop."""
 
     epochs: float = Field(1.0, gt=0)

@@ -207,6 +207,7 @@ def _classifier(base_path: Path, spec):
 
 
 def _reward_groups(tok, pairs: list[dict], spec) -> list[list]:
+    from odyssey.align.common import micro_batch
     from odyssey.training.preference import RewardPair, preference_groups
 
     items = [
@@ -216,7 +217,7 @@ def _reward_groups(tok, pairs: list[dict], spec) -> list[list]:
         )
         for p in pairs
     ]
-    return preference_groups(items, spec.batch_size, spec.seed)
+    return preference_groups(items, micro_batch(spec), spec.seed)
 
 
 def _held_out_fn(groups: list[list], collator):

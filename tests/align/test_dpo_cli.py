@@ -193,3 +193,45 @@ def test_reward_model_trains_on_a_lora_finetuned_candidate(tmp_path):
     assert 0 <= result.metrics["reward_accuracy"] <= 1 and result.metrics["train_pairs"] == 6
     backbone = list((project.state_dir / "align").glob("reward-*/backbone"))
     assert len(backbone) == 1 and (backbone[0] / "config.json").exists()  # the merged backbone, saved once
+
+
+def test_grad_accum_splits_a_step_into_micro_batches_and_still_learns(tmp_path):
+    """batch_size 4, grad_accum 2: micro-batches of 2 pairs, the same 2 optimizer steps an epoch of 8 pairs
+    as batch_size 4 alone (grouped at 4 and accumulated over 2, it would be 1)."""
+    from odyssey.align.dpo import train_dpo
+    from odyssey.align.preferences import build_preferences
+    from odyssey.models import load
+    from tests.align.logprobs import sequence_logprobs
+
+    spec = "align:\n  dpo: {epochs: 3, learning_rate: 0.005, batch_size: 4, grad_accum: 2}\n"
+    project, rows = _prefs_project(tmp_path, spec)
+    build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
+    result = train_dpo(project, evaluate=False)
+    steps = sorted({h["step"] for h in result.history if "loss" in h})
+    assert steps == [1, 2, 3, 4, 5, 6]
+    cand = project.store.candidate(result.candidate)
+    assert cand["config"]["align"]["grad_accum"] == 2
+    prompts = [r["prompt"] for r in rows]
+    margin = {}
+    for name, ref in (
+        ("after", cand["model_ref"]),
+        ("before", project.store.candidate(cand["parent_id"])["model_ref"]),
+    ):
+        m = load(ref, dtype="float32")
+        c = sequence_logprobs(m, prompts, [r["chosen"] for r in rows])
+        r = sequence_logprobs(m, prompts, [r["rejected"] for r in rows])
+        margin[name] = sum(a - b for a, b in zip(c, r)) / len(rows)
+    assert margin["after"] > margin["before"] + 1.0
+
+
+def test_grad_accum_that_does_not_split_the_batch_is_a_clear_error(tmp_path):
+    from odyssey.errors import SpecError
+
+    root = tiny_project(tmp_path / "p")
+    (root / "odyssey.yaml").write_text(
+        (root / "odyssey.yaml").read_text() + "align:\n  dpo: {batch_size: 4, grad_accum: 3}\n"
+    )
+    with pytest.raises(SpecError) as err:
+        Project.load(root)
+    text = str(err.value) + " ".join(getattr(err.value, "problems", []) or [])
+    assert "odyssey.yaml" in text and "grad_accum" in text and "multiple of grad_accum" in text
