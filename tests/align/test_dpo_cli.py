@@ -200,8 +200,7 @@ def test_grad_accum_splits_a_step_into_micro_batches_and_still_learns(tmp_path):
     as batch_size 4 alone (grouped at 4 and accumulated over 2, it would be 1)."""
     from odyssey.align.dpo import train_dpo
     from odyssey.align.preferences import build_preferences
-    from odyssey.models import load
-    from tests.align.logprobs import sequence_logprobs
+    from tests.align.test_preference_methods import _margin
 
     spec = "align:\n  dpo: {epochs: 3, learning_rate: 0.005, batch_size: 4, grad_accum: 2}\n"
     project, rows = _prefs_project(tmp_path, spec)
@@ -211,17 +210,8 @@ def test_grad_accum_splits_a_step_into_micro_batches_and_still_learns(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
     cand = project.store.candidate(result.candidate)
     assert cand["config"]["align"]["grad_accum"] == 2
-    prompts = [r["prompt"] for r in rows]
-    margin = {}
-    for name, ref in (
-        ("after", cand["model_ref"]),
-        ("before", project.store.candidate(cand["parent_id"])["model_ref"]),
-    ):
-        m = load(ref, dtype="float32")
-        c = sequence_logprobs(m, prompts, [r["chosen"] for r in rows])
-        r = sequence_logprobs(m, prompts, [r["rejected"] for r in rows])
-        margin[name] = sum(a - b for a, b in zip(c, r)) / len(rows)
-    assert margin["after"] > margin["before"] + 1.0
+    parent = project.store.candidate(cand["parent_id"])
+    assert _margin(cand["model_ref"], rows) > _margin(parent["model_ref"], rows) + 1.0
 
 
 def test_grad_accum_that_does_not_split_the_batch_is_a_clear_error(tmp_path):
