@@ -42,7 +42,7 @@ from benchmarks.align_dialogsum import SIZES, make_project  # noqa: E402  (the a
 
 # Every stage, and each optimization from the best fine-tune (not from an aligned candidate that may score
 # higher): the issue's list of steps at full size.
-PIPELINE = """pipeline:
+PIPELINE = """\
   - {stage: scope}
   - {stage: prompt}
   - {stage: finetune, name: lora, with: {method: lora}}
@@ -58,7 +58,7 @@ PIPELINE = """pipeline:
   - {stage: distill, parent: "best:finetune"}
   - {stage: prune, parent: "best:finetune"}
   - {stage: evaluate}
-"""
+""".splitlines()
 FINETUNES = ("lora", "full", "prompt-tuning")
 METRICS = ("rouge1", "rouge2", "rougeL")
 
@@ -85,12 +85,11 @@ def build_project(root: Path, args) -> None:
     for section in ("reward", "dpo"):
         line = next(x for x in spec.splitlines() if x.startswith(f"  {section}: "))
         spec = spec.replace(line, line.replace("batch_size: 8", "batch_size: 8, grad_accum: 2"))
-    spec += PIPELINE
-    if args.profile == "smoke":
+    steps = PIPELINE
+    if args.profile == "smoke":  # a tiny random model has no GGUF conversion worth timing
+        steps = [s for s in PIPELINE if "name: gguf-" not in s]
         spec += yaml.safe_dump({"profiles": {"smoke": smoke_profile()}})
-        spec = spec.replace("  - {stage: quantize, name: gguf-q8_0", "  # - gguf-q8_0").replace(
-            "  - {stage: quantize, name: gguf-q4_k_m", "  # - gguf-q4_k_m"
-        )  # a tiny random model has no GGUF conversion worth timing
+    spec += "pipeline:\n" + "".join(f"{s}\n" for s in steps)
     (root / "odyssey.yaml").write_text(spec)
 
 
@@ -114,30 +113,27 @@ def _checkpoints(root: Path) -> dict[str, str | None]:
     return found
 
 
-def _running_step(root: Path) -> str | None:
-    from odyssey.project import Project
+def _running_step(project) -> str | None:
     from odyssey.store.pipeline import running_steps
 
-    if not (root / ".odyssey").exists():
-        return None
-    project = Project.load(root)
-    try:
-        running = running_steps(project.store)
-    finally:
-        project.store.close()
+    running = running_steps(project.store)
     return running[-1]["step"] if running else None
 
 
 def attempt_killed(root: Path, profile: str, kill_at: str, log) -> dict:
     """Start the run and SIGKILL it once ``kill_at`` is running and a checkpoint newer than the ones present
-    when it started has appeared (or, for a step that never checkpoints, after ``--kill-after`` seconds)."""
+    when it started has appeared; a run that ends first is reported as not killed (resume_ok false)."""
     started = time.perf_counter()
     proc = subprocess.Popen(_command(root, profile), stdout=log, stderr=subprocess.STDOUT, env=_env())
-    before, target_seen = None, None
+    from odyssey.project import Project
+
+    before, target_seen, project = None, None, None
     while proc.poll() is None:
         time.sleep(0.2)
+        if project is None and (root / ".odyssey").exists():
+            project = Project.load(root)  # once: the run has made the store
         if before is None:
-            if _running_step(root) == kill_at:
+            if project is not None and _running_step(project) == kill_at:
                 before, target_seen = _checkpoints(root), time.perf_counter()
                 print(f"[lifecycle] {kill_at} is running; waiting for its first new checkpoint", flush=True)
             continue
@@ -145,6 +141,7 @@ def attempt_killed(root: Path, profile: str, kill_at: str, log) -> dict:
             time.sleep(1.0)  # let the checkpoint's writer move on to the next training step
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            project.store.close()
             wall = time.perf_counter() - started
             print(f"[lifecycle] killed during {kill_at} after {wall:.0f} s", flush=True)
             return {
@@ -171,7 +168,7 @@ def _seconds_between(start: str, end: str | None) -> float | None:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def step_walls(records: list[dict], kill: dict) -> dict[str, dict]:
+def step_walls(records: list[dict]) -> dict[str, dict]:
     """Per step: its wall time in each attempt (a killed attempt's share up to the kill) and the sum."""
     walls: dict[str, dict] = {}
     for r in records:
@@ -256,7 +253,7 @@ def _gain_kept(scores, student, parents, evaluations) -> float | None:
     return (scores[student]["rougeL"]["mean"] - base) / gain if gain > 0 else None
 
 
-def resume_check(first_records: list[dict], kill: dict, result: dict) -> dict:
+def resume_check(first_records: list[dict], kill: dict, result: dict, outcomes: list[dict]) -> dict:
     """The steps finished before the kill are cached, the killed one is resumed, a killed fine-tune went on
     from its checkpoint."""
     status = {s["step"]: s["status"] for s in result["steps"]}
@@ -268,7 +265,7 @@ def resume_check(first_records: list[dict], kill: dict, result: dict) -> dict:
         "killed_step_status": status.get(kill["step"]),
     }
     check["resumed_from"] = next(
-        (s.get("extra", {}).get("resumed_from") for s in result.get("outcomes", []) if s.get("step") == kill["step"]),
+        (s.get("extra", {}).get("resumed_from") for s in outcomes if s.get("step") == kill["step"]),
         None,
     )
     check["ok"] = bool(
@@ -338,7 +335,7 @@ def write_results(root: Path, args, kill: dict, first_records: list[dict], resul
     evaluations = next(o["extra"]["evaluations"] for o in result["outcomes"] if o["step"] == "evaluate")
     scores = candidate_scores(project, evaluations)
     found = figures(project, result, scores, evaluations)
-    resume = resume_check(first_records, kill, result)
+    resume = resume_check(first_records, kill, result, result["outcomes"])
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     results = {
         "model": args.model,
@@ -356,7 +353,7 @@ def write_results(root: Path, args, kill: dict, first_records: list[dict], resul
         },
         "best": result["board"]["best"],
         "gains": result["gains"],
-        "steps": step_walls(records, kill),
+        "steps": step_walls(records),
         "command": " ".join(["python", "benchmarks/lifecycle.py", *sys.argv[1:]]),
     }
     copy_report(root, Path(args.report_dir))

@@ -428,6 +428,11 @@ class MicroBatched(Strict):
             )
         return self
 
+    @property
+    def micro_batch(self) -> int:
+        """Pairs in one forward pass."""
+        return self.batch_size // self.grad_accum
+
 
 class RewardModelSpec(MicroBatched):
     model: str | None = Field(None, description="backbone; default: the starting candidate's own base model")

@@ -210,11 +210,6 @@ def trl_cpu_args() -> dict:
     }
 
 
-def micro_batch(cfg) -> int:
-    """Pairs in one forward pass: a step's ``batch_size`` split into ``grad_accum`` micro-batches."""
-    return cfg.batch_size // cfg.grad_accum
-
-
 def preference_train_config(work: Path, cfg):
     """The loop's settings for a preference run (DPO, KTO, ORPO, SimPO, the reward model) from its spec
     section: TRL's defaults for these trainers (linear decay, no warm-up), so the move kept the recipe."""
@@ -224,7 +219,7 @@ def preference_train_config(work: Path, cfg):
         output_dir=work / "train",
         epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
-        batch_size=1,  # one item is one length-bucketed group of micro_batch(cfg) pairs
+        batch_size=1,  # one item is one length-bucketed group of cfg.micro_batch pairs
         grad_accum=cfg.grad_accum,
         lr_scheduler="linear",
         seed=cfg.seed,

@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 
-from odyssey.align.common import micro_batch, preference_train_config, quiet_libraries
+from odyssey.align.common import preference_train_config, quiet_libraries
 from odyssey.errors import OdysseyError, require
 
 OFFLINE_METHODS = ("dpo", "kto", "orpo", "simpo")
@@ -113,7 +113,7 @@ def _encode(tok, method: str, cfg, rows: list[dict]):
 
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if method == "kto":
-        items, dropped = pref.encode_unpaired(tok, rows, cfg.max_length, kl_group=micro_batch(cfg))
+        items, dropped = pref.encode_unpaired(tok, rows, cfg.max_length, kl_group=cfg.micro_batch)
         return items, pref.UnpairedCollator(pad_id), dropped
     items, dropped = pref.encode_pairs(tok, rows, cfg.max_length)
     return items, pref.PairCollator(pad_id, lm_labels=method == "orpo" and cfg.nll_on_prompt), dropped
@@ -206,11 +206,11 @@ def train_preference(
     from odyssey.align.common import ensure_candidate_row, load_trainable_start, starting_candidate
 
     cfg = method_settings(project, method, overrides)
-    if method == "kto" and micro_batch(cfg) < 2:
+    if method == "kto" and cfg.micro_batch < 2:
         # KTO's KL baseline is taken within each micro-batch, as TRL's KTOTrainer takes it per device batch
         raise OdysseyError(
-            f"align.kto: {micro_batch(cfg)} answer per micro-batch (batch_size {cfg.batch_size} / grad_accum "
-            f"{cfg.grad_accum}): KTO's KL baseline pairs each prompt with another answer of its micro-batch",
+            f"align.kto.batch_size={cfg.batch_size}, grad_accum={cfg.grad_accum}: {cfg.micro_batch} answer per "
+            "micro-batch; KTO's KL baseline pairs each prompt with another answer of its micro-batch",
             hint="make align.kto.batch_size / align.kto.grad_accum at least 2",
         )
     quiet_libraries()
@@ -250,8 +250,8 @@ def _fit(loaded, method, cfg, items, held_items, collator, work, run, resume):
     from odyssey.training.preference import PreferenceModule, preference_groups
 
     model = _policy(loaded.model, cfg)
-    groups = preference_groups(items, micro_batch(cfg), cfg.seed)
-    held = preference_groups(held_items, micro_batch(cfg), cfg.seed)
+    groups = preference_groups(items, cfg.micro_batch, cfg.seed)
+    held = preference_groups(held_items, cfg.micro_batch, cfg.seed)
     if _needs_reference(method, cfg):
         _cached_reference(model, groups + held, collator, work / "reference.json")
     loss_fn = _loss_fn(method, cfg)

@@ -207,7 +207,6 @@ def _classifier(base_path: Path, spec):
 
 
 def _reward_groups(tok, pairs: list[dict], spec) -> list[list]:
-    from odyssey.align.common import micro_batch
     from odyssey.training.preference import RewardPair, preference_groups
 
     items = [
@@ -217,7 +216,7 @@ def _reward_groups(tok, pairs: list[dict], spec) -> list[list]:
         )
         for p in pairs
     ]
-    return preference_groups(items, micro_batch(spec), spec.seed)
+    return preference_groups(items, spec.micro_batch, spec.seed)
 
 
 def _held_out_fn(groups: list[list], collator):

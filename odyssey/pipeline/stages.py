@@ -265,7 +265,7 @@ def _preference_job(method: str):
         d = getattr(spec.align, method)
         # two rows per item go through the policy together: chosen and rejected (KTO: the answer and its KL row)
         tokens = int(2 * spec.align.pairs * d.epochs * d.max_length)
-        return ("lora" if d.lora else "full"), 2 * d.batch_size // d.grad_accum, d.max_length, tokens
+        return ("lora" if d.lora else "full"), 2 * d.micro_batch, d.max_length, tokens
 
     return estimate
 
@@ -273,7 +273,7 @@ def _preference_job(method: str):
 def _reward_job(spec):
     r = spec.align.reward
     tokens = int(2 * spec.align.pairs * r.epochs * r.max_length)
-    return ("lora" if r.lora else "full"), 2 * r.batch_size // r.grad_accum, r.max_length, tokens
+    return ("lora" if r.lora else "full"), 2 * r.micro_batch, r.max_length, tokens
 
 
 def _ppo_job(spec):
