@@ -17,7 +17,8 @@ al. (2019) / Ouyang et al. (2022), on top of transformers + peft:
 Every step logs mean reward, KL, entropy and response length. The run stops (with a warning in the
 result) when the mean KL passes ``kl_bound``: past that, the policy is usually exploiting the reward
 model rather than getting better. Checkpoints (adapter, value head, optimizer, RNG, step, KL
-coefficient) are written every ``checkpoint_every`` steps; ``resume=True`` continues from the last.
+coefficient) are written every ``checkpoint_every`` steps in the training loop's format
+(``odyssey.training.checkpoint``: ``checkpoints/step-N/``); ``resume=True`` continues from the last.
 """
 
 from __future__ import annotations
@@ -146,42 +147,33 @@ class Policy:
         self.value_head.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("value_head.")})
 
 
-def _save_checkpoint(folder: Path, policy: Policy, optimizer, step: int, kl: AdaptiveKL, history: list[dict]):
-    import torch
-    from safetensors.torch import save_file
+def _save_checkpoint(work: Path, policy: Policy, optimizer, cfg, kl: AdaptiveKL, history: list[dict]) -> None:
+    """The loop's checkpoint format (``odyssey.training.checkpoint``): adapter + value head as the
+    weights, optimizer and RNG, the step, history and KL coefficient in the state; only the newest kept."""
+    from odyssey.training.checkpoint import CHECKPOINTS, TrainState, prune_checkpoints, write_checkpoint
 
-    tmp = folder.with_name(folder.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file(policy.adapter_state(), str(tmp / "adapter.safetensors"))
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "kl_coef": kl.value,
-            "torch_rng": torch.get_rng_state(),
-            "history": json.dumps(history),
-            "py_rng": json.dumps(random.getstate()),
-        },
-        tmp / "state.pt",
-    )
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # a checkpoint is complete or absent, never half-written
+    step = history[-1]["step"]
+    state = TrainState(step=step, history=history, extra={"kl_coef": kl.value})
+    folder = work / CHECKPOINTS / f"step-{step}"
+    write_checkpoint(folder, "resume", state, policy.adapter_state(), cfg.model_dump(), optimizer)
+    prune_checkpoints(work, keep=1)
 
 
-def _load_checkpoint(folder: Path, policy: Policy, optimizer, kl: AdaptiveKL) -> tuple[int, list[dict]]:
-    import torch
+def _load_checkpoint(work: Path, policy: Policy, optimizer, cfg, kl: AdaptiveKL) -> tuple[int, list[dict]] | None:
+    """(step, history) of the newest checkpoint under ``work``, restored into policy, optimizer, RNG
+    and KL controller; None when there is none."""
     from safetensors.torch import load_file
 
-    policy.load_adapter_state(load_file(str(folder / "adapter.safetensors")))
-    state = torch.load(folder / "state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    py = json.loads(state["py_rng"])
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    kl.value = float(state["kl_coef"])
-    return int(state["step"]), json.loads(state["history"])
+    from odyssey.training.checkpoint import latest_checkpoint, read_checkpoint
+
+    folder = latest_checkpoint(work)
+    if folder is None:
+        return None
+    state = read_checkpoint(
+        folder, cfg.model_dump(), lambda path: policy.load_adapter_state(load_file(str(path))), optimizer
+    )
+    kl.value = float(state.extra["kl_coef"])
+    return state.step, state.history
 
 
 def plot_history(history: list[dict], out: Path, title: str) -> Path:
@@ -309,13 +301,13 @@ def train_ppo(
         default=str,
     )
     work = project.state_dir / "align" / f"ppo-{hashlib.sha256(key_src.encode()).hexdigest()[:12]}"
-    ckpt = work / "checkpoint"
     random.seed(cfg.seed)
     history: list[dict] = []
     first = 0
-    if resume and (ckpt / "state.pt").exists():
-        first, history = _load_checkpoint(ckpt, policy, optimizer, kl_ctl)
-        ui.say(f"resuming PPO at step {first} from {ckpt}")
+    restored = _load_checkpoint(work, policy, optimizer, cfg, kl_ctl) if resume else None
+    if restored is not None:
+        first, history = restored
+        ui.say(f"resuming PPO at step {first} from {work}")
     order = list(range(len(prompts)))
     random.Random(cfg.seed).shuffle(order)
     warnings: list[str] = []
@@ -341,13 +333,13 @@ def train_ppo(
                 history.append(stats)
                 bar.advance(1, reward=stats["reward"], kl=stats["kl"])
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                    _save_checkpoint(ckpt, policy, optimizer, step + 1, kl_ctl, history)
+                    _save_checkpoint(work, policy, optimizer, cfg, kl_ctl, history)
                 if stats["kl"] > cfg.kl_bound:
                     warnings.append(
                         f"stopped at step {step + 1}: KL to the reference {stats['kl']:.2f} passed "
                         f"align.ppo.kl_bound={cfg.kl_bound:g}; the policy may be gaming the reward"
                     )
-                    _save_checkpoint(ckpt, policy, optimizer, step + 1, kl_ctl, history)
+                    _save_checkpoint(work, policy, optimizer, cfg, kl_ctl, history)
                     break
         wall = time.perf_counter() - t0
         (run.artifacts_dir).mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,9 @@ A checkpoint is a folder ``output_dir/checkpoints/step-N/`` (or ``output_dir/bes
 - ``trainer_state.json``: step, data position, tokens, history, best, evaluations without
   improvement, the losses since the last log line, python/numpy RNG and the settings.
 
+PPO (``odyssey/align/ppo.py``) writes the same folders, with its adapter and value head as the
+weights, no scheduler, and its KL coefficient in ``extra``: one format, one resume path.
+
 Folders are written through :func:`odyssey.models.checkpoint.atomic_dir` (a scratch folder renamed
 into place), so a ``kill -9`` mid-save never leaves a half checkpoint that ``resume=True`` would
 pick up. Resume restores all of it and continues at the same batch: the loss curve is the same as
@@ -61,6 +64,7 @@ class TrainState:
     best: dict | None = None  # {"step", "metric", "value", "path"}
     bad_evals: int = 0  # evaluations since the best one
     window: dict[str, list[float]] = field(default_factory=dict)  # values since the last log line
+    extra: dict = field(default_factory=dict)  # a recipe's own state (PPO: the adaptive KL coefficient)
 
 
 def step_of(folder: Path) -> int | None:
@@ -87,11 +91,16 @@ def prune_checkpoints(output_dir: Path, keep: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def trainable_tensors(model, names: Iterable[str]) -> dict:
+    """The named parameters' current values, detached, contiguous and on the CPU (what a checkpoint saves)."""
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().contiguous().cpu() for n in names}
+
+
 def save_weights(model, names: Iterable[str], path: Path):
     from safetensors.torch import save_file
 
-    params = dict(model.named_parameters())
-    save_file({n: params[n].detach().contiguous().cpu() for n in names}, str(path))
+    save_file(trainable_tensors(model, names), str(path))
 
 
 def load_weights(model, path: Path) -> list[str]:
@@ -144,34 +153,41 @@ def set_rng_state(tensors: dict, plain: dict):
 
 
 def write_checkpoint(
-    folder: Path, kind: str, state: TrainState, model, names: list[str], config: dict, optimizer=None, scheduler=None
+    folder: Path, kind: str, state: TrainState, weights: dict, config: dict, optimizer=None, scheduler=None
 ) -> Path:
-    """Weights + state into ``folder``, atomically. ``kind`` 'resume' also saves the optimizer,
-    scheduler and RNG (everything an exact resume needs); 'best' only the weights and the state."""
+    """``weights`` (name -> tensor) + state into ``folder``, atomically. ``kind`` 'resume' also saves
+    the optimizer, scheduler (if any) and RNG, everything an exact resume needs; 'best' only the
+    weights and the state."""
     import torch
+    from safetensors.torch import save_file
 
     with atomic_dir(folder) as tmp:
-        save_weights(model, names, tmp / WEIGHTS_FILE)
+        save_file(weights, str(tmp / WEIGHTS_FILE))
         plain: dict = {}
         if kind == "resume":
             tensors, plain = rng_state()
             torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": tensors},
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": tensors,
+                },
                 tmp / STATE_PT,
             )
         values = asdict(state)
         window = values.pop("window")
         (tmp / STATE_JSON).write_text(
             json.dumps(
-                {**values, "rng": plain, "config": config, "window": window, "trainable": names, "kind": kind},
+                {**values, "rng": plain, "config": config, "window": window, "trainable": list(weights), "kind": kind},
                 default=str,
             )
         )
     return folder
 
 
-def read_checkpoint(folder: Path, config: dict, model, optimizer, scheduler) -> TrainState:
-    """Restore a 'resume' checkpoint into the model, optimizer, scheduler and RNG; the run's state.
+def read_checkpoint(folder: Path, config: dict, restore_weights, optimizer, scheduler=None) -> TrainState:
+    """Restore a 'resume' checkpoint: ``restore_weights(path)`` loads the weights file into the model,
+    then the optimizer, scheduler (if any) and RNG are restored; returns the run's state.
 
     Refused when a setting that shapes the loss curve (:data:`CURVE_FIELDS`) differs from the
     interrupted run's: the result would not be that run continued."""
@@ -185,10 +201,11 @@ def read_checkpoint(folder: Path, config: dict, model, optimizer, scheduler) -> 
             f"cannot resume from {folder}: " + ", ".join(f"{k} was {before[k]!r}, now {config[k]!r}" for k in changed),
             hint="resume with the settings of the interrupted run, or start afresh without --resume",
         )
-    load_weights(model, folder / WEIGHTS_FILE)
+    restore_weights(folder / WEIGHTS_FILE)
     tensors = torch.load(folder / STATE_PT, weights_only=True, map_location="cpu")
     optimizer.load_state_dict(tensors["optimizer"])
-    scheduler.load_state_dict(tensors["scheduler"])
+    if scheduler is not None:
+        scheduler.load_state_dict(tensors["scheduler"])
     set_rng_state(tensors["rng"], saved["rng"])
     # the window holds the losses since the last log line, so the next line averages the same values
     return TrainState(
@@ -200,4 +217,5 @@ def read_checkpoint(folder: Path, config: dict, model, optimizer, scheduler) -> 
         best=saved["best"],
         bad_evals=saved.get("bad_evals", 0),
         window=saved.get("window", {}),
+        extra=saved.get("extra", {}),
     )

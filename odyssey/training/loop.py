@@ -27,6 +27,7 @@ from odyssey.training.checkpoint import (
     load_weights,
     prune_checkpoints,
     read_checkpoint,
+    trainable_tensors,
     write_checkpoint,
 )
 
@@ -342,7 +343,9 @@ def train(
     )
     resumed_from = None
     if checkpoint is not None:  # after prepare(): the RNG is restored last, as it was saved
-        loop.state = read_checkpoint(checkpoint, config.as_dict(), loop.inner, optimizer, scheduler)
+        loop.state = read_checkpoint(
+            checkpoint, config.as_dict(), lambda path: load_weights(loop.inner, path), optimizer, scheduler
+        )
         resumed_from = loop.state.step
 
     start = time.perf_counter()
@@ -604,9 +607,8 @@ class _Loop:
 
     def write(self, folder: Path, kind: str) -> None:
         if self.main:  # one process writes; the others wait for it where it matters
-            write_checkpoint(
-                folder, kind, self.state, self.inner, self.names, self.config.as_dict(), self.optimizer, self.scheduler
-            )
+            weights = trainable_tensors(self.inner, self.names)
+            write_checkpoint(folder, kind, self.state, weights, self.config.as_dict(), self.optimizer, self.scheduler)
 
     def save_periodic(self) -> Path:
         folder = self.out / CHECKPOINTS / f"step-{self.state.step}"

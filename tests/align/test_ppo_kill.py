@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from odyssey.training.checkpoint import latest_checkpoint, step_of
 from tests.conftest import tiny_project
 
 STEPS = "4"
@@ -36,13 +37,11 @@ def _env() -> dict:
 
 
 def _checkpoint_step(root: Path) -> int:
-    import torch
-
-    for state in (root / ".odyssey" / "align").glob("ppo-*/checkpoint/state.pt"):
-        try:
-            return int(torch.load(state, weights_only=True)["step"])
-        except Exception:  # being renamed into place right now: look again
-            return 0
+    """The step of PPO's newest checkpoint, found as the training loop finds its own (one format)."""
+    for work in (root / ".odyssey" / "align").glob("ppo-*"):
+        folder = latest_checkpoint(work)
+        if folder is not None:
+            return step_of(folder)
     return 0
 
 
