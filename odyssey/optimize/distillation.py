@@ -75,6 +75,8 @@ def _count_params(path: Path) -> int:
 
 def check_student(teacher_dir: Path, student_layers: int | None, student_dir: Path | None) -> None:
     """A student that is not smaller than its teacher is refused before anything is loaded."""
+    from transformers import AutoTokenizer
+
     cfg = _config_of(teacher_dir)
     total = cfg.get("num_hidden_layers")
     if student_dir is None:
@@ -96,8 +98,6 @@ def check_student(teacher_dir: Path, student_layers: int | None, student_dir: Pa
             "smaller than its teacher",
             hint="pick a smaller --student, or drop it to halve the teacher",
         )
-    from transformers import AutoTokenizer
-
     tv = AutoTokenizer.from_pretrained(teacher_dir).get_vocab()
     sv = AutoTokenizer.from_pretrained(student_dir).get_vocab()
     if tv != sv:
@@ -221,50 +221,80 @@ def student_layers_to_keep(
     (the ``k`` layers with the highest 1 - cos(h_in, h_out) on 32 train examples: those that change
     the hidden state most, as in ShortGPT's layer pruning)."""
     from odyssey.optimize import surgery
+    from odyssey.optimize.pruning import block_influence, calibration_batches
 
     if how == "every-other":
         return surgery.every_other_layer(total, k), {}
-    from odyssey.optimize.pruning import block_influence, calibration_batches
-
     surgery.every_other_layer(total, k)  # the same "not smaller than its teacher" check
     bi = block_influence(model, calibration_batches(project, tokenizer, prompt_cfg, 32, max_length))
     keep = sorted(sorted(range(total), key=lambda i: bi[i], reverse=True)[:k])
     return keep, {"block_influence": [round(b, 5) for b in bi]}
 
 
-def distill(
+@dataclass
+class _DistillPlan:
+    """What a distillation run will do, settled (and every refusal raised) before the run starts."""
+
+    spec: object  # project.spec.optimize.distill
+    parent: object  # the teacher candidate
+    teacher_dir: Path
+    student: str | None  # --student, or None for a student derived from the teacher's layers
+    student_dir: Path | None
+    total: int | None  # the teacher's decoder layers
+    k: int | None  # the layers a derived student keeps
+    student_init: str
+    steps: int
+    cand: str
+    work: Path
+
+    def run_settings(self) -> dict:
+        return {
+            "action": "distill",
+            "teacher": self.parent.name,
+            "student_layers": self.k,
+            "student": self.student,
+            "student_init": self.student_init if self.k else None,
+            "steps": self.steps,
+        }
+
+
+@dataclass
+class _StudentSetup:
+    """Everything the training loop needs: the student, its items and the teacher's signal."""
+
+    tokenizer: object
+    teacher_n_params: int
+    student: object
+    kept_layers: list[int] | None
+    init_info: dict
+    items: list[dict]
+    collate_fn: object
+    cache: dict | None  # the teacher's cached top-k logits, or None ...
+    teacher: object | None  # ... and then the teacher itself runs beside the student
+
+
+def _candidate_suffix(k: int | None, student: str | None, student_init: str, root) -> str:
+    from odyssey.models import parse_ref
+
+    if not k:
+        return "distilled-" + parse_ref(student, root).slug
+    suffix = f"distilled-{k}l"
+    if student_init != "every-other":  # its own name, so a resumed run never mixes two layer choices
+        suffix += "-bi"
+    return suffix
+
+
+def _plan_distill(
     project,
-    *,
-    teacher: str | None = None,
-    student_layers: int | None = None,
-    student: str | None = None,
-    steps: int | None = None,
-    resume: bool = False,
-    measure: bool = True,
-    name: str | None = None,
-    measure_settings: dict | None = None,
-    student_init: str | None = None,
-) -> DistillResult:
-    from odyssey.paths import check_name
-
-    if name is not None:
-        check_name(name, "candidate name")  # before any work: it names the working folder
-    import torch
-
-    from odyssey.models import load, parse_ref, resolve
-    from odyssey.optimize import surgery
-    from odyssey.optimize.common import (
-        STAGE,
-        candidate_name,
-        collate,
-        hf_checkpoint,
-        record_candidate,
-        resolve_parent,
-        save_model,
-        sft_items,
-    )
-    from odyssey.optimize.record import measure_and_record
-    from odyssey.training import TrainConfig, train
+    teacher: str | None,
+    student_layers: int | None,
+    student: str | None,
+    steps: int | None,
+    name: str | None,
+    student_init: str | None,
+) -> _DistillPlan:
+    from odyssey.models import parse_ref, resolve
+    from odyssey.optimize.common import candidate_name, hf_checkpoint, resolve_parent
 
     spec = project.spec.optimize.distill
     student_layers = student_layers if student_layers is not None else spec.student_layers
@@ -285,150 +315,230 @@ def distill(
     check_student(teacher_dir, student_layers, student_dir)
     total = _config_of(teacher_dir).get("num_hidden_layers")
     k = None if student_dir else (student_layers or max(1, total // 2))
-    suffix = f"distilled-{k}l" if k else "distilled-" + parse_ref(student, project.root).slug
-    if k and student_init != "every-other":  # its own name, so a resumed run never mixes two layer choices
-        suffix += "-bi"
+    suffix = _candidate_suffix(k, student, student_init, project.root)
     cand = name or candidate_name(parent, suffix)
     work = project.state_dir / "optimize" / cand.replace(":", "-").replace("/", "-")
     work.mkdir(parents=True, exist_ok=True)
-    with project.store.run(
-        STAGE,
-        project.spec.as_dict(),
-        {
-            "action": "distill",
-            "teacher": parent.name,
-            "student_layers": k,
-            "student": student,
-            "student_init": student_init if k else None,
-            "steps": steps,
-        },
-    ) as run:
-        run.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    return _DistillPlan(spec, parent, teacher_dir, student, student_dir, total, k, student_init, steps, cand, work)
 
-        torch.manual_seed(spec.seed)
-        t_loaded = load(str(teacher_dir), root=project.root, dtype="float32")
-        tok = t_loaded.tokenizer
-        teacher_n = t_loaded.n_params
-        init_info: dict = {}
-        if student_dir is None:
-            keep, init_info = student_layers_to_keep(
-                project, t_loaded.model, tok, parent.prompt, total, k, student_init, spec.max_length
-            )
-            s_model = surgery.keep_layers(t_loaded.model, keep)
-        else:
-            keep = None
-            s_model = load(str(student_dir), root=project.root, dtype="float32").model
-        items = sft_items(tok, parent.prompt, project.examples("train"), spec.max_length)
-        needed = steps * spec.batch_size
-        if needed < len(items):
-            # A run shorter than one epoch sees only this many items: cache (and train on) a seeded
-            # sample of that size instead of paying teacher passes over items never visited.
-            import random
 
-            items = random.Random(spec.seed).sample(items, needed)
-        for i, item in enumerate(items):
-            item["index"] = i
-        collate_fn = collate(tok.pad_token_id if tok.pad_token_id is not None else 0)
+def _make_student(project, plan: _DistillPlan, teacher_model, tokenizer) -> tuple[object, list[int] | None, dict]:
+    """The student model, the teacher layers it keeps (None for a --student) and how they were chosen."""
+    from odyssey.models import load
+    from odyssey.optimize import surgery
 
-        cache = None
-        t_model = t_loaded.model
-        if spec.cache_teacher:
-            key = hashlib.sha256(
-                json.dumps(
-                    [
-                        parent.model_ref,
-                        spec.cache_top_k,
-                        spec.max_length,
-                        spec.positions,
-                        [it["input_ids"] for it in items],
-                    ]
-                ).encode()
-            ).hexdigest()[:12]
-            cache = cache_teacher(
-                t_model,
-                items,
-                collate_fn,
+    if plan.student_dir is not None:
+        return load(str(plan.student_dir), root=project.root, dtype="float32").model, None, {}
+    keep, init_info = student_layers_to_keep(
+        project,
+        teacher_model,
+        tokenizer,
+        plan.parent.prompt,
+        plan.total,
+        plan.k,
+        plan.student_init,
+        plan.spec.max_length,
+    )
+    return surgery.keep_layers(teacher_model, keep), keep, init_info
+
+
+def _training_items(project, plan: _DistillPlan, tokenizer) -> list[dict]:
+    """The train split's items, each with its ``index`` (its row in the teacher cache)."""
+    import random
+
+    from odyssey.optimize.common import sft_items
+
+    spec = plan.spec
+    items = sft_items(tokenizer, plan.parent.prompt, project.examples("train"), spec.max_length)
+    needed = plan.steps * spec.batch_size
+    if needed < len(items):
+        # A run shorter than one epoch sees only this many items: cache (and train on) a seeded
+        # sample of that size instead of paying teacher passes over items never visited.
+        items = random.Random(spec.seed).sample(items, needed)
+    for i, item in enumerate(items):
+        item["index"] = i
+    return items
+
+
+def _teacher_signal(plan: _DistillPlan, teacher_model, items: list[dict], collate_fn) -> tuple[dict | None, object]:
+    """``(cache, None)`` with the teacher's top-k logits cached to disk, else ``(None, frozen teacher)``."""
+    spec = plan.spec
+    if not spec.cache_teacher:
+        teacher_model.requires_grad_(False)
+        return None, teacher_model
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                plan.parent.model_ref,
                 spec.cache_top_k,
-                work / f"teacher-top{spec.cache_top_k}-{key}.safetensors",
-                positions=spec.positions,
-            )
-            t_model = None
-            del t_loaded  # the student trains alone: the teacher's memory is free
-        else:
-            t_model.requires_grad_(False)
+                spec.max_length,
+                spec.positions,
+                [it["input_ids"] for it in items],
+            ]
+        ).encode()
+    ).hexdigest()[:12]
+    cache = cache_teacher(
+        teacher_model,
+        items,
+        collate_fn,
+        spec.cache_top_k,
+        plan.work / f"teacher-top{spec.cache_top_k}-{key}.safetensors",
+        positions=spec.positions,
+    )
+    return cache, None
 
-        def loss_fn(model, batch):
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            teacher_logits = None
-            if cache is None:
-                with torch.no_grad():
-                    teacher_logits = t_model(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                    ).logits
-            return kd_loss(
-                out.logits,
-                batch["labels"],
-                spec.temperature,
-                spec.alpha,
-                teacher_logits=teacher_logits,
-                cache=cache,
-                index=batch.get("index"),
-                kd_mask=kd_positions(batch, spec.positions),
-            )
 
-        config = TrainConfig(
-            output_dir=work / "train",
-            max_steps=steps,
-            learning_rate=spec.learning_rate,
-            batch_size=spec.batch_size,
-            seed=spec.seed,
-            save_every=max(10, steps // 4),
-            log_every=max(1, steps // 20),
-            warmup_steps=min(20, steps // 10),
+def _set_up_student(project, plan: _DistillPlan) -> _StudentSetup:
+    """Load the teacher, build the student and its items, cache the teacher's logits if asked. With a
+    cache, nothing returned refers to the teacher: the student trains alone, the teacher's memory is free."""
+    import torch
+
+    from odyssey.models import load
+    from odyssey.optimize.common import collate
+
+    torch.manual_seed(plan.spec.seed)
+    t_loaded = load(str(plan.teacher_dir), root=project.root, dtype="float32")
+    tok = t_loaded.tokenizer
+    teacher_n = t_loaded.n_params
+    s_model, keep, init_info = _make_student(project, plan, t_loaded.model, tok)
+    items = _training_items(project, plan, tok)
+    collate_fn = collate(tok.pad_token_id if tok.pad_token_id is not None else 0)
+    cache, t_model = _teacher_signal(plan, t_loaded.model, items, collate_fn)
+    return _StudentSetup(tok, teacher_n, s_model, keep, init_info, items, collate_fn, cache, t_model)
+
+
+def _distill_loss_fn(spec, cache: dict | None, teacher_model):
+    """The training loop's loss: ``kd_loss`` against the cached top-k logits or the live teacher's."""
+    import torch
+
+    def loss_fn(model, batch):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        teacher_logits = None
+        if cache is None:
+            with torch.no_grad():
+                teacher_logits = teacher_model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
+        return kd_loss(
+            out.logits,
+            batch["labels"],
+            spec.temperature,
+            spec.alpha,
+            teacher_logits=teacher_logits,
+            cache=cache,
+            index=batch.get("index"),
+            kd_mask=kd_positions(batch, spec.positions),
         )
-        trained = train(
-            s_model,
-            items,
-            loss_fn,
-            config,
-            collate_fn=collate_fn,
-            resume=resume,
-            description=f"distilling into {k or 'the student'} layers",
-        )
-        s_model.eval()
-        n_params = sum(p.numel() for p in s_model.parameters())
-        info = {
-            "method": "distill",
-            "teacher": parent.name,
-            "student": student or f"{k} of {total} teacher layers",
-            "kept_layers": keep,
-            "student_init": student_init if keep else None,
-            **init_info,
-            "temperature": spec.temperature,
-            "alpha": spec.alpha,
-            "steps": trained.steps,
-            "kd_positions": spec.positions,
-            "teacher_cache": bool(cache is not None),
-            "cache_top_k": spec.cache_top_k if cache else None,
-        }
-        out = save_model(s_model, tok, run.artifacts_dir / "student", info)
-        training = {
-            "steps": trained.steps,
-            "final_loss": trained.final_loss,
-            "wall_s": trained.wall_s,
-            "tokens_per_s": trained.tokens_per_s,
-            "resumed_from": trained.resumed_from,
-            "history": trained.history[-5:],
-        }
-        record = json.dumps({**info, "training": training}, indent=2, default=str)
-        (run.artifacts_dir / "distill.json").write_text(record)
-        cand_id = record_candidate(project, run, cand, str(out), parent, info)
-        s_layers = int(s_model.config.num_hidden_layers) if hasattr(s_model.config, "num_hidden_layers") else 0
-        result = DistillResult(cand, parent.name, str(out), run.id, s_layers, total or 0, n_params, teacher_n, training)
-        del s_model
+
+    return loss_fn
+
+
+def _train_student(plan: _DistillPlan, setup: _StudentSetup, resume: bool):
+    from odyssey.training import TrainConfig, train
+
+    spec, steps = plan.spec, plan.steps
+    config = TrainConfig(
+        output_dir=plan.work / "train",
+        max_steps=steps,
+        learning_rate=spec.learning_rate,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        save_every=max(10, steps // 4),
+        log_every=max(1, steps // 20),
+        warmup_steps=min(20, steps // 10),
+    )
+    return train(
+        setup.student,
+        setup.items,
+        _distill_loss_fn(spec, setup.cache, setup.teacher),
+        config,
+        collate_fn=setup.collate_fn,
+        resume=resume,
+        description=f"distilling into {plan.k or 'the student'} layers",
+    )
+
+
+def _save_student(project, run, plan: _DistillPlan, setup: _StudentSetup, trained) -> tuple[DistillResult, int, dict]:
+    """Write the trained student and its record, register the candidate; returns (result, candidate id, info)."""
+    from odyssey.optimize.common import record_candidate, save_model
+
+    spec, s_model, keep = plan.spec, setup.student, setup.kept_layers
+    s_model.eval()
+    n_params = sum(p.numel() for p in s_model.parameters())
+    info = {
+        "method": "distill",
+        "teacher": plan.parent.name,
+        "student": plan.student or f"{plan.k} of {plan.total} teacher layers",
+        "kept_layers": keep,
+        "student_init": plan.student_init if keep else None,
+        **setup.init_info,
+        "temperature": spec.temperature,
+        "alpha": spec.alpha,
+        "steps": trained.steps,
+        "kd_positions": spec.positions,
+        "teacher_cache": bool(setup.cache is not None),
+        "cache_top_k": spec.cache_top_k if setup.cache else None,
+    }
+    out = save_model(s_model, setup.tokenizer, run.artifacts_dir / "student", info)
+    training = {
+        "steps": trained.steps,
+        "final_loss": trained.final_loss,
+        "wall_s": trained.wall_s,
+        "tokens_per_s": trained.tokens_per_s,
+        "resumed_from": trained.resumed_from,
+        "history": trained.history[-5:],
+    }
+    record = json.dumps({**info, "training": training}, indent=2, default=str)
+    (run.artifacts_dir / "distill.json").write_text(record)
+    cand_id = record_candidate(project, run, plan.cand, str(out), plan.parent, info)
+    s_layers = int(s_model.config.num_hidden_layers) if hasattr(s_model.config, "num_hidden_layers") else 0
+    result = DistillResult(
+        plan.cand,
+        plan.parent.name,
+        str(out),
+        run.id,
+        s_layers,
+        plan.total or 0,
+        n_params,
+        setup.teacher_n_params,
+        training,
+    )
+    return result, cand_id, info
+
+
+def _distill_in_run(project, run, plan: _DistillPlan, resume: bool) -> tuple[DistillResult, int, dict]:
+    """Set up, train and save the student; the models are freed when this returns, before measuring."""
+    run.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    setup = _set_up_student(project, plan)
+    trained = _train_student(plan, setup, resume)
+    return _save_student(project, run, plan, setup, trained)
+
+
+def distill(
+    project,
+    *,
+    teacher: str | None = None,
+    student_layers: int | None = None,
+    student: str | None = None,
+    steps: int | None = None,
+    resume: bool = False,
+    measure: bool = True,
+    name: str | None = None,
+    measure_settings: dict | None = None,
+    student_init: str | None = None,
+) -> DistillResult:
+    from odyssey.optimize.common import STAGE
+    from odyssey.optimize.record import measure_and_record
+    from odyssey.paths import check_name
+
+    if name is not None:
+        check_name(name, "candidate name")  # before any work: it names the working folder
+    plan = _plan_distill(project, teacher, student_layers, student, steps, name, student_init)
+    with project.store.run(STAGE, project.spec.as_dict(), plan.run_settings()) as run:
+        result, cand_id, info = _distill_in_run(project, run, plan, resume)
         if measure:
             result.measurement, result.comparison = measure_and_record(
-                project, run, cand_id, cand, str(out), parent, info, settings=measure_settings
+                project, run, cand_id, plan.cand, result.model_ref, plan.parent, info, settings=measure_settings
             )
         run.set_summary(result.as_dict())
     return result

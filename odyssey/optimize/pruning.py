@@ -283,6 +283,120 @@ def recover(model, tokenizer, project, cfg, steps: int, spec, out_dir: Path, res
     }
 
 
+@dataclass
+class _PrunePlan:
+    """What a pruning run will do, settled (and every refusal raised) before the run starts."""
+
+    spec: object  # project.spec.optimize.prune
+    parent: object
+    src: Path  # the parent as a plain HF checkpoint (LoRA merged)
+    structured: bool
+    sparsity: float
+    target: str
+    steps: int  # recovery steps, 0 for none
+    method: str
+    cand: str
+    work: Path
+
+    def run_settings(self) -> dict:
+        return {
+            "action": "prune",
+            "method": self.method,
+            "sparsity": self.sparsity,
+            "recover_steps": self.steps,
+            "parent": self.parent.name,
+        }
+
+
+def _plan_prune(
+    project,
+    structured: bool | None,
+    sparsity: float | None,
+    target: str | None,
+    recover_steps: int | None,
+    start_from: str | None,
+    name: str | None,
+) -> _PrunePlan:
+    from odyssey.optimize.common import candidate_name, hf_checkpoint, resolve_parent
+
+    spec = project.spec.optimize.prune
+    structured = spec.structured if structured is None else structured
+    sparsity = check_sparsity(spec.sparsity if sparsity is None else sparsity)  # before any work
+    target = target or spec.target
+    if target not in {"mlp", "heads", "layers"}:
+        raise OdysseyError(f"unknown pruning target {target!r}", hint="use --target mlp, heads or layers")
+    steps = spec.recover_steps if recover_steps is None else recover_steps
+    if steps < 0:
+        raise OdysseyError(f"--recover {steps} is negative", hint="give a number of steps, or 0 for no recovery")
+    parent = resolve_parent(project, start_from)
+    work_base = project.state_dir / "optimize"
+    src = hf_checkpoint(project, parent.model_ref, work_base / ("merged-" + parent.name.replace(":", "-")))
+    method = f"structured-{target}" if structured else "magnitude"
+    suffix = f"pruned-{target if structured else 'magnitude'}-{int(round(sparsity * 100))}" + (
+        f"-r{steps}" if steps else ""
+    )
+    cand = name or candidate_name(parent, suffix)
+    work = project.state_dir / "optimize" / cand.replace(":", "-").replace("/", "-")
+    return _PrunePlan(spec, parent, src, structured, sparsity, target, steps, method, cand, work)
+
+
+def _prune_and_recover(project, plan: _PrunePlan, model, tokenizer, resume: bool) -> tuple[object, dict, dict | None]:
+    """Prune the model, then fine-tune it back if recovery steps are asked; returns (model, details, recovery)."""
+    spec = plan.spec
+    if plan.structured:
+        batches = calibration_batches(
+            project, tokenizer, plan.parent.prompt, spec.calibration_examples, spec.max_length
+        )
+        model, details = structured_prune(model, plan.target, plan.sparsity, batches)
+    else:
+        details = magnitude_prune(model, plan.sparsity)
+    recovery = None
+    if plan.steps:
+        rec = recover(model, tokenizer, project, plan.parent.prompt, plan.steps, spec, plan.work / "recovery", resume)
+        model = rec.pop("model")
+        recovery = rec
+        if not plan.structured:  # LoRA merged dense deltas into the zeros: re-apply the mask
+            details["after_recovery"] = magnitude_prune(model, plan.sparsity)
+    return model, details, recovery
+
+
+def _prune_in_run(project, run, plan: _PrunePlan, resume: bool) -> tuple[PruneResult, int, dict]:
+    """Load, prune and save the candidate; the models are freed when this returns, before measuring.
+    Returns (result, candidate id, info)."""
+    from odyssey.models import load
+    from odyssey.optimize.common import record_candidate, save_model
+
+    loaded = load(str(plan.src), root=project.root, dtype="float32")
+    model, tok = loaded.model, loaded.tokenizer
+    parent_n = loaded.n_params
+    model, details, recovery = _prune_and_recover(project, plan, model, tok, resume)
+    n_params = sum(p.numel() for p in model.parameters())
+    info = {
+        "method": plan.method,
+        "sparsity": plan.sparsity,
+        "target": plan.target if plan.structured else None,
+        "parent": plan.parent.name,
+        "recover_steps": plan.steps,
+        **details,
+    }
+    out = save_model(model, tok, run.artifacts_dir / "model", info)
+    (run.artifacts_dir / "prune.json").write_text(json.dumps({**info, "recovery": recovery}, indent=2, default=str))
+    cand_id = record_candidate(project, run, plan.cand, str(out), plan.parent, info)
+    result = PruneResult(
+        plan.cand,
+        plan.parent.name,
+        plan.method,
+        str(out),
+        run.id,
+        plan.sparsity,
+        n_params,
+        parent_n,
+        details,
+        recovery,
+    )
+    return result, cand_id, info
+
+
 def prune(
     project,
     *,
@@ -297,84 +411,21 @@ def prune(
     measure_settings: dict | None = None,
 ) -> PruneResult:
     """Prune a candidate (see the module docstring); the result is a candidate linked to its parent."""
+    import torch
+
+    from odyssey.optimize.common import STAGE
+    from odyssey.optimize.record import measure_and_record
     from odyssey.paths import check_name
 
     if name is not None:
         check_name(name, "candidate name")  # before any work: it names the working folder
-    spec = project.spec.optimize.prune
-    structured = spec.structured if structured is None else structured
-    sparsity = check_sparsity(spec.sparsity if sparsity is None else sparsity)  # before any work
-    target = target or spec.target
-    if target not in {"mlp", "heads", "layers"}:
-        raise OdysseyError(f"unknown pruning target {target!r}", hint="use --target mlp, heads or layers")
-    steps = spec.recover_steps if recover_steps is None else recover_steps
-    if steps < 0:
-        raise OdysseyError(f"--recover {steps} is negative", hint="give a number of steps, or 0 for no recovery")
-    import torch
-
-    from odyssey.models import load
-    from odyssey.optimize.common import (
-        STAGE,
-        candidate_name,
-        hf_checkpoint,
-        record_candidate,
-        resolve_parent,
-        save_model,
-    )
-    from odyssey.optimize.record import measure_and_record
-
-    parent = resolve_parent(project, start_from)
-    work_base = project.state_dir / "optimize"
-    src = hf_checkpoint(project, parent.model_ref, work_base / ("merged-" + parent.name.replace(":", "-")))
-    method = f"structured-{target}" if structured else "magnitude"
-    suffix = f"pruned-{target if structured else 'magnitude'}-{int(round(sparsity * 100))}" + (
-        f"-r{steps}" if steps else ""
-    )
-    cand = name or candidate_name(parent, suffix)
-    work = project.state_dir / "optimize" / cand.replace(":", "-").replace("/", "-")
-    settings = {
-        "action": "prune",
-        "method": method,
-        "sparsity": sparsity,
-        "recover_steps": steps,
-        "parent": parent.name,
-    }
-    torch.manual_seed(spec.seed)
-    with project.store.run(STAGE, project.spec.as_dict(), settings) as run:
-        loaded = load(str(src), root=project.root, dtype="float32")
-        model, tok = loaded.model, loaded.tokenizer
-        parent_n = loaded.n_params
-        if structured:
-            batches = calibration_batches(project, tok, parent.prompt, spec.calibration_examples, spec.max_length)
-            model, details = structured_prune(model, target, sparsity, batches)
-        else:
-            details = magnitude_prune(model, sparsity)
-        recovery = None
-        if steps:
-            rec = recover(model, tok, project, parent.prompt, steps, spec, work / "recovery", resume)
-            model = rec.pop("model")
-            recovery = rec
-            if not structured:  # LoRA merged dense deltas into the zeros: re-apply the mask
-                details["after_recovery"] = magnitude_prune(model, sparsity)
-        n_params = sum(p.numel() for p in model.parameters())
-        info = {
-            "method": method,
-            "sparsity": sparsity,
-            "target": target if structured else None,
-            "parent": parent.name,
-            "recover_steps": steps,
-            **details,
-        }
-        out = save_model(model, tok, run.artifacts_dir / "model", info)
-        (run.artifacts_dir / "prune.json").write_text(json.dumps({**info, "recovery": recovery}, indent=2, default=str))
-        cand_id = record_candidate(project, run, cand, str(out), parent, info)
-        result = PruneResult(
-            cand, parent.name, method, str(out), run.id, sparsity, n_params, parent_n, details, recovery
-        )
-        del model, loaded
+    plan = _plan_prune(project, structured, sparsity, target, recover_steps, start_from, name)
+    torch.manual_seed(plan.spec.seed)
+    with project.store.run(STAGE, project.spec.as_dict(), plan.run_settings()) as run:
+        result, cand_id, info = _prune_in_run(project, run, plan, resume)
         if measure:
             result.measurement, result.comparison = measure_and_record(
-                project, run, cand_id, cand, str(out), parent, info, settings=measure_settings
+                project, run, cand_id, plan.cand, result.model_ref, plan.parent, info, settings=measure_settings
             )
         run.set_summary(result.as_dict())
     return result

@@ -104,6 +104,7 @@ def quantize_x86(project, src: Path, out: Path, method: QuantMethod, prompt_cfg)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from odyssey import ui
     from odyssey.models import x86_int8
     from odyssey.optimize.pruning import calibration_batches
 
@@ -116,8 +117,6 @@ def quantize_x86(project, src: Path, out: Path, method: QuantMethod, prompt_cfg)
     # No train split: int8 without smoothing (recorded below) rather than no int8 at all.
     smoothing = spec.smoothing_alpha is not None and bool(project.examples("train"))
     if smoothing:
-        from odyssey import ui
-
         batches = calibration_batches(project, tokenizer, prompt_cfg, spec.calibration_examples, 512)
         with ui.status(f"int8: activation statistics on {spec.calibration_examples} train examples (SmoothQuant)"):
             stats = x86_int8.activation_absmax(model, batches)
@@ -177,6 +176,50 @@ def export_gguf(
     return target, f16
 
 
+def _check_backend_available(method: QuantMethod) -> None:
+    """Refuse a backend whose tools are missing before anything is loaded."""
+    from odyssey.errors import require
+    from odyssey.models import llamacpp
+
+    if method.backend == "gguf":
+        llamacpp.convert_script()  # the converter ships in the sources; quantizing needs no build (binding)
+    elif method.backend == "torchao":
+        require("torchao", "optimize", f"--to {method.name}")
+
+
+def _gguf_fallback(method: QuantMethod, requested: str | None) -> str | None:
+    """The type llama-quantize falls back to for a GGUF method's k-quant tensors; None for other backends."""
+    from odyssey.models.llamacpp import gguf_fallback as resolve_fallback
+
+    if method.backend != "gguf":
+        return None
+    return resolve_fallback(method.detail, requested)
+
+
+def _quantize_to(
+    project, src: Path, run_dir: Path, method: QuantMethod, parent, cand: str, fallback: str | None
+) -> tuple[Path, Path, dict]:
+    """Write the quantized candidate under ``run_dir``; returns (its model ref, its tokenizer's folder,
+    extra facts for the record)."""
+    spec = project.spec.optimize.quantize
+    if method.backend == "x86":
+        out = quantize_x86(project, src, run_dir / method.slug, method, parent.prompt)
+        return out, out, {}
+    if method.backend == "torchao":
+        out = quantize_torchao(src, run_dir / method.slug, method, spec.int4_group_size)
+        return out, out, {}
+    if method.backend == "bitsandbytes":
+        out = quantize_bnb(src, run_dir / method.slug, method)
+        return out, out, {}
+    out, f16 = export_gguf(src, run_dir, method, cand.replace(":", "-").replace("/", "-"), fallback=fallback)
+    extra = {
+        "f16_gguf": str(f16),
+        "f16_size_mb": f16.stat().st_size / 1e6,
+        "size_ratio_vs_f16": out.stat().st_size / f16.stat().st_size,
+    }
+    return out, src, extra
+
+
 def quantize(
     project,
     to: str,
@@ -190,10 +233,6 @@ def quantize(
     """``odyssey optimize quantize``: one quantized candidate from ``start_from`` (default: the spec's).
 
     ``gguf_fallback`` overrides ``optimize.quantize.gguf_fallback`` (k-quant GGUF types only)."""
-    from odyssey.paths import check_name
-
-    if name is not None:
-        check_name(name, "candidate name")  # before any work: the GGUF files are named after it
     from odyssey.optimize.common import (
         STAGE,
         candidate_name,
@@ -203,25 +242,17 @@ def quantize(
         weights_size,
     )
     from odyssey.optimize.record import measure_and_record
+    from odyssey.paths import check_name
 
+    if name is not None:
+        check_name(name, "candidate name")  # before any work: the GGUF files are named after it
     method = resolve_auto(parse_quant_method(to))
     check_hardware(method)  # before anything is loaded
-    if method.backend == "gguf":
-        from odyssey.models import llamacpp
-
-        llamacpp.convert_script()  # the converter ships in the sources; quantizing needs no build (binding)
-    elif method.backend == "torchao":
-        from odyssey.errors import require
-
-        require("torchao", "optimize", f"--to {method.name}")
+    _check_backend_available(method)
     parent = resolve_parent(project, start_from)
     store = project.store
     spec = project.spec.optimize.quantize
-    fallback = None
-    if method.backend == "gguf":  # checked here, before any conversion starts
-        from odyssey.models.llamacpp import gguf_fallback as resolve_fallback
-
-        fallback = resolve_fallback(method.detail, gguf_fallback or spec.gguf_fallback)
+    fallback = _gguf_fallback(method, gguf_fallback or spec.gguf_fallback)  # checked before any conversion
     slug = method.slug + (f"-{fallback.replace('_', '-')}" if fallback else "")
     cand = name or candidate_name(parent, slug)
     config = {"method": method.name, "backend": method.backend, "parent": parent.name}
@@ -230,26 +261,7 @@ def quantize(
     with store.run(STAGE, project.spec.as_dict(), {"action": "quantize", **config}) as run:
         run.artifacts_dir.mkdir(parents=True, exist_ok=True)
         src = hf_checkpoint(project, parent.model_ref, run.artifacts_dir)
-        extra: dict = {}
-        if method.backend == "x86":
-            out = quantize_x86(project, src, run.artifacts_dir / method.slug, method, parent.prompt)
-            ref, tokenizer_path = out, out
-        elif method.backend == "torchao":
-            out = quantize_torchao(src, run.artifacts_dir / method.slug, method, spec.int4_group_size)
-            ref, tokenizer_path = out, out
-        elif method.backend == "bitsandbytes":
-            out = quantize_bnb(src, run.artifacts_dir / method.slug, method)
-            ref, tokenizer_path = out, out
-        else:
-            out, f16 = export_gguf(
-                src, run.artifacts_dir, method, cand.replace(":", "-").replace("/", "-"), fallback=fallback
-            )
-            ref, tokenizer_path = out, src
-            extra = {
-                "f16_gguf": str(f16),
-                "f16_size_mb": f16.stat().st_size / 1e6,
-                "size_ratio_vs_f16": out.stat().st_size / f16.stat().st_size,
-            }
+        ref, tokenizer_path, extra = _quantize_to(project, src, run.artifacts_dir, method, parent, cand, fallback)
         size_mb = weights_size(ref) / 1e6
         parent_size = weights_size(src) / 1e6
         method_info = {**config, "tokenizer_path": str(tokenizer_path), "size_mb": size_mb, **extra}
