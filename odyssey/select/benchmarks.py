@@ -115,13 +115,31 @@ def run_benchmarks(
 ) -> BenchmarkResult:
     """Run lm-eval tasks on a model; scores are recorded in the project's store when there is a project."""
     require("lm_eval", "select", "odyssey benchmark")
-    import lm_eval
-    from lm_eval.tasks import TaskManager
+    import lm_eval  # noqa: F401  (before the model loads: importing it sets Hugging Face download settings)
 
     from odyssey.models import load
 
     if not tasks:
         raise OdysseyError("no benchmark tasks given", hint=f"e.g. --tasks local:{',local:'.join(local_tasks())}")
+    ref = _model_ref(model, candidate, project, loaded)
+    names = _task_names(tasks)
+    root = project.root if project is not None else None
+    if loaded is None:
+        with ui.status(f"loading {ref}") as update:
+            loaded = load(ref, root=root, progress=update)
+    ref = ref or loaded.ref
+    lm = odyssey_lm(loaded, batch_size)
+    out = _evaluate(lm, tasks, names, limit, ref)
+    scores = _scores(out)
+    result = BenchmarkResult(ref, scores)
+    if project is not None:
+        result.run_id = _record(project, ref, names, limit, candidate, scores)
+    return result
+
+
+def _model_ref(model: str | None, candidate: str | None, project, loaded) -> str | None:
+    """The reference to benchmark: the candidate's model, else ``model``, else the project's default model
+    (None when a loaded model is handed in instead)."""
     ref = model
     if candidate:
         if project is None:
@@ -137,6 +155,11 @@ def run_benchmarks(
         if project is None:
             raise OdysseyError("no model to benchmark", hint="pass --model REF or --candidate NAME")
         ref = project.default_model()
+    return ref
+
+
+def _task_names(tasks: list[str]) -> list[str]:
+    """lm-eval task names: ``local:<name>`` checked against the shipped tasks, others passed through."""
     known = set(local_tasks())
     names = []
     for task in tasks:
@@ -150,12 +173,14 @@ def run_benchmarks(
             names.append(name)
         else:
             names.append(task)
-    root = project.root if project is not None else None
-    if loaded is None:
-        with ui.status(f"loading {ref}") as update:
-            loaded = load(ref, root=root, progress=update)
-    ref = ref or loaded.ref
-    lm = odyssey_lm(loaded, batch_size)
+    return names
+
+
+def _evaluate(lm, tasks: list[str], names: list[str], limit: int | None, ref: str) -> dict:
+    """lm-eval's ``simple_evaluate`` on the tasks, with the shipped ones materialized for it."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
     with tempfile.TemporaryDirectory(prefix="odyssey-tasks-") as tmp:
         # Indexing lm-eval's thousands of built-in task YAMLs takes a while: only when a non-local task is asked.
         hub_tasks = any(not t.startswith("local:") for t in tasks)
@@ -167,9 +192,13 @@ def run_benchmarks(
                 hint="check the name (lm-eval --tasks list) or use local:mini-mmlu, local:boolq-mini, local:capitals",
             )
         with ui.status(f"lm-eval: {', '.join(names)} on {ref}"), _no_git_probe():
-            out = lm_eval.simple_evaluate(
+            return lm_eval.simple_evaluate(
                 model=lm, tasks=names, task_manager=manager, limit=limit, log_samples=False, verbosity="ERROR"
             )
+
+
+def _scores(out: dict) -> list[dict]:
+    """One row per task, metric and filter from lm-eval's results (stderr beside its metric, not a row)."""
     scores = []
     n_samples = out.get("n-samples", {})
     for task, metrics in out["results"].items():
@@ -188,20 +217,22 @@ def run_benchmarks(
                     "n_samples": (n_samples.get(task) or {}).get("effective"),
                 }
             )
-    result = BenchmarkResult(ref, scores)
-    if project is not None:
-        from odyssey.store.select import add_benchmark_scores
+    return scores
 
-        with project.store.run(
-            "select", project.spec.as_dict(), {"action": "benchmark", "model": ref, "tasks": names, "limit": limit}
-        ) as run:
-            add_benchmark_scores(project.store, run.id, ref, scores)
-            cand = project.store.candidate(candidate) if candidate else None
-            run.log_metrics(
-                {f"bench/{s['task']}/{s['metric']}": s["value"] for s in scores},
-                candidate_id=cand["id"] if cand else None,
-                split="benchmark",
-            )
-            run.set_summary({"model": ref, "scores": scores})
-            result.run_id = run.id
-    return result
+
+def _record(project, ref: str, names: list[str], limit: int | None, candidate: str | None, scores) -> int:
+    """The scores in the project's store, as a select run; returns the run's id."""
+    from odyssey.store.select import add_benchmark_scores
+
+    with project.store.run(
+        "select", project.spec.as_dict(), {"action": "benchmark", "model": ref, "tasks": names, "limit": limit}
+    ) as run:
+        add_benchmark_scores(project.store, run.id, ref, scores)
+        cand = project.store.candidate(candidate) if candidate else None
+        run.log_metrics(
+            {f"bench/{s['task']}/{s['metric']}": s["value"] for s in scores},
+            candidate_id=cand["id"] if cand else None,
+            split="benchmark",
+        )
+        run.set_summary({"model": ref, "scores": scores})
+    return run.id

@@ -199,7 +199,6 @@ def _perplexities(texts: list[str], ref: str) -> list[float]:
 
 def curate(source: str | Path, out: str | Path, cfg=None) -> CurationReport:
     """Clean a corpus into ``out/clean.jsonl`` with ``out/report.json`` and ``out/report.md``."""
-    from odyssey import ui
     from odyssey.spec import CurateSpec
 
     datasketch = require("datasketch", "select", "near-duplicate removal (MinHash LSH)")
@@ -215,54 +214,11 @@ def curate(source: str | Path, out: str | Path, cfg=None) -> CurationReport:
     out.mkdir(parents=True, exist_ok=True)
     dropped: dict[str, list[Document]] = {rule: [] for rule in RULES}
     duplicate_of: dict[str, str] = {}
-    seen_hash: dict[str, str] = {}
-    survivors: list[Document] = []
-    for doc in docs:
-        digest = hashlib.sha256(normalize(doc.text).encode()).hexdigest()
-        if digest in seen_hash:
-            dropped["exact_duplicate"].append(doc)
-            duplicate_of[doc.id] = seen_hash[digest]
-            continue
-        seen_hash[digest] = doc.id
-        problem = quality_problem(doc.text, cfg)
-        if problem:
-            dropped[problem].append(doc)
-            continue
-        survivors.append(doc)
+    survivors = _drop_exact_duplicates_and_low_quality(docs, cfg, dropped, duplicate_of)
     if cfg.perplexity_model:
-        with ui.status(f"perplexity filter with {cfg.perplexity_model}"):
-            ppl = _perplexities([d.text for d in survivors], cfg.perplexity_model)
-        kept = []
-        for doc, value in zip(survivors, ppl):
-            (dropped["perplexity"] if value > cfg.max_perplexity else kept).append(doc)
-        survivors = kept
-    lsh = datasketch.MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
-    signatures: dict[str, datasketch.MinHash] = {}
-    kept_docs: list[Document] = []
-    with ui.progress("near-duplicate search (MinHash LSH)", total=len(survivors)) as bar:
-        for doc in survivors:
-            mh = datasketch.MinHash(num_perm=cfg.num_perm, seed=1)
-            mh.update_batch([s.encode() for s in shingles(doc.text, cfg.shingle)])
-            # LSH returns candidates; confirm with the estimated Jaccard to keep precision high.
-            match = next((key for key in lsh.query(mh) if signatures[key].jaccard(mh) >= cfg.near_dup_threshold), None)
-            if match is not None:
-                dropped["near_duplicate"].append(doc)
-                duplicate_of[doc.id] = match
-            else:
-                lsh.insert(doc.id, mh)
-                signatures[doc.id] = mh
-                kept_docs.append(doc)
-            bar.advance()
-    pii = Counter()
-    tokens_kept = 0
-    tmp = out / "clean.jsonl.partial"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for doc in kept_docs:
-            text, counts = scrub_pii(doc.text) if cfg.scrub_pii else (doc.text, {})
-            pii.update(counts)
-            tokens_kept += len(WORD.findall(text))
-            fh.write(json.dumps({"id": doc.id, "text": text}, ensure_ascii=False) + "\n")
-    tmp.replace(out / "clean.jsonl")
+        survivors = _drop_high_perplexity(survivors, cfg, dropped)
+    kept_docs = _drop_near_duplicates(survivors, cfg, dropped, duplicate_of, datasketch)
+    pii, tokens_kept = _write_clean(kept_docs, cfg, out)
     report = CurationReport(
         source=str(source),
         out=str(out),
@@ -281,6 +237,82 @@ def curate(source: str | Path, out: str | Path, cfg=None) -> CurationReport:
     (out / "report.json").write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     (out / "report.md").write_text(report_markdown(report))
     return report
+
+
+def _drop_exact_duplicates_and_low_quality(
+    docs: list[Document], cfg, dropped: dict[str, list[Document]], duplicate_of: dict[str, str]
+) -> list[Document]:
+    """Rules 1 and 2: the documents that are neither an exact duplicate of an earlier one nor fail a quality
+    rule; the others go to ``dropped`` under the rule they fail."""
+    seen_hash: dict[str, str] = {}
+    survivors: list[Document] = []
+    for doc in docs:
+        digest = hashlib.sha256(normalize(doc.text).encode()).hexdigest()
+        if digest in seen_hash:
+            dropped["exact_duplicate"].append(doc)
+            duplicate_of[doc.id] = seen_hash[digest]
+            continue
+        seen_hash[digest] = doc.id
+        problem = quality_problem(doc.text, cfg)
+        if problem:
+            dropped[problem].append(doc)
+            continue
+        survivors.append(doc)
+    return survivors
+
+
+def _drop_high_perplexity(docs: list[Document], cfg, dropped: dict[str, list[Document]]) -> list[Document]:
+    """Rule 3: the documents the reference model finds no more perplexing than ``max_perplexity``."""
+    from odyssey import ui
+
+    with ui.status(f"perplexity filter with {cfg.perplexity_model}"):
+        ppl = _perplexities([d.text for d in docs], cfg.perplexity_model)
+    kept = []
+    for doc, value in zip(docs, ppl):
+        (dropped["perplexity"] if value > cfg.max_perplexity else kept).append(doc)
+    return kept
+
+
+def _drop_near_duplicates(
+    docs: list[Document], cfg, dropped: dict[str, list[Document]], duplicate_of: dict[str, str], datasketch
+) -> list[Document]:
+    """Rule 4: the documents with no kept earlier one at or above the Jaccard threshold (MinHash LSH)."""
+    from odyssey import ui
+
+    lsh = datasketch.MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
+    signatures: dict[str, datasketch.MinHash] = {}
+    kept_docs: list[Document] = []
+    with ui.progress("near-duplicate search (MinHash LSH)", total=len(docs)) as bar:
+        for doc in docs:
+            mh = datasketch.MinHash(num_perm=cfg.num_perm, seed=1)
+            mh.update_batch([s.encode() for s in shingles(doc.text, cfg.shingle)])
+            # LSH returns candidates; confirm with the estimated Jaccard to keep precision high.
+            match = next((key for key in lsh.query(mh) if signatures[key].jaccard(mh) >= cfg.near_dup_threshold), None)
+            if match is not None:
+                dropped["near_duplicate"].append(doc)
+                duplicate_of[doc.id] = match
+            else:
+                lsh.insert(doc.id, mh)
+                signatures[doc.id] = mh
+                kept_docs.append(doc)
+            bar.advance()
+    return kept_docs
+
+
+def _write_clean(docs: list[Document], cfg, out: Path) -> tuple[Counter, int]:
+    """Step 5 and the output: ``out/clean.jsonl`` (PII scrubbed when asked), written whole or not at all;
+    returns (PII counts, words kept)."""
+    pii = Counter()
+    tokens_kept = 0
+    tmp = out / "clean.jsonl.partial"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for doc in docs:
+            text, counts = scrub_pii(doc.text) if cfg.scrub_pii else (doc.text, {})
+            pii.update(counts)
+            tokens_kept += len(WORD.findall(text))
+            fh.write(json.dumps({"id": doc.id, "text": text}, ensure_ascii=False) + "\n")
+    tmp.replace(out / "clean.jsonl")
+    return pii, tokens_kept
 
 
 def report_markdown(report: CurationReport) -> str:

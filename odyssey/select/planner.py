@@ -263,10 +263,20 @@ def _calibration(device: str, partial: dict) -> dict:
         lora_params=lora_param_count(model, 8, targets),
     )
     hw = Hardware(device=device, cores=partial["threads"], memory_gb=1.0)
+    return {
+        **_decode_efficiency(model, shape, device, partial, hw),
+        **_training_efficiency(config, shape, targets, device, partial, hw),
+    }
+
+
+def _decode_efficiency(model, shape: ModelShape, device: str, partial: dict, hw: Hardware) -> dict:
+    """Calibration factors of ``generate`` at batch 1 and 8 (``decode_1``, ``decode_8``)."""
+    import torch
+
     out = {}
     new_tokens, prompt = 16, 48
     for batch in (1, 8):
-        ids = torch.randint(5, config.vocab_size, (batch, prompt), device=device)
+        ids = torch.randint(5, shape.vocab, (batch, prompt), device=device)
 
         def decode():
             with torch.inference_mode():
@@ -277,15 +287,23 @@ def _calibration(device: str, partial: dict) -> dict:
         measured_tps = batch * new_tokens / _best_time(decode, repeat=2)
         predicted, _ = throughput(shape, "inference", batch, prompt + new_tokens, "fp32", partial, hw)
         out[f"decode_{batch}"] = measured_tps / predicted
+    return out
+
+
+def _training_efficiency(config, shape: ModelShape, targets, device: str, partial: dict, hw: Hardware) -> dict:
+    """Calibration factors of a training step, full and LoRA (``full``, ``lora``)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    out = {}
     batch, seq = 2, 128
     ids = torch.randint(5, config.vocab_size, (batch, seq), device=device)
     for method in ("full", "lora"):
         torch.manual_seed(0)
         trained = LlamaForCausalLM(config).to(device).train()
         if method == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            # The modules the planner's LoRA parameter count above assumes (r 8 on each).
+            # The modules the reference shape's LoRA parameter count (in _calibration) assumes (r 8 on each).
             trained = get_peft_model(trained, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
         optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=1e-5)
 
@@ -568,6 +586,8 @@ def train_split_tokens(ref: str, family: str, root: Path | None) -> int | None:
     and tokenized as ``odyssey finetune`` does (:func:`odyssey.training.sft.encode_example`), times
     ``adapt.epochs``. A big split is counted on an even sample of 2,000 examples and scaled.
     None without a project (or its data, or the model's tokenizer)."""
+    from transformers import AutoTokenizer
+
     from odyssey.models import FAMILY_SEQ2SEQ, parse_ref, resolve
     from odyssey.project import SPEC_FILE, Project
     from odyssey.training.sft import encode_example
@@ -575,8 +595,6 @@ def train_split_tokens(ref: str, family: str, root: Path | None) -> int | None:
     if root is None or not (Path(root) / SPEC_FILE).exists():
         return None
     try:
-        from transformers import AutoTokenizer
-
         project = Project.load(root)
         examples = project.dataset().splits.get("train", [])
         parsed = parse_ref(ref, root)
@@ -616,10 +634,7 @@ def plan(
     precision = precision or ("fp32" if hw.device == "cpu" else "bf16")
     shape = model_shape(ref, root, lora_r)
     if measured is None:
-        import torch
-
-        local_device = "cuda" if hw.device == "cuda" and torch.cuda.is_available() else "cpu"
-        measured = probe(local_device)
+        measured = _probe_for(hw)
     notes = []
     if seq > shape.context:
         notes.append(f"seq {seq} is longer than the model's context ({shape.context})")
@@ -630,43 +645,20 @@ def plan(
         runtime = 0.5  # the CUDA context and allocator reserve, roughly
     else:
         runtime = measured["runtime_gb"] if "runtime_gb" in measured else runtime_gb()
-    options = {}
-    for m in METHODS:
-        if m == "full" and precision in {"int8", "int4"}:
-            continue
-        parts = memory_components(shape, m, precision, batch, seq, runtime, cpu_heap=hw.device == "cpu")
-        total = sum(parts.values())
-        tps, _ = throughput(shape, m, batch, seq, precision, measured, hw)
-        options[m] = {
-            "fits": total <= available,
-            "total_gb": round(total, 4),
-            "tokens_per_s": round(tps, 2),
-            "memory_gb": {k: round(v, 4) for k, v in parts.items()},
-        }
+    options = _method_options(shape, precision, batch, seq, runtime, measured, hw, available)
     if method not in options:
         # raises the clear error
         memory_components(shape, method, precision, batch, seq, runtime, cpu_heap=hw.device == "cpu")
     chosen = options[method]
     tps, per_token = throughput(shape, method, batch, seq, precision, measured, hw)
-    optimal = TOKENS_PER_PARAM * shape.n_params
-    fitting = [m for m in ("inference", "lora", "full") if options.get(m, {}).get("fits")]
-    training_fits = [m for m in ("lora", "full") if m in fitting]
-    cheapest = training_fits[0] if method != "inference" and training_fits else (fitting[0] if fitting else None)
+    cheapest = _cheapest_fit(options, method)
     if not chosen["fits"]:
         notes.append(
             f"{method} needs {chosen['total_gb']:.2f} GB but {available:.2f} GB is usable "
             f"({USABLE_FRACTION:.0%} of {hw.memory_gb:g} GB)"
             + (f"; {cheapest} fits" if cheapest else "; nothing fits: use a smaller model or more memory")
         )
-    if tokens is None:
-        tokens = DEFAULT_TOKENS
-        if method != "inference":
-            counted = train_split_tokens(ref, shape.family, root)
-            if counted is None:
-                notes.append(f"no project training split to count: planned for {DEFAULT_TOKENS:,} tokens (--tokens)")
-            else:
-                tokens = counted
-    tokens = int(tokens)
+    tokens = _planned_tokens(tokens, method, ref, shape.family, root, notes)
     return Plan(
         model=ref,
         method=method,
@@ -683,10 +675,65 @@ def plan(
         tokens_per_s=tps,
         hours=tokens / tps / 3600 if tps > 0 else math.inf,
         tokens=tokens,
-        compute_optimal_tokens=optimal,
+        compute_optimal_tokens=TOKENS_PER_PARAM * shape.n_params,
         flops_per_token=per_token,
         methods=options,
         cheapest_fit=cheapest,
         notes=notes,
         probe={k: v for k, v in measured.items() if k != "matmul_flops"},
     )
+
+
+def _probe_for(hw: Hardware) -> dict:
+    """This machine's probe on the device closest to the planned one (the GPU when planning for one here)."""
+    import torch
+
+    local_device = "cuda" if hw.device == "cuda" and torch.cuda.is_available() else "cpu"
+    return probe(local_device)
+
+
+def _method_options(
+    shape: ModelShape,
+    precision: str,
+    batch: int,
+    seq: int,
+    runtime: float,
+    measured: dict,
+    hw: Hardware,
+    available: float,
+) -> dict[str, dict]:
+    """Every method's fit, total memory, tokens/s and memory by component (full training skips int8/int4)."""
+    options = {}
+    for m in METHODS:
+        if m == "full" and precision in {"int8", "int4"}:
+            continue
+        parts = memory_components(shape, m, precision, batch, seq, runtime, cpu_heap=hw.device == "cpu")
+        total = sum(parts.values())
+        tps, _ = throughput(shape, m, batch, seq, precision, measured, hw)
+        options[m] = {
+            "fits": total <= available,
+            "total_gb": round(total, 4),
+            "tokens_per_s": round(tps, 2),
+            "memory_gb": {k: round(v, 4) for k, v in parts.items()},
+        }
+    return options
+
+
+def _cheapest_fit(options: dict[str, dict], method: str) -> str | None:
+    """The lightest method that fits: for a training plan, the lightest training method when one fits."""
+    fitting = [m for m in ("inference", "lora", "full") if options.get(m, {}).get("fits")]
+    training_fits = [m for m in ("lora", "full") if m in fitting]
+    return training_fits[0] if method != "inference" and training_fits else (fitting[0] if fitting else None)
+
+
+def _planned_tokens(tokens: int | None, method: str, ref: str, family: str, root: Path | None, notes: list) -> int:
+    """``tokens``, else the project's training split (a fine-tune) or DEFAULT_TOKENS, noted in ``notes``."""
+    if tokens is None:
+        tokens = DEFAULT_TOKENS
+        if method != "inference":
+            counted = train_split_tokens(ref, family, root)
+            if counted is None:
+                notes.append(f"no project training split to count: planned for {DEFAULT_TOKENS:,} tokens (--tokens)")
+            else:
+                tokens = counted
+    return int(tokens)

@@ -251,117 +251,32 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
     """Train a model from scratch (or continue one) on a corpus and record it as a candidate."""
     import torch
 
-    from odyssey.models import FAMILY_DECODER, FAMILY_ENCODER, load
     from odyssey.paths import check_name, inside
-    from odyssey.select.corpus_gen import corpus_dir
-    from odyssey.select.curation import read_corpus
-    from odyssey.select.objectives import lm_loss
-    from odyssey.training import TrainConfig, train
 
     if name is not None:
         check_name(name, "candidate name")  # before any work: it names a folder that a fresh run replaces
-    settings = project.spec.select.pretrain.model_copy(update=overrides)
-    settings = type(settings).model_validate(settings.model_dump())  # overrides are validated like the spec
+    settings = _validated_settings(project, overrides)
     objective, size = settings.objective, settings.size
-    if size not in PRESETS:
-        raise OdysseyError(f"unknown size preset {size!r}", hint=f"use one of {', '.join(PRESETS)}")
-    source = Path(settings.corpus) if settings.corpus else corpus_dir()
-    if settings.corpus and not source.is_absolute():
-        source = project.root / source
-    texts = [d.text for d in read_corpus(source)]
-    if len(texts) < 2:
-        raise OdysseyError(
-            f"the corpus {source} has {len(texts)} document(s); pretraining needs more",
-            hint="add text files, or leave select.pretrain.corpus empty for the shipped corpus",
-        )
+    source, texts = _read_texts(project, settings)
     name = name or (f"pretrained-{objective}-{size}" if not settings.init_from else f"continued-{objective}")
     folder = inside(project.state_dir / "pretrain", name, "candidate name")
     if folder.exists() and not resume:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(settings.seed)
-    order = list(range(len(texts)))
-    rng.shuffle(order)
-    n_val = max(1, len(texts) // 20)
-    val_texts, train_texts = [texts[i] for i in order[:n_val]], [texts[i] for i in order[n_val:]]
+    val_texts, train_texts = _split_validation(texts, settings.seed)
 
     torch.manual_seed(settings.seed)
     parent_id = None
-    if settings.init_from:  # continued pretraining: the model's own tokenizer and architecture
-        head = {"clm": "causal-lm", "mlm": "masked-lm", "span": "seq2seq-lm"}[objective]
-        loaded = load(settings.init_from, root=project.root, head=head, dtype="float32")
-        model, tokenizer = loaded.model, loaded.tokenizer
-        expected = {"clm": FAMILY_DECODER, "mlm": FAMILY_ENCODER}.get(objective)
-        if expected and loaded.family != expected:
-            raise OdysseyError(
-                f"{settings.init_from} is {loaded.family}; objective {objective} needs {expected}",
-                hint="pick the objective of the model's family (clm, mlm or span)",
-            )
-        tokenizer.save_pretrained(folder / "tokenizer")
-        parent = project.store.candidate(settings.init_from)
-        parent_id = parent["id"] if parent else None
+    if settings.init_from:
+        model, tokenizer, parent_id = _continued_model(project, settings, folder)
     else:
-        tok_dir = folder / "tokenizer"
-        if resume and (tok_dir / "tokenizer.json").exists():
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-        else:
-            tokenizer = train_tokenizer(train_texts, settings.tokenizer, settings.vocab_size, tok_dir)
-        ids = dict(
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        config = model_config(objective, size, len(tokenizer), settings.seq_len, ids)
-        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
-
-        cls = {"clm": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM, "span": AutoModelForSeq2SeqLM}[objective]
-        model = cls.from_config(config)
+        model, tokenizer = _fresh_model(settings, folder, train_texts, resume)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    # MLM blocks carry the encoder's [CLS]-like start token: BERT-style models expect one.
-    train_blocks = pack(train_texts, tokenizer, settings.seq_len)
-    # Validation on at most 64 blocks: a steady estimate of the loss without dominating a CPU run's time.
-    val_blocks = pack(val_texts, tokenizer, settings.seq_len)[:64]
-    if not train_blocks or not val_blocks:
-        raise OdysseyError(
-            f"the corpus is too small for blocks of {settings.seq_len} tokens",
-            hint="lower select.pretrain.seq_len or add text",
-        )
+    train_blocks, val_blocks = _pack_splits(train_texts, val_texts, tokenizer, settings.seq_len)
     collate = _collator(objective, tokenizer, settings.seed)
-    val_collate = _collator(objective, tokenizer, settings.seed + 1)
-    val_batches = [
-        val_collate(val_blocks[i : i + settings.batch_size]) for i in range(0, len(val_blocks), settings.batch_size)
-    ]
-
-    def eval_fn(m):
-        from odyssey.training import to_device
-
-        device = next(m.parameters()).device
-        losses, weights = [], []
-        for batch in val_batches:
-            batch = to_device(batch, device)
-            out = m(**batch)
-            n = int((batch["labels"] != -100).sum())
-            losses.append(float(out.loss) * n)
-            weights.append(n)
-        loss = sum(losses) / max(sum(weights), 1)
-        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50))}
-
-    cfg = TrainConfig(
-        output_dir=folder / "train",
-        max_steps=settings.steps,
-        learning_rate=settings.learning_rate,
-        warmup_steps=settings.warmup_steps,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-        eval_every=settings.eval_every,
-        save_every=settings.eval_every,
-        log_every=max(1, settings.eval_every // 5),
-        weight_decay=0.01,
-        lr_scheduler="cosine",
-    )
+    eval_fn = _validation_loss(_validation_batches(objective, tokenizer, val_blocks, settings))
+    cfg = _train_config(folder, settings)
     spec_dict = project.spec.as_dict()
     run_config = {
         **settings.model_dump(),
@@ -374,53 +289,12 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
     }
     with project.store.run("select", spec_dict, {"action": "pretrain", **run_config}) as run:
         started = time.perf_counter()
-        before = None
-        if not (resume and (folder / "train").exists()):
-            import torch as _torch
-
-            model.eval()
-            with _torch.no_grad():
-                before = {"step": 0, **eval_fn(model)}  # where the curve starts (random init: ~ln(vocab))
-        result = train(
-            model,
-            train_blocks,
-            lm_loss,
-            cfg,
-            eval_fn=eval_fn,
-            collate_fn=collate,
-            resume=resume,
-            description=f"pretraining {objective} ({size})",
-        )
-        if before is not None:
-            result.history.insert(0, before)
-            (folder / "initial_eval.json").write_text(json.dumps(before))
-        elif (folder / "initial_eval.json").exists():
-            result.history.insert(0, json.loads((folder / "initial_eval.json").read_text()))
-        model_dir = folder / "model"
-        tmp = folder / "model.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        tmp.replace(model_dir)
-        final = eval_fn(model) if not any("val_loss" in h for h in result.history[-1:]) else result.history[-1]
-        if result.best is not None:
-            final = {"val_loss": result.best["value"], "val_perplexity": math.exp(min(result.best["value"], 50))}
+        result = _train_from_initial_eval(model, train_blocks, cfg, eval_fn, collate, folder, settings, resume)
+        model_dir = _save_model(folder, model, tokenizer)
+        final = _final_eval(result, model, eval_fn)
         sample = _sample(objective, model, tokenizer, val_texts)
         n_params = sum(p.numel() for p in model.parameters())
-        prompt_cfg = project.default_prompt()
-        cand_id = project.store.upsert_candidate(
-            name, "select", str(model_dir), {"prompt": prompt_cfg.as_dict(), "pretrain": run_config}, parent_id, run.id
-        )
-        metrics = {
-            "val_loss": final["val_loss"],
-            "val_perplexity": final["val_perplexity"],
-            "n_params": n_params,
-            "tokens": result.tokens,
-            "train_wall_s": result.wall_s,
-            "train_tokens_per_s": result.tokens_per_s,
-        }
-        run.log_metrics(metrics, candidate_id=cand_id, split="pretrain")
+        _record_candidate(project, run, name, model_dir, run_config, parent_id, final, n_params, result)
         out = PretrainResult(
             run.id,
             name,
@@ -439,9 +313,215 @@ def pretrain(project, *, name: str | None = None, resume: bool = False, **overri
             result.resumed_from,
             run_config,
         )
-        report = _write_report(folder, out)
-        out.report = str(report)
-        run.add_artifact(report, "report")
-        run.add_artifact(folder / "loss.png", "plot")
-        run.set_summary({k: v for k, v in out.as_dict().items() if k != "curve"})
+        _publish_report(run, folder, out)
     return out
+
+
+def _validated_settings(project, overrides: dict):
+    """The spec's ``select.pretrain`` with the caller's overrides applied."""
+    settings = project.spec.select.pretrain.model_copy(update=overrides)
+    settings = type(settings).model_validate(settings.model_dump())  # overrides are validated like the spec
+    if settings.size not in PRESETS:
+        raise OdysseyError(f"unknown size preset {settings.size!r}", hint=f"use one of {', '.join(PRESETS)}")
+    return settings
+
+
+def _read_texts(project, settings) -> tuple[Path, list[str]]:
+    """The corpus folder and its documents' texts (the shipped corpus when none is set)."""
+    from odyssey.select.corpus_gen import corpus_dir
+    from odyssey.select.curation import read_corpus
+
+    source = Path(settings.corpus) if settings.corpus else corpus_dir()
+    if settings.corpus and not source.is_absolute():
+        source = project.root / source
+    texts = [d.text for d in read_corpus(source)]
+    if len(texts) < 2:
+        raise OdysseyError(
+            f"the corpus {source} has {len(texts)} document(s); pretraining needs more",
+            hint="add text files, or leave select.pretrain.corpus empty for the shipped corpus",
+        )
+    return source, texts
+
+
+def _split_validation(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """(validation, training) texts: a seeded shuffle, one document in twenty (at least one) held out."""
+    rng = random.Random(seed)
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    n_val = max(1, len(texts) // 20)
+    return [texts[i] for i in order[:n_val]], [texts[i] for i in order[n_val:]]
+
+
+def _continued_model(project, settings, folder: Path):
+    """(model, tokenizer, parent candidate id) for continued pretraining: the model's own tokenizer and
+    architecture."""
+    from odyssey.models import FAMILY_DECODER, FAMILY_ENCODER, load
+
+    objective = settings.objective
+    head = {"clm": "causal-lm", "mlm": "masked-lm", "span": "seq2seq-lm"}[objective]
+    loaded = load(settings.init_from, root=project.root, head=head, dtype="float32")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    expected = {"clm": FAMILY_DECODER, "mlm": FAMILY_ENCODER}.get(objective)
+    if expected and loaded.family != expected:
+        raise OdysseyError(
+            f"{settings.init_from} is {loaded.family}; objective {objective} needs {expected}",
+            hint="pick the objective of the model's family (clm, mlm or span)",
+        )
+    tokenizer.save_pretrained(folder / "tokenizer")
+    parent = project.store.candidate(settings.init_from)
+    return model, tokenizer, parent["id"] if parent else None
+
+
+def _fresh_model(settings, folder: Path, train_texts: list[str], resume: bool):
+    """(model, tokenizer) from scratch: a tokenizer trained on the corpus (or the one a resumed run trained)
+    and a randomly initialized model of the size preset."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tok_dir = folder / "tokenizer"
+    if resume and (tok_dir / "tokenizer.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    else:
+        tokenizer = train_tokenizer(train_texts, settings.tokenizer, settings.vocab_size, tok_dir)
+    ids = dict(
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = model_config(settings.objective, settings.size, len(tokenizer), settings.seq_len, ids)
+    cls = {"clm": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM, "span": AutoModelForSeq2SeqLM}
+    return cls[settings.objective].from_config(config), tokenizer
+
+
+def _pack_splits(train_texts: list[str], val_texts: list[str], tokenizer, seq_len: int):
+    """(training blocks, validation blocks) of ``seq_len`` tokens."""
+    # MLM blocks carry the encoder's [CLS]-like start token: BERT-style models expect one.
+    train_blocks = pack(train_texts, tokenizer, seq_len)
+    # Validation on at most 64 blocks: a steady estimate of the loss without dominating a CPU run's time.
+    val_blocks = pack(val_texts, tokenizer, seq_len)[:64]
+    if not train_blocks or not val_blocks:
+        raise OdysseyError(
+            f"the corpus is too small for blocks of {seq_len} tokens",
+            hint="lower select.pretrain.seq_len or add text",
+        )
+    return train_blocks, val_blocks
+
+
+def _validation_batches(objective: str, tokenizer, val_blocks: list[list[int]], settings) -> list[dict]:
+    """The validation blocks collated once, with their own seed, so every evaluation scores the same batches."""
+    val_collate = _collator(objective, tokenizer, settings.seed + 1)
+    size = settings.batch_size
+    return [val_collate(val_blocks[i : i + size]) for i in range(0, len(val_blocks), size)]
+
+
+def _validation_loss(val_batches: list[dict]):
+    """The training loop's ``eval_fn``: token-weighted validation loss and its perplexity."""
+    from odyssey.training import to_device
+
+    def eval_fn(m):
+        device = next(m.parameters()).device
+        losses, weights = [], []
+        for batch in val_batches:
+            batch = to_device(batch, device)
+            out = m(**batch)
+            n = int((batch["labels"] != -100).sum())
+            losses.append(float(out.loss) * n)
+            weights.append(n)
+        loss = sum(losses) / max(sum(weights), 1)
+        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50))}
+
+    return eval_fn
+
+
+def _train_config(folder: Path, settings):
+    from odyssey.training import TrainConfig
+
+    return TrainConfig(
+        output_dir=folder / "train",
+        max_steps=settings.steps,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        eval_every=settings.eval_every,
+        save_every=settings.eval_every,
+        log_every=max(1, settings.eval_every // 5),
+        weight_decay=0.01,
+        lr_scheduler="cosine",
+    )
+
+
+def _train_from_initial_eval(model, train_blocks, cfg, eval_fn, collate, folder: Path, settings, resume: bool):
+    """THE training loop, with the untrained model's evaluation as the curve's first point (kept on disk so
+    a resumed run's curve starts there too)."""
+    import torch
+
+    from odyssey.select.objectives import lm_loss
+    from odyssey.training import train
+
+    before = None
+    if not (resume and (folder / "train").exists()):
+        model.eval()
+        with torch.no_grad():
+            before = {"step": 0, **eval_fn(model)}  # where the curve starts (random init: ~ln(vocab))
+    result = train(
+        model,
+        train_blocks,
+        lm_loss,
+        cfg,
+        eval_fn=eval_fn,
+        collate_fn=collate,
+        resume=resume,
+        description=f"pretraining {settings.objective} ({settings.size})",
+    )
+    if before is not None:
+        result.history.insert(0, before)
+        (folder / "initial_eval.json").write_text(json.dumps(before))
+    elif (folder / "initial_eval.json").exists():
+        result.history.insert(0, json.loads((folder / "initial_eval.json").read_text()))
+    return result
+
+
+def _save_model(folder: Path, model, tokenizer) -> Path:
+    """Save model and tokenizer to ``folder/model``, written beside it first so a crash leaves no half model."""
+    model_dir = folder / "model"
+    tmp = folder / "model.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    tmp.replace(model_dir)
+    return model_dir
+
+
+def _final_eval(result, model, eval_fn) -> dict:
+    """The validation loss and perplexity reported: the best evaluation's when the loop kept one."""
+    final = eval_fn(model) if not any("val_loss" in h for h in result.history[-1:]) else result.history[-1]
+    if result.best is not None:
+        final = {"val_loss": result.best["value"], "val_perplexity": math.exp(min(result.best["value"], 50))}
+    return final
+
+
+def _record_candidate(project, run, name, model_dir, run_config, parent_id, final, n_params, result) -> None:
+    """The pretrained model as a candidate in the store, with its metrics."""
+    prompt_cfg = project.default_prompt()
+    cand_id = project.store.upsert_candidate(
+        name, "select", str(model_dir), {"prompt": prompt_cfg.as_dict(), "pretrain": run_config}, parent_id, run.id
+    )
+    metrics = {
+        "val_loss": final["val_loss"],
+        "val_perplexity": final["val_perplexity"],
+        "n_params": n_params,
+        "tokens": result.tokens,
+        "train_wall_s": result.wall_s,
+        "train_tokens_per_s": result.tokens_per_s,
+    }
+    run.log_metrics(metrics, candidate_id=cand_id, split="pretrain")
+
+
+def _publish_report(run, folder: Path, out: PretrainResult) -> None:
+    """Write the report and plot, and attach them and the summary to the run."""
+    report = _write_report(folder, out)
+    out.report = str(report)
+    run.add_artifact(report, "report")
+    run.add_artifact(folder / "loss.png", "plot")
+    run.set_summary({k: v for k, v in out.as_dict().items() if k != "curve"})

@@ -67,6 +67,20 @@ def rank_key(primary: str, row: dict):
     )
 
 
+@dataclass
+class _Zeroshot:
+    """What every candidate's zero-shot evaluation in one selection run shares."""
+
+    project: object
+    run: object
+    examples: list
+    prompt: object  # the project's default prompt config
+    data: object  # the project's dataset (its fingerprint is recorded)
+    split: str
+    batch_size: int
+    engine: str | None
+
+
 def select_models(
     project,
     *,
@@ -77,15 +91,10 @@ def select_models(
     engine: str | None = None,
 ) -> SelectResult:
     """Evaluate every candidate zero-shot and record the ranking and the choice (``odyssey select``)."""
-    from odyssey.engines import open_engine
-    from odyssey.evaluate import check_gates, gates_pass, run_harness
-    from odyssey.evaluate.checks import headline
-    from odyssey.models import describe, parse_ref
     from odyssey.store.select import add_selection
 
     spec = project.spec
     settings = spec.select
-    scope = spec.scope
     split = split or settings.split
     limit = limit if limit is not None else settings.limit
     refs = models or [e.ref for e in spec.model_entries()]
@@ -99,80 +108,11 @@ def select_models(
     cfg = project.default_prompt()
     store = project.store
     config = {"models": refs, "split": split, "n": len(examples), "prompt": cfg.as_dict(), "data": data.fingerprint}
-    rows: list[dict] = []
-    notes: list[str] = []
     with store.run("select", spec.as_dict(), config) as run:
-        for ref in refs:
-            info = describe(ref, project.root)
-            try:
-                slug = parse_ref(ref, project.root).slug
-            except OdysseyError:
-                slug = ref
-            name = f"{slug}:zero-shot"
-            row = {
-                "name": name,
-                "model_ref": ref,
-                "family": info.family,
-                "n_params": info.n_params,
-                "context_length": info.context_length,
-                "license": info.license,
-                "metrics": {},
-                "gates": [],
-                "passed": None,
-                "note": "",
-            }
-            if not info.available:
-                row["note"] = f"not available: {info.note}"
-                rows.append(row)
-                continue
-            try:
-                with open_engine(
-                    ref,
-                    root=project.root,
-                    evaluate=spec.evaluate,
-                    engine=engine,
-                    dtype=spec.evaluate.dtype,
-                    batch_size=batch_size or settings.batch_size,
-                    log_dir=project.state_dir,
-                ) as loaded:  # one model in memory at a time
-                    result = run_harness(
-                        loaded,
-                        examples,
-                        cfg,
-                        scope,
-                        pool=[],
-                        description=f"{name} on {split}",
-                        batch_size=batch_size or settings.batch_size,
-                    )
-                    n_params = loaded.n_params or info.n_params
-            except OdysseyError as exc:
-                row["note"] = exc.message
-                rows.append(row)
-                continue
-            result.metrics["n_params"] = n_params
-            cand_id = store.upsert_candidate(
-                name, "select", ref, {"prompt": cfg.as_dict(), "data": data.fingerprint}, None, run.id
-            )
-            store.add_outputs(run.id, result.rows, candidate_id=cand_id, split=split)
-            run.log_metrics(result.metrics, candidate_id=cand_id, split=split)
-            gates = check_gates(scope, result.metrics)
-            row.update(
-                metrics=result.metrics,
-                gates=gates,
-                passed=gates_pass(gates),
-                n_params=n_params,
-                note="; ".join(headline(n) for n in result.notes),
-            )
-            rows.append(row)
-        primary = scope.primary_metric
-        rows.sort(key=lambda r: rank_key(primary, r))
-        ranking = [Ranked(rank=i + 1, **r) for i, r in enumerate(rows)]
-        runnable = [r for r in ranking if primary in r.metrics]
-        chosen = runnable[0].name if runnable else None
-        if runnable and not any(r.passed for r in runnable):
-            notes.append(f"no candidate passes every gate; {chosen} scores best on {primary}")
-        if not runnable:
-            notes.append("no candidate could be evaluated; see the notes per model")
+        ctx = _Zeroshot(project, run, examples, cfg, data, split, batch_size or settings.batch_size, engine)
+        rows = [_evaluate_candidate(ctx, ref) for ref in refs]
+        primary = spec.scope.primary_metric
+        ranking, chosen, notes = _rank(rows, primary)
         add_selection(store, run.id, chosen, split, len(examples), [r.as_dict() for r in ranking])
         run.set_summary(
             {
@@ -184,3 +124,94 @@ def select_models(
             }
         )
     return SelectResult(run.id, split, len(examples), primary, ranking, chosen, notes)
+
+
+def _blank_row(ref: str, info, root) -> dict:
+    """A candidate's row before (or without) an evaluation: what describing the model tells."""
+    from odyssey.models import parse_ref
+
+    try:
+        slug = parse_ref(ref, root).slug
+    except OdysseyError:
+        slug = ref
+    return {
+        "name": f"{slug}:zero-shot",
+        "model_ref": ref,
+        "family": info.family,
+        "n_params": info.n_params,
+        "context_length": info.context_length,
+        "license": info.license,
+        "metrics": {},
+        "gates": [],
+        "passed": None,
+        "note": "",
+    }
+
+
+def _evaluate_candidate(ctx: _Zeroshot, ref: str) -> dict:
+    """One candidate through the harness, stored with its outputs and metrics; a candidate that cannot run
+    gets the reason as its note instead of stopping the comparison."""
+    from odyssey.engines import open_engine
+    from odyssey.evaluate import check_gates, gates_pass, run_harness
+    from odyssey.evaluate.checks import headline
+    from odyssey.models import describe
+
+    project, run, store = ctx.project, ctx.run, ctx.project.store
+    spec = project.spec
+    info = describe(ref, project.root)
+    row = _blank_row(ref, info, project.root)
+    name = row["name"]
+    if not info.available:
+        row["note"] = f"not available: {info.note}"
+        return row
+    try:
+        with open_engine(
+            ref,
+            root=project.root,
+            evaluate=spec.evaluate,
+            engine=ctx.engine,
+            dtype=spec.evaluate.dtype,
+            batch_size=ctx.batch_size,
+            log_dir=project.state_dir,
+        ) as loaded:  # one model in memory at a time
+            result = run_harness(
+                loaded,
+                ctx.examples,
+                ctx.prompt,
+                spec.scope,
+                pool=[],
+                description=f"{name} on {ctx.split}",
+                batch_size=ctx.batch_size,
+            )
+            n_params = loaded.n_params or info.n_params
+    except OdysseyError as exc:
+        row["note"] = exc.message
+        return row
+    result.metrics["n_params"] = n_params
+    fingerprint = {"prompt": ctx.prompt.as_dict(), "data": ctx.data.fingerprint}
+    cand_id = store.upsert_candidate(name, "select", ref, fingerprint, None, run.id)
+    store.add_outputs(run.id, result.rows, candidate_id=cand_id, split=ctx.split)
+    run.log_metrics(result.metrics, candidate_id=cand_id, split=ctx.split)
+    gates = check_gates(spec.scope, result.metrics)
+    row.update(
+        metrics=result.metrics,
+        gates=gates,
+        passed=gates_pass(gates),
+        n_params=n_params,
+        note="; ".join(headline(n) for n in result.notes),
+    )
+    return row
+
+
+def _rank(rows: list[dict], primary: str) -> tuple[list[Ranked], str | None, list[str]]:
+    """(the ranking, the chosen candidate's name, notes on the choice)."""
+    rows.sort(key=lambda r: rank_key(primary, r))
+    ranking = [Ranked(rank=i + 1, **r) for i, r in enumerate(rows)]
+    runnable = [r for r in ranking if primary in r.metrics]
+    chosen = runnable[0].name if runnable else None
+    notes: list[str] = []
+    if runnable and not any(r.passed for r in runnable):
+        notes.append(f"no candidate passes every gate; {chosen} scores best on {primary}")
+    if not runnable:
+        notes.append("no candidate could be evaluated; see the notes per model")
+    return ranking, chosen, notes
