@@ -48,89 +48,87 @@ def result_table(result):
     return table
 
 
+def finetune_cmd(
+    ctx: typer.Context,
+    method: Annotated[Optional[str], typer.Option(help="full | lora | prompt_tuning (default: adapt.method)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the interrupted run from its last checkpoint")] = False,
+    model: Annotated[
+        Optional[str], typer.Option(help="base model ref (default: adapt.model / the prompt model)")
+    ] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides epochs)")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="passes over the training data")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="evaluate on the first N examples of each split")] = None,
+    evaluate: Annotated[bool, typer.Option(help="score the new candidate with the harness afterwards")] = True,
+    engine: EngineOpt = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+):
+    """Fine-tune the base model on the train split; evaluate on validation and test; record the candidate."""
+    import os
+
+    from odyssey.adapt.finetune_stage import finetune as run
+    from odyssey.errors import OdysseyError
+
+    if ctx.invoked_subcommand is not None:
+        return
+    if method is not None and method not in METHODS:
+        raise OdysseyError(f"--method {method!r} is not a fine-tuning method", hint=f"use one of {', '.join(METHODS)}")
+    if max_steps is not None and max_steps < 1:
+        raise OdysseyError(f"--max-steps {max_steps} must be at least 1")
+    result = run(
+        _load(project),
+        method=method,
+        resume=resume,
+        model=model,
+        max_steps=max_steps,
+        epochs=epochs,
+        evaluate=evaluate,
+        limit=limit,
+        engine=engine,
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun / accelerate launch, the first process reports
+    if as_json:
+        _emit(result.as_dict())
+        return
+    _print_result(result)
+
+
+def _print_result(result) -> None:
+    from odyssey.render import gates_table, make_console, print_tables
+
+    console = make_console()
+    tables = [result_table(result)] + ([gates_table(result.gates)] if result.gates else [])
+    print_tables(console, *tables)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"model: {result.model_ref}")
+
+
+def merge_cmd(
+    candidate: Annotated[Optional[str], typer.Option(help="LoRA candidate to merge (default: the latest)")] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+):
+    """Fold a LoRA adapter into its base weights: a standalone checkpoint, recorded as a candidate."""
+    from odyssey.adapt.finetune_stage import merge as run
+    from odyssey.render import make_console
+
+    result = run(_load(project), candidate)
+    if as_json:
+        _emit(result.as_dict())
+        return
+    make_console().print(
+        f"merged {result.parent} -> candidate {result.candidate} at {result.model_ref}\n"
+        f"next: odyssey eval --candidate {result.candidate}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     finetune_app = typer.Typer(
         help="Instruction fine-tuning: full, LoRA or prompt tuning; then evaluate and record the candidate.",
         invoke_without_command=True,
     )
     app.add_typer(finetune_app, name="finetune")
-
-    @finetune_app.callback()
-    def finetune(
-        ctx: typer.Context,
-        method: Annotated[
-            Optional[str], typer.Option(help="full | lora | prompt_tuning (default: adapt.method)")
-        ] = None,
-        resume: Annotated[bool, typer.Option(help="continue the interrupted run from its last checkpoint")] = False,
-        model: Annotated[
-            Optional[str], typer.Option(help="base model ref (default: adapt.model / the prompt model)")
-        ] = None,
-        max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides epochs)")] = None,
-        epochs: Annotated[Optional[float], typer.Option(help="passes over the training data")] = None,
-        limit: Annotated[
-            Optional[int], typer.Option(min=1, help="evaluate on the first N examples of each split")
-        ] = None,
-        evaluate: Annotated[bool, typer.Option(help="score the new candidate with the harness afterwards")] = True,
-        engine: EngineOpt = None,
-        project: ProjectOpt = Path("."),
-        as_json: JsonOpt = False,
-    ):
-        """Fine-tune the base model on the train split; evaluate on validation and test; record the candidate."""
-        if ctx.invoked_subcommand is not None:
-            return
-        from odyssey.errors import OdysseyError
-
-        if method is not None and method not in METHODS:
-            raise OdysseyError(
-                f"--method {method!r} is not a fine-tuning method", hint=f"use one of {', '.join(METHODS)}"
-            )
-        if max_steps is not None and max_steps < 1:
-            raise OdysseyError(f"--max-steps {max_steps} must be at least 1")
-        from odyssey.adapt.finetune_stage import finetune as run
-
-        result = run(
-            _load(project),
-            method=method,
-            resume=resume,
-            model=model,
-            max_steps=max_steps,
-            epochs=epochs,
-            evaluate=evaluate,
-            limit=limit,
-            engine=engine,
-        )
-        import os
-
-        if int(os.environ.get("RANK", "0")) != 0:
-            return  # under torchrun / accelerate launch, the first process reports
-        if as_json:
-            _emit(result.as_dict())
-            return
-        from odyssey.render import gates_table, make_console, print_tables
-
-        console = make_console()
-        tables = [result_table(result)] + ([gates_table(result.gates)] if result.gates else [])
-        print_tables(console, *tables)
-        for note in result.notes:
-            console.print(f"[yellow]note:[/] {note}")
-        console.print(f"model: {result.model_ref}")
-
-    @finetune_app.command("merge")
-    def merge(
-        candidate: Annotated[Optional[str], typer.Option(help="LoRA candidate to merge (default: the latest)")] = None,
-        project: ProjectOpt = Path("."),
-        as_json: JsonOpt = False,
-    ):
-        """Fold a LoRA adapter into its base weights: a standalone checkpoint, recorded as a candidate."""
-        from odyssey.adapt.finetune_stage import merge as run
-
-        result = run(_load(project), candidate)
-        if as_json:
-            _emit(result.as_dict())
-            return
-        from odyssey.render import make_console
-
-        make_console().print(
-            f"merged {result.parent} -> candidate {result.candidate} at {result.model_ref}\n"
-            f"next: odyssey eval --candidate {result.candidate}"
-        )
+    finetune_app.callback()(finetune_cmd)
+    finetune_app.command("merge")(merge_cmd)

@@ -230,54 +230,176 @@ def finetune(
     called with each validation-loss evaluation during training (in the first process); what it raises
     ends the run, failed with that error (``odyssey tune`` prunes a trial so).
     """
-    from odyssey.adapt.finetune_methods import DEFAULT_LR, apply_method, count_params, load_quantized
-    from odyssey.models import FAMILY_DECODER, FAMILY_SEQ2SEQ, load
-    from odyssey.models.loading import LoadedModel
-    from odyssey.prompts import PromptConfig
-    from odyssey.training import TrainConfig, train, world
-    from odyssey.training.sft import Collator, SFTModule, data_hash, encode_example, mean_loss, sft_loss
-
     if name is not None:
         check_name(name, "candidate name")  # before any work: it names the working folder
-    spec = project.spec
-    aspec = spec.adapt.model_copy(
+    job = _setup(project, method=method, max_steps=max_steps, epochs=epochs, model=model)
+    train_examples, mixed, validation = _training_examples(job)
+    base = _load_base(job)
+    batches = _encode_data(job, base, train_examples, mixed, validation)
+    trainee = _prepare_model(job, base, batches)
+    out = _output_dir(project, job.slug, job.method, name)
+    tconfig = _train_config(job, _train_dir(job, out, resume=resume), batches)
+
+    with _open_run(job, batches, tconfig) as run:
+        result = _train(job, run, trainee, batches, base, tconfig, resume=resume, on_eval=on_eval)
+        summary = _summary(job, run, result, trainee, batches, base, candidate=name or f"{job.slug}:{job.method}")
+        if not job.main:
+            return summary
+        model_dir = _save_model(trainee.model, base.tokenizer, job.method, job.ref, out / "model")
+        summary.model_ref = str(model_dir)
+        # what training found, before the evaluation adds its metrics and notes
+        train_summary = {k: v for k, v in summary.as_dict().items() if k not in {"metrics", "gates", "report"}}
+        cand_id = _record_candidate(job, run, summary, batches, tconfig)
+        history = out / "history.json"
+        history.write_text(json.dumps(result.history, indent=1))
+        run.add_artifact(history, "train-history")
+        if evaluate:
+            _evaluate_candidate(
+                job, run, trainee, base, model_dir, cand_id, summary, engine=engine, limit=limit, batch_size=batch_size
+            )
+        run.set_summary(train_summary | {"metrics": summary.metrics})
+    return summary
+
+
+# ---- the phases of a fine-tuning run -----------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """What one fine-tuning run is, shared by its phases."""
+
+    project: object
+    aspec: object  # spec.adapt with the call's overrides; packing falls back to buckets where it cannot apply
+    ref: str  # the base model
+    slug: str
+    cfg: object  # the PromptConfig training and serving use
+    parent_id: int | None
+    parent_name: str | None
+    data: object  # the project's dataset
+    main: bool  # the first process: only it records and evaluates
+    world_size: int
+    notes: list = field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return self.aspec.method
+
+
+@dataclass
+class _Base:
+    """The loaded base model."""
+
+    loaded: object  # odyssey.models.loading.LoadedModel
+    model: object  # what gets trained: loaded.model, or its quantized reload for QLoRA
+    seq2seq: bool
+    rss_before: float  # what the process held before the model: subtracted from the measured peak
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    @property
+    def device(self):
+        return self.loaded.model.device
+
+
+@dataclass
+class _Batches:
+    """The tokenized data in batches: training, validation loss, and the general set (forgetting)."""
+
+    items: list  # the encoded training examples, the train split's then the mix's
+    digest: str
+    groups: list
+    val_groups: list
+    general: list | None
+    collator: object
+    eval_collator: object
+
+    def val_loss(self, model, device) -> float:
+        from odyssey.training.sft import mean_loss
+
+        return mean_loss(model, self.val_groups, self.eval_collator, device)
+
+    def general_loss(self, model, device) -> float:
+        from odyssey.training.sft import mean_loss
+
+        return mean_loss(model, self.general, self.eval_collator, device)
+
+
+@dataclass
+class _Trainee:
+    """The model being trained (the method applied), its size, and its losses before training."""
+
+    model: object
+    n_trainable: int
+    n_total: int
+    memory_estimate_gb: float
+    val_loss_before: float | None
+    general_loss_before: float | None
+
+
+def _setup(project, *, method, max_steps, epochs, model) -> _Job:
+    """The adapt settings with the call's overrides, this process's place, and the base and its prompt."""
+    from odyssey.training import world
+
+    aspec = project.spec.adapt.model_copy(
         update={k: v for k, v in {"method": method, "max_steps": max_steps, "epochs": epochs}.items() if v is not None}
     )
-    method = aspec.method
-    if method not in {"full", "lora", "prompt_tuning"}:
-        raise OdysseyError(f"unknown fine-tuning method {method!r}", hint="use --method full, lora or prompt_tuning")
+    if aspec.method not in {"full", "lora", "prompt_tuning"}:
+        raise OdysseyError(
+            f"unknown fine-tuning method {aspec.method!r}", hint="use --method full, lora or prompt_tuning"
+        )
     rank, world_size = world()
     main = rank == 0
     ref, slug, cfg, parent_id, parent_name = base_setup(project, model, write=main)
-    data = project.dataset()
-    train_examples = list(data.splits.get("train", []))
+    return _Job(project, aspec, ref, slug, cfg, parent_id, parent_name, project.dataset(), main, world_size)
+
+
+def _training_examples(job: _Job):
+    """(train split examples, ``adapt.mix`` draws, validation examples)."""
+    train_examples = list(job.data.splits.get("train", []))
     if not train_examples:
         raise OdysseyError(
             "fine-tuning needs training data: the train split is empty",
             hint="set scope.data.splits.train above 0, or give a train file in scope.data.source",
         )
-    mixed = _mix_examples(project, aspec, len(train_examples), aspec.seed)
-    validation = data.splits.get("validation", [])[: aspec.val_limit or None]
+    mixed = _mix_examples(job.project, job.aspec, len(train_examples), job.aspec.seed)
+    validation = job.data.splits.get("validation", [])[: job.aspec.val_limit or None]
+    return train_examples, mixed, validation
 
+
+def _load_base(job: _Job) -> _Base:
+    from odyssey.adapt.finetune_methods import load_quantized
+    from odyssey.models import FAMILY_DECODER, FAMILY_SEQ2SEQ, load
     from odyssey.models.memory import trim_heap
     from odyssey.training import rss_gb
 
     trim_heap()  # an earlier run's freed heap would otherwise count as "before" (see trim_heap)
     rss_before = rss_gb()  # what the process held before the model: subtracted from the measured peak
-    with ui.status(f"loading {ref}") as update:
-        loaded = load(ref, root=project.root, dtype="float32", progress=update)
+    with ui.status(f"loading {job.ref}") as update:
+        loaded = load(job.ref, root=job.project.root, dtype="float32", progress=update)
     if loaded.family not in (FAMILY_DECODER, FAMILY_SEQ2SEQ):
         raise OdysseyError(
-            f"{ref} is an {loaded.family} model: instruction fine-tuning needs a model that generates",
+            f"{job.ref} is an {loaded.family} model: instruction fine-tuning needs a model that generates",
             hint="pick a decoder-only or encoder-decoder model in adapt.model",
         )
     seq2seq = loaded.family == FAMILY_SEQ2SEQ
-    tokenizer = loaded.tokenizer
     base_model = loaded.model
-    if aspec.lora.quantize and method == "lora":
-        base_model = load_quantized(loaded.path, aspec.lora.quantize, seq2seq)
+    if job.aspec.lora.quantize and job.method == "lora":
+        base_model = load_quantized(loaded.path, job.aspec.lora.quantize, seq2seq)
+    return _Base(loaded, base_model, seq2seq, rss_before)
 
-    encode = lambda ex, c=cfg: encode_example(tokenizer, c, ex, max_len=aspec.max_seq_len, seq2seq=seq2seq)  # noqa: E731
+
+def _encode_data(job: _Job, base: _Base, train_examples, mixed, validation) -> _Batches:
+    """Tokenize every example and group them into batches; truncation and a packing fallback are noted."""
+    from odyssey.prompts import PromptConfig
+    from odyssey.training.sft import Collator, data_hash, encode_example
+
+    cfg, seq2seq = job.cfg, base.seq2seq
+
+    def encode(ex, c=cfg):
+        return encode_example(base.tokenizer, c, ex, max_len=job.aspec.max_seq_len, seq2seq=seq2seq)
+
     with ui.status("tokenizing the training data"):
         items = [encode(ex) for ex in train_examples]
         for source, examples in mixed:
@@ -289,221 +411,279 @@ def finetune(
             )
             items += [encode(ex, mix_cfg) for ex in examples]
         val_items = [encode(ex) for ex in validation]
-    notes = []
     cut = sum(1 for e in items if e.truncated)
     if cut:
-        notes.append(f"{cut} of {len(items)} training inputs were cut to adapt.max_seq_len={aspec.max_seq_len}")
+        job.notes.append(f"{cut} of {len(items)} training inputs were cut to adapt.max_seq_len={job.aspec.max_seq_len}")
     digest = data_hash(items)
-    if aspec.packing == "pack" and (seq2seq or method == "prompt_tuning"):
+    job.aspec = _packing_used(job, seq2seq)
+    aspec = job.aspec
+    groups = _groups(items, aspec, seq2seq=seq2seq, seed=aspec.seed)
+    val_groups = _eval_groups(val_items, aspec, seq2seq) if val_items else []
+    general = None
+    if aspec.general_set:
+        general = _eval_groups([encode(ex) for ex in _general_examples(job.project, aspec)], aspec, seq2seq)
+    return _Batches(
+        items=items,
+        digest=digest,
+        groups=groups,
+        val_groups=val_groups,
+        general=general,
+        collator=Collator(base.tokenizer.pad_token_id, seq2seq=seq2seq, packed=aspec.packing == "pack"),
+        eval_collator=Collator(base.tokenizer.pad_token_id, seq2seq=seq2seq),
+    )
+
+
+def _packing_used(job: _Job, seq2seq: bool):
+    """``job.aspec``, with ``packing: pack`` turned into buckets (and noted) where packing cannot apply."""
+    if job.aspec.packing == "pack" and (seq2seq or job.method == "prompt_tuning"):
         # PEFT's soft prompts ignore position_ids (which keep packed examples apart); seq2seq has no rows to pack
-        notes.append(
+        job.notes.append(
             f"packing does not apply to {'seq2seq models' if seq2seq else 'prompt tuning'}: "
             "length-bucketed batches instead"
         )
-        aspec = aspec.model_copy(update={"packing": "bucket"})
-    groups = _groups(items, aspec, seq2seq=seq2seq, seed=aspec.seed)
-    packed = aspec.packing == "pack"
-    collator = Collator(tokenizer.pad_token_id, seq2seq=seq2seq, packed=packed)
-    eval_collator = Collator(tokenizer.pad_token_id, seq2seq=seq2seq)
+        return job.aspec.model_copy(update={"packing": "bucket"})
+    return job.aspec
+
+
+def _eval_groups(items, aspec, seq2seq: bool):
     from odyssey.training.sft import bucket_groups
 
-    val_groups = (
-        bucket_groups(val_items, batch_tokens=aspec.batch_tokens, batch_size=aspec.batch_size, seq2seq=seq2seq)
-        if val_items
-        else []
-    )
-    general = None
-    if aspec.general_set:
-        general_items = [encode(ex) for ex in _general_examples(project, aspec)]
-        general = bucket_groups(
-            general_items, batch_tokens=aspec.batch_tokens, batch_size=aspec.batch_size, seq2seq=seq2seq
-        )
-    dev = loaded.model.device
-    general_before = mean_loss(base_model, general, eval_collator, dev) if general else None
+    return bucket_groups(items, batch_tokens=aspec.batch_tokens, batch_size=aspec.batch_size, seq2seq=seq2seq)
 
+
+def _prepare_model(job: _Job, base: _Base, batches: _Batches) -> _Trainee:
+    """The method applied to the base model, with its parameter counts, memory estimate and starting losses."""
     import torch
 
+    from odyssey.adapt.finetune_methods import apply_method, count_params
+
+    method, aspec = job.method, job.aspec
+    general_before = batches.general_loss(base.model, base.device) if batches.general else None
     torch.manual_seed(aspec.seed)  # LoRA's A matrices and random soft prompts are drawn here: same seed, same run
     trained = apply_method(
-        base_model, method, aspec, seq2seq=seq2seq, tokenizer_path=loaded.path, instruction=cfg.instruction
+        base.model,
+        method,
+        aspec,
+        seq2seq=base.seq2seq,
+        tokenizer_path=base.loaded.path,
+        instruction=job.cfg.instruction,
     )
     n_trainable, n_total = count_params(trained)
-    estimate = memory_estimate_gb(base_model, method, n_trainable, n_total, groups, seq2seq)
+    estimate = memory_estimate_gb(base.model, method, n_trainable, n_total, batches.groups, base.seq2seq)
     ui.say(
-        f"{method} fine-tuning of {ref} - {n_trainable:,} of {n_total:,} parameters train "
+        f"{method} fine-tuning of {job.ref} - {n_trainable:,} of {n_total:,} parameters train "
         f"({100 * n_trainable / max(n_total, 1):.3f}%); memory estimate {estimate:.2f} GB; "
-        f"{len(items)} examples in {len(groups)} batches ({aspec.packing})"
+        f"{len(batches.items)} examples in {len(batches.groups)} batches ({aspec.packing})"
     )
+    val_before = batches.val_loss(trained, base.device) if batches.val_groups else None
+    return _Trainee(trained, n_trainable, n_total, estimate, val_before, general_before)
 
-    named = project.state_dir / ADAPT_DIR / re.sub(r"[^\w.-]", "-", name) if name else None  # tiny-llama-lora-tune-3
-    out = named or workdir(project, slug, method)
-    train_dir = out / "train"
-    if main and not resume:
-        shutil.rmtree(train_dir, ignore_errors=True)
+
+def _output_dir(project, slug: str, method: str, name: str | None) -> Path:
+    """The run's working folder: the candidate's name made path-safe when given, else ``<slug>-<method>``."""
+    if name:
+        return project.state_dir / ADAPT_DIR / re.sub(r"[^\w.-]", "-", name)  # tiny-llama-lora-tune-3
+    return workdir(project, slug, method)
+
+
+def _train_dir(job: _Job, out: Path, *, resume: bool) -> Path:
+    """The checkpoint folder: emptied by the first process unless resuming; a resume with nothing to resume is noted."""
     from odyssey.training import latest_checkpoint
 
+    train_dir = out / "train"
+    if job.main and not resume:
+        shutil.rmtree(train_dir, ignore_errors=True)
     if resume and latest_checkpoint(train_dir) is None:
-        notes.append(f"--resume: no checkpoint in {train_dir}; started from the beginning")
-        ui.say(notes[-1])
-    lr = aspec.learning_rate or DEFAULT_LR[method]
-    tconfig = TrainConfig(
+        job.notes.append(f"--resume: no checkpoint in {train_dir}; started from the beginning")
+        ui.say(job.notes[-1])
+    return train_dir
+
+
+def _train_config(job: _Job, train_dir: Path, batches: _Batches):
+    from odyssey.adapt.finetune_methods import DEFAULT_LR
+    from odyssey.training import TrainConfig
+
+    aspec = job.aspec
+    return TrainConfig(
         output_dir=train_dir,
         max_steps=aspec.max_steps,
         epochs=aspec.epochs,
-        learning_rate=lr,
+        learning_rate=aspec.learning_rate or DEFAULT_LR[job.method],
         lr_scheduler=aspec.lr_scheduler,
         warmup_steps=aspec.warmup_steps,
         weight_decay=aspec.weight_decay,
-        batch_size=world_size,
+        batch_size=job.world_size,
         grad_accum=aspec.grad_accum,
         seed=aspec.seed,
         precision=aspec.precision,
         gradient_checkpointing=aspec.gradient_checkpointing,
-        log_every=max(1, min(10, len(groups) // 4 or 1)),
-        eval_every=aspec.eval_every if val_groups else None,
+        log_every=max(1, min(10, len(batches.groups) // 4 or 1)),
+        eval_every=aspec.eval_every if batches.val_groups else None,
         save_every=aspec.save_every,
         early_stopping_patience=aspec.early_stopping_patience,
-        keep_best=aspec.keep_best and bool(val_groups),
+        keep_best=aspec.keep_best and bool(batches.val_groups),
     )
-    eval_fn = (lambda m: {"val_loss": mean_loss(m.model, val_groups, eval_collator, dev)}) if val_groups else None
-    module = SFTModule(trained)
-    val_before = mean_loss(trained, val_groups, eval_collator, dev) if val_groups else None
 
-    store = project.store if main else None
+
+def _open_run(job: _Job, batches: _Batches, tconfig):
+    """The store's ``adapt`` run in the first process; a stand-in that records nothing in the others."""
+    if not job.main:
+        return _NullRun()
     run_config = {
-        "method": method,
-        "base": ref,
-        "data_hash": digest,
-        "data": data.fingerprint,
-        "n_examples": len(items),
+        "method": job.method,
+        "base": job.ref,
+        "data_hash": batches.digest,
+        "data": job.data.fingerprint,
+        "n_examples": len(batches.items),
         "train": tconfig.as_dict(),
-        "adapt": aspec.model_dump(mode="json"),
-        "prompt": cfg.as_dict(),
-        "world_size": world_size,
+        "adapt": job.aspec.model_dump(mode="json"),
+        "prompt": job.cfg.as_dict(),
+        "world_size": job.world_size,
     }
-    run_ctx = store.run("adapt", spec.as_dict(), run_config) if main else _NullRun()
-    with run_ctx as run:
+    return job.project.store.run("adapt", job.project.spec.as_dict(), run_config)
 
-        def log(entry):
-            if main:
-                run.log_metrics(
-                    {f"train/{k}": v for k, v in entry.items() if isinstance(v, (int, float)) and k != "step"},
-                    step=entry.get("step"),
-                )
-            if on_eval is not None and "val_loss" in entry:
-                on_eval(entry["step"], entry)
 
-        result = train(
-            module,
-            groups,
-            sft_loss,
-            tconfig,
-            eval_fn=eval_fn,
-            collate_fn=collator,
-            resume=resume,
-            trainable_params=[p for p in trained.parameters() if p.requires_grad],
-            description=f"{method} fine-tuning",
-            on_log=log,
-        )
-        trained.eval()
-        evals = [h["val_loss"] for h in result.history if "val_loss" in h]
-        if val_groups and (not evals or (result.best and result.best["step"] != result.steps)):
-            val_after = mean_loss(trained, val_groups, eval_collator, dev)  # the best weights were loaded back
-        else:
-            val_after = evals[-1] if evals else None
-        forgetting = None
-        if general is not None:
-            after = mean_loss(trained, general, eval_collator, dev)
-            forgetting = {
-                "general_loss_before": general_before,
-                "general_loss_after": after,
-                "increase": after - general_before,
-            }
-            if after > general_before * 1.05:
-                notes.append(f"forgetting: loss on the general set rose from {general_before:.3f} to {after:.3f}")
-        summary = FinetuneResult(
-            run_id=getattr(run, "id", None),
-            candidate=name or f"{slug}:{method}",
-            model_ref="",
-            method=method,
-            base=ref,
-            parent=parent_name,
-            trainable_params=n_trainable,
-            total_params=n_total,
-            steps=result.steps,
-            tokens=result.tokens,
-            wall_s=result.wall_s,
-            tokens_per_s=result.tokens_per_s,
-            peak_memory_gb=max(result.peak_memory_gb - (0 if _on_gpu() else rss_before), 0.0),
-            memory_estimate_gb=estimate,
-            train_loss=result.final_loss,
-            val_loss={"before": val_before, "after": val_after, "best": result.best},
-            data_hash=digest,
-            resumed_from=result.resumed_from,
-            stopped_early=result.stopped_early,
-            forgetting=forgetting,
-            notes=notes,
-        )
-        if not main:
-            return summary
-        model_dir = _save_model(trained, tokenizer, method, ref, out / "model")
-        summary.model_ref = str(model_dir)
-        train_summary = {k: v for k, v in summary.as_dict().items() if k not in {"metrics", "gates", "report"}}
-        cand_config = {
-            "prompt": cfg.as_dict(),
-            "method": method,
-            "base": ref,
-            "data_hash": digest,
-            "data": data.fingerprint,
-            "train": tconfig.as_dict(),
-            "adapt": aspec.model_dump(mode="json"),
-            "trainable_params": n_trainable,
-            "total_params": n_total,
-        }
-        cand_id = store.upsert_candidate(summary.candidate, "adapt", str(model_dir), cand_config, parent_id, run.id)
-        run.log_metrics(
-            {
-                "trainable_params": n_trainable,
-                "trainable_pct": summary.trainable_pct,
-                "train_tokens_per_s": result.tokens_per_s,
-                "train_wall_s": result.wall_s,
-                "train_peak_memory_gb": summary.peak_memory_gb,
-                "memory_estimate_gb": estimate,
-                **({"val_loss": val_after} if val_after is not None else {}),
-            },
-            candidate_id=cand_id,
-            split="train",
-        )
-        history = out / "history.json"
-        history.write_text(json.dumps(result.history, indent=1))
-        run.add_artifact(history, "train-history")
-        if evaluate:
-            _release_training_memory(trained)
-            from odyssey.engines import open_engine
+def _train(job: _Job, run, trainee: _Trainee, batches: _Batches, base: _Base, tconfig, *, resume, on_eval):
+    """Train; the first process logs each entry to the run, and validation evaluations go to ``on_eval``."""
+    from odyssey.training import train
+    from odyssey.training.sft import SFTModule, sft_loss
 
-            live = LoadedModel(str(model_dir), model_dir, trained, tokenizer, loaded.family, loaded.dtype)
-            with open_engine(
-                str(model_dir),
-                root=project.root,
-                evaluate=spec.evaluate,
-                engine=engine,
-                loaded=live,
-                batch_size=batch_size or spec.evaluate.batch_size,
-                log_dir=project.state_dir,
-            ) as gen:
-                _evaluate(
-                    project,
-                    run,
-                    gen,
-                    cfg,
-                    cand_id,
-                    summary,
-                    limit=limit,
-                    batch_size=batch_size,
-                    splits=aspec.eval_splits,
-                )
-        run.set_summary(train_summary | {"metrics": summary.metrics})
-    return summary
+    def log(entry):
+        if job.main:
+            run.log_metrics(
+                {f"train/{k}": v for k, v in entry.items() if isinstance(v, (int, float)) and k != "step"},
+                step=entry.get("step"),
+            )
+        if on_eval is not None and "val_loss" in entry:
+            on_eval(entry["step"], entry)
+
+    eval_fn = (lambda m: {"val_loss": batches.val_loss(m.model, base.device)}) if batches.val_groups else None
+    result = train(
+        SFTModule(trainee.model),
+        batches.groups,
+        sft_loss,
+        tconfig,
+        eval_fn=eval_fn,
+        collate_fn=batches.collator,
+        resume=resume,
+        trainable_params=[p for p in trainee.model.parameters() if p.requires_grad],
+        description=f"{job.method} fine-tuning",
+        on_log=log,
+    )
+    trainee.model.eval()
+    return result
+
+
+def _summary(job: _Job, run, result, trainee: _Trainee, batches: _Batches, base: _Base, *, candidate: str):
+    """The FinetuneResult of a finished training (its model_ref and metrics are filled in later)."""
+    return FinetuneResult(
+        run_id=getattr(run, "id", None),
+        candidate=candidate,
+        model_ref="",
+        method=job.method,
+        base=job.ref,
+        parent=job.parent_name,
+        trainable_params=trainee.n_trainable,
+        total_params=trainee.n_total,
+        steps=result.steps,
+        tokens=result.tokens,
+        wall_s=result.wall_s,
+        tokens_per_s=result.tokens_per_s,
+        peak_memory_gb=max(result.peak_memory_gb - (0 if _on_gpu() else base.rss_before), 0.0),
+        memory_estimate_gb=trainee.memory_estimate_gb,
+        train_loss=result.final_loss,
+        val_loss={
+            "before": trainee.val_loss_before,
+            "after": _val_loss_after(result, trainee, batches, base),
+            "best": result.best,
+        },
+        data_hash=batches.digest,
+        resumed_from=result.resumed_from,
+        stopped_early=result.stopped_early,
+        forgetting=_forgetting(job, trainee, batches, base),
+        notes=job.notes,
+    )
+
+
+def _val_loss_after(result, trainee: _Trainee, batches: _Batches, base: _Base) -> float | None:
+    evals = [h["val_loss"] for h in result.history if "val_loss" in h]
+    if batches.val_groups and (not evals or (result.best and result.best["step"] != result.steps)):
+        return batches.val_loss(trainee.model, base.device)  # the best weights were loaded back
+    return evals[-1] if evals else None
+
+
+def _forgetting(job: _Job, trainee: _Trainee, batches: _Batches, base: _Base) -> dict | None:
+    """The general set's loss before and after training (``adapt.general_set``); a rise over 5% is noted."""
+    if batches.general is None:
+        return None
+    before, after = trainee.general_loss_before, batches.general_loss(trainee.model, base.device)
+    if after > before * 1.05:
+        job.notes.append(f"forgetting: loss on the general set rose from {before:.3f} to {after:.3f}")
+    return {"general_loss_before": before, "general_loss_after": after, "increase": after - before}
+
+
+def _record_candidate(job: _Job, run, summary: FinetuneResult, batches: _Batches, tconfig) -> int:
+    """The trained model as a candidate whose parent is the base candidate, with its training metrics."""
+    cand_config = {
+        "prompt": job.cfg.as_dict(),
+        "method": job.method,
+        "base": job.ref,
+        "data_hash": batches.digest,
+        "data": job.data.fingerprint,
+        "train": tconfig.as_dict(),
+        "adapt": job.aspec.model_dump(mode="json"),
+        "trainable_params": summary.trainable_params,
+        "total_params": summary.total_params,
+    }
+    store = job.project.store
+    cand_id = store.upsert_candidate(summary.candidate, "adapt", summary.model_ref, cand_config, job.parent_id, run.id)
+    val_after = summary.val_loss["after"]
+    run.log_metrics(
+        {
+            "trainable_params": summary.trainable_params,
+            "trainable_pct": summary.trainable_pct,
+            "train_tokens_per_s": summary.tokens_per_s,
+            "train_wall_s": summary.wall_s,
+            "train_peak_memory_gb": summary.peak_memory_gb,
+            "memory_estimate_gb": summary.memory_estimate_gb,
+            **({"val_loss": val_after} if val_after is not None else {}),
+        },
+        candidate_id=cand_id,
+        split="train",
+    )
+    return cand_id
+
+
+def _evaluate_candidate(
+    job: _Job, run, trainee, base: _Base, model_dir: Path, cand_id, summary, *, engine, limit, batch_size
+):
+    """Score the trained model, still in memory, through an engine on ``adapt.eval_splits``."""
+    from odyssey.engines import open_engine
+    from odyssey.models.loading import LoadedModel
+
+    project, spec = job.project, job.project.spec
+    _release_training_memory(trainee.model)
+    live = LoadedModel(str(model_dir), model_dir, trainee.model, base.tokenizer, base.loaded.family, base.loaded.dtype)
+    with open_engine(
+        str(model_dir),
+        root=project.root,
+        evaluate=spec.evaluate,
+        engine=engine,
+        loaded=live,
+        batch_size=batch_size or spec.evaluate.batch_size,
+        log_dir=project.state_dir,
+    ) as gen:
+        _evaluate(
+            project,
+            run,
+            gen,
+            job.cfg,
+            cand_id,
+            summary,
+            limit=limit,
+            batch_size=batch_size,
+            splits=job.aspec.eval_splits,
+        )
 
 
 def _release_training_memory(model) -> None:

@@ -62,6 +62,33 @@ def variants_from_spec(spec) -> list[tuple[int, str]]:
     return list(dict.fromkeys(out))  # keep order, drop repeats
 
 
+@dataclass
+class _Search:
+    """What one prompt search scores: the model, the data, and the variants to try."""
+
+    spec: object  # the project's spec with the call's shots/selection overrides
+    ref: str
+    slug: str
+    data: object  # the project's dataset
+    pool: list  # the train split: where the shots come from
+    validation: list
+    test: list
+    plan: list[tuple[int, str]]  # (shots, selection) per variant
+    batch_size: int
+
+    @property
+    def scope(self):
+        return self.spec.scope
+
+    @property
+    def primary(self) -> str:
+        return self.spec.scope.primary_metric
+
+    @property
+    def candidate(self) -> str:
+        return f"{self.slug}:prompt"
+
+
 def prompt_search(
     project,
     *,
@@ -74,16 +101,66 @@ def prompt_search(
     engine: str | None = None,
 ) -> PromptResult:
     from odyssey.engines import open_engine
-    from odyssey.evaluate import check_gates, run_harness
-    from odyssey.evaluate.checks import headline
-    from odyssey.evaluate.report import write_report
+
+    search = _plan_search(project, model, limit, test_limit, shots, selection, batch_size)
+    spec, store = search.spec, project.store
+    config = {
+        "model": search.ref,
+        "variants": search.plan,
+        "validation_n": len(search.validation),
+        "test_n": len(search.test),
+        "data": search.data.fingerprint,
+    }
+    with (
+        store.run("prompt", spec.as_dict(), config) as run,
+        open_engine(
+            search.ref,
+            root=project.root,
+            evaluate=spec.evaluate,
+            engine=engine,
+            dtype=spec.evaluate.dtype,
+            batch_size=search.batch_size,
+            log_dir=project.state_dir,
+        ) as loaded,
+    ):
+        config["engine"] = loaded.info.as_dict()
+        variants, configs = _score_variants(search, store, run, loaded)
+        best = pick_best(variants, search.primary)
+        name = search.candidate
+        cand_id = store.upsert_candidate(
+            name,
+            "prompt",
+            search.ref,
+            {"prompt": configs[best.name].as_dict(), "data": search.data.fingerprint, "validation": best.metrics},
+            None,
+            run.id,
+        )
+        run.log_metrics(best.metrics, candidate_id=cand_id, split="validation")
+        test_result, gates, report = _test_best(
+            project, search, run, loaded, variants, best, configs[best.name], cand_id
+        )
+        _write_variant_table(run, variants, search.primary)
+        run.set_summary(
+            {
+                "best": best.name,
+                "variants": [asdict(v) for v in variants],
+                "test": test_result.metrics,
+                "engine": config["engine"],
+            }
+        )
+    return PromptResult(run.id, search.ref, name, search.primary, variants, best, test_result.metrics, gates, report)
+
+
+def _plan_search(project, model, limit, test_limit, shots, selection, batch_size) -> _Search:
+    """The spec with the call's overrides, the model, the data splits and the variants; too few
+    training examples for the largest shot count is an error."""
     from odyssey.models import parse_ref
 
     spec = project.spec
     overrides = {k: v for k, v in {"shots": shots, "selection": selection}.items() if v}
     if overrides:
         spec = spec.model_copy(update={"prompt": spec.prompt.model_copy(update=overrides)})
-    scope, pspec = spec.scope, spec.prompt
+    pspec = spec.prompt
     ref = model or pspec.model or project.default_model()
     slug = parse_ref(ref, project.root).slug
     data = project.dataset()
@@ -97,112 +174,87 @@ def prompt_search(
             f"{max(too_many)}-shot prompts need {max(too_many)} training examples; the train split has {len(pool)}",
             hint="lower prompt.shots or add training data",
         )
-    primary = scope.primary_metric
-    store = project.store
-    config = {
-        "model": ref,
-        "variants": plan,
-        "validation_n": len(validation),
-        "test_n": len(test),
-        "data": data.fingerprint,
-    }
-    with (
-        store.run("prompt", spec.as_dict(), config) as run,
-        open_engine(
-            ref,
-            root=project.root,
-            evaluate=spec.evaluate,
-            engine=engine,
-            dtype=spec.evaluate.dtype,
-            batch_size=batch_size or pspec.batch_size,
-            log_dir=project.state_dir,
-        ) as loaded,
-    ):
-        config["engine"] = loaded.info.as_dict()
-        generation = pspec.generation.model_dump()
-        variants: list[Variant] = []
-        configs: dict[str, PromptConfig] = {}
-        for n_shots, strategy in plan:
-            cfg = PromptConfig.default(
-                scope.task,
-                scope.labels,
-                pspec.instruction,
-                shots=n_shots,
-                selection=strategy,
-                system=pspec.system,
-                seed=pspec.seed,
-                generation=generation,
-            )
-            result = run_harness(
-                loaded,
-                validation,
-                cfg,
-                scope,
-                pool=pool,
-                batch_size=batch_size or pspec.batch_size,
-                description=f"{cfg.name} on validation",
-            )
-            variants.append(Variant(cfg.name, n_shots, strategy, result.metrics, result.notes, result.warnings))
-            configs[cfg.name] = cfg
-            store.add_outputs(
-                run.id, [{**r, "example_id": f"{cfg.name}/{r['example_id']}"} for r in result.rows], split="validation"
-            )
-            run.log_metrics({f"{cfg.name}/{k}": v for k, v in result.metrics.items()}, split="validation")
-            ui.say(
-                f"  {cfg.name:<22} {primary}={result.metrics.get(primary, 0):.4f}"
-                + (f"  ({'; '.join(headline(n) for n in result.notes)})" if result.notes else "")
-            )
-        best = pick_best(variants, primary)
-        best_cfg = configs[best.name]
-        name = f"{slug}:prompt"
-        cand_id = store.upsert_candidate(
-            name,
-            "prompt",
-            ref,
-            {"prompt": best_cfg.as_dict(), "data": data.fingerprint, "validation": best.metrics},
-            None,
-            run.id,
+    return _Search(spec, ref, slug, data, pool, validation, test, plan, batch_size or pspec.batch_size)
+
+
+def _score_variants(search: _Search, store, run, loaded) -> tuple[list[Variant], dict[str, PromptConfig]]:
+    """Each planned variant scored on the validation split, its outputs and metrics recorded on the run."""
+    from odyssey.evaluate import run_harness
+    from odyssey.evaluate.checks import headline
+
+    scope, pspec, primary = search.scope, search.spec.prompt, search.primary
+    generation = pspec.generation.model_dump()
+    variants: list[Variant] = []
+    configs: dict[str, PromptConfig] = {}
+    for n_shots, strategy in search.plan:
+        cfg = PromptConfig.default(
+            scope.task,
+            scope.labels,
+            pspec.instruction,
+            shots=n_shots,
+            selection=strategy,
+            system=pspec.system,
+            seed=pspec.seed,
+            generation=generation,
         )
-        run.log_metrics(best.metrics, candidate_id=cand_id, split="validation")
-        test_result = run_harness(
+        result = run_harness(
             loaded,
-            test,
-            best_cfg,
+            search.validation,
+            cfg,
             scope,
-            pool=pool,
-            batch_size=batch_size or pspec.batch_size,
-            description=f"{best.name} on test",
+            pool=search.pool,
+            batch_size=search.batch_size,
+            description=f"{cfg.name} on validation",
         )
-        store.add_outputs(run.id, test_result.rows, candidate_id=cand_id, split="test")
-        run.log_metrics(test_result.metrics, candidate_id=cand_id, split="test")
-        gates = check_gates(scope, test_result.metrics)
-        skipped = [v.name for v in variants if v.copies_input and not best.copies_input]
-        test_result.notes = [
-            f"best prompt: {best.name} (by validation {primary}"
-            + (f"; not {', '.join(skipped)}, whose answers copy the input)" if skipped else ")")
-        ] + test_result.notes
-        report = write_report(project, run, name, "test", test_result, gates)
-        _write_variant_table(run, variants, primary)
-        run.set_summary(
-            {
-                "best": best.name,
-                "variants": [asdict(v) for v in variants],
-                "test": test_result.metrics,
-                "engine": config["engine"],
-            }
+        variants.append(Variant(cfg.name, n_shots, strategy, result.metrics, result.notes, result.warnings))
+        configs[cfg.name] = cfg
+        store.add_outputs(
+            run.id, [{**r, "example_id": f"{cfg.name}/{r['example_id']}"} for r in result.rows], split="validation"
         )
-    return PromptResult(run.id, ref, name, primary, variants, best, test_result.metrics, gates, report)
+        run.log_metrics({f"{cfg.name}/{k}": v for k, v in result.metrics.items()}, split="validation")
+        ui.say(
+            f"  {cfg.name:<22} {primary}={result.metrics.get(primary, 0):.4f}"
+            + (f"  ({'; '.join(headline(n) for n in result.notes)})" if result.notes else "")
+        )
+    return variants, configs
+
+
+def _test_best(project, search: _Search, run, loaded, variants, best: Variant, best_cfg, cand_id):
+    """(harness result, gates, report) of the best variant on the test split, recorded on its candidate."""
+    from odyssey.evaluate import check_gates, run_harness
+    from odyssey.evaluate.report import write_report
+
+    store, primary = project.store, search.primary
+    test_result = run_harness(
+        loaded,
+        search.test,
+        best_cfg,
+        search.scope,
+        pool=search.pool,
+        batch_size=search.batch_size,
+        description=f"{best.name} on test",
+    )
+    store.add_outputs(run.id, test_result.rows, candidate_id=cand_id, split="test")
+    run.log_metrics(test_result.metrics, candidate_id=cand_id, split="test")
+    gates = check_gates(search.scope, test_result.metrics)
+    skipped = [v.name for v in variants if v.copies_input and not best.copies_input]
+    test_result.notes = [
+        f"best prompt: {best.name} (by validation {primary}"
+        + (f"; not {', '.join(skipped)}, whose answers copy the input)" if skipped else ")")
+    ] + test_result.notes
+    report = write_report(project, run, search.candidate, "test", test_result, gates)
+    return test_result, gates, report
 
 
 def _write_variant_table(run, variants: list[Variant], primary: str):
     """variants.json and a bar chart of the primary metric per variant."""
+    import matplotlib
+
     out = run.artifacts_dir
     (out / "variants.json").write_text(json.dumps([asdict(v) for v in variants], indent=2))
     run.add_artifact(out / "variants.json", "prompt-variants")
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only once the backend is chosen: no display is needed
 
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(variants) + 2), 3.6), layout="constrained")
     values = [v.metrics.get(primary, 0.0) for v in variants]
