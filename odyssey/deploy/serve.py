@@ -97,11 +97,11 @@ def build_app(
             raise
 
     async def shutdown():
+        import asyncio
+
         for s in served:
             await s.backend.stop()
         if writer is not None:
-            import asyncio
-
             await asyncio.to_thread(writer.close)
         if on_stopped is not None:
             on_stopped()
@@ -170,8 +170,6 @@ def serve(
     backend: str | None = None,
     log_level: str = "warning",
 ) -> None:
-    import signal
-
     from odyssey.store import deploy as sd
 
     uvicorn = require("uvicorn", "deploy", "odyssey serve")
@@ -194,19 +192,7 @@ def serve(
             holder["done"] = True
 
         app = build_app(project, candidates, backend=backend, on_stopped=stopped)
-
-        from odyssey.deploy.backends import gguf_for
-
-        shown = f"[{host}]" if ":" in host else (host or "0.0.0.0")
-        sys.stderr.write(f"odyssey serve: http://{shown}:{port}/ui/  (API at /v1, docs at /docs; stop with Ctrl-C)\n")
-        for served in app.state.gateway.models.values():
-            sys.stderr.write(f"serving {served.name} ({served.model_ref}) with the {served.backend.kind} backend\n")
-            if served.backend.kind == "transformers" and gguf_for(served.model_ref, project.root) is not None:
-                sys.stderr.write(
-                    "  note: llama-server is not built, so this GGUF model runs in torch (slower); "
-                    'build it once with `python -c "from odyssey.models import llamacpp; '
-                    "llamacpp.tool_path('llama-server')\"` or set ODYSSEY_LLAMA_SERVER\n"
-                )
+        _announce(project, app, host, port)
         holder["run"] = store.start_run(
             "deploy",
             project.spec.as_dict(),
@@ -217,32 +203,59 @@ def serve(
                 "backend": backend or settings.backend,
             },
         )
-
-        # uvicorn handles SIGINT/SIGTERM itself (graceful drain), then restores these handlers and
-        # re-raises the signal: after a clean drain that is no error, so it is recorded, not fatal
-        # (exit 0, not 143). A second signal during the drain still forces uvicorn out.
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def after_drain(sig, frame):
-            holder["signal"] = sig
-
-        for sig in previous:
-            signal.signal(sig, after_drain)
-        try:
-            config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=None)
-            uvicorn.Server(config).run(sockets=[sock])
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            if not holder.get("done"):  # startup failed: the run failed
-                store.finish_run(holder["run"], "failed", error="the server stopped before it started serving")
+        _run_until_stopped(uvicorn, app, sock, log_level, store, holder)
         if not holder.get("done"):
-            error = app.state.startup_error
-            if isinstance(error, OdysseyError):
-                raise error
-            raise Unavailable(
-                "the server stopped before it started serving" + (f": {error}" if error else ""),
-                hint="see the messages above",
-            )
+            _raise_startup_error(app)
     finally:
         sock.close()
+
+
+def _announce(project, app, host: str, port: int) -> None:
+    """Where it serves and what, on stderr (and how to get llama-server when a GGUF model runs in torch)."""
+    from odyssey.deploy.backends import gguf_for
+
+    shown = f"[{host}]" if ":" in host else (host or "0.0.0.0")
+    sys.stderr.write(f"odyssey serve: http://{shown}:{port}/ui/  (API at /v1, docs at /docs; stop with Ctrl-C)\n")
+    for served in app.state.gateway.models.values():
+        sys.stderr.write(f"serving {served.name} ({served.model_ref}) with the {served.backend.kind} backend\n")
+        if served.backend.kind == "transformers" and gguf_for(served.model_ref, project.root) is not None:
+            sys.stderr.write(
+                "  note: llama-server is not built, so this GGUF model runs in torch (slower); "
+                'build it once with `python -c "from odyssey.models import llamacpp; '
+                "llamacpp.tool_path('llama-server')\"` or set ODYSSEY_LLAMA_SERVER\n"
+            )
+
+
+def _run_until_stopped(uvicorn, app, sock: socket.socket, log_level: str, store, holder: dict) -> None:
+    """uvicorn on the bound socket until SIGINT/SIGTERM; the deploy run fails here when it never served."""
+    import signal
+
+    # uvicorn handles SIGINT/SIGTERM itself (graceful drain), then restores these handlers and
+    # re-raises the signal: after a clean drain that is no error, so it is recorded, not fatal
+    # (exit 0, not 143). A second signal during the drain still forces uvicorn out.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def after_drain(sig, frame):
+        holder["signal"] = sig
+
+    for sig in previous:
+        signal.signal(sig, after_drain)
+    try:
+        config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=None)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if not holder.get("done"):  # startup failed: the run failed
+            store.finish_run(holder["run"], "failed", error="the server stopped before it started serving")
+
+
+def _raise_startup_error(app) -> None:
+    """Why the server stopped before it served: the startup's own OdysseyError, or Unavailable."""
+    error = app.state.startup_error
+    if isinstance(error, OdysseyError):
+        raise error
+    raise Unavailable(
+        "the server stopped before it started serving" + (f": {error}" if error else ""),
+        hint="see the messages above",
+    )

@@ -58,6 +58,7 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run the lifecycle odyssey.yaml describes (see the module docstring). ``stages`` replaces the runners
     of the mapping table by name (tests)."""
+    from odyssey.pipeline.report import finish
     from odyssey.store.pipeline import mark_interrupted
 
     started = time.perf_counter()
@@ -85,8 +86,6 @@ def run_pipeline(
                 _do_step(base, plan, step, step.id in selected, bool(from_step or only), outcomes, runners, prun.id)
             )
         result = PipelineResult(statuses, False, profile)
-        from odyssey.pipeline.report import finish
-
         finish(base, plan, result, outcomes, prun)
     result.wall_s = time.perf_counter() - started
     return result
@@ -102,25 +101,11 @@ def _do_step(
     runners: dict,
     pipeline_run_id: int,
 ) -> StepStatus:
-    from odyssey.store.pipeline import finish_step, latest_step, start_step
+    from odyssey.store.pipeline import latest_step, start_step
 
     store = base.store
     if not selected:  # --from / --only: an unselected step's last result stands in for it
-        last = latest_step(store, step.id, status="succeeded")
-        if last is None:
-            raise OdysseyError(
-                f"step {step.id!r} has never finished, and the steps after it need what it makes",
-                hint="run `odyssey run` without --from/--only once",
-            )
-        outcomes[step.id] = Outcome.from_dict(last["outcome"])
-        return StepStatus(
-            step.id,
-            step.stage,
-            step.parent,
-            "skipped",
-            "not selected (--from/--only): its last result",
-            candidates=outcomes[step.id].candidates,
-        )
+        return _stand_in(store, step, outcomes)
     project = step_project(base, step.spec)
     parent = resolve_parent(project, step, outcomes, plan)
     needs = consumed(step, plan, outcomes)
@@ -134,17 +119,7 @@ def _do_step(
     digest = input_hash(inputs)
     done = latest_step(store, step.id, status="succeeded", input_hash=digest)
     if done and not forced and _still_there(store, done):
-        outcomes[step.id] = Outcome.from_dict(done["outcome"])
-        ui.say(f"cached: {step.id} (inputs unchanged since {done['finished_at'][:19]}; hash {digest[:10]})")
-        return StepStatus(
-            step.id,
-            step.stage,
-            parent_label(parent),
-            "cached",
-            f"hash {digest[:10]}",
-            done.get("wall_s"),
-            outcomes[step.id].candidates,
-        )
+        return _cached(step, parent, done, digest, outcomes)
     last = latest_step(store, step.id, input_hash=digest)
     resume = bool(last and last["status"] in {"interrupted", "failed"})
     ui.say(
@@ -161,22 +136,66 @@ def _do_step(
         pipeline_run_id=pipeline_run_id,
         resumed=resume,
     )
-    t0 = time.perf_counter()
     earlier = [(s, outcomes[s.id]) for s in plan.steps if s.id in outcomes]
     ctx = StepContext(project, step, parent, resume, needs, earlier)
-    try:
-        outcome = runners[step.stage](ctx)
-    except BaseException as exc:
-        finish_step(store, record, "failed", wall_s=time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
-        raise
-    wall = time.perf_counter() - t0
-    finish_step(store, record, "succeeded", outcome=outcome.as_dict(), wall_s=wall)
+    outcome, wall = _execute(store, record, runners, ctx)
     outcomes[step.id] = outcome
     ui.say(f"done: {step.id} in {wall:.1f} s")
     reason = "forced (--from/--only)" if forced and done else (f"last attempt {last['status']}" if last else "")
     return StepStatus(
         step.id, step.stage, parent_label(parent), "resumed" if resume else "ran", reason, wall, outcome.candidates
     )
+
+
+def _stand_in(store, step: Step, outcomes: dict[str, Outcome]) -> StepStatus:
+    """An unselected step (--from/--only): its last successful result stands in for it."""
+    from odyssey.store.pipeline import latest_step
+
+    last = latest_step(store, step.id, status="succeeded")
+    if last is None:
+        raise OdysseyError(
+            f"step {step.id!r} has never finished, and the steps after it need what it makes",
+            hint="run `odyssey run` without --from/--only once",
+        )
+    outcomes[step.id] = Outcome.from_dict(last["outcome"])
+    return StepStatus(
+        step.id,
+        step.stage,
+        step.parent,
+        "skipped",
+        "not selected (--from/--only): its last result",
+        candidates=outcomes[step.id].candidates,
+    )
+
+
+def _cached(step: Step, parent: Parent | None, done: dict, digest: str, outcomes: dict[str, Outcome]) -> StepStatus:
+    """A step whose inputs are unchanged since ``done`` (its last success): that outcome, not a run."""
+    outcomes[step.id] = Outcome.from_dict(done["outcome"])
+    ui.say(f"cached: {step.id} (inputs unchanged since {done['finished_at'][:19]}; hash {digest[:10]})")
+    return StepStatus(
+        step.id,
+        step.stage,
+        parent_label(parent),
+        "cached",
+        f"hash {digest[:10]}",
+        done.get("wall_s"),
+        outcomes[step.id].candidates,
+    )
+
+
+def _execute(store, record, runners: dict, ctx: StepContext) -> tuple[Outcome, float]:
+    """The stage's runner on ``ctx``; the step's record is finished either way (a failure is re-raised)."""
+    from odyssey.store.pipeline import finish_step
+
+    t0 = time.perf_counter()
+    try:
+        outcome = runners[ctx.step.stage](ctx)
+    except BaseException as exc:
+        finish_step(store, record, "failed", wall_s=time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
+        raise
+    wall = time.perf_counter() - t0
+    finish_step(store, record, "succeeded", outcome=outcome.as_dict(), wall_s=wall)
+    return outcome, wall
 
 
 def parent_label(parent: Parent | None) -> str | None:
@@ -381,13 +400,13 @@ def estimate_step(base, plan: Plan, step: Step) -> dict | None:
 
 def refuse_what_does_not_fit(base, plan: Plan, selected: set[str]) -> None:
     """Before anything starts: every selected training step must fit the scope's hardware."""
+    from odyssey.pipeline.plan import _problem
+
     for step in plan.steps:
         if step.id not in selected or not step.trains:
             continue
         estimate = estimate_step(base, plan, step)
         if estimate and estimate.get("fits") is False:
-            from odyssey.pipeline.plan import _problem
-
             raise _problem(
                 base,
                 ("scope", "constraints", "hardware"),

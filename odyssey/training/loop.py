@@ -298,13 +298,9 @@ def train(
     from torch.utils.data import default_collate
 
     from odyssey.training import speed
-    from odyssey.ui import progress
 
     config = config if isinstance(config, TrainConfig) else TrainConfig(**config)
-    if len(train_data) == 0:
-        raise OdysseyError(
-            "no training data: the training set is empty", hint="check the train split of scope.data in odyssey.yaml"
-        )
+    _require_data(train_data)
     accelerator, mixed = _accelerator(config.precision)
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
@@ -325,39 +321,12 @@ def train(
     if accelerator.is_main_process:
         speed.state(settings)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
-    loop = _Loop(
-        accelerator,
-        wrapped,
-        optimizer,
-        scheduler,
-        groups,
-        names,
-        config,
-        total_steps,
-        train_data,
-        lengths,
-        loss_fn,
-        collate_fn or default_collate,
-        eval_fn,
-        on_log,
-    )
-    resumed_from = None
-    if checkpoint is not None:  # after prepare(): the RNG is restored last, as it was saved
-        loop.state = read_checkpoint(
-            checkpoint, config.as_dict(), lambda path: load_weights(loop.inner, path), optimizer, scheduler
-        )
-        resumed_from = loop.state.step
+    task = _Task(train_data, lengths, loss_fn, collate_fn or default_collate, eval_fn, on_log)
+    loop = _Loop(accelerator, wrapped, optimizer, scheduler, groups, names, config, total_steps, task)
+    # after prepare(): the RNG is restored last, as it was saved
+    resumed_from = loop.restore(checkpoint) if checkpoint is not None else None
 
-    start = time.perf_counter()
-    try:
-        with progress(description, total=total_steps) as bar, _PeakRSS() as memory:
-            loop.run(bar)
-        loop.final_evaluation()
-        final = loop.save_periodic()
-        wall = time.perf_counter() - start
-        loop.load_best()
-    finally:
-        speed.restore(swapped)
+    final, wall, cpu_peak = _run(loop, description, swapped)
     state = loop.state
     return TrainResult(
         steps=state.step,
@@ -366,13 +335,39 @@ def train(
         history=state.history,
         best=state.best,
         final_path=final,
-        peak_memory_gb=peak_memory_gb(memory.peak),
+        peak_memory_gb=peak_memory_gb(cpu_peak),
         stopped_early=loop.stopped_early,
         resumed_from=resumed_from,
         trainable_params=n_trainable,
         total_params=n_total,
         settings=settings,
     )
+
+
+def _require_data(train_data: Sequence) -> None:
+    if len(train_data) == 0:
+        raise OdysseyError(
+            "no training data: the training set is empty", hint="check the train split of scope.data in odyssey.yaml"
+        )
+
+
+def _run(loop: _Loop, description: str, swapped: list) -> tuple[Path, float, float]:
+    """The steps, a last evaluation and checkpoint, then the best weights back: (the last checkpoint
+    folder, wall seconds, the resident-set peak). The swapped dropout modules are restored in any case."""
+    from odyssey.training import speed
+    from odyssey.ui import progress
+
+    start = time.perf_counter()
+    try:
+        with progress(description, total=loop.total_steps) as bar, _PeakRSS() as memory:
+            loop.run(bar)
+        loop.final_evaluation()
+        final = loop.save_periodic()
+        wall = time.perf_counter() - start
+        loop.load_best()
+    finally:
+        speed.restore(swapped)
+    return final, wall, memory.peak
 
 
 def _settings(model, accelerator, mixed: str, impl: str, swapped: list, config: TrainConfig) -> dict:
@@ -432,6 +427,19 @@ def _optimizer(groups: list[dict], config: TrainConfig, total_steps: int):
     return optimizer, scheduler, impl
 
 
+@dataclass
+class _Task:
+    """What a run trains on and how: the items (and their lengths, for token budgets), the loss, the
+    collate function, the evaluation and the log callback."""
+
+    train_data: Sequence
+    lengths: list[int] | None
+    loss_fn: Callable
+    collate_fn: Callable
+    eval_fn: Callable | None
+    on_log: Callable[[dict], Any] | None
+
+
 class _Loop:
     """The steps of one run: micro-batches, accumulation, the optimizer step, logging, evaluation
     and checkpoints. ``state`` (a :class:`TrainState`) is what a checkpoint saves besides tensors."""
@@ -446,25 +454,32 @@ class _Loop:
         names: list[str],
         config: TrainConfig,
         total_steps: int,
-        train_data,
-        lengths,
-        loss_fn,
-        collate_fn,
-        eval_fn,
-        on_log,
+        task: _Task,
     ):
         self.accelerator, self.wrapped, self.optimizer, self.scheduler = accelerator, wrapped, optimizer, scheduler
         self.inner = accelerator.unwrap_model(wrapped)
         self.groups, self.config, self.total_steps = groups, config, total_steps
         self.names = names
-        self.train_data, self.lengths = train_data, lengths
-        self.loss_fn, self.collate_fn, self.eval_fn, self.on_log = loss_fn, collate_fn, eval_fn, on_log
+        self.train_data, self.lengths = task.train_data, task.lengths
+        self.loss_fn, self.collate_fn = task.loss_fn, task.collate_fn
+        self.eval_fn, self.on_log = task.eval_fn, task.on_log
         self.out = Path(config.output_dir)
         self.rank, self.world_size = accelerator.process_index, accelerator.num_processes
         self.main = accelerator.is_main_process
         self.state = TrainState()
         self.stopped_early = False
         self.micro, self.accum_n, self.grad_norm = 0, config.grad_accum, None
+
+    def restore(self, checkpoint: Path) -> int:
+        """Continue from a resume checkpoint (after prepare()); the step it was saved at."""
+        self.state = read_checkpoint(
+            checkpoint,
+            self.config.as_dict(),
+            lambda path: load_weights(self.inner, path),
+            self.optimizer,
+            self.scheduler,
+        )
+        return self.state.step
 
     # -- the steps --
     def run(self, bar) -> None:
