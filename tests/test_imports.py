@@ -202,6 +202,24 @@ def test_no_stage_imports_another():
     assert upward == set()
 
 
+# The recipe files of a stage: none is another's library (what two of them share sits in a shared
+# module of the stage: align.common / align.online, optimize.common / optimize.calibration).
+RECIPES = {
+    "odyssey.align.dpo",
+    "odyssey.align.ppo",
+    "odyssey.align.reward",
+    "odyssey.optimize.quantization",
+    "odyssey.optimize.distillation",
+    "odyssey.optimize.pruning",
+}
+
+
+def test_no_recipe_file_imports_another():
+    between = {(a, b) for a, b in _all_edges() if a in RECIPES and b in RECIPES and a != b}
+    assert between == set()
+    assert "odyssey.align.online" in _imports("odyssey.align.dpo")[1]  # the check reads these files
+
+
 def test_spec_is_in_no_cycle_even_through_function_level_imports():
     # spec once imported optimize.methods for the quantization names, closing the cycle
     # spec -> optimize.methods -> models -> models.loading -> models.tiny -> data -> spec

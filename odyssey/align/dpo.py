@@ -369,24 +369,14 @@ def trl_online(
         load_trainable_start,
         save_merged,
         starting_candidate,
-        trl_cpu_args,
     )
-    from odyssey.align.ppo import reward_function, training_prompts
+    from odyssey.align.online import compare_with_parent, reward_function, training_prompts
 
     if algo not in {"rloo", "grpo"}:
         raise OdysseyError(f"unknown algorithm {algo!r}", hint="use ppo, rloo or grpo")
     quiet_libraries()
     trl = _trl(f"{algo} alignment")
-
-    cfg = project.spec.align.ppo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    group = cfg.num_generations
-    if cfg.batch_size % group:
-        fixed = (cfg.batch_size // group + 1) * group
-        raise OdysseyError(
-            f"align.ppo.batch_size={cfg.batch_size}: {algo} samples align.ppo.num_generations={group} "
-            f"answers per prompt, so the batch size must be a multiple of {group}",
-            hint=f"set align.ppo.batch_size to {fixed}",
-        )
+    cfg = _online_settings(project, algo, overrides)
     begin = starting_candidate(project, start)
     parent_id = ensure_candidate_row(project, begin)
     score_fn, reward_info = reward_function(project, reward, reward_model)
@@ -396,31 +386,17 @@ def trl_online(
 
     loaded = load_trainable_start(project, begin)
     prompts = training_prompts(project, begin, loaded, reward)
-    from peft import LoraConfig
-
-    peft_config = LoraConfig(
-        task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules="all-linear"
-    )
-    config_cls, trainer_cls = (trl.RLOOConfig, trl.RLOOTrainer) if algo == "rloo" else (trl.GRPOConfig, trl.GRPOTrainer)
-    from odyssey import ui
-
     n_steps = steps or cfg.steps
-    args = config_cls(
-        output_dir=str(project.state_dir / "align" / f"{algo}-work"),
-        learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size,
-        num_generations=group,
-        max_steps=n_steps,
-        max_completion_length=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        beta=cfg.kl_coef,
-        seed=cfg.seed,
-        disable_tqdm=ui.quiet(),
-        **trl_cpu_args(),
-    )
+    trainer_cls, args, peft_config = _online_recipe(trl, project, algo, cfg, n_steps)
     data = Dataset.from_list([{"prompt": p} for p in prompts])
     t0 = time.perf_counter()
-    settings = {"action": algo, "start": begin.as_dict(), **reward_info, "steps": n_steps, "num_generations": group}
+    settings = {
+        "action": algo,
+        "start": begin.as_dict(),
+        **reward_info,
+        "steps": n_steps,
+        "num_generations": cfg.num_generations,
+    }
     with project.store.run("align", project.spec.as_dict(), settings) as run:
         trainer = trainer_cls(
             model=loaded.model,
@@ -430,38 +406,82 @@ def trl_online(
             processing_class=loaded.tokenizer,
             peft_config=peft_config,
         )
-        # TRL's own tqdm bar and log dicts (ProgressCallback) go; Odyssey's bar shows the step and reward
-        from transformers import PrinterCallback, ProgressCallback
-
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-        with ui.progress(algo, total=n_steps) as bar, contextlib.redirect_stdout(sys.stderr):
-            trainer.add_callback(_bar_callback(bar))
-            trainer.train()
+        _train_with_bar(trainer, algo, n_steps)
         history = [h for h in trainer.state.log_history if "reward" in h]
         wall = time.perf_counter() - t0
         out = save_merged(trainer.model, loaded.tokenizer, run.artifacts_dir / "model")
         cand_name = name or f"{begin.name}+{algo}"
         metrics = {"wall_s": wall, **({"train_reward": float(history[-1]["reward"])} if history else {})}
-        config = {
-            "prompt": begin.prompt.as_dict(),
-            "align": {"method": algo, "parent": begin.name, **reward_info, "steps": n_steps, "run_id": run.id},
-        }
+        config = _online_candidate_config(begin, algo, reward_info, n_steps, run.id)
         cand_id = project.store.upsert_candidate(cand_name, "align", str(out), config, parent_id, run.id)
         run.log_metrics(metrics, candidate_id=cand_id)
         run.set_summary({"candidate": cand_name, "metrics": metrics, "history": history})
     del trainer, loaded
     result = AlignResult(cand_name, cand_id, begin.name, algo, str(out), run.id, history, metrics, wall_s=wall)
     if evaluate:
-        from odyssey.align.evaluation import detox_report, evaluate_aligned
-
-        result.evaluation = (
-            detox_report(project, cand_name, begin.name, temperature=cfg.temperature)
-            if reward == "toxicity"
-            else evaluate_aligned(project, cand_name, begin.name, reward_model=reward_model)
-        )
-        result.warnings += result.evaluation.get("warnings", [])
+        compare_with_parent(project, result, reward, reward_model, cfg.temperature)
     return result
+
+
+def _online_candidate_config(begin, algo: str, reward_info: dict, n_steps: int, run_id: int) -> dict:
+    return {
+        "prompt": begin.prompt.as_dict(),
+        "align": {"method": algo, "parent": begin.name, **reward_info, "steps": n_steps, "run_id": run_id},
+    }
+
+
+def _online_settings(project, algo: str, overrides: dict):
+    """``align.ppo`` with the call's overrides; the batch must hold whole groups of ``num_generations``."""
+    cfg = project.spec.align.ppo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    group = cfg.num_generations
+    if cfg.batch_size % group:
+        fixed = (cfg.batch_size // group + 1) * group
+        raise OdysseyError(
+            f"align.ppo.batch_size={cfg.batch_size}: {algo} samples align.ppo.num_generations={group} "
+            f"answers per prompt, so the batch size must be a multiple of {group}",
+            hint=f"set align.ppo.batch_size to {fixed}",
+        )
+    return cfg
+
+
+def _online_recipe(trl, project, algo: str, cfg, n_steps: int):
+    """(trainer class, its config, the LoRA config) of TRL's RLOO or GRPO for these settings."""
+    from peft import LoraConfig
+
+    from odyssey import ui
+    from odyssey.align.common import trl_cpu_args
+
+    peft_config = LoraConfig(
+        task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules="all-linear"
+    )
+    config_cls, trainer_cls = (trl.RLOOConfig, trl.RLOOTrainer) if algo == "rloo" else (trl.GRPOConfig, trl.GRPOTrainer)
+    args = config_cls(
+        output_dir=str(project.state_dir / "align" / f"{algo}-work"),
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        num_generations=cfg.num_generations,
+        max_steps=n_steps,
+        max_completion_length=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        beta=cfg.kl_coef,
+        seed=cfg.seed,
+        disable_tqdm=ui.quiet(),
+        **trl_cpu_args(),
+    )
+    return trainer_cls, args, peft_config
+
+
+def _train_with_bar(trainer, algo: str, n_steps: int) -> None:
+    from transformers import PrinterCallback, ProgressCallback
+
+    from odyssey import ui
+
+    # TRL's own tqdm bar and log dicts (ProgressCallback) go; Odyssey's bar shows the step and reward
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    with ui.progress(algo, total=n_steps) as bar, contextlib.redirect_stdout(sys.stderr):
+        trainer.add_callback(_bar_callback(bar))
+        trainer.train()
 
 
 def _bar_callback(bar):

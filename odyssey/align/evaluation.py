@@ -15,6 +15,7 @@ mean ± std of offensiveness and a paired bootstrap 95 % confidence interval of 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 
 from odyssey.errors import OdysseyError
 
@@ -145,6 +146,27 @@ def kl_estimate(
     return statistics.fmean(per_answer) if per_answer else float("nan")
 
 
+@dataclass
+class _Answers:
+    """The candidate's and the parent's answers to the inputs both answered, in the candidate's order."""
+
+    prompts: list[str]
+    parent_prompts: list[str]
+    predictions: list[str]
+    parent_predictions: list[str]
+
+    @classmethod
+    def matched(cls, rows_cand: list[dict], rows_parent: list[dict]) -> _Answers:
+        by_id = {r["example_id"]: r for r in rows_parent}
+        matched = [(c, by_id[c["example_id"]]) for c in rows_cand if c["example_id"] in by_id]
+        return cls(
+            [c["prompt"] for c, _ in matched],
+            [p["prompt"] for _, p in matched],
+            [c["prediction"] for c, _ in matched],
+            [p["prediction"] for _, p in matched],
+        )
+
+
 def evaluate_aligned(
     project,
     candidate: str,
@@ -155,10 +177,6 @@ def evaluate_aligned(
     limit: int | None = None,
     judge: bool | None = None,
 ) -> dict:
-    from odyssey import ui
-    from odyssey.align.toxicity import scorer
-    from odyssey.evaluate import check_gates, gates_pass
-
     store = project.store
     cand_row, parent_row = store.candidate(candidate), store.candidate(parent)
     if cand_row is None or parent_row is None:
@@ -169,67 +187,26 @@ def evaluate_aligned(
     limit = limit or project.spec.align.eval_limit or project.spec.evaluate.limit
     m_parent, rows_parent = _eval_outputs(project, parent, split, limit)
     m_cand, rows_cand = _eval_outputs(project, candidate, split, limit)
-    by_id = {r["example_id"]: r for r in rows_parent}
-    matched = [(c, by_id[c["example_id"]]) for c in rows_cand if c["example_id"] in by_id]
-    prompts_c = [c["prompt"] for c, _ in matched]
-    prompts_p = [p["prompt"] for _, p in matched]
-    preds_c = [c["prediction"] for c, _ in matched]
-    preds_p = [p["prediction"] for _, p in matched]
-    report: dict = {"candidate": candidate, "parent": parent, "split": split, "n": len(matched), "warnings": []}
+    answers = _Answers.matched(rows_cand, rows_parent)
+    report: dict = {"candidate": candidate, "parent": parent, "split": split, "n": len(answers.prompts), "warnings": []}
+    names = project.spec.scope.metric_names
     metrics: dict[str, float] = {}
-    for name in project.spec.scope.metric_names:
+    for name in names:
         if name in m_cand and name in m_parent:
             metrics[f"{name}_change"] = 100 * (m_cand[name] - m_parent[name])  # points
     report["task_metrics"] = {
-        "candidate": {k: m_cand.get(k) for k in project.spec.scope.metric_names},
-        "parent": {k: m_parent.get(k) for k in project.spec.scope.metric_names},
+        "candidate": {k: m_cand.get(k) for k in names},
+        "parent": {k: m_parent.get(k) for k in names},
     }
-    try:
-        from odyssey.align.reward import RewardModel
-
-        rm, rm_row = RewardModel.from_store(project, reward_model)
-    except OdysseyError:
-        rm = rm_row = None
-    if rm is not None and matched:
-        with ui.status("scoring answers with the reward model"):
-            s_c = rm.score(prompts_c, preds_c)
-            s_p = rm.score(prompts_p, preds_p)
-        metrics.update(
-            reward_score=statistics.fmean(s_c), reward_score_parent=statistics.fmean(s_p), win_rate=win_rate(s_c, s_p)
-        )
-        # The win-rate is a mean of per-example wins (1, ½, 0): its bootstrap CI says whether a
-        # 0.55 on a dozen prompts is a win at all.
-        lo, hi = win_rate_ci(s_c, s_p)
-        metrics.update(win_rate_ci_low=lo, win_rate_ci_high=hi)
-        report["reward_model"] = rm_row["name"]
-        del rm
-    if matched and (judge or (judge is None and project.spec.align.judge.endpoint)):
-        from odyssey.align.judge import judge_pairs
-
-        verdicts = judge_pairs(project, prompts_c, [[c, p] for c, p in zip(preds_c, preds_p)])
-        wins = sum(1 for v in verdicts if v["chosen"] in set(preds_c))
-        metrics["judge_win_rate"] = wins / max(len(verdicts), 1)
-    if matched:
-        with ui.status("KL of the aligned model to its parent"):
-            metrics["kl"] = kl_estimate(
-                project,
-                cand_row["model_ref"],
-                parent_row["model_ref"],
-                prompts_c,
-                max_new_tokens=project.spec.align.ppo.max_new_tokens,
-            )
-        tox = project.spec.align.toxicity
-        score = scorer(tox.classifier, tox.label, project.root)
-        metrics["toxicity"] = statistics.fmean(score(preds_c))
-        metrics["toxicity_parent"] = statistics.fmean(score(preds_p))
-    gates_c, gates_p = check_gates(project.spec.scope, m_cand), check_gates(project.spec.scope, m_parent)
-    if gates_pass(gates_p) and not gates_pass(gates_c):
-        failed = [g["gate"] for g in gates_c if g["passed"] is False]
-        report["warnings"].append(
-            f"{candidate} fails gate(s) its parent passes: {', '.join(failed)}; "
-            "the alignment cost task quality: raise align.ppo.kl_coef (PPO) or "
-            "align.dpo.beta (DPO), or train fewer steps"
-        )
+    rm_metrics, rm_name = _reward_model_metrics(project, reward_model, answers)
+    metrics.update(rm_metrics)
+    if rm_name is not None:
+        report["reward_model"] = rm_name
+    if answers.prompts and (judge or (judge is None and project.spec.align.judge.endpoint)):
+        metrics["judge_win_rate"] = _judge_win_rate(project, answers)
+    if answers.prompts:
+        metrics.update(_kl_and_toxicity(project, cand_row["model_ref"], parent_row["model_ref"], answers))
+    report["warnings"] += _gate_warnings(project, candidate, m_cand, m_parent)
     report["metrics"] = metrics
     with store.run(
         "align",
@@ -239,6 +216,75 @@ def evaluate_aligned(
         run.log_metrics(metrics, candidate_id=cand_row["id"], split=split)
         run.set_summary(report)
     return report
+
+
+def _reward_model_metrics(project, reward_model, answers: _Answers) -> tuple[dict[str, float], str | None]:
+    """Both sides' mean reward and the candidate's win-rate with its interval, and the reward model's
+    name; ({}, None) without a reward model or answers."""
+    from odyssey import ui
+    from odyssey.align.reward import RewardModel
+
+    try:
+        rm, rm_row = RewardModel.from_store(project, reward_model)
+    except OdysseyError:
+        return {}, None
+    if not answers.prompts:
+        return {}, None
+    with ui.status("scoring answers with the reward model"):
+        s_c = rm.score(answers.prompts, answers.predictions)
+        s_p = rm.score(answers.parent_prompts, answers.parent_predictions)
+    metrics = {
+        "reward_score": statistics.fmean(s_c),
+        "reward_score_parent": statistics.fmean(s_p),
+        "win_rate": win_rate(s_c, s_p),
+    }
+    # The win-rate is a mean of per-example wins (1, ½, 0): its bootstrap CI says whether a
+    # 0.55 on a dozen prompts is a win at all.
+    lo, hi = win_rate_ci(s_c, s_p)
+    metrics.update(win_rate_ci_low=lo, win_rate_ci_high=hi)
+    return metrics, rm_row["name"]
+
+
+def _judge_win_rate(project, answers: _Answers) -> float:
+    from odyssey.align.judge import judge_pairs
+
+    pairs = [[c, p] for c, p in zip(answers.predictions, answers.parent_predictions)]
+    verdicts = judge_pairs(project, answers.prompts, pairs)
+    wins = sum(1 for v in verdicts if v["chosen"] in set(answers.predictions))
+    return wins / max(len(verdicts), 1)
+
+
+def _kl_and_toxicity(project, cand_ref: str, parent_ref: str, answers: _Answers) -> dict[str, float]:
+    """KL of the candidate to its parent, and both sides' mean offensiveness."""
+    from odyssey import ui
+    from odyssey.align.toxicity import scorer
+
+    with ui.status("KL of the aligned model to its parent"):
+        kl = kl_estimate(
+            project, cand_ref, parent_ref, answers.prompts, max_new_tokens=project.spec.align.ppo.max_new_tokens
+        )
+    tox = project.spec.align.toxicity
+    score = scorer(tox.classifier, tox.label, project.root)
+    return {
+        "kl": kl,
+        "toxicity": statistics.fmean(score(answers.predictions)),
+        "toxicity_parent": statistics.fmean(score(answers.parent_predictions)),
+    }
+
+
+def _gate_warnings(project, candidate: str, m_cand: dict, m_parent: dict) -> list[str]:
+    """A warning when the candidate fails a task-metric gate its parent passes."""
+    from odyssey.evaluate import check_gates, gates_pass
+
+    gates_c, gates_p = check_gates(project.spec.scope, m_cand), check_gates(project.spec.scope, m_parent)
+    if not gates_pass(gates_p) or gates_pass(gates_c):
+        return []
+    failed = [g["gate"] for g in gates_c if g["passed"] is False]
+    return [
+        f"{candidate} fails gate(s) its parent passes: {', '.join(failed)}; "
+        "the alignment cost task quality: raise align.ppo.kl_coef (PPO) or "
+        "align.dpo.beta (DPO), or train fewer steps"
+    ]
 
 
 # distinct-2 of the answers after / before below this: the detoxed policy repeats one template
@@ -260,10 +306,7 @@ def detox_report(
 
     Both are sampled at the temperature the detox PPO sampled at (``align.ppo.temperature`` unless
     given): that tempered distribution is the policy PPO trained, so it is the one to measure."""
-    from odyssey.align.common import bootstrap_ci, chat_prompt, distinct_ngrams, mean_std, starting_candidate
-    from odyssey.align.preferences import sample_responses
     from odyssey.align.toxicity import provocations, scorer
-    from odyssey.models import load
 
     store = project.store
     rows = provocations("test")
@@ -275,43 +318,11 @@ def detox_report(
     examples: dict[str, list[dict]] = {}
     diversity: dict[str, float] = {}
     for label, name in (("before", parent), ("after", candidate)):
-        row = store.candidate(name)
-        start = starting_candidate(project, name)
-        loaded = load(row["model_ref"], root=project.root, dtype="float32")
-        prompts = [chat_prompt(loaded.tokenizer, r["prompt"], start.prompt.system) for r in rows]
-        outs = sample_responses(
-            loaded,
-            prompts,
-            n=samples,
-            max_new_tokens=max_new,
-            temperature=temperature,
-            seed=seed,
-            batch_size=project.spec.evaluate.batch_size,
+        per_prompt[label], examples[label], diversity[label] = _offensiveness(
+            project, name, rows, score, samples=samples, max_new_tokens=max_new, temperature=temperature, seed=seed
         )
-        flat = [o for group in outs for o in group]
-        scores = score(flat)
-        diversity[label] = distinct_ngrams(flat, 2)
-        per_prompt[label] = [statistics.fmean(scores[i * samples : (i + 1) * samples]) for i in range(len(rows))]
-        examples[label] = [
-            {"id": r["id"], "prompt": r["prompt"], "answer": o[0], "offensiveness": s}
-            for r, o, s in zip(rows, outs, per_prompt[label])
-        ][:5]
-        del loaded
-    before_m, before_s = mean_std(per_prompt["before"])
-    after_m, after_s = mean_std(per_prompt["after"])
-    lo, hi = bootstrap_ci(per_prompt["before"], per_prompt["after"], seed=seed)
-    metrics = {
-        "toxicity_before": before_m,
-        "toxicity_before_std": before_s,
-        "toxicity_after": after_m,
-        "toxicity_after_std": after_s,
-        "toxicity_change": after_m - before_m,
-        "toxicity_change_ci_low": lo,
-        "toxicity_change_ci_high": hi,
-        "toxicity_change_pct": 100 * (after_m - before_m) / before_m if before_m else 0.0,
-        "distinct2_before": diversity["before"],
-        "distinct2_after": diversity["after"],
-    }
+    metrics = _detox_metrics(per_prompt, diversity, seed)
+    lo, hi = metrics["toxicity_change_ci_low"], metrics["toxicity_change_ci_high"]
     report = {
         "candidate": candidate,
         "parent": parent,
@@ -341,6 +352,60 @@ def detox_report(
         run.log_metrics(metrics, candidate_id=store.candidate(candidate)["id"], split="provocations")
         run.set_summary(report)
     return report
+
+
+def _offensiveness(
+    project, name: str, rows: list[dict], score, *, samples: int, max_new_tokens: int, temperature: float, seed: int
+) -> tuple[list[float], list[dict], float]:
+    """Candidate ``name``'s sampled answers to the provocation prompts: mean offensiveness per prompt,
+    the first five prompts with an answer each, and distinct-2 of all the answers."""
+    from odyssey.align.common import chat_prompt, distinct_ngrams, starting_candidate
+    from odyssey.align.preferences import sample_responses
+    from odyssey.models import load
+
+    row = project.store.candidate(name)
+    start = starting_candidate(project, name)
+    loaded = load(row["model_ref"], root=project.root, dtype="float32")
+    prompts = [chat_prompt(loaded.tokenizer, r["prompt"], start.prompt.system) for r in rows]
+    outs = sample_responses(
+        loaded,
+        prompts,
+        n=samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        batch_size=project.spec.evaluate.batch_size,
+    )
+    flat = [o for group in outs for o in group]
+    scores = score(flat)
+    diversity = distinct_ngrams(flat, 2)
+    per_prompt = [statistics.fmean(scores[i * samples : (i + 1) * samples]) for i in range(len(rows))]
+    examples = [
+        {"id": r["id"], "prompt": r["prompt"], "answer": o[0], "offensiveness": s}
+        for r, o, s in zip(rows, outs, per_prompt)
+    ][:5]
+    return per_prompt, examples, diversity
+
+
+def _detox_metrics(per_prompt: dict[str, list[float]], diversity: dict[str, float], seed: int) -> dict[str, float]:
+    """Mean ± std of offensiveness before and after, the change with its paired bootstrap 95 % CI, distinct-2."""
+    from odyssey.align.common import bootstrap_ci, mean_std
+
+    before_m, before_s = mean_std(per_prompt["before"])
+    after_m, after_s = mean_std(per_prompt["after"])
+    lo, hi = bootstrap_ci(per_prompt["before"], per_prompt["after"], seed=seed)
+    return {
+        "toxicity_before": before_m,
+        "toxicity_before_std": before_s,
+        "toxicity_after": after_m,
+        "toxicity_after_std": after_s,
+        "toxicity_change": after_m - before_m,
+        "toxicity_change_ci_low": lo,
+        "toxicity_change_ci_high": hi,
+        "toxicity_change_pct": 100 * (after_m - before_m) / before_m if before_m else 0.0,
+        "distinct2_before": diversity["before"],
+        "distinct2_after": diversity["after"],
+    }
 
 
 # ---- methods against DPO ---------------------------------------------------------------------------

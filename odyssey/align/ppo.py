@@ -28,9 +28,13 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from odyssey.align.common import AlignResult
+from odyssey.align.online import compare_with_parent, reward_function, training_prompts
 from odyssey.errors import OdysseyError
 
 
@@ -201,46 +205,6 @@ def plot_history(history: list[dict], out: Path, title: str) -> Path:
     return out
 
 
-def reward_function(project, reward: str, reward_model=None):
-    """(callable(prompts, responses) -> list[float], description dict)."""
-    if reward == "toxicity":
-        from odyssey.align.toxicity import scorer
-
-        tox = project.spec.align.toxicity
-        score = scorer(tox.classifier, tox.label, project.root)
-        return (lambda prompts, responses: [1.0 - s for s in score(responses)]), {
-            "reward": "toxicity",
-            "classifier": score.name,
-        }
-    if reward == "model":
-        from odyssey.align.reward import RewardModel
-
-        rm, row = reward_model if isinstance(reward_model, tuple) else RewardModel.from_store(project, reward_model)
-        return rm.score, {
-            "reward": "model",
-            "reward_model": row["name"],
-            "reward_model_id": row["id"],
-            "preference_set": row.get("preference_set_id"),
-            "preference_sha256": rm.meta.get("preference_sha256"),
-        }
-    raise OdysseyError(f"unknown reward {reward!r}", hint="use --reward model (the trained reward model) or toxicity")
-
-
-def training_prompts(project, start, loaded, reward: str, limit: int | None = None) -> list[str]:
-    from odyssey.align.common import chat_prompt, render_prompts
-
-    if reward == "toxicity":
-        from odyssey.align.toxicity import provocations
-
-        rows = provocations("train")
-        return [chat_prompt(loaded.tokenizer, r["prompt"], start.prompt.system) for r in rows][: limit or None]
-    data = project.dataset()
-    examples = data.split("train")[: limit or None]
-    return render_prompts(
-        loaded, start.prompt, examples, data.splits.get("train"), project.spec.align.ppo.max_new_tokens
-    )
-
-
 def train_ppo(
     project,
     *,
@@ -254,12 +218,8 @@ def train_ppo(
     **overrides,
 ) -> AlignResult:
     """Run PPO from the starting candidate; record the aligned candidate; compare it with its parent."""
-    import torch
-
     from odyssey import ui
     from odyssey.align.common import ensure_candidate_row, load_trainable_start, save_merged, starting_candidate
-    from odyssey.engines.transformers import generation_kwargs
-    from odyssey.prompts import has_chat_template
 
     cfg = project.spec.align.ppo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if steps:
@@ -272,23 +232,44 @@ def train_ppo(
     prompts = training_prompts(project, begin, loaded, reward)
     if not prompts:
         raise OdysseyError("no training prompts for PPO", hint="check the train split of scope.data")
-    tok = loaded.tokenizer
-    tok.padding_side = "left"
-    add_special = not has_chat_template(tok)
-    policy = Policy(loaded, cfg.lora_r, cfg.lora_alpha, cfg.seed)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
-    kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl if cfg.adaptive_kl else None)
-    gen_kwargs = generation_kwargs(
-        {
-            "max_new_tokens": cfg.max_new_tokens,
-            "do_sample": True,
-            "temperature": cfg.temperature,
-            "top_k": cfg.top_k,
-            "top_p": 1.0,
-        },
-        tok,
+    ppo = _PPORun.prepare(loaded, cfg, prompts, reward_fn)
+    work = _work_dir(project, begin, reward_info, cfg, prompts)
+    random.seed(cfg.seed)
+    first = ppo.resume(work) if resume else 0
+    settings = {
+        "action": "ppo",
+        "start": begin.as_dict(),
+        **reward_info,
+        "ppo": cfg.model_dump(),
+        "prompts": len(prompts),
+        "resumed_from": first,
+    }
+    t0 = time.perf_counter()
+    with project.store.run("align", project.spec.as_dict(), settings) as run:
+        warnings = ppo.train(first, work)
+        wall = time.perf_counter() - t0
+        history = ppo.history
+        _save_history(run, history, f"PPO from {begin.name} (reward: {reward_info['reward']})")
+        ppo.policy.model.eval()
+        out = save_merged(ppo.policy.model, ppo.tok, run.artifacts_dir / "model")
+        method = "detox" if reward == "toxicity" else "ppo"
+        cand_name = name or f"{begin.name}+{method}"
+        metrics = _final_metrics(history, wall, ppo.kl_ctl.value)
+        config = _candidate_config(begin, reward_info, cfg, len(history), run.id)
+        cand_id = project.store.upsert_candidate(cand_name, "align", str(out), config, parent_id, run.id)
+        run.log_metrics(metrics, candidate_id=cand_id)
+        run.set_summary({"candidate": cand_name, "metrics": metrics, "warnings": warnings, "start_note": begin.note})
+    del ppo, loaded  # the policy, its optimizer and the model: the comparison loads the candidates it compares
+    result = AlignResult(
+        cand_name, cand_id, begin.name, "ppo", str(out), run.id, history, metrics, warnings, wall_s=wall
     )
-    stop_ids = set(gen_kwargs.get("eos_token_id") or [])
+    if evaluate:
+        compare_with_parent(project, result, reward, reward_model, cfg.temperature)
+    return result
+
+
+def _work_dir(project, begin, reward_info: dict, cfg, prompts: list[str]) -> Path:
+    """The run's folder (its checkpoints): one per start, reward, settings other than steps, and prompts."""
     key_src = json.dumps(
         [
             begin.model_ref,
@@ -300,101 +281,146 @@ def train_ppo(
         sort_keys=True,
         default=str,
     )
-    work = project.state_dir / "align" / f"ppo-{hashlib.sha256(key_src.encode()).hexdigest()[:12]}"
-    random.seed(cfg.seed)
-    history: list[dict] = []
-    first = 0
-    restored = _load_checkpoint(work, policy, optimizer, cfg, kl_ctl) if resume else None
-    if restored is not None:
-        first, history = restored
+    return project.state_dir / "align" / f"ppo-{hashlib.sha256(key_src.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class _PPORun:
+    """What the PPO steps share: the policy with its optimizer and KL controller, the sampling settings,
+    the prompts in their shuffled order, the reward and the history so far."""
+
+    policy: Policy
+    tok: Any
+    optimizer: Any
+    kl_ctl: AdaptiveKL
+    cfg: Any
+    gen_kwargs: dict
+    stop_ids: set
+    add_special: bool
+    prompts: list[str]
+    order: list[int]
+    reward_fn: Callable
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def prepare(cls, loaded, cfg, prompts: list[str], reward_fn) -> _PPORun:
+        import torch
+
+        from odyssey.engines.transformers import generation_kwargs
+        from odyssey.prompts import has_chat_template
+
+        tok = loaded.tokenizer
+        tok.padding_side = "left"
+        add_special = not has_chat_template(tok)
+        policy = Policy(loaded, cfg.lora_r, cfg.lora_alpha, cfg.seed)
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate)
+        kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl if cfg.adaptive_kl else None)
+        gen_kwargs = generation_kwargs(
+            {
+                "max_new_tokens": cfg.max_new_tokens,
+                "do_sample": True,
+                "temperature": cfg.temperature,
+                "top_k": cfg.top_k,
+                "top_p": 1.0,
+            },
+            tok,
+        )
+        stop_ids = set(gen_kwargs.get("eos_token_id") or [])
+        order = list(range(len(prompts)))
+        random.Random(cfg.seed).shuffle(order)
+        return cls(policy, tok, optimizer, kl_ctl, cfg, gen_kwargs, stop_ids, add_special, prompts, order, reward_fn)
+
+    def resume(self, work: Path) -> int:
+        """The step to start at: the newest checkpoint's (restored), else 0."""
+        from odyssey import ui
+
+        restored = _load_checkpoint(work, self.policy, self.optimizer, self.cfg, self.kl_ctl)
+        if restored is None:
+            return 0
+        first, self.history = restored
         ui.say(f"resuming PPO at step {first} from {work}")
-    order = list(range(len(prompts)))
-    random.Random(cfg.seed).shuffle(order)
-    warnings: list[str] = []
-    settings = {
-        "action": "ppo",
-        "start": begin.as_dict(),
-        **reward_info,
-        "ppo": cfg.model_dump(),
-        "prompts": len(prompts),
-        "resumed_from": first,
-    }
-    t0 = time.perf_counter()
-    with project.store.run("align", project.spec.as_dict(), settings) as run:
+        return first
+
+    def batch(self, step: int) -> list[str]:
+        offset = step * self.cfg.batch_size
+        return [self.prompts[self.order[(offset + i) % len(self.order)]] for i in range(self.cfg.batch_size)]
+
+    def save(self, work: Path) -> None:
+        _save_checkpoint(work, self.policy, self.optimizer, self.cfg, self.kl_ctl, self.history)
+
+    def train(self, first: int, work: Path) -> list[str]:
+        """Steps ``first`` to ``cfg.steps``, checkpointed every ``checkpoint_every``; stops early, with a
+        warning, when the KL to the reference passes ``kl_bound``. Returns the warnings."""
+        from odyssey import ui
+
+        cfg = self.cfg
+        warnings: list[str] = []
         with ui.progress("PPO", total=cfg.steps) as bar:
             bar.advance(first)
             for step in range(first, cfg.steps):
-                offset = step * cfg.batch_size
-                batch_prompts = [prompts[order[(offset + i) % len(order)]] for i in range(cfg.batch_size)]
                 stats = _ppo_step(
-                    policy, tok, batch_prompts, reward_fn, optimizer, kl_ctl, cfg, gen_kwargs, stop_ids, add_special
+                    self.policy,
+                    self.tok,
+                    self.batch(step),
+                    self.reward_fn,
+                    self.optimizer,
+                    self.kl_ctl,
+                    cfg,
+                    self.gen_kwargs,
+                    self.stop_ids,
+                    self.add_special,
                 )
                 stats["step"] = step + 1
-                history.append(stats)
+                self.history.append(stats)
                 bar.advance(1, reward=stats["reward"], kl=stats["kl"])
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                    _save_checkpoint(work, policy, optimizer, cfg, kl_ctl, history)
+                    self.save(work)
                 if stats["kl"] > cfg.kl_bound:
                     warnings.append(
                         f"stopped at step {step + 1}: KL to the reference {stats['kl']:.2f} passed "
                         f"align.ppo.kl_bound={cfg.kl_bound:g}; the policy may be gaming the reward"
                     )
-                    _save_checkpoint(work, policy, optimizer, cfg, kl_ctl, history)
+                    self.save(work)
                     break
-        wall = time.perf_counter() - t0
-        (run.artifacts_dir).mkdir(parents=True, exist_ok=True)
-        hist_path = run.artifacts_dir / "ppo-history.jsonl"
-        hist_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-        run.add_artifact(hist_path, "history")
-        if history:
-            run.add_artifact(
-                plot_history(
-                    history,
-                    run.artifacts_dir / "ppo-curves.png",
-                    f"PPO from {begin.name} (reward: {reward_info['reward']})",
-                ),
-                "plot",
-            )
-        policy.model.eval()
-        out = save_merged(policy.model, tok, run.artifacts_dir / "model")
-        method = "detox" if reward == "toxicity" else "ppo"
-        cand_name = name or f"{begin.name}+{method}"
-        final = (
-            {k: statistics.fmean(h[k] for h in history[-3:]) for k in ("reward", "kl", "entropy", "length")}
-            if history
-            else {}
-        )
-        metrics = {f"train_{k}": v for k, v in final.items()}
-        metrics.update(steps_done=len(history), wall_s=wall, kl_coef_final=kl_ctl.value)
-        config = {
-            "prompt": begin.prompt.as_dict(),
-            "align": {
-                "method": "ppo",
-                "parent": begin.name,
-                **reward_info,
-                "steps": len(history),
-                "kl_coef": cfg.kl_coef,
-                "adaptive_kl": cfg.adaptive_kl,
-                "run_id": run.id,
-                "start_note": begin.note,
-            },
-        }
-        cand_id = project.store.upsert_candidate(cand_name, "align", str(out), config, parent_id, run.id)
-        run.log_metrics(metrics, candidate_id=cand_id)
-        run.set_summary({"candidate": cand_name, "metrics": metrics, "warnings": warnings, "start_note": begin.note})
-    del policy, loaded, optimizer
-    result = AlignResult(
-        cand_name, cand_id, begin.name, "ppo", str(out), run.id, history, metrics, warnings, wall_s=wall
-    )
-    if evaluate:
-        from odyssey.align.evaluation import detox_report, evaluate_aligned
+        return warnings
 
-        if reward == "toxicity":
-            result.evaluation = detox_report(project, cand_name, begin.name, temperature=cfg.temperature)
-        else:
-            result.evaluation = evaluate_aligned(project, cand_name, begin.name, reward_model=reward_model)
-        result.warnings += result.evaluation.get("warnings", [])
-    return result
+
+def _save_history(run, history: list[dict], title: str) -> None:
+    """The per-step stats as JSONL and, when there are any, their curves, as the run's artifacts."""
+    (run.artifacts_dir).mkdir(parents=True, exist_ok=True)
+    hist_path = run.artifacts_dir / "ppo-history.jsonl"
+    hist_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    run.add_artifact(hist_path, "history")
+    if history:
+        run.add_artifact(plot_history(history, run.artifacts_dir / "ppo-curves.png", title), "plot")
+
+
+def _final_metrics(history: list[dict], wall: float, kl_coef: float) -> dict:
+    """The last three steps' mean reward, KL, entropy and length (``train_*``), the steps done and the time."""
+    final = (
+        {k: statistics.fmean(h[k] for h in history[-3:]) for k in ("reward", "kl", "entropy", "length")}
+        if history
+        else {}
+    )
+    metrics = {f"train_{k}": v for k, v in final.items()}
+    metrics.update(steps_done=len(history), wall_s=wall, kl_coef_final=kl_coef)
+    return metrics
+
+
+def _candidate_config(begin, reward_info: dict, cfg, steps_done: int, run_id: int) -> dict:
+    return {
+        "prompt": begin.prompt.as_dict(),
+        "align": {
+            "method": "ppo",
+            "parent": begin.name,
+            **reward_info,
+            "steps": steps_done,
+            "kl_coef": cfg.kl_coef,
+            "adaptive_kl": cfg.adaptive_kl,
+            "run_id": run_id,
+            "start_note": begin.note,
+        },
+    }
 
 
 def _ppo_step(
@@ -409,12 +435,41 @@ def _ppo_step(
     stop_ids: set,
     add_special: bool,
 ) -> dict:
+    """One PPO step on a batch of prompts: rollout, reward, advantages, ``ppo_epochs`` epochs of
+    minibatch updates; returns the step's stats."""
+    import torch
+
+    input_ids, attention, mask, texts = _rollout(policy, tok, prompts, gen_kwargs, stop_ids, add_special)
+    scores = torch.tensor(reward_fn(prompts, texts), dtype=torch.float32, device=policy.device)
+    batch = _advantages(policy, input_ids, attention, mask, scores, kl_ctl.value, cfg)
+    policy.model.train()
+    n = len(prompts)
+    losses = _update(policy, optimizer, batch, n, cfg)
+    kl_seq = batch.kl_tokens.sum(-1).mean().item()
+    coef = kl_ctl.value
+    kl_ctl.update(kl_seq, n)
+    return {
+        "reward": scores.mean().item(),
+        "reward_std": scores.std().item() if n > 1 else 0.0,
+        "kl": kl_seq,
+        "entropy": statistics.fmean(losses["entropy"]),
+        "length": mask.sum(-1).mean().item(),
+        "pg_loss": statistics.fmean(losses["pg_loss"]),
+        "vf_loss": statistics.fmean(losses["vf_loss"]),
+        "clipfrac": statistics.fmean(losses["clipfrac"]),
+        "kl_coef": coef,
+        "objective": scores.mean().item() - coef * kl_seq,
+    }
+
+
+def _rollout(policy: Policy, tok, prompts: list[str], gen_kwargs, stop_ids: set, add_special: bool):
+    """A sampled response per prompt: (prompt + response ids, their attention mask, the response mask,
+    the decoded responses)."""
     import torch
 
     from odyssey.align.common import response_mask
 
-    device = policy.device
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(policy.device)
     n_prompt = enc["input_ids"].shape[1]
     policy.model.eval()
     with torch.no_grad():
@@ -427,55 +482,79 @@ def _ppo_step(
     for row, m in zip(response, mask):
         ids = row[m.bool()].tolist()
         texts.append(tok.decode([i for i in ids if i not in stop_ids], skip_special_tokens=True).strip())
-    scores = torch.tensor(reward_fn(prompts, texts), dtype=torch.float32, device=device)
-    input_ids = out
     attention = torch.cat([enc["attention_mask"], mask.long()], dim=1)
-    T = response.shape[1]
+    return out, attention, mask, texts
+
+
+@dataclass
+class _Rollout:
+    """A sampled batch with what its updates compare against: the sampling policy's log-probs and
+    values, the whitened GAE advantages, the returns, and the per-token log-ratio to the reference."""
+
+    input_ids: Any
+    attention: Any
+    mask: Any
+    old_logp: Any
+    old_values: Any
+    advantages: Any
+    returns: Any
+    kl_tokens: Any
+
+
+def _advantages(policy: Policy, input_ids, attention, mask, scores, kl_coef: float, cfg) -> _Rollout:
+    """Per-token rewards (-kl_coef * log-ratio to the reference at each token, plus the score at the
+    last one) and their GAE advantages."""
+    import torch
+
+    T = mask.shape[1]
     with torch.no_grad():
         old_logp, _, old_values = policy.forward(input_ids, attention, T, cfg.temperature)
         ref_logp, _, _ = policy.forward(input_ids, attention, T, cfg.temperature, values=False, reference=True)
     kl_tokens = (old_logp - ref_logp) * mask
-    rewards = -kl_ctl.value * kl_tokens
+    rewards = -kl_coef * kl_tokens
     last = (mask.sum(-1) - 1).clamp(min=0).long()
-    rewards[torch.arange(len(prompts)), last] += scores
+    rewards[torch.arange(input_ids.shape[0]), last] += scores
     advantages, returns = gae(rewards, old_values * mask, mask, cfg.gamma, cfg.lam)
     advantages = whiten(advantages, mask)
-    policy.model.train()
-    n = len(prompts)
-    pg_losses, vf_losses, clipfracs, entropies = [], [], [], []
+    return _Rollout(input_ids, attention, mask, old_logp, old_values, advantages, returns, kl_tokens)
+
+
+def _update(policy: Policy, optimizer, batch: _Rollout, n: int, cfg) -> dict[str, list[float]]:
+    """``ppo_epochs`` passes over the batch in shuffled minibatches; each minibatch's losses, clip
+    fraction and entropy."""
+    import torch
+
+    logged: dict[str, list[float]] = {"pg_loss": [], "vf_loss": [], "clipfrac": [], "entropy": []}
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(n)
         for i in range(0, n, cfg.mini_batch_size):
-            idx = perm[i : i + cfg.mini_batch_size]
-            m = mask[idx]
-            logp, entropy, values = policy.forward(input_ids[idx], attention[idx], T, cfg.temperature)
-            ratio = torch.exp(logp - old_logp[idx])
-            adv = advantages[idx]
-            clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
-            pg_loss = masked_mean(torch.max(-adv * ratio, -adv * clipped), m)
-            v_clipped = old_values[idx] + (values - old_values[idx]).clamp(-cfg.clip_range_value, cfg.clip_range_value)
-            vf_loss = 0.5 * masked_mean(torch.max((values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2), m)
-            loss = pg_loss + cfg.vf_coef * vf_loss
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            optimizer.step()
-            pg_losses.append(pg_loss.item())
-            vf_losses.append(vf_loss.item())
-            clipfracs.append(masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m).item())
-            entropies.append(masked_mean(entropy.detach(), m).item())
-    kl_seq = kl_tokens.sum(-1).mean().item()
-    coef = kl_ctl.value
-    kl_ctl.update(kl_seq, n)
+            stats = _minibatch_update(policy, optimizer, batch, perm[i : i + cfg.mini_batch_size], cfg)
+            for key, value in stats.items():
+                logged[key].append(value)
+    return logged
+
+
+def _minibatch_update(policy: Policy, optimizer, batch: _Rollout, idx, cfg) -> dict[str, float]:
+    """One optimizer step on the clipped policy loss plus ``vf_coef`` times the clipped value loss."""
+    import torch
+
+    m = batch.mask[idx]
+    old_logp, old_values, returns = batch.old_logp[idx], batch.old_values[idx], batch.returns[idx]
+    logp, entropy, values = policy.forward(batch.input_ids[idx], batch.attention[idx], m.shape[1], cfg.temperature)
+    ratio = torch.exp(logp - old_logp)
+    adv = batch.advantages[idx]
+    clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+    pg_loss = masked_mean(torch.max(-adv * ratio, -adv * clipped), m)
+    v_clipped = old_values + (values - old_values).clamp(-cfg.clip_range_value, cfg.clip_range_value)
+    vf_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), m)
+    loss = pg_loss + cfg.vf_coef * vf_loss
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+    optimizer.step()
     return {
-        "reward": scores.mean().item(),
-        "reward_std": scores.std().item() if n > 1 else 0.0,
-        "kl": kl_seq,
-        "entropy": statistics.fmean(entropies),
-        "length": mask.sum(-1).mean().item(),
-        "pg_loss": statistics.fmean(pg_losses),
-        "vf_loss": statistics.fmean(vf_losses),
-        "clipfrac": statistics.fmean(clipfracs),
-        "kl_coef": coef,
-        "objective": scores.mean().item() - coef * kl_seq,
+        "pg_loss": pg_loss.item(),
+        "vf_loss": vf_loss.item(),
+        "clipfrac": masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), m).item(),
+        "entropy": masked_mean(entropy.detach(), m).item(),
     }

@@ -340,9 +340,8 @@ def build_preferences(
     project, *, sources: list | None = None, start=None, n_pairs: int | None = None, loaded=None, seed: int = 0
 ) -> PreferenceSet:
     """Collect pairs from every configured source, record the set in the store, write its JSONL."""
-    from odyssey.align.common import render_prompts, starting_candidate
+    from odyssey.align.common import starting_candidate
     from odyssey.spec import PreferenceSource
-    from odyssey.store.align import save_preference_set
 
     spec = project.spec
     sources = [
@@ -352,58 +351,11 @@ def build_preferences(
     n_pairs = n_pairs or spec.align.pairs
     pairs, counts, notes = [], {}, []
     model_sources = [s for s in sources if s.kind in {"reference", "metric", "judge"}]
-    samples = prompts = examples = None
+    sampled = _Sampled()
     if model_sources:
-        data = project.dataset()
-        examples = data.split("train")[:n_pairs]
-        if not any(ex.references for ex in examples) and any(s.kind in {"reference", "metric"} for s in model_sources):
-            notes.append(
-                "the train split has no references: reference/metric sources made no pairs "
-                "(set scope.data.fields.target, or use kind judge/file/hf/feedback)"
-            )
-        opened = loaded is None
-        if opened:
-            from odyssey.engines import open_engine
-
-            loaded = open_engine(
-                start.model_ref,
-                root=project.root,
-                evaluate=spec.evaluate,
-                batch_size=spec.evaluate.batch_size,
-                log_dir=project.state_dir,
-            )
-        max_new = int(start.prompt.generation.get("max_new_tokens", 64))
-        prompts = render_prompts(loaded, start.prompt, examples, data.splits.get("train"), max_new)
-        samples = sample_responses(
-            loaded, prompts, n=2, max_new_tokens=max_new, seed=seed, batch_size=spec.evaluate.batch_size
-        )
-        if opened:
-            loaded.close()
+        sampled = _sample_train_answers(project, start, model_sources, n_pairs, loaded, seed, notes)
     for src in sources:
-        if src.kind == "file":
-            path = Path(src.path)
-            got = from_file(path if path.is_absolute() else project.root / path, src.limit)
-        elif src.kind == "hf":
-            got = from_hf(src.id, src.split, src.limit)
-        elif src.kind == "feedback":
-            got = from_feedback(project.store)
-            if not got:
-                notes.append("no feedback captured by `odyssey serve` yet")
-        elif src.kind == "outputs":
-            got = from_stored_outputs(project.store, limit=src.limit)
-            if not got:
-                notes.append("no stored answers on train/validation yet (run `odyssey prompt` first)")
-        elif src.kind == "reference":
-            got = from_reference(prompts, examples, samples, start.name)
-        elif src.kind == "metric":
-            metric = "rougeL" if "rougeL" in spec.scope.metric_names else spec.scope.primary_metric
-            got = from_metric(prompts, examples, samples, metric, spec.scope.task, start.name)
-        elif src.kind == "judge":
-            from odyssey.align.judge import judge_pairs
-
-            got = judge_pairs(project, prompts, [s[:2] for s in samples], examples)
-        else:  # pragma: no cover - the spec forbids other kinds
-            raise OdysseyError(f"unknown preference source {src.kind!r}")
+        got = _pairs_from_source(project, src, start, sampled, notes)
         got = got[: src.limit] if src.limit else got
         counts[src.kind] = counts.get(src.kind, 0) + len(got)
         pairs += got
@@ -413,9 +365,90 @@ def build_preferences(
             hint="add sources under align.preferences (e.g. kind: reference, kind: file), raise "
             "align.pairs, or label pairs in `odyssey serve`'s compare page",
         )
-    pset = PreferenceSet(pairs, counts, notes)
+    return _record_preference_set(project, PreferenceSet(pairs, counts, notes), start)
+
+
+@dataclass
+class _Sampled:
+    """Two model answers per training example, for the reference, metric and judge sources."""
+
+    prompts: list[str] | None = None
+    examples: list | None = None
+    samples: list[list[str]] | None = None
+
+
+def _sample_train_answers(
+    project, start, model_sources: list, n_pairs: int, loaded, seed: int, notes: list
+) -> _Sampled:
+    """Two sampled answers from the start candidate (through ``loaded``, else an engine opened and closed
+    here) to each of the first ``n_pairs`` training examples."""
+    from odyssey.align.common import render_prompts
+    from odyssey.engines import open_engine
+
+    spec = project.spec
+    data = project.dataset()
+    examples = data.split("train")[:n_pairs]
+    if not any(ex.references for ex in examples) and any(s.kind in {"reference", "metric"} for s in model_sources):
+        notes.append(
+            "the train split has no references: reference/metric sources made no pairs "
+            "(set scope.data.fields.target, or use kind judge/file/hf/feedback)"
+        )
+    opened = loaded is None
+    if opened:
+        loaded = open_engine(
+            start.model_ref,
+            root=project.root,
+            evaluate=spec.evaluate,
+            batch_size=spec.evaluate.batch_size,
+            log_dir=project.state_dir,
+        )
+    max_new = int(start.prompt.generation.get("max_new_tokens", 64))
+    prompts = render_prompts(loaded, start.prompt, examples, data.splits.get("train"), max_new)
+    samples = sample_responses(
+        loaded, prompts, n=2, max_new_tokens=max_new, seed=seed, batch_size=spec.evaluate.batch_size
+    )
+    if opened:
+        loaded.close()
+    return _Sampled(prompts, examples, samples)
+
+
+def _pairs_from_source(project, src, start, sampled: _Sampled, notes: list) -> list[dict]:
+    """The pairs one source gives (before its limit); a note when a store source has none yet."""
+    from odyssey.align.judge import judge_pairs
+
+    spec = project.spec
+    if src.kind == "file":
+        path = Path(src.path)
+        return from_file(path if path.is_absolute() else project.root / path, src.limit)
+    if src.kind == "hf":
+        return from_hf(src.id, src.split, src.limit)
+    if src.kind == "feedback":
+        got = from_feedback(project.store)
+        if not got:
+            notes.append("no feedback captured by `odyssey serve` yet")
+        return got
+    if src.kind == "outputs":
+        got = from_stored_outputs(project.store, limit=src.limit)
+        if not got:
+            notes.append("no stored answers on train/validation yet (run `odyssey prompt` first)")
+        return got
+    if src.kind == "reference":
+        return from_reference(sampled.prompts, sampled.examples, sampled.samples, start.name)
+    if src.kind == "metric":
+        metric = "rougeL" if "rougeL" in spec.scope.metric_names else spec.scope.primary_metric
+        return from_metric(sampled.prompts, sampled.examples, sampled.samples, metric, spec.scope.task, start.name)
+    if src.kind == "judge":
+        return judge_pairs(project, sampled.prompts, [s[:2] for s in sampled.samples], sampled.examples)
+    raise OdysseyError(f"unknown preference source {src.kind!r}")  # pragma: no cover - the spec forbids other kinds
+
+
+def _record_preference_set(project, pset: PreferenceSet, start) -> PreferenceSet:
+    """The set in the store (its pairs, sources and the run that made it), its JSONL as the run's artifact."""
+    from odyssey.store.align import save_preference_set
+
+    pairs, counts, notes = pset.pairs, pset.sources, pset.notes
     with project.store.run(
-        "align", spec.as_dict(), {"action": "preferences", "sources": counts, "start": start.as_dict()}
+        "align", project.spec.as_dict(), {"action": "preferences", "sources": counts, "start": start.as_dict()}
     ) as run:
         path = write_jsonl(pairs, run.artifacts_dir / "preferences.jsonl")
         run.add_artifact(path, "preferences")

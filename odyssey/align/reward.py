@@ -288,7 +288,9 @@ def _score_pairs(rm: RewardModel, train: list[dict], test: list[dict]):
 def train_reward_model(
     project, *, preference_set: int | str | None = None, backbone: str | None = None, resume: bool = False, start=None
 ) -> RewardResult:
+    from odyssey.align.common import quiet_libraries
     from odyssey.align.preferences import load_preference_set
+    from odyssey.store.align import save_reward_model
 
     spec = project.spec.align.reward
     pset = load_preference_set(project, preference_set)  # first: a missing set is a quick, clear error
@@ -299,15 +301,8 @@ def train_reward_model(
             f"({len(train)} train, {len(test)} held out)",
             hint="collect more pairs (`odyssey align prefs`, align.pairs) or lower align.reward.held_out",
         )
-    from odyssey.align.common import quiet_libraries, starting_candidate
-    from odyssey.models import resolve
-    from odyssey.store.align import save_reward_model
-
     quiet_libraries()
-    start = start or starting_candidate(project)
-    base_ref = backbone or spec.model or start.model_ref
-    row = project.store.candidate(base_ref)
-    base_path = resolve(row["model_ref"] if row else base_ref, project.root)
+    base_ref, model_ref, base_path = _backbone(project, spec, backbone, start)
     # One folder per (data, backbone, settings): re-running with --resume continues its checkpoints.
     key = hashlib.sha256(f"{pset.sha256}|{base_path}|{spec.model_dump_json()}".encode()).hexdigest()[:10]
     work = project.state_dir / "align" / f"reward-{key}"
@@ -323,23 +318,11 @@ def train_reward_model(
         "spec": spec.model_dump(),
     }
     with project.store.run("align", project.spec.as_dict(), settings) as run:
-        base_path = _plain_backbone(project, row["model_ref"] if row else base_ref, Path(base_path), work / "backbone")
+        base_path = _plain_backbone(project, model_ref, Path(base_path), work / "backbone")
         model, tok = _classifier(base_path, spec)
         result = _fit_reward(model, tok, train, test, spec, work, run, resume)
         rm = _save_reward_model(model, tok, run.artifacts_dir / "reward-model", spec.max_length)
-        tr_c, tr_r, te_c, te_r = _score_pairs(rm, train, test)
-        everything = tr_c + tr_r
-        mean, std = statistics.fmean(everything), (statistics.pstdev(everything) or 1.0)
-        accuracy = pairwise_accuracy(te_c, te_r)
-        table, ece = calibration_bins(te_c, te_r)
-        metrics = {
-            "reward_accuracy": accuracy,
-            "reward_accuracy_train": pairwise_accuracy(tr_c, tr_r),
-            "reward_ece": ece,
-            "reward_margin": statistics.fmean(c - r for c, r in zip(te_c, te_r)) / std,
-            "train_pairs": len(train),
-            "held_out_pairs": len(test),
-        }
+        metrics, table, mean, std = _measure(rm, train, test)
         meta = {
             "max_length": spec.max_length,
             "mean": mean,
@@ -350,7 +333,9 @@ def train_reward_model(
             "metrics": metrics,
         }
         (rm.path / META_FILE).write_text(json.dumps(meta, indent=2))
-        plot = plot_calibration(table, accuracy, ece, run.artifacts_dir / "reward-calibration.png")
+        plot = plot_calibration(
+            table, metrics["reward_accuracy"], metrics["reward_ece"], run.artifacts_dir / "reward-calibration.png"
+        )
         run.add_artifact(plot, "plot")
         run.add_artifact(rm.path / META_FILE, "reward-model")
         run.log_metrics(metrics)
@@ -367,3 +352,33 @@ def train_reward_model(
             }
         )
     return RewardResult(rm_id, name, str(rm.path), base_ref, pset.id, pset.sha256, metrics, table, str(plot), run.id)
+
+
+def _backbone(project, spec, backbone: str | None, start) -> tuple[str, str, Path]:
+    """(the backbone as named, its model reference, its resolved path): ``backbone``, else
+    ``align.reward.model``, else the start candidate's model."""
+    from odyssey.align.common import starting_candidate
+    from odyssey.models import resolve
+
+    start = start or starting_candidate(project)
+    base_ref = backbone or spec.model or start.model_ref
+    row = project.store.candidate(base_ref)
+    model_ref = row["model_ref"] if row else base_ref
+    return base_ref, model_ref, resolve(model_ref, project.root)
+
+
+def _measure(rm: RewardModel, train: list[dict], test: list[dict]) -> tuple[dict, list[dict], float, float]:
+    """(held-out metrics, calibration table, mean and std of the training scores, for normalizing)."""
+    tr_c, tr_r, te_c, te_r = _score_pairs(rm, train, test)
+    everything = tr_c + tr_r
+    mean, std = statistics.fmean(everything), (statistics.pstdev(everything) or 1.0)
+    table, ece = calibration_bins(te_c, te_r)
+    metrics = {
+        "reward_accuracy": pairwise_accuracy(te_c, te_r),
+        "reward_accuracy_train": pairwise_accuracy(tr_c, tr_r),
+        "reward_ece": ece,
+        "reward_margin": statistics.fmean(c - r for c, r in zip(te_c, te_r)) / std,
+        "train_pairs": len(train),
+        "held_out_pairs": len(test),
+    }
+    return metrics, table, mean, std

@@ -221,7 +221,7 @@ def student_layers_to_keep(
     (the ``k`` layers with the highest 1 - cos(h_in, h_out) on 32 train examples: those that change
     the hidden state most, as in ShortGPT's layer pruning)."""
     from odyssey.optimize import surgery
-    from odyssey.optimize.pruning import block_influence, calibration_batches
+    from odyssey.optimize.calibration import block_influence, calibration_batches
 
     if how == "every-other":
         return surgery.every_other_layer(total, k), {}

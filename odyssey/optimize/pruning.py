@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from odyssey.errors import OdysseyError
+from odyssey.optimize.calibration import block_influence, calibration_batches
 from odyssey.optimize.methods import check_sparsity
 
 
@@ -49,22 +50,7 @@ class PruneResult:
         return asdict(self)
 
 
-# ---- calibration ---------------------------------------------------------------------------------
-
-
-def calibration_batches(project, tokenizer, cfg, n: int, max_length: int, batch_size: int = 4) -> list[dict]:
-    from odyssey.optimize.common import collate, sft_items
-
-    train = project.examples("train")[:n]
-    if not train:
-        raise OdysseyError(
-            "calibration (pruning, int8 smoothing, a block-influence student) needs examples "
-            "from the train split, which is empty",
-            hint="check scope.data splits in odyssey.yaml",
-        )
-    items = sft_items(tokenizer, cfg, train, max_length)
-    fn = collate(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    return [fn(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+# ---- importance on calibration batches -----------------------------------------------------------
 
 
 def _mean_input_stat(model, batches, modules, per_token) -> list:
@@ -123,26 +109,6 @@ def head_importance(model, batches) -> list:
         w_norm = w.view(w.shape[0], n_heads, hd).pow(2).sum(dim=(0, 2)).sqrt()
         scores.append(mean * w_norm)
     return scores
-
-
-def block_influence(model, batches) -> list[float]:
-    import torch
-
-    total = None
-    count = 0
-    with torch.inference_mode():
-        for batch in batches:
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-            hs = out.hidden_states  # embeddings, then the output of each layer
-            mask = batch["attention_mask"].bool()
-            bi = []
-            for i in range(len(hs) - 1):
-                cos = torch.nn.functional.cosine_similarity(hs[i].float(), hs[i + 1].float(), dim=-1)
-                bi.append((1 - cos)[mask].sum())
-            bi = torch.stack(bi)
-            total = bi if total is None else total + bi
-            count += int(mask.sum())
-    return (total / max(count, 1)).tolist()
 
 
 # ---- the methods ---------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def quantize_x86(project, src: Path, out: Path, method: QuantMethod, prompt_cfg)
 
     from odyssey import ui
     from odyssey.models import x86_int8
-    from odyssey.optimize.pruning import calibration_batches
+    from odyssey.optimize.calibration import calibration_batches
 
     spec = project.spec.optimize.quantize
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
