@@ -26,6 +26,7 @@ import json
 import shutil
 import sys
 import time
+from pathlib import Path
 
 from odyssey.align.common import preference_train_config, quiet_libraries
 from odyssey.errors import OdysseyError, require
@@ -134,16 +135,51 @@ def _policy(model, cfg):
     return get_peft_model(model, lora)
 
 
-def _cached_reference(model, groups: list[list], collator, path) -> None:
-    """Reference log-probs for every item: read from ``path`` when it holds them for these very items
-    (a resumed run needs no second pass), else computed once with the frozen model and written there."""
+def _cached_reference(model, groups: list[list], collator, work: Path, shared: Path) -> None:
+    """Reference log-probs for every item, computed once with the frozen model.
+
+    Pairs (DPO) depend only on their own tokens and the start model, so they are cached per pair in
+    ``shared`` (one file per start model): a run with other settings (grad_accum, lr, epochs) or more
+    pairs reuses them and computes only the new ones (at 640 pairs x 640 tokens the pass takes 11 min
+    on 2 cores). KTO's KL terms depend on which answers share a micro-batch, so its cache is the whole
+    ordered list, in the run's own folder ``work``."""
+    items = [item for group in groups for item in group]
+    if hasattr(items[0], "ref_chosen"):
+        _cached_pair_reference(model, groups, collator, shared)
+    else:
+        _cached_ordered_reference(model, groups, collator, work / "reference.json")
+
+
+def _item_key(item, fields: tuple[str, ...]) -> list:
+    return [v for k, v in vars(item).items() if k not in fields]
+
+
+def _cached_pair_reference(model, groups: list[list], collator, path: Path) -> None:
+    from odyssey.models.checkpoint import atomic_file
+    from odyssey.training.preference import reference_logps
+
+    fields = ("ref_chosen", "ref_rejected")
+    digest = lambda item: hashlib.sha256(json.dumps(_item_key(item, fields)).encode()).hexdigest()
+    cache = json.loads(path.read_text()).get("values", {}) if path.exists() else {}
+    missing = [group for group in groups if any(digest(item) not in cache for item in group)]
+    if missing:
+        reference_logps(model, missing, collator)
+        cache.update({digest(item): [getattr(item, n) for n in fields] for group in missing for item in group})
+        atomic_file(path, lambda tmp: tmp.write_text(json.dumps({"values": cache})))
+    for group in groups:
+        for item in group:
+            for name, value in zip(fields, cache[digest(item)]):
+                setattr(item, name, value)
+
+
+def _cached_ordered_reference(model, groups: list[list], collator, path: Path) -> None:
+    """Read from ``path`` when it holds the values for these very items in this order, else compute."""
     from odyssey.models.checkpoint import atomic_file
     from odyssey.training.preference import reference_logps
 
     items = [item for group in groups for item in group]
-    fields = ("ref_chosen", "ref_rejected") if hasattr(items[0], "ref_chosen") else ("ref", "ref_kl")
-    ids = [[v for k, v in vars(item).items() if k not in fields] for item in items]
-    key = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+    fields = ("ref", "ref_kl")
+    key = hashlib.sha256(json.dumps([_item_key(item, fields) for item in items]).encode()).hexdigest()
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
@@ -253,7 +289,9 @@ def _fit(loaded, method, cfg, items, held_items, collator, work, run, resume):
     groups = preference_groups(items, cfg.micro_batch, cfg.seed)
     held = preference_groups(held_items, cfg.micro_batch, cfg.seed)
     if _needs_reference(method, cfg):
-        _cached_reference(model, groups + held, collator, work / "reference.json")
+        start_id = f"{loaded.path}|{loaded.dtype}"  # the frozen reference: the start model as loaded
+        shared = work.parent / f"reference-{hashlib.sha256(start_id.encode()).hexdigest()[:12]}.json"
+        _cached_reference(model, groups + held, collator, work, shared)
     loss_fn = _loss_fn(method, cfg)
 
     def log(entry):

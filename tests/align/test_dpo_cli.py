@@ -225,3 +225,27 @@ def test_grad_accum_that_does_not_split_the_batch_is_a_clear_error(tmp_path):
         Project.load(root)
     text = str(err.value) + " ".join(getattr(err.value, "problems", []) or [])
     assert "odyssey.yaml" in text and "grad_accum" in text and "multiple of grad_accum" in text
+
+
+def test_dpo_with_other_settings_reuses_the_reference_log_probs(tmp_path, monkeypatch):
+    """The reference pass depends on the pairs and the start model only: a second DPO run with another
+    grad_accum and learning rate reads every pair's log-probs from the shared cache, and trains the same
+    pairs to the same first-step loss (log 2: the policy starts as the reference)."""
+    import odyssey.training.preference as preference
+    from odyssey.align.dpo import train_dpo
+    from odyssey.align.preferences import build_preferences
+
+    project, _ = _prefs_project(tmp_path, "align:\n  dpo: {epochs: 1, learning_rate: 0.005, batch_size: 4}\n")
+    build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
+    calls = []
+    real = preference.reference_logps
+    monkeypatch.setattr(preference, "reference_logps", lambda m, g, c: calls.append(len(g)) or real(m, g, c))
+    first = train_dpo(project, evaluate=False)
+    (shared,) = (project.state_dir / "align").glob("reference-*.json")
+    assert calls == [2] and len(json.loads(shared.read_text())["values"]) == 8
+    spec = (project.root / "odyssey.yaml").read_text().replace("batch_size: 4}", "batch_size: 4, grad_accum: 2}")
+    (project.root / "odyssey.yaml").write_text(spec.replace("learning_rate: 0.005", "learning_rate: 0.001"))
+    second = train_dpo(Project.load(project.root), evaluate=False)
+    assert calls == [2], "the second run computed reference log-probs again"
+    losses = [[h["loss"] for h in r.history if "loss" in h][0] for r in (first, second)]
+    assert losses[0] == pytest.approx(0.6931, abs=1e-3) and losses[1] == pytest.approx(0.6931, abs=1e-3)
