@@ -143,8 +143,7 @@ def _cached_reference(model, groups: list[list], collator, work: Path, shared: P
     pairs reuses them and computes only the new ones (at 640 pairs x 640 tokens the pass takes 11 min
     on 2 cores). KTO's KL terms depend on which answers share a micro-batch, so its cache is the whole
     ordered list, in the run's own folder ``work``."""
-    items = [item for group in groups for item in group]
-    if hasattr(items[0], "ref_chosen"):
+    if hasattr(groups[0][0], "ref_chosen"):
         _cached_pair_reference(model, groups, collator, shared)
     else:
         _cached_ordered_reference(model, groups, collator, work / "reference.json")
@@ -159,16 +158,19 @@ def _cached_pair_reference(model, groups: list[list], collator, path: Path) -> N
     from odyssey.training.preference import reference_logps
 
     fields = ("ref_chosen", "ref_rejected")
-    digest = lambda item: hashlib.sha256(json.dumps(_item_key(item, fields)).encode()).hexdigest()
+    keyed = [
+        [(hashlib.sha256(json.dumps(_item_key(item, fields)).encode()).hexdigest(), item) for item in group]
+        for group in groups
+    ]
     cache = json.loads(path.read_text()).get("values", {}) if path.exists() else {}
-    missing = [group for group in groups if any(digest(item) not in cache for item in group)]
+    missing = [group for group in keyed if any(key not in cache for key, _ in group)]
     if missing:
-        reference_logps(model, missing, collator)
-        cache.update({digest(item): [getattr(item, n) for n in fields] for group in missing for item in group})
+        reference_logps(model, [[item for _, item in group] for group in missing], collator)
+        cache.update({key: [getattr(item, n) for n in fields] for group in missing for key, item in group})
         atomic_file(path, lambda tmp: tmp.write_text(json.dumps({"values": cache})))
-    for group in groups:
-        for item in group:
-            for name, value in zip(fields, cache[digest(item)]):
+    for group in keyed:
+        for key, item in group:
+            for name, value in zip(fields, cache[key]):
                 setattr(item, name, value)
 
 

@@ -373,14 +373,14 @@ class _PPORun:
                 stats["step"] = step + 1
                 self.history.append(stats)
                 bar.advance(1, reward=stats["reward"], kl=stats["kl"])
-                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                past_bound = stats["kl"] > cfg.kl_bound  # stop here, with this step checkpointed
+                if past_bound or (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                     self.save(work)
-                if stats["kl"] > cfg.kl_bound:
+                if past_bound:
                     warnings.append(
                         f"stopped at step {step + 1}: KL to the reference {stats['kl']:.2f} passed "
                         f"align.ppo.kl_bound={cfg.kl_bound:g}; the policy may be gaming the reward"
                     )
-                    self.save(work)
                     break
         return warnings
 

@@ -50,7 +50,6 @@ from odyssey.training.checkpoint import (  # noqa: F401  (re-exported)
     WEIGHTS_FILE,
     latest_checkpoint,
     load_weights,
-    save_weights,
 )
 from odyssey.training.loop import (  # noqa: F401  (re-exported)
     TrainConfig,
@@ -70,7 +69,6 @@ __all__ = [
     "latest_checkpoint",
     "make_batches",
     "load_weights",
-    "save_weights",
     "unwrap",
     "to_device",
     "world",

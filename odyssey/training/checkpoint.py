@@ -97,12 +97,6 @@ def trainable_tensors(model, names: Iterable[str]) -> dict:
     return {n: params[n].detach().contiguous().cpu() for n in names}
 
 
-def save_weights(model, names: Iterable[str], path: Path):
-    from safetensors.torch import save_file
-
-    save_file(trainable_tensors(model, names), str(path))
-
-
 def load_weights(model, path: Path) -> list[str]:
     """Copy the tensors of a safetensors file into the model's parameters of the same names."""
     import torch
