@@ -322,8 +322,33 @@ def run_ablations(path, items, pad_id, n_steps: int, rounds: int = 2) -> dict:
     return out
 
 
+PROFILE_GROUPS = (  # (group, test on an op's name): the first that matches names the op's group
+    ("attention (SDPA flash kernel, forward + backward)", lambda k: "scaled_dot_product" in k),
+    ("cross-entropy (log-softmax + NLL)", lambda k: "log_softmax" in k or "nll_loss" in k or "cross_entropy" in k),
+    ("optimizer step (AdamW)", lambda k: "adam" in k or k.startswith("aten::_foreach")),
+    ("dropout masks (FastDropout's random bits)", lambda k: k in {"aten::random_"}),
+    (
+        "casts and copies",
+        lambda k: k in {"aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous"},
+    ),
+    ("matmul", lambda k: k in {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}),
+)
+
+
+def _profile_group(key: str, shapes, vocab: int) -> str:
+    for group, test in PROFILE_GROUPS:
+        if test(key):
+            if group == "matmul" and any(vocab in (s or []) for s in (shapes or [])):
+                return "LM head matmul (logits of completion tokens)"
+            return group if group != "matmul" else "matmul (attention + MLP projections, LoRA)"
+    return "elementwise and the rest (norms, SiLU, RoPE, residuals, reductions)"
+
+
 def profile_step(path, items, pad_id, mode: str = "lora", n_steps: int = 3) -> dict:
-    """torch.profiler over ``n_steps`` chosen steps (after a warm-up): each op's share of the self CPU time."""
+    """torch.profiler over ``n_steps`` chosen steps (after a warm-up): where the time goes, by the issue's
+    groups (attention, LM head and cross-entropy, optimizer, casts, the rest) and by op. ``ops_share_of_wall``
+    is the ops' self time over the steps' wall time; the remainder is Python, autograd bookkeeping,
+    collation and the profiler itself."""
     from torch.profiler import ProfilerActivity, profile
 
     from odyssey.training.sft import bucket_groups
@@ -331,14 +356,29 @@ def profile_step(path, items, pad_id, mode: str = "lora", n_steps: int = 3) -> d
     groups = bucket_groups(items, batch_tokens=BATCH_TOKENS, batch_size=16, seed=SEED)
     batches = [groups[round(i * (len(groups) - 1) / max(n_steps - 1, 1))] for i in range(n_steps)]
     stepper = Stepper(path, pad_id, mode)
+    vocab = stepper.model.config.vocab_size
     stepper.step(batches[0])
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         wall = sum(stepper.step(g) for g in batches)
-    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    events = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in events)
-    top = {e.key: round(e.self_cpu_time_total / total, 4) for e in events[:15]}
-    print(f"profile {mode}: " + ", ".join(f"{k} {v:.1%}" for k, v in list(top.items())[:6]), flush=True)
-    return {"steps": n_steps, "wall_s": wall, "self_cpu_share": top}
+    by_group: dict[str, float] = {}
+    by_op: dict[str, float] = {}
+    for e in events:
+        group = _profile_group(e.key, e.input_shapes, vocab)
+        by_group[group] = by_group.get(group, 0.0) + e.self_cpu_time_total
+        by_op[e.key] = by_op.get(e.key, 0.0) + e.self_cpu_time_total
+    shares = {g: round(t / total, 4) for g, t in sorted(by_group.items(), key=lambda kv: -kv[1])}
+    top = {k: round(t / total, 4) for k, t in sorted(by_op.items(), key=lambda kv: -kv[1])[:15]}
+    print(f"profile {mode}: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()), flush=True)
+    return {
+        "steps": n_steps,
+        "tokens": sum(len(e.input_ids) for g in batches for e in g),
+        "wall_s": wall,
+        "ops_share_of_wall": round(total / 1e6 / wall, 4),
+        "self_cpu_share_by_group": shares,
+        "self_cpu_share": top,
+    }
 
 
 def compiled_ablation(path, pad_id, batches, tokens, chosen) -> dict:

@@ -154,10 +154,12 @@ def _general_examples(project, aspec):
     return to_examples(read_records(path), DataSpec(source=str(path)), str(path))
 
 
-def memory_estimate_gb(model, method: str, trainable: int, total: int, groups, seq2seq: bool) -> float:
+def memory_estimate_gb(
+    model, method: str, trainable: int, total: int, groups, seq2seq: bool, dropout_inputs: int = 0
+) -> float:
     """This run's training memory for its largest batch: the one estimate (odyssey.models.memory), which
     ``odyssey plan`` reports for the same job, less the runtime (the measured peak here is counted from
-    what the process held before the model)."""
+    what the process held before the model). ``dropout_inputs``: see ``job_components``."""
     from odyssey.models.memory import Shape, job_components
 
     def width(e):  # an example, or a packed row of examples
@@ -174,6 +176,7 @@ def memory_estimate_gb(model, method: str, trainable: int, total: int, groups, s
         seq=seq,
         trainable=trainable,
         cpu_heap=not _on_gpu(),
+        dropout_inputs=dropout_inputs,
     )
     return sum(parts.values())
 
@@ -456,6 +459,7 @@ def _prepare_model(job: _Job, base: _Base, batches: _Batches) -> _Trainee:
     import torch
 
     from odyssey.adapt.finetune_methods import apply_method, count_params
+    from odyssey.training.lora import lora_input_features
 
     method, aspec = job.method, job.aspec
     general_before = batches.general_loss(base.model, base.device) if batches.general else None
@@ -469,7 +473,10 @@ def _prepare_model(job: _Job, base: _Base, batches: _Batches) -> _Trainee:
         instruction=job.cfg.instruction,
     )
     n_trainable, n_total = count_params(trained)
-    estimate = memory_estimate_gb(base.model, method, n_trainable, n_total, batches.groups, base.seq2seq)
+    dropout_inputs = lora_input_features(trained) if method == "lora" and aspec.lora.dropout > 0 else 0
+    estimate = memory_estimate_gb(
+        base.model, method, n_trainable, n_total, batches.groups, base.seq2seq, dropout_inputs
+    )
     ui.say(
         f"{method} fine-tuning of {job.ref} - {n_trainable:,} of {n_total:,} parameters train "
         f"({100 * n_trainable / max(n_total, 1):.3f}%); memory estimate {estimate:.2f} GB; "

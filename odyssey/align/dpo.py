@@ -135,6 +135,69 @@ def _policy(model, cfg):
     return get_peft_model(model, lora)
 
 
+def _rows_and_length(item) -> tuple[int, int]:
+    """Rows one item puts through the policy (chosen and rejected; KTO: its answer and its KL row), and
+    the longest of them in tokens."""
+    answers = (
+        (item.chosen_ids, item.rejected_ids) if hasattr(item, "chosen_ids") else (item.completion_ids, item.kl_ids)
+    )
+    return len(answers), max(len(item.prompt_ids) + len(a) for a in answers)
+
+
+def memory_estimate_gb(model, cfg, items: list, micro_batch: int) -> float:
+    """Training memory of the largest micro-batch (rows x its longest row, as the collator pads it): the one
+    estimate (:func:`odyssey.models.memory.job_components`) of the policy, a LoRA adapter on every linear
+    (no dropout) or every weight. The reference pass runs without gradients, so it adds nothing at the peak."""
+    from odyssey.models.memory import Shape, job_components
+    from odyssey.training import preference as pref
+    from odyssey.training.lora import lora_param_count
+
+    shapes = [
+        [_rows_and_length(item) for item in group] for group in pref.preference_groups(items, micro_batch, cfg.seed)
+    ]
+    rows, seq = max(((sum(r for r, _ in g), max(n for _, n in g)) for g in shapes), key=lambda rs: rs[0] * rs[1])
+    n_params = sum(p.numel() for p in model.parameters())
+    parts = job_components(
+        Shape.from_config(model.config, n_params),
+        "lora" if cfg.lora else "full",
+        batch=rows,
+        seq=seq,
+        trainable=lora_param_count(model, cfg.lora_r, "all-linear") if cfg.lora else n_params,
+        cpu_heap=next(model.parameters()).device.type == "cpu",
+    )
+    return sum(parts.values())
+
+
+def check_memory(project, method: str, cfg, model, items: list) -> float:
+    """The estimate for this run, or a clear error before any work if it exceeds what the scope's hardware
+    (``scope.constraints.hardware``; 'auto' is this machine) can give; the hint names the smallest
+    ``grad_accum`` that fits. Stop 32's DPO at 8 pairs x 640 tokens in one micro-batch was OOM-killed at
+    24.3 GB on a 24 GB machine; this check (about 33 GB) would have refused it."""
+    from odyssey.models.hardware import USABLE_FRACTION, Hardware
+
+    hardware = project.spec.scope.constraints.hardware
+    available = Hardware.parse(hardware).memory_gb * USABLE_FRACTION
+    needed = memory_estimate_gb(model, cfg, items, cfg.micro_batch)
+    if needed <= available:
+        return needed
+    fits = [
+        k
+        for k in range(cfg.grad_accum + 1, cfg.batch_size + 1)
+        if cfg.batch_size % k == 0 and memory_estimate_gb(model, cfg, items, cfg.batch_size // k) <= available
+    ]
+    advice = (
+        f"set align.{method}.grad_accum: {fits[0]} (the same step in micro-batches of {cfg.batch_size // fits[0]})"
+        if fits
+        else f"lower align.{method}.max_length ({cfg.max_length}), train LoRA (align.{method}.lora: true) or use more memory"
+    )
+    raise OdysseyError(
+        f"align.{method}: a micro-batch of {cfg.micro_batch} (batch_size {cfg.batch_size} / grad_accum "
+        f"{cfg.grad_accum}) needs about {needed:.2f} GB to train; {available:.2f} GB is usable on "
+        f"scope.constraints.hardware {hardware!r}",
+        hint=advice,
+    )
+
+
 def _cached_reference(model, groups: list[list], collator, work: Path, shared: Path) -> None:
     """Reference log-probs for every item, computed once with the frozen model.
 
@@ -263,6 +326,7 @@ def train_preference(
             f"every one of {len(train_rows)} training examples has a prompt of {cfg.max_length} tokens or more",
             hint=f"raise align.{method}.max_length",
         )
+    info["memory_estimate_gb"] = round(check_memory(project, method, cfg, loaded.model, items), 3)
     data_sha = _fingerprint(train_rows + held_rows)
     key = hashlib.sha256(f"{method}|{begin.model_ref}|{data_sha}|{cfg.model_dump_json()}".encode()).hexdigest()[:12]
     work = project.state_dir / "align" / f"{method}-{key}"
@@ -323,6 +387,8 @@ def _record(project, method, cfg, begin, parent_id, run, loaded, fitted, info, n
     out = save_merged(model, loaded.tokenizer, run.artifacts_dir / "model")
     cand_name = name or f"{begin.name}+{method}"
     metrics = _summary_metrics(result.history, wall)
+    # the estimate leaves out what the process held before the model; the peak is the whole process's
+    metrics.update(memory_estimate_gb=info["memory_estimate_gb"], train_peak_rss_gb=result.peak_memory_gb)
     config = {
         "prompt": begin.prompt.as_dict(),
         "align": {

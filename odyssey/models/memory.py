@@ -16,6 +16,12 @@ Bytes per part of a job at its peak (:func:`job_components`):
   attention-matrix term under fused attention (PyTorch's scaled_dot_product_attention, transformers'
   default, recomputes it in the backward), plus the logits and their gradient (b*s*vocab*4*2), often
   the biggest tensor in a small model;
+- lora_dropout (LoRA with dropout > 0): each adapted linear keeps its own dropped copy of its input
+  for the backward, where without dropout they share the one input: tokens x (sum of the adapted
+  linears' input widths) x 1.46 x bytes per activation. Measured with
+  ``torch.autograd.graph.saved_tensors_hooks`` on SmolLM2-135M (LoRA on the seven projections): the seven
+  dropped inputs (1.0 copy) plus tensors autograd keeps beside them (0.46), 50 bytes per hidden unit per
+  token per layer, +62 % over the same LoRA without dropout;
 - heap_retained (training in a CPU process): one more copy of the activations, measured
   (benchmarks/plan.py): glibc keeps the forward's freed blocks while the backward allocates;
 - KV cache for serving: 2 (K and V) x layers x kv_heads x head_dim x tokens x batch x bytes
@@ -85,6 +91,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+LORA_DROPOUT_COPIES = 1.46  # measured: see lora_dropout in the module docstring
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 GB = 1024**3
 METHODS = ("inference", "lora", "full")  # lora: any method that trains a few parameters on a frozen base
@@ -158,11 +165,14 @@ def job_components(
     runtime_gb: float = 0.0,
     attention: str = "sdpa",
     cpu_heap: bool = False,
+    dropout_inputs: int = 0,
 ) -> dict[str, float]:
     """GB of each part a job holds at its peak (the module docstring gives each rule and its source).
 
     ``method``: inference | full | lora (any method that trains ``trainable`` parameters on a frozen
-    base of ``shape.n_params``). ``cpu_heap``: training in a CPU process (adds ``heap_retained``)."""
+    base of ``shape.n_params``). ``cpu_heap``: training in a CPU process (adds ``heap_retained``).
+    ``dropout_inputs``: LoRA with dropout, the summed input widths of the adapted linears
+    (:func:`odyssey.training.lora.lora_input_features`); 0 without dropout."""
     if method not in METHODS:
         raise OdysseyError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     if precision not in BYTES_PER_PARAM:
@@ -187,13 +197,15 @@ def job_components(
     parts["gradients"] = trainable * (2.0 if mixed else 4.0)
     parts["optimizer"] = trainable * (8 + (4 if mixed else 0))  # Adam moments (+ fp32 master weights)
     parts["activations"] = activation_bytes(shape, batch, seq, precision, attention)  # x2 only at fp32
+    if method == "lora" and dropout_inputs:
+        parts["lora_dropout"] = batch * seq * dropout_inputs * LORA_DROPOUT_COPIES * (2.0 if mixed else 4.0)
     if cpu_heap:
         # Measured (benchmarks/plan.py, SmolLM2 LoRA b=4 s=256): glibc keeps the forward's freed
         # activation blocks in its heap, fragmented, while the backward allocates gradients of the same
         # size, so peak RSS holds about one more copy of the activations (LoRA 4.2 GB measured vs
         # 2.4 GB of live tensors; with MALLOC_MMAP_THRESHOLD_=131072 the same job peaks at 2.7 GB but
         # trains 45 % slower, so Odyssey does not set it).
-        parts["heap_retained"] = parts["activations"]
+        parts["heap_retained"] = parts["activations"] + parts.get("lora_dropout", 0.0)
     return {k: v / GB for k, v in parts.items()}
 
 
@@ -218,15 +230,24 @@ def estimate(
     train_precision: str = "fp32",
     trainable: int | None = None,
     cpu_heap: bool = False,
+    dropout_inputs: int = 0,
 ) -> MemoryEstimate:
     """Inference memory by precision (weights and KV cache), and training memory for full fine-tuning
-    and LoRA (``trainable`` parameters, else ``lora_fraction`` of them): sums of :func:`job_components`."""
+    and LoRA (``trainable`` parameters, else ``lora_fraction`` of them; ``dropout_inputs`` as in
+    :func:`job_components`): sums of :func:`job_components`."""
     kv = kv_cache_bytes(shape, seq, batch=1, precision="fp16" if train_precision != "fp32" else "fp32")
     inference = {p: (weights_bytes(shape.n_params, p) + kv) / GB for p in ("fp32", "fp16", "bf16", "int8", "int4")}
     lora_trainable = trainable if trainable is not None else round(shape.n_params * lora_fraction)
     full = job_components(shape, "full", train_precision, batch=batch, seq=seq, cpu_heap=cpu_heap)
     lora = job_components(
-        shape, "lora", train_precision, batch=batch, seq=seq, trainable=lora_trainable, cpu_heap=cpu_heap
+        shape,
+        "lora",
+        train_precision,
+        batch=batch,
+        seq=seq,
+        trainable=lora_trainable,
+        cpu_heap=cpu_heap,
+        dropout_inputs=dropout_inputs,
     )
     return MemoryEstimate(
         inference_gb=inference,

@@ -375,14 +375,27 @@ def estimate_step(base, plan: Plan, step: Step) -> dict | None:
     its ram:/vram: if given, else this machine's). Not constraints.memory_gb: that is the serving limit
     (a gate on the candidate), and training needs more (SmolLM2-135M LoRA on 2,048-token batches: about
     7 GB by the planner, against the template's memory_gb 4)."""
-    from odyssey.select.planner import Hardware, plan as plan_job
+    from odyssey.models.hardware import Hardware
+    from odyssey.select.planner import plan as plan_job
 
     spec = step.spec
     method, batch, seq, tokens = STAGES[step.stage].estimate(spec)
     hardware = Hardware.parse(spec.scope.constraints.hardware)
     ref = spec.adapt.model or spec.prompt.model or base.default_model()
+    # the adapter `odyssey finetune` trains; the align stages' policies take no LoRA dropout
+    lora = spec.adapt.lora if step.stage == "finetune" else None
     try:
-        job = plan_job(ref, method, hardware, batch=batch, seq=seq, tokens=tokens, root=base.root)
+        job = plan_job(
+            ref,
+            method,
+            hardware,
+            batch=batch,
+            seq=seq,
+            tokens=tokens,
+            lora_r=lora.r if lora else 8,
+            lora_dropout=lora.dropout if lora else 0.0,
+            root=base.root,
+        )
     except (OdysseyError, OSError, ValueError) as exc:  # e.g. a hub model offline: no estimate, no refusal
         return {"model": ref, "method": method, "error": str(exc).splitlines()[0]}
     return {

@@ -71,6 +71,7 @@ def plan_cmd(
         Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 | int4 (default: fp32 on CPU)")
     ] = None,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (adapt.lora.r's default)")] = 16,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout (adapt.lora.dropout's default)")] = 0.05,
     project: ProjectOpt = Path("."),
     as_json: JsonOpt = False,
 ):
@@ -87,6 +88,7 @@ def plan_cmd(
         tokens=int(tokens) if tokens else None,
         precision=precision,
         lora_r=lora_r,
+        lora_dropout=lora_dropout,
         root=proj.root if proj else None,
     )
     if as_json:

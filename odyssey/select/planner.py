@@ -25,15 +25,15 @@ import json
 import math
 import os
 import platform
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from odyssey.errors import OdysseyError
+from odyssey.models.hardware import USABLE_FRACTION, Hardware  # noqa: F401  (Hardware re-exported)
 from odyssey.models.memory import (
     BYTES_PER_PARAM as BYTES,
-    GB,
+    GB,  # noqa: F401  (re-exported)
     METHODS,
     Shape,
     job_components,
@@ -44,85 +44,6 @@ from odyssey.training.lora import TARGET_NAMES as LORA_TARGETS  # noqa: F401  (r
 TOKENS_PER_PARAM = 20  # Chinchilla's compute-optimal data (pretraining)
 DEFAULT_TOKENS = 1_000_000  # generated (inference), or trained when there is no project to count
 PROBE_VERSION = 5
-USABLE_FRACTION = 0.9  # of RAM/VRAM a job may plan to use; the OS and other processes hold the rest
-
-
-# ---- hardware --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Hardware:
-    device: str  # cpu | cuda
-    cores: int
-    memory_gb: float  # RAM for cpu, VRAM for cuda
-    gpus: int = 0
-    tflops: float | None = None  # declared peak, for hardware other than this machine
-    spec: str = "auto"
-
-    @classmethod
-    def detect(cls) -> Hardware:
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                props = torch.cuda.get_device_properties(0)
-                return cls("cuda", os.cpu_count() or 1, props.total_memory / GB, torch.cuda.device_count(), spec="auto")
-        except ImportError:
-            pass
-        return cls("cpu", os.cpu_count() or 1, _ram_gb(), spec="auto")
-
-    @classmethod
-    def parse(cls, text: str | None) -> Hardware:
-        """'auto', 'cpu', 'cuda', or comma-separated key:value pairs, e.g. 'cpu:2,ram:24gb' or 'gpu:1,vram:24gb'."""
-        text = (text or "auto").strip().lower()
-        if text in {"", "auto"}:
-            return cls.detect()
-        detected = cls.detect()
-        hw = cls("cpu", detected.cores if detected.device == "cpu" else os.cpu_count() or 1, _ram_gb(), spec=text)
-        for part in [p.strip() for p in text.split(",") if p.strip()]:
-            key, _, value = part.partition(":")
-            key = key.strip()
-            try:
-                if key == "cpu":
-                    hw.device = "cpu"
-                    hw.cores = int(value) if value else hw.cores
-                elif key in {"cuda", "gpu"}:
-                    hw.device, hw.gpus = "cuda", int(value) if value else 1
-                    if detected.device == "cuda":
-                        hw.memory_gb = detected.memory_gb
-                elif key in {"ram", "vram", "memory", "mem"}:
-                    hw.memory_gb = _size_gb(value)
-                elif key == "tflops":
-                    hw.tflops = float(value)
-                else:
-                    raise ValueError(f"unknown key {key!r}")
-            except ValueError as exc:
-                raise OdysseyError(
-                    f"--hardware {text!r}: cannot read {part!r} ({exc})",
-                    hint="write e.g. 'cpu:2,ram:24gb' or 'gpu:1,vram:24gb,tflops:312' "
-                    "(keys: cpu, gpu, ram, vram, tflops)",
-                ) from None
-        if hw.memory_gb <= 0:
-            raise OdysseyError(f"--hardware {text!r}: memory must be positive", hint="e.g. ram:16gb")
-        return hw
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _size_gb(value: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(tb|gb|g|mb|m|gib|mib)?\s*", value)
-    if not match:
-        raise ValueError(f"{value!r} is not a size like 24gb or 512mb")
-    number, unit = float(match.group(1)), match.group(2) or "gb"
-    return number * {"tb": 1024, "gb": 1, "g": 1, "gib": 1, "mb": 1 / 1024, "m": 1 / 1024, "mib": 1 / 1024}[unit]
-
-
-def _ram_gb() -> float:
-    from odyssey.models.memory import proc_kb_field_gb
-
-    total = proc_kb_field_gb("/proc/meminfo", "MemTotal")
-    return 8.0 if total is None else total  # no /proc (macOS, Windows): assume a common laptop
 
 
 # ---- the probe ------------------------------------------------------------------------------------------
@@ -435,6 +356,7 @@ class ModelShape:
     tied: bool
     family: str
     lora_params: int = 0
+    lora_dropout_inputs: int = 0  # with LoRA dropout: the adapted linears' input widths (memory's lora_dropout)
 
     @property
     def compute_params(self) -> int:
@@ -449,13 +371,14 @@ class ModelShape:
         return Shape(self.n_params, self.n_layers, self.hidden, self.n_heads, self.n_kv_heads, self.vocab, self.context)
 
 
-def model_shape(ref: str, root: Path | None = None, lora_r: int = 8) -> ModelShape:
-    """The numbers the planner needs, from the config alone (the model is built on the meta device)."""
+def model_shape(ref: str, root: Path | None = None, lora_r: int = 8, lora_dropout: float = 0.0) -> ModelShape:
+    """The numbers the planner needs, from the config alone (the model is built on the meta device).
+    ``lora_dropout`` > 0: LoRA's dropout copies of its inputs count (see :mod:`odyssey.models.memory`)."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     from odyssey.models import FAMILY_DECODER, context_length, family_of, parse_ref, resolve
-    from odyssey.training.lora import lora_param_count
+    from odyssey.training.lora import lora_input_features, lora_param_count
 
     parsed = parse_ref(ref, root)
     if parsed.kind == "hub":
@@ -486,6 +409,7 @@ def model_shape(ref: str, root: Path | None = None, lora_r: int = 8) -> ModelSha
         tied,
         family,
         lora,
+        lora_input_features(model) if lora_dropout > 0 else 0,
     )
 
 
@@ -540,6 +464,7 @@ def memory_components(
         runtime_gb=runtime_gb,
         attention=attention,
         cpu_heap=cpu_heap,
+        dropout_inputs=shape.lora_dropout_inputs,
     )
 
 
@@ -622,17 +547,19 @@ def plan(
     tokens: int | None = None,
     precision: str | None = None,
     lora_r: int = 8,
+    lora_dropout: float = 0.0,
     root: Path | None = None,
     measured: dict | None = None,
 ) -> Plan:
-    """Will ``ref`` fit for ``method`` on ``hardware``; memory by component; tokens/s; hours for ``tokens``."""
+    """Will ``ref`` fit for ``method`` on ``hardware``; memory by component; tokens/s; hours for ``tokens``.
+    ``lora_r`` and ``lora_dropout``: the adapter ``odyssey finetune`` would train (adapt.lora.r, .dropout)."""
     if method not in METHODS:
         raise OdysseyError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     if batch < 1 or seq < 1:
         raise OdysseyError(f"batch ({batch}) and seq ({seq}) must be at least 1", hint="e.g. --batch 8 --seq 512")
     hw = hardware if isinstance(hardware, Hardware) else Hardware.parse(hardware)
     precision = precision or ("fp32" if hw.device == "cpu" else "bf16")
-    shape = model_shape(ref, root, lora_r)
+    shape = model_shape(ref, root, lora_r, lora_dropout)
     if measured is None:
         measured = _probe_for(hw)
     notes = []

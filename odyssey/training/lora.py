@@ -38,15 +38,29 @@ def default_targets(model_type: str) -> list[str] | str:
 def lora_param_count(model, r: int, targets: list[str] | str | None = None) -> int:
     """Trainable LoRA parameters on ``model`` (a meta-device model is enough): r*(in+out) for each
     targeted ``nn.Linear`` (``targets``: names, ``"all-linear"``, or None for the architecture's default)."""
+
+    return sum(r * (linear.in_features + linear.out_features) for linear in _adapted_linears(model, targets))
+
+
+def lora_input_features(model, targets: list[str] | str | None = None) -> int:
+    """Sum of the input widths of the linears LoRA adapts (all layers): with LoRA dropout, each one keeps
+    its own dropped copy of its input for the backward (:func:`odyssey.models.memory.job_components`).
+    A model PEFT has already adapted is read from its LoRA layers; a plain (or meta-device) model from
+    ``targets`` as :func:`lora_param_count` selects them."""
+    adapted = [m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "in_features")]
+    if adapted:
+        return sum(int(m.in_features) for m in adapted)
+    return sum(linear.in_features for linear in _adapted_linears(model, targets))
+
+
+def _adapted_linears(model, targets: list[str] | str | None):
     import torch
 
     if targets is None:
         targets = default_targets(getattr(model.config, "model_type", ""))
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    total = 0
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear) or module is output:
             continue
         if targets == "all-linear" or name.split(".")[-1] in targets:
-            total += r * (module.in_features + module.out_features)
-    return total
+            yield module

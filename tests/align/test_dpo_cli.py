@@ -249,3 +249,44 @@ def test_dpo_with_other_settings_reuses_the_reference_log_probs(tmp_path, monkey
     assert calls == [2], "the second run computed reference log-probs again"
     losses = [[h["loss"] for h in r.history if "loss" in h][0] for r in (first, second)]
     assert losses[0] == pytest.approx(0.6931, abs=1e-3) and losses[1] == pytest.approx(0.6931, abs=1e-3)
+
+
+def test_a_preference_run_that_cannot_fit_is_refused_before_any_work(tmp_path):
+    """The memory check runs before the reference pass or a store run: on hardware too small for one
+    micro-batch it names the settings and the grad_accum that would fit; on this machine the same run
+    trains and records its estimate beside its measured peak."""
+    from odyssey.align.dpo import memory_estimate_gb, train_dpo
+    from odyssey.align.preferences import build_preferences
+    from odyssey.errors import OdysseyError
+    from odyssey.models import load
+    from odyssey.training.preference import encode_pairs
+
+    project, rows = _prefs_project(tmp_path, "align:\n  dpo: {epochs: 1, batch_size: 4}\n")
+    build_preferences(project, sources=[{"kind": "file", "path": "prefs.jsonl"}])
+    cfg = project.spec.align.dpo
+    model = load("tiny:llama", dtype="float32")
+    items, _ = encode_pairs(model.tokenizer, rows, cfg.max_length)
+    one, four = (memory_estimate_gb(model.model, cfg, items, n) for n in (1, 4))
+    assert 0 < one < four  # a smaller micro-batch needs less
+
+    # usable = 90 % of the declared RAM: between the 1-pair and the 4-pair micro-batch
+    ram_mb = (one + four) / 2 / 0.9 * 1024
+    spec = project.root / "odyssey.yaml"
+    text = spec.read_text()
+    assert "    hardware: cpu\n" in text  # the template's
+    spec.write_text(text.replace("    hardware: cpu\n", f"    hardware: 'cpu:2,ram:{ram_mb:.3f}mb'\n", 1))
+    small = Project.load(project.root)
+    assert small.spec.scope.constraints.hardware.startswith("cpu:2,ram:")
+    runs_before = len(small.store.runs())
+    with pytest.raises(OdysseyError) as err:
+        train_dpo(small, evaluate=False)
+    text = str(err.value) + " " + (err.value.hint or "")
+    assert "align.dpo" in text and "micro-batch of 4" in text and "grad_accum" in text
+    assert "align.dpo.grad_accum: " in (err.value.hint or "")  # the smallest split that fits
+    assert len(small.store.runs()) == runs_before  # nothing recorded, no reference pass
+    assert not list((small.state_dir / "align").glob("reference-*.json"))
+
+    result = train_dpo(project, evaluate=False)
+    metrics = project.store.latest_metrics(project.store.candidate(result.candidate)["id"])
+    assert metrics["memory_estimate_gb"] == pytest.approx(four, abs=1e-3)
+    assert metrics["train_peak_rss_gb"] > metrics["memory_estimate_gb"]  # the whole process: torch and all

@@ -50,31 +50,89 @@ def test_peak_rss_of_a_spawned_child_excludes_the_parents_peak():
 # ---- one estimate: `odyssey plan`, `odyssey models` and `odyssey finetune` agree on the same job ----------
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_plan_models_and_finetune_report_the_same_memory_for_the_same_job(method):
+def _peft_lora(dropout: float):
+    from odyssey.adapt.finetune_methods import apply_method
+    from odyssey.models import load
+    from odyssey.spec import AdaptSpec
+
+    aspec = AdaptSpec.model_validate({"method": "lora", "lora": {"r": 8, "dropout": dropout}})
+    return apply_method(load("tiny:llama", dtype="float32").model, "lora", aspec, seq2seq=False)
+
+
+@pytest.mark.parametrize(("method", "dropout"), [("lora", 0.0), ("lora", 0.05), ("full", 0.0)])
+def test_plan_models_and_finetune_report_the_same_memory_for_the_same_job(method, dropout):
     from types import SimpleNamespace
 
     from odyssey.adapt.finetune_stage import memory_estimate_gb
     from odyssey.models import load
     from odyssey.models.memory import Shape, estimate
     from odyssey.select.planner import model_shape, plan
+    from odyssey.training.lora import lora_input_features
 
     batch, seq = 4, 64
-    shape = model_shape("tiny:llama", lora_r=8)
-    planned = plan("tiny:llama", method, "cpu:2,ram:8gb", batch=batch, seq=seq, measured=PROBE)
+    shape = model_shape("tiny:llama", lora_r=8, lora_dropout=dropout)
+    planned = plan("tiny:llama", method, "cpu:2,ram:8gb", batch=batch, seq=seq, lora_dropout=dropout, measured=PROBE)
     job_gb = planned.total_gb - planned.memory_gb["runtime"]  # the plan adds what the process holds before the model
+    # what finetune counts on the model PEFT adapted is what the planner counts on the meta-device model
+    dropout_inputs = lora_input_features(_peft_lora(dropout)) if dropout else 0
+    assert dropout_inputs == shape.lora_dropout_inputs
+    assert ("lora_dropout" in planned.memory_gb) == bool(dropout)
 
     config = load("tiny:llama").model.config
     trainable = shape.n_params if method == "full" else shape.lora_params
     models = estimate(
-        Shape.from_config(config, shape.n_params), batch=batch, seq=seq, trainable=trainable, cpu_heap=True
+        Shape.from_config(config, shape.n_params),
+        batch=batch,
+        seq=seq,
+        trainable=trainable,
+        cpu_heap=True,
+        dropout_inputs=dropout_inputs,
     )
     models_gb = models.train_full_gb if method == "full" else models.train_lora_gb
 
     # finetune's largest batch: 4 examples of 64 tokens; a PEFT model's total counts its adapter
     groups = [[SimpleNamespace(input_ids=[0] * seq) for _ in range(batch)]]
     total = shape.n_params + (0 if method == "full" else trainable)
-    finetune_gb = memory_estimate_gb(SimpleNamespace(config=config), method, trainable, total, groups, False)
+    finetune_gb = memory_estimate_gb(
+        SimpleNamespace(config=config), method, trainable, total, groups, False, dropout_inputs
+    )
 
     assert job_gb == pytest.approx(models_gb, abs=1e-3)  # the plan rounds to 4 decimals
     assert finetune_gb == pytest.approx(models_gb, rel=1e-9)
+
+
+def _saved_activation_bytes(model, ids) -> int:
+    """Bytes of the distinct tensors autograd keeps for the backward, parameters left out."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def keep(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        model(input_ids=ids, labels=ids)
+    return sum(saved.values())
+
+
+def test_lora_dropout_memory_term_matches_what_autograd_keeps():
+    """The lora_dropout term is measured: what LoRA with dropout keeps beyond LoRA without it, as the
+    training loop runs it (FastDropout), is close to the estimate's copies of the adapted inputs."""
+    import torch
+
+    from odyssey.models.memory import LORA_DROPOUT_COPIES
+    from odyssey.training.lora import lora_input_features
+    from odyssey.training.speed import swap_dropout
+
+    ids = torch.randint(5, 200, (2, 64), generator=torch.Generator().manual_seed(0))
+    kept = {}
+    for dropout in (0.0, 0.1):
+        model = _peft_lora(dropout).train()
+        swap_dropout(model)
+        kept[dropout] = _saved_activation_bytes(model, ids)
+    copies = (kept[0.1] - kept[0.0]) / (ids.numel() * lora_input_features(model) * 4)
+    assert copies == pytest.approx(LORA_DROPOUT_COPIES, rel=0.15)  # SmolLM2 1.46, the tiny Llama 1.31
