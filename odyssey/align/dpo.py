@@ -138,9 +138,9 @@ def _policy(model, cfg):
 def _rows_and_length(item) -> tuple[int, int]:
     """Rows one item puts through the policy (chosen and rejected; KTO: its answer and its KL row), and
     the longest of them in tokens."""
-    answers = (
-        (item.chosen_ids, item.rejected_ids) if hasattr(item, "chosen_ids") else (item.completion_ids, item.kl_ids)
-    )
+    from odyssey.training.preference import Pair
+
+    answers = (item.chosen_ids, item.rejected_ids) if isinstance(item, Pair) else (item.completion_ids, item.kl_ids)
     return len(answers), max(len(item.prompt_ids) + len(a) for a in answers)
 
 
@@ -171,8 +171,8 @@ def memory_estimate_gb(model, cfg, items: list, micro_batch: int) -> float:
 def check_memory(project, method: str, cfg, model, items: list) -> float:
     """The estimate for this run, or a clear error before any work if it exceeds what the scope's hardware
     (``scope.constraints.hardware``; 'auto' is this machine) can give; the hint names the smallest
-    ``grad_accum`` that fits. Stop 32's DPO at 8 pairs x 640 tokens in one micro-batch was OOM-killed at
-    24.3 GB on a 24 GB machine; this check (about 33 GB) would have refused it."""
+    ``grad_accum`` that fits. A DPO run of SmolLM2 at 8 pairs x 640 tokens in one micro-batch was OOM-killed
+    at 24.3 GB on a 24 GB machine; this check (about 33 GB) refuses it and advises grad_accum 2."""
     from odyssey.models.hardware import USABLE_FRACTION, Hardware
 
     hardware = project.spec.scope.constraints.hardware

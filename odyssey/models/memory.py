@@ -22,7 +22,8 @@ Bytes per part of a job at its peak (:func:`job_components`):
   ``torch.autograd.graph.saved_tensors_hooks`` on SmolLM2-135M (LoRA on the seven projections): the seven
   dropped inputs (1.0 copy) plus tensors autograd keeps beside them (0.46), 50 bytes per hidden unit per
   token per layer, +62 % over the same LoRA without dropout;
-- heap_retained (training in a CPU process): one more copy of the activations, measured
+- heap_retained (training in a CPU process): one more copy of the activations (LoRA's dropped inputs
+  included), measured
   (benchmarks/plan.py): glibc keeps the forward's freed blocks while the backward allocates;
 - KV cache for serving: 2 (K and V) x layers x kv_heads x head_dim x tokens x batch x bytes
   (Pope et al. 2022, "Efficiently Scaling Transformer Inference", section 2);
